@@ -1,0 +1,45 @@
+"""fasttape: reverse-mode automatic differentiation for NumPy code.
+
+Trace once, replay compiled: a function is run once on tracers, its primitives
+are recorded on a flat-array tape, and every later call is one Numba-compiled
+sweep over that tape.
+
+>>> import numpy as np, fasttape as ft
+>>> ft.grad(lambda x: np.sum(np.tanh(x) ** 2))(np.ones(3)).round(6)
+array([0.839949, 0.839949, 0.839949])
+"""
+
+from . import numpy
+from .api import grad, trace, value_and_grad, vjp
+from .errors import (
+    BranchChangedError,
+    ConcretizationError,
+    InputSignatureError,
+    InputTypeError,
+    NonScalarOutputError,
+    TracerLeakError,
+    TracerMutationError,
+    UnsupportedFunctionError,
+)
+from .kernels import PRIMITIVES
+from .tape import Tape
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "grad",
+    "value_and_grad",
+    "vjp",
+    "trace",
+    "Tape",
+    "numpy",
+    "PRIMITIVES",
+    "BranchChangedError",
+    "ConcretizationError",
+    "InputSignatureError",
+    "InputTypeError",
+    "NonScalarOutputError",
+    "TracerLeakError",
+    "TracerMutationError",
+    "UnsupportedFunctionError",
+]

@@ -1,0 +1,761 @@
+"""The primitive table and every Numba sweep it drives.
+
+A tape is three flat arrays:
+
+* ``ins``  -- int64[n_instructions, ROW]: one row per instruction (see ``C_*``):
+  opcode, output offset and size, up to three operand offsets and sizes, four
+  integer parameters and an activity bit mask.  Offsets point into ``buf``.
+* ``aux``  -- int64[...]: a small header (``M_*``), the guard table and the pool
+  of gather indices.
+* ``buf``  -- float64[2 * n_values]: the forward values, then their adjoints.
+
+Elementwise math lives in three small functions (value, first partials) that
+switch on the opcode; reductions, broadcast, gather and matmul have a branch of
+their own in each sweep.  Opcodes, the table and every cached kernel stay in
+this one module because Numba's on-disk cache freezes globals and does not see
+edits in other modules.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+# --------------------------------------------------------------------------
+# opcodes -- elementwise unary, then binary, then comparisons, then the rest.
+# The order matters: the sweeps classify an opcode by range.
+# --------------------------------------------------------------------------
+OP_NEGATIVE = 0
+OP_ABS = 1
+OP_SIGN = 2
+OP_SQRT = 3
+OP_CBRT = 4
+OP_SQUARE = 5
+OP_RECIPROCAL = 6
+OP_EXP = 7
+OP_EXP2 = 8
+OP_EXPM1 = 9
+OP_LOG = 10
+OP_LOG2 = 11
+OP_LOG10 = 12
+OP_LOG1P = 13
+OP_SIN = 14
+OP_COS = 15
+OP_TAN = 16
+OP_ARCSIN = 17
+OP_ARCCOS = 18
+OP_ARCTAN = 19
+OP_SINH = 20
+OP_COSH = 21
+OP_TANH = 22
+OP_ARCSINH = 23
+OP_ARCCOSH = 24
+OP_ARCTANH = 25
+OP_ERF = 26
+OP_FLOOR = 27
+OP_CEIL = 28
+OP_ROUND = 29
+LAST_UNARY = 29
+
+OP_ADD = 30
+OP_SUBTRACT = 31
+OP_MULTIPLY = 32
+OP_DIVIDE = 33
+OP_POWER = 34
+OP_MAXIMUM = 35
+OP_MINIMUM = 36
+OP_ARCTAN2 = 37
+OP_HYPOT = 38
+OP_LOGADDEXP = 39
+OP_LESS = 40
+OP_LESS_EQUAL = 41
+OP_GREATER = 42
+OP_GREATER_EQUAL = 43
+OP_EQUAL = 44
+OP_NOT_EQUAL = 45
+FIRST_COMPARISON = 40
+LAST_BINARY = 45
+
+OP_WHERE = 46
+
+OP_SUM = 47
+OP_PROD = 48
+OP_MAX = 49
+OP_MIN = 50
+OP_LOGSUMEXP = 51
+OP_CUMSUM = 52
+
+OP_BROADCAST = 53
+OP_GATHER = 54
+OP_MATMUL = 55
+N_OPCODES = 56
+
+# instruction row columns
+C_OP = 0
+C_OUT = 1
+C_N = 2
+C_A = 3
+C_NA = 4
+C_B = 5
+C_NB = 6
+C_C = 7
+C_NC = 8
+C_P0 = 9
+C_P1 = 10
+C_P2 = 11
+C_P3 = 12
+C_FLAGS = 13
+ROW = 14
+
+# activity bits in C_FLAGS: the reverse sweep runs an instruction only when its
+# output is active, and accumulates only into operands that need an adjoint.
+F_ACTIVE = 1
+F_GRAD_A = 2
+F_GRAD_B = 4
+F_GRAD_C = 8
+
+# aux header
+M_NVALS = 0  # number of values; adjoints start at buf[n_values]
+M_GUARDS = 1  # start of the guard table in aux: (position, expected 0/1) pairs
+M_NGUARDS = 2
+HEADER = 4
+
+
+# --------------------------------------------------------------------------
+# the primitive table
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Primitive:
+    """One row of the primitive table.
+
+    ``kind`` is one of: unary, binary, comparison, select, reduction, scan,
+    broadcast, gather, matmul.  ``numpy`` lists the NumPy names that lower
+    directly onto the primitive.  ``domain`` names the input domain on which the
+    primitive is smooth (used by the tests and the oracle).  ``differentiable``
+    is False for primitives whose derivative is zero everywhere it exists.
+    """
+
+    name: str
+    opcode: int
+    kind: str
+    numpy: tuple[str, ...] = ()
+    domain: str = "real"
+    differentiable: bool = True
+
+    @property
+    def arity(self) -> int:
+        return {"binary": 2, "comparison": 2, "select": 3, "matmul": 2}.get(self.kind, 1)
+
+
+def _p(name, opcode, kind, numpy=None, domain="real", differentiable=True):
+    return Primitive(name, opcode, kind, tuple(numpy if numpy is not None else (name,)), domain, differentiable)
+
+
+PRIMITIVES: tuple[Primitive, ...] = (
+    _p("negative", OP_NEGATIVE, "unary"),
+    _p("abs", OP_ABS, "unary", ("abs", "absolute", "fabs"), domain="nonzero"),
+    _p("sign", OP_SIGN, "unary", domain="nonzero", differentiable=False),
+    _p("sqrt", OP_SQRT, "unary", domain="positive"),
+    _p("cbrt", OP_CBRT, "unary", domain="nonzero"),
+    _p("square", OP_SQUARE, "unary"),
+    _p("reciprocal", OP_RECIPROCAL, "unary", domain="nonzero"),
+    _p("exp", OP_EXP, "unary"),
+    _p("exp2", OP_EXP2, "unary"),
+    _p("expm1", OP_EXPM1, "unary"),
+    _p("log", OP_LOG, "unary", domain="positive"),
+    _p("log2", OP_LOG2, "unary", domain="positive"),
+    _p("log10", OP_LOG10, "unary", domain="positive"),
+    _p("log1p", OP_LOG1P, "unary", domain="positive"),
+    _p("sin", OP_SIN, "unary"),
+    _p("cos", OP_COS, "unary"),
+    _p("tan", OP_TAN, "unary", domain="unit"),
+    _p("arcsin", OP_ARCSIN, "unary", domain="unit"),
+    _p("arccos", OP_ARCCOS, "unary", domain="unit"),
+    _p("arctan", OP_ARCTAN, "unary"),
+    _p("sinh", OP_SINH, "unary"),
+    _p("cosh", OP_COSH, "unary"),
+    _p("tanh", OP_TANH, "unary"),
+    _p("arcsinh", OP_ARCSINH, "unary"),
+    _p("arccosh", OP_ARCCOSH, "unary", domain="above_one"),
+    _p("arctanh", OP_ARCTANH, "unary", domain="unit"),
+    _p("erf", OP_ERF, "unary", ()),
+    _p("floor", OP_FLOOR, "unary", domain="off_integers", differentiable=False),
+    _p("ceil", OP_CEIL, "unary", domain="off_integers", differentiable=False),
+    _p("round", OP_ROUND, "unary", ("round", "rint"), domain="off_half_integers", differentiable=False),
+    _p("add", OP_ADD, "binary"),
+    _p("subtract", OP_SUBTRACT, "binary"),
+    _p("multiply", OP_MULTIPLY, "binary"),
+    _p("divide", OP_DIVIDE, "binary", ("divide", "true_divide"), domain="nonzero"),
+    _p("power", OP_POWER, "binary", ("power", "float_power"), domain="positive"),
+    _p("maximum", OP_MAXIMUM, "binary", ("maximum",), domain="distinct"),
+    _p("minimum", OP_MINIMUM, "binary", ("minimum",), domain="distinct"),
+    _p("arctan2", OP_ARCTAN2, "binary", domain="nonzero"),
+    _p("hypot", OP_HYPOT, "binary", domain="nonzero"),
+    _p("logaddexp", OP_LOGADDEXP, "binary"),
+    _p("less", OP_LESS, "comparison", differentiable=False),
+    _p("less_equal", OP_LESS_EQUAL, "comparison", differentiable=False),
+    _p("greater", OP_GREATER, "comparison", differentiable=False),
+    _p("greater_equal", OP_GREATER_EQUAL, "comparison", differentiable=False),
+    _p("equal", OP_EQUAL, "comparison", differentiable=False),
+    _p("not_equal", OP_NOT_EQUAL, "comparison", differentiable=False),
+    _p("where", OP_WHERE, "select"),
+    _p("sum", OP_SUM, "reduction"),
+    _p("prod", OP_PROD, "reduction"),
+    _p("max", OP_MAX, "reduction", ("max", "amax"), domain="distinct"),
+    _p("min", OP_MIN, "reduction", ("min", "amin"), domain="distinct"),
+    _p("logsumexp", OP_LOGSUMEXP, "reduction", ()),
+    _p("cumsum", OP_CUMSUM, "scan"),
+    _p("broadcast", OP_BROADCAST, "broadcast", ("broadcast_to",)),
+    _p("gather", OP_GATHER, "gather", ()),
+    _p("matmul", OP_MATMUL, "matmul"),
+)
+
+PRIMITIVE_BY_OPCODE: dict[int, Primitive] = {p.opcode: p for p in PRIMITIVES}
+PRIMITIVE_BY_NAME: dict[str, Primitive] = {p.name: p for p in PRIMITIVES}
+
+
+# --------------------------------------------------------------------------
+# Numba setup: on-disk cache unless switched off or impossible
+# --------------------------------------------------------------------------
+def _cache_wanted() -> bool:
+    flag = os.environ.get("FASTTAPE_NO_CACHE", "").strip().lower()
+    return flag in ("", "0", "false", "no")
+
+
+CACHE_ENABLED = _cache_wanted()
+
+
+def _jit(fn):
+    """njit with nogil; cached on disk when possible, never failing the import."""
+    global CACHE_ENABLED
+    if CACHE_ENABLED:
+        try:
+            return numba.njit(cache=True, nogil=True)(fn)
+        except Exception:  # no writable cache location (read-only install, no home)
+            CACHE_ENABLED = False
+    return numba.njit(cache=False, nogil=True)(fn)
+
+
+_LN2 = math.log(2.0)
+_LN10 = math.log(10.0)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+# --------------------------------------------------------------------------
+# elementwise math: values and first partials, one switch each
+# --------------------------------------------------------------------------
+@_jit
+def unary_value(op, x):
+    if op == OP_NEGATIVE:
+        return -x
+    if op == OP_ABS:
+        return abs(x)
+    if op == OP_SIGN:
+        return np.sign(x)
+    if op == OP_SQRT:
+        return math.sqrt(x) if x >= 0.0 else math.nan
+    if op == OP_CBRT:
+        return np.cbrt(x)
+    if op == OP_SQUARE:
+        return x * x
+    if op == OP_RECIPROCAL:
+        return 1.0 / x
+    if op == OP_EXP:
+        return math.exp(x)
+    if op == OP_EXP2:
+        return np.exp2(x)
+    if op == OP_EXPM1:
+        return math.expm1(x)
+    if op == OP_LOG:
+        return np.log(x)
+    if op == OP_LOG2:
+        return np.log2(x)
+    if op == OP_LOG10:
+        return np.log10(x)
+    if op == OP_LOG1P:
+        return np.log1p(x)
+    if op == OP_SIN:
+        return math.sin(x)
+    if op == OP_COS:
+        return math.cos(x)
+    if op == OP_TAN:
+        return math.tan(x)
+    if op == OP_ARCSIN:
+        return np.arcsin(x)
+    if op == OP_ARCCOS:
+        return np.arccos(x)
+    if op == OP_ARCTAN:
+        return math.atan(x)
+    if op == OP_SINH:
+        return math.sinh(x)
+    if op == OP_COSH:
+        return math.cosh(x)
+    if op == OP_TANH:
+        return math.tanh(x)
+    if op == OP_ARCSINH:
+        return math.asinh(x)
+    if op == OP_ARCCOSH:
+        return np.arccosh(x)
+    if op == OP_ARCTANH:
+        return np.arctanh(x)
+    if op == OP_ERF:
+        return math.erf(x)
+    if op == OP_FLOOR:
+        return math.floor(x) if math.isfinite(x) else x
+    if op == OP_CEIL:
+        return math.ceil(x) if math.isfinite(x) else x
+    # OP_ROUND: half to even, as NumPy and JAX
+    return np.rint(x)
+
+
+@_jit
+def unary_partial(op, x, z):
+    """dz/dx for z = op(x)."""
+    if op == OP_NEGATIVE:
+        return -1.0
+    if op == OP_ABS:
+        return 1.0 if x >= 0.0 else -1.0  # JAX's convention: abs'(0) = 1
+    if op == OP_SQRT:
+        return 0.5 / z  # d sqrt = 1 / (2 sqrt)
+    if op == OP_CBRT:
+        return 1.0 / (3.0 * z * z)  # d cbrt = 1 / (3 cbrt²)
+    if op == OP_SQUARE:
+        return 2.0 * x
+    if op == OP_RECIPROCAL:
+        return -z * z  # d 1/x = -1/x²
+    if op == OP_EXP:
+        return z
+    if op == OP_EXP2:
+        return z * _LN2
+    if op == OP_EXPM1:
+        return z + 1.0
+    if op == OP_LOG:
+        return 1.0 / x
+    if op == OP_LOG2:
+        return 1.0 / (x * _LN2)
+    if op == OP_LOG10:
+        return 1.0 / (x * _LN10)
+    if op == OP_LOG1P:
+        return 1.0 / (1.0 + x)
+    if op == OP_SIN:
+        return math.cos(x)
+    if op == OP_COS:
+        return -math.sin(x)
+    if op == OP_TAN:
+        return 1.0 + z * z  # d tan = 1 + tan²
+    if op == OP_ARCSIN:
+        return 1.0 / math.sqrt((1.0 - x) * (1.0 + x))
+    if op == OP_ARCCOS:
+        return -1.0 / math.sqrt((1.0 - x) * (1.0 + x))
+    if op == OP_ARCTAN:
+        return 1.0 / (1.0 + x * x)
+    if op == OP_SINH:
+        return math.cosh(x)
+    if op == OP_COSH:
+        return math.sinh(x)
+    if op == OP_TANH:
+        return 1.0 - z * z  # d tanh = 1 - tanh²
+    if op == OP_ARCSINH:
+        return 1.0 / math.sqrt(x * x + 1.0)
+    if op == OP_ARCCOSH:
+        return 1.0 / (math.sqrt(x - 1.0) * math.sqrt(x + 1.0)) if x >= 1.0 else math.nan
+    if op == OP_ARCTANH:
+        return 1.0 / ((1.0 - x) * (1.0 + x))
+    if op == OP_ERF:
+        return _TWO_OVER_SQRT_PI * math.exp(-x * x)
+    # sign, floor, ceil, round: zero wherever the derivative exists
+    return 0.0
+
+
+@_jit
+def binary_value(op, x, y):
+    if op == OP_ADD:
+        return x + y
+    if op == OP_SUBTRACT:
+        return x - y
+    if op == OP_MULTIPLY:
+        return x * y
+    if op == OP_DIVIDE:
+        return x / y
+    if op == OP_POWER:
+        return x**y
+    if op == OP_MAXIMUM:
+        if x != x or y != y:
+            return x + y  # NaN propagates
+        return x if x >= y else y
+    if op == OP_MINIMUM:
+        if x != x or y != y:
+            return x + y
+        return x if x <= y else y
+    if op == OP_ARCTAN2:
+        return math.atan2(x, y)
+    if op == OP_HYPOT:
+        return math.hypot(x, y)
+    if op == OP_LOGADDEXP:
+        return np.logaddexp(x, y)
+    if op == OP_LESS:
+        return 1.0 if x < y else 0.0
+    if op == OP_LESS_EQUAL:
+        return 1.0 if x <= y else 0.0
+    if op == OP_GREATER:
+        return 1.0 if x > y else 0.0
+    if op == OP_GREATER_EQUAL:
+        return 1.0 if x >= y else 0.0
+    if op == OP_EQUAL:
+        return 1.0 if x == y else 0.0
+    return 1.0 if x != y else 0.0  # OP_NOT_EQUAL
+
+
+@_jit
+def binary_partials(op, x, y, z):
+    """(dz/dx, dz/dy) for z = op(x, y)."""
+    if op == OP_ADD:
+        return 1.0, 1.0
+    if op == OP_SUBTRACT:
+        return 1.0, -1.0
+    if op == OP_MULTIPLY:
+        return y, x
+    if op == OP_DIVIDE:
+        return 1.0 / y, -x / (y * y)  # d x/y = (1/y, -x/y²)
+    if op == OP_POWER:
+        # d x^y = (y x^(y-1), log(x) x^y); JAX takes log(1) where x == 0
+        dy = math.log(x) * z if x > 0.0 else (0.0 if x == 0.0 else math.nan)
+        return y * x ** (y - 1.0), dy
+    if op == OP_MAXIMUM or op == OP_MINIMUM:
+        # JAX's balanced convention: a tie sends half the adjoint to each side
+        dx = (0.5 if y == z else 1.0) if x == z else 0.0
+        dy = (0.5 if x == z else 1.0) if y == z else 0.0
+        return dx, dy
+    if op == OP_ARCTAN2:
+        r2 = x * x + y * y  # d atan2(x, y) = (y, -x) / (x² + y²)
+        return y / r2, -x / r2
+    if op == OP_HYPOT:
+        if z == 0.0:
+            return 0.5, 0.5  # JAX's value at the origin (max/min ties)
+        return x / z, y / z
+    if op == OP_LOGADDEXP:
+        return math.exp(x - z), math.exp(y - z)  # softmax of (x, y)
+    return 0.0, 0.0  # comparisons
+
+
+# --------------------------------------------------------------------------
+# structural primitives: forward
+# --------------------------------------------------------------------------
+@_jit
+def _reduce_forward(op, buf, o, a, pre, r, post):
+    for p in range(pre):
+        base = a + p * r * post
+        for q in range(post):
+            out = o + p * post + q
+            if op == OP_SUM:
+                s = 0.0
+                for k in range(r):
+                    s += buf[base + k * post + q]
+                buf[out] = s
+            elif op == OP_PROD:
+                s = 1.0
+                for k in range(r):
+                    s *= buf[base + k * post + q]
+                buf[out] = s
+            elif op == OP_MAX or op == OP_MIN or op == OP_LOGSUMEXP:
+                m = buf[base + q]
+                for k in range(1, r):
+                    v = buf[base + k * post + q]
+                    if v != v:
+                        m = v
+                        break
+                    if (op == OP_MIN and v < m) or (op != OP_MIN and v > m):
+                        m = v
+                if op == OP_LOGSUMEXP:
+                    shift = m if math.isfinite(m) else 0.0
+                    s = 0.0
+                    for k in range(r):
+                        s += math.exp(buf[base + k * post + q] - shift)
+                    m = math.log(s) + shift
+                buf[out] = m
+
+
+@_jit
+def _sum_contiguous(buf, start, n):
+    # four accumulators: faster, and more accurate than one running sum
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    j = 0
+    while j + 4 <= n:
+        s0 += buf[start + j]
+        s1 += buf[start + j + 1]
+        s2 += buf[start + j + 2]
+        s3 += buf[start + j + 3]
+        j += 4
+    while j < n:
+        s0 += buf[start + j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@_jit
+def _matmul_forward(buf, o, a, b, batch, m, k, n):
+    for t in range(batch):
+        ao = a + t * m * k
+        bo = b + t * k * n
+        oo = o + t * m * n
+        if m * k * n >= 32768:
+            A = buf[ao : ao + m * k].reshape(m, k)
+            B = buf[bo : bo + k * n].reshape(k, n)
+            C = buf[oo : oo + m * n].reshape(m, n)
+            np.dot(A, B, C)
+        else:
+            for i in range(m):
+                for j in range(n):
+                    buf[oo + i * n + j] = 0.0
+                for p in range(k):
+                    av = buf[ao + i * k + p]
+                    for j in range(n):
+                        buf[oo + i * n + j] += av * buf[bo + p * n + j]
+
+
+@_jit
+def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b):
+    for t in range(batch):
+        ao = a + t * m * k
+        bo = b + t * k * n
+        go = N + o + t * m * n
+        if m * k * n >= 32768:
+            A = buf[ao : ao + m * k].reshape(m, k)
+            B = buf[bo : bo + k * n].reshape(k, n)
+            G = buf[go : go + m * n].reshape(m, n)
+            if grad_a:
+                dA = buf[N + ao : N + ao + m * k].reshape(m, k)
+                dA += np.dot(G, B.T)  # d(A B)/dA: G Bᵀ
+            if grad_b:
+                dB = buf[N + bo : N + bo + k * n].reshape(k, n)
+                dB += np.dot(A.T, G)  # d(A B)/dB: Aᵀ G
+        else:
+            for i in range(m):
+                for p in range(k):
+                    av = buf[ao + i * k + p]
+                    s = 0.0
+                    for j in range(n):
+                        g = buf[go + i * n + j]
+                        s += g * buf[bo + p * n + j]
+                        if grad_b:
+                            buf[N + bo + p * n + j] += av * g
+                    if grad_a:
+                        buf[N + ao + i * k + p] += s
+
+
+@_jit
+def forward_sweep(ins, aux, buf):
+    """Values of every instruction, in tape order."""
+    for i in range(ins.shape[0]):
+        op = ins[i, C_OP]
+        o = ins[i, C_OUT]
+        n = ins[i, C_N]
+        a = ins[i, C_A]
+        if op <= LAST_UNARY:
+            for j in range(n):
+                buf[o + j] = unary_value(op, buf[a + j])
+        elif op <= LAST_BINARY:
+            b = ins[i, C_B]
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            for j in range(n):
+                buf[o + j] = binary_value(op, buf[a + j * sa], buf[b + j * sb])
+        elif op == OP_WHERE:
+            b = ins[i, C_B]
+            c = ins[i, C_C]
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            sc = 1 if ins[i, C_NC] > 1 else 0
+            for j in range(n):
+                buf[o + j] = buf[b + j * sb] if buf[a + j * sa] != 0.0 else buf[c + j * sc]
+        elif op == OP_SUM and ins[i, C_P2] == 1 and ins[i, C_P0] == 1:
+            buf[o] = _sum_contiguous(buf, a, ins[i, C_P1])
+        elif op <= OP_LOGSUMEXP:
+            _reduce_forward(op, buf, o, a, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2])
+        elif op == OP_CUMSUM:
+            pre = ins[i, C_P0]
+            r = ins[i, C_P1]
+            post = ins[i, C_P2]
+            for p in range(pre):
+                for q in range(post):
+                    s = 0.0
+                    for k in range(r):
+                        idx = p * r * post + k * post + q
+                        s += buf[a + idx]
+                        buf[o + idx] = s
+        elif op == OP_BROADCAST:
+            pre = ins[i, C_P0]
+            r = ins[i, C_P1]
+            post = ins[i, C_P2]
+            for p in range(pre):
+                for k in range(r):
+                    dst = o + (p * r + k) * post
+                    src = a + p * post
+                    for q in range(post):
+                        buf[dst + q] = buf[src + q]
+        elif op == OP_GATHER:
+            start = ins[i, C_P0]
+            for j in range(n):
+                buf[o + j] = buf[aux[start + j]]
+        else:  # OP_MATMUL
+            _matmul_forward(buf, o, a, ins[i, C_B], ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3])
+
+
+@_jit
+def guards_hold(aux, buf):
+    """True when every recorded branch condition has its traced outcome."""
+    start = aux[M_GUARDS]
+    for g in range(aux[M_NGUARDS]):
+        taken = buf[aux[start + 2 * g]] != 0.0
+        if taken != (aux[start + 2 * g + 1] != 0):
+            return False
+    return True
+
+
+@_jit
+def reverse_sweep(ins, aux, buf):
+    """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
+    N = aux[M_NVALS]
+    for i in range(ins.shape[0] - 1, -1, -1):
+        flags = ins[i, C_FLAGS]
+        if not (flags & F_ACTIVE):
+            continue
+        op = ins[i, C_OP]
+        o = ins[i, C_OUT]
+        n = ins[i, C_N]
+        a = ins[i, C_A]
+        ga = (flags & F_GRAD_A) != 0
+        gb = (flags & F_GRAD_B) != 0
+        if op <= LAST_UNARY:
+            for j in range(n):
+                buf[N + a + j] += buf[N + o + j] * unary_partial(op, buf[a + j], buf[o + j])
+        elif op <= LAST_BINARY:
+            b = ins[i, C_B]
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            for j in range(n):
+                g = buf[N + o + j]
+                dx, dy = binary_partials(op, buf[a + j * sa], buf[b + j * sb], buf[o + j])
+                if ga:
+                    buf[N + a + j * sa] += g * dx
+                if gb:
+                    buf[N + b + j * sb] += g * dy
+        elif op == OP_WHERE:
+            b = ins[i, C_B]
+            c = ins[i, C_C]
+            gc = (flags & F_GRAD_C) != 0
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            sc = 1 if ins[i, C_NC] > 1 else 0
+            for j in range(n):
+                g = buf[N + o + j]
+                if buf[a + j * sa] != 0.0:
+                    if gb:
+                        buf[N + b + j * sb] += g
+                elif gc:
+                    buf[N + c + j * sc] += g
+        elif op <= OP_LOGSUMEXP:
+            pre = ins[i, C_P0]
+            r = ins[i, C_P1]
+            post = ins[i, C_P2]
+            scratch = np.empty(r if op == OP_PROD else 0)
+            for p in range(pre):
+                base = a + p * r * post
+                for q in range(post):
+                    out = o + p * post + q
+                    g = buf[N + out]
+                    z = buf[out]
+                    if op == OP_SUM:
+                        for k in range(r):
+                            buf[N + base + k * post + q] += g
+                    elif op == OP_LOGSUMEXP:
+                        for k in range(r):  # d logsumexp = softmax
+                            pos = base + k * post + q
+                            buf[N + pos] += g * math.exp(buf[pos] - z)
+                    elif op == OP_PROD:
+                        # product of all the others, as prefix x suffix: exact with zeros
+                        acc = 1.0
+                        for k in range(r):
+                            scratch[k] = acc
+                            acc *= buf[base + k * post + q]
+                        acc = 1.0
+                        for k in range(r - 1, -1, -1):
+                            pos = base + k * post + q
+                            buf[N + pos] += g * scratch[k] * acc
+                            acc *= buf[pos]
+                    else:  # max / min: ties share the adjoint equally, as JAX
+                        count = 0
+                        for k in range(r):
+                            if buf[base + k * post + q] == z:
+                                count += 1
+                        for k in range(r):
+                            pos = base + k * post + q
+                            if buf[pos] == z:
+                                buf[N + pos] += g / count
+                            else:
+                                buf[N + pos] += g * 0.0
+        elif op == OP_CUMSUM:
+            pre = ins[i, C_P0]
+            r = ins[i, C_P1]
+            post = ins[i, C_P2]
+            for p in range(pre):
+                for q in range(post):
+                    s = 0.0
+                    for k in range(r - 1, -1, -1):  # adjoint of a prefix sum: suffix sum
+                        idx = p * r * post + k * post + q
+                        s += buf[N + o + idx]
+                        buf[N + a + idx] += s
+        elif op == OP_BROADCAST:
+            pre = ins[i, C_P0]
+            r = ins[i, C_P1]
+            post = ins[i, C_P2]
+            for p in range(pre):
+                for k in range(r):  # unbroadcast: sum over the copies
+                    src = N + o + (p * r + k) * post
+                    dst = N + a + p * post
+                    for q in range(post):
+                        buf[dst + q] += buf[src + q]
+        elif op == OP_GATHER:
+            start = ins[i, C_P0]
+            for j in range(n):  # adjoint of a gather: scatter-add
+                buf[N + aux[start + j]] += buf[N + o + j]
+        else:  # OP_MATMUL
+            _matmul_reverse(
+                buf, N, o, a, ins[i, C_B], ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb
+            )
+
+
+# --------------------------------------------------------------------------
+# entry points: one compiled call per user call
+# --------------------------------------------------------------------------
+@_jit
+def run_forward(ins, aux, buf):
+    """Forward sweep; returns False when a recorded branch is not taken."""
+    forward_sweep(ins, aux, buf)
+    return guards_hold(aux, buf)
+
+
+@_jit
+def run_value_and_grad(ins, aux, buf, out):
+    """Forward sweep, then a reverse sweep seeded with 1 at position ``out``."""
+    forward_sweep(ins, aux, buf)
+    if not guards_hold(aux, buf):
+        return False
+    N = aux[M_NVALS]
+    buf[N:] = 0.0
+    buf[N + out] = 1.0
+    reverse_sweep(ins, aux, buf)
+    return True
+
+
+@_jit
+def run_reverse(ins, aux, buf):
+    """Reverse sweep only, on adjoints already seeded by the caller."""
+    reverse_sweep(ins, aux, buf)

@@ -1,0 +1,653 @@
+"""``fasttape.numpy``: the NumPy surface, lowered onto the primitive table.
+
+Every function here accepts tracers and plain arrays alike: with no tracer
+among its arguments it simply calls NumPy.  Plain ``import numpy as np`` code
+reaches the same functions through ``__array_ufunc__`` / ``__array_function__``
+(see :func:`dispatch_ufunc` and :func:`dispatch_function`).  The extras
+``sigmoid``, ``softplus``, ``relu``, ``logsumexp``, ``softmax`` and
+``log_softmax`` follow ``jax.nn``'s definitions and derivative conventions.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+
+from . import kernels as K
+from .errors import TracerMutationError, UnsupportedFunctionError
+from .tracer import Tracer, concrete, move, normalize_axes, recorder_of
+
+_np = np
+
+
+def _float(x):
+    """Concrete value for arithmetic: booleans count as 0.0 / 1.0."""
+    v = concrete(x)
+    if isinstance(v, (np.ndarray, np.generic)) and v.dtype == bool:
+        return v.astype(np.float64)
+    return v
+
+
+def _check_complex(args):
+    for a in args:
+        if not isinstance(a, Tracer) and np.iscomplexobj(a):
+            raise TypeError(
+                "fasttape differentiates real float64 programs; a complex operand was mixed into a traced "
+                "computation. Split it into real and imaginary parts."
+            )
+
+
+# --------------------------------------------------------------------------
+# elementwise primitives, generated from the table
+# --------------------------------------------------------------------------
+def _elementwise(prim):
+    ufunc = getattr(np, prim.numpy[0]) if prim.numpy else None
+    op = prim.opcode
+    comparison = prim.kind == "comparison"
+
+    def fn(*args):
+        rec = recorder_of(args)
+        if rec is None:
+            return ufunc(*args)
+        if len(args) != prim.arity:
+            raise TypeError(f"{prim.name}() takes {prim.arity} arguments, got {len(args)}")
+        _check_complex(args)
+        vals = [concrete(a) for a in args] if comparison else [_float(a) for a in args]
+        return rec.elementwise(op, args, ufunc(*vals))
+
+    fn.__name__ = prim.name
+    fn.__doc__ = f"Traced ``numpy.{prim.name}``."
+    return fn
+
+
+for _prim in K.PRIMITIVES:
+    if _prim.kind in ("unary", "binary", "comparison") and _prim.numpy:
+        for _name in _prim.numpy:
+            globals()[_name] = _elementwise(_prim)
+
+_power_primitive = power  # noqa: F821  (generated above)
+
+
+def power(x, y):
+    """``x ** y``; a constant exponent of 2 records ``square`` (as JAX's integer_pow)."""
+    if isinstance(x, Tracer) and not isinstance(y, Tracer) and np.ndim(y) == 0 and y == 2:
+        return square(x)  # noqa: F821
+    return _power_primitive(x, y)
+
+
+float_power = power
+
+
+def erf(x):
+    """The error function (``scipy.special.erf`` / ``jax.scipy.special.erf``)."""
+    rec = recorder_of((x,))
+    if rec is None:
+        vals = np.asarray(x, dtype=np.float64)
+        return np.vectorize(math.erf, otypes=[np.float64])(vals)
+    return rec.elementwise(K.OP_ERF, (x,), np.vectorize(math.erf, otypes=[np.float64])(_float(x)))
+
+
+def positive(x):
+    return x
+
+
+def deg2rad(x):
+    return multiply(x, math.pi / 180.0)  # noqa: F821
+
+
+def rad2deg(x):
+    return multiply(x, 180.0 / math.pi)  # noqa: F821
+
+
+radians = deg2rad
+degrees = rad2deg
+
+
+def isnan(x):
+    return not_equal(x, x)  # noqa: F821
+
+
+def isinf(x):
+    return equal(abs(x), np.inf)  # noqa: F821
+
+
+def isfinite(x):
+    return less(abs(x), np.inf)  # noqa: F821
+
+
+def _bool(x):
+    return not_equal(x, 0.0) if not (isinstance(x, Tracer) and x.dtype == bool) else x  # noqa: F821
+
+
+def logical_not(x):
+    return equal(x, 0.0)  # noqa: F821
+
+
+def logical_and(x, y):
+    rec = recorder_of((x, y))
+    if rec is None:
+        return np.logical_and(x, y)
+    x, y = _bool(x), _bool(y)
+    return rec.elementwise(K.OP_MULTIPLY, (x, y), np.logical_and(concrete(x), concrete(y)))
+
+
+def logical_or(x, y):
+    rec = recorder_of((x, y))
+    if rec is None:
+        return np.logical_or(x, y)
+    x, y = _bool(x), _bool(y)
+    return rec.elementwise(K.OP_MAXIMUM, (x, y), np.logical_or(concrete(x), concrete(y)))
+
+
+def logical_xor(x, y):
+    return not_equal(_bool(x), _bool(y))  # noqa: F821
+
+
+def where(condition, x=None, y=None):
+    """Branch-free selection; the condition is not differentiated."""
+    if x is None or y is None:
+        if isinstance(condition, Tracer):
+            raise UnsupportedFunctionError(
+                "numpy.where(condition) with one argument returns indices whose number depends on the traced "
+                "values. Use np.where(condition, x, y) to select values instead."
+            )
+        return np.where(condition)
+    rec = recorder_of((condition, x, y))
+    if rec is None:
+        return np.where(condition, x, y)
+    _check_complex((x, y))
+    value = np.where(concrete(condition), _float(x), _float(y))
+    if value.dtype != bool:
+        value = value.astype(np.float64)
+    return rec.elementwise(K.OP_WHERE, (condition, x, y), value)
+
+
+def clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
+    """``minimum(maximum(a, a_min), a_max)``: ties at the bounds split the adjoint, as JAX."""
+    _no_out("clip", out, kwargs)
+    lo = a_min if a_min is not None else min
+    hi = a_max if a_max is not None else max
+    if recorder_of((a, lo, hi)) is None:
+        return np.clip(a, lo, hi)
+    if lo is not None:
+        a = maximum(a, lo)  # noqa: F821
+    if hi is not None:
+        a = minimum(a, hi)  # noqa: F821
+    return a
+
+
+# --------------------------------------------------------------------------
+# reductions
+# --------------------------------------------------------------------------
+def _no_out(name, out, kwargs):
+    if out is not None:
+        raise TracerMutationError(
+            f"numpy.{name}(..., out=...) writes in place, which a tape cannot record; use the return value."
+        )
+    for key in ("where", "initial"):
+        if key in kwargs:
+            raise UnsupportedFunctionError(
+                f"numpy.{name}(..., {key}=...) is not supported on traced arrays; "
+                "mask with np.where(...) before the reduction instead."
+            )
+
+
+def _reduction(op, np_fn, name):
+    def fn(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+        rec = recorder_of((a,))
+        if rec is None:
+            return np_fn(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+        _no_out(name, out, kwargs)
+        value = np_fn(_float(a), axis=axis, keepdims=keepdims)
+        return rec.reduce(op, rec.as_tracer(a), axis, keepdims, value)
+
+    fn.__name__ = name
+    fn.__doc__ = f"Traced ``numpy.{name}`` (``axis`` int or tuple, ``keepdims``)."
+    return fn
+
+
+sum = _reduction(K.OP_SUM, np.sum, "sum")
+prod = _reduction(K.OP_PROD, np.prod, "prod")
+max = _reduction(K.OP_MAX, np.max, "max")
+min = _reduction(K.OP_MIN, np.min, "min")
+amax = max
+amin = min
+
+
+def _reduced_count(shape, axis):
+    axes = normalize_axes(axis, len(shape))
+    return math.prod(shape[a] for a in axes)
+
+
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    if recorder_of((a,)) is None:
+        return np.mean(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+    _no_out("mean", out, kwargs)
+    n = _reduced_count(np.shape(concrete(a)), axis)
+    return multiply(sum(a, axis=axis, keepdims=keepdims), 1.0 / n if n else math.nan)  # noqa: F821
+
+
+def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+    if recorder_of((a,)) is None:
+        return np.var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, **kwargs)
+    _no_out("var", out, kwargs)
+    n = _reduced_count(np.shape(concrete(a)), axis)
+    centred = subtract(a, mean(a, axis=axis, keepdims=True))  # noqa: F821
+    scale = 1.0 / (n - ddof) if n - ddof > 0 else math.inf
+    return multiply(sum(square(centred), axis=axis, keepdims=keepdims), scale)  # noqa: F821
+
+
+def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+    if recorder_of((a,)) is None:
+        return np.std(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, **kwargs)
+    return sqrt(var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, **kwargs))  # noqa: F821
+
+
+def _logsumexp_value(v, axis, keepdims):
+    m = np.max(v, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    s = np.log(np.sum(np.exp(v - m), axis=axis, keepdims=True)) + m
+    return s if keepdims else np.squeeze(s, axis=axis) if axis is not None else s.reshape(())
+
+
+def logsumexp(a, axis=None, keepdims=False, b=None, return_sign=False):
+    """``log(sum(exp(a)))``, stable; its gradient is the softmax."""
+    if b is not None or return_sign:
+        raise UnsupportedFunctionError("logsumexp(..., b=..., return_sign=True) is not supported; scale a instead.")
+    rec = recorder_of((a,))
+    axes = normalize_axes(axis, np.ndim(concrete(a)))
+    value = _logsumexp_value(np.asarray(_float(a), dtype=np.float64), axes, keepdims)
+    if rec is None:
+        return value
+    return rec.reduce(K.OP_LOGSUMEXP, rec.as_tracer(a), axes, keepdims, value)
+
+
+def cumsum(a, axis=None, dtype=None, out=None):
+    rec = recorder_of((a,))
+    if rec is None:
+        return np.cumsum(a, axis=axis, out=out)
+    _no_out("cumsum", out, {})
+    if axis is None:
+        a = ravel(a)
+        axis = 0
+    value = np.cumsum(_float(a), axis=axis)
+    return rec.reduce(K.OP_CUMSUM, rec.as_tracer(a), axis, False, value)
+
+
+def any(a, axis=None, out=None, keepdims=False, **kwargs):
+    rec = recorder_of((a,))
+    if rec is None:
+        return np.any(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+    _no_out("any", out, kwargs)
+    nz = _bool(a)
+    value = np.any(concrete(nz), axis=axis, keepdims=keepdims)
+    return rec.reduce(K.OP_MAX, nz, axis, keepdims, value, is_bool=True)
+
+
+def all(a, axis=None, out=None, keepdims=False, **kwargs):
+    rec = recorder_of((a,))
+    if rec is None:
+        return np.all(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+    _no_out("all", out, kwargs)
+    nz = _bool(a)
+    value = np.all(concrete(nz), axis=axis, keepdims=keepdims)
+    return rec.reduce(K.OP_MIN, nz, axis, keepdims, value, is_bool=True)
+
+
+# --------------------------------------------------------------------------
+# data movement: views where contiguous, otherwise one gather
+# --------------------------------------------------------------------------
+def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+    rec = recorder_of((a,))
+    shape = shape if shape is not None else newshape
+    if rec is None:
+        return np.reshape(a, shape, order=order)
+    if order != "C":
+        return move(lambda v: np.reshape(v, shape, order=order), [a])
+    return rec.reshape(rec.as_tracer(a), shape)
+
+
+def ravel(a, order="C"):
+    return reshape(a, (-1,), order=order)
+
+
+def expand_dims(a, axis):
+    if recorder_of((a,)) is None:
+        return np.expand_dims(a, axis)
+    return reshape(a, np.expand_dims(concrete(a), axis).shape)
+
+
+def squeeze(a, axis=None):
+    if recorder_of((a,)) is None:
+        return np.squeeze(a, axis=axis)
+    return reshape(a, np.squeeze(concrete(a), axis=axis).shape)
+
+
+def atleast_1d(*arys):
+    res = [reshape(a, np.atleast_1d(concrete(a)).shape) if isinstance(a, Tracer) else np.atleast_1d(a) for a in arys]
+    return res[0] if len(res) == 1 else res
+
+
+def atleast_2d(*arys):
+    res = [reshape(a, np.atleast_2d(concrete(a)).shape) if isinstance(a, Tracer) else np.atleast_2d(a) for a in arys]
+    return res[0] if len(res) == 1 else res
+
+
+def broadcast_to(array, shape, subok=False):
+    rec = recorder_of((array,))
+    if rec is None:
+        return np.broadcast_to(array, shape)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    np.broadcast_to(concrete(array), shape)  # NumPy's own error for impossible shapes
+    return rec.broadcast(array, shape)
+
+
+def broadcast_arrays(*args):
+    shape = np.broadcast_shapes(*[np.shape(concrete(a)) for a in args])
+    return [broadcast_to(a, shape) for a in args]
+
+
+def _mover(np_fn, name):
+    def fn(a, *args, **kwargs):
+        if recorder_of((a,)) is None:
+            return np_fn(a, *args, **kwargs)
+        return move(np_fn, [a], *args, **kwargs)
+
+    fn.__name__ = name
+    fn.__doc__ = f"Traced ``numpy.{name}`` (one gather, or a view when contiguous)."
+    return fn
+
+
+transpose = _mover(np.transpose, "transpose")
+swapaxes = _mover(np.swapaxes, "swapaxes")
+moveaxis = _mover(np.moveaxis, "moveaxis")
+flip = _mover(np.flip, "flip")
+fliplr = _mover(np.fliplr, "fliplr")
+flipud = _mover(np.flipud, "flipud")
+tile = _mover(np.tile, "tile")
+repeat = _mover(np.repeat, "repeat")
+diagonal = _mover(np.diagonal, "diagonal")
+roll = _mover(np.roll, "roll")
+take = _mover(np.take, "take")
+rot90 = _mover(np.rot90, "rot90")
+
+
+def diag(v, k=0):
+    if recorder_of((v,)) is None:
+        return np.diag(v, k)
+    if np.ndim(concrete(v)) == 2:
+        return move(np.diag, [v], k)
+    # building a matrix from a vector: off-diagonal zeros come from a constant
+    vec = ravel(v)
+    n = vec.shape[0] + builtins.abs(k)
+    zero = np.zeros(1)
+    return move(lambda x, z: _diag_from(x, z, n, k), [vec, zero])
+
+
+def _diag_from(x, z, n, k):
+    out = np.full((n, n), z[0], dtype=x.dtype)
+    i = np.arange(x.shape[0])
+    out[i + builtins.max(-k, 0), i + builtins.max(k, 0)] = x
+    return out
+
+
+def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    if recorder_of((a,)) is None:
+        return np.trace(a, offset, axis1, axis2, dtype, out)
+    _no_out("trace", out, {})
+    return sum(diagonal(a, offset, axis1, axis2), axis=-1)
+
+
+def _sequence_mover(np_fn, name):
+    def fn(arrays, *args, **kwargs):
+        arrays = list(arrays)
+        if recorder_of(arrays) is None:
+            return np_fn(arrays, *args, **kwargs)
+        if kwargs.get("out") is not None:
+            _no_out(name, kwargs["out"], {})
+        kwargs.pop("out", None)
+        kwargs.pop("dtype", None)
+        kwargs.pop("casting", None)
+        return move(np_fn, arrays, *args, _sequence=True, **kwargs)
+
+    fn.__name__ = name
+    fn.__doc__ = f"Traced ``numpy.{name}`` (one gather over all operands)."
+    return fn
+
+
+concatenate = _sequence_mover(np.concatenate, "concatenate")
+stack = _sequence_mover(np.stack, "stack")
+hstack = _sequence_mover(np.hstack, "hstack")
+vstack = _sequence_mover(np.vstack, "vstack")
+column_stack = _sequence_mover(np.column_stack, "column_stack")
+
+
+def getitem(x, key):
+    """``x[key]``: basic slicing, integer arrays and constant boolean masks."""
+    keys = key if isinstance(key, tuple) else (key,)
+    for k in keys:
+        if isinstance(k, Tracer):
+            raise TypeError(
+                "indexing with a traced array (a mask or indices computed from the inputs) gives a result whose "
+                "shape or contents depend on the traced values, which a tape cannot record. "
+                "Use np.where(mask, x, 0.0) to select values branch-free."
+            )
+    return move(lambda v: v[key], [x])
+
+
+# --------------------------------------------------------------------------
+# linear algebra
+# --------------------------------------------------------------------------
+def matmul(a, b, out=None, **kwargs):
+    rec = recorder_of((a, b))
+    if rec is None:
+        return np.matmul(a, b, out=out, **kwargs)
+    _no_out("matmul", out, kwargs)
+    _check_complex((a, b))
+    value = np.matmul(_float(a), _float(b))  # NumPy's own shape errors
+    return rec.matmul(a, b, value)
+
+
+def dot(a, b, out=None):
+    rec = recorder_of((a, b))
+    if rec is None:
+        return np.dot(a, b, out=out)
+    _no_out("dot", out, {})
+    na, nb = np.ndim(concrete(a)), np.ndim(concrete(b))
+    if na == 0 or nb == 0:
+        return multiply(a, b)  # noqa: F821
+    if nb <= 2:
+        return matmul(a, b)
+    np.dot(_float(a), _float(b))  # NumPy's own shape errors
+    bt = moveaxis(b, -2, 0)  # dot contracts a's last axis with b's second-to-last
+    rest = bt.shape[1:]
+    prod2 = matmul(a, reshape(bt, (bt.shape[0], -1)))
+    return reshape(prod2, np.shape(concrete(a))[:-1] + tuple(rest))
+
+
+def vdot(a, b):
+    if recorder_of((a, b)) is None:
+        return np.vdot(a, b)
+    return matmul(ravel(a), ravel(b))
+
+
+def inner(a, b):
+    if recorder_of((a, b)) is None:
+        return np.inner(a, b)
+    na, nb = np.ndim(concrete(a)), np.ndim(concrete(b))
+    if na == 0 or nb == 0:
+        return multiply(a, b)  # noqa: F821
+    np.inner(_float(a), _float(b))
+    k = np.shape(concrete(b))[-1]
+    b2 = transpose(reshape(b, (-1, k)))
+    return reshape(matmul(a, b2), np.shape(concrete(a))[:-1] + np.shape(concrete(b))[:-1])
+
+
+def outer(a, b, out=None):
+    if recorder_of((a, b)) is None:
+        return np.outer(a, b, out=out)
+    _no_out("outer", out, {})
+    return matmul(reshape(a, (-1, 1)), reshape(b, (1, -1)))
+
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    """``numpy.linalg.norm``: vector norms and the Frobenius / induced 1, inf matrix norms."""
+    if recorder_of((x,)) is None:
+        return np.linalg.norm(x, ord=ord, axis=axis, keepdims=keepdims)
+    nd = np.ndim(concrete(x))
+    if axis is None and ord is None:
+        return sqrt(sum(square(x), axis=None, keepdims=keepdims))  # noqa: F821
+    if axis is None:
+        axis = tuple(range(nd)) if nd <= 2 else None
+        if axis is None:
+            raise ValueError("Improper number of dimensions to norm.")
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if len(axes) == 1:
+        if ord is None or ord == 2:
+            return sqrt(sum(square(x), axis=axes, keepdims=keepdims))  # noqa: F821
+        if ord == np.inf:
+            return max(abs(x), axis=axes, keepdims=keepdims)  # noqa: F821
+        if ord == -np.inf:
+            return min(abs(x), axis=axes, keepdims=keepdims)  # noqa: F821
+        if ord == 0:
+            return sum(not_equal(x, 0.0), axis=axes, keepdims=keepdims)  # noqa: F821
+        if ord == 1:
+            return sum(abs(x), axis=axes, keepdims=keepdims)  # noqa: F821
+        if isinstance(ord, str):
+            raise ValueError(f"Invalid norm order '{ord}' for vectors")
+        p = float(ord)
+        return power(sum(power(abs(x), p), axis=axes, keepdims=keepdims), 1.0 / p)  # noqa: F821
+    if len(axes) == 2:
+        r, c = (a % nd for a in axes)
+        if ord is None or ord == "fro":
+            return sqrt(sum(square(x), axis=axes, keepdims=keepdims))  # noqa: F821
+        if ord in (1, -1, np.inf, -np.inf):
+            sum_axis, pick_axis = (r, c) if ord in (1, -1) else (c, r)
+            sums = sum(abs(x), axis=sum_axis, keepdims=True)  # noqa: F821
+            pick = max if ord > 0 else min
+            res = pick(sums, axis=pick_axis, keepdims=True)
+            return res if keepdims else squeeze(res, axis=(r, c))
+        raise UnsupportedFunctionError(
+            f"numpy.linalg.norm with ord={ord!r} on matrices needs singular values, which fasttape does not "
+            "differentiate. Use ord='fro', 1 or inf."
+        )
+    raise ValueError("Improper number of dimensions to norm.")
+
+
+# --------------------------------------------------------------------------
+# jax.nn-style extras
+# --------------------------------------------------------------------------
+def sigmoid(x):
+    """Logistic function, written through tanh so that it never overflows."""
+    return add(multiply(tanh(multiply(x, 0.5)), 0.5), 0.5)  # noqa: F821
+
+
+def softplus(x):
+    """``log(1 + exp(x))`` = ``logaddexp(x, 0)``, as ``jax.nn.softplus``."""
+    return logaddexp(x, 0.0)  # noqa: F821
+
+
+def relu(x):
+    """``max(x, 0)`` with derivative 0 at 0 (``jax.nn.relu``); NaN propagates."""
+    return where(less_equal(x, 0.0), 0.0, x)  # noqa: F821
+
+
+def softmax(x, axis=-1):
+    return exp(subtract(x, logsumexp(x, axis=axis, keepdims=True)))  # noqa: F821
+
+
+def log_softmax(x, axis=-1):
+    return subtract(x, logsumexp(x, axis=axis, keepdims=True))  # noqa: F821
+
+
+# --------------------------------------------------------------------------
+# dispatch from NumPy's protocols
+# --------------------------------------------------------------------------
+_UFUNC_NAMES = [n for p in K.PRIMITIVES if p.kind in ("unary", "binary", "comparison") for n in p.numpy]
+_UFUNC_NAMES += ["positive", "deg2rad", "rad2deg", "radians", "degrees", "isnan", "isinf", "isfinite"]
+_UFUNC_NAMES += ["logical_not", "logical_and", "logical_or", "logical_xor", "matmul"]
+UFUNCS = {getattr(np, n): globals()[n] for n in _UFUNC_NAMES}
+UFUNCS[np.power] = power
+UFUNCS[np.float_power] = power
+
+_REDUCE_METHODS = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
+
+_FUNCTION_NAMES = [
+    "sum", "prod", "max", "min", "amax", "amin", "mean", "var", "std", "cumsum", "any", "all",
+    "reshape", "ravel", "expand_dims", "squeeze", "atleast_1d", "atleast_2d", "broadcast_to", "broadcast_arrays",
+    "transpose", "swapaxes", "moveaxis", "flip", "fliplr", "flipud", "tile", "repeat", "diagonal", "roll",
+    "take", "rot90", "diag", "trace", "concatenate", "stack", "hstack", "vstack", "column_stack",
+    "dot", "vdot", "inner", "outer", "where", "clip", "round",
+]  # fmt: skip
+FUNCTIONS = {getattr(np, n): globals()[n] for n in _FUNCTION_NAMES}
+FUNCTIONS[np.linalg.norm] = norm
+FUNCTIONS[np.shape] = lambda a: a.shape
+FUNCTIONS[np.ndim] = lambda a: a.ndim
+FUNCTIONS[np.size] = lambda a, axis=None: a.size if axis is None else a.shape[axis]
+FUNCTIONS[np.result_type] = lambda *args: np.result_type(*[concrete(a) for a in args])
+
+
+def dispatch_ufunc(ufunc, method, inputs, kwargs):
+    out = kwargs.pop("out", None)
+    if out is not None and builtins.any(o is not None for o in (out if isinstance(out, tuple) else (out,))):
+        raise TracerMutationError(
+            f"numpy.{ufunc.__name__}(..., out=...) writes in place, which a tape cannot record; "
+            "use the returned array instead."
+        )
+    name = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    if method == "__call__":
+        fn = UFUNCS.get(ufunc)
+        if fn is not None:
+            kwargs.pop("dtype", None)
+            kwargs.pop("casting", None)
+            if kwargs:
+                raise UnsupportedFunctionError(f"{name} with keyword arguments {sorted(kwargs)} is not supported.")
+            return fn(*inputs)
+    elif method == "reduce" and ufunc in _REDUCE_METHODS:
+        axis = kwargs.pop("axis", 0)
+        return _REDUCE_METHODS[ufunc](inputs[0], axis=axis, **kwargs)
+    elif method == "accumulate" and ufunc is np.add:
+        return cumsum(inputs[0], axis=kwargs.get("axis", 0))
+    elif method == "at":
+        raise TracerMutationError(f"{name} writes in place, which a tape cannot record; build a new array instead.")
+    raise UnsupportedFunctionError(_unsupported_message(name))
+
+
+def dispatch_function(func, args, kwargs):
+    fn = FUNCTIONS.get(func)
+    if fn is None:
+        module = getattr(func, "__module__", "numpy") or "numpy"
+        module = "numpy.linalg" if "linalg" in module else "numpy" if module.startswith("numpy") else module
+        raise UnsupportedFunctionError(_unsupported_message(f"{module}.{func.__name__}"))
+    return fn(*args, **kwargs)
+
+
+def _unsupported_message(name):
+    return (
+        f"{name} is not supported on arrays traced by fasttape (no derivative rule is recorded for it). "
+        "Write it with the supported functions listed in fasttape.numpy.__all__, or compute it outside the "
+        "traced function if it does not depend on the differentiated inputs."
+    )
+
+
+def round(a, decimals=0, out=None):  # noqa: A001
+    """Round half to even; derivative zero, as JAX."""
+    if recorder_of((a,)) is None:
+        return np.round(a, decimals=decimals, out=out)
+    _no_out("round", out, {})
+    if decimals:
+        raise UnsupportedFunctionError("numpy.round with decimals != 0 is not supported on traced arrays.")
+    return rint(a)  # noqa: F821
+
+
+around = round
+FUNCTIONS[np.round] = round
+
+__all__ = sorted(
+    set(_UFUNC_NAMES)
+    | set(_FUNCTION_NAMES)
+    | {"power", "float_power", "erf", "norm", "getitem", "logsumexp", "sigmoid", "softplus", "relu", "softmax"}
+    | {"log_softmax", "around"}
+)

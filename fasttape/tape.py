@@ -1,0 +1,484 @@
+"""The ``Tape``: a recorded program in flat arrays, replayed by compiled sweeps.
+
+:func:`record` runs a user's function once on tracers and freezes what the
+:class:`~fasttape.tracer.Recorder` appended into a ``Tape``.  A ``Tape`` owns
+the instruction table, the aux array (header, guards, gather indices), a
+template value buffer with the constants filled in, and the maps from the
+function's arguments and results to slots.  Calling it binds new inputs into a
+buffer and makes exactly one compiled call.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import optree
+
+from . import kernels as K
+from .errors import (
+    BranchChangedError,
+    InputSignatureError,
+    InputTypeError,
+    NonScalarOutputError,
+)
+from .tracer import Recorder, Tracer
+
+_MAX_SPARE_BUFFERS = 4
+
+
+# --------------------------------------------------------------------------
+# argument and result specs
+# --------------------------------------------------------------------------
+@dataclass
+class Leaf:
+    """One leaf of an argument: a dynamic float input or a static value."""
+
+    kind: str  # "array" | "scalar" (a Python float) | "static"
+    name: str
+    offset: int = -1
+    shape: tuple = ()
+    size: int = 0
+    value: object = None
+
+
+@dataclass
+class ArgSpec:
+    treedef: object
+    leaves: list[Leaf]
+    differentiable: bool
+    simple: bool = field(init=False)  # the argument is one plain array
+
+    def __post_init__(self):
+        self.simple = self.treedef.num_leaves == 1 and self.treedef.num_nodes == 1 and self.leaves[0].kind == "array"
+
+
+def _flatten(tree):
+    return optree.tree_flatten(tree, none_is_leaf=True)
+
+
+def classify_leaf(leaf):
+    """'array' / 'scalar' for float data that changes per call, else 'static'."""
+    if isinstance(leaf, bool) or leaf is None or isinstance(leaf, (str, bytes, int)):
+        return "static"
+    if isinstance(leaf, float):
+        return "scalar"
+    if isinstance(leaf, np.ndarray) or isinstance(leaf, np.generic) or hasattr(leaf, "__array__"):
+        kind = np.asarray(leaf).dtype.kind if not isinstance(leaf, np.ndarray) else leaf.dtype.kind
+        return "array" if kind == "f" else "static"
+    return "static"
+
+
+def leaf_type_error(leaf, where):
+    dtype = getattr(leaf, "dtype", type(leaf).__name__)
+    return InputTypeError(
+        f"{where} has dtype {dtype}, but only real floating-point inputs can be differentiated. "
+        "Convert it with np.asarray(x, dtype=float), or leave it out of argnums (non-float arguments are "
+        "treated as constants of the trace)."
+    )
+
+
+def _static_equal(a, b):
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
+
+
+def _arg_name(i, path):
+    return f"arg{i}" + "".join(f"[{p!r}]" for p in path)
+
+
+# --------------------------------------------------------------------------
+# the Tape
+# --------------------------------------------------------------------------
+class Tape:
+    """A recorded program: call it, or ask it for gradients and VJPs.
+
+    ``tape(*args)`` replays the forward sweep; ``tape.value_and_grad(*args)``
+    and ``tape.grad(*args)`` differentiate with respect to the ``argnums`` the
+    tape was recorded with; ``tape.vjp(*args)`` pulls back cotangents.  A tape
+    is specialised to the shapes, container structure and static (non-float)
+    values it was recorded with.
+    """
+
+    def __init__(self, rec: Recorder, args: list[ArgSpec], argnums: tuple, outputs, aux_out, has_aux, name):
+        self.name = name
+        self.argnums = argnums
+        self.has_aux = has_aux
+        self._args = args
+        self._out_tree, self._outputs = outputs  # treedef, [(offset, shape) | ("const", value)]
+        self._aux_tree, self._aux = aux_out
+        self._slots = rec.slots
+        self._row_operands = rec.row_operands
+        self._guards = rec.guards
+        n_values = rec.n_values
+        self.n_values = n_values
+        self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
+        guard_start = rec.pool_len
+        aux = np.zeros(guard_start + 2 * len(rec.guards), dtype=np.int64)
+        aux[K.M_NVALS] = n_values
+        aux[K.M_GUARDS] = guard_start
+        aux[K.M_NGUARDS] = len(rec.guards)
+        pos = K.HEADER
+        for idx in rec.pool:
+            aux[pos : pos + idx.size] = idx
+            pos += idx.size
+        for g, (offset, outcome) in enumerate(rec.guards):
+            aux[guard_start + 2 * g] = offset
+            aux[guard_start + 2 * g + 1] = int(outcome)
+        self.aux = aux
+        template = np.zeros(2 * n_values, dtype=np.float64)
+        for offset, flat in rec.constants:
+            template[offset : offset + flat.size] = flat
+        self._template = template
+        self._spare = collections.deque()
+        self._diff_args = [i for i in range(len(args)) if args[i].differentiable]
+        self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
+        self._out_position = self._outputs[0][0] if self._scalar_out else -1
+
+    # -- buffers -----------------------------------------------------------
+    def _acquire(self):
+        try:
+            return self._spare.pop()
+        except IndexError:
+            return self._template.copy()
+
+    def _release(self, buf):
+        if len(self._spare) < _MAX_SPARE_BUFFERS:
+            self._spare.append(buf)
+
+    # -- binding inputs ----------------------------------------------------
+    def _bind(self, args, buf):
+        specs = self._args
+        if len(args) != len(specs):
+            raise TypeError(
+                f"this tape of {self.name!r} was recorded with {len(specs)} positional arguments, got {len(args)}."
+            )
+        for i, (arg, spec) in enumerate(zip(args, specs)):
+            if spec.simple and type(arg) is np.ndarray and arg.dtype == np.float64:
+                leaf = spec.leaves[0]
+                if arg.shape != leaf.shape:
+                    raise self._shape_error(leaf, arg.shape)
+                buf[leaf.offset : leaf.offset + leaf.size] = arg.reshape(-1)
+                continue
+            leaves, treedef = _flatten(arg)
+            if treedef != spec.treedef:
+                raise InputSignatureError(
+                    f"argument {i} of {self.name!r} has structure {treedef}, but the tape was recorded with "
+                    f"{spec.treedef}. Pass the same container structure, or use ft.grad / ft.value_and_grad, "
+                    "which record a tape per structure."
+                )
+            for value, leaf in zip(leaves, spec.leaves):
+                self._write_leaf(value, leaf, spec.differentiable, buf)
+
+    def _shape_error(self, leaf, got):
+        return InputSignatureError(
+            f"{leaf.name} of {self.name!r} has shape {tuple(got)}, but the tape was recorded with shape "
+            f"{leaf.shape}. A tape is specialised to its input shapes: use ft.grad / ft.value_and_grad (which "
+            "record one tape per shape) or ft.trace(f, *new_args)."
+        )
+
+    def _write_leaf(self, value, leaf, differentiable, buf):
+        if leaf.kind == "static":
+            if not _static_equal(value, leaf.value):
+                raise InputSignatureError(
+                    f"{leaf.name} of {self.name!r} is a static (non-float) argument recorded as {leaf.value!r}, "
+                    f"got {value!r}. Static arguments are baked into a tape; use ft.grad / ft.value_and_grad, "
+                    "which record one tape per static value."
+                )
+            return
+        arr = np.asarray(value)
+        kind = arr.dtype.kind
+        if kind != "f" and (differentiable or kind not in "biu"):
+            raise leaf_type_error(value, leaf.name)
+        if arr.shape != leaf.shape:
+            raise self._shape_error(leaf, arr.shape)
+        buf[leaf.offset : leaf.offset + leaf.size] = arr.reshape(-1)
+
+    # -- reading results ---------------------------------------------------
+    def _read(self, buf, entry, base=0):
+        if entry[0] == "const":
+            return entry[1]
+        offset, shape = entry
+        if shape == ():
+            return np.float64(buf[base + offset])
+        return buf[base + offset : base + offset + math.prod(shape)].reshape(shape).copy()
+
+    def _outputs_of(self, buf):
+        leaves = [self._read(buf, e) for e in self._outputs]
+        return self._out_tree.unflatten(leaves)
+
+    def _aux_of(self, buf):
+        return self._aux_tree.unflatten([self._read(buf, e) for e in self._aux])
+
+    def _grads_of(self, buf):
+        N = self.n_values
+        grads = []
+        for i in self._diff_args:
+            spec = self._args[i]
+            leaves = [self._read(buf, (leaf.offset, leaf.shape), N) for leaf in spec.leaves]
+            grads.append(leaves[0] if spec.simple else spec.treedef.unflatten(leaves))
+        return grads
+
+    def _grad_structure(self, grads):
+        return grads[0] if isinstance(self.argnums, int) else tuple(grads)
+
+    def _branch_error(self):
+        return BranchChangedError(
+            f"these inputs take a different branch of a Python if/while on a traced value than the one "
+            f"recorded in this tape of {self.name!r} ({len(self._guards)} recorded conditions). "
+            "Use ft.grad / ft.value_and_grad, which re-trace for the new branch, or ft.trace(f, *these_args)."
+        )
+
+    # -- public replay -----------------------------------------------------
+    def forward(self, *args):
+        """Replay the forward sweep; returns the function's output (and aux)."""
+        buf = self._acquire()
+        try:
+            self._bind(args, buf)
+            if not K.run_forward(self.ins, self.aux, buf):
+                return None
+            out = self._outputs_of(buf)
+            return (out, self._aux_of(buf)) if self.has_aux else out
+        finally:
+            self._release(buf)
+
+    def __call__(self, *args):
+        result = self.forward(*args)
+        if result is None:
+            raise self._branch_error()
+        return result
+
+    def _value_and_grad(self, args):
+        """(value, grads, aux) or None when a guard fails."""
+        if not self._scalar_out:
+            self._raise_non_scalar()
+        buf = self._acquire()
+        try:
+            self._bind(args, buf)
+            if not K.run_value_and_grad(self.ins, self.aux, buf, self._out_position):
+                return None
+            value = np.float64(buf[self._out_position])
+            grads = self._grad_structure(self._grads_of(buf))
+            aux = self._aux_of(buf) if self.has_aux else None
+            return value, grads, aux
+        finally:
+            self._release(buf)
+
+    def value_and_grad(self, *args):
+        """``(value, grad)``, or ``((value, aux), grad)`` for a tape recorded with has_aux."""
+        result = self._value_and_grad(args)
+        if result is None:
+            raise self._branch_error()
+        value, grads, aux = result
+        return ((value, aux), grads) if self.has_aux else (value, grads)
+
+    def grad(self, *args):
+        """The gradient (``(grad, aux)`` for a tape recorded with has_aux)."""
+        (value, grads) = self.value_and_grad(*args)
+        return (grads, value[1]) if self.has_aux else grads
+
+    def vjp(self, *args):
+        """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
+        buf = self._template.copy()
+        self._bind(args, buf)
+        if not K.run_forward(self.ins, self.aux, buf):
+            raise self._branch_error()
+        out = self._outputs_of(buf)
+        vjp_fn = _VJPFunction(self, buf)
+        return (out, vjp_fn, self._aux_of(buf)) if self.has_aux else (out, vjp_fn)
+
+    def _raise_non_scalar(self):
+        shapes = [e[1] for e in self._outputs]
+        described = shapes[0] if len(shapes) == 1 else f"a container of {len(shapes)} arrays"
+        raise NonScalarOutputError(
+            f"grad requires a function with a scalar output (shape ()), but {self.name!r} returned "
+            f"{'shape ' if len(shapes) == 1 else ''}{described}. For vector-valued functions use ft.vjp "
+            "(vector-Jacobian products); to differentiate a sum or mean, reduce inside the function."
+        )
+
+    # -- inspection --------------------------------------------------------
+    def stats(self) -> dict:
+        """Instruction counts by kind and primitive, slot counts and buffer bytes."""
+        by_kind = collections.Counter()
+        by_primitive = collections.Counter()
+        for op in self.ins[:, K.C_OP]:
+            prim = K.PRIMITIVE_BY_OPCODE[int(op)]
+            by_kind[prim.kind] += 1
+            by_primitive[prim.name] += 1
+        origins = collections.Counter(s.origin[0] for s in self._slots)
+        values_bytes = self._template.nbytes
+        return {
+            "instructions": int(self.ins.shape[0]),
+            "by_kind": dict(by_kind),
+            "by_primitive": dict(by_primitive),
+            "active_instructions": int(np.count_nonzero(self.ins[:, K.C_FLAGS] & K.F_ACTIVE)),
+            "slots": len(self._slots),
+            "inputs": origins["input"],
+            "constants": origins["const"],
+            "views": origins["view"],
+            "guards": len(self._guards),
+            "values": self.n_values,
+            "bytes": {
+                "values_and_adjoints": values_bytes,
+                "instructions": self.ins.nbytes,
+                "aux_and_indices": self.aux.nbytes,
+                "total": values_bytes + self.ins.nbytes + self.aux.nbytes,
+            },
+            "memory": "O(tape): the reverse sweep keeps every forward value; each concurrent call holds one buffer",
+        }
+
+    def listing(self) -> str:
+        """A readable listing, one line per slot: ``%7 = multiply %3 %5   f64[40]``."""
+        lines = [f"tape of {self.name!r}: {self.ins.shape[0]} instructions, {self.n_values} values"]
+        for sid, s in enumerate(self._slots):
+            kind = "bool" if s.is_bool else "f64"
+            typ = f"{kind}[{','.join(map(str, s.shape))}]"
+            origin = s.origin
+            if origin[0] == "input":
+                text = f"input {origin[1]}"
+            elif origin[0] == "const":
+                flat = origin[1]
+                text = f"const {flat[0]!r}" if flat.size == 1 else f"const <{flat.size} values>"
+            elif origin[0] == "view":
+                parent = self._slots[origin[1]]
+                text = f"view %{origin[1]} +{s.offset - parent.offset}"
+            else:
+                row = self.ins[origin[1]]
+                prim = K.PRIMITIVE_BY_OPCODE[int(row[K.C_OP])]
+                operands = " ".join(f"%{o}" for o in self._row_operands[origin[1]])
+                params = ""
+                if prim.kind in ("reduction", "scan", "broadcast"):
+                    params = f"[{row[K.C_P0]}x{row[K.C_P1]}x{row[K.C_P2]}]"
+                elif prim.kind == "matmul":
+                    params = f"[{row[K.C_P0]}x{row[K.C_P1]}x{row[K.C_P2]}x{row[K.C_P3]}]"
+                text = f"{prim.name}{params} {operands}"
+            lines.append(f"%{sid} = {text:<32} {typ}")
+        for offset, outcome in self._guards:
+            lines.append(f"guard value@{offset} is {outcome}")
+        outs = ", ".join(_describe_output(self._slots, e) for e in self._outputs)
+        lines.append(f"return {outs}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.listing()
+
+    def __repr__(self):
+        return f"<fasttape.Tape of {self.name!r}: {self.ins.shape[0]} instructions, {self.n_values} values>"
+
+
+def _describe_output(slots, entry):
+    offset, shape = entry
+    for sid in range(len(slots) - 1, -1, -1):
+        if slots[sid].offset == offset and slots[sid].shape == shape:
+            return f"%{sid}"
+    return f"value@{offset}"
+
+
+class _VJPFunction:
+    """Pulls cotangents back through a forward sweep that has already run."""
+
+    def __init__(self, tape: Tape, buf):
+        self._tape = tape
+        self._buf = buf
+
+    def __call__(self, cotangent):
+        tape = self._tape
+        leaves, treedef = _flatten(cotangent)
+        if treedef != tape._out_tree:
+            raise InputSignatureError(
+                f"the cotangent has structure {treedef}, but the function's output has structure {tape._out_tree}."
+            )
+        buf = self._buf.copy()
+        N = tape.n_values
+        buf[N:] = 0.0
+        for ct, entry in zip(leaves, tape._outputs):
+            ct = np.asarray(ct)
+            if ct.dtype.kind not in "fiu":
+                raise leaf_type_error(ct, "the cotangent")
+            offset, shape = entry
+            if ct.shape != shape:
+                raise InputSignatureError(
+                    f"the cotangent has shape {ct.shape}, but the output it pairs with has shape {shape}."
+                )
+            buf[N + offset : N + offset + ct.size] += ct.reshape(-1)
+        K.run_reverse(tape.ins, tape.aux, buf)
+        return tuple(tape._grads_of(buf))
+
+
+# --------------------------------------------------------------------------
+# recording
+# --------------------------------------------------------------------------
+def record(f, args, argnums, has_aux=False, name=None) -> Tape:
+    """Run ``f`` once on tracers and freeze the result into a Tape."""
+    name = name or getattr(f, "__name__", repr(f))
+    diff = set(argnums if isinstance(argnums, tuple) else (argnums,))
+    rec = Recorder()
+    specs: list[ArgSpec] = []
+    traced_args = []
+    for i, arg in enumerate(args):
+        paths, leaves, treedef = optree.tree_flatten_with_path(arg, none_is_leaf=True)
+        spec_leaves = []
+        traced_leaves = []
+        for path, leaf in zip(paths, leaves):
+            leaf_name = _arg_name(i, path)
+            kind = classify_leaf(leaf)
+            if i in diff and kind == "static":
+                raise leaf_type_error(leaf, f"{leaf_name} (in argnums)")
+            if kind == "static":
+                spec_leaves.append(Leaf("static", leaf_name, value=leaf))
+                traced_leaves.append(leaf)
+                continue
+            if np.iscomplexobj(leaf):
+                raise leaf_type_error(leaf, leaf_name)
+            value = np.array(leaf, dtype=np.float64)
+            tracer = rec.input(value, i in diff, leaf_name)
+            slot = rec.slots[tracer._sid]
+            spec_leaves.append(Leaf(kind, leaf_name, slot.offset, slot.shape, slot.size))
+            traced_leaves.append(tracer)
+        specs.append(ArgSpec(treedef, spec_leaves, i in diff))
+        traced_args.append(treedef.unflatten(traced_leaves))
+    result = f(*traced_args)
+    if has_aux:
+        if not (isinstance(result, (tuple, list)) and len(result) == 2):
+            raise TypeError(
+                f"with has_aux=True, {name!r} must return a pair (output, auxiliary data); got {type(result).__name__}."
+            )
+        result, aux = result
+    else:
+        aux = None
+    outputs = _record_results(rec, result, name, allow_static=False)
+    aux_out = _record_results(rec, aux, name, allow_static=True)
+    rec.closed = True
+    return Tape(rec, specs, argnums, outputs, aux_out, has_aux, name)
+
+
+def _record_results(rec: Recorder, tree, name, allow_static):
+    leaves, treedef = _flatten(tree)
+    entries = []
+    for leaf in leaves:
+        if isinstance(leaf, Tracer):
+            rec.slot_of(leaf)  # a tracer from another trace is an error
+            s = rec.slots[leaf._sid]
+            entries.append((s.offset, s.shape))
+        elif allow_static:
+            entries.append(("const", leaf))
+        else:
+            arr = np.asarray(leaf)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{name!r} returned a value of type {type(leaf).__name__}; a traced function must return "
+                    "float arrays (or containers of them)."
+                )
+            s = rec.slots[rec.constant(arr.astype(np.float64))]  # a constant output still gets a slot
+            entries.append((s.offset, s.shape))
+    return treedef, entries
+
+

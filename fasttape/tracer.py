@@ -1,0 +1,636 @@
+"""The tracer object and the recorder that appends primitives to a tape.
+
+A ``Tracer`` stands in for a float64 array while a user's function runs once.
+It carries the concrete value (so shapes, dtypes and values come from NumPy
+itself) and the id of the tape slot that will hold the value on every replay.
+The ``Recorder`` turns each operation into rows of the flat instruction table
+defined in :mod:`fasttape.kernels`; :meth:`Recorder.finalize` freezes it into
+a :class:`fasttape.tape.Tape`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels as K
+from .errors import ConcretizationError, TracerLeakError, TracerMutationError
+
+_CONCRETIZE_FIX = (
+    "Inside a function traced by fasttape, values that depend on the inputs stay "
+    "traced arrays. Keep computing with NumPy functions on them instead (for example "
+    "np.stack / np.concatenate instead of filling an array, np.where instead of "
+    "indexing with a computed mask); return the traced value and read the number "
+    "from the result of grad/value_and_grad."
+)
+
+
+@dataclass
+class Slot:
+    """A contiguous run of values in the tape's buffer."""
+
+    offset: int
+    shape: tuple
+    active: bool  # depends on a differentiated input
+    is_bool: bool
+    origin: tuple  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
+    size: int = field(init=False)
+
+    def __post_init__(self):
+        self.size = math.prod(self.shape)
+
+
+class Recorder:
+    """Appends instructions while a function runs on tracers."""
+
+    def __init__(self):
+        self.rows: list[list[int]] = []
+        self.row_operands: list[tuple] = []  # slot ids per row, for the listing
+        self.pool: list[np.ndarray] = []
+        self.pool_len = K.HEADER
+        self.slots: list[Slot] = []
+        self.n_values = 0
+        self.constants: list[tuple[int, np.ndarray]] = []
+        self._scalar_constants: dict[float, int] = {}
+        self._array_constants: dict[int, tuple[int, object]] = {}
+        self.guards: list[tuple[int, bool]] = []
+        self.closed = False
+
+    # -- slots -------------------------------------------------------------
+    def _new_slot(self, shape, active, is_bool, origin) -> int:
+        slot = Slot(self.n_values, tuple(shape), active, is_bool, origin)
+        self.n_values += slot.size
+        self.slots.append(slot)
+        return len(self.slots) - 1
+
+    def input(self, value: np.ndarray, active: bool, name: str) -> Tracer:
+        sid = self._new_slot(value.shape, active, False, ("input", name))
+        return Tracer(self, sid, value)
+
+    def constant(self, value) -> int:
+        """Slot id of a constant (deduplicated for scalars and for array objects)."""
+        arr = np.asarray(value)
+        if arr.dtype.kind == "c":
+            raise TypeError(
+                f"fasttape differentiates real float64 programs; got a complex constant of dtype {arr.dtype}. "
+                "Split it into real and imaginary parts."
+            )
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"cannot use a constant of dtype {arr.dtype} in a traced computation; use float arrays.")
+        if arr.size == 1 and arr.ndim == 0:
+            key = float(arr)
+            if key == key and key in self._scalar_constants:  # NaN never matches itself
+                return self._scalar_constants[key]
+        elif id(value) in self._array_constants and isinstance(value, np.ndarray):
+            sid, _keepalive = self._array_constants[id(value)]
+            if self.slots[sid].shape == value.shape:
+                return sid
+        flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1).copy()
+        sid = self._new_slot(arr.shape, False, arr.dtype == bool, ("const", flat))
+        self.constants.append((self.slots[sid].offset, flat))
+        if arr.ndim == 0:
+            self._scalar_constants[float(arr)] = sid
+        elif isinstance(value, np.ndarray):
+            self._array_constants[id(value)] = (sid, value)
+        return sid
+
+    def view(self, sid: int, offset: int, shape, value) -> Tracer:
+        """A new name for values already in the buffer: no instruction, no copy."""
+        parent = self.slots[sid]
+        if offset == parent.offset and tuple(shape) == parent.shape:
+            return Tracer(self, sid, value)
+        new = self._new_slot(shape, parent.active, parent.is_bool, ("view", sid))
+        self.n_values -= self.slots[new].size  # shares memory with the parent
+        self.slots[new].offset = offset
+        return Tracer(self, new, value)
+
+    def as_tracer(self, x) -> Tracer:
+        """``x`` itself if traced, else a (constant, inactive) tracer of its value."""
+        if isinstance(x, Tracer):
+            self.slot_of(x)
+            return x
+        return Tracer(self, self.constant(x), np.asarray(x, dtype=np.float64))
+
+    def reshape(self, x: Tracer, shape) -> Tracer:
+        """Every slot is C-contiguous, so a reshape is always a free view."""
+        value = np.reshape(x._value, shape)
+        return self.view(x._sid, self.slots[x._sid].offset, value.shape, value)
+
+    def slot_of(self, x) -> int:
+        if isinstance(x, Tracer):
+            if x._rec is not self:
+                raise TracerLeakError(
+                    "a traced value from another (or a finished) fasttape trace was mixed into this one. "
+                    "Nested transformations such as grad(grad(f)) are not supported: use ft.hvp or "
+                    "ft.hessian for second derivatives, and do not keep tracers after a trace ends."
+                )
+            return x._sid
+        return self.constant(x)
+
+    # -- instructions --------------------------------------------------------
+    def _emit(self, op, out_shape, operands, params=(0, 0, 0, 0), is_bool=False, value=None, grads=None):
+        """Append one instruction writing a fresh slot; return its Tracer."""
+        if self.closed:
+            raise TracerLeakError(
+                "this tracer belongs to a trace that has finished; tracers must not escape the traced function "
+                "(return them instead of storing them in globals)."
+            )
+        prim = K.PRIMITIVE_BY_OPCODE[op]
+        slots = [self.slots[s] for s in operands]
+        if grads is None:
+            grads = [s.active for s in slots]
+        grads = [g and prim.differentiable for g in grads]
+        active = any(grads)
+        out = self._new_slot(out_shape, active, is_bool, ("op", len(self.rows)))
+        o = self.slots[out]
+        row = [op, o.offset, o.size, 0, 0, 0, 0, 0, 0, *params, 0]
+        for k, s in enumerate(slots[:3]):
+            row[K.C_A + 2 * k] = s.offset
+            row[K.C_NA + 2 * k] = s.size
+        flags = K.F_ACTIVE if active else 0
+        for k, g in enumerate(grads[:3]):
+            if g:
+                flags |= (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)[k]
+        row[K.C_FLAGS] = flags
+        self.rows.append(row)
+        self.row_operands.append(tuple(operands))
+        return Tracer(self, out, value)
+
+    def elementwise(self, op, args, value) -> Tracer:
+        """An elementwise instruction; operands of another size are broadcast explicitly."""
+        value = _as_value(value)
+        shape = value.shape
+        size = value.size
+        operands = []
+        for a in args:
+            sid = self.slot_of(a)
+            s = self.slots[sid]
+            if s.size != 1 and s.size != size:
+                if isinstance(a, Tracer):
+                    sid = self.broadcast(a, shape)._sid
+                else:
+                    sid = self.constant(np.broadcast_to(np.asarray(a, dtype=np.float64), shape))
+            operands.append(sid)
+        grads = [self.slots[s].active for s in operands]
+        if op == K.OP_WHERE:
+            grads[0] = False  # the condition is not differentiable
+        return self._emit(op, shape, operands, is_bool=value.dtype == bool, value=value, grads=grads)
+
+    def broadcast(self, x: Tracer, shape) -> Tracer:
+        """Explicit broadcast; its reverse sweep sums the copies (unbroadcast)."""
+        shape = tuple(shape)
+        cur = list(np.shape(x._value))
+        if len(cur) > len(shape):
+            raise ValueError(f"cannot broadcast an array of shape {tuple(cur)} to shape {shape}")
+        cur = [1] * (len(shape) - len(cur)) + cur
+        for ax, (c, t) in enumerate(zip(cur, shape)):
+            if c != 1 and c != t:
+                raise ValueError(f"operands could not be broadcast together: {np.shape(x._value)} to {shape}")
+        result = x
+        ax = 0
+        while ax < len(shape):
+            if cur[ax] == 1 and shape[ax] != 1:
+                end = ax
+                while end < len(shape) and cur[end] == 1 and shape[end] != 1:
+                    end += 1
+                pre = math.prod(cur[:ax])
+                reps = math.prod(shape[ax:end])
+                post = math.prod(cur[end:])
+                before = tuple(cur)
+                cur[ax:end] = shape[ax:end]
+                value = np.broadcast_to(np.reshape(result._value, before), tuple(cur))
+                result = self._emit(
+                    K.OP_BROADCAST,
+                    tuple(cur),
+                    [result._sid],
+                    (pre, reps, post, 0),
+                    is_bool=self.slots[result._sid].is_bool,
+                    value=np.array(value),
+                )
+                ax = end
+            else:
+                ax += 1
+        if result is x:
+            return self.reshape(x, shape)
+        return result
+
+    def reduce(self, op, x: Tracer, axis, keepdims, value, is_bool=False) -> Tracer:
+        """A reduction over ``axis`` (None, int or tuple), lowered to (pre, r, post) form."""
+        value = _as_value(value)
+        shape = self.slots[x._sid].shape
+        axes = normalize_axes(axis, len(shape))
+        if not axes:
+            return x
+        if axes != tuple(range(axes[0], axes[-1] + 1)):  # not adjacent: move them last
+            kept = tuple(a for a in range(len(shape)) if a not in axes)
+            x = move(np.transpose, [x], kept + axes)
+            shape = self.slots[x._sid].shape
+            axes = tuple(range(len(kept), len(shape)))
+        pre = math.prod(shape[: axes[0]])
+        r = math.prod(shape[axes[0] : axes[-1] + 1])
+        post = math.prod(shape[axes[-1] + 1 :])
+        if op == K.OP_CUMSUM:
+            return self._emit(op, shape, [x._sid], (pre, r, post, 0), value=value)
+        out_shape = tuple(d for a, d in enumerate(shape) if a not in axes)
+        t = self._emit(op, out_shape, [x._sid], (pre, r, post, 0), is_bool=is_bool, value=value.reshape(out_shape))
+        if value.shape != out_shape:
+            return self.reshape(t, value.shape)
+        return t
+
+    def gather(self, index: np.ndarray, value, sources) -> Tracer:
+        """Data movement through absolute buffer positions; contiguous runs become views."""
+        value = _as_value(value)
+        flat = np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
+        n = flat.size
+        src_slots = [self.slot_of(s) for s in sources]
+        if n > 0 and flat[-1] - flat[0] == n - 1 and (n < 3 or np.all(np.diff(flat) == 1)):
+            for parent in src_slots:  # a view must lie inside one slot (activity is per slot)
+                s = self.slots[parent]
+                if s.offset <= flat[0] and flat[-1] < s.offset + s.size:
+                    return self.view(parent, int(flat[0]), value.shape, value)
+        start = self.pool_len
+        self.pool.append(flat)
+        self.pool_len += n
+        is_bool = value.dtype == bool
+        return self._emit(
+            K.OP_GATHER,
+            value.shape,
+            src_slots,
+            (start, n, 0, 0),
+            is_bool=is_bool,
+            value=value,
+            grads=[any(self.slots[s].active for s in src_slots)],
+        )
+
+    def matmul(self, a, b, value) -> Tracer:
+        """Batched matrix product; 1-D operands are promoted as in np.matmul."""
+        value = _as_value(value)
+        a2, b2 = self.as_tracer(a), self.as_tracer(b)
+        if a2.ndim == 1:
+            a2 = self.reshape(a2, (1, a2.shape[0]))
+        if b2.ndim == 1:
+            b2 = self.reshape(b2, (b2.shape[0], 1))
+        A2, B2 = a2.shape, b2.shape
+        batch = np.broadcast_shapes(A2[:-2], B2[:-2])
+        m, k, n = A2[-2], A2[-1], B2[-1]
+        if A2[:-2] != batch:
+            a2 = self.broadcast(a2, batch + (m, k))
+        if B2[:-2] != batch:
+            b2 = self.broadcast(b2, batch + (k, n))
+        out = self._emit(
+            K.OP_MATMUL,
+            batch + (m, n),
+            [a2._sid, b2._sid],
+            (math.prod(batch), m, k, n),
+            value=value.reshape(batch + (m, n)),
+        )
+        return self.reshape(out, value.shape)
+
+    def guard(self, x: Tracer, outcome: bool):
+        """Record that the tape is valid only while ``bool(x)`` keeps this outcome."""
+        self.guards.append((self.slots[x._sid].offset, bool(outcome)))
+
+
+def _as_value(value):
+    if isinstance(value, np.ndarray):
+        return value
+    return np.asarray(value)
+
+
+def normalize_axes(axis, ndim) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (axis,)
+    out = []
+    for a in axis:
+        a = operator.index(a)
+        if not -ndim <= a < ndim:
+            raise np.exceptions.AxisError(a, ndim)
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"duplicate value in 'axis': {axis}")
+    return tuple(sorted(out))
+
+
+def recorder_of(args) -> Recorder | None:
+    for a in args:
+        if isinstance(a, Tracer):
+            return a._rec
+        if isinstance(a, (list, tuple)):
+            rec = recorder_of(a)
+            if rec is not None:
+                return rec
+    return None
+
+
+def index_array(rec: Recorder, x):
+    """Absolute buffer positions of ``x``'s elements, shaped like ``x``."""
+    sid = rec.slot_of(x)
+    s = rec.slots[sid]
+    return np.arange(s.offset, s.offset + s.size, dtype=np.int64).reshape(s.shape)
+
+
+def concrete(x):
+    """The concrete value of a tracer, or the argument itself."""
+    return x._value if isinstance(x, Tracer) else x
+
+
+def move(fn, operands, *args, **kwargs) -> Tracer:
+    """Record a pure data-movement function by running it on index arrays.
+
+    ``fn`` is any NumPy function that only rearranges, repeats or selects
+    elements (transpose, concatenate, tile, diagonal, ...).  Applied to the
+    concrete values it gives the result; applied to the operands' buffer
+    positions it gives the gather indices.  NumPy's own semantics, for free.
+    """
+    rec = recorder_of(operands)
+    seq = isinstance(operands, list) and kwargs.pop("_sequence", False)
+    if seq:
+        value = fn([concrete(o) for o in operands], *args, **kwargs)
+        index = fn([index_array(rec, o) for o in operands], *args, **kwargs)
+    else:
+        value = fn(*[concrete(o) for o in operands], *args, **kwargs)
+        index = fn(*[index_array(rec, o) for o in operands], *args, **kwargs)
+    return rec.gather(np.asarray(index), value, list(operands))
+
+
+class Tracer:
+    """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
+
+    __slots__ = ("_rec", "_sid", "_value")
+    __array_priority__ = 1000.0
+
+    def __init__(self, rec: Recorder, sid: int, value):
+        self._rec = rec
+        self._sid = sid
+        self._value = value
+
+    # -- properties ----------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._rec.slots[self._sid].shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return self._rec.slots[self._sid].size
+
+    @property
+    def dtype(self):
+        return np.dtype(bool) if self._rec.slots[self._sid].is_bool else np.dtype(np.float64)
+
+    @property
+    def T(self):
+        return fnp.transpose(self)
+
+    @property
+    def mT(self):
+        return fnp.swapaxes(self, -1, -2)
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of unsized object (a 0-d traced array)")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d traced array")
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __repr__(self):
+        kind = "bool" if self._rec.slots[self._sid].is_bool else "f64"
+        return f"Tracer<{kind}{list(self.shape)} %{self._sid}>"
+
+    # -- concretization: refused with a fix ----------------------------------
+    def __array__(self, dtype=None, copy=None):
+        raise ConcretizationError(
+            f"np.asarray / np.array was called on a traced array {self!r}, which would silently detach it "
+            "from the tape (and give a wrong derivative). " + _CONCRETIZE_FIX
+        )
+
+    def _concretize(self, what):
+        raise ConcretizationError(
+            f"{what} of a traced array {self!r} needs a concrete value that changes with the inputs. "
+            "A Python `if`/`while` on a traced comparison is fine (fasttape records a guard); "
+            "float()/int()/.item() are not. " + _CONCRETIZE_FIX
+        )
+
+    def __float__(self):
+        self._concretize("float()")
+
+    def __int__(self):
+        self._concretize("int()")
+
+    def __complex__(self):
+        self._concretize("complex()")
+
+    def __index__(self):
+        self._concretize("Using as an index or range() bound")
+
+    def item(self, *args):
+        self._concretize(".item()")
+
+    def tolist(self):
+        self._concretize(".tolist()")
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(
+                f"The truth value of a traced array with {self.size} elements is ambiguous. Use np.any() or np.all()."
+            )
+        outcome = bool(np.asarray(self._value).reshape(-1)[0])
+        self._rec.guard(self, outcome)
+        return outcome
+
+    def __setitem__(self, key, value):
+        raise TracerMutationError(
+            "traced arrays are immutable: item assignment `x[...] = v` cannot be recorded. "
+            "Build the new array instead, e.g. np.where(mask, v, x) or np.concatenate([x[:i], v, x[i + 1:]])."
+        )
+
+    # -- NumPy protocols -----------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return fnp.dispatch_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return fnp.dispatch_function(func, args, kwargs)
+
+    # -- operators -------------------------------------------------------------
+    def __add__(self, other):
+        return fnp.add(self, other)
+
+    def __radd__(self, other):
+        return fnp.add(other, self)
+
+    def __sub__(self, other):
+        return fnp.subtract(self, other)
+
+    def __rsub__(self, other):
+        return fnp.subtract(other, self)
+
+    def __mul__(self, other):
+        return fnp.multiply(self, other)
+
+    def __rmul__(self, other):
+        return fnp.multiply(other, self)
+
+    def __truediv__(self, other):
+        return fnp.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return fnp.divide(other, self)
+
+    def __pow__(self, other):
+        return fnp.power(self, other)
+
+    def __rpow__(self, other):
+        return fnp.power(other, self)
+
+    def __matmul__(self, other):
+        return fnp.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return fnp.matmul(other, self)
+
+    def __neg__(self):
+        return fnp.negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return fnp.abs(self)
+
+    def __round__(self, ndigits=None):
+        if ndigits:
+            raise NotImplementedError("round(x, ndigits) with ndigits != 0 is not supported on traced arrays.")
+        return fnp.round(self)
+
+    def __lt__(self, other):
+        return fnp.less(self, other)
+
+    def __le__(self, other):
+        return fnp.less_equal(self, other)
+
+    def __gt__(self, other):
+        return fnp.greater(self, other)
+
+    def __ge__(self, other):
+        return fnp.greater_equal(self, other)
+
+    def __eq__(self, other):
+        return fnp.equal(self, other)
+
+    def __ne__(self, other):
+        return fnp.not_equal(self, other)
+
+    def __invert__(self):
+        return fnp.logical_not(self)
+
+    def __and__(self, other):
+        return fnp.logical_and(self, other)
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return fnp.logical_or(self, other)
+
+    __ror__ = __or__
+
+    __hash__ = None
+
+    def __getitem__(self, key):
+        return fnp.getitem(self, key)
+
+    # -- array methods ---------------------------------------------------------
+    def sum(self, axis=None, keepdims=False, **kw):
+        return fnp.sum(self, axis=axis, keepdims=keepdims, **kw)
+
+    def mean(self, axis=None, keepdims=False, **kw):
+        return fnp.mean(self, axis=axis, keepdims=keepdims, **kw)
+
+    def var(self, axis=None, ddof=0, keepdims=False, **kw):
+        return fnp.var(self, axis=axis, ddof=ddof, keepdims=keepdims, **kw)
+
+    def std(self, axis=None, ddof=0, keepdims=False, **kw):
+        return fnp.std(self, axis=axis, ddof=ddof, keepdims=keepdims, **kw)
+
+    def prod(self, axis=None, keepdims=False, **kw):
+        return fnp.prod(self, axis=axis, keepdims=keepdims, **kw)
+
+    def max(self, axis=None, keepdims=False, **kw):
+        return fnp.max(self, axis=axis, keepdims=keepdims, **kw)
+
+    def min(self, axis=None, keepdims=False, **kw):
+        return fnp.min(self, axis=axis, keepdims=keepdims, **kw)
+
+    def cumsum(self, axis=None, **kw):
+        return fnp.cumsum(self, axis=axis, **kw)
+
+    def any(self, axis=None, keepdims=False):
+        return fnp.any(self, axis=axis, keepdims=keepdims)
+
+    def all(self, axis=None, keepdims=False):
+        return fnp.all(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
+        return fnp.reshape(self, shape, order=order)
+
+    def ravel(self, order="C"):
+        return fnp.ravel(self, order=order)
+
+    def flatten(self, order="C"):
+        return fnp.ravel(self, order=order)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
+            axes = axes[0]
+        return fnp.transpose(self, axes or None)
+
+    def swapaxes(self, a, b):
+        return fnp.swapaxes(self, a, b)
+
+    def squeeze(self, axis=None):
+        return fnp.squeeze(self, axis=axis)
+
+    def dot(self, other):
+        return fnp.dot(self, other)
+
+    def clip(self, min=None, max=None):
+        return fnp.clip(self, min, max)
+
+    def diagonal(self, offset=0, axis1=0, axis2=1):
+        return fnp.diagonal(self, offset, axis1, axis2)
+
+    def trace(self, offset=0, axis1=0, axis2=1):
+        return fnp.trace(self, offset, axis1, axis2)
+
+    def repeat(self, repeats, axis=None):
+        return fnp.repeat(self, repeats, axis=axis)
+
+    def astype(self, dtype, copy=True):
+        kind = np.dtype(dtype).kind
+        if kind == "f":
+            return self
+        if kind == "b":
+            return fnp.not_equal(self, 0.0)
+        raise ConcretizationError(
+            f"x.astype({np.dtype(dtype)}) of a traced array would make it non-differentiable and data-dependent. "
+            "Use np.floor/np.round (which keep a float value) instead."
+        )
+
+    def copy(self):
+        return self
+
+
+from . import numpy as fnp  # noqa: E402  (the NumPy surface needs Tracer)
