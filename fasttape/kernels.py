@@ -229,15 +229,17 @@ def _cache_wanted() -> bool:
 CACHE_ENABLED = _cache_wanted()
 
 
-def _jit(fn):
+def _jit(fn=None, **options):
     """njit with nogil; cached on disk when possible, never failing the import."""
     global CACHE_ENABLED
+    if fn is None:
+        return lambda f: _jit(f, **options)
     if CACHE_ENABLED:
         try:
-            return numba.njit(cache=True, nogil=True)(fn)
+            return numba.njit(cache=True, nogil=True, **options)(fn)
         except Exception:  # no writable cache location (read-only install, no home)
             CACHE_ENABLED = False
-    return numba.njit(cache=False, nogil=True)(fn)
+    return numba.njit(cache=False, nogil=True, **options)(fn)
 
 
 _LN2 = math.log(2.0)
@@ -248,7 +250,7 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 # --------------------------------------------------------------------------
 # elementwise math: values and first partials, one switch each
 # --------------------------------------------------------------------------
-@_jit
+@_jit(inline="always")
 def unary_value(op, x):
     if op == OP_NEGATIVE:
         return -x
@@ -312,7 +314,7 @@ def unary_value(op, x):
     return np.rint(x)
 
 
-@_jit
+@_jit(inline="always")
 def unary_partial(op, x, z):
     """dz/dx for z = op(x)."""
     if op == OP_NEGATIVE:
@@ -371,7 +373,7 @@ def unary_partial(op, x, z):
     return 0.0
 
 
-@_jit
+@_jit(inline="always")
 def binary_value(op, x, y):
     if op == OP_ADD:
         return x + y
@@ -410,7 +412,7 @@ def binary_value(op, x, y):
     return 1.0 if x != y else 0.0  # OP_NOT_EQUAL
 
 
-@_jit
+@_jit(inline="always")
 def binary_partials(op, x, y, z):
     """(dz/dx, dz/dy) for z = op(x, y)."""
     if op == OP_ADD:
@@ -551,6 +553,76 @@ def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b):
 
 
 @_jit
+def _unary_forward_run(op, z, x):
+    if op == OP_SQUARE:
+        for j in range(x.size):
+            z[j] = x[j] * x[j]
+    elif op == OP_NEGATIVE:
+        for j in range(x.size):
+            z[j] = -x[j]
+    else:
+        for j in range(x.size):
+            z[j] = unary_value(op, x[j])
+
+
+@_jit
+def _unary_reverse_run(op, gz, gx, x, z):
+    if op == OP_SQUARE:
+        for j in range(x.size):
+            gx[j] += gz[j] * (2.0 * x[j])
+    elif op == OP_NEGATIVE:
+        for j in range(x.size):
+            gx[j] -= gz[j]
+    else:
+        for j in range(x.size):
+            gx[j] += gz[j] * unary_partial(op, x[j], z[j])
+
+
+@_jit
+def _arithmetic_forward(op, buf, o, a, b, n, sa, sb):
+    """add / subtract / multiply on a run: one tight loop per operand pattern.
+
+    The runs are taken as slices so that the loops index from zero (no
+    negative-index wraparound checks), which lets LLVM vectorise them.
+    """
+    z = buf[o : o + n]
+    x = buf[a : a + n * sa + (1 - sa)]
+    y = buf[b : b + n * sb + (1 - sb)]
+    if sa and sb:
+        if op == OP_ADD:
+            for j in range(n):
+                z[j] = x[j] + y[j]
+        elif op == OP_SUBTRACT:
+            for j in range(n):
+                z[j] = x[j] - y[j]
+        else:
+            for j in range(n):
+                z[j] = x[j] * y[j]
+    elif sa:
+        c = y[0]
+        if op == OP_ADD:
+            for j in range(n):
+                z[j] = x[j] + c
+        elif op == OP_SUBTRACT:
+            for j in range(n):
+                z[j] = x[j] - c
+        else:
+            for j in range(n):
+                z[j] = x[j] * c
+    else:
+        c = x[0]
+        if op == OP_ADD:
+            for j in range(n):
+                z[j] = c + y[j]
+        elif op == OP_SUBTRACT:
+            for j in range(n):
+                z[j] = c - y[j]
+        else:
+            for j in range(n):
+                z[j] = c * y[j]
+
+
+@_jit
 def forward_sweep(ins, aux, buf):
     """Values of every instruction, in tape order."""
     for i in range(ins.shape[0]):
@@ -559,14 +631,20 @@ def forward_sweep(ins, aux, buf):
         n = ins[i, C_N]
         a = ins[i, C_A]
         if op <= LAST_UNARY:
-            for j in range(n):
-                buf[o + j] = unary_value(op, buf[a + j])
+            if n >= 32:
+                _unary_forward_run(op, buf[o : o + n], buf[a : a + n])
+            else:
+                for j in range(n):
+                    buf[o + j] = unary_value(op, buf[a + j])
         elif op <= LAST_BINARY:
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
-            for j in range(n):
-                buf[o + j] = binary_value(op, buf[a + j * sa], buf[b + j * sb])
+            if op <= OP_MULTIPLY and n >= 32:
+                _arithmetic_forward(op, buf, o, a, b, n, sa, sb)
+            else:
+                for j in range(n):
+                    buf[o + j] = binary_value(op, buf[a + j * sa], buf[b + j * sb])
         elif op == OP_WHERE:
             b = ins[i, C_B]
             c = ins[i, C_C]
@@ -620,6 +698,63 @@ def guards_hold(aux, buf):
 
 
 @_jit
+def _accumulate_operand(op, g, dx, other, n, sx, so, sign):
+    """Adjoint of one operand of add / subtract / multiply over a run of n."""
+    # d(x + y) = (1, 1); d(x - y) = (1, -1); d(x y) = (y, x)
+    if sx:
+        if op == OP_MULTIPLY:
+            if so:
+                for j in range(n):
+                    dx[j] += g[j] * other[j]
+            else:
+                c = other[0]
+                for j in range(n):
+                    dx[j] += g[j] * c
+        elif sign > 0.0:
+            for j in range(n):
+                dx[j] += g[j]
+        else:
+            for j in range(n):
+                dx[j] -= g[j]
+    else:  # a scalar operand used n times: sum the contributions
+        acc = 0.0
+        if op == OP_MULTIPLY:
+            for j in range(n):
+                acc += g[j] * other[j * so]
+        else:
+            for j in range(n):
+                acc += g[j]
+        dx[0] += sign * acc
+
+
+@_jit
+def _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb):
+    g = buf[N + o : N + o + n]
+    la = n * sa + (1 - sa)
+    lb = n * sb + (1 - sb)
+    sign_b = -1.0 if op == OP_SUBTRACT else 1.0
+    if ga:
+        _accumulate_operand(op, g, buf[N + a : N + a + la], buf[b : b + lb], n, sa, sb, 1.0)
+    if gb:
+        _accumulate_operand(op, g, buf[N + b : N + b + lb], buf[a : a + la], n, sb, sa, sign_b)
+
+
+@_jit
+def _prod_reverse(buf, N, base, r, post, q, g):
+    # d prod / d x_k = product of all the others = prefix_k * suffix_k: exact with zeros
+    prefix = np.empty(r)
+    acc = 1.0
+    for k in range(r):
+        prefix[k] = acc
+        acc *= buf[base + k * post + q]
+    acc = 1.0
+    for k in range(r - 1, -1, -1):
+        pos = base + k * post + q
+        buf[N + pos] += g * prefix[k] * acc
+        acc *= buf[pos]
+
+
+@_jit
 def reverse_sweep(ins, aux, buf):
     """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
     N = aux[M_NVALS]
@@ -634,12 +769,18 @@ def reverse_sweep(ins, aux, buf):
         ga = (flags & F_GRAD_A) != 0
         gb = (flags & F_GRAD_B) != 0
         if op <= LAST_UNARY:
-            for j in range(n):
-                buf[N + a + j] += buf[N + o + j] * unary_partial(op, buf[a + j], buf[o + j])
+            if n >= 32:
+                _unary_reverse_run(op, buf[N + o : N + o + n], buf[N + a : N + a + n], buf[a : a + n], buf[o : o + n])
+            else:
+                for j in range(n):
+                    buf[N + a + j] += buf[N + o + j] * unary_partial(op, buf[a + j], buf[o + j])
         elif op <= LAST_BINARY:
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
+            if op <= OP_MULTIPLY and n >= 32:
+                _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb)
+                continue
             for j in range(n):
                 g = buf[N + o + j]
                 dx, dy = binary_partials(op, buf[a + j * sa], buf[b + j * sb], buf[o + j])
@@ -665,7 +806,6 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
-            scratch = np.empty(r if op == OP_PROD else 0)
             for p in range(pre):
                 base = a + p * r * post
                 for q in range(post):
@@ -680,16 +820,7 @@ def reverse_sweep(ins, aux, buf):
                             pos = base + k * post + q
                             buf[N + pos] += g * math.exp(buf[pos] - z)
                     elif op == OP_PROD:
-                        # product of all the others, as prefix x suffix: exact with zeros
-                        acc = 1.0
-                        for k in range(r):
-                            scratch[k] = acc
-                            acc *= buf[base + k * post + q]
-                        acc = 1.0
-                        for k in range(r - 1, -1, -1):
-                            pos = base + k * post + q
-                            buf[N + pos] += g * scratch[k] * acc
-                            acc *= buf[pos]
+                        _prod_reverse(buf, N, base, r, post, q, g)
                     else:  # max / min: ties share the adjoint equally, as JAX
                         count = 0
                         for k in range(r):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,35 +139,35 @@ class Tape:
         for offset, flat in rec.constants:
             template[offset : offset + flat.size] = flat
         self._template = template
-        self._spare = collections.deque()
+        self._spare: collections.deque = collections.deque()
         self._diff_args = [i for i in range(len(args)) if args[i].differentiable]
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
 
     # -- buffers -----------------------------------------------------------
-    def _acquire(self):
+    def _acquire(self) -> _Workspace:
         try:
             return self._spare.pop()
         except IndexError:
-            return self._template.copy()
+            return _Workspace(self._template, self._args, self.n_values)
 
-    def _release(self, buf):
+    def _release(self, ws: _Workspace):
         if len(self._spare) < _MAX_SPARE_BUFFERS:
-            self._spare.append(buf)
+            self._spare.append(ws)
 
     # -- binding inputs ----------------------------------------------------
-    def _bind(self, args, buf):
+    def _bind(self, args, ws: _Workspace):
         specs = self._args
         if len(args) != len(specs):
             raise TypeError(
                 f"this tape of {self.name!r} was recorded with {len(specs)} positional arguments, got {len(args)}."
             )
         for i, (arg, spec) in enumerate(zip(args, specs)):
-            if spec.simple and type(arg) is np.ndarray and arg.dtype == np.float64:
-                leaf = spec.leaves[0]
-                if arg.shape != leaf.shape:
-                    raise self._shape_error(leaf, arg.shape)
-                buf[leaf.offset : leaf.offset + leaf.size] = arg.reshape(-1)
+            if spec.simple and type(arg) is np.ndarray and arg.dtype.kind == "f":
+                view = ws.inputs[i][0]
+                if arg.shape != view.shape:
+                    raise self._shape_error(spec.leaves[0], arg.shape)
+                view[...] = arg
                 continue
             leaves, treedef = _flatten(arg)
             if treedef != spec.treedef:
@@ -175,8 +176,8 @@ class Tape:
                     f"{spec.treedef}. Pass the same container structure, or use ft.grad / ft.value_and_grad, "
                     "which record a tape per structure."
                 )
-            for value, leaf in zip(leaves, spec.leaves):
-                self._write_leaf(value, leaf, spec.differentiable, buf)
+            for value, leaf, view in zip(leaves, spec.leaves, ws.inputs[i]):
+                self._write_leaf(value, leaf, spec.differentiable, view)
 
     def _shape_error(self, leaf, got):
         return InputSignatureError(
@@ -185,7 +186,7 @@ class Tape:
             "record one tape per shape) or ft.trace(f, *new_args)."
         )
 
-    def _write_leaf(self, value, leaf, differentiable, buf):
+    def _write_leaf(self, value, leaf, differentiable, view):
         if leaf.kind == "static":
             if not _static_equal(value, leaf.value):
                 raise InputSignatureError(
@@ -200,7 +201,7 @@ class Tape:
             raise leaf_type_error(value, leaf.name)
         if arr.shape != leaf.shape:
             raise self._shape_error(leaf, arr.shape)
-        buf[leaf.offset : leaf.offset + leaf.size] = arr.reshape(-1)
+        view[...] = arr
 
     # -- reading results ---------------------------------------------------
     def _read(self, buf, entry, base=0):
@@ -218,12 +219,11 @@ class Tape:
     def _aux_of(self, buf):
         return self._aux_tree.unflatten([self._read(buf, e) for e in self._aux])
 
-    def _grads_of(self, buf):
-        N = self.n_values
+    def _grads_of(self, ws: _Workspace):
         grads = []
         for i in self._diff_args:
             spec = self._args[i]
-            leaves = [self._read(buf, (leaf.offset, leaf.shape), N) for leaf in spec.leaves]
+            leaves = [view[()] if view.ndim == 0 else view.copy() for view in ws.adjoints[i]]
             grads.append(leaves[0] if spec.simple else spec.treedef.unflatten(leaves))
         return grads
 
@@ -240,15 +240,16 @@ class Tape:
     # -- public replay -----------------------------------------------------
     def forward(self, *args):
         """Replay the forward sweep; returns the function's output (and aux)."""
-        buf = self._acquire()
+        ws = self._acquire()
         try:
-            self._bind(args, buf)
+            self._bind(args, ws)
+            buf = ws.buf
             if not K.run_forward(self.ins, self.aux, buf):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
         finally:
-            self._release(buf)
+            self._release(ws)
 
     def __call__(self, *args):
         result = self.forward(*args)
@@ -260,17 +261,18 @@ class Tape:
         """(value, grads, aux) or None when a guard fails."""
         if not self._scalar_out:
             self._raise_non_scalar()
-        buf = self._acquire()
+        ws = self._acquire()
         try:
-            self._bind(args, buf)
+            self._bind(args, ws)
+            buf = ws.buf
             if not K.run_value_and_grad(self.ins, self.aux, buf, self._out_position):
                 return None
-            value = np.float64(buf[self._out_position])
-            grads = self._grad_structure(self._grads_of(buf))
+            value = buf[self._out_position]
+            grads = self._grad_structure(self._grads_of(ws))
             aux = self._aux_of(buf) if self.has_aux else None
             return value, grads, aux
         finally:
-            self._release(buf)
+            self._release(ws)
 
     def value_and_grad(self, *args):
         """``(value, grad)``, or ``((value, aux), grad)`` for a tape recorded with has_aux."""
@@ -287,13 +289,13 @@ class Tape:
 
     def vjp(self, *args):
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
-        buf = self._template.copy()
-        self._bind(args, buf)
-        if not K.run_forward(self.ins, self.aux, buf):
+        ws = _Workspace(self._template, self._args, self.n_values)  # kept by vjp_fn
+        self._bind(args, ws)
+        if not K.run_forward(self.ins, self.aux, ws.buf):
             raise self._branch_error()
-        out = self._outputs_of(buf)
-        vjp_fn = _VJPFunction(self, buf)
-        return (out, vjp_fn, self._aux_of(buf)) if self.has_aux else (out, vjp_fn)
+        out = self._outputs_of(ws.buf)
+        vjp_fn = _VJPFunction(self, ws)
+        return (out, vjp_fn, self._aux_of(ws.buf)) if self.has_aux else (out, vjp_fn)
 
     def _raise_non_scalar(self):
         shapes = [e[1] for e in self._outputs]
@@ -382,12 +384,35 @@ def _describe_output(slots, entry):
     return f"value@{offset}"
 
 
+class _Workspace:
+    """One value+adjoint buffer, with views of it for every input leaf."""
+
+    __slots__ = ("buf", "inputs", "adjoints")
+
+    def __init__(self, template, args: list[ArgSpec], n_values):
+        self.buf = buf = template.copy()
+        self.inputs = []
+        self.adjoints = []
+        for spec in args:
+            ins, adjs = [], []
+            for leaf in spec.leaves:
+                if leaf.kind == "static":
+                    ins.append(None)
+                    continue
+                end = leaf.offset + leaf.size
+                ins.append(buf[leaf.offset : end].reshape(leaf.shape))
+                adjs.append(buf[n_values + leaf.offset : n_values + end].reshape(leaf.shape))
+            self.inputs.append(ins)
+            self.adjoints.append(adjs)
+
+
 class _VJPFunction:
     """Pulls cotangents back through a forward sweep that has already run."""
 
-    def __init__(self, tape: Tape, buf):
+    def __init__(self, tape: Tape, ws: _Workspace):
         self._tape = tape
-        self._buf = buf
+        self._ws = ws
+        self._lock = threading.Lock()
 
     def __call__(self, cotangent):
         tape = self._tape
@@ -396,7 +421,12 @@ class _VJPFunction:
             raise InputSignatureError(
                 f"the cotangent has structure {treedef}, but the function's output has structure {tape._out_tree}."
             )
-        buf = self._buf.copy()
+        with self._lock:
+            return self._pull_back(leaves)
+
+    def _pull_back(self, leaves):
+        tape = self._tape
+        buf = self._ws.buf
         N = tape.n_values
         buf[N:] = 0.0
         for ct, entry in zip(leaves, tape._outputs):
@@ -410,7 +440,7 @@ class _VJPFunction:
                 )
             buf[N + offset : N + offset + ct.size] += ct.reshape(-1)
         K.run_reverse(tape.ins, tape.aux, buf)
-        return tuple(tape._grads_of(buf))
+        return tuple(tape._grads_of(self._ws))
 
 
 # --------------------------------------------------------------------------
