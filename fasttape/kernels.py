@@ -230,16 +230,17 @@ CACHE_ENABLED = _cache_wanted()
 
 
 def _jit(fn=None, **options):
-    """njit with nogil; cached on disk when possible, never failing the import."""
+    """njit with nogil and IEEE division (x/0 is inf or NaN, as in NumPy and JAX);
+    cached on disk when possible, never failing the import."""
     global CACHE_ENABLED
     if fn is None:
         return lambda f: _jit(f, **options)
     if CACHE_ENABLED:
         try:
-            return numba.njit(cache=True, nogil=True, **options)(fn)
+            return numba.njit(cache=True, nogil=True, error_model="numpy", **options)(fn)
         except Exception:  # no writable cache location (read-only install, no home)
             CACHE_ENABLED = False
-    return numba.njit(cache=False, nogil=True, **options)(fn)
+    return numba.njit(cache=False, nogil=True, error_model="numpy", **options)(fn)
 
 
 _LN2 = math.log(2.0)
@@ -440,7 +441,11 @@ def binary_partials(op, x, y, z):
             return 0.5, 0.5  # JAX's value at the origin (max/min ties)
         return x / z, y / z
     if op == OP_LOGADDEXP:
-        return math.exp(x - z), math.exp(y - z)  # softmax of (x, y)
+        # softmax of (x, y); JAX reads +inf as 0 in this formula, and so do we
+        rx = 0.0 if x == math.inf else x
+        ry = 0.0 if y == math.inf else y
+        rz = 0.0 if z == math.inf else z
+        return math.exp(rx - rz), math.exp(ry - rz)
     return 0.0, 0.0  # comparisons
 
 

@@ -11,6 +11,7 @@ buffer and makes exactly one compiled call.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import threading
 from dataclasses import dataclass, field
@@ -448,7 +449,7 @@ class _VJPFunction:
 # --------------------------------------------------------------------------
 def record(f, args, argnums, has_aux=False, name=None) -> Tape:
     """Run ``f`` once on tracers and freeze the result into a Tape."""
-    name = name or getattr(f, "__name__", repr(f))
+    name = name or _function_name(f)
     diff = set(argnums if isinstance(argnums, tuple) else (argnums,))
     rec = Recorder()
     specs: list[ArgSpec] = []
@@ -488,6 +489,12 @@ def record(f, args, argnums, has_aux=False, name=None) -> Tape:
     aux_out = _record_results(rec, aux, name, allow_static=True)
     rec.closed = True
     return Tape(rec, specs, argnums, outputs, aux_out, has_aux, name)
+
+
+def _function_name(f):
+    while isinstance(f, functools.partial):
+        f = f.func
+    return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
 
 
 def _record_results(rec: Recorder, tree, name, allow_static):

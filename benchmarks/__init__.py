@@ -1,0 +1,1 @@
+"""pytest-benchmark suites comparing NumPy, fasttape and JAX on shared workloads (see ``workloads.py``)."""

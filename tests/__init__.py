@@ -1,0 +1,1 @@
+"""fasttape test suite."""

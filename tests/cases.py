@@ -1,0 +1,237 @@
+"""Test programs for every primitive of the table, each written once against a
+namespace ``xp`` so the same source runs as plain NumPy (traced by fasttape)
+and as ``jax.numpy`` (the reference).
+
+``PRIMITIVE_CASES`` is generated from ``fasttape.PRIMITIVES`` for the
+elementwise, comparison and reduction primitives, and written out by hand for
+the structural ones (broadcast, gather, matmul), which NumPy reaches through
+many functions.  ``test_primitives.py`` checks that together they exercise
+every opcode in the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fasttape.numpy as fnp
+from fasttape import PRIMITIVES
+
+
+class Namespace:
+    """``module`` plus a few extras that NumPy keeps elsewhere (erf, logsumexp)."""
+
+    def __init__(self, module, **extras):
+        self._module = module
+        self._extras = extras
+
+    def __getattr__(self, name):
+        if name in self._extras:
+            return self._extras[name]
+        return getattr(self._module, name)
+
+
+NP = Namespace(np, erf=fnp.erf, logsumexp=fnp.logsumexp)
+
+
+def jax_namespace():
+    import jax.numpy as jnp
+    import jax.scipy.special as jsp
+
+    return Namespace(jnp, erf=jsp.erf, logsumexp=jsp.logsumexp)
+
+
+# -- input domains -----------------------------------------------------------
+def sample(domain, shape, rng):
+    """Random float64 inputs on which a primitive is smooth."""
+    if domain == "real":
+        return rng.normal(size=shape)
+    if domain == "positive":
+        return rng.uniform(0.5, 2.0, size=shape)
+    if domain == "unit":
+        return rng.uniform(-0.9, 0.9, size=shape)
+    if domain == "above_one":
+        return rng.uniform(1.2, 3.0, size=shape)
+    if domain == "nonzero":
+        return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 2.0, size=shape)
+    if domain == "distinct":
+        return rng.permutation(np.arange(int(np.prod(shape)), dtype=float)).reshape(shape) * 0.37 - 1.1
+    if domain == "off_integers":
+        return rng.integers(-3, 3, size=shape) + rng.uniform(0.1, 0.9, size=shape)
+    if domain == "off_half_integers":
+        return rng.integers(-3, 3, size=shape) + rng.choice([0.2, 0.7], size=shape) + rng.uniform(-0.1, 0.1, shape)
+    raise ValueError(domain)
+
+
+@dataclass
+class Case:
+    """A program ``fn(xp, *args)`` and how to draw its float inputs."""
+
+    name: str
+    fn: object
+    shapes: tuple
+    domains: tuple = ()
+    smooth: bool = True  # finite differences apply
+    int_args: tuple = field(default_factory=tuple)
+
+    def inputs(self, rng):
+        domains = self.domains or ("real",) * len(self.shapes)
+        return [sample(d, s, rng) for d, s in zip(domains, self.shapes)]
+
+
+def _unary(prim):
+    name = prim.numpy[0] if prim.numpy else prim.name
+    return Case(
+        f"{prim.name}",
+        lambda xp, x: getattr(xp, name)(x),
+        ((3, 4),),
+        (prim.domain,),
+        smooth=True,
+    )
+
+
+_BINARY_DOMAINS = {
+    "power": ("positive", "real"),
+    "divide": ("real", "nonzero"),
+    "arctan2": ("nonzero", "nonzero"),
+    "hypot": ("nonzero", "nonzero"),
+}
+
+
+def _binary(prim):
+    name = prim.numpy[0]
+    domains = _BINARY_DOMAINS.get(prim.name, ("real", "real"))
+    fn = lambda xp, x, y: getattr(xp, name)(x, y)  # noqa: E731
+    cases = [
+        Case(f"{prim.name}", fn, ((3, 4), (3, 4)), domains),
+        Case(f"{prim.name}-bcast-3x1-1x4", fn, ((3, 1), (1, 4)), domains),
+        Case(f"{prim.name}-bcast-4-2x3x4", fn, ((4,), (2, 3, 4)), domains),
+        Case(f"{prim.name}-scalar-array", fn, ((), (3, 4)), domains),
+        Case(f"{prim.name}-array-const", lambda xp, x: getattr(xp, name)(x, 1.5), ((5,),), domains[:1]),
+        Case(f"{prim.name}-const-array", lambda xp, y: getattr(xp, name)(0.75, y), ((5,),), domains[1:]),
+    ]
+    return cases
+
+
+def _comparison(prim):
+    name = prim.numpy[0]
+
+    def fn(xp, x, y):
+        y = xp.where(xp.arange(12).reshape(3, 4) % 3 == 0, x, y)  # some exact ties
+        return xp.where(getattr(xp, name)(x, y), x * y, x - 2.0 * y)
+
+    return [Case(prim.name, fn, ((3, 4), (3, 4)), smooth=False)]
+
+
+def _reduction(prim):
+    name = prim.name
+    domain = prim.domain if prim.name != "prod" else "nonzero"
+    cases = []
+    for axis, keepdims in [(None, False), (0, False), (1, True), ((0, 2), False), (-1, False), ((2, 0), True)]:
+        cases.append(
+            Case(
+                f"{name}-axis{axis}-keep{keepdims}".replace(" ", ""),
+                lambda xp, x, axis=axis, keepdims=keepdims: getattr(xp, name)(x, axis=axis, keepdims=keepdims),
+                ((2, 3, 4),),
+                (domain,),
+            )
+        )
+    return cases
+
+
+def generated_cases():
+    cases = []
+    for prim in PRIMITIVES:
+        if prim.kind == "unary":
+            cases.append(_unary(prim))
+        elif prim.kind == "binary":
+            cases += _binary(prim)
+        elif prim.kind == "comparison":
+            cases += _comparison(prim)
+        elif prim.kind == "reduction":
+            cases += _reduction(prim)
+    return cases
+
+
+def _c(name, fn, *shapes, domains=(), smooth=True):
+    return Case(name, fn, tuple(shapes), tuple(domains), smooth)
+
+
+STRUCTURAL_CASES = [
+    # select
+    _c("where", lambda xp, x, y: xp.where(x > 0, x * y, xp.sin(y)), (3, 4), (3, 4)),
+    _c("where-bcast", lambda xp, x, y: xp.where(x > 0.0, y, 2.0), (3, 1), (1, 4)),
+    _c("where-const-cond", lambda xp, x: xp.where(np.arange(6) % 2 == 0, x, -x), (6,)),
+    # scans
+    _c("cumsum-flat", lambda xp, x: xp.cumsum(x), (3, 4)),
+    _c("cumsum-axis0", lambda xp, x: xp.cumsum(x, axis=0), (3, 4)),
+    _c("cumsum-axis1", lambda xp, x: xp.cumsum(x, axis=1), (2, 3, 4)),
+    # broadcast
+    _c("broadcast_to", lambda xp, x: xp.broadcast_to(x, (2, 3, 4)), (3, 1)),
+    _c("broadcast-implicit", lambda xp, x, y: x * y + x, (2, 1, 4), (3, 1)),
+    _c("broadcast-scalar-shape1", lambda xp, x, y: x * y, (1,), (2, 3)),
+    # reshapes are views (no instruction); checked through their consumers
+    _c("reshape", lambda xp, x: xp.sin(x.reshape(4, 3)) @ x, (3, 4)),
+    _c("ravel-squeeze-expand", lambda xp, x: xp.expand_dims(xp.squeeze(x), 0).ravel() * 2.0, (1, 3, 1, 4)),
+    # gathers
+    _c("transpose", lambda xp, x: xp.transpose(x) * 1.0, (3, 4)),
+    _c("transpose-axes", lambda xp, x: xp.transpose(x, (2, 0, 1)) * 1.0, (2, 3, 4)),
+    _c("T", lambda xp, x: x.T * 1.0, (3, 4)),
+    _c("swapaxes", lambda xp, x: xp.swapaxes(x, 0, 2) * 1.0, (2, 3, 4)),
+    _c("moveaxis", lambda xp, x: xp.moveaxis(x, 0, -1) * 1.0, (2, 3, 4)),
+    _c("slice-step", lambda xp, x: x[::2] * 1.0, (7,)),
+    _c("slice-negative", lambda xp, x: x[-1:-6:-2, 1:] * 1.0, (6, 3)),
+    _c("slice-contiguous", lambda xp, x: x[1:3] * 1.0, (5, 2)),
+    _c("index-int", lambda xp, x: x[2] * 1.0, (4, 3)),
+    _c("index-int-array", lambda xp, x: x[np.array([0, 2, 2, 1])] * 1.0, (4, 3)),
+    _c("index-2d-arrays", lambda xp, x: x[np.array([0, 1, 3]), np.array([2, 0, 1])] * 1.0, (4, 3)),
+    _c("index-bool-mask", lambda xp, x: x[np.array([True, False, True, True])] * 1.0, (4,)),
+    _c("index-ellipsis-newaxis", lambda xp, x: x[..., None, 1] * 1.0, (2, 3, 4)),
+    _c("concatenate", lambda xp, x, y: xp.concatenate([x, y, x], axis=0) * 1.0, (2, 3), (1, 3)),
+    _c("concatenate-const", lambda xp, x: xp.concatenate([x, np.ones(2)]) * 1.0, (3,)),
+    _c("stack", lambda xp, x, y: xp.stack([x, y], axis=1) * 1.0, (3, 2), (3, 2)),
+    _c("hstack", lambda xp, x, y: xp.hstack([x, y]) * 1.0, (3,), (2,)),
+    _c("vstack", lambda xp, x, y: xp.vstack([x, y]) * 1.0, (3,), (3,)),
+    _c("flip", lambda xp, x: xp.flip(x, axis=1) * 1.0, (3, 4)),
+    _c("tile", lambda xp, x: xp.tile(x, (2, 3)) * 1.0, (2, 2)),
+    _c("repeat", lambda xp, x: xp.repeat(x, 3, axis=0) * 1.0, (2, 2)),
+    _c("diag-of-matrix", lambda xp, x: xp.diag(x) * 1.0, (4, 4)),
+    _c("diag-from-vector", lambda xp, x: xp.diag(x, 1) * 1.0, (3,)),
+    _c("diagonal", lambda xp, x: xp.diagonal(x, 1) * 1.0, (3, 4)),
+    _c("trace", lambda xp, x: xp.trace(x), (4, 4)),
+    _c("roll", lambda xp, x: xp.roll(x, 2) * 1.0, (5,)),
+    # linear algebra
+    _c("matmul-2x2", lambda xp, x, y: x @ y, (3, 4), (4, 5)),
+    _c("matmul-1x2", lambda xp, x, y: x @ y, (4,), (4, 5)),
+    _c("matmul-2x1", lambda xp, x, y: xp.matmul(x, y), (3, 4), (4,)),
+    _c("matmul-1x1", lambda xp, x, y: x @ y, (4,), (4,)),
+    _c("matmul-batched", lambda xp, x, y: x @ y, (2, 3, 4), (2, 4, 5)),
+    _c("matmul-batch-bcast", lambda xp, x, y: x @ y, (1, 3, 4), (2, 4, 2)),
+    _c("matmul-batch-2d", lambda xp, x, y: x @ y, (2, 3, 4), (4, 2)),
+    _c("matmul-large", lambda xp, x, y: x @ y, (40, 30), (30, 50)),
+    _c("dot", lambda xp, x, y: xp.dot(x, y), (3, 4), (4, 2)),
+    _c("dot-nd", lambda xp, x, y: xp.dot(x, y), (2, 3), (2, 3, 2)),
+    _c("dot-scalar", lambda xp, x, y: xp.dot(x, y), (), (3,)),
+    _c("vdot", lambda xp, x, y: xp.vdot(x, y), (2, 3), (2, 3)),
+    _c("inner", lambda xp, x, y: xp.inner(x, y), (2, 3), (4, 3)),
+    _c("outer", lambda xp, x, y: xp.outer(x, y), (3,), (4,)),
+    _c("norm", lambda xp, x: xp.linalg.norm(x), (3, 4)),
+    _c("norm-axis", lambda xp, x: xp.linalg.norm(x, axis=1), (3, 4)),
+    _c("norm-ord1", lambda xp, x: xp.linalg.norm(x, ord=1), (5,), domains=("nonzero",)),
+    _c("norm-inf", lambda xp, x: xp.linalg.norm(x, ord=np.inf), (5,), domains=("distinct",)),
+    _c("norm-fro", lambda xp, x: xp.linalg.norm(x, ord="fro"), (3, 4)),
+    _c("norm-p3", lambda xp, x: xp.linalg.norm(x, ord=3, axis=0), (3, 4), domains=("nonzero",)),
+    _c("norm-matrix-1", lambda xp, x: xp.linalg.norm(x, ord=1), (3, 4), domains=("distinct",)),
+    # lowered reductions and elementwise helpers
+    _c("mean", lambda xp, x: xp.mean(x, axis=0), (3, 4)),
+    _c("var", lambda xp, x: xp.var(x, axis=1, ddof=1), (3, 4)),
+    _c("std", lambda xp, x: xp.std(x), (3, 4)),
+    _c("clip", lambda xp, x: xp.clip(x, -0.5, 0.5), (10,)),
+    _c("softmax", lambda xp, x: xp.exp(x - xp.logsumexp(x, axis=-1, keepdims=True)), (3, 4)),
+    _c("square-via-power", lambda xp, x: x**2, (5,)),
+    _c("power-const-exponent", lambda xp, x: x**3.5, (5,), domains=("positive",)),
+]
+
+
+PRIMITIVE_CASES = generated_cases() + STRUCTURAL_CASES

@@ -1,0 +1,32 @@
+"""Shared test setup: JAX in float64, hypothesis profiles, kernels warmed once."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_platforms", "cpu")
+
+settings.register_profile(
+    "dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=15, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_kernels():
+    """Compile (or load from Numba's cache) every sweep once per test session."""
+    import fasttape as ft
+
+    x = np.linspace(0.1, 1.0, 40)
+    ft.value_and_grad(lambda v: np.sum(np.tanh(v) * v))(x)
+    out, pull = ft.vjp(lambda v: v * 2.0, x)
+    pull(np.ones_like(out))
+    yield
