@@ -863,9 +863,7 @@ def reverse_sweep(ins, aux, buf):
             for j in range(n):  # adjoint of a gather: scatter-add
                 buf[N + aux[start + j]] += buf[N + o + j]
         else:  # OP_MATMUL
-            _matmul_reverse(
-                buf, N, o, a, ins[i, C_B], ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb
-            )
+            _matmul_reverse(buf, N, o, a, ins[i, C_B], ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb)
 
 
 # --------------------------------------------------------------------------

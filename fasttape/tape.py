@@ -517,5 +517,3 @@ def _record_results(rec: Recorder, tree, name, allow_static):
             s = rec.slots[rec.constant(arr.astype(np.float64))]  # a constant output still gets a slot
             entries.append((s.offset, s.shape))
     return treedef, entries
-
-

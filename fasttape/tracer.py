@@ -186,7 +186,7 @@ class Recorder:
         if len(cur) > len(shape):
             raise ValueError(f"cannot broadcast an array of shape {tuple(cur)} to shape {shape}")
         cur = [1] * (len(shape) - len(cur)) + cur
-        for ax, (c, t) in enumerate(zip(cur, shape)):
+        for c, t in zip(cur, shape):
             if c != 1 and c != t:
                 raise ValueError(f"operands could not be broadcast together: {np.shape(x._value)} to {shape}")
         result = x

@@ -2,18 +2,15 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-import jax
-
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_platforms", "cpu")
 
-settings.register_profile(
-    "dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("dev", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci", deadline=None, max_examples=15, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
