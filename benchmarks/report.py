@@ -4,9 +4,10 @@
     python -m benchmarks.report path/to/run.json # a given --benchmark-json / --benchmark-autosave file
 
 Times are medians in microseconds per call.  ``vg/fwd`` is tape.value_and_grad over the tape's forward
-replay (the cost of the reverse sweep, plus one), ``vg/f`` is tape.value_and_grad over the plain NumPy
-function, and ``ns/instr`` (scalar workloads only) is the reverse sweep's time per recorded instruction,
-(vg - fwd) / instructions.  Ratios from one run are comparable across machines; absolute times are not.
+replay (the cost of the reverse sweep, plus one); ``vg/f`` is tape.value_and_grad over the plain function
+(for Lorenz, run on Python floats); ``ns/instr`` (scalar workloads only) is the reverse sweep's time per
+recorded instruction, (vg - fwd) / instructions.  Ratios from one run are comparable across machines;
+absolute times are not.
 """
 
 import json

@@ -29,6 +29,8 @@ from .errors import (
 from .tracer import Recorder, Tracer
 
 _MAX_SPARE_BUFFERS = 4
+_F64 = np.dtype(np.float64)
+_run_value_and_grad = K.run_value_and_grad
 
 
 # --------------------------------------------------------------------------
@@ -142,15 +144,20 @@ class Tape:
         self._template = template
         self._spare: collections.deque = collections.deque()
         self._diff_args = [i for i in range(len(args)) if args[i].differentiable]
+        self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
+        self._single_grad = self._all_simple and isinstance(argnums, int)
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
 
     # -- buffers -----------------------------------------------------------
+    def _new_workspace(self) -> _Workspace:
+        return _Workspace(self._template, self._args, self.n_values)
+
     def _acquire(self) -> _Workspace:
         try:
             return self._spare.pop()
         except IndexError:
-            return _Workspace(self._template, self._args, self.n_values)
+            return self._new_workspace()
 
     def _release(self, ws: _Workspace):
         if len(self._spare) < _MAX_SPARE_BUFFERS:
@@ -158,6 +165,14 @@ class Tape:
 
     # -- binding inputs ----------------------------------------------------
     def _bind(self, args, ws: _Workspace):
+        if self._all_simple and len(args) == len(ws.simple_inputs):
+            # the common case: every argument one float64 array of the recorded shape
+            for arg, view in zip(args, ws.simple_inputs):
+                if type(arg) is not np.ndarray or arg.dtype is not _F64 or arg.shape != view.shape:
+                    break
+                view[...] = arg
+            else:
+                return
         specs = self._args
         if len(args) != len(specs):
             raise TypeError(
@@ -221,6 +236,8 @@ class Tape:
         return self._aux_tree.unflatten([self._read(buf, e) for e in self._aux])
 
     def _grads_of(self, ws: _Workspace):
+        if self._all_simple:
+            return [ws.simple_adjoints[i].copy() for i in self._diff_args]
         grads = []
         for i in self._diff_args:
             spec = self._args[i]
@@ -262,18 +279,21 @@ class Tape:
         """(value, grads, aux) or None when a guard fails."""
         if not self._scalar_out:
             self._raise_non_scalar()
-        ws = self._acquire()
+        spare = self._spare
+        ws = spare.pop() if spare else self._new_workspace()
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not K.run_value_and_grad(self.ins, self.aux, buf, self._out_position):
+            if not _run_value_and_grad(self.ins, self.aux, buf, self._out_position):
                 return None
-            value = buf[self._out_position]
-            grads = self._grad_structure(self._grads_of(ws))
-            aux = self._aux_of(buf) if self.has_aux else None
-            return value, grads, aux
+            if self._single_grad:
+                grads = ws.simple_adjoints[self._diff_args[0]].copy()
+            else:
+                grads = self._grad_structure(self._grads_of(ws))
+            return buf[self._out_position], grads, (self._aux_of(buf) if self.has_aux else None)
         finally:
-            self._release(ws)
+            if len(spare) < _MAX_SPARE_BUFFERS:
+                spare.append(ws)
 
     def value_and_grad(self, *args):
         """``(value, grad)``, or ``((value, aux), grad)`` for a tape recorded with has_aux."""
@@ -388,7 +408,7 @@ def _describe_output(slots, entry):
 class _Workspace:
     """One value+adjoint buffer, with views of it for every input leaf."""
 
-    __slots__ = ("buf", "inputs", "adjoints")
+    __slots__ = ("buf", "inputs", "adjoints", "simple_inputs", "simple_adjoints")
 
     def __init__(self, template, args: list[ArgSpec], n_values):
         self.buf = buf = template.copy()
@@ -405,6 +425,8 @@ class _Workspace:
                 adjs.append(buf[n_values + leaf.offset : n_values + end].reshape(leaf.shape))
             self.inputs.append(ins)
             self.adjoints.append(adjs)
+        self.simple_inputs = [ins[0] for ins in self.inputs if len(ins) == 1]
+        self.simple_adjoints = [adjs[0] for adjs in self.adjoints if len(adjs) == 1]
 
 
 class _VJPFunction:
