@@ -512,49 +512,65 @@ def _matmul_forward(buf, o, a, b, batch, m, k, n):
         ao = a + t * m * k
         bo = b + t * k * n
         oo = o + t * m * n
+        A = buf[ao : ao + m * k]
+        B = buf[bo : bo + k * n]
+        C = buf[oo : oo + m * n]
         if m * k * n >= 32768:
-            A = buf[ao : ao + m * k].reshape(m, k)
-            B = buf[bo : bo + k * n].reshape(k, n)
-            C = buf[oo : oo + m * n].reshape(m, n)
-            np.dot(A, B, C)
+            np.dot(A.reshape(m, k), B.reshape(k, n), C.reshape(m, n))
+        elif n == 1:  # matrix @ vector: one dot product per row
+            for i in range(m):
+                s = 0.0
+                for p in range(k):
+                    s += A[i * k + p] * B[p]
+                C[i] = s
         else:
             for i in range(m):
                 for j in range(n):
-                    buf[oo + i * n + j] = 0.0
+                    C[i * n + j] = 0.0
                 for p in range(k):
-                    av = buf[ao + i * k + p]
+                    av = A[i * k + p]
                     for j in range(n):
-                        buf[oo + i * n + j] += av * buf[bo + p * n + j]
+                        C[i * n + j] += av * B[p * n + j]
 
 
 @_jit
 def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b):
+    # d(A B) = (G Bᵀ, Aᵀ G) for the adjoint G of the product
     for t in range(batch):
         ao = a + t * m * k
         bo = b + t * k * n
         go = N + o + t * m * n
+        A = buf[ao : ao + m * k]
+        B = buf[bo : bo + k * n]
+        G = buf[go : go + m * n]
+        dA = buf[N + ao : N + ao + m * k]
+        dB = buf[N + bo : N + bo + k * n]
         if m * k * n >= 32768:
-            A = buf[ao : ao + m * k].reshape(m, k)
-            B = buf[bo : bo + k * n].reshape(k, n)
-            G = buf[go : go + m * n].reshape(m, n)
             if grad_a:
-                dA = buf[N + ao : N + ao + m * k].reshape(m, k)
-                dA += np.dot(G, B.T)  # d(A B)/dA: G Bᵀ
+                dA.reshape(m, k)[:, :] += np.dot(G.reshape(m, n), B.reshape(k, n).T)
             if grad_b:
-                dB = buf[N + bo : N + bo + k * n].reshape(k, n)
-                dB += np.dot(A.T, G)  # d(A B)/dB: Aᵀ G
+                dB.reshape(k, n)[:, :] += np.dot(A.reshape(m, k).T, G.reshape(m, n))
+        elif n == 1:
+            for i in range(m):
+                g = G[i]
+                if grad_a:
+                    for p in range(k):
+                        dA[i * k + p] += g * B[p]
+                if grad_b:
+                    for p in range(k):
+                        dB[p] += A[i * k + p] * g
         else:
             for i in range(m):
                 for p in range(k):
-                    av = buf[ao + i * k + p]
-                    s = 0.0
-                    for j in range(n):
-                        g = buf[go + i * n + j]
-                        s += g * buf[bo + p * n + j]
-                        if grad_b:
-                            buf[N + bo + p * n + j] += av * g
                     if grad_a:
-                        buf[N + ao + i * k + p] += s
+                        s = 0.0
+                        for j in range(n):
+                            s += G[i * n + j] * B[p * n + j]
+                        dA[i * k + p] += s
+                    if grad_b:
+                        av = A[i * k + p]
+                        for j in range(n):
+                            dB[p * n + j] += av * G[i * n + j]
 
 
 @_jit
