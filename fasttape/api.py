@@ -20,12 +20,26 @@ import optree
 
 from .errors import BranchChangedError
 from .tape import Tape, classify_leaf, record
+from .tracer import Tracer, recorder_of
 
 DEFAULT_CACHE_SIZE = 64
 _MAX_BRANCHES = 32
 
 
+_NESTED_MESSAGE = (
+    "{outer} of {inner}: nested differentiation (a transformation applied inside a traced function, such as "
+    "grad(grad(f))) is not supported; fasttape records one first-order tape per function. Differentiate the "
+    "outer function once, or write the derivative you need explicitly."
+)
+
+
+def _has_tracer(args):
+    return any(isinstance(leaf, Tracer) for leaf in optree.tree_leaves(args, none_is_leaf=True))
+
+
 def _normalize_argnums(argnums, n_args, name):
+    if not isinstance(argnums, (int, tuple, list)) or isinstance(argnums, bool):
+        raise TypeError(f"{name}: argnums must be an int or a tuple of ints, got {argnums!r}.")
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not nums:
         raise ValueError(f"{name}: argnums must name at least one argument, got {argnums!r}.")
@@ -116,7 +130,9 @@ class _Transformed:
         self.argnums = argnums
         self.has_aux = has_aux
         self.cache = TapeCache(cache_size)
-        functools.update_wrapper(self, fun)
+        if isinstance(fun, _Transformed):
+            raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner=fun.kind))
+        functools.update_wrapper(self, fun, updated=())
 
     def _record(self, args, argnums):
         return record(self.fun, args, argnums, self.has_aux)
@@ -125,6 +141,8 @@ class _Transformed:
         """``runner(tape, args)`` returns None when a guard fails."""
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
+        if recorder_of(args) is not None or _has_tracer(args):
+            raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner="a traced function"))
         key = signature_key(args)
         for tape in self.cache.get(key):
             result = runner(tape, args)

@@ -112,17 +112,24 @@ C_FLAGS = 13
 ROW = 14
 
 # activity bits in C_FLAGS: the reverse sweep runs an instruction only when its
-# output is active, and accumulates only into operands that need an adjoint.
+# output is active, and writes only into operands that need an adjoint.
 F_ACTIVE = 1
 F_GRAD_A = 2
 F_GRAD_B = 4
 F_GRAD_C = 8
+# the instruction is the first (in reverse order) to write the operand's whole adjoint:
+# it assigns instead of accumulating, so that adjoint needs no zeroing beforehand
+F_INIT_A = 16
+F_INIT_B = 32
+F_INIT_C = 64
 
 # aux header
 M_NVALS = 0  # number of values; adjoints start at buf[n_values]
 M_GUARDS = 1  # start of the guard table in aux: (position, expected 0/1) pairs
 M_NGUARDS = 2
-HEADER = 4
+M_ZEROS = 3  # start of the (offset, length) runs of adjoints to zero before a reverse sweep
+M_NZEROS = 4
+HEADER = 8
 
 
 # --------------------------------------------------------------------------
@@ -587,8 +594,18 @@ def _unary_forward_run(op, z, x):
 
 
 @_jit
-def _unary_reverse_run(op, gz, gx, x, z):
-    if op == OP_SQUARE:
+def _unary_reverse_run(op, gz, gx, x, z, init):
+    if init:
+        if op == OP_SQUARE:
+            for j in range(x.size):
+                gx[j] = gz[j] * (2.0 * x[j])
+        elif op == OP_NEGATIVE:
+            for j in range(x.size):
+                gx[j] = -gz[j]
+        else:
+            for j in range(x.size):
+                gx[j] = gz[j] * unary_partial(op, x[j], z[j])
+    elif op == OP_SQUARE:
         for j in range(x.size):
             gx[j] += gz[j] * (2.0 * x[j])
     elif op == OP_NEGATIVE:
@@ -597,6 +614,12 @@ def _unary_reverse_run(op, gz, gx, x, z):
     else:
         for j in range(x.size):
             gx[j] += gz[j] * unary_partial(op, x[j], z[j])
+
+
+@_jit
+def _zero(buf, start, n):
+    for j in range(n):
+        buf[start + j] = 0.0
 
 
 @_jit
@@ -719,10 +742,25 @@ def guards_hold(aux, buf):
 
 
 @_jit
-def _accumulate_operand(op, g, dx, other, n, sx, so, sign):
+def _accumulate_operand(op, g, dx, other, n, sx, so, sign, init):
     """Adjoint of one operand of add / subtract / multiply over a run of n."""
     # d(x + y) = (1, 1); d(x - y) = (1, -1); d(x y) = (y, x)
-    if sx:
+    if sx and init:
+        if op == OP_MULTIPLY:
+            if so:
+                for j in range(n):
+                    dx[j] = g[j] * other[j]
+            else:
+                c = other[0]
+                for j in range(n):
+                    dx[j] = g[j] * c
+        elif sign > 0.0:
+            for j in range(n):
+                dx[j] = g[j]
+        else:
+            for j in range(n):
+                dx[j] = -g[j]
+    elif sx:
         if op == OP_MULTIPLY:
             if so:
                 for j in range(n):
@@ -745,19 +783,19 @@ def _accumulate_operand(op, g, dx, other, n, sx, so, sign):
         else:
             for j in range(n):
                 acc += g[j]
-        dx[0] += sign * acc
+        dx[0] = sign * acc if init else dx[0] + sign * acc
 
 
 @_jit
-def _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb):
+def _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb, ia, ib):
     g = buf[N + o : N + o + n]
     la = n * sa + (1 - sa)
     lb = n * sb + (1 - sb)
     sign_b = -1.0 if op == OP_SUBTRACT else 1.0
     if ga:
-        _accumulate_operand(op, g, buf[N + a : N + a + la], buf[b : b + lb], n, sa, sb, 1.0)
+        _accumulate_operand(op, g, buf[N + a : N + a + la], buf[b : b + lb], n, sa, sb, 1.0, ia)
     if gb:
-        _accumulate_operand(op, g, buf[N + b : N + b + lb], buf[a : a + la], n, sb, sa, sign_b)
+        _accumulate_operand(op, g, buf[N + b : N + b + lb], buf[a : a + la], n, sb, sa, sign_b, ib)
 
 
 @_jit
@@ -789,26 +827,39 @@ def reverse_sweep(ins, aux, buf):
         a = ins[i, C_A]
         ga = (flags & F_GRAD_A) != 0
         gb = (flags & F_GRAD_B) != 0
+        ia = (flags & F_INIT_A) != 0
+        ib = (flags & F_INIT_B) != 0
         if op <= LAST_UNARY:
             if n >= 32:
-                _unary_reverse_run(op, buf[N + o : N + o + n], buf[N + a : N + a + n], buf[a : a + n], buf[o : o + n])
+                _unary_reverse_run(
+                    op, buf[N + o : N + o + n], buf[N + a : N + a + n], buf[a : a + n], buf[o : o + n], ia
+                )
             else:
                 for j in range(n):
-                    buf[N + a + j] += buf[N + o + j] * unary_partial(op, buf[a + j], buf[o + j])
+                    v = buf[N + o + j] * unary_partial(op, buf[a + j], buf[o + j])
+                    buf[N + a + j] = v if ia else buf[N + a + j] + v
         elif op <= LAST_BINARY:
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             if op <= OP_MULTIPLY and n >= 32:
-                _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb)
+                _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb, ia, ib)
                 continue
+            if ia and not sa:  # a scalar operand collects n contributions
+                buf[N + a] = 0.0
+                ia = False
+            if ib and not sb:
+                buf[N + b] = 0.0
+                ib = False
             for j in range(n):
                 g = buf[N + o + j]
                 dx, dy = binary_partials(op, buf[a + j * sa], buf[b + j * sb], buf[o + j])
                 if ga:
-                    buf[N + a + j * sa] += g * dx
+                    pa = N + a + j * sa
+                    buf[pa] = g * dx if ia else buf[pa] + g * dx
                 if gb:
-                    buf[N + b + j * sb] += g * dy
+                    pb = N + b + j * sb
+                    buf[pb] = g * dy if ib else buf[pb] + g * dy
         elif op == OP_WHERE:
             b = ins[i, C_B]
             c = ins[i, C_C]
@@ -816,6 +867,10 @@ def reverse_sweep(ins, aux, buf):
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             sc = 1 if ins[i, C_NC] > 1 else 0
+            if ib:
+                _zero(buf, N + b, ins[i, C_NB])
+            if (flags & F_INIT_C) != 0:
+                _zero(buf, N + c, ins[i, C_NC])
             for j in range(n):
                 g = buf[N + o + j]
                 if buf[a + j * sa] != 0.0:
@@ -827,6 +882,8 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
+            if ia and op != OP_SUM:
+                _zero(buf, N + a, ins[i, C_NA])
             for p in range(pre):
                 base = a + p * r * post
                 for q in range(post):
@@ -834,8 +891,12 @@ def reverse_sweep(ins, aux, buf):
                     g = buf[N + out]
                     z = buf[out]
                     if op == OP_SUM:
-                        for k in range(r):
-                            buf[N + base + k * post + q] += g
+                        if ia:
+                            for k in range(r):
+                                buf[N + base + k * post + q] = g
+                        else:
+                            for k in range(r):
+                                buf[N + base + k * post + q] += g
                     elif op == OP_LOGSUMEXP:
                         for k in range(r):  # d logsumexp = softmax
                             pos = base + k * post + q
@@ -857,6 +918,8 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
+            if ia:
+                _zero(buf, N + a, ins[i, C_NA])
             for p in range(pre):
                 for q in range(post):
                     s = 0.0
@@ -868,6 +931,8 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
+            if ia:
+                _zero(buf, N + a, ins[i, C_NA])
             for p in range(pre):
                 for k in range(r):  # unbroadcast: sum over the copies
                     src = N + o + (p * r + k) * post
@@ -879,7 +944,12 @@ def reverse_sweep(ins, aux, buf):
             for j in range(n):  # adjoint of a gather: scatter-add
                 buf[N + aux[start + j]] += buf[N + o + j]
         else:  # OP_MATMUL
-            _matmul_reverse(buf, N, o, a, ins[i, C_B], ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb)
+            b = ins[i, C_B]
+            if ia:
+                _zero(buf, N + a, ins[i, C_NA])
+            if ib:
+                _zero(buf, N + b, ins[i, C_NB])
+            _matmul_reverse(buf, N, o, a, b, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb)
 
 
 # --------------------------------------------------------------------------
@@ -899,7 +969,9 @@ def run_value_and_grad(ins, aux, buf, out):
     if not guards_hold(aux, buf):
         return False
     N = aux[M_NVALS]
-    buf[N:] = 0.0
+    zeros = aux[M_ZEROS]
+    for z in range(aux[M_NZEROS]):
+        _zero(buf, N + aux[zeros + 2 * z], aux[zeros + 2 * z + 1])
     buf[N + out] = 1.0
     reverse_sweep(ins, aux, buf)
     return True

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from . import kernels as K
-from .errors import TracerMutationError, UnsupportedFunctionError
+from .errors import ConcretizationError, TracerMutationError, UnsupportedFunctionError
 from .tracer import Tracer, concrete, move, normalize_axes, recorder_of
 
 _np = np
@@ -429,7 +429,7 @@ def getitem(x, key):
     keys = key if isinstance(key, tuple) else (key,)
     for k in keys:
         if isinstance(k, Tracer):
-            raise TypeError(
+            raise ConcretizationError(
                 "indexing with a traced array (a mask or indices computed from the inputs) gives a result whose "
                 "shape or contents depend on the traced values, which a tape cannot record. "
                 "Use np.where(mask, x, 0.0) to select values branch-free."
@@ -540,8 +540,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
 # jax.nn-style extras
 # --------------------------------------------------------------------------
 def sigmoid(x):
-    """Logistic function, written through tanh so that it never overflows."""
-    return add(multiply(tanh(multiply(x, 0.5)), 0.5), 0.5)  # noqa: F821
+    """Logistic function ``exp(-softplus(-x))``: never overflows, accurate in both tails."""
+    return exp(negative(logaddexp(0.0, negative(x))))  # noqa: F821
 
 
 def softplus(x):
@@ -550,8 +550,9 @@ def softplus(x):
 
 
 def relu(x):
-    """``max(x, 0)`` with derivative 0 at 0 (``jax.nn.relu``); NaN propagates."""
-    return where(less_equal(x, 0.0), 0.0, x)  # noqa: F821
+    """``max(x, 0)`` with derivative 0 at 0 and at NaN, as ``jax.nn.relu``; NaN values propagate."""
+    otherwise = where(isnan(x), np.nan, 0.0)  # constants only: no derivative flows through here
+    return where(greater(x, 0.0), x, otherwise)  # noqa: F821
 
 
 def softmax(x, axis=-1):
@@ -603,7 +604,10 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
             kwargs.pop("dtype", None)
             kwargs.pop("casting", None)
             if kwargs:
-                raise UnsupportedFunctionError(f"{name} with keyword arguments {sorted(kwargs)} is not supported.")
+                raise UnsupportedFunctionError(
+                    f"{name} with keyword arguments {sorted(kwargs)} is not supported on traced arrays; "
+                    "call it without them and select the elements you want with np.where(condition, result, other)."
+                )
             return fn(*inputs)
     elif method == "reduce" and ufunc in _REDUCE_METHODS:
         axis = kwargs.pop("axis", 0)
@@ -618,8 +622,8 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
 def dispatch_function(func, args, kwargs):
     fn = FUNCTIONS.get(func)
     if fn is None:
-        module = getattr(func, "__module__", "numpy") or "numpy"
-        module = "numpy.linalg" if "linalg" in module else "numpy" if module.startswith("numpy") else module
+        module = getattr(func, "__module__", None) or "numpy"
+        module = ".".join(part for part in module.split(".") if not part.startswith("_"))  # numpy._core -> numpy
         raise UnsupportedFunctionError(_unsupported_message(f"{module}.{func.__name__}"))
     return fn(*args, **kwargs)
 
@@ -638,7 +642,10 @@ def round(a, decimals=0, out=None):  # noqa: A001
         return np.round(a, decimals=decimals, out=out)
     _no_out("round", out, {})
     if decimals:
-        raise UnsupportedFunctionError("numpy.round with decimals != 0 is not supported on traced arrays.")
+        raise UnsupportedFunctionError(
+            f"numpy.round with decimals={decimals} is not supported on traced arrays; "
+            f"write np.round(x * 10**{decimals}) / 10**{decimals} instead."
+        )
     return rint(a)  # noqa: F821
 
 

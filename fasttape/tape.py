@@ -125,11 +125,19 @@ class Tape:
         n_values = rec.n_values
         self.n_values = n_values
         self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
+        output_slots = [sid for sid, _ in self._output_slots(rec)]
+        zero_runs = plan_adjoint_initialisation(rec, self.ins, output_slots)
         guard_start = rec.pool_len
-        aux = np.zeros(guard_start + 2 * len(rec.guards), dtype=np.int64)
+        zeros_start = guard_start + 2 * len(rec.guards)
+        aux = np.zeros(zeros_start + 2 * len(zero_runs), dtype=np.int64)
         aux[K.M_NVALS] = n_values
         aux[K.M_GUARDS] = guard_start
         aux[K.M_NGUARDS] = len(rec.guards)
+        aux[K.M_ZEROS] = zeros_start
+        aux[K.M_NZEROS] = len(zero_runs)
+        for z, (offset, length) in enumerate(zero_runs):
+            aux[zeros_start + 2 * z] = offset
+            aux[zeros_start + 2 * z + 1] = length
         pos = K.HEADER
         for idx in rec.pool:
             aux[pos : pos + idx.size] = idx
@@ -143,11 +151,16 @@ class Tape:
             template[offset : offset + flat.size] = flat
         self._template = template
         self._spare: collections.deque = collections.deque()
-        self._diff_args = [i for i in range(len(args)) if args[i].differentiable]
+        self._diff_args = list(argnums) if isinstance(argnums, tuple) else [argnums]  # in argnums order
         self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
         self._single_grad = self._all_simple and isinstance(argnums, int)
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
+
+    def _output_slots(self, rec):
+        """Slot ids of the outputs, found by offset and shape (outputs are slots)."""
+        by_place = {(s.offset, s.shape): sid for sid, s in enumerate(rec.slots)}
+        return [(by_place[(offset, shape)], shape) for offset, shape in self._outputs]
 
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
@@ -223,7 +236,9 @@ class Tape:
     def _read(self, buf, entry, base=0):
         if entry[0] == "const":
             return entry[1]
-        offset, shape = entry
+        offset, shape = entry[:2]
+        if len(entry) == 3:  # a boolean aux value (a traced comparison)
+            return buf[offset : offset + math.prod(shape)].reshape(shape) != 0.0
         if shape == ():
             return np.float64(buf[base + offset])
         return buf[base + offset : base + offset + math.prod(shape)].reshape(shape).copy()
@@ -405,6 +420,59 @@ def _describe_output(slots, entry):
     return f"value@{offset}"
 
 
+def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) -> list[tuple[int, int]]:
+    """Decide which adjoints the reverse sweep assigns instead of accumulating.
+
+    Walks the tape in reverse-sweep order.  When the first instruction to write a
+    slot's adjoint writes all of it (an elementwise operand, a reduction input,
+    ...), that instruction gets an ``F_INIT_*`` bit and assigns, so the adjoint
+    needs no zeroing.  Every other adjoint that the sweep reads -- those first
+    written piecewise (gathers, views of part of a slot), never written, or
+    seeded (the outputs) -- is listed in the returned (offset, length) runs,
+    which are zeroed before the sweep.  Mutates ``ins[:, C_FLAGS]``.
+    """
+    slots = rec.slots
+    root = list(range(len(slots)))
+    for sid, s in enumerate(slots):
+        if s.origin[0] == "view":
+            root[sid] = root[s.origin[1]]  # parents are created before their views
+    grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
+    init_bits = (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)
+    first_writer: dict[int, tuple[int, int, bool]] = {}
+    needs_zero = {root[sid] for sid in output_slots}  # seeded by the caller
+    read = set(needs_zero) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
+    for i in range(ins.shape[0] - 1, -1, -1):
+        flags = int(ins[i, K.C_FLAGS])
+        if not flags & K.F_ACTIVE:
+            continue
+        read.add(rec.slots_by_row[i])
+        operands = rec.row_operands[i]
+        gather = ins[i, K.C_OP] == K.OP_GATHER
+        for k, sid in enumerate(operands):
+            if gather or k >= 3:
+                first_writer.setdefault(root[sid], (i, -1, False))
+            elif flags & grad_bits[k]:
+                r = root[sid]
+                covers = slots[sid].offset == slots[r].offset and slots[sid].size == slots[r].size
+                first_writer.setdefault(r, (i, k, covers))
+    for r, (i, k, covers) in first_writer.items():
+        if r in needs_zero:
+            continue
+        if covers:
+            ins[i, K.C_FLAGS] |= init_bits[k]
+        else:
+            needs_zero.add(r)
+    needs_zero |= {r for r in read if r not in first_writer}
+    runs: list[tuple[int, int]] = []
+    for r in sorted(needs_zero, key=lambda r: slots[r].offset):
+        offset, size = slots[r].offset, slots[r].size
+        if runs and runs[-1][0] + runs[-1][1] == offset:
+            runs[-1] = (runs[-1][0], runs[-1][1] + size)
+        elif size:
+            runs.append((offset, size))
+    return runs
+
+
 class _Workspace:
     """One value+adjoint buffer, with views of it for every input leaf."""
 
@@ -498,7 +566,10 @@ def record(f, args, argnums, has_aux=False, name=None) -> Tape:
             traced_leaves.append(tracer)
         specs.append(ArgSpec(treedef, spec_leaves, i in diff))
         traced_args.append(treedef.unflatten(traced_leaves))
-    result = f(*traced_args)
+    try:
+        result = f(*traced_args)
+    finally:
+        rec.closed = True  # tracers kept after this point fail loudly
     if has_aux:
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
             raise TypeError(
@@ -509,7 +580,6 @@ def record(f, args, argnums, has_aux=False, name=None) -> Tape:
         aux = None
     outputs = _record_results(rec, result, name, allow_static=False)
     aux_out = _record_results(rec, aux, name, allow_static=True)
-    rec.closed = True
     return Tape(rec, specs, argnums, outputs, aux_out, has_aux, name)
 
 
@@ -526,7 +596,7 @@ def _record_results(rec: Recorder, tree, name, allow_static):
         if isinstance(leaf, Tracer):
             rec.slot_of(leaf)  # a tracer from another trace is an error
             s = rec.slots[leaf._sid]
-            entries.append((s.offset, s.shape))
+            entries.append((s.offset, s.shape, "bool") if allow_static and s.is_bool else (s.offset, s.shape))
         elif allow_static:
             entries.append(("const", leaf))
         else:

@@ -48,13 +48,14 @@ class Recorder:
 
     def __init__(self):
         self.rows: list[list[int]] = []
-        self.row_operands: list[tuple] = []  # slot ids per row, for the listing
+        self.row_operands: list[tuple] = []  # operand slot ids per row
+        self.slots_by_row: list[int] = []  # output slot id per row
         self.pool: list[np.ndarray] = []
         self.pool_len = K.HEADER
         self.slots: list[Slot] = []
         self.n_values = 0
         self.constants: list[tuple[int, np.ndarray]] = []
-        self._scalar_constants: dict[float, int] = {}
+        self._scalar_constants: dict[bytes, int] = {}
         self._array_constants: dict[int, tuple[int, object]] = {}
         self.guards: list[tuple[int, bool]] = []
         self.closed = False
@@ -80,9 +81,9 @@ class Recorder:
             )
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"cannot use a constant of dtype {arr.dtype} in a traced computation; use float arrays.")
-        if arr.size == 1 and arr.ndim == 0:
-            key = float(arr)
-            if key == key and key in self._scalar_constants:  # NaN never matches itself
+        if arr.ndim == 0:
+            key = arr.astype(np.float64).tobytes()  # bit pattern: keeps 0.0 and -0.0 apart
+            if key in self._scalar_constants:
                 return self._scalar_constants[key]
         elif id(value) in self._array_constants and isinstance(value, np.ndarray):
             sid, _keepalive = self._array_constants[id(value)]
@@ -92,7 +93,7 @@ class Recorder:
         sid = self._new_slot(arr.shape, False, arr.dtype == bool, ("const", flat))
         self.constants.append((self.slots[sid].offset, flat))
         if arr.ndim == 0:
-            self._scalar_constants[float(arr)] = sid
+            self._scalar_constants[key] = sid
         elif isinstance(value, np.ndarray):
             self._array_constants[id(value)] = (sid, value)
         return sid
@@ -124,8 +125,8 @@ class Recorder:
             if x._rec is not self:
                 raise TracerLeakError(
                     "a traced value from another (or a finished) fasttape trace was mixed into this one. "
-                    "Nested transformations such as grad(grad(f)) are not supported: use ft.hvp or "
-                    "ft.hessian for second derivatives, and do not keep tracers after a trace ends."
+                    "Tracers must not outlive the traced function: return them (or pass them as has_aux "
+                    "data) instead of storing them in globals, and do not nest transformations."
                 )
             return x._sid
         return self.constant(x)
@@ -157,6 +158,7 @@ class Recorder:
         row[K.C_FLAGS] = flags
         self.rows.append(row)
         self.row_operands.append(tuple(operands))
+        self.slots_by_row.append(out)
         return Tracer(self, out, value)
 
     def elementwise(self, op, args, value) -> Tracer:
@@ -364,6 +366,11 @@ class Tracer:
     __slots__ = ("_rec", "_sid", "_value")
     __array_priority__ = 1000.0
 
+    def __new__(cls, rec: Recorder, sid: int, value):
+        # 0-d tracers are not sequences: NumPy then asks them for float() (and gets a
+        # clear error) instead of trying to unpack them in `array[i] = tracer`
+        return object.__new__(ArrayTracer if rec.slots[sid].shape else Tracer)
+
     def __init__(self, rec: Recorder, sid: int, value):
         self._rec = rec
         self._sid = sid
@@ -393,17 +400,6 @@ class Tracer:
     @property
     def mT(self):
         return fnp.swapaxes(self, -1, -2)
-
-    def __len__(self):
-        if not self.shape:
-            raise TypeError("len() of unsized object (a 0-d traced array)")
-        return self.shape[0]
-
-    def __iter__(self):
-        if not self.shape:
-            raise TypeError("iteration over a 0-d traced array")
-        for i in range(self.shape[0]):
-            yield self[i]
 
     def __repr__(self):
         kind = "bool" if self._rec.slots[self._sid].is_bool else "f64"
@@ -527,9 +523,13 @@ class Tracer:
         return fnp.greater_equal(self, other)
 
     def __eq__(self, other):
+        if isinstance(other, (str, bytes, type(None))):
+            return NotImplemented  # as NumPy: compares unequal
         return fnp.equal(self, other)
 
     def __ne__(self, other):
+        if isinstance(other, (str, bytes, type(None))):
+            return NotImplemented
         return fnp.not_equal(self, other)
 
     def __invert__(self):
@@ -546,9 +546,6 @@ class Tracer:
     __ror__ = __or__
 
     __hash__ = None
-
-    def __getitem__(self, key):
-        return fnp.getitem(self, key)
 
     # -- array methods ---------------------------------------------------------
     def sum(self, axis=None, keepdims=False, **kw):
@@ -631,6 +628,22 @@ class Tracer:
 
     def copy(self):
         return self
+
+
+class ArrayTracer(Tracer):
+    """A traced array of one or more dimensions: also a sequence of its rows."""
+
+    __slots__ = ()
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __getitem__(self, key):
+        return fnp.getitem(self, key)
 
 
 from . import numpy as fnp  # noqa: E402  (the NumPy surface needs Tracer)

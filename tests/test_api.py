@@ -187,6 +187,21 @@ def test_has_aux_value_and_grad_and_grad():
         _check_aux(aux2, x, y)
 
 
+def test_has_aux_keeps_boolean_dtype():
+    """Aux is returned as the function computed it: a traced comparison stays a boolean array."""
+
+    def fn(x):
+        return np.sum(x**2), {"mask": x > 0, "any": np.any(x > 0.5)}
+
+    x = np.array([[-1.0, 0.25, 2.0], [0.5, -0.5, 3.0]])
+    _, want = fn(x)
+    (_, aux), _ = ft.value_and_grad(fn, has_aux=True)(x)
+    for key in ("mask", "any"):
+        np.testing.assert_array_equal(aux[key], want[key])
+        assert np.asarray(aux[key]).dtype == np.asarray(want[key]).dtype == np.dtype(bool), key
+    assert np.sum(x[aux["mask"]]) == np.sum(x[want["mask"]])  # usable as a mask, as NumPy's result is
+
+
 def test_has_aux_results_are_not_aliased_to_the_tape_buffer():
     f_np, f_jx = both(with_aux)
     vg = ft.value_and_grad(f_np, has_aux=True)
@@ -520,7 +535,9 @@ def test_tape_listing_and_stats():
     assert "f64[6]" in text and "f64[]" in text
     assert "input arg0" in text and "input arg1" in text
     stats = tape.stats()
-    n_rows = sum(line.split("= ", 1)[1].split()[0] not in ("input", "const", "view") for line in text.splitlines()[1:-1])
+    n_rows = sum(
+        line.split("= ", 1)[1].split()[0] not in ("input", "const", "view") for line in text.splitlines()[1:-1]
+    )
     assert stats["instructions"] == n_rows > 0
     assert sum(stats["by_kind"].values()) == stats["instructions"]
     assert stats["by_kind"]["unary"] >= 2  # tanh, exp
@@ -771,6 +788,7 @@ METHOD_CASES = {
     "sum-negative-axis": (lambda xp, x: (x.sum(axis=-1) ** 3).sum(), (3, 4)),
     "mean": (lambda xp, x: x.mean() * x.mean(axis=0).sum() + (x.mean(axis=1, keepdims=True) * x).sum(), (3, 4)),
     "max": (lambda xp, x: x.max() + x.max(axis=0).sum() + (x.max(axis=1, keepdims=True) ** 2).sum(), (3, 4)),
+    "max-min-3d": (lambda xp, x: (x.max(axis=(0, 2)) ** 2).sum() + x.min(axis=1, keepdims=True).sum(), (2, 3, 4)),
     "min": (lambda xp, x: x.min() * 2.0 + (x.min(axis=1) ** 2).sum(), (3, 4)),
     "max-ties": (lambda xp, x: (x * x).max() + xp.abs(x).min(axis=1).sum(), "ties"),
     "prod": (lambda xp, x: x.prod() + x.prod(axis=1).sum() + x.prod(axis=0, keepdims=True).sum(), (3, 4)),
@@ -779,8 +797,14 @@ METHOD_CASES = {
     "T": (lambda xp, x: (x.T * xp.arange(3.0)).sum() + (x @ x.T).sum(), (3, 4)),
     "ravel": (lambda xp, x: (x.ravel() * xp.arange(12.0)).sum(), (3, 4)),
     "dot": (lambda xp, x: x.dot(W_CONST.T).sum() + x[0].dot(x[1]) + (x.dot(x.T) ** 2).sum(), (3, 4)),
-    "shape-ndim-size": (lambda xp, x: (x.reshape(x.shape[1], x.shape[0]).sum(axis=x.ndim - 1) ** 2).sum() / x.size, (3, 4)),
-    "dtype": (lambda xp, x: xp.sum(xp.zeros(x.shape, dtype=x.dtype) + x**2) * (2.0 if x.dtype == np.float64 else 3.0), (3, 4)),
+    "shape-ndim-size": (
+        lambda xp, x: (x.reshape(x.shape[1], x.shape[0]).sum(axis=x.ndim - 1) ** 2).sum() / x.size,
+        (3, 4),
+    ),
+    "dtype": (
+        lambda xp, x: xp.sum(xp.zeros(x.shape, dtype=x.dtype) + x**2) * (2.0 if x.dtype == np.float64 else 3.0),
+        (3, 4),
+    ),
     "len": (lambda xp, x: sum(x[i].sum() * (i + 1.0) for i in range(len(x))), (3, 4)),
     "iterate-rows": (_row_weights, (3, 4)),
     "slice-steps": (lambda xp, x: (x[:6:2] * x[1::2]).sum() + (x[::-1] * xp.arange(7.0)).sum(), (7,)),
@@ -789,6 +813,8 @@ METHOD_CASES = {
     "newaxis": (lambda xp, x: (x[:, None] * x[None, :]).sum() + x[None, 1:][0].sum(), (4,)),
     "integer-array": (lambda xp, x: (x[IDX] ** 2).sum() + (x[:, IDX[:2]] * 2.0).sum(), (3, 4)),
     "integer-array-2d": (lambda xp, x: (x[np.array([0, 2, 2]), np.array([3, 1, 1])] ** 3).sum(), (3, 4)),
+    "integer-array-negative": (lambda xp, x: (x[np.array([-1, 0, -1])] * xp.arange(4.0)).sum() ** 2, (3, 4)),
+    "scalar-element": (lambda xp, x: x[1, 2] * x[-1, -1] + x[0][3] ** 2, (3, 4)),
     "boolean-mask": (lambda xp, x: (x[MASK] ** 2).sum() + x[MASK[:, 0]].sum(), (3, 4)),
     "rsub": (lambda xp, x: ((2.0 - x) ** 2).sum(), (3, 4)),
     "rtruediv": (lambda xp, x: (1.0 / x).sum(), "positive"),
@@ -837,7 +863,14 @@ def test_tracer_properties_inside_trace():
 
     x = np.ones((3, 4))
     ft.grad(fn)(x)
-    assert seen == {"shape": (3, 4), "ndim": 2, "size": 12, "dtype": np.dtype(np.float64), "len": 3, "cmp_dtype": np.dtype(bool)}
+    assert seen == {
+        "shape": (3, 4),
+        "ndim": 2,
+        "size": 12,
+        "dtype": np.dtype(np.float64),
+        "len": 3,
+        "cmp_dtype": np.dtype(bool),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -885,9 +918,9 @@ def test_fnp_nn_functions_match_jax_nn(name):
 def test_logsumexp_stable_for_huge_inputs():
     x = np.array([[1000.0, 999.0, -1000.0], [-1e4, -1e4 + 1.0, -1e4 - 2.0]])
     value, g = ft.value_and_grad(lambda v: np.sum(fnp.logsumexp(v, axis=1) * np.array([1.0, -2.0])))(x)
-    jvalue, jg = jax.value_and_grad(
-        lambda v: jnp.sum(jax.scipy.special.logsumexp(v, axis=1) * np.array([1.0, -2.0]))
-    )(x)
+    jvalue, jg = jax.value_and_grad(lambda v: jnp.sum(jax.scipy.special.logsumexp(v, axis=1) * np.array([1.0, -2.0])))(
+        x
+    )
     assert np.isfinite(value) and np.all(np.isfinite(g))
     assert_close(value, jvalue)
     assert_close(g, jg)
