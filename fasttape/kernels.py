@@ -495,22 +495,25 @@ def _reduce_forward(op, buf, o, a, pre, r, post):
 
 @_jit
 def _sum_contiguous(buf, start, n):
-    # four accumulators: faster, and more accurate than one running sum
-    s0 = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
+    # eight independent accumulators: the adds overlap in the pipeline, and the
+    # partial sums make the rounding error grow more slowly than one running sum
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    x = buf[start : start + n]
     j = 0
-    while j + 4 <= n:
-        s0 += buf[start + j]
-        s1 += buf[start + j + 1]
-        s2 += buf[start + j + 2]
-        s3 += buf[start + j + 3]
-        j += 4
+    while j + 8 <= n:
+        s0 += x[j]
+        s1 += x[j + 1]
+        s2 += x[j + 2]
+        s3 += x[j + 3]
+        s4 += x[j + 4]
+        s5 += x[j + 5]
+        s6 += x[j + 6]
+        s7 += x[j + 7]
+        j += 8
     while j < n:
-        s0 += buf[start + j]
+        s0 += x[j]
         j += 1
-    return (s0 + s1) + (s2 + s3)
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @_jit
@@ -891,7 +894,14 @@ def reverse_sweep(ins, aux, buf):
                     g = buf[N + out]
                     z = buf[out]
                     if op == OP_SUM:
-                        if ia:
+                        if post == 1:
+                            dx = buf[N + base : N + base + r]
+                            if ia:
+                                dx[:] = g
+                            else:
+                                for k in range(r):
+                                    dx[k] += g
+                        elif ia:
                             for k in range(r):
                                 buf[N + base + k * post + q] = g
                         else:
