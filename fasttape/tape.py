@@ -117,7 +117,7 @@ class Tape:
         self.argnums = argnums
         self.has_aux = has_aux
         self._args = args
-        self._out_tree, self._outputs = outputs  # treedef, [(offset, shape) | ("const", value)]
+        self._out_tree, self._outputs = outputs  # treedef, [(offset, shape)]: every output is a slot
         self._aux_tree, self._aux = aux_out
         self._slots = rec.slots
         self._row_operands = rec.row_operands
@@ -384,7 +384,7 @@ class Tape:
                 text = f"input {origin[1]}"
             elif origin[0] == "const":
                 flat = origin[1]
-                text = f"const {flat[0]!r}" if flat.size == 1 else f"const <{flat.size} values>"
+                text = f"const {float(flat[0])!r}" if flat.size == 1 else f"const <{flat.size} values>"
             elif origin[0] == "view":
                 parent = self._slots[origin[1]]
                 text = f"view %{origin[1]} +{s.offset - parent.offset}"
