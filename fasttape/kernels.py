@@ -687,7 +687,9 @@ def forward_sweep(ins, aux, buf):
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
-            if op <= OP_MULTIPLY and n >= 32:
+            if n == 1:
+                buf[o] = binary_value(op, buf[a], buf[b])
+            elif op <= OP_MULTIPLY and n >= 32:
                 _arithmetic_forward(op, buf, o, a, b, n, sa, sb)
             else:
                 for j in range(n):
@@ -845,6 +847,14 @@ def reverse_sweep(ins, aux, buf):
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
+            if n == 1:  # scalar code: no loop
+                g = buf[N + o]
+                dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
+                if ga:
+                    buf[N + a] = g * dx if ia else buf[N + a] + g * dx
+                if gb:
+                    buf[N + b] = g * dy if ib else buf[N + b] + g * dy
+                continue
             if op <= OP_MULTIPLY and n >= 32:
                 _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb, ia, ib)
                 continue
