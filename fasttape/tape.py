@@ -31,6 +31,7 @@ from .tracer import Recorder, Tracer
 _MAX_SPARE_BUFFERS = 4
 _F64 = np.dtype(np.float64)
 _run_value_and_grad = K.run_value_and_grad
+_run_forward = K.run_forward
 
 
 # --------------------------------------------------------------------------
@@ -154,6 +155,7 @@ class Tape:
         self._diff_args = list(argnums) if isinstance(argnums, tuple) else [argnums]  # in argnums order
         self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
         self._single_grad = self._all_simple and isinstance(argnums, int)
+        self._single_out = self._out_tree.num_nodes == 1 and len(self._outputs) == 1
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
 
@@ -165,16 +167,6 @@ class Tape:
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
         return _Workspace(self._template, self._args, self.n_values)
-
-    def _acquire(self) -> _Workspace:
-        try:
-            return self._spare.pop()
-        except IndexError:
-            return self._new_workspace()
-
-    def _release(self, ws: _Workspace):
-        if len(self._spare) < _MAX_SPARE_BUFFERS:
-            self._spare.append(ws)
 
     # -- binding inputs ----------------------------------------------------
     def _bind(self, args, ws: _Workspace):
@@ -244,6 +236,8 @@ class Tape:
         return buf[base + offset : base + offset + math.prod(shape)].reshape(shape).copy()
 
     def _outputs_of(self, buf):
+        if self._single_out:
+            return self._read(buf, self._outputs[0])
         leaves = [self._read(buf, e) for e in self._outputs]
         return self._out_tree.unflatten(leaves)
 
@@ -273,16 +267,18 @@ class Tape:
     # -- public replay -----------------------------------------------------
     def forward(self, *args):
         """Replay the forward sweep; returns the function's output (and aux)."""
-        ws = self._acquire()
+        spare = self._spare
+        ws = spare.pop() if spare else self._new_workspace()
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not K.run_forward(self.ins, self.aux, buf):
+            if not _run_forward(self.ins, self.aux, buf):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
         finally:
-            self._release(ws)
+            if len(spare) < _MAX_SPARE_BUFFERS:
+                spare.append(ws)
 
     def __call__(self, *args):
         result = self.forward(*args)
@@ -423,13 +419,14 @@ def _describe_output(slots, entry):
 def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) -> list[tuple[int, int]]:
     """Decide which adjoints the reverse sweep assigns instead of accumulating.
 
-    Walks the tape in reverse-sweep order.  When the first instruction to write a
-    slot's adjoint writes all of it (an elementwise operand, a reduction input,
-    ...), that instruction gets an ``F_INIT_*`` bit and assigns, so the adjoint
-    needs no zeroing.  Every other adjoint that the sweep reads -- those first
-    written piecewise (gathers, views of part of a slot), never written, or
-    seeded (the outputs) -- is listed in the returned (offset, length) runs,
-    which are zeroed before the sweep.  Mutates ``ins[:, C_FLAGS]``.
+    Walks the tape in reverse-sweep order.  The first instruction to write a
+    slot's adjoint gets an ``F_INIT_*`` bit and assigns instead of adding, so
+    that adjoint needs no zeroing -- or, when it writes only part of the slot
+    (an operand that is a view), only the rest needs zeroing.  Adjoints first
+    written by a scatter (gather), shared with another operand of the same
+    instruction, never written, or seeded by the caller (the outputs) are zeroed
+    whole.  Returns the (offset, length) runs to zero before the sweep; mutates
+    ``ins[:, C_FLAGS]``.
     """
     slots = rec.slots
     root = list(range(len(slots)))
@@ -438,9 +435,9 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
             root[sid] = root[s.origin[1]]  # parents are created before their views
     grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
     init_bits = (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)
-    first_writer: dict[int, tuple[int, int, bool]] = {}
-    needs_zero = {root[sid] for sid in output_slots}  # seeded by the caller
-    read = set(needs_zero) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
+    first_writer: dict[int, tuple[int, int]] = {}  # root -> (row, operand position or -1)
+    zero_whole = {root[sid] for sid in output_slots}  # seeded by the caller
+    read = set(zero_whole) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = int(ins[i, K.C_FLAGS])
         if not flags & K.F_ACTIVE:
@@ -448,29 +445,35 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
         read.add(rec.slots_by_row[i])
         operands = rec.row_operands[i]
         gather = ins[i, K.C_OP] == K.OP_GATHER
+        roots = [root[sid] for sid in operands]
         for k, sid in enumerate(operands):
             if gather or k >= 3:
-                first_writer.setdefault(root[sid], (i, -1, False))
+                first_writer.setdefault(roots[k], (i, -1))
             elif flags & grad_bits[k]:
-                r = root[sid]
+                r = roots[k]
                 covers = slots[sid].offset == slots[r].offset and slots[sid].size == slots[r].size
-                first_writer.setdefault(r, (i, k, covers))
-    for r, (i, k, covers) in first_writer.items():
-        if r in needs_zero:
-            continue
-        if covers:
-            ins[i, K.C_FLAGS] |= init_bits[k]
-        else:
-            needs_zero.add(r)
-    needs_zero |= {r for r in read if r not in first_writer}
+                shared = roots.count(r) > 1 and not covers  # overlapping views of one slot
+                first_writer.setdefault(r, (i, -1 if shared else k))
     runs: list[tuple[int, int]] = []
-    for r in sorted(needs_zero, key=lambda r: slots[r].offset):
-        offset, size = slots[r].offset, slots[r].size
-        if runs and runs[-1][0] + runs[-1][1] == offset:
-            runs[-1] = (runs[-1][0], runs[-1][1] + size)
-        elif size:
-            runs.append((offset, size))
-    return runs
+    for r, (i, k) in first_writer.items():
+        if r in zero_whole or k < 0:
+            zero_whole.add(r)
+            continue
+        ins[i, K.C_FLAGS] |= init_bits[k]
+        part = slots[rec.row_operands[i][k]]
+        whole = slots[r]
+        runs.append((whole.offset, part.offset - whole.offset))  # zero only what it leaves out
+        runs.append((part.offset + part.size, whole.offset + whole.size - part.offset - part.size))
+    zero_whole |= {r for r in read if r not in first_writer}
+    runs += [(slots[r].offset, slots[r].size) for r in zero_whole]
+    merged: list[tuple[int, int]] = []
+    for offset, size in sorted(run for run in runs if run[1] > 0):
+        if merged and merged[-1][0] + merged[-1][1] >= offset:
+            end = max(merged[-1][0] + merged[-1][1], offset + size)
+            merged[-1] = (merged[-1][0], end - merged[-1][0])
+        else:
+            merged.append((offset, size))
+    return merged
 
 
 class _Workspace:

@@ -174,6 +174,12 @@ STRUCTURAL_CASES = [
     # reshapes are views (no instruction); checked through their consumers
     _c("reshape", lambda xp, x: xp.sin(x.reshape(4, 3)) @ x, (3, 4)),
     _c("ravel-squeeze-expand", lambda xp, x: xp.expand_dims(xp.squeeze(x), 0).ravel() * 2.0, (1, 3, 1, 4)),
+    # overlapping views of one input as operands of one instruction (adjoint initialisation)
+    _c("overlap-shifted-small", lambda xp, x: x[:-1] * x[1:] + x[1:] * x[:-1], (7,)),
+    _c("overlap-shifted-large", lambda xp, x: x[1:] * x[:-1] - x[:-1], (41,)),
+    _c("overlap-scalar-view", lambda xp, x: x * x[0] + x[-1] * x, (5,)),
+    _c("overlap-where", lambda xp, x: xp.where(x[:-1] > 0, x[1:], x[:-1]), (9,)),
+    _c("overlap-unary-views", lambda xp, x: xp.sin(x[2:]) + xp.cos(x[:-2]), (40,)),
     # gathers
     _c("transpose", lambda xp, x: xp.transpose(x) * 1.0, (3, 4)),
     _c("transpose-axes", lambda xp, x: xp.transpose(x, (2, 0, 1)) * 1.0, (2, 3, 4)),
