@@ -20,7 +20,7 @@ import optree
 
 from .errors import BranchChangedError
 from .tape import Tape, classify_leaf, record
-from .tracer import Tracer, recorder_of
+from .tracer import Tracer
 
 DEFAULT_CACHE_SIZE = 64
 _MAX_BRANCHES = 32
@@ -31,10 +31,6 @@ _NESTED_MESSAGE = (
     "grad(grad(f))) is not supported; fasttape records one first-order tape per function. Differentiate the "
     "outer function once, or write the derivative you need explicitly."
 )
-
-
-def _has_tracer(args):
-    return any(isinstance(leaf, Tracer) for leaf in optree.tree_leaves(args, none_is_leaf=True))
 
 
 def _normalize_argnums(argnums, n_args, name):
@@ -71,13 +67,18 @@ def _leaf_key(leaf):
     return ("k", type(leaf), leaf)
 
 
-def signature_key(args):
+def signature_key(args, kind="transform"):
     """Hashable description of everything a tape is specialised to."""
-    if all(type(a) is np.ndarray and a.dtype.kind == "f" for a in args):
-        return tuple(a.shape for a in args)  # the common case, kept cheap
+    for a in args:
+        if type(a) is not np.ndarray or a.dtype.kind != "f":
+            break
+    else:
+        return tuple([a.shape for a in args])  # the common case, kept cheap
     parts = []
     for a in args:
         leaves, treedef = optree.tree_flatten(a, none_is_leaf=True)
+        if any(isinstance(leaf, Tracer) for leaf in leaves):
+            raise NotImplementedError(_NESTED_MESSAGE.format(outer=kind, inner="a traced function"))
         parts.append((treedef, tuple(_leaf_key(leaf) for leaf in leaves)))
     return ("tree", tuple(parts))
 
@@ -93,9 +94,10 @@ class TapeCache:
     def get(self, key):
         with self._lock:
             tapes = self._tapes.get(key)
-            if tapes is not None:
-                self._tapes.move_to_end(key)
-            return list(tapes) if tapes else ()
+            if tapes is None:
+                return ()
+            self._tapes.move_to_end(key)
+            return tuple(tapes)
 
     def add(self, key, tape):
         with self._lock:
@@ -141,9 +143,7 @@ class _Transformed:
         """``runner(tape, args)`` returns None when a guard fails."""
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
-        if recorder_of(args) is not None or _has_tracer(args):
-            raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner="a traced function"))
-        key = signature_key(args)
+        key = signature_key(args, self.kind)
         for tape in self.cache.get(key):
             result = runner(tape, args)
             if result is not None:
