@@ -10,7 +10,7 @@ array([0.839949, 0.839949, 0.839949])
 """
 
 from . import numpy
-from .api import grad, trace, value_and_grad, vjp
+from .api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace, value_and_grad, vjp
 from .errors import (
     BranchChangedError,
     ConcretizationError,
@@ -30,6 +30,12 @@ __all__ = [
     "grad",
     "value_and_grad",
     "vjp",
+    "jvp",
+    "hvp",
+    "jacobian",
+    "jacfwd",
+    "jacrev",
+    "hessian",
     "trace",
     "Tape",
     "numpy",

@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 import optree
 
+from . import derivatives as D
 from .errors import BranchChangedError
 from .tape import Tape, classify_leaf, record
 from .tracer import Tracer
@@ -196,8 +197,33 @@ def value_and_grad(fun, argnums=0, has_aux=False):
     return ValueAndGrad(fun, argnums, has_aux)
 
 
-_VJP_TAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_VJP_LOCK = threading.Lock()
+_TRANSFORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TRANSFORMS_LOCK = threading.Lock()
+
+
+def _cached_transform(fun, kind, argnums, has_aux) -> _Transformed:
+    """The tape cache of ``fun`` for one-shot calls (vjp, jvp, hvp), kept while fun lives."""
+    if not callable(fun):
+        raise TypeError(f"{kind} expects a callable, got {type(fun).__name__}.")
+    key = (kind, argnums, has_aux)
+    try:
+        with _TRANSFORMS_LOCK:
+            per_fun = _TRANSFORMS.setdefault(fun, {})
+            transform = per_fun.get(key)
+            if transform is None:
+                transform = per_fun[key] = _Transformed(fun, argnums, has_aux)
+                transform.kind = kind
+            return transform
+    except TypeError:  # not weak-referenceable: no caching across calls
+        transform = _Transformed(fun, argnums, has_aux)
+        transform.kind = kind
+        return transform
+
+
+def _primals_tuple(primals, name):
+    if not isinstance(primals, (tuple, list)):
+        raise TypeError(f"{name}: primals must be a tuple or list of arguments, got {type(primals).__name__}.")
+    return tuple(primals)
 
 
 def vjp(fun, *primals, has_aux=False):
@@ -206,26 +232,77 @@ def vjp(fun, *primals, has_aux=False):
     ``vjp_fn(cotangent)`` returns a tuple with one entry per primal; it may be
     called many times and reuses the forward values computed here.
     """
-    if not callable(fun):
-        raise TypeError(f"vjp expects a callable, got {type(fun).__name__}.")
-    try:
-        with _VJP_LOCK:
-            transform = _VJP_TAPES.get(fun)
-            if transform is None or transform.has_aux != has_aux:
-                transform = _Transformed(fun, tuple(range(len(primals))), has_aux)
-                transform.kind = "vjp"
-                _VJP_TAPES[fun] = transform
-    except TypeError:  # not weak-referenceable: no caching
-        transform = _Transformed(fun, tuple(range(len(primals))), has_aux)
-    transform.argnums = tuple(range(len(primals)))
+    transform = _cached_transform(fun, "vjp", tuple(range(len(primals))), has_aux)
+    return transform._run(primals, D.returns_none_on_branch_change(lambda tape, a: tape.vjp(*a)))
 
-    def runner(tape, args):
-        try:
-            return tape.vjp(*args)
-        except BranchChangedError:
-            return None
 
-    return transform._run(primals, runner)
+def jvp(fun, primals, tangents, has_aux=False):
+    """``(fun(*primals), J·tangents)`` (and ``aux``), as ``jax.jvp``: one forward and one tangent sweep."""
+    primals = _primals_tuple(primals, "jvp")
+    tangents = _primals_tuple(tangents, "jvp")
+    if len(tangents) != len(primals):
+        raise ValueError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents; pass one tangent per primal.")
+    transform = _cached_transform(fun, "jvp", tuple(range(len(primals))), has_aux)
+    return transform._run(primals, D.returns_none_on_branch_change(lambda tape, a: D.jvp(tape, a, tangents)))
+
+
+def hvp(fun, primals, tangents):
+    """Hessian-vector product ``∂²f(primals)·tangents`` of a scalar function, forward-over-reverse,
+    never forming the Hessian.
+
+    With one primal the result is shaped like it; with several, a tuple.  A
+    tangent with one extra trailing axis of length k gives k products from one
+    sweep.
+    """
+    primals = _primals_tuple(primals, "hvp")
+    tangents = _primals_tuple(tangents, "hvp")
+    if len(tangents) != len(primals):
+        raise ValueError(f"hvp: got {len(primals)} primals but {len(tangents)} tangents; pass one tangent per primal.")
+    argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
+    v = tangents[0] if len(primals) == 1 else tangents
+    transform = _cached_transform(fun, "hvp", argnums, False)
+    return transform._run(primals, D.returns_none_on_branch_change(lambda tape, a: D.hvp(tape, a, v)))
+
+
+class Jacobian(_Transformed):
+    kind = "jacobian"
+
+    def __init__(self, fun, argnums, has_aux, mode):
+        super().__init__(fun, argnums, has_aux)
+        self.mode = mode
+        self.kind = {"fwd": "jacfwd", "rev": "jacrev"}.get(mode, "jacobian")
+
+    def __call__(self, *args):
+        return self._run(args, D.returns_none_on_branch_change(lambda tape, a: D.jacobian(tape, a, self.mode)))
+
+
+class Hessian(_Transformed):
+    kind = "hessian"
+
+    def __call__(self, *args):
+        return self._run(args, D.returns_none_on_branch_change(D.hessian))
+
+
+def jacobian(fun, argnums=0, has_aux=False):
+    """Dense Jacobian, JAX's layout (``out.shape + in.shape``); forward or reverse sweeps in
+    blocks of directions, whichever needs fewer."""
+    return Jacobian(fun, argnums, has_aux, "auto")
+
+
+def jacfwd(fun, argnums=0, has_aux=False):
+    """Dense Jacobian by forward mode: blocks of tangent seeds."""
+    return Jacobian(fun, argnums, has_aux, "fwd")
+
+
+def jacrev(fun, argnums=0, has_aux=False):
+    """Dense Jacobian by reverse mode: blocks of adjoint seeds."""
+    return Jacobian(fun, argnums, has_aux, "rev")
+
+
+def hessian(fun, argnums=0):
+    """Dense Hessian of a scalar function (nested blocks for several argnums, as JAX),
+    from Hessian-vector products along blocks of unit vectors."""
+    return Hessian(fun, argnums, False)
 
 
 def trace(fun, *args, argnums=0, has_aux=False) -> Tape:

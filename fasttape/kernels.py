@@ -456,6 +456,77 @@ def binary_partials(op, x, y, z):
     return 0.0, 0.0  # comparisons
 
 
+@_jit(inline="always")
+def unary_second(op, x, z, d1):
+    """d²z/dx² for z = op(x), given z and the first derivative d1."""
+    if op == OP_SQRT:
+        return -0.25 / (x * z)  # d² sqrt = -1 / (4 x^(3/2))
+    if op == OP_CBRT:
+        return -2.0 / (9.0 * z**5)  # d² cbrt = -2 / (9 x^(5/3))
+    if op == OP_SQUARE:
+        return 2.0
+    if op == OP_RECIPROCAL:
+        return 2.0 * z * z * z  # d² 1/x = 2 / x³
+    if op == OP_EXP:
+        return z
+    if op == OP_EXP2:
+        return z * _LN2 * _LN2
+    if op == OP_EXPM1:
+        return z + 1.0
+    if op == OP_LOG or op == OP_LOG2 or op == OP_LOG10 or op == OP_LOG1P:
+        return -d1 * d1 * (1.0 if op == OP_LOG or op == OP_LOG1P else (_LN2 if op == OP_LOG2 else _LN10))
+    if op == OP_SIN or op == OP_COS:
+        return -z  # d² sin = -sin, d² cos = -cos
+    if op == OP_TAN:
+        return 2.0 * z * (1.0 + z * z)
+    if op == OP_ARCSIN or op == OP_ARCCOS:
+        return x * d1 * d1 * d1  # ±x / (1-x²)^(3/2), the sign carried by d1
+    if op == OP_ARCTAN:
+        return -2.0 * x * d1 * d1  # -2x / (1+x²)²
+    if op == OP_SINH or op == OP_COSH:
+        return z
+    if op == OP_TANH:
+        return -2.0 * z * (1.0 - z * z)  # d² tanh = -2 tanh (1 - tanh²)
+    if op == OP_ARCSINH:
+        return -x * d1 * d1 * d1  # -x / (x²+1)^(3/2)
+    if op == OP_ARCCOSH:
+        return -x * d1 * d1 * d1  # -x / (x²-1)^(3/2)
+    if op == OP_ARCTANH:
+        return 2.0 * x * d1 * d1  # 2x / (1-x²)²
+    if op == OP_ERF:
+        return -2.0 * x * d1
+    # negative, abs, sign, floor, ceil, round: piecewise linear
+    return 0.0
+
+
+@_jit(inline="always")
+def binary_second(op, x, y, z):
+    """(d²z/dx², d²z/dxdy, d²z/dy²) for z = op(x, y)."""
+    if op == OP_MULTIPLY:
+        return 0.0, 1.0, 0.0
+    if op == OP_DIVIDE:
+        return 0.0, -1.0 / (y * y), 2.0 * x / (y * y * y)  # x/y: (0, -1/y², 2x/y³)
+    if op == OP_POWER:
+        dxx = y * (y - 1.0) * x ** (y - 2.0)
+        if x > 0.0:
+            lx = math.log(x)
+            return dxx, x ** (y - 1.0) * (1.0 + y * lx), lx * lx * z
+        return dxx, (0.0 if x == 0.0 else math.nan), (0.0 if x == 0.0 else math.nan)
+    if op == OP_ARCTAN2:
+        r2 = x * x + y * y
+        r4 = r2 * r2
+        return -2.0 * x * y / r4, (x * x - y * y) / r4, 2.0 * x * y / r4
+    if op == OP_HYPOT:
+        z3 = z * z * z
+        return y * y / z3, -x * y / z3, x * x / z3
+    if op == OP_LOGADDEXP:
+        sx, sy = binary_partials(op, x, y, z)
+        c = sx * sy  # the softmax's own derivative
+        return c, -c, c
+    # add, subtract, maximum, minimum, comparisons: piecewise linear
+    return 0.0, 0.0, 0.0
+
+
 # --------------------------------------------------------------------------
 # structural primitives: forward
 # --------------------------------------------------------------------------
@@ -973,6 +1044,388 @@ def reverse_sweep(ins, aux, buf):
 
 
 # --------------------------------------------------------------------------
+# forward mode and second order: k directions at once
+#
+# Tangents and second-order adjoints live in their own buffers, direction-major:
+# direction d of position p is at [d * n_values + p], so each direction is laid
+# out exactly like the values and can go through the same slicing (and BLAS).
+# Only active instructions and operands (F_ACTIVE, F_GRAD_*) contribute, so an
+# input that is not differentiated never turns 0 x inf into NaN.
+# --------------------------------------------------------------------------
+@_jit
+def _matmul_into(dst, A, B, m, k, n, accumulate):
+    """dst (m x n) = or += A (m x k) @ B (k x n), all flat C-order runs."""
+    if m * k * n >= 32768:
+        prod = np.dot(A.reshape(m, k), B.reshape(k, n))
+        D = dst.reshape(m, n)
+        if accumulate:
+            D += prod
+        else:
+            D[:, :] = prod
+        return
+    if not accumulate:
+        for j in range(m * n):
+            dst[j] = 0.0
+    for i in range(m):
+        for p in range(k):
+            av = A[i * k + p]
+            for j in range(n):
+                dst[i * n + j] += av * B[p * n + j]
+
+
+@_jit
+def _matmul_t_into(dst, A, B, m, k, n, left):
+    """dst += Aᵀ B (left: A is m x k, B is m x n, dst k x n) or A Bᵀ (A m x n, B k x n, dst m x k)."""
+    if m * k * n >= 32768:
+        if left:
+            dst.reshape(k, n)[:, :] += np.dot(A.reshape(m, k).T, B.reshape(m, n))
+        else:
+            dst.reshape(m, k)[:, :] += np.dot(A.reshape(m, n), B.reshape(k, n).T)
+        return
+    if left:
+        for i in range(m):
+            for p in range(k):
+                av = A[i * k + p]
+                for j in range(n):
+                    dst[p * n + j] += av * B[i * n + j]
+    else:
+        for i in range(m):
+            for p in range(k):
+                s = 0.0
+                for j in range(n):
+                    s += A[i * n + j] * B[p * n + j]
+                dst[i * k + p] += s
+
+
+@_jit
+def tangent_sweep(ins, aux, buf, tan, k):
+    """Tangents of every active instruction for k directions (after a forward sweep)."""
+    NV = aux[M_NVALS]
+    for i in range(ins.shape[0]):
+        flags = ins[i, C_FLAGS]
+        if not (flags & F_ACTIVE):
+            continue
+        op = ins[i, C_OP]
+        o = ins[i, C_OUT]
+        n = ins[i, C_N]
+        a = ins[i, C_A]
+        b = ins[i, C_B]
+        c = ins[i, C_C]
+        ga = (flags & F_GRAD_A) != 0
+        gb = (flags & F_GRAD_B) != 0
+        gc = (flags & F_GRAD_C) != 0
+        pre = ins[i, C_P0]
+        r = ins[i, C_P1]
+        post = ins[i, C_P2]
+        if op <= LAST_UNARY:
+            for j in range(n):
+                d1 = unary_partial(op, buf[a + j], buf[o + j])
+                for d in range(k):
+                    tan[d * NV + o + j] = d1 * tan[d * NV + a + j]
+        elif op <= LAST_BINARY:
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            for j in range(n):
+                dx, dy = binary_partials(op, buf[a + j * sa], buf[b + j * sb], buf[o + j])
+                for d in range(k):
+                    t = 0.0
+                    if ga:
+                        t += dx * tan[d * NV + a + j * sa]
+                    if gb:
+                        t += dy * tan[d * NV + b + j * sb]
+                    tan[d * NV + o + j] = t
+        elif op == OP_WHERE:
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            sc = 1 if ins[i, C_NC] > 1 else 0
+            for j in range(n):
+                taken = buf[a + j * sa] != 0.0
+                for d in range(k):
+                    if taken:
+                        tan[d * NV + o + j] = tan[d * NV + b + j * sb] if gb else 0.0
+                    else:
+                        tan[d * NV + o + j] = tan[d * NV + c + j * sc] if gc else 0.0
+        elif op <= OP_LOGSUMEXP:
+            for d in range(k):
+                t = tan[d * NV : (d + 1) * NV]
+                for p in range(pre):
+                    base = a + p * r * post
+                    for q in range(post):
+                        out = o + p * post + q
+                        z = buf[out]
+                        acc = 0.0
+                        if op == OP_SUM:
+                            for kk in range(r):
+                                acc += t[base + kk * post + q]
+                        elif op == OP_LOGSUMEXP:
+                            for kk in range(r):  # d logsumexp = softmax
+                                pos = base + kk * post + q
+                                acc += math.exp(buf[pos] - z) * t[pos]
+                        elif op == OP_PROD:
+                            prod = 1.0  # dual-number product: exact with zeros
+                            for kk in range(r):
+                                pos = base + kk * post + q
+                                acc = acc * buf[pos] + prod * t[pos]
+                                prod *= buf[pos]
+                        else:  # max / min: the mean tangent over the ties, as JAX
+                            count = 0
+                            for kk in range(r):
+                                pos = base + kk * post + q
+                                if buf[pos] == z:
+                                    count += 1
+                                    acc += t[pos]
+                            acc = acc / count
+                        t[out] = acc
+        elif op == OP_CUMSUM:
+            for d in range(k):
+                t = tan[d * NV : (d + 1) * NV]
+                for p in range(pre):
+                    for q in range(post):
+                        acc = 0.0
+                        for kk in range(r):
+                            idx = p * r * post + kk * post + q
+                            acc += t[a + idx]
+                            t[o + idx] = acc
+        elif op == OP_BROADCAST:
+            for d in range(k):
+                t = tan[d * NV : (d + 1) * NV]
+                for p in range(pre):
+                    for kk in range(r):
+                        dst = o + (p * r + kk) * post
+                        src = a + p * post
+                        for q in range(post):
+                            t[dst + q] = t[src + q]
+        elif op == OP_GATHER:
+            for d in range(k):
+                t = tan[d * NV : (d + 1) * NV]
+                for j in range(n):
+                    t[o + j] = t[aux[pre + j]]
+        else:  # OP_MATMUL: d(A B) = dA B + A dB
+            m = r
+            kk = post
+            nn = ins[i, C_P3]
+            for d in range(k):
+                t = tan[d * NV : (d + 1) * NV]
+                for bt in range(pre):
+                    ao = a + bt * m * kk
+                    bo = b + bt * kk * nn
+                    oo = o + bt * m * nn
+                    dst = t[oo : oo + m * nn]
+                    if ga:
+                        _matmul_into(dst, t[ao : ao + m * kk], buf[bo : bo + kk * nn], m, kk, nn, False)
+                    else:
+                        dst[:] = 0.0
+                    if gb:
+                        _matmul_into(dst, buf[ao : ao + m * kk], t[bo : bo + kk * nn], m, kk, nn, True)
+
+
+@_jit
+def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
+    """Reverse sweep over k directions of ``adj2``.
+
+    With ``second``: forward-over-reverse.  Accumulates the first-order adjoint
+    in buf[N + p] (seeded by the caller, zeroed elsewhere) and, in ``adj2``, its
+    tangent along each direction of ``tan``:  for z = f(x, y),
+        x̄ += z̄ f_x      x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y').
+    Without ``second``: plain reverse mode for k seeds placed in ``adj2``
+    (``tan`` and the first-order adjoint are not used).
+    """
+    N = aux[M_NVALS]
+    for i in range(ins.shape[0] - 1, -1, -1):
+        flags = ins[i, C_FLAGS]
+        if not (flags & F_ACTIVE):
+            continue
+        op = ins[i, C_OP]
+        o = ins[i, C_OUT]
+        n = ins[i, C_N]
+        a = ins[i, C_A]
+        b = ins[i, C_B]
+        c = ins[i, C_C]
+        ga = (flags & F_GRAD_A) != 0
+        gb = (flags & F_GRAD_B) != 0
+        gc = (flags & F_GRAD_C) != 0
+        pre = ins[i, C_P0]
+        r = ins[i, C_P1]
+        post = ins[i, C_P2]
+        if op <= LAST_UNARY:
+            for j in range(n):
+                x = buf[a + j]
+                z = buf[o + j]
+                d1 = unary_partial(op, x, z)
+                if second:
+                    g = buf[N + o + j]
+                    buf[N + a + j] += g * d1
+                    d2 = unary_second(op, x, z, d1)
+                    for d in range(k):
+                        adj2[d * N + a + j] += adj2[d * N + o + j] * d1 + g * d2 * tan[d * N + a + j]
+                else:
+                    for d in range(k):
+                        adj2[d * N + a + j] += adj2[d * N + o + j] * d1
+        elif op <= LAST_BINARY:
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            for j in range(n):
+                pa = a + j * sa
+                pb = b + j * sb
+                x = buf[pa]
+                y = buf[pb]
+                z = buf[o + j]
+                dx, dy = binary_partials(op, x, y, z)
+                if second:
+                    g = buf[N + o + j]
+                    if ga:
+                        buf[N + pa] += g * dx
+                    if gb:
+                        buf[N + pb] += g * dy
+                    dxx, dxy, dyy = binary_second(op, x, y, z)
+                    for d in range(k):
+                        gd = adj2[d * N + o + j]
+                        tx = tan[d * N + pa] if ga else 0.0
+                        ty = tan[d * N + pb] if gb else 0.0
+                        if ga:
+                            adj2[d * N + pa] += gd * dx + g * (dxx * tx + dxy * ty)
+                        if gb:
+                            adj2[d * N + pb] += gd * dy + g * (dxy * tx + dyy * ty)
+                else:
+                    for d in range(k):
+                        gd = adj2[d * N + o + j]
+                        if ga:
+                            adj2[d * N + pa] += gd * dx
+                        if gb:
+                            adj2[d * N + pb] += gd * dy
+        elif op == OP_WHERE:
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            sc = 1 if ins[i, C_NC] > 1 else 0
+            for j in range(n):
+                taken = buf[a + j * sa] != 0.0
+                if taken and not gb or not taken and not gc:
+                    continue
+                dst = b + j * sb if taken else c + j * sc
+                if second:
+                    buf[N + dst] += buf[N + o + j]
+                for d in range(k):
+                    adj2[d * N + dst] += adj2[d * N + o + j]
+        elif op <= OP_LOGSUMEXP:
+            scratch = np.empty(2 * r if op == OP_PROD else 0)
+            for p in range(pre):
+                base = a + p * r * post
+                for q in range(post):
+                    out = o + p * post + q
+                    z = buf[out]
+                    g = buf[N + out] if second else 0.0
+                    if second and op == OP_SUM:
+                        for kk in range(r):
+                            buf[N + base + kk * post + q] += g
+                    for d in range(k):
+                        gd = adj2[d * N + out]
+                        if op == OP_SUM:
+                            for kk in range(r):
+                                adj2[d * N + base + kk * post + q] += gd
+                        elif op == OP_LOGSUMEXP:
+                            # softmax s: x̄ += z̄ s,  x̄' += z̄' s + z̄ s (x' - z')
+                            zt = tan[d * N + out] if second else 0.0
+                            for kk in range(r):
+                                pos = base + kk * post + q
+                                sm = math.exp(buf[pos] - z)
+                                if second:
+                                    if d == 0:
+                                        buf[N + pos] += g * sm
+                                    adj2[d * N + pos] += gd * sm + g * sm * (tan[d * N + pos] - zt)
+                                else:
+                                    adj2[d * N + pos] += gd * sm
+                        elif op == OP_PROD:
+                            # others_i = prefix_i * suffix_i in dual numbers (value, tangent)
+                            pv = 1.0
+                            pt = 0.0
+                            for kk in range(r):
+                                scratch[2 * kk] = pv
+                                scratch[2 * kk + 1] = pt
+                                pos = base + kk * post + q
+                                xt = tan[d * N + pos] if second else 0.0
+                                pt = pt * buf[pos] + pv * xt
+                                pv *= buf[pos]
+                            sv = 1.0
+                            st = 0.0
+                            for kk in range(r - 1, -1, -1):
+                                pos = base + kk * post + q
+                                ov = scratch[2 * kk] * sv
+                                ot = scratch[2 * kk + 1] * sv + scratch[2 * kk] * st
+                                if second:
+                                    if d == 0:
+                                        buf[N + pos] += g * ov
+                                    adj2[d * N + pos] += gd * ov + g * ot
+                                else:
+                                    adj2[d * N + pos] += gd * ov
+                                xt = tan[d * N + pos] if second else 0.0
+                                st = st * buf[pos] + sv * xt
+                                sv *= buf[pos]
+                        else:  # max / min: piecewise linear, ties share equally
+                            count = 0
+                            for kk in range(r):
+                                if buf[base + kk * post + q] == z:
+                                    count += 1
+                            for kk in range(r):
+                                pos = base + kk * post + q
+                                w = 1.0 / count if buf[pos] == z else 0.0
+                                if second and d == 0:
+                                    buf[N + pos] += g * w
+                                adj2[d * N + pos] += gd * w
+        elif op == OP_CUMSUM:
+            for d in range(-1 if second else 0, k):
+                t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
+                for p in range(pre):
+                    for q in range(post):
+                        acc = 0.0
+                        for kk in range(r - 1, -1, -1):  # adjoint of a prefix sum: suffix sum
+                            idx = p * r * post + kk * post + q
+                            acc += t[o + idx]
+                            t[a + idx] += acc
+        elif op == OP_BROADCAST:
+            for d in range(-1 if second else 0, k):
+                t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
+                for p in range(pre):
+                    for kk in range(r):  # unbroadcast: sum over the copies
+                        src = o + (p * r + kk) * post
+                        dst = a + p * post
+                        for q in range(post):
+                            t[dst + q] += t[src + q]
+        elif op == OP_GATHER:
+            for d in range(-1 if second else 0, k):
+                t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
+                for j in range(n):  # scatter-add
+                    t[aux[pre + j]] += t[o + j]
+        else:  # OP_MATMUL: Ā = G Bᵀ, B̄ = Aᵀ G;  Ā' = G' Bᵀ + G B'ᵀ,  B̄' = A'ᵀ G + Aᵀ G'
+            m = r
+            kk = post
+            nn = ins[i, C_P3]
+            for bt in range(pre):
+                ao = a + bt * m * kk
+                bo = b + bt * kk * nn
+                oo = o + bt * m * nn
+                A = buf[ao : ao + m * kk]
+                B = buf[bo : bo + kk * nn]
+                G = buf[N + oo : N + oo + m * nn]
+                if second:
+                    if ga:
+                        _matmul_t_into(buf[N + ao : N + ao + m * kk], G, B, m, kk, nn, False)
+                    if gb:
+                        _matmul_t_into(buf[N + bo : N + bo + kk * nn], A, G, m, kk, nn, True)
+                for d in range(k):
+                    Gd = adj2[d * N + oo : d * N + oo + m * nn]
+                    if ga:
+                        dA = adj2[d * N + ao : d * N + ao + m * kk]
+                        _matmul_t_into(dA, Gd, B, m, kk, nn, False)
+                        if second and gb:
+                            _matmul_t_into(dA, G, tan[d * N + bo : d * N + bo + kk * nn], m, kk, nn, False)
+                    if gb:
+                        dB = adj2[d * N + bo : d * N + bo + kk * nn]
+                        _matmul_t_into(dB, A, Gd, m, kk, nn, True)
+                        if second and ga:
+                            _matmul_t_into(dB, tan[d * N + ao : d * N + ao + m * kk], G, m, kk, nn, True)
+
+
+# --------------------------------------------------------------------------
 # entry points: one compiled call per user call
 # --------------------------------------------------------------------------
 @_jit
@@ -1001,3 +1454,39 @@ def run_value_and_grad(ins, aux, buf, out):
 def run_reverse(ins, aux, buf):
     """Reverse sweep only, on adjoints already seeded by the caller."""
     reverse_sweep(ins, aux, buf)
+
+
+@_jit
+def run_jvp(ins, aux, buf, tan, k):
+    """Forward sweep, then tangents along k seeded directions."""
+    forward_sweep(ins, aux, buf)
+    if not guards_hold(aux, buf):
+        return False
+    tangent_sweep(ins, aux, buf, tan, k)
+    return True
+
+
+@_jit
+def run_hvp(ins, aux, buf, tan, adj2, k, out, with_values):
+    """Hessian-vector products along k seeded directions, forward-over-reverse.
+
+    ``with_values=False`` reuses the values of an earlier forward sweep (many
+    HVPs at one point); the tangent and both adjoint sweeps always run.
+    """
+    N = aux[M_NVALS]
+    if with_values:
+        forward_sweep(ins, aux, buf)
+        if not guards_hold(aux, buf):
+            return False
+    tangent_sweep(ins, aux, buf, tan, k)
+    adj2[:] = 0.0
+    buf[N:] = 0.0
+    buf[N + out] = 1.0
+    second_order_sweep(ins, aux, buf, tan, adj2, k, True)
+    return True
+
+
+@_jit
+def run_vector_reverse(ins, aux, buf, adj2, k):
+    """Reverse mode for k cotangent seeds already placed in adj2 (values from a forward sweep)."""
+    second_order_sweep(ins, aux, buf, adj2[:0], adj2, k, False)

@@ -329,6 +329,40 @@ class Tape:
         vjp_fn = _VJPFunction(self, ws)
         return (out, vjp_fn, self._aux_of(ws.buf)) if self.has_aux else (out, vjp_fn)
 
+    # -- forward mode and second order (fasttape.derivatives) ----------------
+    def jvp(self, primals, tangents):
+        """``(out, J v)``; ``tangents`` is structured like the differentiated arguments
+        (a trailing axis of k directions gives k JVPs from one sweep)."""
+        from . import derivatives
+
+        return derivatives.jvp(self, tuple(primals), tangents)
+
+    def hvp(self, *args_and_v):
+        """``tape.hvp(*args, v)``: ``H v`` for v structured like the differentiated
+        arguments, optionally with a trailing axis of k directions (one sweep)."""
+        from . import derivatives
+
+        *args, v = args_and_v
+        return derivatives.hvp(self, tuple(args), v)
+
+    def hvp_at(self, *args):
+        """``v ↦ H v`` at these arguments, reusing one forward sweep for every call."""
+        from . import derivatives
+
+        return derivatives.HVPOperator(self, args)
+
+    def jacobian(self, *args, mode="auto"):
+        """Dense Jacobian (mode ``"fwd"``, ``"rev"`` or ``"auto"``: fewer sweeps wins)."""
+        from . import derivatives
+
+        return derivatives.jacobian(self, args, mode)
+
+    def hessian(self, *args):
+        """Dense Hessian, from HVPs along blocks of unit vectors."""
+        from . import derivatives
+
+        return derivatives.hessian(self, args)
+
     def _raise_non_scalar(self):
         shapes = [e[1] for e in self._outputs]
         described = shapes[0] if len(shapes) == 1 else f"a container of {len(shapes)} arrays"

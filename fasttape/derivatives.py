@@ -1,0 +1,332 @@
+"""Forward mode, Jacobians and second order on a recorded :class:`~fasttape.tape.Tape`.
+
+Everything here drives the k-direction sweeps of :mod:`fasttape.kernels`:
+
+* JVP: a tangent sweep after the forward sweep (``run_jvp``);
+* HVP: forward-over-reverse, ``H(x) v`` without forming ``H`` (``run_hvp``),
+  for k directions in one sweep;
+* Jacobians: k tangent seeds (forward) or k adjoint seeds (reverse) per sweep,
+  whichever needs fewer sweeps;
+* Hessians: HVPs along blocks of unit vectors.
+
+Directions are stored direction-major: direction ``d`` of buffer position ``p``
+is at ``[d * n_values + p]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optree
+
+from . import kernels as K
+from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
+from .tape import Tape, _Workspace, leaf_type_error
+
+MAX_BLOCK = 64  # directions per sweep for Jacobians and Hessians
+BLOCK_BYTES = 256 * 2**20  # ... and at most this much tangent + adjoint memory
+
+
+def block_size(tape: Tape, n: int) -> int:
+    """Directions per sweep: as many as fit, so that n columns take ⌈n/k⌉ sweeps."""
+    per_direction = 2 * 8 * max(tape.n_values, 1)
+    return max(1, min(n, MAX_BLOCK, BLOCK_BYTES // per_direction))
+
+
+def _diff_leaves(tape: Tape):
+    """(argument index, leaf) for every differentiated input leaf, in argnums order."""
+    return [(i, leaf) for i in tape._diff_args for leaf in tape._args[i].leaves]
+
+
+def _bound_workspace(tape: Tape, args) -> _Workspace:
+    ws = _Workspace(tape._template, tape._args, tape.n_values)
+    tape._bind(args, ws)
+    return ws
+
+
+def _out_leaves(tape: Tape):
+    return [(offset, shape, math.prod(shape)) for offset, shape in tape._outputs]
+
+
+# --------------------------------------------------------------------------
+# directions in, directions out
+# --------------------------------------------------------------------------
+def _split_directions(tape: Tape, v, what="v"):
+    """Flatten ``v`` (structured like the differentiated arguments, optionally with
+    a trailing axis of k directions) into one (k, n_in) array."""
+    parts = v if isinstance(tape.argnums, tuple) else (v,)
+    if isinstance(tape.argnums, tuple) and not (isinstance(v, (tuple, list)) and len(v) == len(tape.argnums)):
+        raise InputSignatureError(
+            f"{what} must be a tuple with one entry per differentiated argument ({len(tape.argnums)}), "
+            f"got {type(v).__name__}."
+        )
+    columns = []
+    k = None
+    for i, part in zip(tape._diff_args, parts):
+        spec = tape._args[i]
+        leaves, treedef = optree.tree_flatten(part, none_is_leaf=True)
+        if treedef != spec.treedef:
+            raise InputSignatureError(
+                f"{what} for argument {i} has structure {treedef}, but the argument has structure {spec.treedef}."
+            )
+        for value, leaf in zip(leaves, spec.leaves):
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "fiu":
+                raise leaf_type_error(value, f"{what} for {leaf.name}")
+            if arr.shape == leaf.shape:
+                kk = 0
+            elif arr.shape[:-1] == leaf.shape:
+                kk = arr.shape[-1]
+            else:
+                raise InputSignatureError(
+                    f"{what} for {leaf.name} has shape {arr.shape}; expected {leaf.shape} (one direction) or "
+                    f"{leaf.shape + ('k',)} (k directions)."
+                )
+            if k is None:
+                k = kk
+            elif k != kk:
+                raise InputSignatureError(f"all parts of {what} must carry the same number of directions.")
+            columns.append(arr.reshape(leaf.size, max(kk, 1)).astype(np.float64))
+    matrix = np.concatenate(columns, axis=0).T if columns else np.zeros((1, 0))
+    return np.ascontiguousarray(matrix), k != 0
+
+
+def _join_directions(tape: Tape, matrix, multi):
+    """Inverse of :func:`_split_directions`: (k, n_in) back to the arguments' structure."""
+    k = matrix.shape[0]
+    results = []
+    col = 0
+    for i in tape._diff_args:
+        spec = tape._args[i]
+        leaves = []
+        for leaf in spec.leaves:
+            block = matrix[:, col : col + leaf.size]
+            col += leaf.size
+            arr = block.T.reshape(leaf.shape + (k,)) if multi else block[0].reshape(leaf.shape)
+            leaves.append(arr if arr.ndim else np.float64(arr))
+        results.append(spec.treedef.unflatten(leaves))
+    return results[0] if isinstance(tape.argnums, int) else tuple(results)
+
+
+def _seed(tape: Tape, target, matrix):
+    """Write the (k, n_in) directions into the input positions of a k-direction buffer."""
+    N = tape.n_values
+    view = target.reshape(-1, N)
+    col = 0
+    for _, leaf in _diff_leaves(tape):
+        view[:, leaf.offset : leaf.offset + leaf.size] = matrix[:, col : col + leaf.size]
+        col += leaf.size
+
+
+def _read_inputs(tape: Tape, source, k):
+    N = tape.n_values
+    view = source.reshape(-1, N)[:k]
+    return np.concatenate([view[:, leaf.offset : leaf.offset + leaf.size] for _, leaf in _diff_leaves(tape)], axis=1)
+
+
+def _read_outputs(tape: Tape, source, k):
+    N = tape.n_values
+    view = source.reshape(-1, N)[:k]
+    return np.concatenate([view[:, off : off + size] for off, _, size in _out_leaves(tape)], axis=1)
+
+
+def _n_inputs(tape: Tape) -> int:
+    return sum(leaf.size for _, leaf in _diff_leaves(tape))
+
+
+def _n_outputs(tape: Tape) -> int:
+    return sum(size for _, _, size in _out_leaves(tape))
+
+
+def _require_scalar(tape: Tape, what):
+    if not tape._scalar_out:
+        shapes = [shape for _, shape in tape._outputs]
+        raise NonScalarOutputError(
+            f"{what} needs a function with a scalar output (shape ()), but {tape.name!r} returned "
+            f"{shapes[0] if len(shapes) == 1 else f'{len(shapes)} arrays'}. Use ft.jacobian for vector-valued "
+            "functions, or reduce the output inside the function."
+        )
+
+
+# --------------------------------------------------------------------------
+# JVP
+# --------------------------------------------------------------------------
+def jvp(tape: Tape, args, tangents):
+    """``(f(args), J v)`` with ``tangents`` structured like the differentiated arguments."""
+    matrix, multi = _split_directions(tape, tangents, "tangents")
+    k = matrix.shape[0]
+    ws = _bound_workspace(tape, args)
+    tan = np.zeros(k * tape.n_values)
+    _seed(tape, tan, matrix)
+    if not K.run_jvp(tape.ins, tape.aux, ws.buf, tan, k):
+        raise tape._branch_error()
+    out = tape._outputs_of(ws.buf)
+    N = tape.n_values
+    leaves = []
+    for offset, shape, size in _out_leaves(tape):
+        block = tan.reshape(k, N)[:, offset : offset + size]
+        arr = block.T.reshape(shape + (k,)).copy() if multi else block[0].reshape(shape).copy()
+        leaves.append(arr if arr.ndim else np.float64(arr))
+    tangent_out = tape._out_tree.unflatten(leaves)
+    if tape.has_aux:
+        return out, tangent_out, tape._aux_of(ws.buf)
+    return out, tangent_out
+
+
+# --------------------------------------------------------------------------
+# HVP
+# --------------------------------------------------------------------------
+def _hvp_matrix(tape: Tape, ws: _Workspace, matrix, with_values):
+    k = matrix.shape[0]
+    N = tape.n_values
+    tan = np.zeros(k * N)
+    adj2 = np.zeros(k * N)
+    _seed(tape, tan, matrix)
+    if not K.run_hvp(tape.ins, tape.aux, ws.buf, tan, adj2, k, tape._out_position, with_values):
+        raise tape._branch_error()
+    return _read_inputs(tape, adj2, k)
+
+
+def hvp(tape: Tape, args, v):
+    """``H(x) v`` for v structured like the differentiated arguments (plus an optional
+    trailing axis of k directions, all done in one sweep)."""
+    _require_scalar(tape, "hvp")
+    matrix, multi = _split_directions(tape, v)
+    ws = _bound_workspace(tape, args)
+    return _join_directions(tape, _hvp_matrix(tape, ws, matrix, True), multi)
+
+
+class HVPOperator:
+    """``v ↦ H(x) v`` at one fixed point, reusing its forward values for every call.
+
+    Built by :meth:`Tape.hvp_at`; ``.value`` and ``.grad`` hold f and ∇f at the
+    point.  Made for the inner loops of Newton-CG and trust-region methods.
+    """
+
+    def __init__(self, tape: Tape, args):
+        _require_scalar(tape, "hvp")
+        self._tape = tape
+        self._ws = _bound_workspace(tape, args)
+        if not K.run_value_and_grad(tape.ins, tape.aux, self._ws.buf, tape._out_position):
+            raise tape._branch_error()
+        self.value = self._ws.buf[tape._out_position]
+        self.grad = tape._grad_structure(tape._grads_of(self._ws))
+
+    def __call__(self, v):
+        matrix, multi = _split_directions(self._tape, v)
+        return _join_directions(self._tape, _hvp_matrix(self._tape, self._ws, matrix, False), multi)
+
+
+# --------------------------------------------------------------------------
+# Jacobians and Hessians
+# --------------------------------------------------------------------------
+def jacobian_matrix(tape: Tape, args, mode="auto"):
+    """The dense (n_out, n_in) Jacobian, by forward or reverse sweeps in blocks."""
+    n_in, n_out = _n_inputs(tape), _n_outputs(tape)
+    if mode == "auto":
+        mode = "rev" if n_out < n_in else "fwd"
+    ws = _bound_workspace(tape, args)
+    N = tape.n_values
+    J = np.zeros((n_out, n_in))
+    if mode == "fwd":
+        k = block_size(tape, n_in)
+        for start in range(0, n_in, k):
+            kb = min(k, n_in - start)
+            seeds = np.zeros((kb, n_in))
+            seeds[np.arange(kb), start + np.arange(kb)] = 1.0
+            tan = np.zeros(kb * N)
+            _seed(tape, tan, seeds)
+            if not K.run_jvp(tape.ins, tape.aux, ws.buf, tan, kb):
+                raise tape._branch_error()
+            J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
+        return J
+    if not K.run_forward(tape.ins, tape.aux, ws.buf):
+        raise tape._branch_error()
+    positions = np.concatenate([off + np.arange(size) for off, _, size in _out_leaves(tape)])
+    k = block_size(tape, n_out)
+    for start in range(0, n_out, k):
+        kb = min(k, n_out - start)
+        adj2 = np.zeros(kb * N)
+        view = adj2.reshape(kb, N)
+        for d in range(kb):
+            view[d, positions[start + d]] += 1.0
+        K.run_vector_reverse(tape.ins, tape.aux, ws.buf, adj2, kb)
+        J[start : start + kb, :] = _read_inputs(tape, adj2, kb)
+    return J
+
+
+def _arg_blocks(tape: Tape, row_leaf_shape, row_slice, matrix):
+    """Per differentiated argument, the columns of ``matrix`` shaped like that argument's
+    leaves (prefixed by ``row_leaf_shape``) in its own container structure."""
+    blocks = []
+    col = 0
+    for i in tape._diff_args:
+        spec = tape._args[i]
+        leaves = []
+        for leaf in spec.leaves:
+            piece = matrix[row_slice, col : col + leaf.size].reshape(row_leaf_shape + leaf.shape)
+            leaves.append(piece if piece.ndim else np.float64(piece))
+            col += leaf.size
+        blocks.append(spec.treedef.unflatten(leaves))
+    return blocks[0] if isinstance(tape.argnums, int) else tuple(blocks)
+
+
+def jacobian(tape: Tape, args, mode="auto"):
+    """The Jacobian in JAX's layout: for every output leaf, the structure of the
+    differentiated arguments with leaves of shape ``out.shape + in.shape``."""
+    J = jacobian_matrix(tape, args, mode)
+    leaves = []
+    row = 0
+    for _, shape, size in _out_leaves(tape):
+        leaves.append(_arg_blocks(tape, shape, slice(row, row + size), J))
+        row += size
+    result = tape._out_tree.unflatten(leaves)
+    if tape.has_aux:
+        ws = _bound_workspace(tape, args)
+        K.run_forward(tape.ins, tape.aux, ws.buf)
+        return result, tape._aux_of(ws.buf)
+    return result
+
+
+def hessian_matrix(tape: Tape, args):
+    """The dense (n_in, n_in) Hessian from HVPs along blocks of unit vectors."""
+    _require_scalar(tape, "hessian")
+    n = _n_inputs(tape)
+    ws = _bound_workspace(tape, args)
+    H = np.zeros((n, n))
+    k = block_size(tape, n)
+    for start in range(0, n, k):
+        kb = min(k, n - start)
+        seeds = np.zeros((kb, n))
+        seeds[np.arange(kb), start + np.arange(kb)] = 1.0
+        H[:, start : start + kb] = _hvp_matrix(tape, ws, seeds, start == 0).T
+    return H
+
+
+def hessian(tape: Tape, args):
+    """The Hessian in JAX's layout: nested blocks, one per pair of differentiated
+    arguments (and their container leaves), each of shape ``a.shape + b.shape``."""
+    H = hessian_matrix(tape, args)
+    outer = []
+    row = 0
+    for i in tape._diff_args:
+        spec = tape._args[i]
+        leaves = []
+        for leaf in spec.leaves:
+            leaves.append(_arg_blocks(tape, leaf.shape, slice(row, row + leaf.size), H))
+            row += leaf.size
+        outer.append(spec.treedef.unflatten(leaves))
+    return outer[0] if isinstance(tape.argnums, int) else tuple(outer)
+
+
+def returns_none_on_branch_change(fn):
+    """Adapt a tape-level function into a cache runner (None: try another tape)."""
+
+    def runner(tape, args):
+        try:
+            return fn(tape, args)
+        except BranchChangedError:
+            return None
+
+    return runner
