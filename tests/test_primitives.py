@@ -153,3 +153,64 @@ def test_nonsmooth_points_follow_jax(name, fn, args):
     for g, jg in zip(grads, jgrads):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(np.asarray(jg)), err_msg="NaN pattern")
         assert_close(g, jg, what="gradient")
+
+
+# -- forward mode and second order, for every primitive -----------------------
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+@pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=lambda c: c.name)
+def test_jvp_jacobian_hvp_hessian_match_jax(case: Case):
+    rng = np.random.default_rng(abs(hash(case.name + "2")) % 2**32)
+    args = case.inputs(rng)
+    weight = _weight(case, args, rng)
+    argnums = tuple(range(len(args)))
+    f_np = functools.partial(case.fn, NP)
+    f_jax = functools.partial(case.fn, JNP)
+    loss_np = _loss(case, NP, weight)
+    loss_jax = _loss(case, JNP, weight)
+    tangents = tuple(rng.normal(size=np.shape(a)) for a in args)
+
+    # JVP of the (possibly vector-valued) program
+    out, tangent_out = ft.jvp(f_np, args, tangents)
+    jout, jtangent_out = jax.jvp(f_jax, tuple(args), tangents)
+    assert_close(out, jout, what="jvp primal")
+    assert_close(tangent_out, jtangent_out, what="jvp tangent")
+
+    # Jacobians, forward and reverse
+    jac_ref = jax.jacfwd(f_jax, argnums=argnums)(*args)
+    for jac in (ft.jacfwd, ft.jacrev):
+        for k, (got, want) in enumerate(zip(jac(f_np, argnums=argnums)(*args), jac_ref)):
+            assert_close(got, want, what=f"{jac.__name__} block {k}")
+
+    # HVP along one direction and along four at once
+    hvp_ref = jax.jvp(jax.grad(loss_jax, argnums=argnums), tuple(args), tangents)[1]
+    single = _as_tuple(ft.hvp(loss_np, args, tangents))
+    for k, (got, want) in enumerate(zip(single, hvp_ref)):
+        assert_close(got, want, what=f"hvp of argument {k}")
+    many = tuple(rng.normal(size=np.shape(a) + (4,)) for a in args)
+    batched = _as_tuple(ft.hvp(loss_np, args, many))
+    for d in range(4):
+        direction = tuple(m[..., d] for m in many)
+        want = jax.jvp(jax.grad(loss_jax, argnums=argnums), tuple(args), direction)[1]
+        for k in range(len(args)):
+            assert_close(batched[k][..., d], want[k], what=f"hvp direction {d} of argument {k}")
+
+    # dense Hessian blocks
+    hess = ft.hessian(loss_np, argnums=argnums)(*args)
+    hess_ref = jax.hessian(loss_jax, argnums=argnums)(*args)
+    for i in range(len(args)):
+        for j in range(len(args)):
+            assert_close(hess[i][j], hess_ref[i][j], what=f"hessian block ({i}, {j})")
+
+    # second witness: central differences of the gradient along the tangents
+    if case.smooth:
+        grad = ft.grad(loss_np, argnums=argnums)
+        h = 1e-5
+        plus = grad(*[a + h * t for a, t in zip(args, tangents)])
+        minus = grad(*[a - h * t for a, t in zip(args, tangents)])
+        for k, (p, m, got) in enumerate(zip(plus, minus, single)):
+            fd = (np.asarray(p) - np.asarray(m)) / (2 * h)
+            scale = max(1.0, float(np.max(np.abs(fd), initial=0.0)))
+            np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-5 * scale, err_msg=f"hvp vs FD, argument {k}")
