@@ -9,8 +9,13 @@ def warm_kernels():
     """Compile (or load from Numba's on-disk cache) every sweep before anything is timed."""
     import fasttape as ft
 
+    def f(v):
+        return np.sum(np.tanh(v) * v)
+
     x = np.linspace(0.1, 1.0, 40)
-    ft.value_and_grad(lambda v: np.sum(np.tanh(v) * v))(x)
+    ft.value_and_grad(f)(x)
+    ft.hvp(f, (x,), (x,))  # the forward-over-reverse sweep
+    ft.hessian(f)(x)
 
 
 @pytest.fixture(scope="session")

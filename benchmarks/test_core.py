@@ -1,71 +1,54 @@
 """Core benchmarks: one group per workload and size, one benchmark per column.
 
-Columns: ``numpy`` (the plain function), ``tape_fwd`` (``tape(x)``), ``tape_vg``
-(``tape.value_and_grad(x)``), ``api_vg`` (``ft.value_and_grad(f)(x)`` with its
-tape cache warm) and, when JAX is installed, ``jax_jit`` / ``jax_jit_vg``.
-Everything is traced, compiled and called once before timing starts.  Each
-benchmark's ``extra_info`` holds the workload, n, column and the tape's
-instruction count, which ``python -m benchmarks.report`` reads back.
+Columns: ``numpy`` (the plain function), ``tape_fwd`` (``tape(*args)``), ``tape_vg``
+(``tape.value_and_grad(*args)``), ``tape_hvp`` (``tape.hvp(*args, v)``, one direction,
+forward-over-reverse), ``api_vg`` (``ft.value_and_grad(f)(*args)`` with its tape cache warm)
+and, when JAX is installed, ``jax_jit`` / ``jax_jit_vg`` / ``jax_jit_hvp``
+(``jit(jvp(grad(f)))``).  Everything is traced, compiled and called once before timing
+starts, and every result is checked.  Each benchmark's ``extra_info`` holds the workload,
+n, column and the tape's exact counts, which ``python -m benchmarks.report`` reads back.
 
 Run with ``python -m pytest benchmarks --benchmark-only --benchmark-autosave``.
 """
 
-import functools
-
 import pytest
 
-import fasttape as ft
+from .cases import case, describe, first_value, jax_hvp, jax_timed, run
+from .workloads import MLP_SIZES, ROSENBROCK_SIZES
 
-from .workloads import (
-    LORENZ_STEPS,
-    ROSENBROCK_SIZES,
-    lorenz,
-    lorenz_input,
-    make_lorenz_fori,
-    make_rosenbrock,
-    rosenbrock,
-    rosenbrock_input,
-)
-
-FASTTAPE_COLUMNS = ("numpy", "tape_fwd", "tape_vg", "api_vg")
-JAX_COLUMNS = ("jax_jit", "jax_jit_vg")
-LARGE = 1_000_000  # sizes from here on run a fixed, small number of rounds
+FASTTAPE_COLUMNS = ("numpy", "tape_fwd", "tape_vg", "tape_hvp", "api_vg")
+JAX_COLUMNS = ("jax_jit", "jax_jit_vg", "jax_jit_hvp")
 
 
-@functools.cache
-def _tape(workload, n):
-    """The tape and the cached ``ft.value_and_grad`` transform for a workload, both warm."""
-    f, x = (rosenbrock, rosenbrock_input(n)) if workload == "rosenbrock" else (lorenz, lorenz_input())
-    tape = ft.trace(f, x)
-    api = ft.value_and_grad(f)
-    api(x)
-    return tape, api
+def bench_fasttape(benchmark, c, column):
+    extra = {"k": 1} if column == "tape_hvp" else {}
+    describe(benchmark, c, column, **extra)
+    if column == "numpy":
+        fn, args = c.plain()
+    elif column == "tape_hvp":
+        fn, args = c.tape.hvp, (*c.args, c.v)
+    else:
+        fn, args = {"tape_fwd": c.tape, "tape_vg": c.tape.value_and_grad, "api_vg": c.api}[column], c.args
+    result = run(benchmark, fn, args, c.rounds)
+    if column == "tape_hvp":
+        c.check_hvp(result, c.v)
+    else:
+        assert first_value(result) == pytest.approx(c.value, rel=1e-12)
 
 
-def _fasttape_callable(column, workload, n):
-    tape, api = _tape(workload, n)
-    return {"tape_fwd": tape, "tape_vg": tape.value_and_grad, "api_vg": api}[column]
-
-
-def _run(benchmark, fn, arg, n):
-    """Warm ``fn`` once, then time it (a bounded number of rounds for the largest sizes)."""
-    fn(arg)
-    if n >= LARGE:
-        return benchmark.pedantic(fn, args=(arg,), rounds=30, warmup_rounds=1)
-    return benchmark(fn, arg)
-
-
-def _value(result):
-    """The function value out of a plain, value_and_grad or JAX result."""
-    if isinstance(result, tuple):
-        result = result[0]
-    return float(result)
-
-
-def _describe(benchmark, workload, n, column):
-    tape, _ = _tape(workload, n)
-    benchmark.group = f"{workload} n={n}" if workload == "rosenbrock" else f"{workload} {LORENZ_STEPS} steps"
-    benchmark.extra_info.update(workload=workload, n=n, column=column, instructions=tape.stats()["instructions"])
+def bench_jax(benchmark, jax, c, column):
+    extra = {"k": 1} if column == "jax_jit_hvp" else {}
+    describe(benchmark, c, column, **extra)
+    f = c.jax_function(jax)
+    if column == "jax_jit_hvp":
+        compiled, args = jax_hvp(jax, f), c.jax_args(jax, c.v)
+    else:
+        compiled, args = jax.jit(f if column == "jax_jit" else jax.value_and_grad(f)), c.jax_args(jax)
+    result = run(benchmark, jax_timed(jax, compiled), args, c.rounds)
+    if column == "jax_jit_hvp":
+        c.check_hvp(result, c.v)
+    else:  # Lorenz's fori_loop rounds differently from the Python loop
+        assert first_value(result) == pytest.approx(c.value, rel=1e-9 if c.workload == "lorenz" else 1e-12)
 
 
 # --------------------------------------------------------------------------
@@ -74,23 +57,13 @@ def _describe(benchmark, workload, n, column):
 @pytest.mark.parametrize("n", ROSENBROCK_SIZES)
 @pytest.mark.parametrize("column", FASTTAPE_COLUMNS)
 def test_rosenbrock(benchmark, column, n):
-    _describe(benchmark, "rosenbrock", n, column)
-    x = rosenbrock_input(n)
-    fn = rosenbrock if column == "numpy" else _fasttape_callable(column, "rosenbrock", n)
-    result = _run(benchmark, fn, x, n)
-    assert _value(result) == pytest.approx(rosenbrock(x), rel=1e-12)
+    bench_fasttape(benchmark, case("rosenbrock", n), column)
 
 
 @pytest.mark.parametrize("n", ROSENBROCK_SIZES)
 @pytest.mark.parametrize("column", JAX_COLUMNS)
 def test_rosenbrock_jax(benchmark, jax, column, n):
-    _describe(benchmark, "rosenbrock", n, column)
-    f = make_rosenbrock(jax.numpy)
-    compiled = jax.jit(f if column == "jax_jit" else jax.value_and_grad(f))
-    x = rosenbrock_input(n)
-    xj = jax.numpy.asarray(x)
-    result = _run(benchmark, lambda v: jax.block_until_ready(compiled(v)), xj, n)
-    assert _value(result) == pytest.approx(rosenbrock(x), rel=1e-12)
+    bench_jax(benchmark, jax, case("rosenbrock", n), column)
 
 
 # --------------------------------------------------------------------------
@@ -98,21 +71,27 @@ def test_rosenbrock_jax(benchmark, jax, column, n):
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("column", FASTTAPE_COLUMNS)
 def test_lorenz(benchmark, column):
-    _describe(benchmark, "lorenz", 3, column)
-    u = lorenz_input()
-    if column == "numpy":  # the plain function on Python floats, its fastest form
-        fn, arg = lorenz, u.tolist()
-    else:
-        fn, arg = _fasttape_callable(column, "lorenz", 3), u
-    result = _run(benchmark, fn, arg, 3)
-    assert _value(result) == pytest.approx(lorenz(u.tolist()), rel=1e-12)
+    bench_fasttape(benchmark, case("lorenz", None), column)
 
 
 @pytest.mark.parametrize("column", JAX_COLUMNS)
 def test_lorenz_jax(benchmark, jax, column):
-    _describe(benchmark, "lorenz", 3, column)
-    f = make_lorenz_fori()
-    compiled = jax.jit(f if column == "jax_jit" else jax.value_and_grad(f))
-    u = lorenz_input()
-    result = _run(benchmark, lambda v: jax.block_until_ready(compiled(v)), jax.numpy.asarray(u), 3)
-    assert _value(result) == pytest.approx(lorenz(u.tolist()), rel=1e-9)
+    bench_jax(benchmark, jax, case("lorenz", None), column)
+
+
+# --------------------------------------------------------------------------
+# tanh MLP: matmul-dominated, parameters in a tuple (W1, b1, W2, b2), data as arguments
+# --------------------------------------------------------------------------
+MLP_IDS = ["x".join(map(str, size)) for size in MLP_SIZES]
+
+
+@pytest.mark.parametrize("size", MLP_SIZES, ids=MLP_IDS)
+@pytest.mark.parametrize("column", FASTTAPE_COLUMNS)
+def test_mlp(benchmark, column, size):
+    bench_fasttape(benchmark, case("mlp", size), column)
+
+
+@pytest.mark.parametrize("size", MLP_SIZES, ids=MLP_IDS)
+@pytest.mark.parametrize("column", JAX_COLUMNS)
+def test_mlp_jax(benchmark, jax, column, size):
+    bench_jax(benchmark, jax, case("mlp", size), column)

@@ -22,6 +22,7 @@ from .errors import (
     UnsupportedFunctionError,
 )
 from .kernels import PRIMITIVES
+from .optimize import scipy_objective
 from .tape import Tape
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "jacrev",
     "hessian",
     "trace",
+    "scipy_objective",
     "Tape",
     "numpy",
     "PRIMITIVES",

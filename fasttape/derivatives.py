@@ -15,6 +15,7 @@ is at ``[d * n_values + p]``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -22,7 +23,7 @@ import optree
 
 from . import kernels as K
 from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
-from .tape import Tape, _Workspace, leaf_type_error
+from .tape import _F64, _MAX_SPARE_BUFFERS, Tape, _Workspace, leaf_type_error
 
 MAX_BLOCK = 64  # directions per sweep for Jacobians and Hessians
 BLOCK_BYTES = 256 * 2**20  # ... and at most this much tangent + adjoint memory
@@ -40,9 +41,23 @@ def _diff_leaves(tape: Tape):
 
 
 def _bound_workspace(tape: Tape, args) -> _Workspace:
+    """A workspace of its own (kept by the caller) with ``args`` bound."""
     ws = _Workspace(tape._template, tape._args, tape.n_values)
     tape._bind(args, ws)
     return ws
+
+
+@contextlib.contextmanager
+def _borrowed_workspace(tape: Tape, args):
+    """A workspace from the tape's pool with ``args`` bound, returned afterwards."""
+    spare = tape._spare
+    ws = spare.pop() if spare else tape._new_workspace()
+    try:
+        tape._bind(args, ws)
+        yield ws
+    finally:
+        if len(spare) < _MAX_SPARE_BUFFERS:
+            spare.append(ws)
 
 
 def _out_leaves(tape: Tape):
@@ -55,6 +70,12 @@ def _out_leaves(tape: Tape):
 def _split_directions(tape: Tape, v, what="v"):
     """Flatten ``v`` (structured like the differentiated arguments, optionally with
     a trailing axis of k directions) into one (k, n_in) array."""
+    if tape._single_grad and type(v) is np.ndarray:  # one plain array argument
+        leaf = tape._args[tape._diff_args[0]].leaves[0]
+        if v.shape == leaf.shape and v.dtype.kind == "f":
+            return v.reshape(1, leaf.size), False
+        if v.shape[:-1] == leaf.shape and v.ndim and v.shape[-1] and v.dtype.kind == "f":
+            return v.reshape(leaf.size, v.shape[-1]).T, True
     parts = v if isinstance(tape.argnums, tuple) else (v,)
     if isinstance(tape.argnums, tuple) and not (isinstance(v, (tuple, list)) and len(v) == len(tape.argnums)):
         raise InputSignatureError(
@@ -89,7 +110,7 @@ def _split_directions(tape: Tape, v, what="v"):
                 raise InputSignatureError(f"all parts of {what} must carry the same number of directions.")
             columns.append(arr.reshape(leaf.size, max(kk, 1)).astype(np.float64))
     matrix = np.concatenate(columns, axis=0).T if columns else np.zeros((1, 0))
-    return np.ascontiguousarray(matrix), k != 0
+    return matrix, k != 0
 
 
 def _join_directions(tape: Tape, matrix, multi):
@@ -122,6 +143,10 @@ def _seed(tape: Tape, target, matrix):
 def _read_inputs(tape: Tape, source, k):
     N = tape.n_values
     view = source.reshape(-1, N)[:k]
+    leaves = _diff_leaves(tape)
+    if len(leaves) == 1:
+        leaf = leaves[0][1]
+        return view[:, leaf.offset : leaf.offset + leaf.size].copy()
     return np.concatenate([view[:, leaf.offset : leaf.offset + leaf.size] for _, leaf in _diff_leaves(tape)], axis=1)
 
 
@@ -180,8 +205,7 @@ def jvp(tape: Tape, args, tangents):
 def _hvp_matrix(tape: Tape, ws: _Workspace, matrix, with_values):
     k = matrix.shape[0]
     N = tape.n_values
-    tan = np.zeros(k * N)
-    adj2 = np.zeros(k * N)
+    tan, adj2 = ws.direction_buffers(k, N)
     _seed(tape, tan, matrix)
     if not K.run_hvp(tape.ins, tape.aux, ws.buf, tan, adj2, k, tape._out_position, with_values):
         raise tape._branch_error()
@@ -192,9 +216,43 @@ def hvp(tape: Tape, args, v):
     """``H(x) v`` for v structured like the differentiated arguments (plus an optional
     trailing axis of k directions, all done in one sweep)."""
     _require_scalar(tape, "hvp")
+    if tape._single_grad and type(v) is np.ndarray and v.dtype is _F64:
+        result = _hvp_one_array(tape, args, v)
+        if result is not None:
+            return result
     matrix, multi = _split_directions(tape, v)
-    ws = _bound_workspace(tape, args)
-    return _join_directions(tape, _hvp_matrix(tape, ws, matrix, True), multi)
+    with _borrowed_workspace(tape, args) as ws:
+        return _join_directions(tape, _hvp_matrix(tape, ws, matrix, True), multi)
+
+
+def _hvp_one_array(tape: Tape, args, v):
+    """The common case without containers: one array argument, v of its shape (+ k)."""
+    leaf = tape._args[tape._diff_args[0]].leaves[0]
+    if v.shape == leaf.shape:
+        k, multi = 1, False
+    elif v.ndim == len(leaf.shape) + 1 and v.shape[:-1] == leaf.shape and v.shape[-1]:
+        k, multi = v.shape[-1], True
+    else:
+        return None
+    N = tape.n_values
+    off, size = leaf.offset, leaf.size
+    spare = tape._spare
+    ws = spare.pop() if spare else tape._new_workspace()
+    try:
+        tape._bind(args, ws)
+        tan, adj2 = ws.direction_buffers(k, N)
+        if k == 1:
+            tan[off : off + size] = v.reshape(-1)
+        else:
+            tan.reshape(k, N)[:, off : off + size] = v.reshape(size, k).T
+        if not K.run_hvp(tape.ins, tape.aux, ws.buf, tan, adj2, k, tape._out_position, True):
+            raise tape._branch_error()
+        if not multi:  # copies: the buffers are reused by the next call
+            return adj2[off : off + size].reshape(leaf.shape).copy() if leaf.shape else np.float64(adj2[off])
+        return np.array(adj2.reshape(k, N)[:, off : off + size].T).reshape(leaf.shape + (k,))
+    finally:
+        if len(spare) < _MAX_SPARE_BUFFERS:
+            spare.append(ws)
 
 
 class HVPOperator:

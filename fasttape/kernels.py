@@ -131,6 +131,8 @@ M_ZEROS = 3  # start of the (offset, length) runs of adjoints to zero before a r
 M_NZEROS = 4
 HEADER = 8
 
+SMALL_RUN = 16  # runs shorter than this use plain index loops in the k-direction sweeps
+
 
 # --------------------------------------------------------------------------
 # the primitive table
@@ -1098,6 +1100,171 @@ def _matmul_t_into(dst, A, B, m, k, n, left):
 
 
 @_jit
+def _tangent_unary(op, x, z, ta, to):
+    """Tangent run of z = op(x): to = op'(x) ta."""
+    if op == OP_SQUARE:
+        for j in range(x.size):
+            to[j] = 2.0 * x[j] * ta[j]
+    elif op == OP_NEGATIVE:
+        for j in range(x.size):
+            to[j] = -ta[j]
+    else:
+        for j in range(x.size):
+            to[j] = unary_partial(op, x[j], z[j]) * ta[j]
+
+
+@_jit
+def _tangent_binary(op, x, y, z, tx, ty, to, n, sa, sb, ga, gb):
+    """Tangent run of z = op(x, y): to = f_x tx + f_y ty (active operands only)."""
+    if op <= OP_MULTIPLY and sa and sb and ga and gb:
+        if op == OP_ADD:
+            for j in range(n):
+                to[j] = tx[j] + ty[j]
+        elif op == OP_SUBTRACT:
+            for j in range(n):
+                to[j] = tx[j] - ty[j]
+        else:
+            for j in range(n):
+                to[j] = y[j] * tx[j] + x[j] * ty[j]
+        return
+    if op <= OP_MULTIPLY and ((ga and not gb and sa) or (gb and not ga and sb)):
+        # one active full-length operand against a passive one
+        if ga:
+            if op == OP_MULTIPLY:
+                for j in range(n):
+                    to[j] = y[j * sb] * tx[j]
+            else:
+                for j in range(n):
+                    to[j] = tx[j]
+        else:
+            if op == OP_MULTIPLY:
+                for j in range(n):
+                    to[j] = x[j * sa] * ty[j]
+            elif op == OP_SUBTRACT:
+                for j in range(n):
+                    to[j] = -ty[j]
+            else:
+                for j in range(n):
+                    to[j] = ty[j]
+        return
+    for j in range(n):
+        dx, dy = binary_partials(op, x[j * sa], y[j * sb], z[j])
+        t = 0.0
+        if ga:
+            t += dx * tx[j * sa]
+        if gb:
+            t += dy * ty[j * sb]
+        to[j] = t
+
+
+@_jit
+def _reverse_unary_run(op, x, z, gz, gx):
+    for j in range(x.size):
+        gx[j] += gz[j] * unary_partial(op, x[j], z[j])
+
+
+@_jit
+def _second_unary(op, x, z, g, gx, to2, tx2, tx, first):
+    """Second-order run of z = op(x): x̄ += z̄ f', x̄' += z̄' f' + z̄ f'' x'."""
+    if op == OP_SQUARE:
+        for j in range(x.size):
+            if first:
+                gx[j] += g[j] * 2.0 * x[j]
+            tx2[j] += to2[j] * 2.0 * x[j] + g[j] * 2.0 * tx[j]
+    elif op == OP_NEGATIVE:
+        for j in range(x.size):
+            if first:
+                gx[j] -= g[j]
+            tx2[j] -= to2[j]
+    else:
+        for j in range(x.size):
+            d1 = unary_partial(op, x[j], z[j])
+            d2 = unary_second(op, x[j], z[j], d1)
+            if first:
+                gx[j] += g[j] * d1
+            tx2[j] += to2[j] * d1 + g[j] * d2 * tx[j]
+
+
+@_jit
+def _scaled_accumulate(g, g2, gx, gx2, w, sw, c, n, first):
+    """gx += g * s and gx2 += g2 * s with s = c, or s = w (a constant operand) when c == 0."""
+    if c == 0.0 and sw:
+        if first:
+            for j in range(n):
+                gx[j] += g[j] * w[j]
+        for j in range(n):
+            gx2[j] += g2[j] * w[j]
+        return
+    s = c if c != 0.0 else w[0]
+    if first:
+        for j in range(n):
+            gx[j] += g[j] * s
+    for j in range(n):
+        gx2[j] += g2[j] * s
+
+
+@_jit
+def _second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, gb, first, second):
+    """Second-order run of z = op(x, y) (``second=False``: plain reverse on the k-buffer)."""
+    if op <= OP_SUBTRACT and sa and sb:
+        sign = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            if ga:
+                if first:
+                    gx[j] += g[j]
+                tx2[j] += to2[j]
+            if gb:
+                if first:
+                    gy[j] += sign * g[j]
+                ty2[j] += sign * to2[j]
+        return
+    if op <= OP_MULTIPLY and ga != gb and ((ga and sa) or (gb and sb)):
+        # one active full-length operand, the other passive (a constant): f is linear in it
+        if ga:
+            _scaled_accumulate(g, to2, gx, tx2, y, sb, 1.0 if op != OP_MULTIPLY else 0.0, n, first)
+        else:
+            c = 1.0 if op == OP_ADD else (-1.0 if op == OP_SUBTRACT else 0.0)
+            _scaled_accumulate(g, to2, gy, ty2, x, sa, c, n, first)
+        return
+    if op == OP_MULTIPLY and sa and sb:
+        for j in range(n):
+            if ga:  # d(xy) = (y, x), d²(xy)/dxdy = 1
+                if first:
+                    gx[j] += g[j] * y[j]
+                tx2[j] += to2[j] * y[j] + ((g[j] * ty[j]) if (second and gb) else 0.0)
+            if gb:
+                if first:
+                    gy[j] += g[j] * x[j]
+                ty2[j] += to2[j] * x[j] + ((g[j] * tx[j]) if (second and ga) else 0.0)
+        return
+    for j in range(n):
+        pa = j * sa
+        pb = j * sb
+        dx, dy = binary_partials(op, x[pa], y[pb], z[j])
+        gd = to2[j]
+        if second:
+            gj = g[j]
+            if first:
+                if ga:
+                    gx[pa] += gj * dx
+                if gb:
+                    gy[pb] += gj * dy
+            dxx, dxy, dyy = binary_second(op, x[pa], y[pb], z[j])
+            # only active operands carry tangents: a passive one adds no term (no 0 x NaN)
+            if ga:
+                cx = dxx * tx[pa] + (dxy * ty[pb] if gb else 0.0)
+                tx2[pa] += gd * dx + gj * cx
+            if gb:
+                cy = dyy * ty[pb] + (dxy * tx[pa] if ga else 0.0)
+                ty2[pb] += gd * dy + gj * cy
+        else:
+            if ga:
+                tx2[pa] += gd * dx
+            if gb:
+                ty2[pb] += gd * dy
+
+
+@_jit
 def tangent_sweep(ins, aux, buf, tan, k):
     """Tangents of every active instruction for k directions (after a forward sweep)."""
     NV = aux[M_NVALS]
@@ -1117,12 +1284,17 @@ def tangent_sweep(ins, aux, buf, tan, k):
         pre = ins[i, C_P0]
         r = ins[i, C_P1]
         post = ins[i, C_P2]
-        if op <= LAST_UNARY:
+        if op <= LAST_UNARY and n < SMALL_RUN:
             for j in range(n):
                 d1 = unary_partial(op, buf[a + j], buf[o + j])
                 for d in range(k):
                     tan[d * NV + o + j] = d1 * tan[d * NV + a + j]
-        elif op <= LAST_BINARY:
+        elif op <= LAST_UNARY:
+            x = buf[a : a + n]
+            z = buf[o : o + n]
+            for d in range(k):
+                _tangent_unary(op, x, z, tan[d * NV + a : d * NV + a + n], tan[d * NV + o : d * NV + o + n])
+        elif op <= LAST_BINARY and n < SMALL_RUN:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             for j in range(n):
@@ -1134,6 +1306,20 @@ def tangent_sweep(ins, aux, buf, tan, k):
                     if gb:
                         t += dy * tan[d * NV + b + j * sb]
                     tan[d * NV + o + j] = t
+        elif op <= LAST_BINARY:
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            la = ins[i, C_NA]
+            lb = ins[i, C_NB]
+            x = buf[a : a + la]
+            y = buf[b : b + lb]
+            z = buf[o : o + n]
+            for d in range(k):
+                base = d * NV
+                _tangent_binary(
+                    op, x, y, z, tan[base + a : base + a + la], tan[base + b : base + b + lb],
+                    tan[base + o : base + o + n], n, sa, sb, ga, gb,
+                )  # fmt: skip
         elif op == OP_WHERE:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
@@ -1154,7 +1340,9 @@ def tangent_sweep(ins, aux, buf, tan, k):
                         out = o + p * post + q
                         z = buf[out]
                         acc = 0.0
-                        if op == OP_SUM:
+                        if op == OP_SUM and post == 1:
+                            acc = _sum_contiguous(t, base, r)
+                        elif op == OP_SUM:
                             for kk in range(r):
                                 acc += t[base + kk * post + q]
                         elif op == OP_LOGSUMEXP:
@@ -1247,7 +1435,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
         pre = ins[i, C_P0]
         r = ins[i, C_P1]
         post = ins[i, C_P2]
-        if op <= LAST_UNARY:
+        if op <= LAST_UNARY and n < SMALL_RUN:
             for j in range(n):
                 x = buf[a + j]
                 z = buf[o + j]
@@ -1261,7 +1449,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                 else:
                     for d in range(k):
                         adj2[d * N + a + j] += adj2[d * N + o + j] * d1
-        elif op <= LAST_BINARY:
+        elif op <= LAST_BINARY and n < SMALL_RUN:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             for j in range(n):
@@ -1280,12 +1468,12 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                     dxx, dxy, dyy = binary_second(op, x, y, z)
                     for d in range(k):
                         gd = adj2[d * N + o + j]
-                        tx = tan[d * N + pa] if ga else 0.0
-                        ty = tan[d * N + pb] if gb else 0.0
                         if ga:
-                            adj2[d * N + pa] += gd * dx + g * (dxx * tx + dxy * ty)
+                            cx = dxx * tan[d * N + pa] + (dxy * tan[d * N + pb] if gb else 0.0)
+                            adj2[d * N + pa] += gd * dx + g * cx
                         if gb:
-                            adj2[d * N + pb] += gd * dy + g * (dxy * tx + dyy * ty)
+                            cy = dyy * tan[d * N + pb] + (dxy * tan[d * N + pa] if ga else 0.0)
+                            adj2[d * N + pb] += gd * dy + g * cy
                 else:
                     for d in range(k):
                         gd = adj2[d * N + o + j]
@@ -1293,6 +1481,39 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                             adj2[d * N + pa] += gd * dx
                         if gb:
                             adj2[d * N + pb] += gd * dy
+        elif op <= LAST_UNARY:
+            x = buf[a : a + n]
+            z = buf[o : o + n]
+            g = buf[N + o : N + o + n]
+            gx = buf[N + a : N + a + n]
+            for d in range(k):
+                base = d * N
+                if second:
+                    tx = tan[base + a : base + a + n]
+                    _second_unary(
+                        op, x, z, g, gx, adj2[base + o : base + o + n], adj2[base + a : base + a + n], tx, d == 0
+                    )
+                else:  # plain reverse on the k-buffer: x̄ += z̄ f'
+                    _reverse_unary_run(op, x, z, adj2[base + o : base + o + n], adj2[base + a : base + a + n])
+        elif op <= LAST_BINARY:
+            sa = 1 if ins[i, C_NA] > 1 else 0
+            sb = 1 if ins[i, C_NB] > 1 else 0
+            la = ins[i, C_NA]
+            lb = ins[i, C_NB]
+            x = buf[a : a + la]
+            y = buf[b : b + lb]
+            z = buf[o : o + n]
+            g = buf[N + o : N + o + n]
+            gx = buf[N + a : N + a + la]
+            gy = buf[N + b : N + b + lb]
+            for d in range(k):
+                base = d * N
+                tx = tan[base + a : base + a + la] if second else x
+                ty = tan[base + b : base + b + lb] if second else y
+                _second_binary(
+                    op, x, y, z, g, gx, gy, adj2[base + o : base + o + n], adj2[base + a : base + a + la],
+                    adj2[base + b : base + b + lb], tx, ty, n, sa, sb, ga, gb, second and d == 0, second,
+                )  # fmt: skip
         elif op == OP_WHERE:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
@@ -1314,6 +1535,17 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                     out = o + p * post + q
                     z = buf[out]
                     g = buf[N + out] if second else 0.0
+                    if op == OP_SUM and post == 1:  # contiguous runs
+                        if second:
+                            gx = buf[N + base : N + base + r]
+                            for kk in range(r):
+                                gx[kk] += g
+                        for d in range(k):
+                            gd = adj2[d * N + out]
+                            tx2 = adj2[d * N + base : d * N + base + r]
+                            for kk in range(r):
+                                tx2[kk] += gd
+                        continue
                     if second and op == OP_SUM:
                         for kk in range(r):
                             buf[N + base + kk * post + q] += g

@@ -29,6 +29,7 @@ from .errors import (
 from .tracer import Recorder, Tracer
 
 _MAX_SPARE_BUFFERS = 4
+_KEEP_DIRECTION_BYTES = 64 * 2**20
 _F64 = np.dtype(np.float64)
 _run_value_and_grad = K.run_value_and_grad
 _run_forward = K.run_forward
@@ -513,7 +514,7 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
 class _Workspace:
     """One value+adjoint buffer, with views of it for every input leaf."""
 
-    __slots__ = ("buf", "inputs", "adjoints", "simple_inputs", "simple_adjoints")
+    __slots__ = ("buf", "inputs", "adjoints", "simple_inputs", "simple_adjoints", "_directions")
 
     def __init__(self, template, args: list[ArgSpec], n_values):
         self.buf = buf = template.copy()
@@ -532,6 +533,20 @@ class _Workspace:
             self.adjoints.append(adjs)
         self.simple_inputs = [ins[0] for ins in self.inputs if len(ins) == 1]
         self.simple_adjoints = [adjs[0] for adjs in self.adjoints if len(adjs) == 1]
+        self._directions: dict = {}
+
+    def direction_buffers(self, k, n_values):
+        """(tangents, second-order adjoints) for k directions, kept for reuse when small.
+
+        Reuse is safe: a tangent sweep rewrites every active position and leaves
+        the others at zero, and the second-order sweep zeroes its buffer first.
+        """
+        pair = self._directions.get(k)
+        if pair is None:
+            pair = (np.zeros(k * n_values), np.zeros(k * n_values))
+            if 16 * k * n_values <= _KEEP_DIRECTION_BYTES:
+                self._directions[k] = pair
+        return pair
 
 
 class _VJPFunction:

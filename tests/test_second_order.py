@@ -1,0 +1,811 @@
+"""Forward mode and second order (jvp, hvp, hessian, jacobian/jacfwd/jacrev, Tape.hvp_at), checked against JAX.
+
+As in ``test_api.py``, every test program is written once as ``f(xp, ...)`` and run as plain NumPy (traced by fasttape)
+and as ``jax.numpy`` (the reference, float64).  Both sides are exact AD, so they are compared at ``rtol=1e-10``;
+Hessian-vector products are also checked against central finite differences of ``ft.grad`` (``rtol=1e-6``).
+Sizes are kept small: un-jitted ``jax.hessian`` and ``jax.jacfwd`` are slow.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fasttape as ft
+from fasttape import api as ft_api
+
+RTOL = 1e-10
+ATOL = 1e-12
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def assert_close(actual, desired, rtol=RTOL, atol=ATOL):
+    actual = np.asarray(actual, dtype=np.float64)
+    desired = np.asarray(desired, dtype=np.float64)
+    assert actual.shape == desired.shape, f"shape {actual.shape} != {desired.shape}"
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol)
+
+
+def assert_tree_close(actual, desired, rtol=RTOL, atol=ATOL):
+    """Same container structure (tuple/list/dict nesting), then leaf-by-leaf closeness."""
+    a_leaves, a_def = jax.tree_util.tree_flatten(actual)
+    d_leaves, d_def = jax.tree_util.tree_flatten(desired)
+    assert a_def == d_def, f"structure {a_def} != {d_def}"
+    for a, d in zip(a_leaves, d_leaves):
+        assert not isinstance(a, jax.Array), "fasttape returned a JAX array"
+        assert_close(a, d, rtol=rtol, atol=atol)
+
+
+def both(f):
+    """``f(xp, ...)`` bound to NumPy (for fasttape) and to jax.numpy (the reference)."""
+    return functools.partial(f, np), functools.partial(f, jnp)
+
+
+def tree_axpy(a, x, y):
+    """``a * x + y`` leaf by leaf (NumPy leaves stay NumPy; Python floats stay floats)."""
+    return jax.tree_util.tree_map(lambda u, v: a * u + v, x, y)
+
+
+def fd_hvp(f, primals, tangents, eps=1e-5):
+    """Central differences of ``ft.grad(f)`` along ``tangents``: (∇f(x + εv) - ∇f(x - εv)) / 2ε."""
+    argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
+    g = ft.grad(f, argnums=argnums)
+    plus = g(*tree_axpy(eps, tuple(tangents), tuple(primals)))
+    minus = g(*tree_axpy(-eps, tuple(tangents), tuple(primals)))
+    return jax.tree_util.tree_map(lambda p, m: (np.asarray(p) - np.asarray(m)) / (2 * eps), plus, minus)
+
+
+def jax_hvp(f, primals, tangents):
+    """JAX's forward-over-reverse HVP, shaped like fasttape's (bare for one primal, else a tuple)."""
+    argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
+    return jax.jvp(jax.grad(f, argnums=argnums), tuple(primals), tuple(tangents))[1]
+
+
+def take_direction(tree, d):
+    """Direction ``d`` of a tree whose leaves carry a trailing axis of directions."""
+    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[..., d], tree)
+
+
+def rng_for(seed):
+    return np.random.default_rng(seed)
+
+
+def normal_like(tree, rng):
+    def draw(leaf):
+        if isinstance(leaf, float):
+            return float(rng.normal())
+        return rng.normal(size=np.shape(leaf))
+
+    return jax.tree_util.tree_map(draw, tree)
+
+
+# --------------------------------------------------------------------------
+# test programs
+# --------------------------------------------------------------------------
+W73 = rng_for(100).normal(size=(7, 3)) / 2.0
+A55 = rng_for(101).normal(size=(5, 5)) / 2.0
+
+
+def scalar_of_vector(xp, x):
+    return xp.sum(xp.tanh(x) * x**2) + xp.log1p(xp.sum(x**2)) * xp.sum(xp.sin(x)) + xp.prod(xp.cos(0.3 * x))
+
+
+def scalar_of_float(xp, a):
+    return xp.sin(a) * a**3 + xp.exp(-0.5 * a)
+
+
+def vector_out(xp, x):  # R^3 -> R^7
+    return xp.tanh(W73 @ x) * xp.sum(x**2) + xp.sin(W73[:, 0] * x[1])
+
+
+def matrix_out(xp, a, b):  # (2, 3), (3, 4) -> (2, 4)
+    return xp.exp(0.5 * (a @ b)) * xp.sum(a**2, axis=1, keepdims=True)
+
+
+def tuple_out(xp, x, y):  # (3,), (2,) -> (scalar, (3,), (3, 2))
+    prod = xp.sum(xp.sin(x)) * xp.sum(y**2)
+    return prod, xp.exp(0.3 * x[::-1]) * y[0], x[:, None] * xp.tanh(y)[None, :]
+
+
+def two_args(xp, x, y):  # x (3,), y (2, 3) -> scalar (the power has a positive base: see test_hvp_of_power_...)
+    return (
+        xp.sum(xp.sin(y @ x) * xp.exp(0.3 * y[:, 0]))
+        + xp.sum(xp.exp(0.2 * x) ** 3) * xp.sum(y**2)
+        + xp.sum(xp.tanh(x * y))
+        + xp.sum(x * x * x)
+    )
+
+
+def float_and_array(xp, a, x):  # a Python float, x (3,)
+    return a**2 * xp.sum(xp.sin(a * x)) + xp.sum(xp.exp(0.2 * x)) * a
+
+
+def container_fn(xp, params, data):
+    """params: {"w": (3, 2), "b": (2,), "pair": ((2,), float)}; data: (4, 3), constant here."""
+    h = xp.tanh(data @ params["w"] + params["b"])
+    scale, shift = params["pair"]
+    return xp.sum(xp.sin(h * scale + shift) ** 2) + xp.sum(params["w"] ** 2) * shift
+
+
+def container_params(seed):
+    rng = rng_for(seed)
+    return {
+        "w": rng.normal(size=(3, 2)),
+        "b": rng.normal(size=2),
+        "pair": (rng.uniform(0.5, 1.5, size=2), float(rng.uniform(-0.5, 0.5))),
+    }
+
+
+def container_data(seed=7):
+    return rng_for(seed).normal(size=(4, 3))
+
+
+def rosenbrock(xp, x):
+    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+# --------------------------------------------------------------------------
+# jvp
+# --------------------------------------------------------------------------
+JVP_CASES = [
+    ("scalar_of_vector", scalar_of_vector, [(5,)]),
+    ("scalar_of_float", scalar_of_float, ["float"]),
+    ("vector_out", vector_out, [(3,)]),
+    ("matrix_out", matrix_out, [(2, 3), (3, 4)]),
+    ("tuple_out", tuple_out, [(3,), (2,)]),
+    ("two_args", two_args, [(3,), (2, 3)]),
+    ("float_and_array", float_and_array, ["float", (3,)]),
+]
+
+
+def _draw(spec, rng):
+    return float(rng.uniform(0.3, 1.2)) if spec == "float" else rng.normal(size=spec)
+
+
+@pytest.mark.parametrize("fn, specs", [c[1:] for c in JVP_CASES], ids=[c[0] for c in JVP_CASES])
+def test_jvp_matches_jax(fn, specs):
+    f_np, f_jx = both(fn)
+    for seed in (0, 1):  # the tracing call, then a cached tape on new primals and tangents
+        rng = rng_for(seed)
+        primals = tuple(_draw(s, rng) for s in specs)
+        tangents = tuple(_draw(s, rng) for s in specs)
+        out, tan = ft.jvp(f_np, primals, tangents)
+        jout, jtan = jax.jvp(f_jx, primals, tangents)
+        assert_tree_close(out, jout)
+        assert_tree_close(out, f_np(*primals))
+        assert_tree_close(tan, jtan)
+
+
+def test_jvp_accepts_lists_and_is_linear_in_the_tangent():
+    f_np, f_jx = both(two_args)
+    rng = rng_for(2)
+    x, y = rng.normal(size=3), rng.normal(size=(2, 3))
+    vx, vy = rng.normal(size=3), rng.normal(size=(2, 3))
+    _, t1 = ft.jvp(f_np, [x, y], [vx, vy])
+    _, t2 = ft.jvp(f_np, (x, y), (2.5 * vx, 2.5 * vy))
+    _, t0 = ft.jvp(f_np, (x, y), (np.zeros(3), np.zeros((2, 3))))
+    assert_close(t2, 2.5 * t1)
+    assert t0 == 0.0
+    assert_close(t1, jax.jvp(f_jx, (x, y), (vx, vy))[1])
+
+
+def test_jvp_container_primals_with_matching_tangents():
+    f_np, f_jx = both(container_fn)
+    data = container_data()
+    for seed in (3, 4):
+        params = container_params(seed)
+        rng = rng_for(seed + 10)
+        t_params = normal_like(params, rng)
+        t_data = rng.normal(size=data.shape)
+        out, tan = ft.jvp(f_np, (params, data), (t_params, t_data))
+        jout, jtan = jax.jvp(f_jx, (params, data), (t_params, t_data))
+        assert_close(out, jout)
+        assert_close(tan, jtan)
+
+
+def test_jvp_tuple_primal_and_tuple_output():
+    def fn(xp, pair):
+        a, b = pair
+        return {"s": xp.sum(a) * xp.sum(b**2), "v": (xp.sin(a) * b[0], xp.outer(a, b))}
+
+    f_np, f_jx = both(fn)
+    rng = rng_for(5)
+    pair = (rng.normal(size=3), rng.normal(size=2))
+    tangent = (rng.normal(size=3), rng.normal(size=2))
+    out, tan = ft.jvp(f_np, (pair,), (tangent,))
+    jout, jtan = jax.jvp(f_jx, (pair,), (tangent,))
+    assert_tree_close(out, jout)
+    assert_tree_close(tan, jtan)
+
+
+def test_jvp_has_aux():
+    def fn(xp, x, y):
+        h = xp.tanh(x * y)
+        return xp.sin(h) * x, {"h": h, "mean": xp.mean(h), "label": "layer"}
+
+    f_np, f_jx = both(fn)
+    for seed in (6, 7):
+        rng = rng_for(seed)
+        primals = (rng.normal(size=4), rng.normal(size=4))
+        tangents = (rng.normal(size=4), rng.normal(size=4))
+        out, tan, aux = ft.jvp(f_np, primals, tangents, has_aux=True)
+        jout, jtan, jaux = jax.jvp(f_jx, primals, tangents, has_aux=True)
+        assert_close(out, jout)
+        assert_close(tan, jtan)
+        assert aux["label"] == "layer"
+        assert_close(aux["h"], jaux["h"])
+        assert_close(aux["mean"], jaux["mean"])
+
+
+def test_tape_jvp_with_k_directions_equals_separate_jvps():
+    f_np, f_jx = both(matrix_out)
+    rng = rng_for(8)
+    a, b = rng.normal(size=(2, 3)), rng.normal(size=(3, 4))
+    Va, Vb = rng.normal(size=(2, 3, 3)), rng.normal(size=(3, 4, 3))  # 3 directions
+    tape = ft.trace(f_np, a, b, argnums=(0, 1))
+    out, tans = tape.jvp((a, b), (Va, Vb))
+    assert_close(out, f_np(a, b))
+    assert tans.shape == (2, 4, 3)
+    for d in range(3):
+        _, single = tape.jvp((a, b), (Va[..., d], Vb[..., d]))
+        assert_close(tans[..., d], single, rtol=1e-13, atol=1e-14)
+        assert_close(single, jax.jvp(f_jx, (a, b), (Va[..., d], Vb[..., d]))[1])
+
+
+# --------------------------------------------------------------------------
+# hvp
+# --------------------------------------------------------------------------
+def test_hvp_one_primal_matches_jax_and_finite_differences():
+    f_np, f_jx = both(scalar_of_vector)
+    for seed in (10, 11):
+        rng = rng_for(seed)
+        x, v = rng.normal(size=5), rng.normal(size=5)
+        hv = ft.hvp(f_np, (x,), (v,))
+        assert isinstance(hv, np.ndarray) and hv.shape == x.shape
+        assert_close(hv, jax_hvp(f_jx, (x,), (v,)))
+        assert_close(hv, fd_hvp(f_np, (x,), (v,)), rtol=1e-6, atol=1e-7)
+
+
+def test_hvp_python_float_primal():
+    f_np, f_jx = both(scalar_of_float)
+    hv = ft.hvp(f_np, (0.7,), (1.5,))
+    assert np.ndim(hv) == 0
+    assert_close(hv, jax_hvp(f_jx, (0.7,), (1.5,)))
+    assert_close(hv, fd_hvp(f_np, (0.7,), (1.5,)), rtol=1e-6, atol=1e-7)
+
+
+def test_hvp_several_primals_returns_a_tuple():
+    f_np, f_jx = both(two_args)
+    for seed in (12, 13):
+        rng = rng_for(seed)
+        primals = (rng.normal(size=3), rng.normal(size=(2, 3)))
+        tangents = (rng.normal(size=3), rng.normal(size=(2, 3)))
+        hv = ft.hvp(f_np, primals, tangents)
+        assert isinstance(hv, tuple) and len(hv) == 2
+        assert hv[0].shape == (3,) and hv[1].shape == (2, 3)
+        assert_tree_close(hv, jax_hvp(f_jx, primals, tangents))
+        assert_tree_close(hv, fd_hvp(f_np, primals, tangents), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_hvp_k_directions_equal_separate_products_and_H_times_V(k):
+    f_np, f_jx = both(scalar_of_vector)
+    rng = rng_for(14 + k)
+    x, V = rng.normal(size=5), rng.normal(size=(5, k))
+    HV = ft.hvp(f_np, (x,), (V,))
+    assert HV.shape == (5, k)
+    H = np.asarray(jax.hessian(f_jx)(x))
+    assert_close(HV, H @ V)
+    for d in range(k):
+        assert_close(HV[:, d], ft.hvp(f_np, (x,), (V[:, d],)), rtol=1e-13, atol=1e-14)
+        assert_close(HV[:, d], fd_hvp(f_np, (x,), (V[:, d],)), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_hvp_k_directions_several_primals(k):
+    f_np, f_jx = both(two_args)
+    rng = rng_for(20 + k)
+    primals = (rng.normal(size=3), rng.normal(size=(2, 3)))
+    tangents = (rng.normal(size=(3, k)), rng.normal(size=(2, 3, k)))
+    hv = ft.hvp(f_np, primals, tangents)
+    assert hv[0].shape == (3, k) and hv[1].shape == (2, 3, k)
+    for d in range(k):
+        single = take_direction(tangents, d)
+        assert_tree_close(take_direction(hv, d), ft.hvp(f_np, primals, single), rtol=1e-13, atol=1e-14)
+        assert_tree_close(take_direction(hv, d), jax_hvp(f_jx, primals, single))
+
+
+def test_hvp_container_primal():
+    f_np, f_jx = both(container_fn)
+    data = container_data()
+    for seed in (30, 31):
+        params = container_params(seed)
+        v = normal_like(params, rng_for(seed + 5))
+        f1_np = functools.partial(f_np, data=data)
+        f1_jx = functools.partial(f_jx, data=data)
+        hv = ft.hvp(f1_np, (params,), (v,))
+        assert isinstance(hv, dict) and isinstance(hv["pair"], tuple)
+        assert_tree_close(hv, jax_hvp(f1_jx, (params,), (v,)))
+        assert_tree_close(hv, fd_hvp(f1_np, (params,), (v,)), rtol=1e-6, atol=1e-7)
+
+
+def test_hvp_container_primal_with_k_directions():
+    f_np, f_jx = both(container_fn)
+    data = container_data()
+    f1_np = functools.partial(f_np, data=data)
+    f1_jx = functools.partial(f_jx, data=data)
+    params = container_params(32)
+    rng = rng_for(33)
+    k = 3
+    V = jax.tree_util.tree_map(lambda leaf: rng.normal(size=np.shape(leaf) + (k,)), params)
+    hv = ft.hvp(f1_np, (params,), (V,))
+    assert hv["w"].shape == (3, 2, k) and hv["pair"][1].shape == (k,)
+    for d in range(k):
+        vd = take_direction(V, d)
+        vd["pair"] = (vd["pair"][0], float(vd["pair"][1]))
+        assert_tree_close(take_direction(hv, d), jax_hvp(f1_jx, (params,), (vd,)))
+
+
+def powers(xp, x, p):
+    return xp.sum(x**p * xp.cos(x)) + xp.sum(xp.sin(x) ** p)
+
+
+@pytest.mark.parametrize("p", [3, 4.0, -2], ids=str)
+@pytest.mark.parametrize("how", ["hvp", "hessian", "hvp_at"])
+def test_hvp_of_power_with_constant_exponent_at_negative_base(how, p):
+    """x**p with a constant exponent is smooth at x < 0; only d/dp involves log(x), and p is not differentiated."""
+    f_np = functools.partial(powers, np, p=p)
+    f_jx = functools.partial(powers, jnp, p=p)
+    x = np.array([-0.7, 0.4, -1.3, 2.0])
+    v = np.array([1.0, -0.5, 0.25, 2.0])
+    H = np.asarray(jax.hessian(f_jx)(x))
+    if how == "hvp":
+        got = ft.hvp(f_np, (x,), (v,))
+    elif how == "hessian":
+        got = ft.hessian(f_np)(x) @ v
+    else:
+        got = ft.trace(f_np, x).hvp_at(x)(v)
+    assert_close(got, H @ v)
+    assert_close(got, fd_hvp(f_np, (x,), (v,)), rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------
+# hessian
+# --------------------------------------------------------------------------
+def test_hessian_int_argnums_matches_jax():
+    f_np, f_jx = both(scalar_of_vector)
+    hfun = ft.hessian(f_np)
+    for seed in (40, 41):
+        x = rng_for(seed).normal(size=5)
+        H = hfun(x)
+        assert H.shape == (5, 5)
+        assert_close(H, jax.hessian(f_jx)(x))
+    assert len(hfun.cache) == 1
+
+
+@pytest.mark.parametrize("argnums", [1, (0, 1), (1, 0), (-1,)], ids=str)
+def test_hessian_argnums_nested_blocks_match_jax(argnums):
+    f_np, f_jx = both(two_args)
+    rng = rng_for(42)
+    x, y = rng.normal(size=3), rng.normal(size=(2, 3))
+    H = ft.hessian(f_np, argnums=argnums)(x, y)
+    jax_argnums = argnums if isinstance(argnums, int) else tuple(a % 2 for a in argnums)
+    J = jax.hessian(f_jx, argnums=jax_argnums)(x, y)
+    assert_tree_close(H, J)
+    if argnums == (0, 1):
+        assert H[0][0].shape == (3, 3) and H[0][1].shape == (3, 2, 3)
+        assert H[1][0].shape == (2, 3, 3) and H[1][1].shape == (2, 3, 2, 3)
+
+
+def test_hessian_python_float_arguments():
+    f_np, f_jx = both(float_and_array)
+    x = rng_for(43).normal(size=3)
+    H = ft.hessian(f_np, argnums=(0, 1))(0.8, x)
+    assert np.ndim(H[0][0]) == 0 and H[0][1].shape == (3,) and H[1][0].shape == (3,)
+    assert_tree_close(H, jax.hessian(f_jx, argnums=(0, 1))(0.8, x))
+    h = ft.hessian(both(scalar_of_float)[0])(1.3)
+    assert np.ndim(h) == 0
+    assert_close(h, jax.hessian(both(scalar_of_float)[1])(1.3))
+
+
+def test_hessian_dict_argument_is_nested_dict_of_dict():
+    def fn(xp, p):
+        return xp.sum(xp.sin(p["a"])) * xp.sum(p["b"] ** 2) * p["c"] + xp.sum(
+            xp.tanh(p["a"][:, None] * p["b"][None, :]) ** 2
+        )
+
+    f_np, f_jx = both(fn)
+    rng = rng_for(44)
+    p = {"a": rng.normal(size=3), "b": rng.normal(size=2), "c": 0.7}
+    H = ft.hessian(f_np)(p)
+    assert set(H) == {"a", "b", "c"} and all(set(row) == {"a", "b", "c"} for row in H.values())
+    assert H["a"]["b"].shape == (3, 2) and H["b"]["a"].shape == (2, 3) and np.ndim(H["c"]["c"]) == 0
+    assert_tree_close(H, jax.hessian(f_jx)(p))
+
+
+def test_hessian_spanning_several_blocks():
+    """More inputs than directions per sweep: the Hessian takes several HVP sweeps."""
+    f_np, f_jx = both(rosenbrock)
+    n = 70  # > derivatives.MAX_BLOCK
+    x = 1.0 + 0.3 * rng_for(45).normal(size=n)
+    H = ft.hessian(f_np)(x)
+    assert_close(H, jax.hessian(f_jx)(x))
+
+
+# random smooth programs -----------------------------------------------------
+UNARY = {
+    "tanh": lambda xp, u: xp.tanh(u),
+    "sin": lambda xp, u: xp.sin(u),
+    "exp": lambda xp, u: xp.exp(0.5 * u),
+    "log1p_sq": lambda xp, u: xp.log1p(u**2),
+}
+BINARY = {
+    "mul": lambda xp, u, w: u * w,
+    "matmul": lambda xp, u, w: A55[: u.shape[0], : u.shape[0]] @ u + w,
+}
+
+
+def random_program(xp, x, y, recipe):
+    """Each step applies an op to earlier values (picked by index); returns a scalar of the last two."""
+    vals = [x, y]
+    for op, i, j in recipe:
+        u, w = vals[i % len(vals)], vals[j % len(vals)]
+        vals.append(UNARY[op](xp, u) if op in UNARY else BINARY[op](xp, u, w))
+    return xp.sum(vals[-1] * xp.cos(vals[-2])) + 0.1 * xp.sum(vals[-1] ** 2)
+
+
+recipes = st.lists(
+    st.tuples(st.sampled_from(sorted(UNARY) + sorted(BINARY)), st.integers(0, 7), st.integers(0, 7)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=20)
+@given(recipe=recipes, n=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_hessian_of_random_smooth_programs_matches_jax_and_is_symmetric(recipe, n, seed):
+    f_np = functools.partial(random_program, np, recipe=recipe)
+    f_jx = functools.partial(random_program, jnp, recipe=recipe)
+    rng = rng_for(seed)
+    x, y = rng.uniform(-1, 1, size=n), rng.uniform(-1, 1, size=n)
+    H = ft.hessian(f_np, argnums=(0, 1))(x, y)
+    assert_tree_close(H, jax.hessian(f_jx, argnums=(0, 1))(x, y), atol=1e-10)
+    full = np.block([[H[0][0], H[0][1]], [H[1][0], H[1][1]]])
+    scale = max(1.0, np.abs(full).max())
+    np.testing.assert_allclose(full, full.T, rtol=0, atol=1e-13 * scale)
+    v = rng.normal(size=2 * n)
+    hv = ft.hvp(f_np, (x, y), (v[:n], v[n:]))
+    assert_close(np.concatenate(hv), full @ v, atol=1e-10)
+
+
+# --------------------------------------------------------------------------
+# jacobian / jacfwd / jacrev
+# --------------------------------------------------------------------------
+def wide(xp, x):  # R^7 -> R^2
+    return xp.stack([xp.sum(xp.sin(x) * x), xp.sum(xp.tanh(x[:4] * x[3:]))])
+
+
+def pytree_out(xp, x):  # (3,) -> {"s": scalar, "pair": ((2, 3), (3,)), "id": x}
+    return {"s": xp.sum(x**2), "pair": (xp.outer(xp.sin(x[:2]), x), xp.exp(0.5 * x) * x[0]), "id": x}
+
+
+def many_out(xp, x):  # R^3 -> R^70: more outputs than directions per reverse sweep
+    return xp.sin(xp.outer(xp.arange(70.0) / 35.0, x) @ xp.ones(3)) * xp.sum(x**2)
+
+
+def many_in(xp, x):  # R^70 -> R^3: more inputs than directions per forward sweep
+    return xp.stack([xp.sum(xp.sin(x)), xp.sum(x**2 * xp.cos(x)), xp.sum(xp.tanh(x[1:] * x[:-1]))])
+
+
+JAC_CASES = [
+    ("tall n<m", vector_out, [(3,)], 0),
+    ("wide n>m", wide, [(7,)], 0),
+    ("scalar out", scalar_of_vector, [(5,)], 0),
+    ("float in", scalar_of_float, ["float"], 0),
+    ("matrix in/out", matrix_out, [(2, 3), (3, 4)], 0),
+    ("matrix argnums tuple", matrix_out, [(2, 3), (3, 4)], (1, 0)),
+    ("tuple out argnums tuple", tuple_out, [(3,), (2,)], (0, 1)),
+    ("pytree out", pytree_out, [(3,)], 0),
+    ("many outputs", many_out, [(3,)], 0),
+    ("many inputs", many_in, [(70,)], 0),
+]
+
+
+@pytest.mark.parametrize("fn, specs, argnums", [c[1:] for c in JAC_CASES], ids=[c[0] for c in JAC_CASES])
+def test_jacobian_modes_agree_with_each_other_and_jax(fn, specs, argnums):
+    f_np, f_jx = both(fn)
+    for seed in (50, 51):  # tracing, then a cached tape
+        rng = rng_for(seed)
+        args = tuple(_draw(s, rng) for s in specs)
+        want = jax.jacrev(f_jx, argnums=argnums)(*args)
+        as_numpy = functools.partial(jax.tree_util.tree_map, np.asarray)
+        assert_tree_close(as_numpy(jax.jacfwd(f_jx, argnums=argnums)(*args)), want)  # the reference agrees with itself
+        results = {
+            "jacobian": ft.jacobian(f_np, argnums=argnums)(*args),
+            "jacfwd": ft.jacfwd(f_np, argnums=argnums)(*args),
+            "jacrev": ft.jacrev(f_np, argnums=argnums)(*args),
+        }
+        for got in results.values():
+            assert_tree_close(got, want)
+        assert_tree_close(results["jacfwd"], results["jacrev"])
+        tape = ft.trace(f_np, *args, argnums=argnums)
+        for mode in ("fwd", "rev", "auto"):
+            assert_tree_close(tape.jacobian(*args, mode=mode), want)
+
+
+def test_jacobian_transform_caches_one_tape_per_signature():
+    f_np, f_jx = both(vector_out)
+    jfun = ft.jacrev(f_np)
+    for seed in range(3):
+        x = rng_for(seed).normal(size=3)
+        assert_close(jfun(x), jax.jacrev(f_jx)(x))
+    assert len(jfun.cache) == 1
+    assert_close(jfun(np.ones(3)), jax.jacrev(f_jx)(np.ones(3)))
+
+
+@pytest.mark.parametrize("make", [ft.jacobian, ft.jacfwd, ft.jacrev], ids=["jacobian", "jacfwd", "jacrev"])
+def test_jacobian_has_aux(make):
+    def fn(xp, x):
+        h = xp.tanh(W73 @ x)
+        return h * x[0], {"h": h, "n": 3}
+
+    f_np, f_jx = both(fn)
+    x = rng_for(52).normal(size=3)
+    jac, aux = make(f_np, has_aux=True)(x)
+    jjac, jaux = jax.jacfwd(f_jx, has_aux=True)(x)
+    assert_close(jac, jjac)
+    assert_close(aux["h"], jaux["h"])
+    assert aux["n"] == 3
+
+
+# --------------------------------------------------------------------------
+# Tape.hvp_at
+# --------------------------------------------------------------------------
+def test_hvp_at_repeated_calls_match_fresh_hvp():
+    f_np, f_jx = both(scalar_of_vector)
+    rng = rng_for(60)
+    x = rng.normal(size=5)
+    tape = ft.trace(f_np, x)
+    op = tape.hvp_at(x)
+    vs = [rng.normal(size=5) for _ in range(6)]
+    first = [op(v) for v in vs]
+    for _ in range(3):  # the operator does not drift: same numbers on every later call
+        for v, hv0 in zip(vs, first):
+            hv = op(v)
+            np.testing.assert_array_equal(hv, hv0)
+    for v, hv0 in zip(vs, first):
+        assert_close(hv0, ft.hvp(f_np, (x,), (v,)), rtol=1e-13, atol=1e-14)
+        assert_close(hv0, tape.hvp(x, v), rtol=1e-13, atol=1e-14)
+        assert_close(hv0, jax_hvp(f_jx, (x,), (v,)))
+
+
+def test_hvp_at_value_and_grad():
+    f_np, f_jx = both(two_args)
+    rng = rng_for(61)
+    x, y = rng.normal(size=3), rng.normal(size=(2, 3))
+    tape = ft.trace(f_np, x, y, argnums=(0, 1))
+    op = tape.hvp_at(x, y)
+    value, grads = ft.value_and_grad(f_np, argnums=(0, 1))(x, y)
+    assert_close(op.value, value)
+    assert_tree_close(op.grad, grads)
+    jvalue, jgrads = jax.value_and_grad(f_jx, argnums=(0, 1))(x, y)
+    assert_close(op.value, jvalue)
+    assert_tree_close(op.grad, jgrads)
+    v = (rng.normal(size=3), rng.normal(size=(2, 3)))
+    assert_tree_close(op(v), jax_hvp(f_jx, (x, y), v))
+    assert_close(op.value, value)  # products leave the stored value and gradient alone
+    assert_tree_close(op.grad, grads)
+
+
+def test_hvp_at_k_directions():
+    f_np, f_jx = both(scalar_of_vector)
+    rng = rng_for(62)
+    x, V = rng.normal(size=5), rng.normal(size=(5, 4))
+    op = ft.trace(f_np, x).hvp_at(x)
+    HV = op(V)
+    assert HV.shape == (5, 4)
+    assert_close(HV, np.asarray(jax.hessian(f_jx)(x)) @ V)
+    for d in range(4):
+        assert_close(HV[:, d], op(V[:, d]), rtol=1e-13, atol=1e-14)
+
+
+def test_hvp_at_operators_at_different_points_are_independent():
+    f_np, f_jx = both(scalar_of_vector)
+    rng = rng_for(63)
+    x1, x2, x3 = rng.normal(size=5), rng.normal(size=5), rng.normal(size=5)
+    tape = ft.trace(f_np, x1)
+    op1, op2 = tape.hvp_at(x1), tape.hvp_at(x2)
+    for _ in range(3):
+        v = rng.normal(size=5)
+        tape.grad(x3)  # other work on the same tape in between
+        tape.hvp(x3, v)
+        assert_close(op1(v), jax_hvp(f_jx, (x1,), (v,)))
+        assert_close(op2(v), jax_hvp(f_jx, (x2,), (v,)))
+    assert_close(op1.value, f_np(x1))
+    assert_close(op2.grad, jax.grad(f_jx)(x2))
+
+
+def test_hvp_at_newton_cg_on_rosenbrock():
+    """Truncated CG on H p = -g through the operator: the quadratic model decreases and the residual shrinks."""
+    f_np, f_jx = both(rosenbrock)
+    n = 50
+    x = 1.0 + 0.05 * rng_for(64).normal(size=n)  # near the minimum, where H is positive definite
+    op = ft.trace(f_np, x).hvp_at(x)
+    g = op.grad
+    H = np.asarray(jax.hessian(f_jx)(x))
+    assert_close(g, jax.grad(f_jx)(x))
+    assert np.linalg.eigvalsh(H).min() > 0
+
+    p = np.zeros(n)
+    r = -g.copy()
+    d = r.copy()
+    residuals = [np.linalg.norm(r)]
+    models = [0.0]
+    for _ in range(25):
+        Hd = op(d)
+        assert_close(Hd, H @ d, rtol=1e-10, atol=1e-9)
+        alpha = (r @ r) / (d @ Hd)
+        p = p + alpha * d
+        r_new = r - alpha * Hd
+        d = r_new + (r_new @ r_new) / (r @ r) * d
+        r = r_new
+        residuals.append(np.linalg.norm(-g - op(p)))  # the true residual, through the operator again
+        models.append(g @ p + 0.5 * p @ op(p))
+    assert all(b < a + 1e-12 for a, b in zip(models, models[1:])), models  # CG decreases the model monotonically
+    assert residuals[-1] < 1e-4 * residuals[0], residuals
+    assert_close(-g - H @ p, -g - op(p), rtol=1e-6, atol=1e-8 * residuals[0])
+
+
+# --------------------------------------------------------------------------
+# Python control flow on traced values
+# --------------------------------------------------------------------------
+def branch_pos(xp, x):
+    return xp.sum(xp.sin(x) * x**2)
+
+
+def branch_neg(xp, x):
+    return xp.sum(xp.exp(x) * x) * 2.0
+
+
+def branchy(xp, x):
+    if xp.sum(x) > 0:
+        return branch_pos(xp, x)
+    return branch_neg(xp, x)
+
+
+def vec_branch_pos(xp, x):
+    return xp.sin(x) * x[0]
+
+
+def vec_branch_neg(xp, x):
+    return xp.cos(x) * x**2
+
+
+def vec_branchy(xp, x):
+    return vec_branch_pos(xp, x) if xp.max(x) > 1.0 else vec_branch_neg(xp, x)
+
+
+POS = np.array([0.5, 1.0, -0.2])
+NEG = np.array([-0.5, -1.0, 0.2])
+
+
+def test_hvp_follows_branches_and_caches_a_tape_per_branch():
+    f_np = functools.partial(branchy, np)
+    v = np.array([0.3, -1.2, 0.8])
+    for k, x in enumerate([POS, NEG, POS * 2.0, NEG * 1.5]):
+        taken = branch_pos if np.sum(x) > 0 else branch_neg
+        hv = ft.hvp(f_np, (x,), (v,))
+        assert_close(hv, jax_hvp(functools.partial(taken, jnp), (x,), (v,)))
+        assert_close(hv, fd_hvp(f_np, (x,), (v,)), rtol=1e-6, atol=1e-7)
+        assert len(ft_api._cached_transform(f_np, "hvp", 0, False).cache) == min(k + 1, 2)
+
+
+def test_hessian_follows_branches_and_caches_a_tape_per_branch():
+    hfun = ft.hessian(functools.partial(branchy, np))
+    for k, x in enumerate([POS, NEG, POS * 2.0, NEG * 1.5]):
+        taken = branch_pos if np.sum(x) > 0 else branch_neg
+        assert_close(hfun(x), jax.hessian(functools.partial(taken, jnp))(x))
+        assert len(hfun.cache) == min(k + 1, 2)
+
+
+@pytest.mark.parametrize("make", [ft.jacobian, ft.jacfwd, ft.jacrev], ids=["jacobian", "jacfwd", "jacrev"])
+def test_jacobian_follows_branches_and_caches_a_tape_per_branch(make):
+    jfun = make(functools.partial(vec_branchy, np))
+    inputs = [np.array([0.5, 2.0, 0.1]), np.array([0.5, 0.7, 0.1]), np.array([3.0, 0.0, -1.0])]
+    for k, x in enumerate(inputs):
+        taken = vec_branch_pos if np.max(x) > 1.0 else vec_branch_neg
+        assert_close(jfun(x), jax.jacfwd(functools.partial(taken, jnp))(x))
+        assert len(jfun.cache) == min(k + 1, 2)
+
+
+def test_jvp_follows_branches():
+    f_np = functools.partial(vec_branchy, np)
+    v = np.array([1.0, -0.5, 0.25])
+    for x in (np.array([0.5, 2.0, 0.1]), np.array([0.5, 0.7, 0.1]), np.array([3.0, 0.0, -1.0])):
+        taken = vec_branch_pos if np.max(x) > 1.0 else vec_branch_neg
+        out, tan = ft.jvp(f_np, (x,), (v,))
+        jout, jtan = jax.jvp(functools.partial(taken, jnp), (x,), (v,))
+        assert_close(out, jout)
+        assert_close(tan, jtan)
+
+
+def test_raw_tape_second_order_refuses_the_other_branch():
+    tape = ft.trace(functools.partial(branchy, np), POS)
+    v = np.ones(3)
+    for call in (
+        lambda x: tape.hvp(x, v),
+        lambda x: tape.hvp_at(x),
+        lambda x: tape.hessian(x),
+        lambda x: tape.jacobian(x),
+        lambda x: tape.jacobian(x, mode="fwd"),
+        lambda x: tape.jvp((x,), v),  # a tape recorded with argnums=0 takes the bare tangent
+    ):
+        with pytest.raises(ft.BranchChangedError):
+            call(NEG)
+    assert_close(tape.hvp(POS * 3.0, v), jax_hvp(functools.partial(branch_pos, jnp), (POS * 3.0,), (v,)))
+
+
+# --------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------
+def test_second_order_of_a_vector_valued_function_is_a_type_error_naming_the_fix():
+    f_np = functools.partial(vector_out, np)
+    x = np.ones(3)
+    for call in (
+        lambda: ft.hvp(f_np, (x,), (x,)),
+        lambda: ft.hessian(f_np)(x),
+        lambda: ft.trace(f_np, x).hvp_at(x),
+        lambda: ft.trace(f_np, x).hvp(x, x),
+        lambda: ft.trace(f_np, x).hessian(x),
+    ):
+        with pytest.raises(ft.NonScalarOutputError, match="jacobian") as info:
+            call()
+        assert isinstance(info.value, TypeError)
+        assert "(7,)" in str(info.value)
+
+
+def test_wrong_tangent_shape_is_a_value_error():
+    f_np = functools.partial(scalar_of_vector, np)
+    g_np = functools.partial(two_args, np)
+    x, y = np.ones(5), np.ones((2, 3))
+    op = ft.trace(f_np, x).hvp_at(x)
+    for call in (
+        lambda: ft.jvp(f_np, (x,), (np.ones(4),)),
+        lambda: ft.jvp(f_np, (x,), (np.ones((2, 5)),)),
+        lambda: ft.hvp(f_np, (x,), (np.ones(4),)),
+        lambda: ft.hvp(f_np, (x,), (np.ones((5, 2, 2)),)),
+        lambda: ft.hvp(g_np, (x[:3], y), (np.ones(3), np.ones((3, 2)))),
+        lambda: ft.hvp(g_np, (x[:3], y), (np.ones((3, 2)), np.ones((2, 3, 4)))),  # k differs between parts
+        lambda: op(np.ones(6)),
+        lambda: ft.jvp(
+            functools.partial(container_fn, np),
+            (container_params(0), container_data()),
+            ({"w": np.ones((3, 2)), "b": np.ones(2)}, container_data()),
+        ),  # tangent structure differs
+    ):
+        with pytest.raises(ValueError, match="shape|structure|directions"):
+            call()
+
+
+def test_mismatched_number_of_tangents_is_a_value_error():
+    g_np = functools.partial(two_args, np)
+    x, y = np.ones(3), np.ones((2, 3))
+    for call in (
+        lambda: ft.jvp(g_np, (x, y), (x,)),
+        lambda: ft.jvp(g_np, (x, y), (x, y, y)),
+        lambda: ft.hvp(g_np, (x, y), (x,)),
+        lambda: ft.hvp(g_np, (x, y), (x, y, y)),
+    ):
+        with pytest.raises(ValueError, match="tangent"):
+            call()
+    tape = ft.trace(g_np, x, y, argnums=(0, 1))
+    with pytest.raises(ValueError):
+        tape.hvp(x, y, x)  # one tangent for two differentiated arguments
