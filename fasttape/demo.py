@@ -4,7 +4,10 @@ Three functions written as plain NumPy code: a logistic-regression loss, a
 small tanh MLP with its parameters in a tuple, and a 1000-step Euler loop of
 scalar arithmetic.  For each it shows the value and gradient, what the traced
 tape looks like, how long the gradient takes next to the function itself, and,
-when JAX is installed, how closely the gradient agrees with ``jax.grad``.
+when JAX is installed, how closely the gradient agrees with ``jax.grad``.  A
+fourth part shows second order: Hessian-vector products (one and several
+directions per sweep), a dense Hessian, and Newton-CG through
+``ft.scipy_objective``.
 """
 
 import functools
@@ -131,6 +134,44 @@ def main():
     show_timing(lorenz, (u,), plain_args=(u.tolist(),))
     print("(f runs on Python floats, its fastest form)")
     show_jax_check(g, lorenz_jax if jax else None, (u,))
+
+    heading("4. Second order: Hessian-vector products and Newton-CG on a 1000-dimensional Rosenbrock")
+    x = np.full(1000, 0.5)
+    v = rng.normal(size=1000)
+    hv = ft.hvp(rosenbrock, (x,), (v,))
+    print(f"H(x) v, never forming H: {hv[:3]} ...  (shape {hv.shape})")
+    V = rng.normal(size=(1000, 4))
+    HV = ft.hvp(rosenbrock, (x,), (V,))
+    print(f"four directions in one sweep: shape {HV.shape}")
+    tape = ft.trace(rosenbrock, x)
+    t_f = median_us(tape, x)
+    t_vg = median_us(tape.value_and_grad, x)
+    t_hvp = median_us(tape.hvp, x, v)
+    t_hvp4 = median_us(tape.hvp, x, V)
+    print(f"time: forward {t_f:.1f} us, value_and_grad {t_vg:.1f} us ({t_vg / t_f:.1f}x), hvp {t_hvp:.1f} us")
+    print(f"      ({t_hvp / t_f:.1f}x), hvp with 4 directions {t_hvp4:.1f} us ({t_hvp4 / t_hvp:.1f}x one direction)")
+    if jax is not None:
+        ref = jax.jvp(jax.grad(functools.partial(rosenbrock, xp=jnp)), (x,), (v,))[1]
+        print(f"agrees with jax.jvp(jax.grad(f)) to {float(np.max(np.abs(hv - ref))):.0e}")
+    H = ft.hessian(functools.partial(rosenbrock, xp=np))(x[:100])
+    print(f"dense Hessian of the first 100 coordinates: {H.shape}, symmetric to {np.max(np.abs(H - H.T)):.0e}")
+    try:
+        from scipy.optimize import minimize
+    except ImportError:
+        print("scipy not installed: skipping Newton-CG")
+        return
+    x0 = np.tile([-1.2, 1.0], 500)
+    start = timeit.default_timer()
+    result = minimize(x0=x0, method="Newton-CG", options={"xtol": 1e-10}, **ft.scipy_objective(rosenbrock))
+    elapsed = timeit.default_timer() - start
+    print(f"minimize(x0, method='Newton-CG', **ft.scipy_objective(f)): {result.message}")
+    print(f"  f = {result.fun:.2e} after {result.nit} iterations and {result.nhev} HVPs, {elapsed:.2f} s")
+    print(f"  max |x - 1| = {np.max(np.abs(result.x - 1.0)):.1e}")
+
+
+def rosenbrock(x, xp=np):
+    """The n-dimensional Rosenbrock function."""
+    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
 
 if __name__ == "__main__":
