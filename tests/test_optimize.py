@@ -50,5 +50,6 @@ def test_extra_arguments_pass_through():
 
     rng = np.random.default_rng(4)
     A, b = rng.normal(size=(20, 5)), rng.normal(size=20)
-    result = optimize.minimize(x0=np.zeros(5), args=(A, b), method="trust-ncg", **ft.scipy_objective(least_squares))
+    objective = ft.scipy_objective(least_squares)
+    result = optimize.minimize(x0=np.zeros(5), args=(A, b), method="trust-ncg", options={"gtol": 1e-12}, **objective)
     np.testing.assert_allclose(result.x, np.linalg.lstsq(A, b, rcond=None)[0], rtol=1e-8, atol=1e-10)
