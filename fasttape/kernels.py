@@ -1130,16 +1130,24 @@ def _tangent_binary(op, x, y, z, tx, ty, to, n, sa, sb, ga, gb):
     if op <= OP_MULTIPLY and ((ga and not gb and sa) or (gb and not ga and sb)):
         # one active full-length operand against a passive one
         if ga:
-            if op == OP_MULTIPLY:
+            if op == OP_MULTIPLY and not sb:
+                c = y[0]
                 for j in range(n):
-                    to[j] = y[j * sb] * tx[j]
+                    to[j] = c * tx[j]
+            elif op == OP_MULTIPLY:
+                for j in range(n):
+                    to[j] = y[j] * tx[j]
             else:
                 for j in range(n):
                     to[j] = tx[j]
         else:
-            if op == OP_MULTIPLY:
+            if op == OP_MULTIPLY and not sa:
+                c = x[0]
                 for j in range(n):
-                    to[j] = x[j * sa] * ty[j]
+                    to[j] = c * ty[j]
+            elif op == OP_MULTIPLY:
+                for j in range(n):
+                    to[j] = x[j] * ty[j]
             elif op == OP_SUBTRACT:
                 for j in range(n):
                     to[j] = -ty[j]
@@ -1164,79 +1172,131 @@ def _reverse_unary_run(op, x, z, gz, gx):
 
 
 @_jit
-def _second_unary(op, x, z, g, gx, to2, tx2, tx, first):
-    """Second-order run of z = op(x): x̄ += z̄ f', x̄' += z̄' f' + z̄ f'' x'."""
-    if op == OP_SQUARE:
-        for j in range(x.size):
-            if first:
-                gx[j] += g[j] * 2.0 * x[j]
-            tx2[j] += to2[j] * 2.0 * x[j] + g[j] * 2.0 * tx[j]
-    elif op == OP_NEGATIVE:
-        for j in range(x.size):
-            if first:
-                gx[j] -= g[j]
-            tx2[j] -= to2[j]
-    else:
-        for j in range(x.size):
-            d1 = unary_partial(op, x[j], z[j])
-            d2 = unary_second(op, x[j], z[j], d1)
-            if first:
-                gx[j] += g[j] * d1
-            tx2[j] += to2[j] * d1 + g[j] * d2 * tx[j]
+def _second_unary(op, x, z, g, gx, to2, tx2, tx, first, init):
+    """Second-order run of z = op(x): x̄ += z̄ f', x̄' += z̄' f' + z̄ f'' x'.
+
+    ``first``: also update the first-order adjoint; ``init``: assign (this is the
+    first write of x's adjoints) instead of adding.
+    """
+    n = x.size
+    if op == OP_SQUARE:  # f' = 2x, f'' = 2: one fused loop per case
+        if first and init:
+            for j in range(n):
+                gx[j] = 2.0 * g[j] * x[j]
+                tx2[j] = 2.0 * (to2[j] * x[j] + g[j] * tx[j])
+        elif first:
+            for j in range(n):
+                gx[j] += 2.0 * g[j] * x[j]
+                tx2[j] += 2.0 * (to2[j] * x[j] + g[j] * tx[j])
+        elif init:
+            for j in range(n):
+                tx2[j] = 2.0 * (to2[j] * x[j] + g[j] * tx[j])
+        else:
+            for j in range(n):
+                tx2[j] += 2.0 * (to2[j] * x[j] + g[j] * tx[j])
+        return
+    if op == OP_NEGATIVE:
+        if first:
+            if init:
+                for j in range(n):
+                    gx[j] = -g[j]
+            else:
+                for j in range(n):
+                    gx[j] -= g[j]
+        if init:
+            for j in range(n):
+                tx2[j] = -to2[j]
+        else:
+            for j in range(n):
+                tx2[j] -= to2[j]
+        return
+    for j in range(n):
+        d1 = unary_partial(op, x[j], z[j])
+        d2 = unary_second(op, x[j], z[j], d1)
+        if first:
+            gx[j] = g[j] * d1 if init else gx[j] + g[j] * d1
+        v = to2[j] * d1 + g[j] * d2 * tx[j]
+        tx2[j] = v if init else tx2[j] + v
 
 
 @_jit
-def _scaled_accumulate(g, g2, gx, gx2, w, sw, c, n, first):
-    """gx += g * s and gx2 += g2 * s with s = c, or s = w (a constant operand) when c == 0."""
+def _scale_into(dst, src, w, sw, c, n, init):
+    """dst = or += src * s, with s = c, or s = w[j] (a passive operand) when c == 0."""
     if c == 0.0 and sw:
-        if first:
+        if init:
             for j in range(n):
-                gx[j] += g[j] * w[j]
-        for j in range(n):
-            gx2[j] += g2[j] * w[j]
+                dst[j] = src[j] * w[j]
+        else:
+            for j in range(n):
+                dst[j] += src[j] * w[j]
         return
     s = c if c != 0.0 else w[0]
-    if first:
+    if init:
         for j in range(n):
-            gx[j] += g[j] * s
-    for j in range(n):
-        gx2[j] += g2[j] * s
+            dst[j] = src[j] * s
+    else:
+        for j in range(n):
+            dst[j] += src[j] * s
 
 
 @_jit
-def _second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, gb, first, second):
-    """Second-order run of z = op(x, y) (``second=False``: plain reverse on the k-buffer)."""
-    if op <= OP_SUBTRACT and sa and sb:
-        sign = 1.0 if op == OP_ADD else -1.0
-        for j in range(n):
+def _product_terms(dst, g2, w, g, t, n, init, cross):
+    """dst = or += g2 * w + (g * t if cross): one operand's run of d(xy)."""
+    if cross:
+        if init:
+            for j in range(n):
+                dst[j] = g2[j] * w[j] + g[j] * t[j]
+        else:
+            for j in range(n):
+                dst[j] += g2[j] * w[j] + g[j] * t[j]
+    else:
+        _scale_into(dst, g2, w, 1, 0.0, n, init)
+
+
+@_jit
+def _second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, gb, first, second, ia, ib):
+    """Second-order run of z = op(x, y) (``second=False``: plain reverse on the k-buffer).
+
+    ``ia``/``ib``: this is the first write of that operand's adjoints (assign).
+    """
+    if op <= OP_MULTIPLY and (sa or not ga) and (sb or not gb):
+        # add / subtract / multiply with every active operand full-length
+        if op <= OP_SUBTRACT:
+            sign = 1.0 if op == OP_ADD else -1.0
             if ga:
                 if first:
-                    gx[j] += g[j]
-                tx2[j] += to2[j]
+                    _scale_into(gx, g, g, 0, 1.0, n, ia)
+                _scale_into(tx2, to2, to2, 0, 1.0, n, ia)
             if gb:
                 if first:
-                    gy[j] += sign * g[j]
-                ty2[j] += sign * to2[j]
-        return
-    if op <= OP_MULTIPLY and ga != gb and ((ga and sa) or (gb and sb)):
-        # one active full-length operand, the other passive (a constant): f is linear in it
+                    _scale_into(gy, g, g, 0, sign, n, ib)
+                _scale_into(ty2, to2, to2, 0, sign, n, ib)
+            return
+        # d(xy) = (y, x), d²(xy)/dxdy = 1
         if ga:
-            _scaled_accumulate(g, to2, gx, tx2, y, sb, 1.0 if op != OP_MULTIPLY else 0.0, n, first)
-        else:
-            c = 1.0 if op == OP_ADD else (-1.0 if op == OP_SUBTRACT else 0.0)
-            _scaled_accumulate(g, to2, gy, ty2, x, sa, c, n, first)
+            if first:
+                _scale_into(gx, g, y, sb, 0.0, n, ia)
+            if sb:
+                _product_terms(tx2, to2, y, g, ty, n, ia, second and gb)
+            else:
+                _scale_into(tx2, to2, y, 0, 0.0, n, ia)
+        if gb:
+            if first:
+                _scale_into(gy, g, x, sa, 0.0, n, ib)
+            if sa:
+                _product_terms(ty2, to2, x, g, tx, n, ib, second and ga)
+            else:
+                _scale_into(ty2, to2, x, 0, 0.0, n, ib)
         return
-    if op == OP_MULTIPLY and sa and sb:
-        for j in range(n):
-            if ga:  # d(xy) = (y, x), d²(xy)/dxdy = 1
-                if first:
-                    gx[j] += g[j] * y[j]
-                tx2[j] += to2[j] * y[j] + ((g[j] * ty[j]) if (second and gb) else 0.0)
-            if gb:
-                if first:
-                    gy[j] += g[j] * x[j]
-                ty2[j] += to2[j] * x[j] + ((g[j] * tx[j]) if (second and ga) else 0.0)
-        return
+    # the general case: make the first write an ordinary accumulation
+    if ia:
+        tx2[:] = 0.0
+        if first:
+            gx[:] = 0.0
+    if ib:
+        ty2[:] = 0.0
+        if first:
+            gy[:] = 0.0
     for j in range(n):
         pa = j * sa
         pb = j * sb
@@ -1408,11 +1468,31 @@ def tangent_sweep(ins, aux, buf, tan, k):
 
 
 @_jit
+def _zero_adjoints(buf, adj2, N, k, pos, length, second):
+    """Zero an operand's adjoint (when ``second``) and its k second-order adjoints."""
+    if second:
+        _zero(buf, N + pos, length)
+    for d in range(k):
+        _zero(adj2, d * N + pos, length)
+
+
+@_jit
+def _zero_runs(aux, buf, adj2, k, second):
+    """Zero the adjoints that no instruction initialises (see plan_adjoint_initialisation)."""
+    N = aux[M_NVALS]
+    zeros = aux[M_ZEROS]
+    for z in range(aux[M_NZEROS]):
+        _zero_adjoints(buf, adj2, N, k, aux[zeros + 2 * z], aux[zeros + 2 * z + 1], second)
+
+
+@_jit
 def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
     """Reverse sweep over k directions of ``adj2``.
 
     With ``second``: forward-over-reverse.  Accumulates the first-order adjoint
-    in buf[N + p] (seeded by the caller, zeroed elsewhere) and, in ``adj2``, its
+    in buf[N + p] (seeded by the caller; the zero runs of the adjoint
+    initialisation plan zeroed, everything else first written by assignment)
+    and, in ``adj2``, its
     tangent along each direction of ``tan``:  for z = f(x, y),
         x̄ += z̄ f_x      x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y').
     Without ``second``: plain reverse mode for k seeds placed in ``adj2``
@@ -1435,6 +1515,17 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
         pre = ins[i, C_P0]
         r = ins[i, C_P1]
         post = ins[i, C_P2]
+        ia = (flags & F_INIT_A) != 0
+        ib = (flags & F_INIT_B) != 0
+        runs = op <= LAST_BINARY and n >= SMALL_RUN and (op > LAST_UNARY or second)
+        runs = runs or (op == OP_SUM and post == 1)
+        if not runs:  # these branches accumulate: a first write starts from zero
+            if ia:
+                _zero_adjoints(buf, adj2, N, k, a, ins[i, C_NA], second)
+            if ib:
+                _zero_adjoints(buf, adj2, N, k, b, ins[i, C_NB], second)
+            if flags & F_INIT_C:
+                _zero_adjoints(buf, adj2, N, k, c, ins[i, C_NC], second)
         if op <= LAST_UNARY and n < SMALL_RUN:
             for j in range(n):
                 x = buf[a + j]
@@ -1491,7 +1582,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                 if second:
                     tx = tan[base + a : base + a + n]
                     _second_unary(
-                        op, x, z, g, gx, adj2[base + o : base + o + n], adj2[base + a : base + a + n], tx, d == 0
+                        op, x, z, g, gx, adj2[base + o : base + o + n], adj2[base + a : base + a + n], tx, d == 0, ia
                     )
                 else:  # plain reverse on the k-buffer: x̄ += z̄ f'
                     _reverse_unary_run(op, x, z, adj2[base + o : base + o + n], adj2[base + a : base + a + n])
@@ -1512,7 +1603,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                 ty = tan[base + b : base + b + lb] if second else y
                 _second_binary(
                     op, x, y, z, g, gx, gy, adj2[base + o : base + o + n], adj2[base + a : base + a + la],
-                    adj2[base + b : base + b + lb], tx, ty, n, sa, sb, ga, gb, second and d == 0, second,
+                    adj2[base + b : base + b + lb], tx, ty, n, sa, sb, ga, gb, second and d == 0, second, ia, ib,
                 )  # fmt: skip
         elif op == OP_WHERE:
             sa = 1 if ins[i, C_NA] > 1 else 0
@@ -1535,16 +1626,22 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                     out = o + p * post + q
                     z = buf[out]
                     g = buf[N + out] if second else 0.0
-                    if op == OP_SUM and post == 1:  # contiguous runs
+                    if op == OP_SUM and post == 1:  # contiguous runs, assigned on a first write
                         if second:
                             gx = buf[N + base : N + base + r]
-                            for kk in range(r):
-                                gx[kk] += g
+                            if ia:
+                                gx[:] = g
+                            else:
+                                for kk in range(r):
+                                    gx[kk] += g
                         for d in range(k):
                             gd = adj2[d * N + out]
                             tx2 = adj2[d * N + base : d * N + base + r]
-                            for kk in range(r):
-                                tx2[kk] += gd
+                            if ia:
+                                tx2[:] = gd
+                            else:
+                                for kk in range(r):
+                                    tx2[kk] += gd
                         continue
                     if second and op == OP_SUM:
                         for kk in range(r):
@@ -1711,8 +1808,7 @@ def run_hvp(ins, aux, buf, tan, adj2, k, out, with_values):
         if not guards_hold(aux, buf):
             return False
     tangent_sweep(ins, aux, buf, tan, k)
-    adj2[:] = 0.0
-    buf[N:] = 0.0
+    _zero_runs(aux, buf, adj2, k, True)
     buf[N + out] = 1.0
     second_order_sweep(ins, aux, buf, tan, adj2, k, True)
     return True
