@@ -1,7 +1,16 @@
-"""Shared benchmark setup: Numba kernels warmed once, JAX (optional) in float64 on the CPU."""
+"""Shared benchmark setup: single-threaded OpenBLAS, Numba kernels warmed once, JAX (optional) in float64
+on the CPU."""
 
-import numpy as np
-import pytest
+import os
+
+# The MLP's large matmuls (NumPy's, and fasttape's through Numba's np.dot) run on OpenBLAS, read at import.
+# Its threads wait for each other in scheduler ticks when another process holds a core: on a small shared
+# machine a 0.55 ms product then takes 4-12 ms at random.  One thread keeps those columns stable and
+# like-for-like with fasttape's single-threaded sweeps; set OPENBLAS_NUM_THREADS yourself to override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,7 +17,8 @@ Times are medians in microseconds per call.  Three tables:
   with the number of HVP sweeps (and directions per sweep) fasttape needs.
 
 Ratios from one run are comparable across machines; absolute times are not.  Instruction and sweep
-counts are exact.
+counts are exact.  NumPy's and fasttape's matmuls run on single-threaded OpenBLAS (set in conftest.py;
+JAX keeps its own thread pool).
 """
 
 import json
