@@ -1517,7 +1517,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
         post = ins[i, C_P2]
         ia = (flags & F_INIT_A) != 0
         ib = (flags & F_INIT_B) != 0
-        runs = op <= LAST_BINARY and n >= SMALL_RUN and (op > LAST_UNARY or second)
+        runs = op <= LAST_BINARY and (n >= SMALL_RUN and (op > LAST_UNARY or second) or n == 1)
         runs = runs or (op == OP_SUM and post == 1)
         if not runs:  # these branches accumulate: a first write starts from zero
             if ia:
@@ -1526,7 +1526,49 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                 _zero_adjoints(buf, adj2, N, k, b, ins[i, C_NB], second)
             if flags & F_INIT_C:
                 _zero_adjoints(buf, adj2, N, k, c, ins[i, C_NC], second)
-        if op <= LAST_UNARY and n < SMALL_RUN:
+        if op <= LAST_UNARY and n == 1:  # scalar code: assign on a first write, no loops
+            x = buf[a]
+            z = buf[o]
+            d1 = unary_partial(op, x, z)
+            if second:
+                g = buf[N + o]
+                buf[N + a] = g * d1 if ia else buf[N + a] + g * d1
+                d2 = unary_second(op, x, z, d1)
+                for d in range(k):
+                    v = adj2[d * N + o] * d1 + g * d2 * tan[d * N + a]
+                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+            else:
+                for d in range(k):
+                    v = adj2[d * N + o] * d1
+                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+        elif op <= LAST_BINARY and n == 1:
+            x = buf[a]
+            y = buf[b]
+            z = buf[o]
+            dx, dy = binary_partials(op, x, y, z)
+            if second:
+                g = buf[N + o]
+                if ga:
+                    buf[N + a] = g * dx if ia else buf[N + a] + g * dx
+                if gb:
+                    buf[N + b] = g * dy if ib else buf[N + b] + g * dy
+                dxx, dxy, dyy = binary_second(op, x, y, z)
+                for d in range(k):
+                    gd = adj2[d * N + o]
+                    if ga:
+                        v = gd * dx + g * (dxx * tan[d * N + a] + (dxy * tan[d * N + b] if gb else 0.0))
+                        adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+                    if gb:
+                        v = gd * dy + g * (dyy * tan[d * N + b] + (dxy * tan[d * N + a] if ga else 0.0))
+                        adj2[d * N + b] = v if ib else adj2[d * N + b] + v
+            else:
+                for d in range(k):
+                    gd = adj2[d * N + o]
+                    if ga:
+                        adj2[d * N + a] = gd * dx if ia else adj2[d * N + a] + gd * dx
+                    if gb:
+                        adj2[d * N + b] = gd * dy if ib else adj2[d * N + b] + gd * dy
+        elif op <= LAST_UNARY and n < SMALL_RUN:
             for j in range(n):
                 x = buf[a + j]
                 z = buf[o + j]

@@ -544,7 +544,7 @@ class _Workspace:
         pair = self._directions.get(k)
         if pair is None:
             pair = (np.zeros(k * n_values), np.zeros(k * n_values))
-            if 16 * k * n_values <= _KEEP_DIRECTION_BYTES:
+            if k <= 4 or 16 * k * n_values <= _KEEP_DIRECTION_BYTES:  # no fresh pages per call
                 self._directions[k] = pair
         return pair
 
