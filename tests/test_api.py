@@ -22,33 +22,7 @@ from hypothesis.extra import numpy as hnp
 import fasttape as ft
 import fasttape.numpy as fnp
 
-RTOL = 1e-10
-ATOL = 1e-12
-
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-def assert_close(actual, desired, rtol=RTOL, atol=ATOL):
-    actual = np.asarray(actual, dtype=np.float64)
-    desired = np.asarray(desired, dtype=np.float64)
-    assert actual.shape == desired.shape, f"shape {actual.shape} != {desired.shape}"
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol)
-
-
-def assert_tree_close(actual, desired, rtol=RTOL, atol=ATOL):
-    """Same container structure (tuple/list/dict nesting), then leaf-by-leaf closeness."""
-    a_leaves, a_def = jax.tree_util.tree_flatten(actual)
-    d_leaves, d_def = jax.tree_util.tree_flatten(desired)
-    assert a_def == d_def, f"structure {a_def} != {d_def}"
-    for a, d in zip(a_leaves, d_leaves):
-        assert not isinstance(a, jax.Array), "fasttape returned a JAX array"
-        assert_close(a, d, rtol=rtol, atol=atol)
-
-
-def both(f):
-    """``f(xp, ...)`` bound to NumPy (for fasttape) and to jax.numpy (the reference)."""
-    return functools.partial(f, np), functools.partial(f, jnp)
+from .helpers import ATOL, RTOL, assert_close, assert_tree_close, both  # noqa: F401
 
 
 def fd_grad(f, x, eps=1e-6):
