@@ -1,0 +1,168 @@
+"""The JAX reference for every primitive of fasttape's table, and a replay of a
+recorded tape as a JAX function.
+
+``JAX_PRIMITIVES`` maps each primitive name to a function of JAX arrays in the
+tape's own flat form (operands flattened; structural primitives also get the
+instruction's integer parameters).  ``replay_in_jax(tape)`` walks a tape's
+slots in recording order and rebuilds the same program from these, so JAX can
+differentiate anything fasttape can trace -- plain-NumPy code included -- and
+its derivatives serve as the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import fasttape.kernels as K
+
+
+def _jax():
+    import jax
+    import jax.numpy as jnp
+    import jax.scipy.special as jsp
+
+    jax.config.update("jax_enable_x64", True)
+    return jax, jnp, jsp
+
+
+def _unary_table(jnp, jsp):
+    return {
+        "negative": jnp.negative,
+        "abs": jnp.abs,
+        "sign": jnp.sign,
+        "sqrt": jnp.sqrt,
+        "cbrt": jnp.cbrt,
+        "square": jnp.square,
+        "reciprocal": lambda x: 1.0 / x,
+        "exp": jnp.exp,
+        "exp2": jnp.exp2,
+        "expm1": jnp.expm1,
+        "log": jnp.log,
+        "log2": jnp.log2,
+        "log10": jnp.log10,
+        "log1p": jnp.log1p,
+        "sin": jnp.sin,
+        "cos": jnp.cos,
+        "tan": jnp.tan,
+        "arcsin": jnp.arcsin,
+        "arccos": jnp.arccos,
+        "arctan": jnp.arctan,
+        "sinh": jnp.sinh,
+        "cosh": jnp.cosh,
+        "tanh": jnp.tanh,
+        "arcsinh": jnp.arcsinh,
+        "arccosh": jnp.arccosh,
+        "arctanh": jnp.arctanh,
+        "erf": jsp.erf,
+        "floor": jnp.floor,
+        "ceil": jnp.ceil,
+        "round": jnp.round,
+    }
+
+
+def _binary_table(jnp):
+    return {
+        "add": jnp.add,
+        "subtract": jnp.subtract,
+        "multiply": jnp.multiply,
+        "divide": jnp.divide,
+        "power": jnp.power,
+        "maximum": jnp.maximum,
+        "minimum": jnp.minimum,
+        "arctan2": jnp.arctan2,
+        "hypot": jnp.hypot,
+        "logaddexp": jnp.logaddexp,
+        "less": lambda x, y: jnp.less(x, y).astype(x.dtype),
+        "less_equal": lambda x, y: jnp.less_equal(x, y).astype(x.dtype),
+        "greater": lambda x, y: jnp.greater(x, y).astype(x.dtype),
+        "greater_equal": lambda x, y: jnp.greater_equal(x, y).astype(x.dtype),
+        "equal": lambda x, y: jnp.equal(x, y).astype(x.dtype),
+        "not_equal": lambda x, y: jnp.not_equal(x, y).astype(x.dtype),
+    }
+
+
+def jax_primitives() -> dict:
+    """name -> JAX function on the tape's flat operands (see the module docstring)."""
+    jax, jnp, jsp = _jax()
+    table = {}
+    table.update(_unary_table(jnp, jsp))
+    table.update(_binary_table(jnp))
+    table["where"] = lambda c, x, y: jnp.where(c != 0.0, x, y)
+    table["sum"] = lambda x, pre, r, post: jnp.sum(x.reshape(pre, r, post), axis=1)
+    table["prod"] = lambda x, pre, r, post: jnp.prod(x.reshape(pre, r, post), axis=1)
+    table["max"] = lambda x, pre, r, post: jnp.max(x.reshape(pre, r, post), axis=1)
+    table["min"] = lambda x, pre, r, post: jnp.min(x.reshape(pre, r, post), axis=1)
+    table["logsumexp"] = lambda x, pre, r, post: jsp.logsumexp(x.reshape(pre, r, post), axis=1)
+    table["cumsum"] = lambda x, pre, r, post: jnp.cumsum(x.reshape(pre, r, post), axis=1)
+    table["broadcast"] = lambda x, pre, r, post: jnp.broadcast_to(x.reshape(pre, 1, post), (pre, r, post))
+    table["gather"] = lambda source, index: jnp.take(source, index)
+    table["matmul"] = lambda a, b, batch, m, k, n: jnp.matmul(a.reshape(batch, m, k), b.reshape(batch, k, n))
+    return table
+
+
+def replay_in_jax(tape):
+    """A JAX function of the tape's dynamic input leaves (in argument order) that
+    returns the list of its outputs, built primitive by primitive from the tape."""
+    _, jnp, _ = _jax()
+    prims = jax_primitives()
+    slots = tape._slots
+    ins = tape.ins
+    aux = tape.aux
+    input_slots = [sid for sid, s in enumerate(slots) if s.origin[0] == "input"]
+    by_place = {(s.offset, s.shape): sid for sid, s in enumerate(slots)}
+    outputs = [by_place[(offset, shape)] for offset, shape in tape._outputs]
+
+    def gather_plan(row, operands):
+        start, n = int(ins[row, K.C_P0]), int(ins[row, K.C_P1])
+        positions = aux[start : start + n]
+        index = np.empty(n, dtype=np.int64)
+        base = 0
+        for sid in operands:
+            s = slots[sid]
+            inside = (positions >= s.offset) & (positions < s.offset + s.size)
+            index[inside] = base + positions[inside] - s.offset
+            base += s.size
+        return index
+
+    plans = {row: gather_plan(row, tape._row_operands[row]) for row in range(ins.shape[0])
+             if ins[row, K.C_OP] == K.OP_GATHER}  # fmt: skip
+
+    def program(*inputs):
+        if len(inputs) != len(input_slots):
+            raise TypeError(f"the replayed tape takes {len(input_slots)} input leaves, got {len(inputs)}")
+        values = {}
+        for sid, x in zip(input_slots, inputs):
+            values[sid] = jnp.reshape(jnp.asarray(x, dtype=jnp.float64), slots[sid].shape)
+        for sid, s in enumerate(slots):
+            kind = s.origin[0]
+            if kind == "input":
+                continue
+            if kind == "const":
+                values[sid] = jnp.asarray(s.origin[1]).reshape(s.shape)
+            elif kind == "view":
+                parent = s.origin[1]
+                while slots[parent].origin[0] == "view":
+                    parent = slots[parent].origin[1]
+                start = s.offset - slots[parent].offset
+                values[sid] = jnp.ravel(values[parent])[start : start + s.size].reshape(s.shape)
+            else:
+                values[sid] = _apply(prims, ins, int(s.origin[1]), tape._row_operands, values, plans, jnp)
+                values[sid] = values[sid].reshape(s.shape)
+        return [values[sid] for sid in outputs]
+
+    return program
+
+
+def _apply(prims, ins, row, row_operands, values, plans, jnp):
+    op = int(ins[row, K.C_OP])
+    prim = K.PRIMITIVE_BY_OPCODE[op]
+    fn = prims[prim.name]
+    operands = [jnp.ravel(values[sid]) for sid in row_operands[row]]
+    p = [int(v) for v in ins[row, K.C_P0 : K.C_P3 + 1]]
+    if prim.kind in ("unary", "binary", "comparison", "select"):
+        return fn(*operands)
+    if prim.kind in ("reduction", "scan", "broadcast"):
+        return fn(operands[0], p[0], p[1], p[2])
+    if prim.kind == "gather":
+        return fn(jnp.concatenate(operands), plans[row])
+    return fn(operands[0], operands[1], p[0], p[1], p[2], p[3])  # matmul
