@@ -8,8 +8,8 @@ import pytest
 
 import fasttape as ft
 from fasttape.tape import record
+from oracle.cases import NP, PRIMITIVE_CASES
 
-from .cases import NP, PRIMITIVE_CASES
 from .helpers import assert_close
 
 jax = pytest.importorskip("jax")

@@ -13,8 +13,7 @@ import pytest
 import fasttape as ft
 from fasttape import kernels as K
 from fasttape.tape import record
-
-from .cases import NP, PRIMITIVE_CASES, Case, jax_namespace
+from oracle.cases import NP, PRIMITIVE_CASES, Case, jax_namespace
 
 jax = pytest.importorskip("jax")
 JNP = jax_namespace()

@@ -1,12 +1,14 @@
-"""Test programs for every primitive of the table, each written once against a
+"""Programs for every primitive of fasttape's table, each written once against a
 namespace ``xp`` so the same source runs as plain NumPy (traced by fasttape)
-and as ``jax.numpy`` (the reference).
+and as ``jax.numpy`` (the reference).  Shared by the oracle and the test suite.
 
 ``PRIMITIVE_CASES`` is generated from ``fasttape.PRIMITIVES`` for the
 elementwise, comparison and reduction primitives, and written out by hand for
 the structural ones (broadcast, gather, matmul), which NumPy reaches through
 many functions.  ``test_primitives.py`` checks that together they exercise
 every opcode in the table.
+
+``sample(domain, shape, rng)`` draws inputs on which a primitive is smooth.
 """
 
 from __future__ import annotations
