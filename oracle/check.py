@@ -1,0 +1,188 @@
+"""``oracle.check(f, *args)``: fasttape's derivatives of ``f`` against JAX's and
+against finite differences.
+
+fasttape records ``f`` (plain NumPy code is fine); the tape is replayed in JAX
+(:func:`oracle.reference.replay_in_jax`) and JAX's own transformations of that
+program are the exact reference.  Central finite differences (order 2) check
+fasttape and JAX independently of each other.  With ``namespace=True``, ``f``
+takes the array namespace first (``f(xp, *args)``) and is also run natively
+under ``jax.numpy``, which checks the tracer itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+import optree
+
+import fasttape as ft
+from fasttape.tape import record
+
+from .reference import _jax, replay_in_jax
+
+KINDS = ("value", "grad", "vjp", "jvp", "hvp", "hvp_multi", "jacobian", "hessian")
+RTOL = 1e-10  # exact AD against exact AD, scaled by the magnitude of the reference
+FD_RTOL = 1e-5  # central differences, order 2
+
+
+@dataclass
+class KindResult:
+    """One derivative kind: the largest scaled error against JAX and against FD."""
+
+    kind: str
+    passed: bool
+    error_jax: float
+    error_fd: float | None = None
+    message: str = ""
+
+
+@dataclass
+class Report:
+    """Every derivative kind checked for one function at one point."""
+
+    name: str
+    results: list[KindResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def failures(self) -> list[KindResult]:
+        return [r for r in self.results if not r.passed]
+
+    def __str__(self):
+        lines = [f"oracle.check({self.name}): {'PASS' if self.passed else 'FAIL'}"]
+        lines.append(f"  {'kind':<10} {'vs JAX':>10} {'vs FD':>10}  result")
+        for r in self.results:
+            fd = "-" if r.error_fd is None else f"{r.error_fd:.1e}"
+            status = "ok" if r.passed else f"FAIL {r.message}"
+            lines.append(f"  {r.kind:<10} {r.error_jax:>10.1e} {fd:>10}  {status}")
+        return "\n".join(lines)
+
+
+def scaled_error(actual, expected) -> float:
+    """max |a - e| / max(1, max |e|), NaN-aware: matching NaN/inf patterns count as equal."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return float("inf")
+    same = (a == e) | (np.isnan(a) & np.isnan(e))
+    if np.all(same):
+        return 0.0
+    finite = np.isfinite(e)
+    if np.any(~same & ~(np.isfinite(a) & finite)):
+        return float("inf")
+    scale = max(1.0, float(np.max(np.abs(e[finite]), initial=0.0)))
+    return float(np.max(np.abs(a - e)[~same])) / scale
+
+
+def _flat(tree):
+    return [np.asarray(leaf, dtype=np.float64) for leaf in optree.tree_leaves(tree, none_is_leaf=True)]
+
+
+def _tree_error(actual, expected):
+    a, e = _flat(actual), _flat(expected)
+    if len(a) != len(e):
+        return float("inf")
+    return max((scaled_error(x, y) for x, y in zip(a, e)), default=0.0)
+
+
+def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None) -> Report:
+    """Check every derivative kind of ``f`` at ``args`` (float arrays or floats).
+
+    Scalar-output functions get value, grad, vjp, jvp, hvp (one and three
+    directions), jacobian and hessian; others value, vjp, jvp and jacobian.
+    """
+    jax, jnp, _ = _jax()
+    rng = np.random.default_rng(seed)
+    args = tuple(np.asarray(a, dtype=np.float64) for a in args)
+    argnums = tuple(range(len(args)))
+    f_np = functools.partial(f, np) if namespace else f
+    tape = record(f_np, args, argnums, name=name)
+    program = replay_in_jax(tape)
+    out0 = tape(*args)
+    multi_output = isinstance(out0, (tuple, list, dict))
+    if multi_output:
+        raise TypeError("oracle.check takes functions with one array output; check each output separately.")
+    scalar = np.ndim(out0) == 0
+
+    def f_jax(*a):
+        return program(*a)[0]
+
+    report = Report(name or getattr(f, "__name__", "f"))
+    direct = functools.partial(f, jnp) if namespace else None
+
+    def add(kind, actual, expected, fd_value=None):
+        err = _tree_error(actual, expected)
+        err_fd = None if fd_value is None else _tree_error(actual, fd_value)
+        passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
+        message = ""
+        if err > rtol:
+            message = f"differs from JAX by {err:.1e} (scaled)"
+        elif err_fd is not None and err_fd > fd_rtol:
+            message = f"differs from finite differences by {err_fd:.1e}"
+        report.results.append(KindResult(kind, passed, err, err_fd, message))
+
+    tangents = tuple(rng.normal(size=a.shape) for a in args)
+    h = 1e-6
+
+    def fd_along(fun, direction):
+        plus = fun(*[a + h * t for a, t in zip(args, direction)])
+        minus = fun(*[a - h * t for a, t in zip(args, direction)])
+        return (np.asarray(plus) - np.asarray(minus)) / (2 * h)
+
+    if "value" in kinds:
+        expected = f_jax(*args)
+        add("value", out0, expected)
+        if direct is not None:
+            add("value:jnp", out0, direct(*args))  # the code run natively under jax.numpy: checks the tracer
+    if "jvp" in kinds:
+        _, t_ft = ft.jvp(f_np, args, tangents)
+        _, t_jax = jax.jvp(f_jax, args, tangents)
+        add("jvp", t_ft, t_jax, fd_along(f_np, tangents) if fd else None)
+    if "vjp" in kinds:
+        ct = rng.normal(size=np.shape(out0)) if np.ndim(out0) else np.float64(rng.normal())
+        _, pull = ft.vjp(f_np, *args)
+        _, jpull = jax.vjp(f_jax, *args)
+        add("vjp", pull(ct), jpull(ct))
+    if "jacobian" in kinds:
+        add("jacobian", ft.jacobian(f_np, argnums=argnums)(*args), jax.jacfwd(f_jax, argnums=argnums)(*args))
+    if not scalar:
+        return report
+    grad_ft = ft.grad(f_np, argnums=argnums)
+    if "grad" in kinds:
+        g = grad_ft(*args)
+        err = _tree_error(g, jax.grad(f_jax, argnums=argnums)(*args))
+        err_fd = None
+        if fd:  # one directional difference per argument, against the gradient's projection
+            err_fd = 0.0
+            for i in argnums:
+                direction = tuple(t if j == i else np.zeros_like(t) for j, t in enumerate(tangents))
+                projected = float(np.sum(np.asarray(g[i]) * tangents[i]))
+                err_fd = max(err_fd, scaled_error(projected, float(fd_along(f_np, direction))))
+        passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
+        message = "" if passed else f"differs from JAX by {err:.1e}, from finite differences by {err_fd}"
+        report.results.append(KindResult("grad", passed, err, err_fd, message))
+    jax_grad = jax.grad(f_jax, argnums=argnums)
+    if "hvp" in kinds:
+        hv = ft.hvp(f_np, args, tangents)
+        hv = hv if isinstance(hv, tuple) else (hv,)
+        ref = jax.jvp(jax_grad, args, tangents)[1]
+        fd_hv = None
+        if fd:
+            plus = grad_ft(*[a + h * t for a, t in zip(args, tangents)])
+            minus = grad_ft(*[a - h * t for a, t in zip(args, tangents)])
+            fd_hv = tuple((np.asarray(p) - np.asarray(m)) / (2 * h) for p, m in zip(plus, minus))
+        add("hvp", hv, ref, fd_hv)
+    if "hvp_multi" in kinds:
+        many = tuple(rng.normal(size=a.shape + (3,)) for a in args)
+        hv = ft.hvp(f_np, args, many)
+        hv = hv if isinstance(hv, tuple) else (hv,)
+        refs = [jax.jvp(jax_grad, args, tuple(m[..., d] for m in many))[1] for d in range(3)]
+        expected = tuple(np.stack([np.asarray(r[i]) for r in refs], axis=-1) for i in argnums)
+        add("hvp_multi", hv, expected)
+    if "hessian" in kinds:
+        add("hessian", ft.hessian(f_np, argnums=argnums)(*args), jax.hessian(f_jax, argnums=argnums)(*args))
+    return report
