@@ -235,7 +235,20 @@ def _cache_wanted() -> bool:
     return flag in ("", "0", "false", "no")
 
 
-CACHE_ENABLED = _cache_wanted()
+def _fault_opcode() -> int:
+    """FASTTAPE_FAULT=<primitive> breaks that primitive's first derivative on purpose
+    (times 1.01), so the oracle can show it catches a wrong rule.  Never cached."""
+    name = os.environ.get("FASTTAPE_FAULT", "").strip()
+    if not name:
+        return -1
+    prim = PRIMITIVE_BY_NAME.get(name)
+    if prim is None or prim.kind not in ("unary", "binary"):
+        raise ValueError(f"FASTTAPE_FAULT={name!r}: name an elementwise unary or binary primitive, e.g. tanh")
+    return prim.opcode
+
+
+FAULT_OPCODE = _fault_opcode()
+CACHE_ENABLED = _cache_wanted() and FAULT_OPCODE < 0
 
 
 def _jit(fn=None, **options):
@@ -527,6 +540,21 @@ def binary_second(op, x, y, z):
         return c, -c, c
     # add, subtract, maximum, minimum, comparisons: piecewise linear
     return 0.0, 0.0, 0.0
+
+
+if FAULT_OPCODE >= 0:  # deliberate fault injection, for the oracle's own tests
+    _exact_unary_partial = unary_partial
+    _exact_binary_partials = binary_partials
+
+    @_jit(inline="always")
+    def unary_partial(op, x, z):
+        d = _exact_unary_partial(op, x, z)
+        return d * 1.01 if op == FAULT_OPCODE else d
+
+    @_jit(inline="always")
+    def binary_partials(op, x, y, z):
+        dx, dy = _exact_binary_partials(op, x, y, z)
+        return (dx * 1.01, dy * 1.01) if op == FAULT_OPCODE else (dx, dy)
 
 
 # --------------------------------------------------------------------------
