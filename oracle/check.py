@@ -115,12 +115,16 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
     direct = functools.partial(f, jnp) if namespace else None
 
     def add(kind, actual, expected, fd_value=None):
+        # the finite differences witness fasttape and JAX independently of each other
         err = _tree_error(actual, expected)
         err_fd = None if fd_value is None else _tree_error(actual, fd_value)
-        passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
+        err_ref_fd = None if fd_value is None else _tree_error(expected, fd_value)
+        passed = err <= rtol and (err_fd is None or (err_fd <= fd_rtol and err_ref_fd <= fd_rtol))
         message = ""
         if err > rtol:
             message = f"differs from JAX by {err:.1e} (scaled)"
+        elif err_ref_fd is not None and err_ref_fd > fd_rtol:
+            message = f"agrees with JAX, but both differ from finite differences ({err_ref_fd:.1e}): not smooth here"
         elif err_fd is not None and err_fd > fd_rtol:
             message = f"differs from finite differences by {err_fd:.1e}"
         report.results.append(KindResult(kind, passed, err, err_fd, message))
@@ -156,14 +160,17 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
         g = grad_ft(*args)
         err = _tree_error(g, jax.grad(f_jax, argnums=argnums)(*args))
         err_fd = None
-        if fd:  # one directional difference per argument, against the gradient's projection
+        if fd:  # one directional difference per argument, against both gradients' projections
             err_fd = 0.0
+            jg = jax.grad(f_jax, argnums=argnums)(*args)
             for i in argnums:
                 direction = tuple(t if j == i else np.zeros_like(t) for j, t in enumerate(tangents))
-                projected = float(np.sum(np.asarray(g[i]) * tangents[i]))
-                err_fd = max(err_fd, scaled_error(projected, float(fd_along(f_np, direction))))
+                witness = float(fd_along(f_np, direction))
+                for grad_i in (g[i], jg[i]):
+                    projected = float(np.sum(np.asarray(grad_i) * tangents[i]))
+                    err_fd = max(err_fd, scaled_error(projected, witness))
         passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
-        message = "" if passed else f"differs from JAX by {err:.1e}, from finite differences by {err_fd}"
+        message = "" if passed else f"differs from JAX by {err:.1e}, from finite differences by {err_fd:.1e}"
         report.results.append(KindResult("grad", passed, err, err_fd, message))
     jax_grad = jax.grad(f_jax, argnums=argnums)
     if "hvp" in kinds:
