@@ -7,7 +7,7 @@ tape looks like, how long the gradient takes next to the function itself, and,
 when JAX is installed, how closely the gradient agrees with ``jax.grad``.  A
 fourth part shows second order: Hessian-vector products (one and several
 directions per sweep), a dense Hessian, and Newton-CG through
-``ft.scipy_objective``.
+``ft.scipy_objective``; a fifth runs ``oracle.check`` on one function.
 """
 
 import functools
@@ -169,6 +169,18 @@ def main():
     print(f"  max |x - 1| = {np.max(np.abs(result.x - 1.0)):.1e}")
 
 
+def show_oracle():
+    """Every derivative kind of one function against JAX and finite differences."""
+    heading("5. The oracle: oracle.check(f, x) against JAX (float64) and finite differences")
+    try:
+        import oracle
+    except ImportError as exc:
+        print(f"oracle unavailable ({exc}): install the jax extra")
+        return
+    x = np.linspace(-1.0, 1.0, 6)
+    print(oracle.check(lambda v: np.sum(np.tanh(v) * np.exp(-(v**2)) + np.logaddexp(v, v[::-1])), x, name="f"))
+
+
 def rosenbrock(x, xp=np):
     """The n-dimensional Rosenbrock function."""
     return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
@@ -176,3 +188,5 @@ def rosenbrock(x, xp=np):
 
 if __name__ == "__main__":
     main()
+    if jax is not None:
+        show_oracle()
