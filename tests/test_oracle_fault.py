@@ -1,4 +1,5 @@
-"""The oracle catches a derivative rule broken on purpose (FASTTAPE_FAULT).
+"""The oracle catches a derivative rule broken on purpose (FASTTAPE_FAULT), both
+in the per-primitive check and in the random-program search.
 
 The fault is compiled into the kernels, so this runs in a fresh interpreter
 (the on-disk cache is switched off while a fault is set)."""
@@ -21,6 +22,10 @@ SCRIPT = textwrap.dedent(
     healthy = oracle.check(lambda v: np.sum(np.exp(v) * v), x)
     print("tanh", broken.passed, sorted({r.kind for r in broken.failures()}))
     print("exp", healthy.passed)
+    from oracle.programs import search
+    found = search(15, seed=0, max_steps=5, kinds=("grad",))
+    print("search", "none" if found is None else ",".join(found.primitives))
+    print("snippet", "none" if found is None else "np.tanh" in found.source or "xp.tanh" in found.source)
     """
 )
 
@@ -35,6 +40,9 @@ def test_broken_tanh_rule_is_caught_and_other_primitives_still_pass():
     assert passed == "False"
     for kind in ("grad", "jvp", "vjp", "hvp", "hessian"):
         assert kind in kinds, f"a broken d tanh should fail {kind}: {kinds}"
+    # the random-program search finds it too, and its shrunk reproducer names the primitive
+    assert "tanh" in lines["search"].split(","), lines["search"]
+    assert lines["snippet"] == "True"
 
 
 def test_fault_must_name_an_elementwise_primitive():

@@ -1,0 +1,466 @@
+"""Random straight-line programs over fasttape's primitive table, checked by the oracle.
+
+A :class:`Program` is a list of :class:`Step` ``(op, operands, params)`` over a
+growing list of values that starts with the inputs ``x0, x1, ...``; step ``k``
+defines value ``v{n_inputs + k}``.  Every value no later step consumes (a sink)
+is summed into the scalar output, so every derivative kind applies.
+
+The program renders as Python source written against a namespace ``xp``
+(:meth:`Program.source`); :meth:`Program.callable` is that very source,
+executed, so fasttape traces the NumPy version while JAX runs the same program
+under ``jax.numpy``.  :meth:`Program.snippet` is a runnable reproducer with the
+concrete inputs embedded.
+
+:func:`programs` is a hypothesis strategy drawing well-defined programs: unary
+operands are first mapped into the primitive's smooth domain, binary operands
+are broadcast-compatible, ``where`` conditions come from comparisons.
+:func:`search` looks for a program whose :func:`oracle.check` fails and returns
+it shrunk.
+
+Primitives of the table not reachable through plain ``numpy`` (``erf``,
+``logsumexp``) are not drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import HealthCheck, assume, find, settings
+from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
+
+from fasttape import PRIMITIVES
+
+from .check import KINDS, Report, check
+
+SHAPES = ((), (3,), (2, 3), (1, 3), (2, 1))
+MAX_SIZE = 24  # elements of any intermediate value
+MAX_NDIM = 3
+MAX_ABS = 1e6  # larger intermediate values make finite differences meaningless: such programs are skipped
+FD_RTOL = 1e-4  # finite differences on random programs are noisier than on single primitives
+
+UNARY = tuple(p for p in PRIMITIVES if p.kind == "unary" and p.numpy)
+BINARY = tuple(p for p in PRIMITIVES if p.kind == "binary")
+COMPARISONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "comparison")
+REDUCTIONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "reduction" and p.numpy)
+_BINARY_DOMAINS = {
+    "divide": ("real", "nonzero"),
+    "power": ("positive", "real_small"),
+    "arctan2": ("nonzero", "nonzero"),
+    "hypot": ("nonzero", "nonzero"),
+}
+# the unbounded unary primitives get an operand in [-2, 2] so that chains of them stay finite
+_GROWING = {"exp", "exp2", "expm1", "sinh", "cosh"}
+
+
+# -- domain transforms ---------------------------------------------------------
+def _domain_expr(domain: str, v: str, params: dict) -> str:
+    """Source of a smooth map of ``v`` into ``domain`` (identity for real numbers)."""
+    sign = "-" if params.get("neg") else ""
+    if domain == "real":
+        return v
+    if domain == "real_small":
+        return f"2.0 * xp.tanh({v})"
+    if domain == "positive":
+        return f"(1.5 + xp.tanh({v}))"
+    if domain == "nonzero":
+        return f"{sign}(1.5 + xp.tanh({v}))"
+    if domain == "unit":
+        return f"0.9 * xp.tanh({v})"
+    if domain == "above_one":
+        return f"(2.2 + xp.tanh({v}))"
+    if domain == "off_integers":  # floor/ceil are constant on (k + 0.1, k + 0.9)
+        return f"({params.get('k', 0)}.5 + 0.4 * xp.tanh({v}))"
+    if domain == "off_half_integers":  # round is constant on (k - 0.4, k + 0.4)
+        return f"({params.get('k', 0)}.0 + 0.4 * xp.tanh({v}))"
+    if domain == "distinct":  # ties are avoided by the inputs, not by a transform
+        return v
+    raise ValueError(domain)
+
+
+# -- steps and programs ----------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """``op``: a primitive or NumPy function name (or "where", "gather"); ``args``: value indices."""
+
+    op: str
+    args: tuple[int, ...]
+    params: tuple = ()  # sorted (key, value) pairs, hashable
+
+    @property
+    def p(self) -> dict:
+        return dict(self.params)
+
+    def expression(self, names: list[str]) -> str:
+        a = [names[i] for i in self.args]
+        p = self.p
+        op = self.op
+        if op in _UNARY_BY_NAME:
+            prim = _UNARY_BY_NAME[op]
+            domain = prim.domain
+            if op in _GROWING:
+                domain = "real_small"
+            return f"xp.{op}({_domain_expr(domain, a[0], p)})"
+        if op in _BINARY_BY_NAME:
+            d0, d1 = _BINARY_DOMAINS.get(op, ("real", "real"))
+            x = _domain_expr(d0, a[0], {"neg": p.get("neg0", False)})
+            y = _domain_expr(d1, a[1], {"neg": p.get("neg1", False)})
+            return f"xp.{op}({x}, {y})"
+        if op == "where":
+            return f"xp.where(xp.{p['cmp']}({a[0]}, {a[1]}), {a[2]}, {a[3]})"
+        if op in REDUCTIONS:
+            x = a[0]
+            if op == "prod":  # keep products of up to 24 factors tame
+                x = f"(1.0 + 0.5 * xp.tanh({x}))"
+            return f"xp.{op}({x}, axis={p['axis']!r}, keepdims={p['keepdims']!r})"
+        if op == "cumsum":
+            return f"xp.cumsum({a[0]}, axis={p['axis']!r})"
+        if op == "broadcast_to":
+            return f"xp.broadcast_to({a[0]}, {p['shape']!r})"
+        if op == "transpose":
+            return f"xp.transpose({a[0]})"
+        if op == "flip":
+            return f"xp.flip({a[0]}, axis={p['axis']!r})"
+        if op == "getitem":
+            return f"{a[0]}[{p['index']}]"
+        if op == "reshape":
+            return f"xp.reshape({a[0]}, {p['shape']!r})"
+        if op == "concatenate":
+            return f"xp.concatenate([{', '.join(a)}], axis={p['axis']!r})"
+        if op == "stack":
+            return f"xp.stack([{', '.join(a)}], axis={p['axis']!r})"
+        if op in ("matmul", "dot"):
+            y = f"xp.transpose({a[1]})" if p.get("transpose") else a[1]
+            return f"xp.{op}({a[0]}, {y})"
+        raise ValueError(op)
+
+    def primitives(self) -> set[str]:
+        """Names of the functions this step calls (table primitives and NumPy functions)."""
+        names = {self.op}
+        p = self.p
+        if "cmp" in p:
+            names.add(p["cmp"])
+        text = self.expression([f"v{i}" for i in range(max(self.args, default=0) + 1)])
+        names.update(_called(text))
+        names.discard("getitem")
+        return names
+
+
+def _called(text: str) -> set[str]:
+    out = set()
+    for part in text.split("xp.")[1:]:
+        out.add(part.split("(", 1)[0])
+    return out
+
+
+_UNARY_BY_NAME = {p.numpy[0]: p for p in UNARY}
+_BINARY_BY_NAME = {p.numpy[0]: p for p in BINARY}
+
+
+@dataclass(frozen=True)
+class Program:
+    """Inputs (float64 arrays) and steps; value ``i`` is ``x{i}`` for inputs, ``v{i}`` after."""
+
+    inputs: tuple = field(default_factory=tuple)
+    steps: tuple = field(default_factory=tuple)
+
+    @property
+    def names(self) -> list[str]:
+        n = len(self.inputs)
+        return [f"x{i}" for i in range(n)] + [f"v{n + k}" for k in range(len(self.steps))]
+
+    def sinks(self) -> list[int]:
+        used = {i for s in self.steps for i in s.args}
+        return [i for i in range(len(self.inputs) + len(self.steps)) if i not in used]
+
+    def source(self, name: str = "f") -> str:
+        names = self.names
+        n = len(self.inputs)
+        lines = [f"def {name}(xp, {', '.join(names[:n])}):"]
+        for k, s in enumerate(self.steps):
+            lines.append(f"    {names[n + k]} = {s.expression(names)}")
+        total = " + ".join(f"xp.sum({names[i]})" for i in self.sinks())
+        lines.append(f"    return {total}")
+        return "\n".join(lines) + "\n"
+
+    @functools.cached_property
+    def callable(self):
+        """``f(xp, *inputs)``: the source, executed."""
+        scope = {"np": np}
+        exec(compile(self.source(), "<oracle.programs>", "exec"), scope)  # noqa: S102
+        return scope["f"]
+
+    def primitives(self) -> list[str]:
+        names = set()
+        for s in self.steps:
+            names |= s.primitives()
+        return sorted(names | {"sum"})
+
+    def snippet(self, fd_rtol: float = FD_RTOL) -> str:
+        with np.printoptions(precision=17, floatmode="unique", threshold=10**6):
+            args = ", ".join(f"np.array({np.asarray(x).tolist()!r})" for x in self.inputs)
+        return (
+            "import numpy as np, oracle\n"
+            + self.source()
+            + f"print(oracle.check(f, {args}, namespace=True, fd_rtol={fd_rtol!r}))\n"
+        )
+
+    def __call__(self, xp=np):
+        return self.callable(xp, *self.inputs)
+
+    def __str__(self):
+        return self.snippet()
+
+
+# -- hypothesis strategies -------------------------------------------------------
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=int))
+
+
+def _ok(shape) -> bool:
+    return len(shape) <= MAX_NDIM and _size(shape) <= MAX_SIZE
+
+
+def _bcast(*shapes):
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        return None
+
+
+def _jitter(shape, offset):
+    """Distinct tiny offsets: no two input elements are equal, so no ties reach max/min/comparisons."""
+    k = np.arange(_size(shape), dtype=float) + offset
+    return (0.0137 * ((k * 0.6180339887498949) % 1.0) + 1e-3 * (k + 1)).reshape(shape)
+
+
+@st.composite
+def _inputs(draw, min_inputs=1, max_inputs=3):
+    n = draw(st.integers(min_inputs, max_inputs))
+    out = []
+    offset = 0
+    for _ in range(n):
+        shape = draw(st.sampled_from(SHAPES))
+        size = _size(shape)
+        values = draw(
+            st.lists(
+                st.floats(-2.0, 2.0, allow_nan=False, allow_infinity=False, width=64),
+                min_size=size,
+                max_size=size,
+            )
+        )
+        out.append(np.asarray(values, dtype=np.float64).reshape(shape) + _jitter(shape, offset))
+        offset += size
+    return out
+
+
+def _params(**kw) -> tuple:
+    return tuple(sorted(kw.items()))
+
+
+KINDS_OF_STEP = ("unary", "binary", "where", "reduction", "cumsum", "broadcast", "gather", "matmul")
+
+
+@st.composite
+def _step(draw, shapes: list):
+    """One step over values with ``shapes``; returns (Step, output shape)."""
+    n = len(shapes)
+    kind = draw(st.sampled_from(KINDS_OF_STEP))
+    i = draw(st.integers(0, n - 1))
+    shape = shapes[i]
+    ndim = len(shape)
+
+    def compatible(base):
+        return [j for j in range(n) if (b := _bcast(base, shapes[j])) is not None and _ok(b)]
+
+    if kind == "binary":
+        prim = draw(st.sampled_from(BINARY))
+        j = draw(st.sampled_from(compatible(shape)))
+        params = _params(neg0=draw(st.booleans()), neg1=draw(st.booleans()))
+        return Step(prim.numpy[0], (i, j), params), _bcast(shape, shapes[j])
+    if kind == "where":
+        j = draw(st.sampled_from(compatible(shape)))
+        cond = _bcast(shape, shapes[j])
+        a = draw(st.sampled_from(compatible(cond)))
+        out = _bcast(cond, shapes[a])
+        b = draw(st.sampled_from(compatible(out)))
+        out = _bcast(out, shapes[b])
+        return Step("where", (i, j, a, b), _params(cmp=draw(st.sampled_from(COMPARISONS)))), out
+    if kind == "reduction" and ndim > 0:
+        op = draw(st.sampled_from(REDUCTIONS))
+        axes = draw(st.sampled_from([None, *range(-ndim, ndim), *([(0, ndim - 1)] if ndim > 1 else [])]))
+        keepdims = draw(st.booleans())
+        out = np.sum(np.zeros(shape), axis=axes, keepdims=keepdims).shape
+        return Step(op, (i,), _params(axis=axes, keepdims=keepdims)), out
+    if kind == "cumsum" and ndim > 0:
+        axis = draw(st.sampled_from([None, *range(ndim)]))
+        out = np.cumsum(np.zeros(shape), axis=axis).shape
+        return Step("cumsum", (i,), _params(axis=axis)), out
+    if kind == "broadcast":
+        targets = sorted({b for s in SHAPES if (b := _bcast(shape, s)) is not None and _ok(b) and b != shape})
+        if targets:
+            target = draw(st.sampled_from(targets))
+            return Step("broadcast_to", (i,), _params(shape=target)), target
+    if kind == "gather" and ndim > 0:
+        options = ["transpose", "flip", "getitem", "reshape"]
+        same = [j for j in range(n) if len(shapes[j]) == ndim]
+        if _size(shape) * 2 <= MAX_SIZE:
+            options += ["concatenate", "stack"] if ndim < MAX_NDIM else ["concatenate"]
+        op = draw(st.sampled_from(options))
+        if op == "transpose":
+            return Step(op, (i,)), shape[::-1]
+        if op == "flip":
+            axis = draw(st.integers(0, ndim - 1))
+            return Step(op, (i,), _params(axis=axis)), shape
+        if op == "reshape":
+            target = draw(st.sampled_from([(-1,), (_size(shape), 1), (1, _size(shape))]))
+            return Step(op, (i,), _params(shape=target)), np.zeros(shape).reshape(target).shape
+        if op == "getitem":
+            index = draw(st.sampled_from(["0", "-1", "::-1", "1:", ":-1", "::2", "..., 0", "None"]))
+            out = eval(f"np.zeros({shape!r})[{index}]").shape  # noqa: S307
+            if _size(out) > 0:
+                return Step(op, (i,), _params(index=index)), out
+        if op == "concatenate":
+            axis = draw(st.integers(0, ndim - 1))
+            partners = [
+                j for j in same if all(shapes[j][d] == shape[d] for d in range(ndim) if d != axis)
+            ]  # always contains i
+            j = draw(st.sampled_from(partners))
+            out = np.concatenate([np.zeros(shape), np.zeros(shapes[j])], axis=axis).shape
+            if _ok(out):
+                return Step(op, (i, j), _params(axis=axis)), out
+        if op == "stack":
+            j = draw(st.sampled_from([j for j in same if shapes[j] == shape]))
+            axis = draw(st.integers(0, ndim))
+            return Step(op, (i, j), _params(axis=axis)), np.stack([np.zeros(shape)] * 2, axis=axis).shape
+    if kind == "matmul" and ndim > 0:
+        op = draw(st.sampled_from(["matmul", "dot"]))
+        candidates = []
+        for j in range(n):
+            for t in (False, True):
+                if len(shapes[j]) == 0 or (op == "dot" and ndim > 2):
+                    continue
+                other = shapes[j][::-1] if t else shapes[j]
+                try:
+                    out = getattr(np, op)(np.zeros(shape), np.zeros(other)).shape
+                except ValueError:
+                    continue
+                if _ok(out):
+                    candidates.append((j, t, out))
+        if candidates:
+            j, t, out = draw(st.sampled_from(candidates))
+            return Step(op, (i, j), _params(transpose=t)), out
+    # unary: always possible
+    prim = draw(st.sampled_from(UNARY))
+    params = {}
+    if prim.domain in ("nonzero",):
+        params["neg"] = draw(st.booleans())
+    if prim.domain in ("off_integers", "off_half_integers"):
+        params["k"] = draw(st.integers(-2, 2))
+    return Step(prim.numpy[0], (i,), _params(**params)), shape
+
+
+@st.composite
+def programs(draw, min_steps=2, max_steps=30, min_inputs=1, max_inputs=3):
+    """Strategy: a :class:`Program` of ``min_steps..max_steps`` steps on 1-3 float inputs."""
+    inputs = draw(_inputs(min_inputs, max_inputs))
+    shapes = [x.shape for x in inputs]
+    steps = []
+    for _ in range(draw(st.integers(min_steps, max_steps))):
+        step, shape = draw(_step(shapes))
+        steps.append(step)
+        shapes.append(tuple(shape))
+    return Program(tuple(inputs), tuple(steps))
+
+
+# -- checking and searching --------------------------------------------------------
+def well_defined(program: Program) -> bool:
+    """All intermediate NumPy values finite and of moderate size at the program's inputs."""
+    values = list(program.inputs)
+    names = program.names
+    scope = {"xp": np, "np": np}
+    with np.errstate(all="ignore"):
+        for s in program.steps:
+            scope.update({names[i]: values[i] for i in range(len(values))})
+            v = np.asarray(eval(s.expression(names), scope))  # noqa: S307
+            if not np.all(np.isfinite(v)) or np.any(np.abs(v) > MAX_ABS):
+                return False
+            values.append(v)
+    return True
+
+
+@dataclass
+class Found:
+    """A failing (shrunk) program: its report (or the exception), reproducer and primitives."""
+
+    program: Program
+    report: Report | None
+    error: BaseException | None
+    source: str
+    primitives: list[str]
+
+    def summary(self) -> str:
+        head = f"failing program ({len(self.program.steps)} steps) using: {', '.join(self.primitives)}"
+        detail = str(self.report) if self.report is not None else f"raised {self.error!r}"
+        return f"{head}\n{detail}\n--- reproducer ---\n{self.source}"
+
+    def __str__(self):
+        return self.summary()
+
+
+def check_program(program: Program, fn=None, fd_rtol=FD_RTOL, kinds=KINDS, **kwargs) -> Report:
+    """``oracle.check`` of the program (or of ``fn``, e.g. a wrapped ``program.callable``) at its inputs."""
+    fn = program.callable if fn is None else fn
+    return check(fn, *program.inputs, namespace=True, fd_rtol=fd_rtol, kinds=kinds, name="program", **kwargs)
+
+
+def _outcome(program, wrap, fd_rtol, kinds):
+    fn = program.callable if wrap is None else wrap(program.callable)
+    try:
+        return check_program(program, fn, fd_rtol=fd_rtol, kinds=kinds), None
+    except Exception as e:  # a crash of fasttape (or of the reference) is a failure too
+        return None, e
+
+
+def search(
+    max_examples: int = 100,
+    seed: int = 0,
+    *,
+    fd_rtol: float = FD_RTOL,
+    min_steps: int = 2,
+    max_steps: int = 30,
+    kinds=KINDS,
+    wrap=None,
+    strategy=None,
+) -> Found | None:
+    """Look for a program whose ``oracle.check`` fails; None if none of ``max_examples`` does.
+
+    Programs whose intermediate values are not finite (or huge) at the drawn
+    inputs are skipped.  ``wrap(callable) -> callable`` substitutes the function
+    checked (for testing the search itself); the reproducer shows the unwrapped
+    program.  The result is shrunk by hypothesis.
+    """
+    strategy = strategy if strategy is not None else programs(min_steps, max_steps)
+
+    def fails(program):
+        assume(well_defined(program))
+        report, error = _outcome(program, wrap, fd_rtol, kinds)
+        return error is not None or not report.passed
+
+    opts = settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+    try:
+        program = find(strategy, fails, settings=opts, random=random.Random(seed))
+    except NoSuchExample:
+        return None
+    report, error = _outcome(program, wrap, fd_rtol, kinds)
+    return Found(program, report, error, program.snippet(fd_rtol), program.primitives())
