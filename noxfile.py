@@ -1,5 +1,6 @@
-"""nox sessions: ``tests`` (the suite, JAX cross-checks included), ``lint``,
-``demo`` (the showcase) and ``bench`` (pytest-benchmark suites + report).
+"""nox sessions: ``tests`` (the suite, then the oracle's quick profile against JAX),
+``lint``, ``demo`` (the showcase), ``oracle`` (the thorough cross-validation) and
+``bench`` (pytest-benchmark suites + report).
 
 Every session uses the interpreter nox runs under and installs what it needs.
 """
@@ -15,6 +16,7 @@ def tests(session):
     """The test suite: every primitive and derivative against JAX and finite differences."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", "tests", *session.posargs)
+    session.run("python", "-m", "oracle", "--quick", "--no-progress", "--json", "oracle-quick.json")
 
 
 @nox.session(python=None)
@@ -38,3 +40,10 @@ def bench(session):
     session.install("-e", ".[bench]")
     session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only", "--benchmark-autosave", *session.posargs)
     session.run("python", "-m", "benchmarks.report")
+
+
+@nox.session(python=None)
+def oracle(session):
+    """The oracle's full matrix (thorough profile): every primitive × derivative kind against JAX and FD."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "oracle", "--profile", "thorough", "--json", "oracle-report.json", *session.posargs)

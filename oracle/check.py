@@ -92,8 +92,9 @@ def _tree_error(actual, expected):
 def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None) -> Report:
     """Check every derivative kind of ``f`` at ``args`` (float arrays or floats).
 
-    Scalar-output functions get value, grad, vjp, jvp, hvp (one and three
-    directions), jacobian and hessian; others value, vjp, jvp and jacobian.
+    Scalar-output functions get value, grad, vjp, jvp, hvp (one direction, and
+    four in one sweep), jacobian (forward and reverse) and hessian; others
+    value, vjp, jvp and jacobian.
     """
     jax, jnp, _ = _jax()
     rng = np.random.default_rng(seed)
@@ -152,7 +153,10 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
         _, jpull = jax.vjp(f_jax, *args)
         add("vjp", pull(ct), jpull(ct))
     if "jacobian" in kinds:
-        add("jacobian", ft.jacobian(f_np, argnums=argnums)(*args), jax.jacfwd(f_jax, argnums=argnums)(*args))
+        reference = jax.jacfwd(f_jax, argnums=argnums)(*args)
+        forward = ft.jacfwd(f_np, argnums=argnums)(*args)
+        reverse = ft.jacrev(f_np, argnums=argnums)(*args)
+        add("jacobian", (forward, reverse), (reference, reference))  # both modes
     if not scalar:
         return report
     grad_ft = ft.grad(f_np, argnums=argnums)
@@ -184,10 +188,10 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
             fd_hv = tuple((np.asarray(p) - np.asarray(m)) / (2 * h) for p, m in zip(plus, minus))
         add("hvp", hv, ref, fd_hv)
     if "hvp_multi" in kinds:
-        many = tuple(rng.normal(size=a.shape + (3,)) for a in args)
+        many = tuple(rng.normal(size=a.shape + (4,)) for a in args)
         hv = ft.hvp(f_np, args, many)
         hv = hv if isinstance(hv, tuple) else (hv,)
-        refs = [jax.jvp(jax_grad, args, tuple(m[..., d] for m in many))[1] for d in range(3)]
+        refs = [jax.jvp(jax_grad, args, tuple(m[..., d] for m in many))[1] for d in range(4)]
         expected = tuple(np.stack([np.asarray(r[i]) for r in refs], axis=-1) for i in argnums)
         add("hvp_multi", hv, expected)
     if "hessian" in kinds:

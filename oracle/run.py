@@ -1,0 +1,430 @@
+"""The oracle's test matrix: every primitive of fasttape's table × every derivative kind.
+
+:func:`run_matrix` runs :func:`oracle.check` on every program of
+``oracle.cases.PRIMITIVE_CASES`` (made scalar by a fixed random weighting when
+the program's output is not scalar) and attributes each kind's result to every
+primitive the program's tape uses.  The :class:`Matrix` it returns prints as a
+terminal table, saves as JSON and knows which cells were never exercised.
+Optionally, randomly generated programs (``oracle.programs.search``) are
+checked too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fasttape as ft
+from fasttape.kernels import C_OP, PRIMITIVES
+
+from .cases import NP, PRIMITIVE_CASES, jax_namespace
+from .check import KINDS, Report, check
+
+PROFILES = {
+    # draws of inputs per case, number of random programs
+    "quick": {"seeds": 1, "programs": 4},
+    "ci": {"seeds": 1, "programs": 25},
+    "dev": {"seeds": 1, "programs": 50},
+    "thorough": {"seeds": 3, "programs": 300},  # ~8 s per program with every derivative kind
+}
+_OPNAME = {p.opcode: p.name for p in PRIMITIVES}
+
+
+@dataclass
+class Cell:
+    """One primitive × one derivative kind, aggregated over every case using the primitive."""
+
+    checks: int = 0
+    passed: int = 0
+    failed: int = 0
+    cases: set = field(default_factory=set)
+    max_error_jax: float = 0.0
+    max_error_fd: float | None = None
+    first_failure: str | None = None
+    first_failure_case: str | None = None
+
+    def add(self, case_name, result):
+        self.checks += 1
+        self.cases.add(case_name)
+        if result.passed:
+            self.passed += 1
+        else:
+            self.failed += 1
+            if self.first_failure is None:
+                self.first_failure = result.message or "failed"
+                self.first_failure_case = case_name
+        self.max_error_jax = max(self.max_error_jax, _finite_or_inf(result.error_jax))
+        if result.error_fd is not None:
+            self.max_error_fd = max(self.max_error_fd or 0.0, _finite_or_inf(result.error_fd))
+
+    def to_dict(self):
+        return {
+            "cases": len(self.cases),
+            "checks": self.checks,
+            "passed": self.passed,
+            "failed": self.failed,
+            "max_error_jax": _json_float(self.max_error_jax),
+            "max_error_fd": _json_float(self.max_error_fd),
+            "first_failure": self.first_failure,
+            "first_failure_case": self.first_failure_case,
+        }
+
+
+def _finite_or_inf(x):
+    x = float(x)
+    return float("inf") if np.isnan(x) else x
+
+
+def _json_float(x):
+    if x is None:
+        return None
+    return x if np.isfinite(x) else str(x)
+
+
+@dataclass
+class CaseRun:
+    """One case at one input draw: its report (or the exception it raised) and the primitives it used."""
+
+    case: str
+    seed: int
+    primitives: tuple
+    report: Report | None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Matrix:
+    """The result of :func:`run_matrix`."""
+
+    profile: str
+    kinds: tuple
+    primitives: tuple
+    cells: dict = field(default_factory=dict)  # (primitive, kind) -> Cell
+    runs: list = field(default_factory=list)  # CaseRun
+    errors: list = field(default_factory=list)  # (case, seed, traceback) for cases that raised
+    programs: dict = field(default_factory=dict)  # random-program search outcome
+    seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    def cell(self, primitive, kind) -> Cell:
+        return self.cells.setdefault((primitive, kind), Cell())
+
+    @property
+    def checks(self) -> int:
+        return sum(len(r.report.results) for r in self.runs if r.report is not None)
+
+    @property
+    def missing(self) -> list:
+        """(primitive, kind) cells of the table that no case exercised."""
+        return [(p, k) for p in self.primitives for k in self.kinds if self.cell(p, k).checks == 0]
+
+    @property
+    def failures(self) -> list:
+        return [(p, k, c) for (p, k), c in sorted(self.cells.items()) if c.failed]
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.failures
+            and not self.errors
+            and not self.missing
+            and self.programs.get("failure") is None
+            and not self.programs.get("error")
+        )
+
+    # -- reports -------------------------------------------------------------
+    def table(self) -> str:
+        """A terminal table: rows primitives, columns kinds, then the largest errors."""
+        width = max(9, *(len(k) for k in self.kinds))
+        name_w = max(10, *(len(p) for p in self.primitives))
+        head = f"{'primitive':<{name_w}} " + " ".join(f"{k:>{width}}" for k in self.kinds)
+        head += f" {'max vs JAX':>10} {'max vs FD':>10}"
+        lines = [head, "-" * len(head)]
+        for p in self.primitives:
+            row = [f"{p:<{name_w}}"]
+            ejax, efd = 0.0, None
+            for k in self.kinds:
+                c = self.cell(p, k)
+                if c.checks == 0:
+                    text = "-"
+                elif c.failed:
+                    text = f"FAIL {c.failed}"
+                else:
+                    text = f"ok {c.checks}"
+                row.append(f"{text:>{width}}")
+                ejax = max(ejax, c.max_error_jax)
+                if c.max_error_fd is not None:
+                    efd = max(efd or 0.0, c.max_error_fd)
+            row.append(f"{ejax:>10.1e}" if self.cell_count(p) else f"{'-':>10}")
+            row.append(f"{'-':>10}" if efd is None else f"{efd:>10.1e}")
+            lines.append(" ".join(row))
+        if self.missing:
+            lines.append("")
+            by_primitive = {}
+            for p, k in self.missing:
+                by_primitive.setdefault(p, []).append(k)
+            parts = [
+                f"{p} (all kinds)" if len(ks) == len(self.kinds) > 1 else f"{p}×{'/'.join(ks)}"
+                for p, ks in by_primitive.items()
+            ]
+            lines.append(f"missing cells ({len(self.missing)}): " + ", ".join(parts))
+        for p, k, c in self.failures:
+            lines.append(
+                f"FAIL {p}×{k}: {c.failed}/{c.checks} failed; first: {c.first_failure_case}: {c.first_failure}"
+            )
+        for case, seed, tb in self.errors:
+            last = tb.strip().splitlines()[-1] if tb.strip() else "error"
+            lines.append(f"ERROR {case} (seed {seed}): {last}")
+        if self.programs:
+            lines.append(self._programs_line())
+        return "\n".join(lines)
+
+    def cell_count(self, primitive) -> int:
+        return sum(self.cell(primitive, k).checks for k in self.kinds)
+
+    def _programs_line(self):
+        pr = self.programs
+        if pr.get("skipped"):
+            return f"random programs: skipped ({pr.get('note', '')})"
+        if pr.get("error"):
+            return f"random programs: ERROR {pr['error']}"
+        if pr.get("failure") is not None:
+            return f"random programs: FAIL (searched up to {pr.get('count')} programs):\n{pr['failure']}"
+        return f"random programs: {pr.get('count')} passed ({pr.get('seconds', 0):.1f} s)"
+
+    def summary(self) -> str:
+        n_prog = 0 if self.programs.get("skipped") else (self.programs.get("count") or 0)
+        status = "all passed" if self.passed else "FAILED"
+        return (
+            f"{len(self.primitives)} primitives x {len(self.kinds)} kinds, {self.checks} checks, "
+            f"{n_prog} random programs: {status} in {self.seconds:.1f} s"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "profile": self.profile,
+            "passed": self.passed,
+            "fasttape_version": getattr(ft, "__version__", None),
+            "git_commit": _git_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": self.seconds,
+            "timings": self.timings,
+            "kinds": list(self.kinds),
+            "primitives": list(self.primitives),
+            "checks": self.checks,
+            "cells": {p: {k: self.cell(p, k).to_dict() for k in self.kinds} for p in self.primitives},
+            "missing": [[p, k] for p, k in self.missing],
+            "errors": [{"case": c, "seed": s, "traceback": tb} for c, s, tb in self.errors],
+            "cases": [
+                {
+                    "case": r.case,
+                    "seed": r.seed,
+                    "primitives": list(r.primitives),
+                    "seconds": round(r.seconds, 4),
+                    "passed": r.report is not None and r.report.passed,
+                }
+                for r in self.runs
+            ],
+            "programs": {k: v for k, v in self.programs.items() if k != "object"},
+        }
+
+    def to_json(self, path) -> None:
+        with open(path, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2, default=str)
+            fh.write("\n")
+
+
+def _git_commit():
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+# -- running -------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _jnp_namespace():
+    return jax_namespace()
+
+
+def _namespace(xp):
+    """``oracle.check`` passes the bare modules; the cases want the extended namespaces."""
+    if xp is np:
+        return NP
+    return _jnp_namespace()
+
+
+def case_primitives(case, args) -> tuple:
+    """Names of the primitives the case's own program (before the scalar loss) records."""
+    tape = ft.trace(functools.partial(case.fn, NP), *args, argnums=tuple(range(len(args))))
+    ops = np.unique(np.asarray(tape.ins)[:, C_OP]) if len(tape.ins) else []
+    return tuple(_OPNAME[int(op)] for op in ops if int(op) in _OPNAME)
+
+
+def scalar_loss(case, args, rng):
+    """``case.fn`` itself if its output is scalar, else the sum of its output times a fixed random weight."""
+    out = np.asarray(case.fn(NP, *args))
+    weight = None if out.ndim == 0 else rng.normal(size=out.shape)
+
+    def loss(xp, *a):
+        y = case.fn(_namespace(xp), *a)
+        return y if weight is None else xp.sum(y * weight)
+
+    loss.__name__ = case.name
+    return loss
+
+
+def select_cases(primitive=None, cases=None):
+    """Cases whose tape uses ``primitive``'s opcode, or whose name starts with it."""
+    cases = PRIMITIVE_CASES if cases is None else cases
+    if primitive is None:
+        return list(cases)
+    names = {p.name for p in PRIMITIVES}
+    selected = []
+    for case in cases:
+        if case.name.startswith(primitive):
+            selected.append(case)
+            continue
+        if primitive in names:
+            try:
+                used = case_primitives(case, case.inputs(np.random.default_rng(0)))
+            except Exception:
+                continue
+            if primitive in used:
+                selected.append(case)
+    return selected
+
+
+class _Progress:
+    def __init__(self, enabled, total):
+        self.enabled = enabled
+        self.total = total
+        self.width = 0
+
+    def update(self, i, text):
+        if not self.enabled:
+            return
+        line = f"[{i}/{self.total}] {text}"[:100]
+        sys.stderr.write("\r" + line.ljust(self.width))
+        sys.stderr.flush()
+        self.width = len(line)
+
+    def done(self):
+        if self.enabled and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+
+
+def _seed(name, draw):
+    return (sum(ord(c) * 31**i for i, c in enumerate(name)) + 1_000_003 * draw) % 2**32
+
+
+def run_matrix(
+    profile="quick",
+    primitive=None,
+    kind=None,
+    progress=True,
+    random_programs=True,
+    cases=None,
+    on_report=None,
+) -> Matrix:
+    """Run every case (optionally only those of one primitive, one kind) and aggregate the matrix.
+
+    ``on_report(case_run)`` is called after each case (the CLI's ``-v`` prints reports with it).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; one of {sorted(PROFILES)}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
+    if primitive is not None and primitive not in {p.name for p in PRIMITIVES}:
+        if not any(c.name.startswith(primitive) for c in (PRIMITIVE_CASES if cases is None else cases)):
+            raise ValueError(f"no primitive or case named {primitive!r}")
+    settings = PROFILES[profile]
+    kinds = KINDS if kind is None else (kind,)
+    all_names = tuple(p.name for p in PRIMITIVES)
+    rows = all_names if primitive is None or primitive not in all_names else (primitive,)
+    matrix = Matrix(profile=profile, kinds=kinds, primitives=rows)
+    start = time.perf_counter()
+    selected = select_cases(primitive, cases)
+    total = len(selected) * settings["seeds"]
+    bar = _Progress(progress and (progress is True or sys.stderr.isatty()), total)
+    i = 0
+    for case in selected:
+        for draw in range(settings["seeds"]):
+            i += 1
+            bar.update(i, f"{case.name} (draw {draw})")
+            t0 = time.perf_counter()
+            rng = np.random.default_rng(_seed(case.name, draw))
+            run = CaseRun(case.name, draw, (), None)
+            try:
+                args = case.inputs(rng)
+                run.primitives = case_primitives(case, args)
+                loss = scalar_loss(case, args, rng)
+                run.report = check(loss, *args, namespace=True, kinds=kinds, fd=case.smooth, seed=draw, name=case.name)
+            except Exception:
+                run.error = traceback.format_exc()
+                matrix.errors.append((case.name, draw, run.error))
+            run.seconds = time.perf_counter() - t0
+            matrix.runs.append(run)
+            if run.report is not None:
+                for result in run.report.results:
+                    k = result.kind.split(":")[0]  # "value:jnp" (native jax.numpy run) counts as value
+                    for p in run.primitives:
+                        if p in rows:
+                            matrix.cell(p, k).add(case.name, result)
+            if on_report is not None:
+                on_report(run)
+    bar.done()
+    matrix.timings["cases"] = time.perf_counter() - start
+    if random_programs and primitive is None and kind is None:
+        t0 = time.perf_counter()
+        matrix.programs = _run_programs(settings["programs"], bar if progress else None)
+        matrix.programs["seconds"] = time.perf_counter() - t0
+        matrix.timings["programs"] = matrix.programs["seconds"]
+    elif random_programs:
+        matrix.programs = {"skipped": True, "note": "random programs run only for the full matrix"}
+    matrix.seconds = time.perf_counter() - start
+    return matrix
+
+
+def _run_programs(n, bar=None) -> dict:
+    """``oracle.programs.search(n)`` if a colleague's module provides it; a note otherwise."""
+    try:
+        programs = importlib.import_module("oracle.programs")
+    except ImportError as exc:
+        return {"skipped": True, "count": 0, "note": f"oracle.programs not available ({exc})"}
+    search = getattr(programs, "search", None)
+    if search is None:
+        return {"skipped": True, "count": 0, "note": "oracle.programs has no search()"}
+    if bar is not None:
+        bar.update(bar.total, f"{n} random programs")
+    try:
+        failure = search(n, seed=0)
+    except Exception:
+        return {"count": n, "error": traceback.format_exc(limit=5)}
+    finally:
+        if bar is not None:
+            bar.done()
+    if failure is None:
+        return {"count": n, "failure": None}
+    return {
+        "count": n,
+        "failure": str(failure),
+        "source": getattr(failure, "source", None),
+        "primitives": list(getattr(failure, "primitives", []) or []),
+    }

@@ -1,0 +1,114 @@
+"""The oracle's matrix runner (``oracle.run``) and its CLI (``python -m oracle``)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("jax")
+
+import fasttape as ft  # noqa: E402
+from oracle.cases import PRIMITIVE_CASES  # noqa: E402
+from oracle.check import KINDS  # noqa: E402
+from oracle.run import run_matrix, select_cases  # noqa: E402
+
+ALL = tuple(p.name for p in ft.PRIMITIVES)
+
+
+@pytest.fixture(scope="module")
+def tanh_matrix():
+    return run_matrix("quick", primitive="tanh", progress=False, random_programs=False)
+
+
+def test_single_primitive_covers_every_kind(tanh_matrix):
+    m = tanh_matrix
+    assert m.passed, m.table()
+    assert m.primitives == ("tanh",)
+    assert not m.missing
+    for kind in KINDS:
+        cell = m.cell("tanh", kind)
+        assert cell.checks >= 1 and cell.failed == 0
+        assert cell.max_error_jax <= 1e-10
+    assert m.cell("tanh", "hvp").max_error_fd is not None
+    assert "ok" in m.table() and "FAIL" not in m.table()
+
+
+def test_primitive_filter_uses_traced_opcodes():
+    # no case is named after "broadcast" alone beyond a few; selection goes through the tapes
+    names = {c.name for c in select_cases("broadcast")}
+    assert "broadcast-implicit" in names
+    assert "add-bcast-3x1-1x4" in names  # uses the broadcast opcode without being named after it
+    assert {c.name for c in select_cases("cumsum")} == {c.name for c in PRIMITIVE_CASES if c.name.startswith("cumsum")}
+
+
+def test_json_round_trip(tanh_matrix, tmp_path):
+    path = tmp_path / "report.json"
+    tanh_matrix.to_json(path)
+    data = json.loads(path.read_text())
+    assert data["profile"] == "quick"
+    assert data["passed"] is True
+    assert data["fasttape_version"] == ft.__version__
+    assert "date" in data and "git_commit" in data and "timings" in data
+    assert data["kinds"] == list(KINDS)
+    cell = data["cells"]["tanh"]["hvp"]
+    assert cell["checks"] == tanh_matrix.cell("tanh", "hvp").checks and cell["failed"] == 0
+    assert data["missing"] == []
+    assert data["checks"] == tanh_matrix.checks
+
+
+def test_missing_cells_are_reported():
+    cases = [c for c in PRIMITIVE_CASES if c.name == "exp"]
+    m = run_matrix("quick", kind="value", cases=cases, progress=False, random_programs=False)
+    assert m.cell("exp", "value").checks >= 1
+    assert ("sin", "value") in m.missing and ("exp", "value") not in m.missing
+    assert not m.passed  # a matrix with holes does not pass
+    assert "missing cells" in m.table()
+
+
+def test_every_primitive_is_covered():
+    """Every case's loss is scalar, so every kind applies to every case: one kind suffices for coverage."""
+    m = run_matrix("quick", kind="value", progress=False, random_programs=False)
+    assert m.missing == [], m.missing
+    assert m.passed, m.table()
+    assert set(m.primitives) == set(ALL)
+
+
+def test_cli_exits_zero():
+    proc = subprocess.run(
+        [sys.executable, "-m", "oracle", "--quick", "--primitive", "exp", "--no-programs"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all passed" in proc.stdout
+    assert "exp" in proc.stdout
+
+
+def test_cli_verbose_single_cell():
+    proc = subprocess.run(
+        [sys.executable, "-m", "oracle", "--primitive", "tanh", "--kind", "hvp", "-v"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "oracle.check(tanh): PASS" in proc.stdout
+    assert "1 primitives x 1 kinds" in proc.stdout
+
+
+def test_failures_and_errors_are_reported():
+    from oracle.cases import Case
+
+    def wrong_under_numpy(xp, x):  # differs from its jax.numpy run: the value check must catch it
+        return xp.sin(x) * (1.5 if xp.ones(1).__class__.__module__ == "numpy" else 1.0)
+
+    cases = [Case("wrong", wrong_under_numpy, ((3,),)), Case("boom", lambda xp, x: xp.no_such_function(x), ((3,),))]
+    m = run_matrix("quick", kind="value", cases=cases, progress=False, random_programs=False)
+    cell = m.cell("sin", "value")
+    assert cell.failed == 1 and cell.first_failure_case == "wrong"
+    assert [e[0] for e in m.errors] == ["boom"]
+    assert not m.passed
+    table = m.table()
+    assert "FAIL sin×value" in table and "ERROR boom" in table
