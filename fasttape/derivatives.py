@@ -42,7 +42,7 @@ def _diff_leaves(tape: Tape):
 
 def _bound_workspace(tape: Tape, args) -> _Workspace:
     """A workspace of its own (kept by the caller) with ``args`` bound."""
-    ws = _Workspace(tape._template, tape._args, tape.n_values)
+    ws = tape._new_workspace()
     tape._bind(args, ws)
     return ws
 
@@ -113,21 +113,31 @@ def _split_directions(tape: Tape, v, what="v"):
     return matrix, k != 0
 
 
-def _join_directions(tape: Tape, matrix, multi):
-    """Inverse of :func:`_split_directions`: (k, n_in) back to the arguments' structure."""
-    k = matrix.shape[0]
-    results = []
+def _by_argument(tape: Tape, piece):
+    """Walk the differentiated leaves in column order; ``piece(col, leaf)`` gives each
+    leaf's result.  Returns them in the arguments' structure (a tuple for tuple argnums)."""
+    blocks = []
     col = 0
     for i in tape._diff_args:
         spec = tape._args[i]
         leaves = []
         for leaf in spec.leaves:
-            block = matrix[:, col : col + leaf.size]
+            arr = piece(col, leaf)
+            leaves.append(np.float64(arr) if isinstance(arr, np.ndarray) and arr.ndim == 0 else arr)
             col += leaf.size
-            arr = block.T.reshape(leaf.shape + (k,)) if multi else block[0].reshape(leaf.shape)
-            leaves.append(arr if arr.ndim else np.float64(arr))
-        results.append(spec.treedef.unflatten(leaves))
-    return results[0] if isinstance(tape.argnums, int) else tuple(results)
+        blocks.append(spec.treedef.unflatten(leaves))
+    return tape._grad_structure(blocks)
+
+
+def _join_directions(tape: Tape, matrix, multi):
+    """Inverse of :func:`_split_directions`: (k, n_in) back to the arguments' structure."""
+    k = matrix.shape[0]
+
+    def piece(col, leaf):
+        block = matrix[:, col : col + leaf.size]
+        return block.T.reshape(leaf.shape + (k,)) if multi else block[0].reshape(leaf.shape)
+
+    return _by_argument(tape, piece)
 
 
 def _seed(tape: Tape, target, matrix):
@@ -236,10 +246,7 @@ def _hvp_one_array(tape: Tape, args, v):
         return None
     N = tape.n_values
     off, size = leaf.offset, leaf.size
-    spare = tape._spare
-    ws = spare.pop() if spare else tape._new_workspace()
-    try:
-        tape._bind(args, ws)
+    with _borrowed_workspace(tape, args) as ws:
         tan, adj2 = ws.direction_buffers(k, N)
         if k == 1:
             tan[off : off + size] = v.reshape(-1)
@@ -250,9 +257,6 @@ def _hvp_one_array(tape: Tape, args, v):
         if not multi:  # copies: the buffers are reused by the next call
             return adj2[off : off + size].reshape(leaf.shape).copy() if leaf.shape else np.float64(adj2[off])
         return np.array(adj2.reshape(k, N)[:, off : off + size].T).reshape(leaf.shape + (k,))
-    finally:
-        if len(spare) < _MAX_SPARE_BUFFERS:
-            spare.append(ws)
 
 
 class HVPOperator:
@@ -317,17 +321,9 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
 def _arg_blocks(tape: Tape, row_leaf_shape, row_slice, matrix):
     """Per differentiated argument, the columns of ``matrix`` shaped like that argument's
     leaves (prefixed by ``row_leaf_shape``) in its own container structure."""
-    blocks = []
-    col = 0
-    for i in tape._diff_args:
-        spec = tape._args[i]
-        leaves = []
-        for leaf in spec.leaves:
-            piece = matrix[row_slice, col : col + leaf.size].reshape(row_leaf_shape + leaf.shape)
-            leaves.append(piece if piece.ndim else np.float64(piece))
-            col += leaf.size
-        blocks.append(spec.treedef.unflatten(leaves))
-    return blocks[0] if isinstance(tape.argnums, int) else tuple(blocks)
+    return _by_argument(
+        tape, lambda col, leaf: matrix[row_slice, col : col + leaf.size].reshape(row_leaf_shape + leaf.shape)
+    )
 
 
 def jacobian(tape: Tape, args, mode="auto"):
@@ -366,16 +362,7 @@ def hessian(tape: Tape, args):
     """The Hessian in JAX's layout: nested blocks, one per pair of differentiated
     arguments (and their container leaves), each of shape ``a.shape + b.shape``."""
     H = hessian_matrix(tape, args)
-    outer = []
-    row = 0
-    for i in tape._diff_args:
-        spec = tape._args[i]
-        leaves = []
-        for leaf in spec.leaves:
-            leaves.append(_arg_blocks(tape, leaf.shape, slice(row, row + leaf.size), H))
-            row += leaf.size
-        outer.append(spec.treedef.unflatten(leaves))
-    return outer[0] if isinstance(tape.argnums, int) else tuple(outer)
+    return _by_argument(tape, lambda row, leaf: _arg_blocks(tape, leaf.shape, slice(row, row + leaf.size), H))
 
 
 def returns_none_on_branch_change(fn):

@@ -119,16 +119,15 @@ class Tape:
         self.argnums = argnums
         self.has_aux = has_aux
         self._args = args
-        self._out_tree, self._outputs = outputs  # treedef, [(offset, shape)]: every output is a slot
-        self._aux_tree, self._aux = aux_out
+        self._out_tree, self._outputs, self.output_slots = outputs  # every output is a slot
+        self._aux_tree, self._aux, _ = aux_out
         self._slots = rec.slots
         self._row_operands = rec.row_operands
         self._guards = rec.guards
         n_values = rec.n_values
         self.n_values = n_values
         self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
-        output_slots = [sid for sid, _ in self._output_slots(rec)]
-        zero_runs = plan_adjoint_initialisation(rec, self.ins, output_slots)
+        zero_runs = plan_adjoint_initialisation(rec, self.ins, self.output_slots)
         guard_start = rec.pool_len
         zeros_start = guard_start + 2 * len(rec.guards)
         aux = np.zeros(zeros_start + 2 * len(zero_runs), dtype=np.int64)
@@ -159,11 +158,6 @@ class Tape:
         self._single_out = self._out_tree.num_nodes == 1 and len(self._outputs) == 1
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
-
-    def _output_slots(self, rec):
-        """Slot ids of the outputs, found by offset and shape (outputs are slots)."""
-        by_place = {(s.offset, s.shape): sid for sid, s in enumerate(rec.slots)}
-        return [(by_place[(offset, shape)], shape) for offset, shape in self._outputs]
 
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
@@ -226,15 +220,15 @@ class Tape:
         view[...] = arr
 
     # -- reading results ---------------------------------------------------
-    def _read(self, buf, entry, base=0):
+    def _read(self, buf, entry):
         if entry[0] == "const":
             return entry[1]
         offset, shape = entry[:2]
         if len(entry) == 3:  # a boolean aux value (a traced comparison)
             return buf[offset : offset + math.prod(shape)].reshape(shape) != 0.0
         if shape == ():
-            return np.float64(buf[base + offset])
-        return buf[base + offset : base + offset + math.prod(shape)].reshape(shape).copy()
+            return np.float64(buf[offset])
+        return buf[offset : offset + math.prod(shape)].reshape(shape).copy()
 
     def _outputs_of(self, buf):
         if self._single_out:
@@ -322,7 +316,7 @@ class Tape:
 
     def vjp(self, *args):
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
-        ws = _Workspace(self._template, self._args, self.n_values)  # kept by vjp_fn
+        ws = self._new_workspace()  # kept by vjp_fn
         self._bind(args, ws)
         if not K.run_forward(self.ins, self.aux, ws.buf):
             raise self._branch_error()
@@ -642,15 +636,16 @@ def _function_name(f):
 
 
 def _record_results(rec: Recorder, tree, name, allow_static):
+    """(treedef, [(offset, shape[, "bool"]) | ("const", value)], slot ids) of a result tree."""
     leaves, treedef = _flatten(tree)
     entries = []
+    sids = []
     for leaf in leaves:
         if isinstance(leaf, Tracer):
-            rec.slot_of(leaf)  # a tracer from another trace is an error
-            s = rec.slots[leaf._sid]
-            entries.append((s.offset, s.shape, "bool") if allow_static and s.is_bool else (s.offset, s.shape))
+            sid = rec.slot_of(leaf)  # a tracer from another trace is an error
         elif allow_static:
             entries.append(("const", leaf))
+            continue
         else:
             arr = np.asarray(leaf)
             if arr.dtype.kind not in "biuf":
@@ -658,6 +653,8 @@ def _record_results(rec: Recorder, tree, name, allow_static):
                     f"{name!r} returned a value of type {type(leaf).__name__}; a traced function must return "
                     "float arrays (or containers of them)."
                 )
-            s = rec.slots[rec.constant(arr.astype(np.float64))]  # a constant output still gets a slot
-            entries.append((s.offset, s.shape))
-    return treedef, entries
+            sid = rec.constant(arr.astype(np.float64))  # a constant output still gets a slot
+        s = rec.slots[sid]
+        entries.append((s.offset, s.shape, "bool") if allow_static and s.is_bool else (s.offset, s.shape))
+        sids.append(sid)
+    return treedef, entries, sids

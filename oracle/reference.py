@@ -109,8 +109,7 @@ def replay_in_jax(tape):
     ins = tape.ins
     aux = tape.aux
     input_slots = [sid for sid, s in enumerate(slots) if s.origin[0] == "input"]
-    by_place = {(s.offset, s.shape): sid for sid, s in enumerate(slots)}
-    outputs = [by_place[(offset, shape)] for offset, shape in tape._outputs]
+    outputs = tape.output_slots
 
     def gather_plan(row, operands):
         start, n = int(ins[row, K.C_P0]), int(ins[row, K.C_P1])
