@@ -15,7 +15,6 @@ is at ``[d * n_values + p]``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -23,7 +22,7 @@ import optree
 
 from . import kernels as K
 from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
-from .tape import _F64, _MAX_SPARE_BUFFERS, Tape, _Workspace, leaf_type_error
+from .tape import _F64, Tape, _Workspace, leaf_type_error
 
 MAX_BLOCK = 64  # directions per sweep for Jacobians and Hessians
 BLOCK_BYTES = 256 * 2**20  # ... and at most this much tangent + adjoint memory
@@ -45,19 +44,6 @@ def _bound_workspace(tape: Tape, args) -> _Workspace:
     ws = tape._new_workspace()
     tape._bind(args, ws)
     return ws
-
-
-@contextlib.contextmanager
-def _borrowed_workspace(tape: Tape, args):
-    """A workspace from the tape's pool with ``args`` bound, returned afterwards."""
-    spare = tape._spare
-    ws = spare.pop() if spare else tape._new_workspace()
-    try:
-        tape._bind(args, ws)
-        yield ws
-    finally:
-        if len(spare) < _MAX_SPARE_BUFFERS:
-            spare.append(ws)
 
 
 def _out_leaves(tape: Tape):
@@ -231,8 +217,12 @@ def hvp(tape: Tape, args, v):
         if result is not None:
             return result
     matrix, multi = _split_directions(tape, v)
-    with _borrowed_workspace(tape, args) as ws:
+    ws = tape._take_workspace()
+    try:
+        tape._bind(args, ws)
         return _join_directions(tape, _hvp_matrix(tape, ws, matrix, True), multi)
+    finally:
+        tape._return_workspace(ws)
 
 
 def _hvp_one_array(tape: Tape, args, v):
@@ -246,7 +236,9 @@ def _hvp_one_array(tape: Tape, args, v):
         return None
     N = tape.n_values
     off, size = leaf.offset, leaf.size
-    with _borrowed_workspace(tape, args) as ws:
+    ws = tape._take_workspace()
+    try:
+        tape._bind(args, ws)
         tan, adj2 = ws.direction_buffers(k, N)
         if k == 1:
             tan[off : off + size] = v.reshape(-1)
@@ -257,6 +249,8 @@ def _hvp_one_array(tape: Tape, args, v):
         if not multi:  # copies: the buffers are reused by the next call
             return adj2[off : off + size].reshape(leaf.shape).copy() if leaf.shape else np.float64(adj2[off])
         return np.array(adj2.reshape(k, N)[:, off : off + size].T).reshape(leaf.shape + (k,))
+    finally:
+        tape._return_workspace(ws)
 
 
 class HVPOperator:

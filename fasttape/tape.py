@@ -163,6 +163,15 @@ class Tape:
     def _new_workspace(self) -> _Workspace:
         return _Workspace(self._template, self._args, self.n_values)
 
+    def _take_workspace(self) -> _Workspace:
+        """A spare workspace (or a new one): each call in flight has its own buffers."""
+        spare = self._spare
+        return spare.pop() if spare else self._new_workspace()
+
+    def _return_workspace(self, ws: _Workspace):
+        if len(self._spare) < _MAX_SPARE_BUFFERS:
+            self._spare.append(ws)
+
     # -- binding inputs ----------------------------------------------------
     def _bind(self, args, ws: _Workspace):
         if self._all_simple and len(args) == len(ws.simple_inputs):
@@ -262,8 +271,7 @@ class Tape:
     # -- public replay -----------------------------------------------------
     def forward(self, *args):
         """Replay the forward sweep; returns the function's output (and aux)."""
-        spare = self._spare
-        ws = spare.pop() if spare else self._new_workspace()
+        ws = self._take_workspace()
         try:
             self._bind(args, ws)
             buf = ws.buf
@@ -272,8 +280,7 @@ class Tape:
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
         finally:
-            if len(spare) < _MAX_SPARE_BUFFERS:
-                spare.append(ws)
+            self._return_workspace(ws)
 
     def __call__(self, *args):
         result = self.forward(*args)
@@ -285,8 +292,7 @@ class Tape:
         """(value, grads, aux) or None when a guard fails."""
         if not self._scalar_out:
             self._raise_non_scalar()
-        spare = self._spare
-        ws = spare.pop() if spare else self._new_workspace()
+        ws = self._take_workspace()
         try:
             self._bind(args, ws)
             buf = ws.buf
@@ -298,8 +304,7 @@ class Tape:
                 grads = self._grad_structure(self._grads_of(ws))
             return buf[self._out_position], grads, (self._aux_of(buf) if self.has_aux else None)
         finally:
-            if len(spare) < _MAX_SPARE_BUFFERS:
-                spare.append(ws)
+            self._return_workspace(ws)
 
     def value_and_grad(self, *args):
         """``(value, grad)``, or ``((value, aux), grad)`` for a tape recorded with has_aux."""
