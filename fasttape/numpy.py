@@ -19,8 +19,6 @@ from . import kernels as K
 from .errors import ConcretizationError, TracerMutationError, UnsupportedFunctionError
 from .tracer import Tracer, concrete, move, normalize_axes, recorder_of
 
-_np = np
-
 
 def _float(x):
     """Concrete value for arithmetic: booleans count as 0.0 / 1.0."""

@@ -13,6 +13,7 @@ every opcode in the table.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,11 +38,33 @@ class Namespace:
 NP = Namespace(np, erf=fnp.erf, logsumexp=fnp.logsumexp)
 
 
+@functools.lru_cache(maxsize=1)
 def jax_namespace():
     import jax.numpy as jnp
     import jax.scipy.special as jsp
 
     return Namespace(jnp, erf=jsp.erf, logsumexp=jsp.logsumexp)
+
+
+def _extended(xp):
+    """The namespace the cases expect, for a bare module (as ``oracle.check`` passes) or a namespace."""
+    if isinstance(xp, Namespace):
+        return xp
+    return NP if xp is np else jax_namespace()
+
+
+def scalar_loss(case, args, rng):
+    """``loss(xp, *args)``: the case itself when its output is a scalar, else the sum of its
+    output times a fixed random weight (so the gradient checked is a vector-Jacobian product)."""
+    out = np.asarray(case.fn(NP, *args))
+    weight = None if out.ndim == 0 else rng.normal(size=out.shape)
+
+    def loss(xp, *a):
+        y = case.fn(_extended(xp), *a)
+        return y if weight is None else xp.sum(y * weight)
+
+    loss.__name__ = case.name
+    return loss
 
 
 # -- input domains -----------------------------------------------------------

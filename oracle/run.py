@@ -27,7 +27,7 @@ import numpy as np
 import fasttape as ft
 from fasttape.kernels import C_OP, PRIMITIVES
 
-from .cases import NP, PRIMITIVE_CASES, jax_namespace
+from .cases import NP, PRIMITIVE_CASES, scalar_loss
 from .check import KINDS, Report, check
 
 PROFILES = {
@@ -257,36 +257,11 @@ def _git_commit():
 
 
 # -- running -------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _jnp_namespace():
-    return jax_namespace()
-
-
-def _namespace(xp):
-    """``oracle.check`` passes the bare modules; the cases want the extended namespaces."""
-    if xp is np:
-        return NP
-    return _jnp_namespace()
-
-
 def case_primitives(case, args) -> tuple:
     """Names of the primitives the case's own program (before the scalar loss) records."""
     tape = ft.trace(functools.partial(case.fn, NP), *args, argnums=tuple(range(len(args))))
     ops = np.unique(np.asarray(tape.ins)[:, C_OP]) if len(tape.ins) else []
     return tuple(_OPNAME[int(op)] for op in ops if int(op) in _OPNAME)
-
-
-def scalar_loss(case, args, rng):
-    """``case.fn`` itself if its output is scalar, else the sum of its output times a fixed random weight."""
-    out = np.asarray(case.fn(NP, *args))
-    weight = None if out.ndim == 0 else rng.normal(size=out.shape)
-
-    def loss(xp, *a):
-        y = case.fn(_namespace(xp), *a)
-        return y if weight is None else xp.sum(y * weight)
-
-    loss.__name__ = case.name
-    return loss
 
 
 def select_cases(primitive=None, cases=None):

@@ -8,7 +8,7 @@ import pytest
 
 import fasttape as ft
 from fasttape.tape import record
-from oracle.cases import NP, PRIMITIVE_CASES
+from oracle.cases import NP, PRIMITIVE_CASES, scalar_loss
 
 from .helpers import assert_close
 
@@ -27,14 +27,7 @@ def test_replayed_tape_matches_fasttape(case):
     rng = np.random.default_rng(abs(hash(case.name + "oracle")) % 2**32)
     args = case.inputs(rng)
     argnums = tuple(range(len(args)))
-    f = functools.partial(case.fn, NP)
-    out = np.asarray(f(*args))
-    weight = None if out.ndim == 0 else rng.normal(size=out.shape)
-
-    def loss(*a):
-        y = f(*a)
-        return np.sum(y * weight) if weight is not None else y
-
+    loss = functools.partial(scalar_loss(case, args, rng), NP)
     tape = record(loss, args, argnums)
     program = oracle.replay_in_jax(tape)
 

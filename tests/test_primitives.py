@@ -13,25 +13,12 @@ import pytest
 import fasttape as ft
 from fasttape import kernels as K
 from fasttape.tape import record
-from oracle.cases import NP, PRIMITIVE_CASES, Case, jax_namespace
+from oracle.cases import NP, PRIMITIVE_CASES, Case, jax_namespace, scalar_loss
 
 jax = pytest.importorskip("jax")
 JNP = jax_namespace()
 
 RTOL = 1e-10
-
-
-def _loss(case: Case, xp, weight):
-    def loss(*args):
-        out = case.fn(xp, *args)
-        return xp.sum(out * weight) if weight is not None else out
-
-    return loss
-
-
-def _weight(case, args, rng):
-    out = np.asarray(case.fn(NP, *args))
-    return None if out.ndim == 0 else rng.normal(size=out.shape)
 
 
 def assert_close(actual, expected, rtol=RTOL, what=""):
@@ -61,10 +48,10 @@ def finite_difference_check(loss, args, grads, rng, rtol=1e-6):
 def test_value_and_gradient_match_jax(case: Case):
     rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
     args = case.inputs(rng)
-    weight = _weight(case, args, rng)
+    loss = scalar_loss(case, args, rng)
     argnums = tuple(range(len(args)))
-    loss_np = _loss(case, NP, weight)
-    loss_jax = _loss(case, JNP, weight)
+    loss_np = functools.partial(loss, NP)
+    loss_jax = functools.partial(loss, JNP)
 
     # first call: traces, then runs the compiled sweeps
     value, grads = ft.value_and_grad(loss_np, argnums=argnums)(*args)
