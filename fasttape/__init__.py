@@ -11,18 +11,21 @@ array([0.839949, 0.839949, 0.839949])
 
 from . import numpy
 from .api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace, value_and_grad, vjp
+from .config import get_options, options, set_options
 from .errors import (
     BranchChangedError,
     ConcretizationError,
     InputSignatureError,
     InputTypeError,
     NonScalarOutputError,
+    TapeFormatError,
     TracerLeakError,
     TracerMutationError,
     UnsupportedFunctionError,
 )
 from .kernels import PRIMITIVES
 from .optimize import scipy_objective
+from .storage import load_tape
 from .tape import Tape
 
 __version__ = "0.1.0"
@@ -38,6 +41,10 @@ __all__ = [
     "jacrev",
     "hessian",
     "trace",
+    "load_tape",
+    "set_options",
+    "get_options",
+    "options",
     "scipy_objective",
     "Tape",
     "numpy",
@@ -47,6 +54,7 @@ __all__ = [
     "InputSignatureError",
     "InputTypeError",
     "NonScalarOutputError",
+    "TapeFormatError",
     "TracerLeakError",
     "TracerMutationError",
     "UnsupportedFunctionError",

@@ -18,12 +18,13 @@ import weakref
 import numpy as np
 import optree
 
+from . import config
 from . import derivatives as D
 from .errors import BranchChangedError
 from .tape import Tape, classify_leaf, record
 from .tracer import Tracer
 
-DEFAULT_CACHE_SIZE = 64
+DEFAULT_CACHE_SIZE = config.DEFAULT_CACHE_SIZE
 _MAX_BRANCHES = 32
 
 
@@ -85,10 +86,14 @@ def signature_key(args, kind="transform"):
 
 
 class TapeCache:
-    """An LRU map from input signature to the tapes recorded for it (one per branch)."""
+    """An LRU map from input signature to the tapes recorded for it (one per branch).
 
-    def __init__(self, maxsize=DEFAULT_CACHE_SIZE):
-        self.maxsize = maxsize
+    Holds at most ``maxsize`` signatures; ``maxsize=None`` follows the
+    ``cache_size`` option (``ft.set_options(cache_size=...)``, default 64).
+    """
+
+    def __init__(self, maxsize=None):
+        self._maxsize = maxsize
         self._tapes: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -109,6 +114,14 @@ class TapeCache:
             while len(self._tapes) > self.maxsize:
                 self._tapes.popitem(last=False)
 
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize if self._maxsize is not None else config.cache_size()
+
+    @maxsize.setter
+    def maxsize(self, value):
+        self._maxsize = value
+
     def tapes(self):
         with self._lock:
             return [t for tapes in self._tapes.values() for t in tapes]
@@ -118,7 +131,8 @@ class TapeCache:
             self._tapes.clear()
 
     def __len__(self):
-        return sum(len(t) for t in self._tapes.values())
+        with self._lock:
+            return sum(len(t) for t in self._tapes.values())
 
 
 class _Transformed:
@@ -126,13 +140,14 @@ class _Transformed:
 
     kind = "transform"
 
-    def __init__(self, fun, argnums, has_aux, cache_size=DEFAULT_CACHE_SIZE):
+    def __init__(self, fun, argnums, has_aux, cache_size=None):
         if not callable(fun):
             raise TypeError(f"{self.kind} expects a callable, got {type(fun).__name__}.")
         self.fun = fun
         self.argnums = argnums
         self.has_aux = has_aux
         self.cache = TapeCache(cache_size)
+        self._record_lock = threading.RLock()
         if isinstance(fun, _Transformed):
             raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner=fun.kind))
         functools.update_wrapper(self, fun, updated=())
@@ -145,13 +160,20 @@ class _Transformed:
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
         key = signature_key(args, self.kind)
-        for tape in self.cache.get(key):
+        tried = self.cache.get(key)
+        for tape in tried:
             result = runner(tape, args)
             if result is not None:
                 return result
         argnums = _normalize_argnums(self.argnums, len(args), self.kind)
-        tape = self._record(args, argnums)
-        self.cache.add(key, tape)
+        with self._record_lock:  # threads that miss together record once
+            for tape in self.cache.get(key):
+                if tape not in tried:  # recorded meanwhile by another thread
+                    result = runner(tape, args)
+                    if result is not None:
+                        return result
+            tape = self._record(args, argnums)
+            self.cache.add(key, tape)
         result = runner(tape, args)
         if result is None:
             raise BranchChangedError(

@@ -31,3 +31,7 @@ class BranchChangedError(ValueError):
 
 class TracerLeakError(TypeError):
     """A tracer used after its trace ended, or mixed with another trace."""
+
+
+class TapeFormatError(ValueError):
+    """A saved tape file that is truncated, corrupted, hostile or from an incompatible version."""

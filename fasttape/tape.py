@@ -20,6 +20,7 @@ import numpy as np
 import optree
 
 from . import kernels as K
+from .config import check_memory
 from .errors import (
     BranchChangedError,
     InputSignatureError,
@@ -126,6 +127,7 @@ class Tape:
         self._guards = rec.guards
         n_values = rec.n_values
         self.n_values = n_values
+        check_memory(tape_bytes(n_values, len(rec.rows), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
         self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
         zero_runs = plan_adjoint_initialisation(rec, self.ins, self.output_slots)
         guard_start = rec.pool_len
@@ -151,6 +153,11 @@ class Tape:
         for offset, flat in rec.constants:
             template[offset : offset + flat.size] = flat
         self._template = template
+        self._finish()
+
+    def _finish(self):
+        """Derived attributes (shared by recording and loading from a file)."""
+        argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
         self._diff_args = list(argnums) if isinstance(argnums, tuple) else [argnums]  # in argnums order
         self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
@@ -165,8 +172,10 @@ class Tape:
 
     def _take_workspace(self) -> _Workspace:
         """A spare workspace (or a new one): each call in flight has its own buffers."""
-        spare = self._spare
-        return spare.pop() if spare else self._new_workspace()
+        try:
+            return self._spare.pop()  # atomic: two threads never get the same workspace
+        except IndexError:
+            return self._new_workspace()
 
     def _return_workspace(self, ws: _Workspace):
         if len(self._spare) < _MAX_SPARE_BUFFERS:
@@ -372,6 +381,20 @@ class Tape:
             "(vector-Jacobian products); to differentiate a sum or mean, reduce inside the function."
         )
 
+    # -- saving -------------------------------------------------------------
+    def save(self, file):
+        """Write the tape to ``file`` (a path or a binary file object) in fasttape's ``.npz``
+        format; read it back with :func:`fasttape.load_tape`.  See :mod:`fasttape.storage`."""
+        from . import storage
+
+        storage.save_tape(self, file)
+
+    def __reduce__(self):
+        # pickled as the same validated array format as save(): no code, no pickled objects inside
+        from . import storage
+
+        return storage.tape_from_bytes, (storage.tape_to_bytes(self),)
+
     # -- inspection --------------------------------------------------------
     def stats(self) -> dict:
         """Instruction counts by kind and primitive, slot counts and buffer bytes."""
@@ -440,6 +463,11 @@ class Tape:
 
     def __repr__(self):
         return f"<fasttape.Tape of {self.name!r}: {self.ins.shape[0]} instructions, {self.n_values} values>"
+
+
+def tape_bytes(n_values: int, n_instructions: int, n_aux: int) -> int:
+    """Bytes of a tape's buffers: values and adjoints, instruction table, aux array."""
+    return 16 * n_values + 8 * K.ROW * n_instructions + 8 * n_aux
 
 
 def _describe_output(slots, entry):
