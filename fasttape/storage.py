@@ -177,6 +177,7 @@ def _meta_of(tape: Tape) -> dict:
         "name": str(tape.name),
         "argnums": argnums,
         "has_aux": bool(tape.has_aux),
+        "out_kind": tape._out_kind,
         "n_values": int(tape.n_values),
         "args": args,
         "outputs": {"tree": _encode_tree(tape._out_tree, "the outputs"), "entries": outputs},
@@ -663,6 +664,10 @@ def _build(meta, arrays) -> Tape:
 
     template = np.zeros(2 * N, dtype=np.float64)
     template[:N] = values
+    out_kind = meta.get("out_kind")
+    if out_kind not in ("f", "b", "i"):
+        _fail(f"out_kind is {out_kind!r}")
+    tape._out_kind = out_kind
     tape.name = name
     tape.argnums = argnums
     tape.has_aux = has_aux

@@ -115,8 +115,11 @@ class Tape:
     values it was recorded with.
     """
 
-    def __init__(self, rec: Recorder, args: list[ArgSpec], argnums: tuple, outputs, aux_out, has_aux, name):
+    def __init__(
+        self, rec: Recorder, args: list[ArgSpec], argnums: tuple, outputs, aux_out, has_aux, name, out_kind="f"
+    ):
         self.name = name
+        self._out_kind = out_kind  # "f", or "b" / "i" when the output is boolean / integer: no gradient
         self.argnums = argnums
         self.has_aux = has_aux
         self._args = args
@@ -165,6 +168,7 @@ class Tape:
         self._single_out = self._out_tree.num_nodes == 1 and len(self._outputs) == 1
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
+        self._grad_ok = self._scalar_out and self._out_kind == "f"
 
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
@@ -299,7 +303,7 @@ class Tape:
 
     def _value_and_grad(self, args):
         """(value, grads, aux) or None when a guard fails."""
-        if not self._scalar_out:
+        if not self._grad_ok:
             self._raise_non_scalar()
         ws = self._take_workspace()
         try:
@@ -373,6 +377,13 @@ class Tape:
         return derivatives.hessian(self, args)
 
     def _raise_non_scalar(self):
+        if self._scalar_out:  # a boolean or integer scalar, as JAX refuses too
+            what = {"b": "a boolean (a comparison or logical value)", "i": "an integer"}.get(self._out_kind, "?")
+            raise TypeError(
+                f"grad requires a real-valued (float) output, but {self.name!r} returned {what}, which has no "
+                "derivative. Return a float expression instead (for example np.where(cond, 1.0, 0.0), or the "
+                "quantity the comparison was made on)."
+            )
         shapes = [e[1] for e in self._outputs]
         described = shapes[0] if len(shapes) == 1 else f"a container of {len(shapes)} arrays"
         raise NonScalarOutputError(
@@ -657,9 +668,22 @@ def record(f, args, argnums, has_aux=False, name=None) -> Tape:
         result, aux = result
     else:
         aux = None
+    out_kind = _output_kind(rec, result)
     outputs = _record_results(rec, result, name, allow_static=False)
     aux_out = _record_results(rec, aux, name, allow_static=True)
-    return Tape(rec, specs, argnums, outputs, aux_out, has_aux, name)
+    return Tape(rec, specs, argnums, outputs, aux_out, has_aux, name, out_kind)
+
+
+def _output_kind(rec: Recorder, result) -> str:
+    """'f' for float outputs; 'b' / 'i' for a single boolean / integer output (no gradient)."""
+    leaves, _ = _flatten(result)
+    if len(leaves) != 1:
+        return "f"
+    leaf = leaves[0]
+    if isinstance(leaf, Tracer):
+        return "b" if rec.slots[rec.slot_of(leaf)].is_bool else "f"
+    kind = np.asarray(leaf).dtype.kind if isinstance(leaf, (bool, int, float, np.generic, np.ndarray)) else "f"
+    return {"b": "b", "i": "i", "u": "i"}.get(kind, "f")
 
 
 def _function_name(f):
