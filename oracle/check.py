@@ -109,11 +109,16 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
         raise TypeError("oracle.check takes functions with one array output; check each output separately.")
     scalar = np.ndim(out0) == 0
 
+    # every JAX reference is one jit-compiled program: compiling the few transforms once costs far
+    # less than eager JAX, which compiles each primitive of each transformed trace on its own
+    jit = jax.jit
+
+    @jit
     def f_jax(*a):
         return program(*a)[0]
 
     report = Report(name or getattr(f, "__name__", "f"))
-    direct = functools.partial(f, jnp) if namespace else None
+    direct = jit(functools.partial(f, jnp)) if namespace else None
 
     def add(kind, actual, expected, fd_value=None):
         # the finite differences witness fasttape and JAX independently of each other
@@ -145,28 +150,29 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
             add("value:jnp", out0, direct(*args))  # the code run natively under jax.numpy: checks the tracer
     if "jvp" in kinds:
         _, t_ft = ft.jvp(f_np, args, tangents)
-        _, t_jax = jax.jvp(f_jax, args, tangents)
+        _, t_jax = jit(functools.partial(jax.jvp, f_jax))(args, tangents)
         add("jvp", t_ft, t_jax, fd_along(f_np, tangents) if fd else None)
     if "vjp" in kinds:
         ct = rng.normal(size=np.shape(out0)) if np.ndim(out0) else np.float64(rng.normal())
         _, pull = ft.vjp(f_np, *args)
-        _, jpull = jax.vjp(f_jax, *args)
-        add("vjp", pull(ct), jpull(ct))
+        add("vjp", pull(ct), jit(lambda a, c: jax.vjp(f_jax, *a)[1](c))(args, ct))
     if "jacobian" in kinds:
-        reference = jax.jacfwd(f_jax, argnums=argnums)(*args)
+        reference = jit(jax.jacfwd(f_jax, argnums=argnums))(*args)
         forward = ft.jacfwd(f_np, argnums=argnums)(*args)
         reverse = ft.jacrev(f_np, argnums=argnums)(*args)
         add("jacobian", (forward, reverse), (reference, reference))  # both modes
     if not scalar:
         return report
     grad_ft = ft.grad(f_np, argnums=argnums)
+    jax_grad = jit(jax.grad(f_jax, argnums=argnums))
+    jax_hvp = jit(lambda a, t: jax.jvp(jax_grad, a, t)[1])
     if "grad" in kinds:
         g = grad_ft(*args)
-        err = _tree_error(g, jax.grad(f_jax, argnums=argnums)(*args))
+        jg = jax_grad(*args)
+        err = _tree_error(g, jg)
         err_fd = None
         if fd:  # one directional difference per argument, against both gradients' projections
             err_fd = 0.0
-            jg = jax.grad(f_jax, argnums=argnums)(*args)
             for i in argnums:
                 direction = tuple(t if j == i else np.zeros_like(t) for j, t in enumerate(tangents))
                 witness = float(fd_along(f_np, direction))
@@ -176,11 +182,10 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
         passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
         message = "" if passed else f"differs from JAX by {err:.1e}, from finite differences by {err_fd:.1e}"
         report.results.append(KindResult("grad", passed, err, err_fd, message))
-    jax_grad = jax.grad(f_jax, argnums=argnums)
     if "hvp" in kinds:
         hv = ft.hvp(f_np, args, tangents)
         hv = hv if isinstance(hv, tuple) else (hv,)
-        ref = jax.jvp(jax_grad, args, tangents)[1]
+        ref = jax_hvp(args, tangents)
         fd_hv = None
         if fd:
             plus = grad_ft(*[a + h * t for a, t in zip(args, tangents)])
@@ -191,9 +196,9 @@ def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd
         many = tuple(rng.normal(size=a.shape + (4,)) for a in args)
         hv = ft.hvp(f_np, args, many)
         hv = hv if isinstance(hv, tuple) else (hv,)
-        refs = [jax.jvp(jax_grad, args, tuple(m[..., d] for m in many))[1] for d in range(4)]
+        refs = [jax_hvp(args, tuple(m[..., d] for m in many)) for d in range(4)]
         expected = tuple(np.stack([np.asarray(r[i]) for r in refs], axis=-1) for i in argnums)
         add("hvp_multi", hv, expected)
     if "hessian" in kinds:
-        add("hessian", ft.hessian(f_np, argnums=argnums)(*args), jax.hessian(f_jax, argnums=argnums)(*args))
+        add("hessian", ft.hessian(f_np, argnums=argnums)(*args), jit(jax.hessian(f_jax, argnums=argnums))(*args))
     return report

@@ -435,19 +435,25 @@ def search(
     kinds=KINDS,
     wrap=None,
     strategy=None,
+    stats: dict | None = None,
 ) -> Found | None:
     """Look for a program whose ``oracle.check`` fails; None if none of ``max_examples`` does.
 
     Programs whose intermediate values are not finite (or huge) at the drawn
     inputs are skipped.  ``wrap(callable) -> callable`` substitutes the function
     checked (for testing the search itself); the reproducer shows the unwrapped
-    program.  The result is shrunk by hypothesis.
+    program.  The result is shrunk by hypothesis.  ``stats``, if given, counts the programs checked
+    (``programs``, shrinking included) and their derivative checks (``checks``).
     """
+    stats = {} if stats is None else stats
+    stats.update(programs=0, checks=0)
     strategy = strategy if strategy is not None else programs(min_steps, max_steps)
 
     def fails(program):
         assume(well_defined(program))
         report, error = _outcome(program, wrap, fd_rtol, kinds)
+        stats["programs"] += 1
+        stats["checks"] += 0 if report is None else len(report.results)
         return error is not None or not report.passed
 
     opts = settings(

@@ -11,10 +11,11 @@ checked too.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import functools
-import importlib
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import hypothesis
 import numpy as np
 
 import fasttape as ft
@@ -29,13 +31,16 @@ from fasttape.kernels import C_OP, PRIMITIVES
 
 from .cases import NP, PRIMITIVE_CASES, scalar_loss
 from .check import KINDS, Report, check
+from .programs import search
+from .strategies import DRAWN, primitive_examples
 
 PROFILES = {
-    # draws of inputs per case, number of random programs
-    "quick": {"seeds": 1, "programs": 4},
-    "ci": {"seeds": 1, "programs": 25},
-    "dev": {"seeds": 1, "programs": 50},
-    "thorough": {"seeds": 3, "programs": 300},  # ~8 s per program with every derivative kind
+    # seeds: input draws per hand-written case; examples: hypothesis-drawn checks per elementwise, comparison
+    # and reduction primitive (shapes and operands); programs: random programs of 2-30 primitives
+    "quick": {"seeds": 1, "examples": 1, "programs": 10},
+    "ci": {"seeds": 1, "examples": 2, "programs": 40},
+    "dev": {"seeds": 1, "examples": 5, "programs": 200},
+    "thorough": {"seeds": 3, "examples": 25, "programs": 2000},
 }
 _OPNAME = {p.opcode: p.name for p in PRIMITIVES}
 
@@ -113,6 +118,7 @@ class Matrix:
     cells: dict = field(default_factory=dict)  # (primitive, kind) -> Cell
     runs: list = field(default_factory=list)  # CaseRun
     errors: list = field(default_factory=list)  # (case, seed, traceback) for cases that raised
+    drawn_failures: list = field(default_factory=list)  # (primitive, shrunk example, report) from hypothesis
     programs: dict = field(default_factory=dict)  # random-program search outcome
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)
@@ -138,6 +144,7 @@ class Matrix:
         return (
             not self.failures
             and not self.errors
+            and not self.drawn_failures
             and not self.missing
             and self.programs.get("failure") is None
             and not self.programs.get("error")
@@ -183,6 +190,8 @@ class Matrix:
             lines.append(
                 f"FAIL {p}×{k}: {c.failed}/{c.checks} failed; first: {c.first_failure_case}: {c.first_failure}"
             )
+        for prim, example, detail in self.drawn_failures:
+            lines.append(f"FAIL {prim}, shrunk by hypothesis to {example}:\n{detail}")
         for case, seed, tb in self.errors:
             last = tb.strip().splitlines()[-1] if tb.strip() else "error"
             lines.append(f"ERROR {case} (seed {seed}): {last}")
@@ -201,14 +210,21 @@ class Matrix:
             return f"random programs: ERROR {pr['error']}"
         if pr.get("failure") is not None:
             return f"random programs: FAIL (searched up to {pr.get('count')} programs):\n{pr['failure']}"
-        return f"random programs: {pr.get('count')} passed ({pr.get('seconds', 0):.1f} s)"
+        return (
+            f"random programs: {pr.get('programs', 0)} checked, {pr.get('checks', 0)} derivative checks, all passed "
+            f"({pr.get('seconds', 0):.1f} s)"
+        )
 
     def summary(self) -> str:
-        n_prog = 0 if self.programs.get("skipped") else (self.programs.get("count") or 0)
+        drawn = sum(1 for r in self.runs if r.case.endswith("~drawn"))
+        programs = self.programs.get("programs", 0)
+        checks = self.checks + self.programs.get("checks", 0)
         status = "all passed" if self.passed else "FAILED"
+        phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.timings.items())
         return (
-            f"{len(self.primitives)} primitives x {len(self.kinds)} kinds, {self.checks} checks, "
-            f"{n_prog} random programs: {status} in {self.seconds:.1f} s"
+            f"{len(self.primitives)} primitives x {len(self.kinds)} kinds: {len(self.runs) - drawn} case runs, "
+            f"{drawn} hypothesis-drawn examples, {programs} random programs; {checks} derivative checks: "
+            f"{status} in {self.seconds:.1f} s ({phases})"
         )
 
     def to_dict(self) -> dict:
@@ -226,6 +242,7 @@ class Matrix:
             "cells": {p: {k: self.cell(p, k).to_dict() for k in self.kinds} for p in self.primitives},
             "missing": [[p, k] for p, k in self.missing],
             "errors": [{"case": c, "seed": s, "traceback": tb} for c, s, tb in self.errors],
+            "drawn_failures": [{"primitive": p, "example": e, "report": r} for p, e, r in self.drawn_failures],
             "cases": [
                 {
                     "case": r.case,
@@ -317,10 +334,12 @@ def run_matrix(
     random_programs=True,
     cases=None,
     on_report=None,
+    jobs=1,
 ) -> Matrix:
     """Run every case (optionally only those of one primitive, one kind) and aggregate the matrix.
 
-    ``on_report(case_run)`` is called after each case (the CLI's ``-v`` prints reports with it).
+    ``on_report(case_run)`` is called after each case (the CLI's ``-v`` prints reports with it); ``jobs``
+    processes share the random-program search.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; one of {sorted(PROFILES)}")
@@ -343,32 +362,22 @@ def run_matrix(
         for draw in range(settings["seeds"]):
             i += 1
             bar.update(i, f"{case.name} (draw {draw})")
-            t0 = time.perf_counter()
             rng = np.random.default_rng(_seed(case.name, draw))
-            run = CaseRun(case.name, draw, (), None)
-            try:
-                args = case.inputs(rng)
-                run.primitives = case_primitives(case, args)
-                loss = scalar_loss(case, args, rng)
-                run.report = check(loss, *args, namespace=True, kinds=kinds, fd=case.smooth, seed=draw, name=case.name)
-            except Exception:
-                run.error = traceback.format_exc()
-                matrix.errors.append((case.name, draw, run.error))
-            run.seconds = time.perf_counter() - t0
-            matrix.runs.append(run)
-            if run.report is not None:
-                for result in run.report.results:
-                    k = result.kind.split(":")[0]  # "value:jnp" (native jax.numpy run) counts as value
-                    for p in run.primitives:
-                        if p in rows:
-                            matrix.cell(p, k).add(case.name, result)
-            if on_report is not None:
-                on_report(run)
+            _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, on_report)
     bar.done()
     matrix.timings["cases"] = time.perf_counter() - start
+    if settings["examples"] and cases is None:  # hand-picked ``cases`` (tests of the runner) skip this phase
+        t0 = time.perf_counter()
+        drawn = [p for p in DRAWN if primitive is None or p.name == primitive]
+        bar = _Progress(bar.enabled, len(drawn))
+        for j, prim in enumerate(drawn):
+            bar.update(j + 1, f"{prim.name}: {settings['examples']} hypothesis examples")
+            _check_drawn(matrix, prim, settings["examples"], on_report)
+        bar.done()
+        matrix.timings["drawn"] = time.perf_counter() - t0
     if random_programs and primitive is None and kind is None:
         t0 = time.perf_counter()
-        matrix.programs = _run_programs(settings["programs"], bar if progress else None)
+        matrix.programs = _run_programs(settings["programs"], jobs, bar if progress else None)
         matrix.programs["seconds"] = time.perf_counter() - t0
         matrix.timings["programs"] = matrix.programs["seconds"]
     elif random_programs:
@@ -377,29 +386,94 @@ def run_matrix(
     return matrix
 
 
-def _run_programs(n, bar=None) -> dict:
-    """``oracle.programs.search(n)`` if a colleague's module provides it; a note otherwise."""
+def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> CaseRun:
+    """``oracle.check`` of one case on inputs from ``draw_inputs()``, added to the matrix's cells for every
+    primitive its tape uses."""
+    t0 = time.perf_counter()
+    name = name or case.name
+    run = CaseRun(name, draw, (), None)
     try:
-        programs = importlib.import_module("oracle.programs")
-    except ImportError as exc:
-        return {"skipped": True, "count": 0, "note": f"oracle.programs not available ({exc})"}
-    search = getattr(programs, "search", None)
-    if search is None:
-        return {"skipped": True, "count": 0, "note": "oracle.programs has no search()"}
-    if bar is not None:
-        bar.update(bar.total, f"{n} random programs")
-    try:
-        failure = search(n, seed=0)
+        args = draw_inputs()
+        run.primitives = case_primitives(case, args)
+        loss = scalar_loss(case, args, rng)
+        run.report = check(loss, *args, namespace=True, kinds=matrix.kinds, fd=case.smooth, seed=draw, name=name)
     except Exception:
-        return {"count": n, "error": traceback.format_exc(limit=5)}
-    finally:
-        if bar is not None:
-            bar.done()
+        run.error = traceback.format_exc()
+        matrix.errors.append((name, draw, run.error))
+    run.seconds = time.perf_counter() - t0
+    matrix.runs.append(run)
+    if run.report is not None:
+        for result in run.report.results:
+            k = result.kind.split(":")[0]  # "value:jnp" (native jax.numpy run) counts as value
+            for p in run.primitives:
+                if p in matrix.primitives:
+                    matrix.cell(p, k).add(name, result)
+    if on_report is not None:
+        on_report(run)
+    return run
+
+
+def _check_drawn(matrix, prim, examples, on_report) -> None:
+    """``examples`` checks of ``prim`` on shapes and operands drawn by hypothesis
+    (:func:`oracle.strategies.primitive_examples`).  A failure is shrunk by hypothesis to its simplest
+    example, which the matrix keeps as the reproducer."""
+    last = {}
+
+    @hypothesis.settings(
+        max_examples=examples,
+        derandomize=True,  # the same examples on every run: a report compares with the previous one
+        database=None,
+        deadline=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        report_multiple_bugs=False,
+    )
+    @hypothesis.given(primitive_examples(prim))
+    def drawn(example):
+        rng = np.random.default_rng(0)
+        name = f"{prim.name}~drawn"
+        run = _check_case(matrix, example.case, lambda: example.args, 0, rng, on_report, name)
+        last["example"], last["run"] = example, run
+        assert run.report is not None and run.report.passed
+
+    try:
+        drawn()
+    except Exception:  # hypothesis re-raises after replaying the shrunk example, which ran last
+        run = last["run"]
+        detail = str(run.report) if run.report is not None else run.error
+        matrix.drawn_failures.append((prim.name, repr(last["example"]), detail))
+
+
+def _search_share(n, seed) -> dict:
+    """One process's share of the random-program search (module level, so a process pool can run it)."""
+    stats = {}
+    try:
+        failure = search(n, seed=seed, stats=stats)
+    except Exception:
+        return {**stats, "error": traceback.format_exc(limit=5)}
     if failure is None:
-        return {"count": n, "failure": None}
-    return {
-        "count": n,
-        "failure": str(failure),
-        "source": getattr(failure, "source", None),
-        "primitives": list(getattr(failure, "primitives", []) or []),
-    }
+        return {**stats, "failure": None}
+    return {**stats, "failure": str(failure), "source": failure.source, "primitives": failure.primitives}
+
+
+def _run_programs(n, jobs=1, bar=None) -> dict:
+    """:func:`oracle.programs.search` over ``n`` random programs, split over ``jobs`` processes with seeds
+    0..jobs-1: how many programs ran, their derivative checks, and the shrunk failure if one failed."""
+    if bar is not None:
+        bar.update(bar.total, f"{n} random programs on {jobs} process(es)")
+    shares = [n // jobs + (i < n % jobs) for i in range(jobs)]
+    if jobs == 1:
+        results = [_search_share(n, 0)]
+    else:
+        context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            results = list(pool.map(_search_share, shares, range(jobs)))
+    if bar is not None:
+        bar.done()
+    merged = {"count": n, "jobs": jobs, "programs": 0, "checks": 0, "failure": None}
+    for result in results:
+        merged["programs"] += result.get("programs", 0)
+        merged["checks"] += result.get("checks", 0)
+        for key in ("error", "failure", "source", "primitives"):
+            if result.get(key) is not None and merged.get(key) is None:
+                merged[key] = result[key]
+    return merged

@@ -1,5 +1,6 @@
 """The oracle catches a derivative rule broken on purpose (FASTTAPE_FAULT), both
-in the per-primitive check and in the random-program search.
+in the per-primitive check (on hand-written and on hypothesis-drawn inputs) and in
+the random-program search.
 
 The fault is compiled into the kernels, so this runs in a fresh interpreter
 (the on-disk cache is switched off while a fault is set)."""
@@ -26,6 +27,9 @@ SCRIPT = textwrap.dedent(
     found = search(15, seed=0, max_steps=5, kinds=("grad",))
     print("search", "none" if found is None else ",".join(found.primitives))
     print("snippet", "none" if found is None else "np.tanh" in found.source or "xp.tanh" in found.source)
+    from oracle.run import run_matrix
+    matrix = run_matrix("quick", primitive="tanh", kind="grad", progress=False, random_programs=False)
+    print("drawn", ";".join(p + "@" + example.split("{")[0] for p, example, _ in matrix.drawn_failures) or "none")
     """
 )
 
@@ -43,6 +47,8 @@ def test_broken_tanh_rule_is_caught_and_other_primitives_still_pass():
     # the random-program search finds it too, and its shrunk reproducer names the primitive
     assert "tanh" in lines["search"].split(","), lines["search"]
     assert lines["snippet"] == "True"
+    # and so does the matrix's hypothesis-drawn phase, shrunk to an example of tanh alone
+    assert lines["drawn"] == "tanh@tanh", lines["drawn"]
 
 
 def test_fault_must_name_an_elementwise_primitive():

@@ -1,0 +1,146 @@
+"""hypothesis strategies for the oracle's per-primitive checks.
+
+Each primitive of fasttape's table declares the domain on which it is smooth
+(``positive`` for ``log``, ``unit`` = (-1, 1) for ``arcsin``, ``nonzero`` for
+``abs``...).  :func:`domain_arrays` draws float64 arrays inside such a domain,
+with a margin from its edges and kinks, so finite differences stay a fair
+witness; :func:`primitive_examples` draws a whole check for one primitive:
+operand shapes (mutually broadcastable ones for binary primitives, an axis and
+``keepdims`` for reductions) and the operands.  The conventions at the kinks
+themselves are tested separately, on hand-picked points (tests/test_primitives.py).
+
+The random programs of :mod:`oracle.programs` are built from the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fasttape import PRIMITIVES
+
+from .cases import _BINARY_DOMAINS, Case
+
+MAX_DIMS = 3
+MAX_SIDE = 4
+
+
+def _floats(lo, hi):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+
+
+def domain_values(domain: str) -> st.SearchStrategy:
+    """Scalars inside ``domain``, kept at least 0.1 from its edges and from the kinks of the
+    primitives that use it."""
+    if domain == "real":
+        return _floats(-3.0, 3.0)
+    if domain == "positive":
+        return _floats(0.2, 3.0)
+    if domain == "unit":
+        return _floats(-0.9, 0.9)
+    if domain == "above_one":
+        return _floats(1.1, 3.0)
+    if domain == "nonzero":
+        return st.one_of(_floats(0.2, 3.0), _floats(-3.0, -0.2))
+    if domain == "off_integers":  # floor/ceil are constant on (k + 0.1, k + 0.9)
+        return st.builds(lambda k, f: k + f, st.integers(-3, 2), _floats(0.1, 0.9))
+    if domain == "off_half_integers":  # round is constant on (k - 0.4, k + 0.4)
+        return st.builds(lambda k, f: k + f, st.integers(-3, 3), _floats(-0.4, 0.4))
+    if domain == "grid":  # integers; with "offgrid" two operands are never within 0.5 of each other
+        return st.integers(-3, 3).map(float)
+    if domain == "offgrid":
+        return st.integers(-3, 2).map(lambda k: k + 0.5)
+    raise ValueError(f"unknown domain {domain!r}")
+
+
+def domain_arrays(domain: str, shape) -> st.SearchStrategy:
+    """float64 arrays of ``shape`` inside ``domain``; ``distinct`` (max/min) draws elements at least
+    0.25 apart, so no tie is within finite-difference reach."""
+    if domain == "distinct":
+        elements = st.integers(-12, 12).map(lambda k: 0.25 * k)
+        return hnp.arrays(np.float64, shape, elements=elements, unique=True)
+    return hnp.arrays(np.float64, shape, elements=domain_values(domain))
+
+
+def shapes(min_dims=0):
+    return hnp.array_shapes(min_dims=min_dims, max_dims=MAX_DIMS, min_side=1, max_side=MAX_SIDE)
+
+
+@dataclass
+class Example:
+    """One drawn check: the case (a program of one primitive) and its float64 operands."""
+
+    case: Case
+    args: tuple
+
+    def __repr__(self):
+        shapes_ = ", ".join(str(a.shape) for a in self.args)
+        values = ", ".join(np.array2string(a, precision=17, separator=", ") for a in self.args)
+        return f"{self.case.name}{{{shapes_}}} at ({values})"
+
+
+def _call(name, *fixed):
+    def fn(xp, *args):
+        return getattr(xp, name)(*args, *fixed)
+
+    return fn
+
+
+@st.composite
+def _unary(draw, prim):
+    name = prim.numpy[0] if prim.numpy else prim.name
+    x = draw(shapes().flatmap(lambda s: domain_arrays(prim.domain, s)))
+    return Example(Case(prim.name, _call(name), (x.shape,), (prim.domain,)), (x,))
+
+
+@st.composite
+def _binary(draw, prim):
+    if prim.domain == "distinct":  # maximum/minimum: operands on interleaved grids, either one the larger
+        domains = draw(st.sampled_from([("grid", "offgrid"), ("offgrid", "grid")]))
+    else:
+        domains = _BINARY_DOMAINS.get(prim.name, ("real", "real"))
+    pair = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=MAX_DIMS, max_side=MAX_SIDE))
+    x, y = (draw(domain_arrays(d, s)) for d, s in zip(domains, pair.input_shapes))
+    return Example(Case(prim.name, _call(prim.numpy[0]), (x.shape, y.shape), domains), (x, y))
+
+
+@st.composite
+def _comparison(draw, prim):
+    """``where(x OP y, x * y, x - 2y)``: the selected branch's derivative, on operands with some ties."""
+    pair = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=MAX_DIMS, max_side=MAX_SIDE))
+    grid = st.integers(-2, 2).map(float)  # small integers: equal elements are likely, as they should be
+    x, y = (draw(hnp.arrays(np.float64, s, elements=grid)) for s in pair.input_shapes)
+    name = prim.numpy[0]
+
+    def fn(xp, a, b):
+        return xp.where(getattr(xp, name)(a, b), a * b, a - 2.0 * b)
+
+    return Example(Case(prim.name, fn, (x.shape, y.shape), smooth=False), (x, y))
+
+
+@st.composite
+def _reduction(draw, prim):
+    name = prim.numpy[0] if prim.numpy else prim.name
+    domain = "nonzero" if prim.name == "prod" else prim.domain
+    x = draw(shapes(min_dims=1).flatmap(lambda s: domain_arrays(domain, s)))
+    axes = st.none() | st.integers(-x.ndim, x.ndim - 1)
+    if x.ndim > 1:
+        axes |= st.lists(st.integers(0, x.ndim - 1), min_size=2, max_size=x.ndim, unique=True).map(tuple)
+    axis, keepdims = draw(axes), draw(st.booleans())
+
+    def fn(xp, a):
+        return getattr(xp, name)(a, axis=axis, keepdims=keepdims)
+
+    return Example(Case(f"{prim.name}-axis{axis}-keep{keepdims}".replace(" ", ""), fn, (x.shape,), (domain,)), (x,))
+
+
+_BY_KIND = {"unary": _unary, "binary": _binary, "comparison": _comparison, "reduction": _reduction}
+DRAWN = tuple(p for p in PRIMITIVES if p.kind in _BY_KIND)  # the structural primitives keep hand-written cases
+
+
+def primitive_examples(prim) -> st.SearchStrategy:
+    """Checks of one elementwise, comparison or reduction primitive: shapes, then operands."""
+    return _BY_KIND[prim.kind](prim)
