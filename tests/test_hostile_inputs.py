@@ -585,6 +585,60 @@ def test_hostile_input(case_id):
     _judge(_all_cases()[case_id], results[case_id])
 
 
+# --------------------------------------------------------------------------
+# NaN and infinity: no exception, and the same NaN pattern in the gradient as JAX
+# --------------------------------------------------------------------------
+_M6 = np.arange(36.0).reshape(6, 6) / 10.0 - 1.0
+NAN_FUNCTIONS = {
+    "square": lambda xp, x: xp.sum(x * x),
+    "exp": lambda xp, x: xp.sum(xp.exp(x)),
+    "tanh-times-x": lambda xp, x: xp.sum(xp.tanh(x) * x),
+    "sqrt-abs": lambda xp, x: xp.sum(xp.sqrt(xp.abs(x) + 1.0)),
+    "log-square": lambda xp, x: xp.sum(xp.log(x**2 + 1.0)),
+    "maximum": lambda xp, x: xp.sum(xp.maximum(x, 0.0)),
+    "quadratic-form": lambda xp, x: x @ (_M6 @ x),
+    "prod": lambda xp, x: xp.prod(x),
+    "cumsum": lambda xp, x: xp.sum(xp.cumsum(x) ** 2),
+    "where": lambda xp, x: xp.sum(xp.where(x > 0, x, 2.0 * x)),
+    "reversed": lambda xp, x: xp.sum(xp.sin(x)[::-1] * x),
+    "mean-var": lambda xp, x: xp.mean(x) + xp.var(x),
+    "reciprocal": lambda xp, x: xp.sum(1.0 / (x * x + 1.0)),
+    "arctan2": lambda xp, x: xp.sum(xp.arctan2(x, 2.0)),
+    "hypot": lambda xp, x: xp.sum(xp.hypot(x, 1.0)),
+    "logaddexp": lambda xp, x: xp.sum(xp.logaddexp(x, 0.5)),
+    "clip": lambda xp, x: xp.sum(xp.clip(x, -1.0, 1.0) ** 2),
+    "norm": lambda xp, x: xp.linalg.norm(x),
+    "max": pytest.param(
+        lambda xp, x: xp.max(x),
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="kernels.py: a max/min reduction over a NaN gives a zero gradient; JAX divides by a zero "
+            "count of maximisers and gives NaN everywhere",
+        ),
+    ),
+}
+NAN_INPUTS = [
+    np.array([np.nan, 1.0, -2.0, np.inf, -np.inf, 0.5]),
+    np.array([1.0, np.inf, 2.0, 3.0, -1.0, 0.1]),
+    np.full(6, np.nan),
+    np.array([-np.inf, 1.0, 2.0, 3.0, -1.0, 0.1]),
+]
+
+
+@pytest.mark.parametrize("fn", list(NAN_FUNCTIONS.values()), ids=list(NAN_FUNCTIONS))
+def test_nan_and_inf_propagate_as_in_jax(fn):
+    import jax
+    import jax.numpy as jnp
+
+    grad = ft.grad(functools.partial(fn, np))
+    for x in NAN_INPUTS:
+        with np.errstate(all="ignore"):
+            ours = grad(x)
+        theirs = np.asarray(jax.grad(functools.partial(fn, jnp))(x))
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs), err_msg=f"NaN pattern at {x}")
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0, equal_nan=True, err_msg=f"at {x}")
+
+
 def test_the_runner_names_a_case_that_crashes(monkeypatch):
     """A child that dies in the middle of a case is reported as that case crashing (and the rest still run)."""
     monkeypatch.setenv("FASTTAPE_HOSTILE_CRASH", "tape-none")
