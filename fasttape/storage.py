@@ -473,18 +473,18 @@ def _validate_instructions(ins: np.ndarray, aux: np.ndarray, n_values: int, pool
             if any(params):
                 _fail(f"{where}: elementwise instruction with parameters {params}")
             if op <= K.LAST_UNARY:
-                used = ((a, na),)
+                used = (na,)
                 if na != n:
                     _fail(f"{where}: operand of size {na} for an output of size {n}")
             elif op <= K.LAST_BINARY:
-                used = ((a, na), (b, nb))
+                used = (na, nb)
             else:
-                used = ((a, na), (b, nb), (c, nc))
-            for x, nx in used:
+                used = (na, nb, nc)
+            for nx, init in zip(used, (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)):
                 if nx not in (n, 1) and not (n == 0 and nx == 0):
                     _fail(f"{where}: operand of size {nx} for an output of size {n} (must be {n} or 1)")
-                # a size-1 operand is read (and its adjoint written) at x even when n == 0
-                _check_run(x, max(nx, 1), N, f"{where}: operand")
+                if nx == 0 and flags & init:  # the reverse sweep would write the one element at x
+                    _fail(f"{where}: an initialising write into an empty operand")
             continue
         if op <= K.OP_CUMSUM:  # reductions and cumsum: (pre, r, post)
             pre, r, post = p0, p1, p2

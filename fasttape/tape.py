@@ -520,6 +520,8 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
         gather = ins[i, K.C_OP] == K.OP_GATHER
         roots = [root[sid] for sid in operands]
         for k, sid in enumerate(operands):
+            if slots[sid].size == 0:
+                continue  # an empty adjoint needs no initialisation (and the sweeps would write one element)
             if gather or k >= 3:
                 first_writer.setdefault(roots[k], (i, -1))
             elif flags & grad_bits[k]:

@@ -76,6 +76,14 @@ def _rich(x, m):
     return np.sum(s) + np.sum(w)
 
 
+def _empty_operand_last(x):
+    """An elementwise product of two empty arrays, recorded last: its operand sits at the end of the buffer."""
+    s = np.sum(x * x)
+    e = x[:0]
+    _ = e * e
+    return s
+
+
 STRUCTURAL = {
     "where": (lambda x: np.sum(np.where(x > 0, x * x, np.sin(x))), (X3,)),
     "sum-axis": (lambda m: np.sum(np.sum(m, axis=0) ** 2), (M33,)),
@@ -92,6 +100,7 @@ STRUCTURAL = {
     "static-int-array": (lambda x, idx: np.sum(x[idx] ** 3), (X3, np.array([2, 0, 0]))),
     "constant-output": (lambda x: 2.5, (X3,)),
     "empty-input": (lambda x, e: np.sum(x * x) + np.sum(e * 2.0), (X3, np.zeros(0))),
+    "empty-operand-last": (_empty_operand_last, (X3,)),
 }  # fmt: skip
 
 
@@ -153,6 +162,19 @@ def test_round_trip_is_bitwise_identical(name):
     _assert_same(_results(loaded, args), _results(tape, args))
     again = pickle.loads(pickle.dumps(tape))
     _assert_same(_results(again, args), _results(tape, args))
+
+
+def test_no_initialising_write_into_an_empty_operand():
+    """An empty operand's adjoint needs no initialisation; an F_INIT bit would make the reverse sweep write
+    one element at its offset -- here the end of the buffer, one past the adjoints."""
+    tape = ft.trace(_empty_operand_last, X3)
+    init = (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)
+    for row in tape.ins:
+        for bit, size_col in zip(init, (K.C_NA, K.C_NB, K.C_NC)):
+            assert not (row[size_col] == 0 and row[K.C_FLAGS] & bit), row
+    value, grad = tape.value_and_grad(X3)
+    assert value == np.sum(X3 * X3)
+    np.testing.assert_array_equal(grad, 2.0 * X3)
 
 
 def test_saving_is_reproducible_and_a_plain_npz(tmp_path):
