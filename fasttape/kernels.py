@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numba
@@ -684,6 +685,71 @@ def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b):
                             dB[p * n + j] += av * G[i * n + j]
 
 
+# --------------------------------------------------------------------------
+# long elementwise runs of transcendental functions: NumPy's SIMD loops
+# --------------------------------------------------------------------------
+# Numba's math calls are scalar libm (3-17 ns per element); NumPy's loops for exp, log, tanh... are
+# vectorised (0.5-1.3 ns).  A forward run at least VECTOR_RUN long leaves compiled code for one NumPy
+# call (objmode, ~2 µs); NumPy releases the GIL inside its loops.
+VECTOR_RUN = 4096
+warnings.filterwarnings("ignore", message=".*Code running in object mode won.t allow parallel")
+
+
+def _numpy_unary_table():
+    names = {
+        OP_ABS: "abs", OP_SQRT: "sqrt", OP_CBRT: "cbrt", OP_RECIPROCAL: "reciprocal", OP_EXP: "exp",
+        OP_EXP2: "exp2", OP_EXPM1: "expm1", OP_LOG: "log", OP_LOG2: "log2", OP_LOG10: "log10",
+        OP_LOG1P: "log1p", OP_TAN: "tan", OP_ARCSIN: "arcsin", OP_ARCCOS: "arccos", OP_ARCTAN: "arctan",
+        OP_SINH: "sinh", OP_COSH: "cosh", OP_TANH: "tanh", OP_ARCSINH: "arcsinh", OP_ARCTANH: "arctanh",
+    }  # fmt: skip
+    return {op: getattr(np, name) for op, name in names.items()}
+
+
+_NUMPY_UNARY = _numpy_unary_table()
+_NUMPY_BINARY = {OP_POWER: np.power, OP_ARCTAN2: np.arctan2}
+
+
+def numpy_unary(op, x, z):
+    """z = op(x) by NumPy (called from compiled code through objmode)."""
+    with np.errstate(all="ignore"):
+        _NUMPY_UNARY[op](x, out=z)
+
+
+def numpy_binary(op, x, y, z):
+    """z = op(x, y) by NumPy; x or y may have length 1 (broadcast)."""
+    with np.errstate(all="ignore"):
+        if op == OP_LOGADDEXP:  # max + log1p(exp(-|x - y|)): three SIMD loops instead of one scalar one
+            np.subtract(x, y, out=z)
+            np.abs(z, out=z)
+            np.negative(z, out=z)
+            np.exp(z, out=z)
+            np.log1p(z, out=z)
+            z += np.maximum(x, y)
+            odd = ~np.isfinite(z)  # infinities (and NaN): NumPy's own rules
+            if odd.any():
+                z[odd] = np.logaddexp(np.broadcast_to(x, z.shape)[odd], np.broadcast_to(y, z.shape)[odd])
+        else:
+            _NUMPY_BINARY[op](x, y, out=z)
+
+
+VECTOR_UNARY = np.zeros(LAST_UNARY + 1, dtype=np.bool_)
+VECTOR_UNARY[list(_NUMPY_UNARY)] = True
+VECTOR_BINARY = np.zeros(LAST_BINARY + 1, dtype=np.bool_)
+VECTOR_BINARY[[OP_POWER, OP_ARCTAN2, OP_LOGADDEXP]] = True
+
+
+@_jit
+def _numpy_unary_run(op, z, x):
+    with numba.objmode():
+        numpy_unary(op, x, z)
+
+
+@_jit
+def _numpy_binary_run(op, z, x, y):
+    with numba.objmode():
+        numpy_binary(op, x, y, z)
+
+
 @_jit
 def _unary_forward_run(op, z, x):
     if op == OP_SQUARE:
@@ -779,7 +845,9 @@ def forward_sweep(ins, aux, buf):
         n = ins[i, C_N]
         a = ins[i, C_A]
         if op <= LAST_UNARY:
-            if n >= 32:
+            if n >= VECTOR_RUN and VECTOR_UNARY[op]:
+                _numpy_unary_run(op, buf[o : o + n], buf[a : a + n])
+            elif n >= 32:
                 _unary_forward_run(op, buf[o : o + n], buf[a : a + n])
             else:
                 for j in range(n):
@@ -790,6 +858,8 @@ def forward_sweep(ins, aux, buf):
             sb = 1 if ins[i, C_NB] > 1 else 0
             if n == 1:
                 buf[o] = binary_value(op, buf[a], buf[b])
+            elif n >= VECTOR_RUN and VECTOR_BINARY[op]:
+                _numpy_binary_run(op, buf[o : o + n], buf[a : a + n * sa + (1 - sa)], buf[b : b + n * sb + (1 - sb)])
             elif op <= OP_MULTIPLY and n >= 32:
                 _arithmetic_forward(op, buf, o, a, b, n, sa, sb)
             else:

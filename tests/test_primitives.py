@@ -13,7 +13,7 @@ import pytest
 import fasttape as ft
 from fasttape import kernels as K
 from fasttape.tape import record
-from oracle.cases import NP, PRIMITIVE_CASES, Case, jax_namespace, scalar_loss
+from oracle.cases import _BINARY_DOMAINS, NP, PRIMITIVE_CASES, Case, jax_namespace, sample, scalar_loss
 
 jax = pytest.importorskip("jax")
 JNP = jax_namespace()
@@ -139,3 +139,54 @@ def test_nonsmooth_points_follow_jax(name, fn, args):
     for g, jg in zip(grads, jgrads):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(np.asarray(jg)), err_msg="NaN pattern")
         assert_close(g, jg, what="gradient")
+
+
+# -- long runs: transcendental functions computed by NumPy's SIMD loops ----------
+LONG = K.VECTOR_RUN + 7
+VECTOR_PRIMITIVES = [p for p in K.PRIMITIVES if p.opcode <= K.LAST_BINARY and
+                     (K.VECTOR_UNARY[p.opcode] if p.kind == "unary" else K.VECTOR_BINARY[p.opcode])]  # fmt: skip
+
+
+@pytest.mark.parametrize("prim", VECTOR_PRIMITIVES, ids=lambda p: p.name)
+def test_long_runs_match_jax(prim):
+    """Runs of VECTOR_RUN elements or more leave compiled code for NumPy: value, gradient and HVP stay
+    JAX's, on full-length operands and with a broadcast scalar operand."""
+    rng = np.random.default_rng(prim.opcode)
+    domains = (prim.domain,) if prim.kind == "unary" else _BINARY_DOMAINS.get(prim.name, ("real", "real"))
+    args = [sample(d, (LONG,), rng) for d in domains]
+    weight = rng.normal(size=LONG)
+    name = prim.numpy[0]
+    if prim.kind == "unary":
+        programs = [lambda xp, x: xp.sum(getattr(xp, name)(x) * weight)]
+    else:
+        programs = [
+            lambda xp, x, y: xp.sum(getattr(xp, name)(x, y) * weight),
+            lambda xp, x, y: xp.sum(getattr(xp, name)(x[0], y) * weight + getattr(xp, name)(x, y[0]) * weight),
+        ]
+    argnums = tuple(range(len(args)))
+    v = tuple(rng.normal(size=LONG) for _ in args)
+    for program in programs:
+        loss_np, loss_jax = functools.partial(program, np), functools.partial(program, JNP)
+        value, grads = ft.value_and_grad(loss_np, argnums=argnums)(*args)
+        jvalue, jgrads = jax.value_and_grad(loss_jax, argnums=argnums)(*args)
+        assert_close(value, jvalue, what="value")
+        for g, jg in zip(grads, jgrads):
+            assert_close(g, jg, what="gradient")
+        hv = ft.hvp(loss_np, tuple(args), v)
+        jhv = jax.jvp(jax.grad(loss_jax, argnums=argnums), tuple(args), v)[1]
+        for h, jh in zip(hv if isinstance(hv, tuple) else (hv,), jhv):
+            assert_close(h, jh, what="hvp")
+        finite_difference_check(loss_np, args, grads, rng)
+
+
+def test_long_logaddexp_keeps_numpys_infinities():
+    x = np.linspace(-3.0, 3.0, LONG)
+    y = x[::-1].copy()
+    x[:4] = [np.inf, -np.inf, np.inf, np.nan]
+    y[:4] = [np.inf, -np.inf, -np.inf, 1.0]
+    with np.errstate(invalid="ignore"):
+        expected = np.logaddexp(x, y)
+    tape = ft.trace(lambda a, b: np.logaddexp(a, b) * 1.0, x, y, argnums=(0, 1))
+    out = tape(x, y)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    np.testing.assert_allclose(out[~np.isnan(out)], expected[~np.isnan(expected)], rtol=1e-15)
