@@ -837,14 +837,62 @@ def _arithmetic_forward(op, buf, o, a, b, n, sa, sb):
 
 
 @_jit
+def _scalar_forward_run(ins, buf, i):
+    """Values of the scalar (one-element) elementwise instructions from ``i`` on -- the code of loops over
+    Python floats -- in one tight loop; returns the index of the last one."""
+    end = ins.shape[0]
+    while i < end:
+        op = ins[i, C_OP]
+        if ins[i, C_N] != 1 or op > LAST_BINARY:
+            break
+        if op > LAST_UNARY:
+            buf[ins[i, C_OUT]] = binary_value(op, buf[ins[i, C_A]], buf[ins[i, C_B]])
+        else:
+            buf[ins[i, C_OUT]] = unary_value(op, buf[ins[i, C_A]])
+        i += 1
+    return i - 1
+
+
+@_jit
+def _scalar_reverse_run(ins, buf, N, i):
+    """Adjoints of the scalar elementwise instructions from ``i`` down, in one tight loop; returns the
+    index of the last one."""
+    while i >= 0:
+        op = ins[i, C_OP]
+        if ins[i, C_N] != 1 or op > LAST_BINARY:
+            break
+        flags = ins[i, C_FLAGS]
+        if flags & F_ACTIVE:
+            o = ins[i, C_OUT]
+            a = ins[i, C_A]
+            g = buf[N + o]
+            if op > LAST_UNARY:
+                b = ins[i, C_B]
+                dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
+                if flags & F_GRAD_A:
+                    buf[N + a] = g * dx if flags & F_INIT_A else buf[N + a] + g * dx
+                if flags & F_GRAD_B:
+                    buf[N + b] = g * dy if flags & F_INIT_B else buf[N + b] + g * dy
+            else:
+                v = g * unary_partial(op, buf[a], buf[o])
+                buf[N + a] = v if flags & F_INIT_A else buf[N + a] + v
+        i -= 1
+    return i + 1
+
+
+@_jit
 def forward_sweep(ins, aux, buf):
     """Values of every instruction, in tape order."""
-    for i in range(ins.shape[0]):
+    i = -1
+    while i < ins.shape[0] - 1:
+        i += 1
         op = ins[i, C_OP]
         o = ins[i, C_OUT]
         n = ins[i, C_N]
         a = ins[i, C_A]
-        if op <= LAST_UNARY:
+        if n == 1 and op <= LAST_BINARY:
+            i = _scalar_forward_run(ins, buf, i)
+        elif op <= LAST_UNARY:
             if n >= VECTOR_RUN and VECTOR_UNARY[op]:
                 _numpy_unary_run(op, buf[o : o + n], buf[a : a + n])
             elif n >= 32:
@@ -856,9 +904,7 @@ def forward_sweep(ins, aux, buf):
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
-            if n == 1:
-                buf[o] = binary_value(op, buf[a], buf[b])
-            elif n >= VECTOR_RUN and VECTOR_BINARY[op]:
+            if n >= VECTOR_RUN and VECTOR_BINARY[op]:
                 _numpy_binary_run(op, buf[o : o + n], buf[a : a + n * sa + (1 - sa)], buf[b : b + n * sb + (1 - sb)])
             elif op <= OP_MULTIPLY and n >= 32:
                 _arithmetic_forward(op, buf, o, a, b, n, sa, sb)
@@ -993,13 +1039,18 @@ def _prod_reverse(buf, N, base, r, post, q, g):
 def reverse_sweep(ins, aux, buf):
     """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
     N = aux[M_NVALS]
-    for i in range(ins.shape[0] - 1, -1, -1):
+    i = ins.shape[0]
+    while i > 0:
+        i -= 1
+        op = ins[i, C_OP]
+        n = ins[i, C_N]
+        if n == 1 and op <= LAST_BINARY:
+            i = _scalar_reverse_run(ins, buf, N, i)
+            continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
             continue
-        op = ins[i, C_OP]
         o = ins[i, C_OUT]
-        n = ins[i, C_N]
         a = ins[i, C_A]
         ga = (flags & F_GRAD_A) != 0
         gb = (flags & F_GRAD_B) != 0
@@ -1018,14 +1069,6 @@ def reverse_sweep(ins, aux, buf):
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
-            if n == 1:  # scalar code: no loop
-                g = buf[N + o]
-                dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
-                if ga:
-                    buf[N + a] = g * dx if ia else buf[N + a] + g * dx
-                if gb:
-                    buf[N + b] = g * dy if ib else buf[N + b] + g * dy
-                continue
             if op <= OP_MULTIPLY and n >= 32:
                 _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb, ia, ib)
                 continue
@@ -1423,10 +1466,112 @@ def _second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga,
 
 
 @_jit
+def _scalar_tangent_run(ins, buf, tan, NV, k, i):
+    """Tangents (k directions) of the scalar elementwise instructions from ``i`` on; returns the index
+    of the last one."""
+    end = ins.shape[0]
+    while i < end:
+        op = ins[i, C_OP]
+        if ins[i, C_N] != 1 or op > LAST_BINARY:
+            break
+        flags = ins[i, C_FLAGS]
+        if flags & F_ACTIVE:
+            o = ins[i, C_OUT]
+            a = ins[i, C_A]
+            if op > LAST_UNARY:
+                b = ins[i, C_B]
+                dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
+                for d in range(k):
+                    t = 0.0
+                    if flags & F_GRAD_A:
+                        t += dx * tan[d * NV + a]
+                    if flags & F_GRAD_B:
+                        t += dy * tan[d * NV + b]
+                    tan[d * NV + o] = t
+            else:
+                d1 = unary_partial(op, buf[a], buf[o])
+                for d in range(k):
+                    tan[d * NV + o] = d1 * tan[d * NV + a]
+        i += 1
+    return i - 1
+
+
+@_jit
+def _scalar_second_run(ins, buf, tan, adj2, N, k, second, i):
+    """The second-order (or, without ``second``, k-seed reverse) sweep over the scalar elementwise
+    instructions from ``i`` down; returns the index of the last one."""
+    while i >= 0:
+        op = ins[i, C_OP]
+        if ins[i, C_N] != 1 or op > LAST_BINARY:
+            break
+        flags = ins[i, C_FLAGS]
+        if not (flags & F_ACTIVE):
+            i -= 1
+            continue
+        o = ins[i, C_OUT]
+        a = ins[i, C_A]
+        ia = (flags & F_INIT_A) != 0
+        if op <= LAST_UNARY:
+            x = buf[a]
+            z = buf[o]
+            d1 = unary_partial(op, x, z)
+            if second:
+                g = buf[N + o]
+                buf[N + a] = g * d1 if ia else buf[N + a] + g * d1
+                d2 = unary_second(op, x, z, d1)
+                for d in range(k):
+                    v = adj2[d * N + o] * d1 + g * d2 * tan[d * N + a]
+                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+            else:
+                for d in range(k):
+                    v = adj2[d * N + o] * d1
+                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+            i -= 1
+            continue
+        b = ins[i, C_B]
+        ga = (flags & F_GRAD_A) != 0
+        gb = (flags & F_GRAD_B) != 0
+        ib = (flags & F_INIT_B) != 0
+        x = buf[a]
+        y = buf[b]
+        z = buf[o]
+        dx, dy = binary_partials(op, x, y, z)
+        if second:
+            g = buf[N + o]
+            if ga:
+                buf[N + a] = g * dx if ia else buf[N + a] + g * dx
+            if gb:
+                buf[N + b] = g * dy if ib else buf[N + b] + g * dy
+            dxx, dxy, dyy = binary_second(op, x, y, z)
+            for d in range(k):
+                gd = adj2[d * N + o]
+                if ga:
+                    v = gd * dx + g * (dxx * tan[d * N + a] + (dxy * tan[d * N + b] if gb else 0.0))
+                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+                if gb:
+                    v = gd * dy + g * (dyy * tan[d * N + b] + (dxy * tan[d * N + a] if ga else 0.0))
+                    adj2[d * N + b] = v if ib else adj2[d * N + b] + v
+        else:
+            for d in range(k):
+                gd = adj2[d * N + o]
+                if ga:
+                    adj2[d * N + a] = gd * dx if ia else adj2[d * N + a] + gd * dx
+                if gb:
+                    adj2[d * N + b] = gd * dy if ib else adj2[d * N + b] + gd * dy
+        i -= 1
+    return i + 1
+
+
+@_jit
 def tangent_sweep(ins, aux, buf, tan, k):
     """Tangents of every active instruction for k directions (after a forward sweep)."""
     NV = aux[M_NVALS]
-    for i in range(ins.shape[0]):
+    i = -1
+    while i < ins.shape[0] - 1:
+        i += 1
+        if ins[i, C_N] == 1 and ins[i, C_OP] <= LAST_BINARY:
+            i = _scalar_tangent_run(ins, buf, tan, NV, k, i)
+            continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
             continue
@@ -1597,7 +1742,12 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
     (``tan`` and the first-order adjoint are not used).
     """
     N = aux[M_NVALS]
-    for i in range(ins.shape[0] - 1, -1, -1):
+    i = ins.shape[0]
+    while i > 0:
+        i -= 1
+        if ins[i, C_N] == 1 and ins[i, C_OP] <= LAST_BINARY:
+            i = _scalar_second_run(ins, buf, tan, adj2, N, k, second, i)
+            continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
             continue
@@ -1615,7 +1765,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
         post = ins[i, C_P2]
         ia = (flags & F_INIT_A) != 0
         ib = (flags & F_INIT_B) != 0
-        runs = op <= LAST_BINARY and (n >= SMALL_RUN and (op > LAST_UNARY or second) or n == 1)
+        runs = op <= LAST_BINARY and n >= SMALL_RUN and (op > LAST_UNARY or second)
         runs = runs or (op == OP_SUM and post == 1)
         if not runs:  # these branches accumulate: a first write starts from zero
             if ia:
@@ -1624,49 +1774,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                 _zero_adjoints(buf, adj2, N, k, b, ins[i, C_NB], second)
             if flags & F_INIT_C:
                 _zero_adjoints(buf, adj2, N, k, c, ins[i, C_NC], second)
-        if op <= LAST_UNARY and n == 1:  # scalar code: assign on a first write, no loops
-            x = buf[a]
-            z = buf[o]
-            d1 = unary_partial(op, x, z)
-            if second:
-                g = buf[N + o]
-                buf[N + a] = g * d1 if ia else buf[N + a] + g * d1
-                d2 = unary_second(op, x, z, d1)
-                for d in range(k):
-                    v = adj2[d * N + o] * d1 + g * d2 * tan[d * N + a]
-                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
-            else:
-                for d in range(k):
-                    v = adj2[d * N + o] * d1
-                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
-        elif op <= LAST_BINARY and n == 1:
-            x = buf[a]
-            y = buf[b]
-            z = buf[o]
-            dx, dy = binary_partials(op, x, y, z)
-            if second:
-                g = buf[N + o]
-                if ga:
-                    buf[N + a] = g * dx if ia else buf[N + a] + g * dx
-                if gb:
-                    buf[N + b] = g * dy if ib else buf[N + b] + g * dy
-                dxx, dxy, dyy = binary_second(op, x, y, z)
-                for d in range(k):
-                    gd = adj2[d * N + o]
-                    if ga:
-                        v = gd * dx + g * (dxx * tan[d * N + a] + (dxy * tan[d * N + b] if gb else 0.0))
-                        adj2[d * N + a] = v if ia else adj2[d * N + a] + v
-                    if gb:
-                        v = gd * dy + g * (dyy * tan[d * N + b] + (dxy * tan[d * N + a] if ga else 0.0))
-                        adj2[d * N + b] = v if ib else adj2[d * N + b] + v
-            else:
-                for d in range(k):
-                    gd = adj2[d * N + o]
-                    if ga:
-                        adj2[d * N + a] = gd * dx if ia else adj2[d * N + a] + gd * dx
-                    if gb:
-                        adj2[d * N + b] = gd * dy if ib else adj2[d * N + b] + gd * dy
-        elif op <= LAST_UNARY and n < SMALL_RUN:
+        if op <= LAST_UNARY and n < SMALL_RUN:
             for j in range(n):
                 x = buf[a + j]
                 z = buf[o + j]

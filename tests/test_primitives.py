@@ -184,9 +184,9 @@ def test_long_logaddexp_keeps_numpys_infinities():
     y = x[::-1].copy()
     x[:4] = [np.inf, -np.inf, np.inf, np.nan]
     y[:4] = [np.inf, -np.inf, -np.inf, 1.0]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf - inf, as NumPy computes it
         expected = np.logaddexp(x, y)
-    tape = ft.trace(lambda a, b: np.logaddexp(a, b) * 1.0, x, y, argnums=(0, 1))
+        tape = ft.trace(lambda a, b: np.logaddexp(a, b) * 1.0, x, y, argnums=(0, 1))
     out = tape(x, y)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
     np.testing.assert_allclose(out[~np.isnan(out)], expected[~np.isnan(expected)], rtol=1e-15)
