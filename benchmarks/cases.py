@@ -1,29 +1,118 @@
-"""What every benchmark module shares: the workload cases (function, arguments, warm tape, HVP
-directions, reference results), the timing call and the ``extra_info`` record read by ``report.py``."""
+"""What every benchmark module shares: the workloads and their sizes, the cases (function, arguments,
+warm tape, HVP directions, reference results, the one-time cross-check against JAX), the timing call
+and the ``extra_info`` record read by ``report.py``."""
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 import fasttape as ft
 
+from . import opcount
 from .workloads import (
+    GMM_N,
+    GMM_SIZES,
+    LOGISTIC_SIZES,
     LORENZ_STEPS,
+    MLP_SIZES,
+    ROSENBROCK_SIZES,
+    SOFTMAX_SIZES,
     directions,
+    gmm_input,
+    logistic_input,
     lorenz,
     lorenz_input,
+    make_gmm_objective,
+    make_logistic_loss,
     make_lorenz_fori,
     make_mlp_loss,
     make_rosenbrock,
+    make_softmax_loss,
     mlp_input,
-    mlp_loss,
-    rosenbrock,
     rosenbrock_hvp,
     rosenbrock_input,
+    softmax_input,
 )
 
 K = 4  # directions of the multi-direction HVP benchmarks
 FD_STEP = 1e-6  # central differences of the gradient: the HVP reference where no closed form is written
+JAX_RTOL = 1e-9  # normwise: every fasttape gradient against jax.grad, once, before anything is timed
+
+
+def _make_lorenz(xp=np):
+    """The Python loop for NumPy and fasttape; for JAX the same steps in a ``fori_loop`` (tracing the
+    Python loop takes JAX seconds, a cost the first-use benchmark measures separately)."""
+    return lorenz if xp is np else make_lorenz_fori()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A benchmark workload: ``make(xp)`` builds its function on the array namespace ``xp``,
+    ``inputs(*size)`` its arguments (the first is differentiated), ``label`` formats a size, and
+    ``rounds(*size)`` is None (pytest-benchmark calibrates) or a fixed number of rounds for the
+    expensive sizes, which keeps a full run within minutes."""
+
+    make: object
+    inputs: object
+    sizes: tuple
+    label: str
+    rounds: object = None
+
+    def size_tuple(self, size):
+        return size if isinstance(size, tuple) else (size,)
+
+
+WORKLOADS = {
+    "rosenbrock": Workload(
+        make_rosenbrock,
+        lambda n: (rosenbrock_input(n),),
+        ROSENBROCK_SIZES,
+        "n={}",
+        lambda n: 30 if n >= 1_000_000 else None,
+    ),
+    "lorenz": Workload(_make_lorenz, lambda: (lorenz_input(),), ((),), f"{LORENZ_STEPS} steps"),
+    "logistic": Workload(
+        make_logistic_loss,
+        logistic_input,
+        LOGISTIC_SIZES,
+        "{}x{}",
+        lambda m, d: 40 if m * d >= 1_000_000 else None,
+    ),
+    "mlp": Workload(
+        make_mlp_loss,
+        mlp_input,
+        MLP_SIZES,
+        "{}x{}x{}",
+        lambda batch, n_in, hidden: 15 if batch * hidden >= 100_000 else None,
+    ),
+    "softmax": Workload(
+        make_softmax_loss,
+        softmax_input,
+        SOFTMAX_SIZES,
+        "{}x{}x{}",
+        lambda batch, features, classes: 15 if batch * features * classes >= 1_000_000 else None,
+    ),
+    "gmm": Workload(
+        make_gmm_objective,
+        gmm_input,
+        GMM_SIZES,
+        f"n={GMM_N} d={{}} K={{}}",
+        lambda d, k: 15 if d * k >= 100 else None,
+    ),
+}
+
+
+def all_cases(workloads=None):
+    """``[(workload, size)]`` for every size of every workload (or of the named ones)."""
+    names = workloads or WORKLOADS
+    return [(name, size) for name in names for size in WORKLOADS[name].sizes]
+
+
+def case_id(workload, size):
+    """A pytest id: ``rosenbrock-1000``, ``mlp-32x8x16``, ``lorenz``."""
+    parts = WORKLOADS[workload].size_tuple(size)
+    return "-".join([workload, "x".join(map(str, parts))]) if parts else workload
 
 
 def leaves(tree):
@@ -51,37 +140,38 @@ def _shift(tree, v, h):
     return tree + h * v
 
 
+def relative_error(got, reference):
+    """Normwise relative error of two gradients (arrays or tuples of arrays)."""
+    reference = flat(reference)
+    return float(np.linalg.norm(flat(got) - reference) / np.linalg.norm(reference))
+
+
 class Case:
     """One workload at one size.
 
     ``args`` are the function's arguments (the first is differentiated), ``tape`` and ``api`` (the
     cached ``ft.value_and_grad`` transform) are recorded and warm, ``v`` is one HVP direction and
     ``V`` the same structure with a trailing axis of K directions.  ``rounds`` is None (let
-    pytest-benchmark calibrate) or a fixed number of rounds for the expensive sizes.
+    pytest-benchmark calibrate) or a fixed number of rounds for the expensive sizes.  ``ops`` holds
+    the tape's exact operation counts (see ``opcount``).
     """
 
     def __init__(self, workload, size):
-        self.workload, self.size = workload, size
-        self.rounds = None
-        if workload == "rosenbrock":
-            self.f, self.args, self.label = rosenbrock, (rosenbrock_input(size),), f"n={size}"
-            self.rounds = 30 if size >= 1_000_000 else None
-        elif workload == "lorenz":
-            self.f, self.args, self.label = lorenz, (lorenz_input(),), f"{LORENZ_STEPS} steps"
-        elif workload == "mlp":
-            params, X, Y = mlp_input(*size)
-            self.f, self.args, self.label = mlp_loss, (params, X, Y), "x".join(map(str, size))
-            self.rounds = 15 if size[0] * size[2] >= 100_000 else None
-        else:
-            raise ValueError(workload)
+        spec = WORKLOADS[workload]
+        parts = spec.size_tuple(size)
+        self.workload, self.size, self.spec = workload, size, spec
+        self.f, self.args, self.label = spec.make(np), spec.inputs(*parts), spec.label.format(*parts)
+        self.rounds = spec.rounds(*parts) if spec.rounds else None
         self.group = f"{workload} {self.label}"
         self.n = sum(leaf.size for leaf in leaves(self.args[0]))  # differentiated inputs
         self.tape = ft.trace(self.f, *self.args)
         self.api = ft.value_and_grad(self.f)
         self.api(*self.args)
+        self.ops = opcount.count(self.tape)
         self.v = directions(self.args[0])
         self.V = directions(self.args[0], K)
         self.v_separate = [direction(self.V, j) for j in range(K)]
+        self.jax_reference = None  # jax.grad's gradient, once verify_against_jax has run
 
     def plain(self):
         """(function, arguments) of the ``numpy`` column: Lorenz runs fastest on Python floats."""
@@ -93,6 +183,10 @@ class Case:
     def value(self):
         fn, args = self.plain()
         return float(fn(*args))
+
+    @functools.cached_property
+    def gradient(self):
+        return self.tape.grad(*self.args)
 
     def hvp_reference(self, v):
         """H·v, flattened: exact for Rosenbrock, central differences of the tape's gradient otherwise."""
@@ -112,16 +206,28 @@ class Case:
         error = np.linalg.norm(flat(result) - reference)
         assert error <= self.hvp_rtol * np.linalg.norm(reference), (self.group, error)
 
+    def check_gradient(self, grad, rtol=JAX_RTOL):
+        """A gradient (the fused adjoint's, PyTensor's, JAX's, the tape's) against jax.grad's when
+        ``verify_against_jax`` has run, else against the tape's; normwise within rtol."""
+        error = relative_error(grad, self.jax_reference if self.jax_reference is not None else self.gradient)
+        assert error <= rtol, (self.group, error)
+
     def jax_function(self, jax):
         """The same workload written against ``jax.numpy`` (Lorenz's loop as a ``fori_loop``)."""
-        if self.workload == "rosenbrock":
-            return make_rosenbrock(jax.numpy)
-        if self.workload == "lorenz":
-            return make_lorenz_fori()
-        return make_mlp_loss(jax.numpy)
+        return self.spec.make(jax.numpy)
 
     def jax_args(self, jax, *extra):
         return jax.tree_util.tree_map(jax.numpy.asarray, (*self.args, *extra))
+
+    def verify_against_jax(self, jax):
+        """Once per case: the tape's gradient against ``jax.grad`` (float64, un-jitted), normwise
+        within JAX_RTOL, so that no benchmark times a wrong gradient; keeps JAX's as the reference."""
+        if self.jax_reference is None:
+            reference = leaves(jax.grad(self.jax_function(jax))(*self.jax_args(jax)))
+            error = relative_error(self.gradient, reference)
+            assert error <= JAX_RTOL, f"{self.group}: fasttape's gradient differs from jax.grad by {error:.2e}"
+            self.jax_reference = reference
+        return self
 
 
 @functools.cache
@@ -152,8 +258,8 @@ def jax_hvp(jax, f):
 
 
 def describe(benchmark, case, column, group=None, **extra):
-    """Group and ``extra_info``: workload, size, column and the tape's exact, machine-independent
-    counts (instructions, active instructions, float64 values in its buffer, differentiated inputs n)."""
+    """Group and ``extra_info``: workload, size, column, the tape's instruction counts and its exact,
+    machine-independent element-operation counts (``opcount``: ops_f, ops_grad, ops_hvp)."""
     stats = case.tape.stats()
     benchmark.group = group or case.group
     benchmark.extra_info.update(
@@ -164,12 +270,15 @@ def describe(benchmark, case, column, group=None, **extra):
         instructions=stats["instructions"],
         active_instructions=stats["active_instructions"],
         values=stats["values"],
+        ops_f=case.ops["f"],
+        ops_grad=case.ops["grad"],
+        ops_hvp=case.ops["hvp"],
         **extra,
     )
 
 
 def first_value(result):
     """The function value out of a plain, value_and_grad or JAX result."""
-    if isinstance(result, tuple):
+    if isinstance(result, (tuple, list)):
         result = result[0]
     return float(result)

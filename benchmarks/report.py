@@ -1,153 +1,427 @@
 """Summarise a pytest-benchmark run: median time per call and the ratios measured in that same run.
 
-    python -m benchmarks.report                  # the newest run saved under .benchmarks/
-    python -m benchmarks.report path/to/run.json # a given --benchmark-json / --benchmark-autosave file
+    python -m benchmarks.report                     # the newest run saved under .benchmarks/
+    python -m benchmarks.report path/to/run.json    # a given --benchmark-json / --benchmark-autosave file
+    python -m benchmarks.report --compare           # the newest run against the one saved before it
+    python -m benchmarks.report new.json --compare old.json --threshold 10
 
-Times are medians in microseconds per call.  Three tables:
+Prints the tables, writes PNG plots (``--plots``, default ``benchmarks/plots/``; ``--no-plots`` to
+skip) and a Markdown summary (``--summary``, default ``benchmarks/SUMMARY.md``; ``--no-summary``).
 
-* per workload and size: ``vg/fwd`` is tape.value_and_grad over the tape's forward replay (the
-  cost of the reverse sweep, plus one); ``hvp/fwd`` is tape.hvp (one direction, forward-over-reverse)
-  over the same forward replay, and ``jhvp/jf`` JAX's jit(jvp(grad)) over its jit(f); ``vg/f`` is
-  tape.value_and_grad over the plain function (for Lorenz, run on Python floats); ``ns/instr``
-  (scalar workloads only) is the reverse sweep's time per recorded instruction, (vg - fwd) /
-  instructions;
-* HVP with k directions: one k-direction sweep against k separate single-direction calls
-  (``k-sweep/sep``), and against one single-direction call (``k-sweep/1``);
-* the dense Hessian: ft.hessian(f) against jax.jit(jax.hessian(f)) and un-jitted jax.hessian(f),
-  with the number of HVP sweeps (and directions per sweep) fasttape needs.
+Times are medians, in microseconds per call (first-use times in milliseconds).  The tables:
 
-Ratios from one run are comparable across machines; absolute times are not.  Instruction and sweep
-counts are exact.  NumPy's and fasttape's matmuls run on single-threaded OpenBLAS (set in conftest.py;
-JAX keeps its own thread pool).
+* **per call**: every column of the run, in µs.  fasttape: ``numpy`` (the plain function; Lorenz on
+  Python floats), ``tape_fwd`` (forward replay), ``tape_vg`` (tape.value_and_grad), ``tape_hvp``
+  (tape.hvp, one direction), ``api_vg`` (ft.value_and_grad(f), cache warm); peers: ``fused_vg``
+  (hand-written fused Numba adjoint), ``jax_jit`` / ``jax_jit_vg`` / ``jax_jit_hvp`` (jit of f, of
+  value_and_grad, of jvp(grad)), ``pytensor_f`` / ``pytensor_vg`` / ``pytensor_hvp`` (Numba mode).
+* **ratios**, all from the same run: ``vg/fwd`` and ``hvp/fwd`` (over the tape's forward replay),
+  ``vg/f`` (over NumPy's f), ``OPS g/f`` and ``OPS h/f`` (exact element-operation counts of the
+  gradient and HVP sweeps over the forward's, see ``opcount.py``; machine-independent), ``J vg/f`` and
+  ``J hvp/f`` (JAX's own ratios), ``ft/J f``, ``ft/J vg``, ``ft/J hvp`` (fasttape over JAX per call:
+  above 1 means fasttape is slower), ``vg/fused`` (over the hand-written floor), ``api/vg`` (the
+  transform's overhead over the bare tape), ``ns/instr`` (Lorenz: reverse-sweep time per instruction).
+* **first use**: ``ft trace`` (ft.trace), ``ft first vg`` (a fresh ft.value_and_grad(f)'s first call:
+  trace plus first gradient), ``jax first vg`` (a fresh jit(value_and_grad(f))'s first call: trace,
+  compile, one call), ``jax/ft``; PyTensor's compile plus first call when installed.
+* k-direction HVPs and the dense Hessian (``test_second_order.py``), then the issue-5 targets, each
+  marked ok or FAIL with the rows that miss it.
+
+``--compare [OLD]`` matches every (workload, size, column) of the two runs and lists each median that
+grew by more than ``--threshold`` percent (default 20) under REGRESSIONS, improvements likewise;
+``--strict`` makes regressions exit with status 1.  Ratios from one run are comparable across
+machines; absolute times are not.  NumPy's and fasttape's matmuls run on single-threaded OpenBLAS (set
+in conftest.py; JAX keeps its own thread pool).
 """
 
+import argparse
 import json
 import math
 import sys
 from pathlib import Path
 
-COLUMNS = ("numpy", "tape_fwd", "tape_vg", "tape_hvp", "api_vg", "jax_jit", "jax_jit_vg", "jax_jit_hvp")
+HERE = Path(__file__).parent
+CALL_COLUMNS = (
+    "numpy",
+    "tape_fwd",
+    "tape_vg",
+    "tape_hvp",
+    "api_vg",
+    "fused_vg",
+    "jax_jit",
+    "jax_jit_vg",
+    "jax_jit_hvp",
+    "pytensor_f",
+    "pytensor_vg",
+    "pytensor_hvp",
+)
+FIRST_USE_COLUMNS = ("first_ft_trace", "first_ft_vg", "first_jax_vg", "first_jax_vg_pyloop", "first_pytensor_vg")
 HVP_K_COLUMNS = ("tape_hvp_4x1", "tape_hvp_k4")
 HESSIAN_COLUMNS = ("ft_hessian", "jax_jit_hessian", "jax_hessian")
 PER_INSTRUCTION = {"lorenz"}  # workloads whose tape is long and made of scalar instructions
-WORKLOAD_ORDER = {"rosenbrock": 0, "lorenz": 1, "mlp": 2}
+WORKLOAD_ORDER = {"rosenbrock": 0, "lorenz": 1, "logistic": 2, "mlp": 3, "softmax": 4, "gmm": 5}
+
+# (name, numerator, denominator): ratios of medians from the same run; "ops_*" are exact counts
+RATIOS = (
+    ("vg/fwd", "tape_vg", "tape_fwd"),
+    ("hvp/fwd", "tape_hvp", "tape_fwd"),
+    ("vg/f", "tape_vg", "numpy"),
+    ("OPS g/f", "ops_grad", "ops_f"),
+    ("OPS h/f", "ops_hvp", "ops_f"),
+    ("J vg/f", "jax_jit_vg", "jax_jit"),
+    ("J hvp/f", "jax_jit_hvp", "jax_jit"),
+    ("ft/J f", "tape_fwd", "jax_jit"),
+    ("ft/J vg", "tape_vg", "jax_jit_vg"),
+    ("ft/J hvp", "tape_hvp", "jax_jit_hvp"),
+    ("vg/fused", "tape_vg", "fused_vg"),
+    ("api/vg", "api_vg", "tape_vg"),
+)
+
+LORENZ_VG_TARGET = 60e-6
+ROSENBROCK_10_VG_TARGET = 2e-6
 
 
-def latest_run(storage=Path(".benchmarks")):
-    runs = sorted(storage.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+# --------------------------------------------------------------------------
+# reading runs
+# --------------------------------------------------------------------------
+def saved_runs(storage=Path(".benchmarks")):
+    """Every run saved by --benchmark-autosave, oldest first."""
+    return sorted(storage.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
+
+
+def latest_run(storage=Path(".benchmarks"), before=None):
+    """The newest saved run (or the newest one saved before the run ``before``)."""
+    runs = [p for p in saved_runs(storage) if before is None or p.resolve() != Path(before).resolve()]
+    if before is not None:
+        mtime = Path(before).stat().st_mtime
+        runs = [p for p in runs if p.stat().st_mtime <= mtime]
     if not runs:
         sys.exit(f"no saved benchmark runs under {storage}/: run pytest with --benchmark-autosave first")
     return runs[-1]
 
 
 def medians(run):
-    """{(workload, n): {column: median seconds, plus "instructions", "size" and, per column, the
-    extra_info of that column under (column, "info")}} from the benchmarks' extra_info."""
+    """{(workload, n, size): row} where a row maps each column to its median in seconds, plus
+    "instructions", "size", the exact counts ("ops_f", "ops_grad", "ops_hvp", when recorded) and,
+    per column, that benchmark's extra_info under (column, "info")."""
     table = {}
     for bench in run["benchmarks"]:
         info = bench["extra_info"]
         if "workload" not in info:
             continue
-        row = table.setdefault(
-            (info["workload"], info["n"]),
-            {"instructions": info["instructions"], "size": info.get("size", str(info["n"]))},
-        )
+        size = info.get("size", str(info["n"]))
+        row = table.setdefault((info["workload"], info["n"], size), {"size": size})
+        for key in ("instructions", "ops_f", "ops_grad", "ops_hvp"):
+            if key in info:
+                row[key] = info[key]
         row[info["column"]] = bench["stats"]["median"]
         row[(info["column"], "info")] = info
     return table
 
 
+def ratio(row, numerator, denominator):
+    top, bottom = row.get(numerator), row.get(denominator)
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return top / bottom
+
+
 def sorted_rows(table, columns):
-    """The rows holding at least one of ``columns``, Rosenbrock first, then by size."""
+    """The rows holding at least one of ``columns``, by workload, then by size."""
     rows = [(key, row) for key, row in table.items() if any(c in row for c in columns)]
-    return sorted(rows, key=lambda item: (WORKLOAD_ORDER.get(item[0][0], 9), item[0]))
+    return sorted(rows, key=lambda item: (WORKLOAD_ORDER.get(item[0][0], 9), item[0][1], item[0][2]))
 
 
+def present(table, columns):
+    return [c for c in columns if any(c in row for row in table.values())]
+
+
+# --------------------------------------------------------------------------
+# terminal tables
+# --------------------------------------------------------------------------
 def fmt(value, spec, width):
-    text = "-" if value is None or math.isnan(value) else format(value, spec)
+    text = "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
     return f"{text:>{width}}"
 
 
-def times(row, columns):
-    return {c: row.get(c, math.nan) for c in columns}
+def time_spec(seconds, scale=1e6):
+    """Three significant figures or so, whatever the magnitude."""
+    value = seconds * scale
+    return ".3g" if value < 1000 else ".0f"
 
 
-def label(workload, row, width=22):
+def label(workload, row, width=28):
     return f"{workload + ' ' + row['size']:<{width}}"
 
 
-def main_table(table):
-    header = f"{'workload':<22}{'n':>7}" + "".join(f"{c:>12}" for c in COLUMNS)
-    header += f"{'vg/fwd':>8}{'hvp/fwd':>8}{'jhvp/jf':>8}{'vg/f':>8}{'instr':>7}{'ns/instr':>9}"
+def call_table(table):
+    columns = present(table, CALL_COLUMNS)
+    width = max(12, max(len(c) for c in columns) + 2)
+    header = f"{'per call, median µs':<28}" + "".join(f"{c:>{width}}" for c in columns)
     lines = [header, "-" * len(header)]
-    for (workload, n), row in sorted_rows(table, COLUMNS):
-        t = times(row, COLUMNS)
-        reverse = t["tape_vg"] - t["tape_fwd"]
-        per_instr = reverse / row["instructions"] * 1e9 if workload in PER_INSTRUCTION else None
-        lines.append(
-            label(workload, row)
-            + f"{n:>7}"
-            + "".join(fmt(t[c] * 1e6, ".1f", 12) for c in COLUMNS)
-            + fmt(t["tape_vg"] / t["tape_fwd"], ".2f", 8)
-            + fmt(t["tape_hvp"] / t["tape_fwd"], ".2f", 8)
-            + fmt(t["jax_jit_hvp"] / t["jax_jit"], ".2f", 8)
-            + fmt(t["tape_vg"] / t["numpy"], ".2f", 8)
-            + f"{row['instructions']:>7}"
-            + fmt(per_instr, ".1f", 9)
-        )
+    for (workload, _, _), row in sorted_rows(table, columns):
+        cells = "".join(fmt(row[c] * 1e6 if c in row else None, time_spec(row.get(c, 0)), width) for c in columns)
+        lines.append(label(workload, row) + cells)
+    return lines
+
+
+def ratio_table(table):
+    header = f"{'ratios, same run':<28}" + "".join(f"{name:>9}" for name, _, _ in RATIOS) + f"{'ns/instr':>9}"
+    lines = [header, "-" * len(header)]
+    for (workload, _, _), row in sorted_rows(table, ("tape_vg", "jax_jit_vg")):
+        cells = "".join(fmt(ratio(row, a, b), ".2f", 9) for _, a, b in RATIOS)
+        per_instr = None
+        if workload in PER_INSTRUCTION and "tape_vg" in row and "tape_fwd" in row and "instructions" in row:
+            per_instr = (row["tape_vg"] - row["tape_fwd"]) / row["instructions"] * 1e9
+        lines.append(label(workload, row) + cells + fmt(per_instr, ".1f", 9))
+    return lines
+
+
+def first_use_table(table):
+    columns = present(table, FIRST_USE_COLUMNS)
+    if not columns:
+        return []
+    header = f"{'first use, ms':<28}" + "".join(f"{c:>20}" for c in columns) + f"{'jax/ft':>8}"
+    lines = [header, "-" * len(header)]
+    for (workload, _, _), row in sorted_rows(table, columns):
+        cells = "".join(fmt(row[c] * 1e3 if c in row else None, time_spec(row.get(c, 0), 1e3), 20) for c in columns)
+        lines.append(label(workload, row) + cells + fmt(ratio(row, "first_jax_vg", "first_ft_vg"), ".1f", 8))
     return lines
 
 
 def hvp_k_table(table):
-    header = f"{'hvp, k directions':<22}{'n':>7}{'k':>3}{'1 hvp':>12}{'k separate':>12}{'one k-sweep':>12}"
+    header = f"{'hvp, k directions':<28}{'k':>3}{'1 hvp':>12}{'k separate':>12}{'one k-sweep':>12}"
     header += f"{'k-sweep/sep':>12}{'k-sweep/1':>10}"
     lines = [header, "-" * len(header)]
-    for (workload, n), row in sorted_rows(table, HVP_K_COLUMNS):
-        t = times(row, HVP_K_COLUMNS + ("tape_hvp",))
+    for (workload, _, _), row in sorted_rows(table, HVP_K_COLUMNS):
         k = next(row[(c, "info")]["k"] for c in HVP_K_COLUMNS if (c, "info") in row)
+        times = [row.get(c) for c in ("tape_hvp",) + HVP_K_COLUMNS]
         lines.append(
             label(workload, row)
-            + f"{n:>7}{k:>3}"
-            + "".join(fmt(t[c] * 1e6, ".1f", 12) for c in ("tape_hvp",) + HVP_K_COLUMNS)
-            + fmt(t["tape_hvp_k4"] / t["tape_hvp_4x1"], ".2f", 12)
-            + fmt(t["tape_hvp_k4"] / t["tape_hvp"], ".2f", 10)
+            + f"{k:>3}"
+            + "".join(fmt(t * 1e6 if t else None, ".1f", 12) for t in times)
+            + fmt(ratio(row, "tape_hvp_k4", "tape_hvp_4x1"), ".2f", 12)
+            + fmt(ratio(row, "tape_hvp_k4", "tape_hvp"), ".2f", 10)
         )
     return lines
 
 
 def hessian_table(table):
-    header = f"{'dense hessian':<22}{'n':>7}" + "".join(f"{c:>16}" for c in HESSIAN_COLUMNS)
+    header = f"{'dense hessian':<28}" + "".join(f"{c:>16}" for c in HESSIAN_COLUMNS)
     header += f"{'ft/jax_jit':>11}{'ft/jax':>8}{'sweeps x k':>12}"
     lines = [header, "-" * len(header)]
-    for (workload, n), row in sorted_rows(table, HESSIAN_COLUMNS):
-        t = times(row, HESSIAN_COLUMNS)
+    for (workload, _, _), row in sorted_rows(table, HESSIAN_COLUMNS):
         info = row.get(("ft_hessian", "info"), {})
         sweeps = f"{info['sweeps']} x {info['k']}" if "sweeps" in info else "-"
         lines.append(
             label(workload, row)
-            + f"{n:>7}"
-            + "".join(fmt(t[c] * 1e6, ".1f", 16) for c in HESSIAN_COLUMNS)
-            + fmt(t["ft_hessian"] / t["jax_jit_hessian"], ".2f", 11)
-            + fmt(t["ft_hessian"] / t["jax_hessian"], ".3f", 8)
+            + "".join(fmt(row[c] * 1e6 if c in row else None, ".1f", 16) for c in HESSIAN_COLUMNS)
+            + fmt(ratio(row, "ft_hessian", "jax_jit_hessian"), ".2f", 11)
+            + fmt(ratio(row, "ft_hessian", "jax_hessian"), ".3f", 8)
             + f"{sweeps:>12}"
         )
     return lines
 
 
-def main(argv):
-    path = Path(argv[0]) if argv else latest_run()
-    run = json.loads(path.read_text())
+# --------------------------------------------------------------------------
+# the issue-5 targets and where fasttape loses to JAX
+# --------------------------------------------------------------------------
+def targets(table):
+    """[(target, [failing rows as text], [rows checked])] for the issue's per-call and first-use targets."""
+    rows = sorted_rows(table, ("tape_vg",))
+    name = lambda key: f"{key[0]} {key[2]}"  # noqa: E731
+
+    def check(title, test, needs):
+        checked, failing = [], []
+        for key, row in rows:
+            if all(c in row for c in needs):
+                ok, text = test(key, row)
+                checked.append(name(key))
+                if ok is False:
+                    failing.append(f"{name(key)}: {text}")
+        return title, failing, checked
+
+    results = [
+        check(
+            "value_and_grad <= 3x forward replay",
+            lambda k, r: (r["tape_vg"] <= 3 * r["tape_fwd"], f"{r['tape_vg'] / r['tape_fwd']:.2f}x"),
+            ("tape_vg", "tape_fwd"),
+        ),
+        check(
+            "value_and_grad <= 3x NumPy f",
+            lambda k, r: (r["tape_vg"] <= 3 * r["numpy"], f"{r['tape_vg'] / r['numpy']:.2f}x"),
+            ("tape_vg", "numpy"),
+        ),
+        check(
+            "hvp <= 6x forward replay",
+            lambda k, r: (r["tape_hvp"] <= 6 * r["tape_fwd"], f"{r['tape_hvp'] / r['tape_fwd']:.2f}x"),
+            ("tape_hvp", "tape_fwd"),
+        ),
+        check(
+            "Rosenbrock n=10 value_and_grad <= 2 µs",
+            lambda k, r: (
+                (r["tape_vg"] <= ROSENBROCK_10_VG_TARGET, f"{r['tape_vg'] * 1e6:.2f} µs")
+                if k[:2] == ("rosenbrock", 10)
+                else (None, "")
+            ),
+            ("tape_vg",),
+        ),
+        check(
+            "Lorenz value_and_grad <= 60 µs",
+            lambda k, r: (
+                (r["tape_vg"] <= LORENZ_VG_TARGET, f"{r['tape_vg'] * 1e6:.1f} µs") if k[0] == "lorenz" else (None, "")
+            ),
+            ("tape_vg",),
+        ),
+        check(
+            "Lorenz value_and_grad within 2x of JAX's jitted fori_loop gradient",
+            lambda k, r: (
+                (r["tape_vg"] <= 2 * r["jax_jit_vg"], f"{r['tape_vg'] / r['jax_jit_vg']:.2f}x JAX")
+                if k[0] == "lorenz"
+                else (None, "")
+            ),
+            ("tape_vg", "jax_jit_vg"),
+        ),
+        check(
+            "first use: trace + first gradient faster than JAX's trace + compile",
+            lambda k, r: (
+                r["first_ft_vg"] < r["first_jax_vg"],
+                f"{r['first_ft_vg'] * 1e3:.1f} ms vs JAX {r['first_jax_vg'] * 1e3:.1f} ms",
+            ),
+            ("first_ft_vg", "first_jax_vg"),
+        ),
+    ]
+    return [(title, failing, checked) for title, failing, checked in results if checked]
+
+
+def target_lines(table):
+    lines = ["issue-5 targets (this run)", "-" * 26]
+    for title, failing, checked in targets(table):
+        status = "ok  " if not failing else "FAIL"
+        lines.append(f"{status} {title}  ({len(checked) - len(failing)}/{len(checked)} rows)")
+        lines.extend(f"       {text}" for text in failing)
+    return lines
+
+
+def losses_to_jax(table):
+    """[(row name, column pair, factor)] wherever a fasttape column is slower than JAX's counterpart."""
+    pairs = (
+        ("f", "tape_fwd", "jax_jit"),
+        ("value_and_grad", "tape_vg", "jax_jit_vg"),
+        ("hvp", "tape_hvp", "jax_jit_hvp"),
+    )
+    losses = []
+    for (workload, _, size), row in sorted_rows(table, ("tape_vg",)):
+        for what, ours, theirs in pairs:
+            factor = ratio(row, ours, theirs)
+            if factor is not None and factor > 1.0:
+                losses.append((f"{workload} {size}", what, factor))
+    return losses
+
+
+# --------------------------------------------------------------------------
+# compare mode
+# --------------------------------------------------------------------------
+def compare(new_run, old_run, threshold):
+    """Lines listing every (workload, size, column) whose median grew (REGRESSIONS) or shrank by more
+    than ``threshold`` percent between two runs; returns (lines, number of regressions)."""
+    new, old = medians(new_run), medians(old_run)
+    regressions, improvements, matched = [], [], 0
+    for key, row in new.items():
+        before = old.get(key)
+        if before is None:
+            continue
+        for column, median in row.items():
+            if not isinstance(column, str) or column not in before or (column, "info") not in row:
+                continue
+            matched += 1
+            change = (median / before[column] - 1.0) * 100.0
+            entry = f"{key[0]} {key[2]:<22} {column:<20} {before[column] * 1e6:12.2f} -> {median * 1e6:12.2f} µs"
+            entry += f"  {change:+.0f}%"
+            if change > threshold:
+                regressions.append((change, entry))
+            elif change < -threshold:
+                improvements.append((change, entry))
+    lines = [f"compare: {describe_run(old_run)}", f"     -> {describe_run(new_run)}"]
+    lines.append(f"{matched} medians matched, threshold {threshold:g}%")
+    if new_run["machine_info"].get("node") != old_run["machine_info"].get("node"):
+        lines.append("warning: the two runs come from different machines; compare ratios, not times")
+    lines.append(f"REGRESSIONS ({len(regressions)}):" if regressions else "no regressions beyond the threshold")
+    lines.extend("  " + e for _, e in sorted(regressions, reverse=True))
+    if improvements:
+        lines.append(f"improvements ({len(improvements)}):")
+        lines.extend("  " + e for _, e in sorted(improvements))
+    return lines, len(regressions)
+
+
+def describe_run(run):
     commit = run.get("commit_info", {})
     dirty = " (dirty)" if commit.get("dirty") else ""
-    cpu = run["machine_info"]["cpu"].get("brand_raw", "?")
-    print(f"{path}: {run.get('datetime', '?')[:19]}, commit {commit.get('id', '?')[:8]}{dirty}, {cpu}")
-    print("median microseconds per call; ratios and ns/instr from the same run")
+    cpu = run["machine_info"].get("cpu", {}).get("brand_raw", "?")
+    return f"{run.get('datetime', '?')[:19]}, commit {commit.get('id', '?')[:8]}{dirty}, {cpu}"
+
+
+# --------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", type=Path, help="a saved run (default: the newest under .benchmarks/)")
+    parser.add_argument("--compare", nargs="?", const="previous", metavar="OLD", help="compare with a run")
+    parser.add_argument("--threshold", type=float, default=20.0, help="percent change flagged (default 20)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 on regressions")
+    parser.add_argument("--plots", type=Path, default=HERE / "plots", help="directory of the PNG plots")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--summary", type=Path, default=HERE / "SUMMARY.md", help="the Markdown summary")
+    parser.add_argument("--no-summary", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    args = parse(argv)
+    path = args.run or latest_run()
+    run = json.loads(path.read_text())
+    print(f"{path}: {describe_run(run)}")
+    print("medians of the same run; ratios and ns/instr from that run; OPS counts exact")
     table = medians(run)
-    for lines in (main_table(table), hvp_k_table(table), hessian_table(table)):
+    for lines in (call_table(table), ratio_table(table), first_use_table(table), hvp_k_table(table)):
         if len(lines) > 2:
             print()
             print("\n".join(lines))
+    lines = hessian_table(table)
+    if len(lines) > 2:
+        print()
+        print("\n".join(lines))
+    missing = [c for c in CALL_COLUMNS + FIRST_USE_COLUMNS if c not in present(table, CALL_COLUMNS + FIRST_USE_COLUMNS)]
+    if missing:
+        print(f"\nnot in this run (skipped or not selected): {', '.join(missing)}")
+    print()
+    print("\n".join(target_lines(table)))
+    losses = losses_to_jax(table)
+    if losses:
+        print(f"\nfasttape slower than JAX per call ({len(losses)}):")
+        print("\n".join(f"  {name}: {what} {factor:.2f}x JAX" for name, what, factor in losses))
+
+    if not args.no_plots:
+        from .plots import write_plots
+
+        for written in write_plots(table, args.plots, title=describe_run(run)):
+            print(f"wrote {written}")
+    if not args.no_summary:
+        from .summary import write_summary
+
+        write_summary(table, run, path, args.summary, args.plots)
+        print(f"wrote {args.summary}")
+
+    regressions = 0
+    if args.compare:
+        old_path = latest_run(before=path) if args.compare == "previous" else Path(args.compare)
+        print()
+        lines, regressions = compare(run, json.loads(old_path.read_text()), args.threshold)
+        print(f"{old_path} -> {path}")
+        print("\n".join(lines))
+    return 1 if regressions and args.strict else 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

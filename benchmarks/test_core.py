@@ -1,23 +1,39 @@
 """Core benchmarks: one group per workload and size, one benchmark per column.
 
-Columns: ``numpy`` (the plain function), ``tape_fwd`` (``tape(*args)``), ``tape_vg``
+Workloads (``cases.WORKLOADS``): Rosenbrock (n = 10 to 10⁶), Lorenz (1 000 scalar Euler steps),
+logistic regression, a tanh MLP, softmax cross-entropy and the ADBench GMM objective, each at two or
+more sizes.  Columns: ``numpy`` (the plain function), ``tape_fwd`` (``tape(*args)``), ``tape_vg``
 (``tape.value_and_grad(*args)``), ``tape_hvp`` (``tape.hvp(*args, v)``, one direction,
 forward-over-reverse), ``api_vg`` (``ft.value_and_grad(f)(*args)`` with its tape cache warm)
 and, when JAX is installed, ``jax_jit`` / ``jax_jit_vg`` / ``jax_jit_hvp``
-(``jit(jvp(grad(f)))``).  Everything is traced, compiled and called once before timing
-starts, and every result is checked.  Each benchmark's ``extra_info`` holds the workload,
-n, column and the tape's exact counts, which ``python -m benchmarks.report`` reads back.
+(``jit(jvp(grad(f)))``), float64, each call ending in ``block_until_ready``.  Everything is traced,
+compiled and called once before timing starts, every fasttape gradient has been checked against
+``jax.grad`` (normwise, 1e-9) and every timed result is checked.  Each benchmark's ``extra_info``
+holds the workload, n, column and the tape's exact counts, which ``python -m benchmarks.report``
+reads back.  ``test_peers.py`` adds the fused Numba adjoints, PyTensor and the first-use times.
 
 Run with ``python -m pytest benchmarks --benchmark-only --benchmark-autosave``.
 """
 
 import pytest
 
-from .cases import case, describe, first_value, jax_hvp, jax_timed, run
-from .workloads import MLP_SIZES, ROSENBROCK_SIZES
+from .cases import all_cases, case, case_id, describe, first_value, jax_hvp, jax_timed, relative_error, run
 
 FASTTAPE_COLUMNS = ("numpy", "tape_fwd", "tape_vg", "tape_hvp", "api_vg")
 JAX_COLUMNS = ("jax_jit", "jax_jit_vg", "jax_jit_hvp")
+CASES = all_cases()
+IDS = [case_id(*c) for c in CASES]
+
+
+def verified(workload, size):
+    """The case, its gradient checked against jax.grad once (when JAX is installed)."""
+    c = case(workload, size)
+    try:
+        import jax
+    except ImportError:
+        return c
+    jax.config.update("jax_enable_x64", True)
+    return c.verify_against_jax(jax)
 
 
 def bench_fasttape(benchmark, c, column):
@@ -34,6 +50,8 @@ def bench_fasttape(benchmark, c, column):
         c.check_hvp(result, c.v)
     else:
         assert first_value(result) == pytest.approx(c.value, rel=1e-12)
+    if column in ("tape_vg", "api_vg"):  # the same sweeps as the gradient checked against JAX at setup
+        assert relative_error(result[1], c.gradient) <= 1e-12
 
 
 def bench_jax(benchmark, jax, c, column):
@@ -49,49 +67,17 @@ def bench_jax(benchmark, jax, c, column):
         c.check_hvp(result, c.v)
     else:  # Lorenz's fori_loop rounds differently from the Python loop
         assert first_value(result) == pytest.approx(c.value, rel=1e-9 if c.workload == "lorenz" else 1e-12)
+    if column == "jax_jit_vg":
+        c.check_gradient(result[1])
 
 
-# --------------------------------------------------------------------------
-# Rosenbrock: vectorised array code, n from 10 to 1e6
-# --------------------------------------------------------------------------
-@pytest.mark.parametrize("n", ROSENBROCK_SIZES)
+@pytest.mark.parametrize("workload,size", CASES, ids=IDS)
 @pytest.mark.parametrize("column", FASTTAPE_COLUMNS)
-def test_rosenbrock(benchmark, column, n):
-    bench_fasttape(benchmark, case("rosenbrock", n), column)
+def test_fasttape(benchmark, column, workload, size):
+    bench_fasttape(benchmark, verified(workload, size), column)
 
 
-@pytest.mark.parametrize("n", ROSENBROCK_SIZES)
+@pytest.mark.parametrize("workload,size", CASES, ids=IDS)
 @pytest.mark.parametrize("column", JAX_COLUMNS)
-def test_rosenbrock_jax(benchmark, jax, column, n):
-    bench_jax(benchmark, jax, case("rosenbrock", n), column)
-
-
-# --------------------------------------------------------------------------
-# Lorenz: 1000 Euler steps of scalar Python arithmetic (a long tape of tiny ops)
-# --------------------------------------------------------------------------
-@pytest.mark.parametrize("column", FASTTAPE_COLUMNS)
-def test_lorenz(benchmark, column):
-    bench_fasttape(benchmark, case("lorenz", None), column)
-
-
-@pytest.mark.parametrize("column", JAX_COLUMNS)
-def test_lorenz_jax(benchmark, jax, column):
-    bench_jax(benchmark, jax, case("lorenz", None), column)
-
-
-# --------------------------------------------------------------------------
-# tanh MLP: matmul-dominated, parameters in a tuple (W1, b1, W2, b2), data as arguments
-# --------------------------------------------------------------------------
-MLP_IDS = ["x".join(map(str, size)) for size in MLP_SIZES]
-
-
-@pytest.mark.parametrize("size", MLP_SIZES, ids=MLP_IDS)
-@pytest.mark.parametrize("column", FASTTAPE_COLUMNS)
-def test_mlp(benchmark, column, size):
-    bench_fasttape(benchmark, case("mlp", size), column)
-
-
-@pytest.mark.parametrize("size", MLP_SIZES, ids=MLP_IDS)
-@pytest.mark.parametrize("column", JAX_COLUMNS)
-def test_mlp_jax(benchmark, jax, column, size):
-    bench_jax(benchmark, jax, case("mlp", size), column)
+def test_jax(benchmark, jax, column, workload, size):
+    bench_jax(benchmark, jax, verified(workload, size), column)

@@ -5,6 +5,8 @@ fasttape traces it (plain ``np`` calls reach fasttape through NumPy's dispatch
 protocols), and JAX runs it with ``xp=jax.numpy``.
 """
 
+import math
+
 import numpy as np
 
 ROSENBROCK_SIZES = (10, 1_000, 100_000, 1_000_000)
@@ -115,3 +117,136 @@ def directions(like, k=None, seed=1):
     if isinstance(like, tuple):
         return tuple(rng.standard_normal(np.shape(leaf) + extra) for leaf in like)
     return rng.standard_normal(np.shape(like) + extra)
+
+
+def logsumexp(a, axis, xp=np):
+    """``log(sum(exp(a), axis))`` shifted by the maximum, from ``max``, ``exp``, ``log`` and ``sum`` only."""
+    top = xp.max(a, axis=axis, keepdims=True)
+    return xp.log(xp.sum(xp.exp(a - top), axis=axis)) + xp.squeeze(top, axis=axis)
+
+
+# --------------------------------------------------------------------------
+# Logistic regression: mean log-loss of a linear classifier, labels in {-1, +1}
+# --------------------------------------------------------------------------
+LOGISTIC_SIZES = ((100, 10), (10_000, 100))  # samples m x features d
+
+
+def make_logistic_loss(xp=np):
+    """``loss(w, X, y) = mean(log(1 + exp(-y * (X @ w))))``; differentiated in w."""
+
+    def logistic_loss(w, X, y):
+        return xp.mean(xp.logaddexp(0.0, -y * (X @ w)))
+
+    return logistic_loss
+
+
+logistic_loss = make_logistic_loss(np)
+
+
+def logistic_input(m, d, seed=0):
+    """``(w, X, y)``: Gaussian features, labels from a noisy linear rule, weights of order one."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, d))
+    truth = rng.standard_normal(d)
+    y = np.where(X @ truth + 0.5 * rng.standard_normal(m) > 0.0, 1.0, -1.0)
+    return 0.3 * rng.standard_normal(d), X, y
+
+
+# --------------------------------------------------------------------------
+# Softmax cross-entropy of a linear classifier, one-hot targets
+# --------------------------------------------------------------------------
+SOFTMAX_SIZES = ((128, 32, 10), (2048, 128, 100))  # batch x features x classes
+
+
+def make_softmax_loss(xp=np):
+    """``loss(W, X, Y)``: mean over the batch of ``logsumexp(X @ W) - <Y, X @ W>`` (Y one-hot)."""
+
+    def softmax_loss(W, X, Y):
+        logits = X @ W
+        return xp.mean(logsumexp(logits, 1, xp) - xp.sum(Y * logits, axis=1))
+
+    return softmax_loss
+
+
+softmax_loss = make_softmax_loss(np)
+
+
+def softmax_input(batch, features, classes, seed=0):
+    """``(W, X, Y)``: small Gaussian weights, Gaussian inputs, one-hot random labels."""
+    rng = np.random.default_rng(seed)
+    Y = np.eye(classes)[rng.integers(0, classes, batch)]
+    return rng.standard_normal((features, classes)) / np.sqrt(features), rng.standard_normal((batch, features)), Y
+
+
+# --------------------------------------------------------------------------
+# The ADBench / GradBench Gaussian mixture model objective
+# --------------------------------------------------------------------------
+GMM_N = 1000
+GMM_SIZES = ((2, 5), (10, 25))  # dimension d x components K
+WISHART_GAMMA, WISHART_M = 1.0, 0
+
+
+def triangle_index(d):
+    """Where each entry of a d x d lower-triangular factor comes from in the row
+    ``[exp(q_1..q_d), l_1..l_{d(d-1)/2}, 0]``: the diagonal from the exponentiated log-diagonal, the
+    strictly lower part from ``l`` filled column by column, everything above the diagonal from the 0."""
+    zero = d + d * (d - 1) // 2
+    index = np.full((d, d), zero)
+    position = d
+    for col in range(d):
+        index[col, col] = col
+        for row in range(col + 1, d):
+            index[row, col] = position
+            position += 1
+    return index.ravel()
+
+
+def gmm_constant(n, d, k, gamma=WISHART_GAMMA, m=WISHART_M):
+    """The parameter-free terms: the Gaussian normalisation and the Wishart prior's normaliser."""
+    dof = d + m + 1
+    log_multigamma = 0.25 * d * (d - 1) * math.log(math.pi)
+    log_multigamma += sum(math.lgamma(0.5 * dof - 0.5 * j) for j in range(d))
+    prior_norm = dof * d * (math.log(gamma) - 0.5 * math.log(2.0)) - log_multigamma
+    return -0.5 * n * d * math.log(2.0 * math.pi) - k * prior_norm
+
+
+def make_gmm_objective(xp=np, gamma=WISHART_GAMMA, m=WISHART_M):
+    """``objective(params, X)`` with ``params = (alphas[K], means[K, d], icf[K, d(d+1)/2])``.
+
+    Component k has the inverse-Cholesky factor Q_k: lower triangular, diagonal ``exp(icf[k, :d])``,
+    below it ``icf[k, d:]`` column by column.  The objective is the mixture's log-likelihood of the n
+    points of X, ``sum_i logsumexp_k(alpha_k + sum(log diag Q_k) - |Q_k (x_i - mu_k)|^2 / 2)`` minus
+    ``n logsumexp(alpha)``, plus the Wishart prior ``sum_k gamma^2 / 2 |Q_k|_F^2 - m sum(log diag Q_k)``
+    and the constants (the ADBench definition).  Q_k is built by one gather through ``triangle_index``.
+    """
+
+    def gmm_objective(params, X):
+        alphas, means, icf = params
+        n, d = X.shape
+        k = alphas.shape[0]
+        log_diag, lower = icf[:, :d], icf[:, d:]
+        row = xp.concatenate([xp.exp(log_diag), lower, xp.zeros((k, 1))], axis=1)
+        Q = xp.reshape(row[:, triangle_index(d)], (k, d, d))
+        centred = X.T[None, :, :] - means[:, :, None]  # k x d x n
+        mahalanobis = xp.sum((Q @ centred) ** 2, axis=1)  # k x n
+        sum_log_diag = xp.sum(log_diag, axis=1)
+        inner = (alphas + sum_log_diag)[:, None] - 0.5 * mahalanobis
+        likelihood = xp.sum(logsumexp(inner, 0, xp)) - n * logsumexp(alphas, 0, xp)
+        frobenius = xp.sum(xp.exp(2.0 * log_diag)) + xp.sum(lower**2)
+        prior = 0.5 * gamma**2 * frobenius - m * xp.sum(sum_log_diag)
+        return likelihood + prior + gmm_constant(n, d, k, gamma, m)
+
+    return gmm_objective
+
+
+gmm_objective = make_gmm_objective(np)
+
+
+def gmm_input(d, k, n=GMM_N, seed=0):
+    """``(params, X)``: points and means uniform in [0, 1)^d, log-weights and factors Gaussian (as the
+    ADBench data generator draws them, with its own random numbers)."""
+    rng = np.random.default_rng(seed)
+    alphas = rng.standard_normal(k)
+    means = rng.random((k, d))
+    icf = 0.5 * rng.standard_normal((k, d * (d + 1) // 2))
+    return (alphas, means, icf), rng.random((n, d))
