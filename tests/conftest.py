@@ -14,7 +14,11 @@ settings.register_profile("dev", deadline=None, max_examples=25, suppress_health
 settings.register_profile(
     "ci", deadline=None, max_examples=15, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+# nox -s debug: bounds-checked or interpreted sweeps are slow; fewer examples, same derandomised draws as CI
+settings.register_profile(
+    "debug", deadline=None, max_examples=5, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
+import pytest
 
 import fasttape as ft
+from fasttape import kernels as K
 
 N_THREADS = 8
 CALLS = 200
@@ -110,3 +113,9 @@ def test_branching_function_from_eight_threads():
     serial = [ft.grad(f)(x) for x in inputs]
     _assert_bitwise_equal(_threaded(g, inputs), serial)
     assert len(g.cache) == 2
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="without the JIT there are no compiled sweeps to release the GIL")
+def test_compiled_entry_points_release_the_gil():
+    for name in ("run_forward", "run_value_and_grad", "run_reverse", "run_jvp", "run_hvp", "run_vector_reverse"):
+        assert getattr(K, name).targetoptions.get("nogil") is True, name
