@@ -646,7 +646,7 @@ def _matmul_forward(buf, o, a, b, batch, m, k, n):
 
 
 @_jit
-def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b):
+def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b, init_a, init_b):
     # d(A B) = (G Bᵀ, Aᵀ G) for the adjoint G of the product
     for t in range(batch):
         ao = a + t * m * k
@@ -657,12 +657,21 @@ def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b):
         G = buf[go : go + m * n]
         dA = buf[N + ao : N + ao + m * k]
         dB = buf[N + bo : N + bo + k * n]
-        if m * k * n >= 32768:
-            if grad_a:
+        if m * k * n >= 32768:  # BLAS: a first write goes straight into the adjoint, no temporary
+            if grad_a and init_a:
+                np.dot(G.reshape(m, n), B.reshape(k, n).T, dA.reshape(m, k))
+            elif grad_a:
                 dA.reshape(m, k)[:, :] += np.dot(G.reshape(m, n), B.reshape(k, n).T)
-            if grad_b:
+            if grad_b and init_b:
+                np.dot(A.reshape(m, k).T, G.reshape(m, n), dB.reshape(k, n))
+            elif grad_b:
                 dB.reshape(k, n)[:, :] += np.dot(A.reshape(m, k).T, G.reshape(m, n))
-        elif n == 1:
+            continue
+        if init_a and grad_a:
+            dA[:] = 0.0
+        if init_b and grad_b:
+            dB[:] = 0.0
+        if n == 1:
             for i in range(m):
                 g = G[i]
                 if grad_a:
@@ -763,27 +772,42 @@ def _unary_forward_run(op, z, x):
             z[j] = unary_value(op, x[j])
 
 
-@_jit
-def _unary_reverse_run(op, gz, gx, x, z, init):
+@_jit(inline="always")
+def _unary_reverse_loop(op, gz, gx, x, z, init):
     if init:
-        if op == OP_SQUARE:
-            for j in range(x.size):
-                gx[j] = gz[j] * (2.0 * x[j])
-        elif op == OP_NEGATIVE:
-            for j in range(x.size):
-                gx[j] = -gz[j]
-        else:
-            for j in range(x.size):
-                gx[j] = gz[j] * unary_partial(op, x[j], z[j])
-    elif op == OP_SQUARE:
         for j in range(x.size):
-            gx[j] += gz[j] * (2.0 * x[j])
-    elif op == OP_NEGATIVE:
-        for j in range(x.size):
-            gx[j] -= gz[j]
+            gx[j] = gz[j] * unary_partial(op, x[j], z[j])
     else:
         for j in range(x.size):
             gx[j] += gz[j] * unary_partial(op, x[j], z[j])
+
+
+@_jit
+def _unary_reverse_run(op, gz, gx, x, z, init):
+    # the partials that are plain arithmetic get a loop each: with ``op`` a constant there, LLVM folds
+    # the switch of unary_partial away and vectorises the loop
+    if op == OP_TANH:
+        _unary_reverse_loop(OP_TANH, gz, gx, x, z, init)
+    elif op == OP_EXP:
+        _unary_reverse_loop(OP_EXP, gz, gx, x, z, init)
+    elif op == OP_LOG:
+        _unary_reverse_loop(OP_LOG, gz, gx, x, z, init)
+    elif op == OP_SQUARE:
+        _unary_reverse_loop(OP_SQUARE, gz, gx, x, z, init)
+    elif op == OP_NEGATIVE:
+        _unary_reverse_loop(OP_NEGATIVE, gz, gx, x, z, init)
+    elif op == OP_SQRT:
+        _unary_reverse_loop(OP_SQRT, gz, gx, x, z, init)
+    elif op == OP_RECIPROCAL:
+        _unary_reverse_loop(OP_RECIPROCAL, gz, gx, x, z, init)
+    elif op == OP_ABS:
+        _unary_reverse_loop(OP_ABS, gz, gx, x, z, init)
+    elif op == OP_LOG1P:
+        _unary_reverse_loop(OP_LOG1P, gz, gx, x, z, init)
+    elif op == OP_EXPM1:
+        _unary_reverse_loop(OP_EXPM1, gz, gx, x, z, init)
+    else:
+        _unary_reverse_loop(op, gz, gx, x, z, init)
 
 
 @_jit
@@ -1179,11 +1203,7 @@ def reverse_sweep(ins, aux, buf):
                 buf[N + aux[start + j]] += buf[N + o + j]
         else:  # OP_MATMUL
             b = ins[i, C_B]
-            if ia:
-                _zero(buf, N + a, ins[i, C_NA])
-            if ib:
-                _zero(buf, N + b, ins[i, C_NB])
-            _matmul_reverse(buf, N, o, a, b, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb)
+            _matmul_reverse(buf, N, o, a, b, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb, ia, ib)
 
 
 # --------------------------------------------------------------------------
