@@ -30,6 +30,7 @@ from .errors import (
 from .tracer import Recorder, Tracer
 
 _MAX_SPARE_BUFFERS = 4
+_SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4
 _KEEP_DIRECTION_BYTES = 64 * 2**20
 _F64 = np.dtype(np.float64)
 _run_value_and_grad = K.run_value_and_grad
@@ -162,6 +163,7 @@ class Tape:
         """Derived attributes (shared by recording and loading from a file)."""
         argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
+        self._max_spare = max(_MAX_SPARE_BUFFERS, min(32, _SPARE_BYTES // max(16 * self.n_values, 1)))
         self._diff_args = list(argnums) if isinstance(argnums, tuple) else [argnums]  # in argnums order
         self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
         self._single_grad = self._all_simple and isinstance(argnums, int)
@@ -182,7 +184,7 @@ class Tape:
             return self._new_workspace()
 
     def _return_workspace(self, ws: _Workspace):
-        if len(self._spare) < _MAX_SPARE_BUFFERS:
+        if len(self._spare) < self._max_spare:
             self._spare.append(ws)
 
     # -- binding inputs ----------------------------------------------------
