@@ -40,10 +40,24 @@ def demo(session):
 
 @nox.session(python=None)
 def bench(session):
-    """Benchmark suites (saved by pytest-benchmark), then the report."""
+    """Benchmark suites, saved by pytest-benchmark (with the commit and the machine) under .benchmarks/,
+    then the report: tables, PNG plots in benchmarks/plots/ and benchmarks/SUMMARY.md.
+
+        nox -s bench                              # everything (about 10-15 minutes on 2 cores)
+        nox -s bench -- --compare                 # ... then against the previous saved run: every median
+                                                  # that grew by more than 20% is listed under REGRESSIONS
+        nox -s bench -- --compare --threshold=10  # another threshold, in percent
+        nox -s bench -- --compare --strict        # exit status 1 when there are regressions
+        nox -s bench -- -k logistic               # anything else goes to pytest (a subset: --compare then
+                                                  # matches the medians that both runs hold)
+
+    Set BENCH_JAX_PYLOOP=1 to also time JAX compiling Lorenz's plain Python loop (minutes).
+    """
     session.install("-e", ".[bench]")
-    session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only", "--benchmark-autosave", *session.posargs)
-    session.run("python", "-m", "benchmarks.report")
+    report_args = [a for a in session.posargs if a in ("--compare", "--strict") or a.startswith("--threshold=")]
+    pytest_args = [a for a in session.posargs if a not in report_args]
+    session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only", "--benchmark-autosave", *pytest_args)
+    session.run("python", "-m", "benchmarks.report", *report_args)
 
 
 @nox.session(python=None)

@@ -9,8 +9,39 @@ import os
 # like-for-like with fasttape's single-threaded sweeps; set OPENBLAS_NUM_THREADS yourself to override.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import ctypes  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The variable only reaches an OpenBLAS loaded after this point, and pytest may have imported NumPy already
+# (a ``filterwarnings`` entry naming ``numba.core.errors.NumbaWarning`` imports Numba, hence NumPy, while
+# pytest reads its configuration).  So also tell every OpenBLAS already in the process, as threadpoolctl does.
+SET_THREADS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_")
+
+
+def limit_loaded_openblas(threads=None):
+    """Set the thread count of every OpenBLAS library mapped into this process (Linux); returns their paths."""
+    threads = int(threads or os.environ["OPENBLAS_NUM_THREADS"])
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
+    except OSError:
+        return []
+    limited = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        setter = next((getattr(lib, name) for name in SET_THREADS if hasattr(lib, name)), None)
+        if setter is not None:
+            setter(threads)
+            limited.append(path)
+    return limited
+
+
+limit_loaded_openblas()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,6 +56,7 @@ def warm_kernels():
     ft.value_and_grad(f)(x)
     ft.hvp(f, (x,), (x,))  # the forward-over-reverse sweep
     ft.hessian(f)(x)
+    limit_loaded_openblas()  # any OpenBLAS that Numba's np.dot (SciPy's BLAS) has loaded meanwhile
 
 
 @pytest.fixture(scope="session")
