@@ -95,6 +95,8 @@ def time_vs_n(plt, table, title):
 
 
 def ratio_vs_n(plt, table, title):
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
     groups = by_workload(table, ("tape_vg",))
     if not groups:
         return None
@@ -109,6 +111,8 @@ def ratio_vs_n(plt, table, title):
         ax.axhline(6.0, color="grey", linewidth=0.8, alpha=0.6)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(workload)
         ax.set_xlabel("n (differentiated inputs)")
         ax.set_ylabel("ratio (same run)")
