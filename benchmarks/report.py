@@ -340,7 +340,8 @@ def compare(new_run, old_run, threshold):
                 continue
             matched += 1
             change = (median / before[column] - 1.0) * 100.0
-            entry = f"{key[0]} {key[2]:<22} {column:<20} {before[column] * 1e6:12.2f} -> {median * 1e6:12.2f} µs"
+            where = f"{key[0]} {key[2]}"
+            entry = f"{where:<28} {column:<20} {before[column] * 1e6:12.2f} -> {median * 1e6:12.2f} µs"
             entry += f"  {change:+.0f}%"
             if change > threshold:
                 regressions.append((change, entry))
