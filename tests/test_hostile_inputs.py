@@ -646,6 +646,20 @@ def test_nan_and_inf_propagate_as_in_jax(fn):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0, equal_nan=True, err_msg=f"at {x}")
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="without the JIT nothing is compiled")
+def test_converted_inputs_do_not_recompile_the_kernels():
+    """float32, float16, big-endian, read-only and strided inputs are copied into the tape's float64
+    buffer: the compiled entry point sees the same types, so Numba compiles nothing new."""
+    g = ft.value_and_grad(_sumsq)
+    g(X3)
+    before = len(K.run_value_and_grad.signatures)
+    for x in (X3.astype(np.float32), X3.astype(np.float16), X3.astype(">f8"), _readonly(X3), np.arange(6.0)[::2]):
+        value, grad = g(x)
+        assert type(value) is np.float64 and grad.dtype == np.float64
+    assert len(K.run_value_and_grad.signatures) == before
+    assert len(g.cache) == 1
+
+
 def test_the_runner_names_a_case_that_crashes(monkeypatch):
     """A child that dies in the middle of a case is reported as that case crashing (and the rest still run)."""
     monkeypatch.setenv("FASTTAPE_HOSTILE_CRASH", "tape-none")
