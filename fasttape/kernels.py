@@ -563,6 +563,19 @@ if FAULT_OPCODE >= 0:  # deliberate fault injection, for the oracle's own tests
 # --------------------------------------------------------------------------
 @_jit
 def _reduce_forward(op, buf, o, a, pre, r, post):
+    if op == OP_SUM:
+        for p in range(pre):
+            base = a + p * r * post
+            if post == 1:
+                buf[o + p] = _sum_contiguous(buf, base, r)
+                continue
+            z = buf[o + p * post : o + (p + 1) * post]  # rows added in order, one vectorised loop each
+            z[:] = buf[base : base + post]
+            for k in range(1, r):
+                row = buf[base + k * post : base + (k + 1) * post]
+                for q in range(post):
+                    z[q] += row[q]
+        return
     for p in range(pre):
         base = a + p * r * post
         for q in range(post):
@@ -905,6 +918,43 @@ def _scalar_reverse_run(ins, buf, N, i):
 
 
 @_jit
+def _broadcast_forward(buf, o, a, pre, r, post):
+    """Each of the ``pre`` blocks of ``post`` values repeated ``r`` times (slices indexed from zero, so
+    the copies vectorise)."""
+    for p in range(pre):
+        if post == 1:
+            z = buf[o + p * r : o + (p + 1) * r]
+            v = buf[a + p]
+            for k in range(r):
+                z[k] = v
+            continue
+        x = buf[a + p * post : a + (p + 1) * post]
+        for k in range(r):
+            z = buf[o + (p * r + k) * post : o + (p * r + k + 1) * post]
+            for q in range(post):
+                z[q] = x[q]
+
+
+@_jit
+def _broadcast_reverse(buf, N, o, a, pre, r, post, init):
+    """Unbroadcast: the adjoint of each block is the sum of its ``r`` copies' adjoints."""
+    for p in range(pre):
+        if post == 1:
+            s = _sum_contiguous(buf, N + o + p * r, r)
+            buf[N + a + p] = s if init else buf[N + a + p] + s
+            continue
+        dx = buf[N + a + p * post : N + a + (p + 1) * post]
+        for k in range(r):
+            g = buf[N + o + (p * r + k) * post : N + o + (p * r + k + 1) * post]
+            if init and k == 0:
+                for q in range(post):
+                    dx[q] = g[q]
+            else:
+                for q in range(post):
+                    dx[q] += g[q]
+
+
+@_jit
 def forward_sweep(ins, aux, buf):
     """Values of every instruction, in tape order."""
     i = -1
@@ -959,15 +1009,7 @@ def forward_sweep(ins, aux, buf):
                         s += buf[a + idx]
                         buf[o + idx] = s
         elif op == OP_BROADCAST:
-            pre = ins[i, C_P0]
-            r = ins[i, C_P1]
-            post = ins[i, C_P2]
-            for p in range(pre):
-                for k in range(r):
-                    dst = o + (p * r + k) * post
-                    src = a + p * post
-                    for q in range(post):
-                        buf[dst + q] = buf[src + q]
+            _broadcast_forward(buf, o, a, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2])
         elif op == OP_GATHER:
             start = ins[i, C_P0]
             for j in range(n):
@@ -1060,6 +1102,32 @@ def _prod_reverse(buf, N, base, r, post, q, g):
 
 
 @_jit
+def _sum_reverse(buf, N, o, a, pre, r, post, init):
+    """The adjoint of a sum, copied to every summand, one contiguous row at a time."""
+    for p in range(pre):
+        if post == 1:
+            dx = buf[N + a + p * r : N + a + (p + 1) * r]
+            g1 = buf[N + o + p]
+            if init:
+                for k in range(r):
+                    dx[k] = g1
+            else:
+                for k in range(r):
+                    dx[k] += g1
+            continue
+        g = buf[N + o + p * post : N + o + (p + 1) * post]
+        for k in range(r):
+            start = N + a + (p * r + k) * post
+            dx = buf[start : start + post]
+            if init:
+                for q in range(post):
+                    dx[q] = g[q]
+            else:
+                for q in range(post):
+                    dx[q] += g[q]
+
+
+@_jit
 def reverse_sweep(ins, aux, buf):
     """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
     N = aux[M_NVALS]
@@ -1133,7 +1201,10 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
-            if ia and op != OP_SUM:
+            if op == OP_SUM:
+                _sum_reverse(buf, N, o, a, pre, r, post, ia)
+                continue
+            if ia:
                 _zero(buf, N + a, ins[i, C_NA])
             for p in range(pre):
                 base = a + p * r * post
@@ -1141,21 +1212,7 @@ def reverse_sweep(ins, aux, buf):
                     out = o + p * post + q
                     g = buf[N + out]
                     z = buf[out]
-                    if op == OP_SUM:
-                        if post == 1:
-                            dx = buf[N + base : N + base + r]
-                            if ia:
-                                dx[:] = g
-                            else:
-                                for k in range(r):
-                                    dx[k] += g
-                        elif ia:
-                            for k in range(r):
-                                buf[N + base + k * post + q] = g
-                        else:
-                            for k in range(r):
-                                buf[N + base + k * post + q] += g
-                    elif op == OP_LOGSUMEXP:
+                    if op == OP_LOGSUMEXP:
                         for k in range(r):  # d logsumexp = softmax
                             pos = base + k * post + q
                             buf[N + pos] += g * math.exp(buf[pos] - z)
@@ -1189,14 +1246,7 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
-            if ia:
-                _zero(buf, N + a, ins[i, C_NA])
-            for p in range(pre):
-                for k in range(r):  # unbroadcast: sum over the copies
-                    src = N + o + (p * r + k) * post
-                    dst = N + a + p * post
-                    for q in range(post):
-                        buf[dst + q] += buf[src + q]
+            _broadcast_reverse(buf, N, o, a, pre, r, post, ia)
         elif op == OP_GATHER:
             start = ins[i, C_P0]
             for j in range(n):  # adjoint of a gather: scatter-add
