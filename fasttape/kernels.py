@@ -562,19 +562,26 @@ if FAULT_OPCODE >= 0:  # deliberate fault injection, for the oracle's own tests
 # structural primitives: forward
 # --------------------------------------------------------------------------
 @_jit
+def _sum_forward(t, o, a, pre, r, post):
+    """Sums over the middle axis of ``t[a:]`` viewed as (pre, r, post), into ``t[o:]`` (values or
+    tangents alike)."""
+    for p in range(pre):
+        base = a + p * r * post
+        if post == 1:
+            t[o + p] = _sum_contiguous(t, base, r)
+            continue
+        z = t[o + p * post : o + (p + 1) * post]  # rows added in order, one vectorised loop each
+        z[:] = t[base : base + post]
+        for k in range(1, r):
+            row = t[base + k * post : base + (k + 1) * post]
+            for q in range(post):
+                z[q] += row[q]
+
+
+@_jit
 def _reduce_forward(op, buf, o, a, pre, r, post):
     if op == OP_SUM:
-        for p in range(pre):
-            base = a + p * r * post
-            if post == 1:
-                buf[o + p] = _sum_contiguous(buf, base, r)
-                continue
-            z = buf[o + p * post : o + (p + 1) * post]  # rows added in order, one vectorised loop each
-            z[:] = buf[base : base + post]
-            for k in range(1, r):
-                row = buf[base + k * post : base + (k + 1) * post]
-                for q in range(post):
-                    z[q] += row[q]
+        _sum_forward(buf, o, a, pre, r, post)
         return
     for p in range(pre):
         base = a + p * r * post
@@ -659,6 +666,16 @@ def _matmul_forward(buf, o, a, b, batch, m, k, n):
 
 
 @_jit
+def _add_outer(dst, u, v, m, k):
+    """dst (m x k) += u vᵀ, row by row (BLAS would need a temporary of dst's size)."""
+    for i in range(m):
+        g = u[i]
+        row = dst[i * k : (i + 1) * k]
+        for p in range(k):
+            row[p] += g * v[p]
+
+
+@_jit
 def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b, init_a, init_b):
     # d(A B) = (G Bᵀ, Aᵀ G) for the adjoint G of the product
     for t in range(batch):
@@ -673,6 +690,8 @@ def _matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b, init_a, ini
         if m * k * n >= 32768:  # BLAS: a first write goes straight into the adjoint, no temporary
             if grad_a and init_a:
                 np.dot(G.reshape(m, n), B.reshape(k, n).T, dA.reshape(m, k))
+            elif grad_a and n == 1:
+                _add_outer(dA, G, B, m, k)
             elif grad_a:
                 dA.reshape(m, k)[:, :] += np.dot(G.reshape(m, n), B.reshape(k, n).T)
             if grad_b and init_b:
@@ -936,16 +955,17 @@ def _broadcast_forward(buf, o, a, pre, r, post):
 
 
 @_jit
-def _broadcast_reverse(buf, N, o, a, pre, r, post, init):
-    """Unbroadcast: the adjoint of each block is the sum of its ``r`` copies' adjoints."""
+def _unbroadcast(t, o, a, pre, r, post, init):
+    """Adjoints ``t`` (a value-sized array): the adjoint of each broadcast block is the sum of its ``r``
+    copies' adjoints.  ``init``: the block's adjoint is written, not added to."""
     for p in range(pre):
         if post == 1:
-            s = _sum_contiguous(buf, N + o + p * r, r)
-            buf[N + a + p] = s if init else buf[N + a + p] + s
+            s = _sum_contiguous(t, o + p * r, r)
+            t[a + p] = s if init else t[a + p] + s
             continue
-        dx = buf[N + a + p * post : N + a + (p + 1) * post]
+        dx = t[a + p * post : a + (p + 1) * post]
         for k in range(r):
-            g = buf[N + o + (p * r + k) * post : N + o + (p * r + k + 1) * post]
+            g = t[o + (p * r + k) * post : o + (p * r + k + 1) * post]
             if init and k == 0:
                 for q in range(post):
                     dx[q] = g[q]
@@ -1102,12 +1122,12 @@ def _prod_reverse(buf, N, base, r, post, q, g):
 
 
 @_jit
-def _sum_reverse(buf, N, o, a, pre, r, post, init):
-    """The adjoint of a sum, copied to every summand, one contiguous row at a time."""
+def _sum_reverse(t, o, a, pre, r, post, init):
+    """Adjoints ``t``: the adjoint of a sum copied to every summand, one contiguous row at a time."""
     for p in range(pre):
         if post == 1:
-            dx = buf[N + a + p * r : N + a + (p + 1) * r]
-            g1 = buf[N + o + p]
+            dx = t[a + p * r : a + (p + 1) * r]
+            g1 = t[o + p]
             if init:
                 for k in range(r):
                     dx[k] = g1
@@ -1115,10 +1135,10 @@ def _sum_reverse(buf, N, o, a, pre, r, post, init):
                 for k in range(r):
                     dx[k] += g1
             continue
-        g = buf[N + o + p * post : N + o + (p + 1) * post]
+        g = t[o + p * post : o + (p + 1) * post]
         for k in range(r):
-            start = N + a + (p * r + k) * post
-            dx = buf[start : start + post]
+            start = a + (p * r + k) * post
+            dx = t[start : start + post]
             if init:
                 for q in range(post):
                     dx[q] = g[q]
@@ -1202,7 +1222,7 @@ def reverse_sweep(ins, aux, buf):
             r = ins[i, C_P1]
             post = ins[i, C_P2]
             if op == OP_SUM:
-                _sum_reverse(buf, N, o, a, pre, r, post, ia)
+                _sum_reverse(buf[N:], o, a, pre, r, post, ia)
                 continue
             if ia:
                 _zero(buf, N + a, ins[i, C_NA])
@@ -1246,7 +1266,7 @@ def reverse_sweep(ins, aux, buf):
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
-            _broadcast_reverse(buf, N, o, a, pre, r, post, ia)
+            _unbroadcast(buf[N:], o, a, pre, r, post, ia)
         elif op == OP_GATHER:
             start = ins[i, C_P0]
             for j in range(n):  # adjoint of a gather: scatter-add
@@ -1269,12 +1289,10 @@ def reverse_sweep(ins, aux, buf):
 def _matmul_into(dst, A, B, m, k, n, accumulate):
     """dst (m x n) = or += A (m x k) @ B (k x n), all flat C-order runs."""
     if m * k * n >= 32768:
-        prod = np.dot(A.reshape(m, k), B.reshape(k, n))
-        D = dst.reshape(m, n)
         if accumulate:
-            D += prod
+            dst.reshape(m, n)[:, :] += np.dot(A.reshape(m, k), B.reshape(k, n))
         else:
-            D[:, :] = prod
+            np.dot(A.reshape(m, k), B.reshape(k, n), dst.reshape(m, n))
         return
     if not accumulate:
         for j in range(m * n):
@@ -1289,6 +1307,9 @@ def _matmul_into(dst, A, B, m, k, n, accumulate):
 @_jit
 def _matmul_t_into(dst, A, B, m, k, n, left):
     """dst += Aᵀ B (left: A is m x k, B is m x n, dst k x n) or A Bᵀ (A m x n, B k x n, dst m x k)."""
+    if not left and n == 1:
+        _add_outer(dst, A, B, m, k)
+        return
     if m * k * n >= 32768:
         if left:
             dst.reshape(k, n)[:, :] += np.dot(A.reshape(m, k).T, B.reshape(m, n))
@@ -1704,6 +1725,9 @@ def tangent_sweep(ins, aux, buf, tan, k):
                         tan[d * NV + o + j] = tan[d * NV + b + j * sb] if gb else 0.0
                     else:
                         tan[d * NV + o + j] = tan[d * NV + c + j * sc] if gc else 0.0
+        elif op == OP_SUM:
+            for d in range(k):
+                _sum_forward(tan[d * NV : (d + 1) * NV], o, a, pre, r, post)
         elif op <= OP_LOGSUMEXP:
             for d in range(k):
                 t = tan[d * NV : (d + 1) * NV]
@@ -1713,12 +1737,7 @@ def tangent_sweep(ins, aux, buf, tan, k):
                         out = o + p * post + q
                         z = buf[out]
                         acc = 0.0
-                        if op == OP_SUM and post == 1:
-                            acc = _sum_contiguous(t, base, r)
-                        elif op == OP_SUM:
-                            for kk in range(r):
-                                acc += t[base + kk * post + q]
-                        elif op == OP_LOGSUMEXP:
+                        if op == OP_LOGSUMEXP:
                             for kk in range(r):  # d logsumexp = softmax
                                 pos = base + kk * post + q
                                 acc += math.exp(buf[pos] - z) * t[pos]
@@ -1749,13 +1768,7 @@ def tangent_sweep(ins, aux, buf, tan, k):
                             t[o + idx] = acc
         elif op == OP_BROADCAST:
             for d in range(k):
-                t = tan[d * NV : (d + 1) * NV]
-                for p in range(pre):
-                    for kk in range(r):
-                        dst = o + (p * r + kk) * post
-                        src = a + p * post
-                        for q in range(post):
-                            t[dst + q] = t[src + q]
+                _broadcast_forward(tan[d * NV : (d + 1) * NV], o, a, pre, r, post)
         elif op == OP_GATHER:
             for d in range(k):
                 t = tan[d * NV : (d + 1) * NV]
@@ -1936,6 +1949,10 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                     buf[N + dst] += buf[N + o + j]
                 for d in range(k):
                     adj2[d * N + dst] += adj2[d * N + o + j]
+        elif op == OP_SUM:  # linear: the first-order rule on every adjoint (post == 1: assigned on a first write)
+            for d in range(-1 if second else 0, k):
+                t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
+                _sum_reverse(t, o, a, pre, r, post, ia and post == 1)
         elif op <= OP_LOGSUMEXP:
             scratch = np.empty(2 * r if op == OP_PROD else 0)
             for p in range(pre):
@@ -1944,32 +1961,9 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                     out = o + p * post + q
                     z = buf[out]
                     g = buf[N + out] if second else 0.0
-                    if op == OP_SUM and post == 1:  # contiguous runs, assigned on a first write
-                        if second:
-                            gx = buf[N + base : N + base + r]
-                            if ia:
-                                gx[:] = g
-                            else:
-                                for kk in range(r):
-                                    gx[kk] += g
-                        for d in range(k):
-                            gd = adj2[d * N + out]
-                            tx2 = adj2[d * N + base : d * N + base + r]
-                            if ia:
-                                tx2[:] = gd
-                            else:
-                                for kk in range(r):
-                                    tx2[kk] += gd
-                        continue
-                    if second and op == OP_SUM:
-                        for kk in range(r):
-                            buf[N + base + kk * post + q] += g
                     for d in range(k):
                         gd = adj2[d * N + out]
-                        if op == OP_SUM:
-                            for kk in range(r):
-                                adj2[d * N + base + kk * post + q] += gd
-                        elif op == OP_LOGSUMEXP:
+                        if op == OP_LOGSUMEXP:
                             # softmax s: x̄ += z̄ s,  x̄' += z̄' s + z̄ s (x' - z')
                             zt = tan[d * N + out] if second else 0.0
                             for kk in range(r):
@@ -2030,13 +2024,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                             t[a + idx] += acc
         elif op == OP_BROADCAST:
             for d in range(-1 if second else 0, k):
-                t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
-                for p in range(pre):
-                    for kk in range(r):  # unbroadcast: sum over the copies
-                        src = o + (p * r + kk) * post
-                        dst = a + p * post
-                        for q in range(post):
-                            t[dst + q] += t[src + q]
+                _unbroadcast(buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N], o, a, pre, r, post, False)
         elif op == OP_GATHER:
             for d in range(-1 if second else 0, k):
                 t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
