@@ -30,7 +30,7 @@ from .workloads import lorenz
 FUSED_CASES = all_cases(FUSED)
 PYTENSOR_CASES = all_cases(("rosenbrock", "logistic", "softmax"))  # a single differentiated array
 CASES = all_cases()
-FIRST_USE_ROUNDS = 3
+FIRST_USE_ROUNDS = 5
 
 
 def ids(cases):
