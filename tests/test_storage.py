@@ -250,7 +250,7 @@ def _fuzz_main(log_path):  # pragma: no cover -- runs in the child
 
     faulthandler.enable()
     profile = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
-    n = {"debug": 40, "ci": 150}.get(profile, 200)
+    n = int(os.environ.get("FASTTAPE_FUZZ_EXAMPLES") or {"debug": 40, "ci": 150}.get(profile, 200))
     fuzz_settings = settings(
         max_examples=n,
         deadline=None,
