@@ -1,4 +1,4 @@
-"""nox sessions: ``tests`` (the suite, then the oracle's quick profile against JAX),
+"""nox sessions: ``tests`` (the suite, then the oracle's ``ci`` profile against JAX),
 ``lint``, ``demo`` (the showcase), ``oracle`` (the thorough cross-validation),
 ``bench`` (pytest-benchmark suites + report) and ``debug`` (the suite with Numba's
 bounds checking, then with its JIT disabled; slow, not part of CI).
@@ -20,7 +20,7 @@ def tests(session):
     """The test suite: every primitive and derivative against JAX and finite differences."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", "tests", *session.posargs)
-    session.run("python", "-m", "oracle", "--quick", "--no-progress", "--json", "oracle-quick.json")
+    session.run("python", "-m", "oracle", "--profile", "ci", "--no-progress", "--json", "oracle-ci.json")
 
 
 @nox.session(python=None)
@@ -64,7 +64,11 @@ def bench(session):
 def oracle(session):
     """The oracle's full matrix (thorough profile): every primitive × derivative kind against JAX and FD."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "oracle", "--profile", "thorough", "--json", "oracle-report.json", *session.posargs)
+    jobs = str(os.cpu_count() or 1)  # the random programs run in parallel processes
+    session.run(
+        "python", "-m", "oracle", "--profile", "thorough", "--jobs", jobs, "--json", "oracle-report.json",
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(python=None)

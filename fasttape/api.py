@@ -147,6 +147,7 @@ class _Transformed:
         self.argnums = argnums
         self.has_aux = has_aux
         self.cache = TapeCache(cache_size)
+        self._last = (None, ())  # (signature, its tapes) of the latest call: the repeated-call fast path
         self._record_lock = threading.RLock()
         if isinstance(fun, _Transformed):
             raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner=fun.kind))
@@ -160,7 +161,9 @@ class _Transformed:
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
         key = signature_key(args, self.kind)
-        tried = self.cache.get(key)
+        last_key, last_tapes = self._last  # the previous call's signature: no lock, no LRU update
+        tried = last_tapes if last_key == key else self.cache.get(key)
+        self._last = (key, tried)
         for tape in tried:
             result = runner(tape, args)
             if result is not None:
@@ -174,6 +177,7 @@ class _Transformed:
                         return result
             tape = self._record(args, argnums)
             self.cache.add(key, tape)
+            self._last = (key, self.cache.get(key))
         result = runner(tape, args)
         if result is None:
             raise BranchChangedError(

@@ -901,10 +901,18 @@ def _scalar_forward_run(ins, buf, i):
         op = ins[i, C_OP]
         if ins[i, C_N] != 1 or op > LAST_BINARY:
             break
-        if op > LAST_UNARY:
-            buf[ins[i, C_OUT]] = binary_value(op, buf[ins[i, C_A]], buf[ins[i, C_B]])
+        o = ins[i, C_OUT]
+        a = ins[i, C_A]
+        if op == OP_MULTIPLY:  # the arithmetic of scalar code first, outside the full switch
+            buf[o] = buf[a] * buf[ins[i, C_B]]
+        elif op == OP_ADD:
+            buf[o] = buf[a] + buf[ins[i, C_B]]
+        elif op == OP_SUBTRACT:
+            buf[o] = buf[a] - buf[ins[i, C_B]]
+        elif op > LAST_UNARY:
+            buf[o] = binary_value(op, buf[a], buf[ins[i, C_B]])
         else:
-            buf[ins[i, C_OUT]] = unary_value(op, buf[ins[i, C_A]])
+            buf[o] = unary_value(op, buf[a])
         i += 1
     return i - 1
 
@@ -924,7 +932,17 @@ def _scalar_reverse_run(ins, buf, N, i):
             g = buf[N + o]
             if op > LAST_UNARY:
                 b = ins[i, C_B]
-                dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
+                if op == OP_MULTIPLY:
+                    dx = buf[b]
+                    dy = buf[a]
+                elif op == OP_ADD:
+                    dx = 1.0
+                    dy = 1.0
+                elif op == OP_SUBTRACT:
+                    dx = 1.0
+                    dy = -1.0
+                else:
+                    dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
                 if flags & F_GRAD_A:
                     buf[N + a] = g * dx if flags & F_INIT_A else buf[N + a] + g * dx
                 if flags & F_GRAD_B:
@@ -1245,10 +1263,8 @@ def reverse_sweep(ins, aux, buf):
                                 count += 1
                         for k in range(r):
                             pos = base + k * post + q
-                            if buf[pos] == z:
-                                buf[N + pos] += g / count
-                            else:
-                                buf[N + pos] += g * 0.0
+                            # a NaN maximum matches no element: 0 / 0 = NaN everywhere, as JAX's mask / count
+                            buf[N + pos] += g * ((1.0 if buf[pos] == z else 0.0) / count)
         elif op == OP_CUMSUM:
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
@@ -2008,7 +2024,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                                     count += 1
                             for kk in range(r):
                                 pos = base + kk * post + q
-                                w = 1.0 / count if buf[pos] == z else 0.0
+                                w = (1.0 if buf[pos] == z else 0.0) / count  # NaN when none matches
                                 if second and d == 0:
                                     buf[N + pos] += g * w
                                 adj2[d * N + pos] += gd * w

@@ -38,7 +38,7 @@ PROFILES = {
     # seeds: input draws per hand-written case; examples: hypothesis-drawn checks per elementwise, comparison
     # and reduction primitive (shapes and operands); programs: random programs of 2-30 primitives
     "quick": {"seeds": 1, "examples": 1, "programs": 10},
-    "ci": {"seeds": 1, "examples": 2, "programs": 40},
+    "ci": {"seeds": 1, "examples": 2, "programs": 25},
     "dev": {"seeds": 1, "examples": 5, "programs": 200},
     "thorough": {"seeds": 3, "examples": 25, "programs": 2000},
 }
