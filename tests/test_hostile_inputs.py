@@ -48,10 +48,9 @@ from fasttape.errors import (
     TracerMutationError,
     UnsupportedFunctionError,
 )
+from tests.programs import M33, X3, rich
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-X3 = np.array([0.5, -1.0, 2.0])
-M33 = np.array([[1.0, 0.5, -0.25], [0.0, 2.0, 1.0], [-1.0, 0.25, 0.5]])
 
 
 @dataclass(frozen=True)
@@ -78,17 +77,6 @@ def _dot2(x, y):
     return np.sum(x * y)
 
 
-def _rich(x, m):
-    """One of each structural primitive: matmul, gather, cumsum, max, broadcast, and a guard."""
-    y = m @ x
-    z = np.tanh(y)[::-1]
-    s = np.cumsum(z) + np.max(x)
-    w = x[:, None] * np.ones((3, 2))
-    if np.sum(x) > 0:
-        s = s * 2.0
-    return np.sum(s) + np.sum(w)
-
-
 @functools.cache
 def tapes():
     return {
@@ -96,7 +84,7 @@ def tapes():
         "dot2": ft.trace(_dot2, X3, X3, argnums=(0, 1)),
         "tree": ft.trace(lambda p: np.sum(p["w"] * p["b"]), {"w": X3, "b": X3}),
         "scalar": ft.trace(lambda s: s * s, 1.5),
-        "rich": ft.trace(_rich, X3, M33),
+        "rich": ft.trace(rich, X3, M33),
     }
 
 

@@ -40,10 +40,9 @@ import fasttape.numpy as fnp
 from fasttape import kernels as K
 from fasttape import storage
 from fasttape.errors import BranchChangedError, InputSignatureError
+from tests.programs import M33, X3, rich
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-X3 = np.array([0.5, -1.0, 2.0])
-M33 = np.array([[1.0, 0.5, -0.25], [0.0, 2.0, 1.0], [-1.0, 0.25, 0.5]])
 
 DOMAINS = {
     "real": np.array([0.3, -1.2, 0.8]),
@@ -66,16 +65,6 @@ def _elementwise_program(prim):
     return lambda x: np.sum(np.where(fn(x, 0.1), x * x, -x))  # comparison
 
 
-def _rich(x, m):
-    y = m @ x
-    z = np.tanh(y)[::-1]
-    s = np.cumsum(z) + np.max(x)
-    w = x[:, None] * np.ones((3, 2))
-    if np.sum(x) > 0:
-        s = s * 2.0
-    return np.sum(s) + np.sum(w)
-
-
 def _empty_operand_last(x):
     """An elementwise product of two empty arrays, recorded last: its operand sits at the end of the buffer."""
     s = np.sum(x * x)
@@ -94,7 +83,7 @@ STRUCTURAL = {
     "broadcast": (lambda x: np.sum(np.broadcast_to(x, (4, 3)) * np.arange(12.0).reshape(4, 3)), (X3,)),
     "gather": (lambda m: np.sum(np.concatenate([m[::-1, 0], m.T[1], np.diagonal(m)]) ** 2), (M33,)),
     "matmul": (lambda m, x: np.sum((m @ m) @ x), (M33, X3)),
-    "rich-with-guard": (_rich, (X3, M33)),
+    "rich-with-guard": (rich, (X3, M33)),
     "containers": (lambda p, n, tag: np.sum(p["w"] ** 2 * p["b"][0]) * n + p["b"][1], (
         {"w": X3, "b": [1.5, np.float64(2.0)]}, np.int64(3), "tag")),
     "static-int-array": (lambda x, idx: np.sum(x[idx] ** 3), (X3, np.array([2, 0, 0]))),
@@ -234,7 +223,7 @@ _ACCEPTED_RUN_ERRORS = (ft.InputSignatureError, ft.BranchChangedError, ft.NonSca
 
 
 def _fuzz_tape():
-    return ft.trace(_rich, *FUZZ_ARGS)
+    return ft.trace(rich, *FUZZ_ARGS)
 
 
 def _agrees(loaded, reference):
