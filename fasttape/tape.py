@@ -513,13 +513,15 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     first_writer: dict[int, tuple[int, int]] = {}  # root -> (row, operand position or -1)
     zero_whole = {root[sid] for sid in output_slots}  # seeded by the caller
     read = set(zero_whole) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
+    all_flags = ins[:, K.C_FLAGS].tolist()  # Python ints: indexing the array per row costs more than the loop
+    opcodes = ins[:, K.C_OP].tolist()
     for i in range(ins.shape[0] - 1, -1, -1):
-        flags = int(ins[i, K.C_FLAGS])
+        flags = all_flags[i]
         if not flags & K.F_ACTIVE:
             continue
         read.add(rec.slots_by_row[i])
         operands = rec.row_operands[i]
-        gather = ins[i, K.C_OP] == K.OP_GATHER
+        gather = opcodes[i] == K.OP_GATHER
         roots = [root[sid] for sid in operands]
         for k, sid in enumerate(operands):
             if slots[sid].size == 0:
