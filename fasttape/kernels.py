@@ -1263,8 +1263,9 @@ def reverse_sweep(ins, aux, buf):
                                 count += 1
                         for k in range(r):
                             pos = base + k * post + q
-                            # a NaN maximum matches no element: 0 / 0 = NaN everywhere, as JAX's mask / count
-                            buf[N + pos] += g * ((1.0 if buf[pos] == z else 0.0) / count)
+                            # a NaN maximum matches no element: NaN everywhere, as JAX's mask / count (0 / 0)
+                            share = (1.0 if buf[pos] == z else 0.0) / count if count else math.nan
+                            buf[N + pos] += g * share
         elif op == OP_CUMSUM:
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
@@ -1770,7 +1771,7 @@ def tangent_sweep(ins, aux, buf, tan, k):
                                 if buf[pos] == z:
                                     count += 1
                                     acc += t[pos]
-                            acc = acc / count
+                            acc = acc / count if count else math.nan
                         t[out] = acc
         elif op == OP_CUMSUM:
             for d in range(k):
@@ -2024,7 +2025,7 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
                                     count += 1
                             for kk in range(r):
                                 pos = base + kk * post + q
-                                w = (1.0 if buf[pos] == z else 0.0) / count  # NaN when none matches
+                                w = (1.0 if buf[pos] == z else 0.0) / count if count else math.nan
                                 if second and d == 0:
                                     buf[N + pos] += g * w
                                 adj2[d * N + pos] += gd * w
