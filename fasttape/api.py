@@ -96,17 +96,23 @@ class TapeCache:
         self._maxsize = maxsize
         self._tapes: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._last = (None, ())  # (signature, its tapes) of the latest lookup: the repeated-call fast path
 
     def get(self, key):
+        last_key, last_tapes = self._last  # the same signature as the latest lookup: no lock, already newest
+        if last_key == key:
+            return last_tapes
         with self._lock:
             tapes = self._tapes.get(key)
             if tapes is None:
                 return ()
             self._tapes.move_to_end(key)
-            return tuple(tapes)
+            self._last = (key, tuple(tapes))
+            return self._last[1]
 
     def add(self, key, tape):
         with self._lock:
+            self._last = (None, ())
             tapes = self._tapes.setdefault(key, [])
             tapes.insert(0, tape)
             del tapes[_MAX_BRANCHES:]
@@ -128,6 +134,7 @@ class TapeCache:
 
     def clear(self):
         with self._lock:
+            self._last = (None, ())
             self._tapes.clear()
 
     def __len__(self):
@@ -147,7 +154,6 @@ class _Transformed:
         self.argnums = argnums
         self.has_aux = has_aux
         self.cache = TapeCache(cache_size)
-        self._last = (None, ())  # (signature, its tapes) of the latest call: the repeated-call fast path
         self._record_lock = threading.RLock()
         if isinstance(fun, _Transformed):
             raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner=fun.kind))
@@ -161,9 +167,7 @@ class _Transformed:
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
         key = signature_key(args, self.kind)
-        last_key, last_tapes = self._last  # the previous call's signature: no lock, no LRU update
-        tried = last_tapes if last_key == key else self.cache.get(key)
-        self._last = (key, tried)
+        tried = self.cache.get(key)
         for tape in tried:
             result = runner(tape, args)
             if result is not None:
@@ -177,7 +181,6 @@ class _Transformed:
                         return result
             tape = self._record(args, argnums)
             self.cache.add(key, tape)
-            self._last = (key, self.cache.get(key))
         result = runner(tape, args)
         if result is None:
             raise BranchChangedError(
