@@ -134,6 +134,32 @@ HEADER = 8
 
 SMALL_RUN = 16  # runs shorter than this use plain index loops in the k-direction sweeps
 
+# The scalar code: a compact copy of the one-element add / subtract / multiply instructions -- the
+# arithmetic of loops over Python floats -- that the sweeps stream instead of the 112-byte rows, with a
+# three-way switch.  Four uint32 per instruction, [word, out, a, b], word = opcode | flags << 8 |
+# S_SCALAR; other rows are zero.  A wider switch costs every instruction (with a divide in it, LLVM
+# computes the quotient on every row and selects), so the other scalar instructions take the general
+# path, where their own cost dominates.
+S_SCALAR = 1 << 16
+S_FLAGS_SHIFT = 8
+S_OPCODE_MASK = 255
+_INT32_SLOTS = 2**31 - 1  # unsigned slots index without Numba's negative-index check
+
+
+def scalar_code(ins: np.ndarray) -> np.ndarray:
+    """The scalar code of an instruction table (derived, never saved: rebuilt whenever ``ins`` is)."""
+    code = np.zeros((ins.shape[0], 4), dtype=np.uint32)
+    op = ins[:, C_OP]
+    scalar = (ins[:, C_N] == 1) & (op >= OP_ADD) & (op <= OP_MULTIPLY)
+    # slots beyond int32 (a tape of more than 16 GB of values) keep the general path
+    for column in (C_OUT, C_A, C_B):
+        scalar &= ins[:, column] <= _INT32_SLOTS
+    code[scalar, 0] = op[scalar] | (ins[scalar, C_FLAGS] << S_FLAGS_SHIFT) | S_SCALAR
+    code[scalar, 1] = ins[scalar, C_OUT]
+    code[scalar, 2] = ins[scalar, C_A]
+    code[scalar, 3] = ins[scalar, C_B]
+    return code.reshape(-1)  # flat: row i is code[4 i : 4 i + 4]
+
 
 # --------------------------------------------------------------------------
 # the primitive table
@@ -892,64 +918,69 @@ def _arithmetic_forward(op, buf, o, a, b, n, sa, sb):
                 z[j] = c * y[j]
 
 
+@_jit(inline="always")
+def _arithmetic_partials(op, x, y, z):
+    """binary_partials for the scalar code's three opcodes."""
+    if op == OP_MULTIPLY:
+        return binary_partials(OP_MULTIPLY, x, y, z)
+    if op == OP_ADD:
+        return binary_partials(OP_ADD, x, y, z)
+    return binary_partials(OP_SUBTRACT, x, y, z)
+
+
+@_jit(inline="always")
+def _arithmetic_second(op, x, y, z):
+    """binary_second for the scalar code's three opcodes."""
+    if op == OP_MULTIPLY:
+        return binary_second(OP_MULTIPLY, x, y, z)
+    return 0.0, 0.0, 0.0  # add and subtract are linear
+
+
 @_jit
-def _scalar_forward_run(ins, buf, i):
-    """Values of the scalar (one-element) elementwise instructions from ``i`` on -- the code of loops over
-    Python floats -- in one tight loop; returns the index of the last one."""
-    end = ins.shape[0]
+def _scalar_forward_run(code, buf, i):
+    """Values of the scalar-code instructions from ``i`` on (the arithmetic of loops over Python
+    floats) in one tight loop; returns the index of the last one."""
+    end = code.shape[0] // 4
     while i < end:
-        op = ins[i, C_OP]
-        if ins[i, C_N] != 1 or op > LAST_BINARY:
+        w = code[4 * i]
+        if not (w & S_SCALAR):
             break
-        o = ins[i, C_OUT]
-        a = ins[i, C_A]
-        if op == OP_MULTIPLY:  # the arithmetic of scalar code first, outside the full switch
-            buf[o] = buf[a] * buf[ins[i, C_B]]
+        op = w & S_OPCODE_MASK
+        o = code[4 * i + 1]
+        a = code[4 * i + 2]
+        b = code[4 * i + 3]
+        # a store in each arm and no `else`: LLVM then keeps the branches (well predicted) instead of
+        # computing all three and selecting, which puts the select on the chain through memory
+        if op == OP_MULTIPLY:
+            buf[o] = buf[a] * buf[b]
         elif op == OP_ADD:
-            buf[o] = buf[a] + buf[ins[i, C_B]]
+            buf[o] = buf[a] + buf[b]
         elif op == OP_SUBTRACT:
-            buf[o] = buf[a] - buf[ins[i, C_B]]
-        elif op > LAST_UNARY:
-            buf[o] = binary_value(op, buf[a], buf[ins[i, C_B]])
-        else:
-            buf[o] = unary_value(op, buf[a])
+            buf[o] = buf[a] - buf[b]
         i += 1
     return i - 1
 
 
 @_jit
-def _scalar_reverse_run(ins, buf, N, i):
-    """Adjoints of the scalar elementwise instructions from ``i`` down, in one tight loop; returns the
-    index of the last one."""
+def _scalar_reverse_run(code, buf, N, i):
+    """Adjoints of the scalar-code instructions from ``i`` down, in one tight loop; returns the index
+    of the last one."""
+    n = np.uint64(N)  # unsigned, like the slots: n + a indexes without a negative-index check
     while i >= 0:
-        op = ins[i, C_OP]
-        if ins[i, C_N] != 1 or op > LAST_BINARY:
+        w = code[4 * i]
+        if not (w & S_SCALAR):
             break
-        flags = ins[i, C_FLAGS]
+        flags = w >> S_FLAGS_SHIFT
         if flags & F_ACTIVE:
-            o = ins[i, C_OUT]
-            a = ins[i, C_A]
-            g = buf[N + o]
-            if op > LAST_UNARY:
-                b = ins[i, C_B]
-                if op == OP_MULTIPLY:
-                    dx = buf[b]
-                    dy = buf[a]
-                elif op == OP_ADD:
-                    dx = 1.0
-                    dy = 1.0
-                elif op == OP_SUBTRACT:
-                    dx = 1.0
-                    dy = -1.0
-                else:
-                    dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
-                if flags & F_GRAD_A:
-                    buf[N + a] = g * dx if flags & F_INIT_A else buf[N + a] + g * dx
-                if flags & F_GRAD_B:
-                    buf[N + b] = g * dy if flags & F_INIT_B else buf[N + b] + g * dy
-            else:
-                v = g * unary_partial(op, buf[a], buf[o])
-                buf[N + a] = v if flags & F_INIT_A else buf[N + a] + v
+            o = code[4 * i + 1]
+            a = code[4 * i + 2]
+            b = code[4 * i + 3]
+            g = buf[n + o]
+            dx, dy = _arithmetic_partials(w & S_OPCODE_MASK, buf[a], buf[b], buf[o])
+            if flags & F_GRAD_A:
+                buf[n + a] = g * dx if flags & F_INIT_A else buf[n + a] + g * dx
+            if flags & F_GRAD_B:
+                buf[n + b] = g * dy if flags & F_INIT_B else buf[n + b] + g * dy
         i -= 1
     return i + 1
 
@@ -993,7 +1024,7 @@ def _unbroadcast(t, o, a, pre, r, post, init):
 
 
 @_jit
-def forward_sweep(ins, aux, buf):
+def forward_sweep(ins, code, aux, buf):
     """Values of every instruction, in tape order."""
     i = -1
     while i < ins.shape[0] - 1:
@@ -1002,8 +1033,8 @@ def forward_sweep(ins, aux, buf):
         o = ins[i, C_OUT]
         n = ins[i, C_N]
         a = ins[i, C_A]
-        if n == 1 and op <= LAST_BINARY:
-            i = _scalar_forward_run(ins, buf, i)
+        if code[4 * i] & S_SCALAR:
+            i = _scalar_forward_run(code, buf, i)
         elif op <= LAST_UNARY:
             if n >= VECTOR_RUN and VECTOR_UNARY[op]:
                 _numpy_unary_run(op, buf[o : o + n], buf[a : a + n])
@@ -1166,7 +1197,7 @@ def _sum_reverse(t, o, a, pre, r, post, init):
 
 
 @_jit
-def reverse_sweep(ins, aux, buf):
+def reverse_sweep(ins, code, aux, buf):
     """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
     N = aux[M_NVALS]
     i = ins.shape[0]
@@ -1174,8 +1205,8 @@ def reverse_sweep(ins, aux, buf):
         i -= 1
         op = ins[i, C_OP]
         n = ins[i, C_N]
-        if n == 1 and op <= LAST_BINARY:
-            i = _scalar_reverse_run(ins, buf, N, i)
+        if code[4 * i] & S_SCALAR:
+            i = _scalar_reverse_run(code, buf, N, i)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -1574,111 +1605,97 @@ def _second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga,
 
 
 @_jit
-def _scalar_tangent_run(ins, buf, tan, NV, k, i):
-    """Tangents (k directions) of the scalar elementwise instructions from ``i`` on; returns the index
-    of the last one."""
-    end = ins.shape[0]
+def _scalar_tangent_run(code, buf, tan, NV, k, i):
+    """Tangents (k directions) of the scalar-code instructions from ``i`` on; returns the index of
+    the last one."""
+    end = code.shape[0] // 4
+    nv = np.uint64(NV)  # unsigned offsets, like the slots (no negative-index checks)
     while i < end:
-        op = ins[i, C_OP]
-        if ins[i, C_N] != 1 or op > LAST_BINARY:
+        w = code[4 * i]
+        if not (w & S_SCALAR):
             break
-        flags = ins[i, C_FLAGS]
+        flags = w >> S_FLAGS_SHIFT
         if flags & F_ACTIVE:
-            o = ins[i, C_OUT]
-            a = ins[i, C_A]
-            if op > LAST_UNARY:
-                b = ins[i, C_B]
-                dx, dy = binary_partials(op, buf[a], buf[b], buf[o])
-                for d in range(k):
-                    t = 0.0
-                    if flags & F_GRAD_A:
-                        t += dx * tan[d * NV + a]
-                    if flags & F_GRAD_B:
-                        t += dy * tan[d * NV + b]
-                    tan[d * NV + o] = t
-            else:
-                d1 = unary_partial(op, buf[a], buf[o])
-                for d in range(k):
-                    tan[d * NV + o] = d1 * tan[d * NV + a]
+            o = code[4 * i + 1]
+            a = code[4 * i + 2]
+            b = code[4 * i + 3]
+            dx, dy = _arithmetic_partials(w & S_OPCODE_MASK, buf[a], buf[b], buf[o])
+            ga = flags & F_GRAD_A
+            gb = flags & F_GRAD_B
+            for d in range(k):
+                base = np.uint64(d) * nv
+                t = 0.0
+                if ga:
+                    t += dx * tan[base + a]
+                if gb:
+                    t += dy * tan[base + b]
+                tan[base + o] = t
         i += 1
     return i - 1
 
 
 @_jit
-def _scalar_second_run(ins, buf, tan, adj2, N, k, second, i):
-    """The second-order (or, without ``second``, k-seed reverse) sweep over the scalar elementwise
+def _scalar_second_run(code, buf, tan, adj2, N, k, second, i):
+    """The second-order (or, without ``second``, k-seed reverse) sweep over the scalar-code
     instructions from ``i`` down; returns the index of the last one."""
+    n = np.uint64(N)  # unsigned offsets, like the slots (no negative-index checks)
     while i >= 0:
-        op = ins[i, C_OP]
-        if ins[i, C_N] != 1 or op > LAST_BINARY:
+        w = code[4 * i]
+        if not (w & S_SCALAR):
             break
-        flags = ins[i, C_FLAGS]
+        flags = w >> S_FLAGS_SHIFT
         if not (flags & F_ACTIVE):
             i -= 1
             continue
-        o = ins[i, C_OUT]
-        a = ins[i, C_A]
-        ia = (flags & F_INIT_A) != 0
-        if op <= LAST_UNARY:
-            x = buf[a]
-            z = buf[o]
-            d1 = unary_partial(op, x, z)
-            if second:
-                g = buf[N + o]
-                buf[N + a] = g * d1 if ia else buf[N + a] + g * d1
-                d2 = unary_second(op, x, z, d1)
-                for d in range(k):
-                    v = adj2[d * N + o] * d1 + g * d2 * tan[d * N + a]
-                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
-            else:
-                for d in range(k):
-                    v = adj2[d * N + o] * d1
-                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
-            i -= 1
-            continue
-        b = ins[i, C_B]
+        op = w & S_OPCODE_MASK
+        o = code[4 * i + 1]
+        a = code[4 * i + 2]
+        b = code[4 * i + 3]
         ga = (flags & F_GRAD_A) != 0
         gb = (flags & F_GRAD_B) != 0
+        ia = (flags & F_INIT_A) != 0
         ib = (flags & F_INIT_B) != 0
         x = buf[a]
         y = buf[b]
         z = buf[o]
-        dx, dy = binary_partials(op, x, y, z)
+        dx, dy = _arithmetic_partials(op, x, y, z)
         if second:
-            g = buf[N + o]
+            g = buf[n + o]
             if ga:
-                buf[N + a] = g * dx if ia else buf[N + a] + g * dx
+                buf[n + a] = g * dx if ia else buf[n + a] + g * dx
             if gb:
-                buf[N + b] = g * dy if ib else buf[N + b] + g * dy
-            dxx, dxy, dyy = binary_second(op, x, y, z)
+                buf[n + b] = g * dy if ib else buf[n + b] + g * dy
+            dxx, dxy, dyy = _arithmetic_second(op, x, y, z)
             for d in range(k):
-                gd = adj2[d * N + o]
+                base = np.uint64(d) * n
+                gd = adj2[base + o]
                 if ga:
-                    v = gd * dx + g * (dxx * tan[d * N + a] + (dxy * tan[d * N + b] if gb else 0.0))
-                    adj2[d * N + a] = v if ia else adj2[d * N + a] + v
+                    v = gd * dx + g * (dxx * tan[base + a] + (dxy * tan[base + b] if gb else 0.0))
+                    adj2[base + a] = v if ia else adj2[base + a] + v
                 if gb:
-                    v = gd * dy + g * (dyy * tan[d * N + b] + (dxy * tan[d * N + a] if ga else 0.0))
-                    adj2[d * N + b] = v if ib else adj2[d * N + b] + v
+                    v = gd * dy + g * (dyy * tan[base + b] + (dxy * tan[base + a] if ga else 0.0))
+                    adj2[base + b] = v if ib else adj2[base + b] + v
         else:
             for d in range(k):
-                gd = adj2[d * N + o]
+                base = np.uint64(d) * n
+                gd = adj2[base + o]
                 if ga:
-                    adj2[d * N + a] = gd * dx if ia else adj2[d * N + a] + gd * dx
+                    adj2[base + a] = gd * dx if ia else adj2[base + a] + gd * dx
                 if gb:
-                    adj2[d * N + b] = gd * dy if ib else adj2[d * N + b] + gd * dy
+                    adj2[base + b] = gd * dy if ib else adj2[base + b] + gd * dy
         i -= 1
     return i + 1
 
 
 @_jit
-def tangent_sweep(ins, aux, buf, tan, k):
+def tangent_sweep(ins, code, aux, buf, tan, k):
     """Tangents of every active instruction for k directions (after a forward sweep)."""
     NV = aux[M_NVALS]
     i = -1
     while i < ins.shape[0] - 1:
         i += 1
-        if ins[i, C_N] == 1 and ins[i, C_OP] <= LAST_BINARY:
-            i = _scalar_tangent_run(ins, buf, tan, NV, k, i)
+        if code[4 * i] & S_SCALAR:
+            i = _scalar_tangent_run(code, buf, tan, NV, k, i)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -1829,7 +1846,7 @@ def _zero_runs(aux, buf, adj2, k, second):
 
 
 @_jit
-def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
+def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
     """Reverse sweep over k directions of ``adj2``.
 
     With ``second``: forward-over-reverse.  Accumulates the first-order adjoint
@@ -1845,8 +1862,8 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
     i = ins.shape[0]
     while i > 0:
         i -= 1
-        if ins[i, C_N] == 1 and ins[i, C_OP] <= LAST_BINARY:
-            i = _scalar_second_run(ins, buf, tan, adj2, N, k, second, i)
+        if code[4 * i] & S_SCALAR:
+            i = _scalar_second_run(code, buf, tan, adj2, N, k, second, i)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -2081,16 +2098,16 @@ def second_order_sweep(ins, aux, buf, tan, adj2, k, second):
 # entry points: one compiled call per user call
 # --------------------------------------------------------------------------
 @_jit
-def run_forward(ins, aux, buf):
+def run_forward(ins, code, aux, buf):
     """Forward sweep; returns False when a recorded branch is not taken."""
-    forward_sweep(ins, aux, buf)
+    forward_sweep(ins, code, aux, buf)
     return guards_hold(aux, buf)
 
 
 @_jit
-def run_value_and_grad(ins, aux, buf, out):
+def run_value_and_grad(ins, code, aux, buf, out):
     """Forward sweep, then a reverse sweep seeded with 1 at position ``out``."""
-    forward_sweep(ins, aux, buf)
+    forward_sweep(ins, code, aux, buf)
     if not guards_hold(aux, buf):
         return False
     N = aux[M_NVALS]
@@ -2098,28 +2115,28 @@ def run_value_and_grad(ins, aux, buf, out):
     for z in range(aux[M_NZEROS]):
         _zero(buf, N + aux[zeros + 2 * z], aux[zeros + 2 * z + 1])
     buf[N + out] = 1.0
-    reverse_sweep(ins, aux, buf)
+    reverse_sweep(ins, code, aux, buf)
     return True
 
 
 @_jit
-def run_reverse(ins, aux, buf):
+def run_reverse(ins, code, aux, buf):
     """Reverse sweep only, on adjoints already seeded by the caller."""
-    reverse_sweep(ins, aux, buf)
+    reverse_sweep(ins, code, aux, buf)
 
 
 @_jit
-def run_jvp(ins, aux, buf, tan, k):
+def run_jvp(ins, code, aux, buf, tan, k):
     """Forward sweep, then tangents along k seeded directions."""
-    forward_sweep(ins, aux, buf)
+    forward_sweep(ins, code, aux, buf)
     if not guards_hold(aux, buf):
         return False
-    tangent_sweep(ins, aux, buf, tan, k)
+    tangent_sweep(ins, code, aux, buf, tan, k)
     return True
 
 
 @_jit
-def run_hvp(ins, aux, buf, tan, adj2, k, out, with_values):
+def run_hvp(ins, code, aux, buf, tan, adj2, k, out, with_values):
     """Hessian-vector products along k seeded directions, forward-over-reverse.
 
     ``with_values=False`` reuses the values of an earlier forward sweep (many
@@ -2127,17 +2144,17 @@ def run_hvp(ins, aux, buf, tan, adj2, k, out, with_values):
     """
     N = aux[M_NVALS]
     if with_values:
-        forward_sweep(ins, aux, buf)
+        forward_sweep(ins, code, aux, buf)
         if not guards_hold(aux, buf):
             return False
-    tangent_sweep(ins, aux, buf, tan, k)
+    tangent_sweep(ins, code, aux, buf, tan, k)
     _zero_runs(aux, buf, adj2, k, True)
     buf[N + out] = 1.0
-    second_order_sweep(ins, aux, buf, tan, adj2, k, True)
+    second_order_sweep(ins, code, aux, buf, tan, adj2, k, True)
     return True
 
 
 @_jit
-def run_vector_reverse(ins, aux, buf, adj2, k):
+def run_vector_reverse(ins, code, aux, buf, adj2, k):
     """Reverse mode for k cotangent seeds already placed in adj2 (values from a forward sweep)."""
-    second_order_sweep(ins, aux, buf, adj2[:0], adj2, k, False)
+    second_order_sweep(ins, code, aux, buf, adj2[:0], adj2, k, False)

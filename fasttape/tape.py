@@ -161,6 +161,7 @@ class Tape:
 
     def _finish(self):
         """Derived attributes (shared by recording and loading from a file)."""
+        self.code = K.scalar_code(self.ins)
         argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
         self._max_spare = max(_MAX_SPARE_BUFFERS, min(32, _SPARE_BYTES // max(16 * self.n_values, 1)))
@@ -290,7 +291,7 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not _run_forward(self.ins, self.aux, buf):
+            if not _run_forward(self.ins, self.code, self.aux, buf):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
@@ -311,7 +312,7 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not _run_value_and_grad(self.ins, self.aux, buf, self._out_position):
+            if not _run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position):
                 return None
             if self._single_grad:
                 grads = ws.simple_adjoints[self._diff_args[0]].copy()
@@ -338,7 +339,7 @@ class Tape:
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
         ws = self._new_workspace()  # kept by vjp_fn
         self._bind(args, ws)
-        if not K.run_forward(self.ins, self.aux, ws.buf):
+        if not K.run_forward(self.ins, self.code, self.aux, ws.buf):
             raise self._branch_error()
         out = self._outputs_of(ws.buf)
         vjp_fn = _VJPFunction(self, ws)
@@ -432,9 +433,9 @@ class Tape:
             "values": self.n_values,
             "bytes": {
                 "values_and_adjoints": values_bytes,
-                "instructions": self.ins.nbytes,
+                "instructions": self.ins.nbytes + self.code.nbytes,
                 "aux_and_indices": self.aux.nbytes,
-                "total": values_bytes + self.ins.nbytes + self.aux.nbytes,
+                "total": values_bytes + self.ins.nbytes + self.code.nbytes + self.aux.nbytes,
             },
             "memory": "O(tape): the reverse sweep keeps every forward value; each concurrent call holds one buffer",
         }
@@ -479,8 +480,8 @@ class Tape:
 
 
 def tape_bytes(n_values: int, n_instructions: int, n_aux: int) -> int:
-    """Bytes of a tape's buffers: values and adjoints, instruction table, aux array."""
-    return 16 * n_values + 8 * K.ROW * n_instructions + 8 * n_aux
+    """Bytes of a tape's buffers: values and adjoints, instruction table and scalar code, aux array."""
+    return 16 * n_values + (8 * K.ROW + 16) * n_instructions + 8 * n_aux
 
 
 def _describe_output(slots, entry):
@@ -626,7 +627,7 @@ class _VJPFunction:
                     f"the cotangent has shape {ct.shape}, but the output it pairs with has shape {shape}."
                 )
             buf[N + offset : N + offset + ct.size] += ct.reshape(-1)
-        K.run_reverse(tape.ins, tape.aux, buf)
+        K.run_reverse(tape.ins, tape.code, tape.aux, buf)
         return tuple(tape._grads_of(self._ws))
 
 
