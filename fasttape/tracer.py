@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -360,6 +361,52 @@ def move(fn, operands, *args, **kwargs) -> Tracer:
     return rec.gather(np.asarray(index), value, list(operands))
 
 
+_DOUBLE = struct.Struct("d")  # native bytes of a float64: the key of Recorder._scalar_constants
+_SCALAR_CONSTANTS = (float, int, np.float64)
+_EXACT_INT = 2**53
+
+
+def scalar_arithmetic(rec, op, fn, x, y):
+    """Record ``fn(x, y)`` (add, subtract or multiply) for scalar code -- 0-d float tracers and Python
+    numbers -- without the general elementwise path: the same instruction, slots and value, at a
+    fraction of the cost per operation.  Returns None for any other operands (the caller then takes
+    the general path, which also raises the errors).  ``rec``: the recorder of the tracer operand."""
+    if rec.closed:
+        return None
+    slots = rec.slots
+    operands = []
+    values = []
+    for v in (x, y):
+        kind = type(v)
+        if kind is Tracer:
+            if v._rec is not rec or slots[v._sid].is_bool:
+                return None
+            operands.append(v._sid)
+            values.append(v._value)
+        elif kind in _SCALAR_CONSTANTS:
+            if kind is int and not -_EXACT_INT <= v <= _EXACT_INT:
+                return None
+            sid = rec._scalar_constants.get(_DOUBLE.pack(v))
+            operands.append(rec.constant(v) if sid is None else sid)
+            values.append(v)
+        else:
+            return None
+    value = np.asarray(fn(values[0], values[1]))
+    sa, sb = slots[operands[0]], slots[operands[1]]
+    flags = (K.F_GRAD_A if sa.active else 0) | (K.F_GRAD_B if sb.active else 0)
+    if flags:
+        flags |= K.F_ACTIVE
+    out = rec._new_slot((), flags != 0, False, ("op", len(rec.rows)))
+    rec.rows.append([op, slots[out].offset, 1, sa.offset, 1, sb.offset, 1, 0, 0, 0, 0, 0, 0, flags])
+    rec.row_operands.append((operands[0], operands[1]))
+    rec.slots_by_row.append(out)
+    result = object.__new__(Tracer)
+    result._rec = rec
+    result._sid = out
+    result._value = value
+    return result
+
+
 class Tracer:
     """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
 
@@ -461,22 +508,28 @@ class Tracer:
 
     # -- operators -------------------------------------------------------------
     def __add__(self, other):
-        return fnp.add(self, other)
+        out = scalar_arithmetic(self._rec, K.OP_ADD, operator.add, self, other)
+        return fnp.add(self, other) if out is None else out
 
     def __radd__(self, other):
-        return fnp.add(other, self)
+        out = scalar_arithmetic(self._rec, K.OP_ADD, operator.add, other, self)
+        return fnp.add(other, self) if out is None else out
 
     def __sub__(self, other):
-        return fnp.subtract(self, other)
+        out = scalar_arithmetic(self._rec, K.OP_SUBTRACT, operator.sub, self, other)
+        return fnp.subtract(self, other) if out is None else out
 
     def __rsub__(self, other):
-        return fnp.subtract(other, self)
+        out = scalar_arithmetic(self._rec, K.OP_SUBTRACT, operator.sub, other, self)
+        return fnp.subtract(other, self) if out is None else out
 
     def __mul__(self, other):
-        return fnp.multiply(self, other)
+        out = scalar_arithmetic(self._rec, K.OP_MULTIPLY, operator.mul, self, other)
+        return fnp.multiply(self, other) if out is None else out
 
     def __rmul__(self, other):
-        return fnp.multiply(other, self)
+        out = scalar_arithmetic(self._rec, K.OP_MULTIPLY, operator.mul, other, self)
+        return fnp.multiply(other, self) if out is None else out
 
     def __truediv__(self, other):
         return fnp.divide(self, other)

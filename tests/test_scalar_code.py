@@ -1,0 +1,152 @@
+"""Scalar code -- loops over Python floats: the tracer's fast path for ``+ - *`` on 0-d tracers and
+Python numbers, and the compact scalar code the sweeps stream for one-element add/subtract/multiply."""
+
+from __future__ import annotations
+
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fasttape as ft
+from fasttape import kernels as K
+
+from .helpers import assert_close, both
+
+
+def euler_loop(xp, u, steps=40):
+    """Lorenz-like Euler steps on scalars, with a division and a sine breaking the add/sub/mul runs."""
+    x, y, z = u[0], u[1], u[2]
+    for step in range(steps):
+        dx = 10.0 * (y - x)
+        dy = x * (28.0 - z) - y
+        dz = x * y - (8.0 / 3.0) * z
+        x, y, z = x + 0.01 * dx, y + 0.01 * dy, z + 0.01 * dz
+        if step % 7 == 3:
+            z = z / (1.0 + 0.001 * x * x) + 0.01 * xp.sin(y)
+    return x * x + 2 * y * y - z * 3 + x * y * z * 1e-3
+
+
+U = np.array([1.0, 0.5, 2.0])
+V = np.array([0.3, -1.2, 0.7])
+ft_loop, jax_loop = both(euler_loop)
+
+
+def _ufunc_arithmetic(xp, u):
+    """The same arithmetic as ``_operator_arithmetic``, through NumPy's functions (the general path)."""
+    a, b = u[0], u[1]
+    t = np.multiply(a, 2.5)
+    t = np.add(t, b)
+    t = np.subtract(3, t)
+    t = np.multiply(np.float64(-0.0), t)
+    t = np.add(t, np.multiply(a, b))
+    return np.subtract(np.multiply(t, a), np.add(1, b))
+
+
+def _operator_arithmetic(xp, u):
+    a, b = u[0], u[1]
+    t = a * 2.5
+    t = t + b
+    t = 3 - t
+    t = np.float64(-0.0) * t
+    t = t + a * b
+    return t * a - (1 + b)
+
+
+def test_operator_fast_path_records_the_same_tape_as_the_general_path():
+    fast = ft.trace(lambda u: _operator_arithmetic(np, u), U)
+    general = ft.trace(lambda u: _ufunc_arithmetic(np, u), U)
+    np.testing.assert_array_equal(fast.ins, general.ins)
+    np.testing.assert_array_equal(fast.aux, general.aux)
+    np.testing.assert_array_equal(fast._template, general._template)
+    assert [(s.offset, s.shape, s.active, s.is_bool) for s in fast._slots] == [
+        (s.offset, s.shape, s.active, s.is_bool) for s in general._slots
+    ]
+    assert fast(U) == general(U) == _operator_arithmetic(np, U)
+
+
+def test_fast_path_declines_what_it_does_not_cover():
+    def mixed(u):
+        flag = u[0] > 0.0  # a boolean 0-d tracer: general path
+        vec = u[:2] * 2.0  # an array tracer: general path
+        big = u[0] * (2**60 + 1)  # an integer beyond float precision: general path
+        return np.sum(vec) + flag * 1.0 + big * 1e-18
+
+    tape = ft.trace(mixed, U)
+    expected = jax.value_and_grad(
+        lambda u: jnp.sum(u[:2] * 2.0) + (u[0] > 0.0) * 1.0 + u[0] * float(2**60 + 1) * 1e-18
+    )(U)
+    value, grad = tape.value_and_grad(U)
+    assert_close(value, expected[0])
+    assert_close(grad, expected[1])
+
+
+@pytest.mark.parametrize("kind", ["value_and_grad", "jvp", "hvp", "vjp"])
+def test_scalar_loops_match_jax(kind):
+    if kind == "value_and_grad":
+        value, grad = ft.value_and_grad(ft_loop)(U)
+        expected = jax.value_and_grad(jax_loop)(U)
+        assert_close(value, expected[0])
+        assert_close(grad, expected[1])
+    elif kind == "jvp":
+        _, tangent = ft.jvp(ft_loop, (U,), (V,))
+        assert_close(tangent, jax.jvp(jax_loop, (U,), (V,))[1])
+    elif kind == "hvp":
+        expected = jax.jvp(jax.grad(jax_loop), (U,), (V,))[1]
+        assert_close(ft.hvp(ft_loop, (U,), (V,)), expected)
+    else:
+        _, pull = ft.vjp(lambda u: ft_loop(u) * np.ones(2), U)
+        _, jax_pull = jax.vjp(lambda u: jax_loop(u) * jnp.ones(2), U)
+        assert_close(pull(np.array([0.5, 2.0]))[0], jax_pull(jnp.array([0.5, 2.0]))[0])
+
+
+def test_scalar_code_and_general_path_agree_bitwise():
+    """With the scalar code cleared, every instruction takes the general path: same bits."""
+    tape = ft.trace(ft_loop, U)
+    assert np.count_nonzero(tape.code[0::4] & K.S_SCALAR) > 0.8 * tape.ins.shape[0]
+    compact = tape.value_and_grad(U), tape.hvp(U, V), tape.jacobian(U)
+    tape.code = np.zeros_like(tape.code)
+    general = tape.value_and_grad(U), tape.hvp(U, V), tape.jacobian(U)
+    for a, b in zip(jax.tree_util.tree_leaves(compact), jax.tree_util.tree_leaves(general)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_scalar_code_marks_only_one_element_arithmetic_with_int32_slots():
+    ins = np.zeros((5, K.ROW), dtype=np.int64)
+    ins[:, K.C_N] = 1
+    ins[:, K.C_OP] = [K.OP_ADD, K.OP_MULTIPLY, K.OP_DIVIDE, K.OP_SUBTRACT, K.OP_MULTIPLY]
+    ins[1, K.C_N] = 7  # a run of seven elements
+    ins[3, K.C_B] = 2**31  # a slot beyond uint32-safe range
+    ins[:, K.C_FLAGS] = K.F_ACTIVE | K.F_GRAD_A
+    ins[4, K.C_OUT], ins[4, K.C_A], ins[4, K.C_B] = 11, 12, 13
+    rows = K.scalar_code(ins).reshape(-1, 4)
+    assert [bool(w & K.S_SCALAR) for w in rows[:, 0]] == [True, False, False, False, True]
+    assert rows[4].tolist() == [K.OP_MULTIPLY | (K.F_ACTIVE | K.F_GRAD_A) << K.S_FLAGS_SHIFT | K.S_SCALAR, 11, 12, 13]
+    assert not rows[1:4].any()
+
+
+def test_tracing_pauses_the_collector_and_restores_it():
+    assert gc.isenabled()
+    seen = []
+
+    def probe(u):
+        seen.append(gc.isenabled())
+        return u[0] * u[1]
+
+    ft.trace(probe, U)
+    assert seen == [False] and gc.isenabled()
+
+    def failing(u):
+        raise RuntimeError("inside the traced function")
+
+    with pytest.raises(RuntimeError):
+        ft.trace(failing, U)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        ft.trace(probe, U)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
