@@ -11,7 +11,9 @@ buffer and makes exactly one compiled call.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import gc
 import math
 import threading
 from dataclasses import dataclass, field
@@ -509,6 +511,9 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     for sid, s in enumerate(slots):
         if s.origin[0] == "view":
             root[sid] = root[s.origin[1]]  # parents are created before their views
+    # per slot, as Python lists (attribute lookups per operand cost more than the walk itself)
+    empty = [s.size == 0 for s in slots]
+    covers = [s.offset == slots[r].offset and s.size == slots[r].size for s, r in zip(slots, root)]
     grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
     init_bits = (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)
     first_writer: dict[int, tuple[int, int]] = {}  # root -> (row, operand position or -1)
@@ -516,34 +521,37 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     read = set(zero_whole) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
     all_flags = ins[:, K.C_FLAGS].tolist()  # Python ints: indexing the array per row costs more than the loop
     opcodes = ins[:, K.C_OP].tolist()
+    row_operands, slots_by_row = rec.row_operands, rec.slots_by_row
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = all_flags[i]
         if not flags & K.F_ACTIVE:
             continue
-        read.add(rec.slots_by_row[i])
-        operands = rec.row_operands[i]
+        read.add(slots_by_row[i])
+        operands = row_operands[i]
         gather = opcodes[i] == K.OP_GATHER
-        roots = [root[sid] for sid in operands]
         for k, sid in enumerate(operands):
-            if slots[sid].size == 0:
+            if empty[sid]:
                 continue  # an empty adjoint needs no initialisation (and the sweeps would write one element)
+            r = root[sid]
+            if r in first_writer:
+                continue  # written later in tape order: this instruction accumulates
             if gather or k >= 3:
-                first_writer.setdefault(roots[k], (i, -1))
+                first_writer[r] = (i, -1)
             elif flags & grad_bits[k]:
-                r = roots[k]
-                covers = slots[sid].offset == slots[r].offset and slots[sid].size == slots[r].size
-                shared = roots.count(r) > 1 and not covers  # overlapping views of one slot
-                first_writer.setdefault(r, (i, -1 if shared else k))
+                # overlapping views of one slot in the same instruction: zero it whole instead
+                shared = not covers[sid] and sum(root[other] == r for other in operands) > 1
+                first_writer[r] = (i, -1 if shared else k)
     runs: list[tuple[int, int]] = []
     for r, (i, k) in first_writer.items():
         if r in zero_whole or k < 0:
             zero_whole.add(r)
             continue
-        ins[i, K.C_FLAGS] |= init_bits[k]
-        part = slots[rec.row_operands[i][k]]
+        all_flags[i] |= init_bits[k]
+        part = slots[row_operands[i][k]]
         whole = slots[r]
         runs.append((whole.offset, part.offset - whole.offset))  # zero only what it leaves out
         runs.append((part.offset + part.size, whole.offset + whole.size - part.offset - part.size))
+    ins[:, K.C_FLAGS] = all_flags
     zero_whole |= {r for r in read if r not in first_writer}
     runs += [(slots[r].offset, slots[r].size) for r in zero_whole]
     merged: list[tuple[int, int]] = []
@@ -634,8 +642,27 @@ class _VJPFunction:
 # --------------------------------------------------------------------------
 # recording
 # --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _collector_paused():
+    """Tracing allocates a few objects per operation and frees none: the cyclic garbage collector
+    would walk the growing trace again and again (about 40 % of tracing a long scalar loop).  It is
+    paused while recording and resumed (if it was on) afterwards; nothing is lost, only deferred."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def record(f, args, argnums, has_aux=False, name=None) -> Tape:
     """Run ``f`` once on tracers and freeze the result into a Tape."""
+    with _collector_paused():
+        return _record(f, args, argnums, has_aux, name)
+
+
+def _record(f, args, argnums, has_aux, name) -> Tape:
     name = name or _function_name(f)
     diff = set(argnums if isinstance(argnums, tuple) else (argnums,))
     rec = Recorder()
