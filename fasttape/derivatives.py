@@ -264,7 +264,7 @@ class HVPOperator:
         _require_scalar(tape, "hvp")
         self._tape = tape
         self._ws = _bound_workspace(tape, args)
-        if not K.run_value_and_grad(tape.ins, tape.code, tape.aux, self._ws.buf, tape._out_position):
+        if not K.run_value_and_grad(tape.ins, tape.code, tape.aux, self._ws.buf, tape._out_position, False):
             raise tape._branch_error()
         self.value = self._ws.buf[tape._out_position]
         self.grad = tape._grad_structure(tape._grads_of(self._ws))
@@ -297,7 +297,7 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
                 raise tape._branch_error()
             J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
         return J
-    if not K.run_forward(tape.ins, tape.code, tape.aux, ws.buf):
+    if not K.run_forward(tape.ins, tape.code, tape.aux, ws.buf, False):  # every value: k-seed reverse follows
         raise tape._branch_error()
     positions = np.concatenate([off + np.arange(size) for off, _, size in _out_leaves(tape)])
     k = block_size(tape, n_out)
@@ -332,7 +332,7 @@ def jacobian(tape: Tape, args, mode="auto"):
     result = tape._out_tree.unflatten(leaves)
     if tape.has_aux:
         ws = _bound_workspace(tape, args)
-        K.run_forward(tape.ins, tape.code, tape.aux, ws.buf)
+        K.run_forward(tape.ins, tape.code, tape.aux, ws.buf, True)
         return result, tape._aux_of(ws.buf)
     return result
 

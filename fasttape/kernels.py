@@ -145,6 +145,16 @@ S_FLAGS_SHIFT = 8
 S_OPCODE_MASK = 255
 _INT32_SLOTS = 2**31 - 1  # unsigned slots index without Numba's negative-index check
 
+# Fused regions (fasttape.fusion): region rows of the code are [word, position in the region,
+# region position of operand a, of operand b] (NO_SOURCE: read from the buffer).
+FUSE_MIN = 131072  # elements (1 MB): shorter runs stay in cache from one instruction to the next anyway
+FUSE_TILE = 4096  # elements per tile: a region's scratch (values and adjoints) stays in L1/L2
+NO_SOURCE = 0xFFFFFFFF
+S_FUSED = 1 << 17
+S_START = 1 << 18  # the first row of a region
+S_STORE = 1 << 19  # the output is read after the region: the fused forward writes it to the buffer
+S_GZERO = 1 << 20  # the output's adjoint is first written inside the region: start it from zero
+
 
 def scalar_code(ins: np.ndarray) -> np.ndarray:
     """The scalar code of an instruction table (derived, never saved: rebuilt whenever ``ins`` is)."""
@@ -876,14 +886,18 @@ def _zero(buf, start, n):
 
 @_jit
 def _arithmetic_forward(op, buf, o, a, b, n, sa, sb):
-    """add / subtract / multiply on a run: one tight loop per operand pattern.
+    """add / subtract / multiply on a run of the buffer (operands of stride 0 or 1)."""
+    _arithmetic_slices(op, buf[o : o + n], buf[a : a + n * sa + (1 - sa)], buf[b : b + n * sb + (1 - sb)], sa, sb)
 
-    The runs are taken as slices so that the loops index from zero (no
-    negative-index wraparound checks), which lets LLVM vectorise them.
+
+@_jit
+def _arithmetic_slices(op, z, x, y, sa, sb):
+    """add / subtract / multiply: one tight loop per operand pattern.
+
+    The runs are slices, so that the loops index from zero (no negative-index
+    wraparound checks), which lets LLVM vectorise them.
     """
-    z = buf[o : o + n]
-    x = buf[a : a + n * sa + (1 - sa)]
-    y = buf[b : b + n * sb + (1 - sb)]
+    n = z.size
     if sa and sb:
         if op == OP_ADD:
             for j in range(n):
@@ -1024,8 +1038,10 @@ def _unbroadcast(t, o, a, pre, r, post, init):
 
 
 @_jit
-def forward_sweep(ins, code, aux, buf):
-    """Values of every instruction, in tape order."""
+def forward_sweep(ins, code, aux, buf, fused):
+    """Values of every instruction, in tape order.  With ``fused``, the fused regions run a tile at
+    a time and keep their intermediate values in scratch (for the first-order sweeps only: the
+    k-direction sweeps read every value)."""
     i = -1
     while i < ins.shape[0] - 1:
         i += 1
@@ -1035,6 +1051,8 @@ def forward_sweep(ins, code, aux, buf):
         a = ins[i, C_A]
         if code[4 * i] & S_SCALAR:
             i = _scalar_forward_run(code, buf, i)
+        elif fused and code[4 * i] & S_START:
+            i = _region_forward(ins, code, buf, i)
         elif op <= LAST_UNARY:
             if n >= VECTOR_RUN and VECTOR_UNARY[op]:
                 _numpy_unary_run(op, buf[o : o + n], buf[a : a + n])
@@ -1196,6 +1214,185 @@ def _sum_reverse(t, o, a, pre, r, post, init):
                     dx[q] += g[q]
 
 
+# --------------------------------------------------------------------------
+# fused regions: long elementwise chains a tile at a time (see fasttape.fusion)
+# --------------------------------------------------------------------------
+@_jit
+def _region_end(code, s):
+    """The last row of the region that starts at row ``s``."""
+    e = s
+    rows = code.shape[0] // 4
+    while e + 1 < rows:
+        w = code[4 * (e + 1)]
+        if not (w & S_FUSED) or (w & S_START):
+            break
+        e += 1
+    return e
+
+
+@_jit
+def _region_start(code, e):
+    s = e
+    while not (code[4 * s] & S_START):
+        s -= 1
+    return s
+
+
+@_jit
+def _tile_operand(ins, code, buf, scratch, i, k, t0, size):
+    """Operand k (0: a, 1: b) of region row i on the tile [t0, t0 + size): the region's scratch when
+    the region produced it, else the buffer (one element for a scalar operand); and its stride.
+    ``buf`` may be the value half or the adjoint half: the same runs index both."""
+    q = code[4 * i + 2 + k]
+    if q != NO_SOURCE:
+        return scratch[q * FUSE_TILE : q * FUSE_TILE + size], 1
+    a = ins[i, C_A + 2 * k]
+    if ins[i, C_NA + 2 * k] == 1:
+        return buf[a : a + 1], 0
+    return buf[a + t0 : a + t0 + size], 1
+
+
+@_jit
+def _binary_slices(op, z, x, y, sx, sy):
+    if op <= OP_MULTIPLY:
+        _arithmetic_slices(op, z, x, y, sx, sy)
+    else:
+        for j in range(z.size):
+            z[j] = binary_value(op, x[j * sx], y[j * sy])
+
+
+@_jit
+def _region_values(ins, code, buf, values, s, e, t0, size, store):
+    """Values of region rows s..e on one tile, into the scratch ``values``; with ``store``, the
+    outputs read after the region also go to the buffer.  The loops are the plain sweep's, so the
+    values are the same bits."""
+    for i in range(s, e + 1):
+        w = code[4 * i]
+        op = w & S_OPCODE_MASK
+        if op == OP_SUM:  # a whole-array sum closing the region: tile sums into the zeroed output
+            if store:
+                q = code[4 * i + 2]
+                buf[ins[i, C_OUT]] += _sum_contiguous(values, q * FUSE_TILE, size)
+            continue
+        p = code[4 * i + 1]
+        z = values[p * FUSE_TILE : p * FUSE_TILE + size]
+        x, sx = _tile_operand(ins, code, buf, values, i, 0, t0, size)
+        if op <= LAST_UNARY:
+            _unary_forward_run(op, z, x)
+        else:
+            y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
+            _binary_slices(op, z, x, y, sx, sy)
+        if store and (w & S_STORE):
+            o = ins[i, C_OUT] + t0
+            buf[o : o + size] = z
+
+
+@_jit
+def _region_forward(ins, code, buf, s):
+    """The fused forward of the region starting at row ``s``; returns its last row."""
+    e = _region_end(code, s)
+    n = ins[s, C_N]
+    if (code[4 * e] & S_OPCODE_MASK) == OP_SUM:
+        buf[ins[e, C_OUT]] = 0.0
+    values = np.empty((e - s + 1) * FUSE_TILE)
+    for t0 in range(0, n, FUSE_TILE):
+        _region_values(ins, code, buf, values, s, e, t0, min(FUSE_TILE, n - t0), True)
+    return e
+
+
+@_jit
+def _binary_reverse_slices(op, g, x, y, z, sx, sy, gx, gy, ga, gb, ia, ib):
+    """g times the partials of a binary instruction into gx, gy (stride sx, sy): assigned where
+    ``ia`` / ``ib`` (the operand's first writer, never a scalar), else accumulated."""
+    if op <= OP_MULTIPLY:
+        n = g.size
+        if ga:
+            _accumulate_operand(op, g, gx, y, n, sx, sy, 1.0, ia)
+        if gb:
+            _accumulate_operand(op, g, gy, x, n, sy, sx, -1.0 if op == OP_SUBTRACT else 1.0, ib)
+        return
+    if ia and ga:  # a first writer of a (sharing a slot with b, b then adds to it)
+        for j in range(g.size):
+            gx[j] = 0.0
+    if ib and gb:
+        for j in range(g.size):
+            gy[j] = 0.0
+    for j in range(g.size):
+        dx, dy = binary_partials(op, x[j * sx], y[j * sy], z[j])
+        if ga:
+            gx[j * sx] += g[j] * dx
+        if gb:
+            gy[j * sy] += g[j] * dy
+
+
+@_jit
+def _region_reverse(ins, code, buf, N, e):
+    """The fused reverse of the region ending at row ``e``: per tile, recompute its values from the
+    region's inputs, then run its adjoints backwards in scratch; only the adjoints of operands from
+    outside the region reach the buffer.  Returns the region's first row."""
+    s = _region_start(code, e)
+    n = ins[s, C_N]
+    adjoints = buf[N:]
+    # an outside operand whose adjoint the region writes first: zeroed once, then accumulated per tile
+    for i in range(s, e + 1):
+        flags = code[4 * i] >> S_FLAGS_SHIFT
+        if not (flags & F_ACTIVE):
+            continue
+        for k in range(2 if (code[4 * i] & S_OPCODE_MASK) > LAST_UNARY else 1):
+            if code[4 * i + 2 + k] == NO_SOURCE and flags & (F_GRAD_A << k) and flags & (F_INIT_A << k):
+                a = ins[i, C_A + 2 * k]
+                adjoints[a : a + ins[i, C_NA + 2 * k]] = 0.0
+    values = np.empty((e - s + 1) * FUSE_TILE)
+    grads = np.empty((e - s + 1) * FUSE_TILE)
+    for t0 in range(0, n, FUSE_TILE):
+        size = min(FUSE_TILE, n - t0)
+        _region_values(ins, code, buf, values, s, e, t0, size, False)
+        for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
+            w = code[4 * i]
+            if (w & S_OPCODE_MASK) == OP_SUM:
+                continue
+            p = code[4 * i + 1]
+            g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
+            if w & S_GZERO:
+                continue  # its first writer in the region assigns
+            if w & S_STORE:
+                o = ins[i, C_OUT] + t0
+                g[:] = adjoints[o : o + size]
+            else:
+                g[:] = 0.0
+        for i in range(e, s - 1, -1):
+            w = code[4 * i]
+            flags = w >> S_FLAGS_SHIFT
+            if not (flags & F_ACTIVE):
+                continue
+            op = w & S_OPCODE_MASK
+            if op == OP_SUM:  # d sum = 1 for every element
+                q = code[4 * i + 2]
+                if flags & F_GRAD_A:
+                    gq = grads[q * FUSE_TILE : q * FUSE_TILE + size]
+                    if flags & F_INIT_A:
+                        gq[:] = adjoints[ins[i, C_OUT]]
+                    else:
+                        gq += adjoints[ins[i, C_OUT]]
+                continue
+            p = code[4 * i + 1]
+            g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
+            z = values[p * FUSE_TILE : p * FUSE_TILE + size]
+            x, sx = _tile_operand(ins, code, buf, values, i, 0, t0, size)
+            gx, _ = _tile_operand(ins, code, adjoints, grads, i, 0, t0, size)
+            # the first writer of an intermediate's adjoint assigns (outside operands were zeroed)
+            ia = (flags & F_INIT_A) != 0 and code[4 * i + 2] != NO_SOURCE
+            if op <= LAST_UNARY:
+                if flags & F_GRAD_A:
+                    _unary_reverse_run(op, g, gx, x, z, ia)
+            else:
+                y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
+                gy, _ = _tile_operand(ins, code, adjoints, grads, i, 1, t0, size)
+                ib = (flags & F_INIT_B) != 0 and code[4 * i + 3] != NO_SOURCE
+                _binary_reverse_slices(op, g, x, y, z, sx, sy, gx, gy, flags & F_GRAD_A, flags & F_GRAD_B, ia, ib)
+    return s
+
+
 @_jit
 def reverse_sweep(ins, code, aux, buf):
     """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
@@ -1207,6 +1404,9 @@ def reverse_sweep(ins, code, aux, buf):
         n = ins[i, C_N]
         if code[4 * i] & S_SCALAR:
             i = _scalar_reverse_run(code, buf, N, i)
+            continue
+        if code[4 * i] & S_FUSED:
+            i = _region_reverse(ins, code, buf, N, i)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -2098,16 +2298,18 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
 # entry points: one compiled call per user call
 # --------------------------------------------------------------------------
 @_jit
-def run_forward(ins, code, aux, buf):
-    """Forward sweep; returns False when a recorded branch is not taken."""
-    forward_sweep(ins, code, aux, buf)
+def run_forward(ins, code, aux, buf, fused):
+    """Forward sweep; returns False when a recorded branch is not taken.  ``fused=False`` keeps every
+    value (for the k-direction sweeps that may follow)."""
+    forward_sweep(ins, code, aux, buf, fused)
     return guards_hold(aux, buf)
 
 
 @_jit
-def run_value_and_grad(ins, code, aux, buf, out):
-    """Forward sweep, then a reverse sweep seeded with 1 at position ``out``."""
-    forward_sweep(ins, code, aux, buf)
+def run_value_and_grad(ins, code, aux, buf, out, fused):
+    """Forward sweep, then a reverse sweep seeded with 1 at position ``out`` (``fused`` as in
+    run_forward)."""
+    forward_sweep(ins, code, aux, buf, fused)
     if not guards_hold(aux, buf):
         return False
     N = aux[M_NVALS]
@@ -2128,7 +2330,7 @@ def run_reverse(ins, code, aux, buf):
 @_jit
 def run_jvp(ins, code, aux, buf, tan, k):
     """Forward sweep, then tangents along k seeded directions."""
-    forward_sweep(ins, code, aux, buf)
+    forward_sweep(ins, code, aux, buf, False)
     if not guards_hold(aux, buf):
         return False
     tangent_sweep(ins, code, aux, buf, tan, k)
@@ -2144,7 +2346,7 @@ def run_hvp(ins, code, aux, buf, tan, adj2, k, out, with_values):
     """
     N = aux[M_NVALS]
     if with_values:
-        forward_sweep(ins, code, aux, buf)
+        forward_sweep(ins, code, aux, buf, False)
         if not guards_hold(aux, buf):
             return False
     tangent_sweep(ins, code, aux, buf, tan, k)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optree
 
+from . import fusion
 from . import kernels as K
 from .config import check_memory
 from .errors import (
@@ -164,6 +165,8 @@ class Tape:
     def _finish(self):
         """Derived attributes (shared by recording and loading from a file)."""
         self.code = K.scalar_code(self.ins)
+        read_by_caller = [(e[0], math.prod(e[1])) for e in (*self._outputs, *self._aux) if e[0] != "const"]
+        fusion.mark_regions(self.code, self.ins, self.aux, self.n_values, read_by_caller)
         argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
         self._max_spare = max(_MAX_SPARE_BUFFERS, min(32, _SPARE_BYTES // max(16 * self.n_values, 1)))
@@ -293,7 +296,7 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not _run_forward(self.ins, self.code, self.aux, buf):
+            if not _run_forward(self.ins, self.code, self.aux, buf, True):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
@@ -314,7 +317,7 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not _run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position):
+            if not _run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
                 return None
             if self._single_grad:
                 grads = ws.simple_adjoints[self._diff_args[0]].copy()
@@ -341,7 +344,7 @@ class Tape:
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
         ws = self._new_workspace()  # kept by vjp_fn
         self._bind(args, ws)
-        if not K.run_forward(self.ins, self.code, self.aux, ws.buf):
+        if not K.run_forward(self.ins, self.code, self.aux, ws.buf, True):
             raise self._branch_error()
         out = self._outputs_of(ws.buf)
         vjp_fn = _VJPFunction(self, ws)

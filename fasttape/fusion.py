@@ -1,0 +1,168 @@
+"""Fused regions: chains of long elementwise instructions replayed tile by tile.
+
+A region is a run of consecutive elementwise instructions over the same number of elements (at
+least ``kernels.FUSE_MIN``) whose operands are either outputs of earlier instructions of the region,
+aligned element for element, or values from outside it.  The first-order sweeps
+(``run_value_and_grad``, ``run_forward``, ``run_reverse``) replay it a tile at a time, so that its
+intermediate values live in a small scratch that stays in cache:
+
+* forward: only the outputs read after the region (by later instructions, gathers, guards or as
+  results of the function) are written to the buffer;
+* reverse: the tile's values are recomputed from the region's inputs, and the adjoints of the
+  intermediates stay in scratch; only the adjoints of the region's inputs reach the buffer.
+
+That is rematerialisation: it trades a few cheap recomputed operations for memory traffic, which is
+what limits long elementwise chains.  The k-direction sweeps (JVP, HVP, Jacobians) replay
+instruction by instruction and never see regions.
+
+This module decides the regions and writes them into the tape's code (see ``kernels.scalar_code``):
+row ``i`` of a region gets ``S_FUSED`` (and ``S_START`` on its first row), its position in the
+region, and the region position of each operand that the region itself produced (``NO_SOURCE``
+for operands read from the buffer).  ``S_STORE`` marks the outputs read after the region and
+``S_GZERO`` the outputs whose adjoint one of the region's own instructions writes first (it
+assigns, so the tile does not load or zero that adjoint beforehand).  A whole-array ``sum`` of the
+region's last output closes the region: its tile sums add up in the forward, and its adjoint is
+broadcast straight into the tile in the reverse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+
+
+def _eligible(ins: np.ndarray, fuse_min: int) -> np.ndarray:
+    """Rows a region may hold: cheap elementwise unary/binary instructions over >= fuse_min elements
+    (the transcendental functions keep NumPy's vector loops, comparisons stay outside)."""
+    op, n = ins[:, K.C_OP], ins[:, K.C_N]
+    ok = (n >= max(fuse_min, 2)) & (op < K.FIRST_COMPARISON)
+    ok &= (ins[:, K.C_NA] == n) | (ins[:, K.C_NA] == 1)
+    ok &= (op <= K.LAST_UNARY) | (ins[:, K.C_NB] == n) | (ins[:, K.C_NB] == 1)
+    ok &= ~np.where(op <= K.LAST_UNARY, K.VECTOR_UNARY[np.minimum(op, K.LAST_UNARY)], False)
+    ok &= ~np.where(op > K.LAST_UNARY, K.VECTOR_BINARY[np.minimum(op, K.LAST_BINARY)], False)
+    return ok
+
+
+def _regions(ins: np.ndarray, fuse_min: int) -> list[tuple[int, list]]:
+    """[(first row, [(a source, b source) per row])] for every region of two or more rows."""
+    eligible = _eligible(ins, fuse_min).tolist()
+    rows = ins[:, : K.C_P2 + 1].tolist()
+    found = []
+    start, sources, outputs = -1, [], {}  # outputs: offset -> position in the region
+
+    def close():
+        if len(sources) >= 2:
+            found.append((start, list(sources)))
+
+    for i, row in enumerate(rows):
+        if not eligible[i]:
+            if start >= 0 and _closing_sum(row, rows[start][K.C_N], outputs):
+                sources.append((outputs[row[K.C_A]], K.NO_SOURCE))
+            close()
+            start, sources, outputs = -1, [], {}
+            continue
+        n = row[K.C_N]
+        if start >= 0 and n != rows[start][K.C_N]:
+            close()
+            start, sources, outputs = -1, [], {}
+        binary = row[K.C_OP] > K.LAST_UNARY
+        operands = [(row[K.C_A], row[K.C_NA])] + ([(row[K.C_B], row[K.C_NB])] if binary else [])
+        row_sources = []
+        for offset, size in operands:
+            if size == n and offset in outputs:
+                row_sources.append(outputs[offset])
+                continue
+            # a read of part of a region output (a shifted view) would need tiles in another order
+            if size == n and any(o < offset + n and offset < o + n for o in outputs):
+                break
+            row_sources.append(K.NO_SOURCE)
+        else:
+            if start < 0:
+                start = i
+            outputs[row[K.C_OUT]] = len(sources)
+            sources.append(tuple(row_sources) + (K.NO_SOURCE,) * (2 - len(row_sources)))
+            continue
+        close()  # this row starts a new region instead
+        start, sources, outputs = i, [(K.NO_SOURCE, K.NO_SOURCE)], {row[K.C_OUT]: 0}
+    close()
+    return found
+
+
+def _closing_sum(row, n, outputs) -> bool:
+    """A sum of a whole region output (all of its n elements, contiguous) ends the region."""
+    return (
+        row[K.C_OP] == K.OP_SUM
+        and row[K.C_NA] == n
+        and row[K.C_A] in outputs
+        and row[K.C_P0] == 1
+        and row[K.C_P1] == n
+        and row[K.C_P2] == 1
+    )
+
+
+def _read_outside(ins, aux, n_values, regions, protected) -> np.ndarray:
+    """Per value position: is it read by anything but an aligned operand inside its own region --
+    another instruction, a gather, a guard, or the caller (outputs and aux)?"""
+    internal = set()
+    for start, sources in regions:
+        for p, pair in enumerate(sources):
+            for k, q in enumerate(pair):
+                if q != K.NO_SOURCE:
+                    internal.add((start + p, k))
+    diff = np.zeros(n_values + 1, dtype=np.int64)
+    starts, ends = [], []
+    for k, (col, size_col) in enumerate(((K.C_A, K.C_NA), (K.C_B, K.C_NB), (K.C_C, K.C_NC))):
+        size = ins[:, size_col]
+        rows = np.nonzero(size > 0)[0]
+        if internal:
+            rows = np.array([i for i in rows.tolist() if (i, k) not in internal], dtype=np.int64)
+        starts.append(ins[rows, col])
+        ends.append(ins[rows, col] + size[rows])
+    for offset, size in protected:
+        starts.append(np.array([offset]))
+        ends.append(np.array([offset + size]))
+    starts = np.concatenate(starts).astype(np.int64)
+    ends = np.concatenate(ends).astype(np.int64)
+    np.add.at(diff, np.clip(starts, 0, n_values), 1)
+    np.add.at(diff, np.clip(ends, 0, n_values), -1)
+    read = np.cumsum(diff[:-1]) > 0
+    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0]
+    for i in gathers.tolist():
+        start, n = int(ins[i, K.C_P0]), int(ins[i, K.C_N])
+        read[aux[start : start + n]] = True
+    guards, n_guards = int(aux[K.M_GUARDS]), int(aux[K.M_NGUARDS])
+    read[aux[guards : guards + 2 * n_guards : 2]] = True
+    return read
+
+
+def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, n_values: int, protected, fuse_min=None):
+    """Write the fused regions of a tape into its code (in place).  ``protected``: the (offset, size)
+    runs the caller reads after a sweep (the outputs and aux values)."""
+    fuse_min = K.FUSE_MIN if fuse_min is None else fuse_min
+    if not _eligible(ins, fuse_min).any():
+        return
+    regions = _regions(ins, fuse_min)
+    if not regions:
+        return
+    read = _read_outside(ins, aux, n_values, regions, protected)
+    rows = code.reshape(-1, 4)
+    init_bits = (K.F_INIT_A, K.F_INIT_B)
+    for start, sources in regions:
+        gzero = set()
+        for p, pair in enumerate(sources):
+            flags = int(ins[start + p, K.C_FLAGS])
+            for k, q in enumerate(pair):
+                if q != K.NO_SOURCE and flags & init_bits[k]:
+                    gzero.add(q)
+        for p, (sa, sb) in enumerate(sources):
+            i = start + p
+            o, n = int(ins[i, K.C_OUT]), int(ins[i, K.C_N])
+            word = int(ins[i, K.C_OP]) | (int(ins[i, K.C_FLAGS]) << K.S_FLAGS_SHIFT) | K.S_FUSED
+            if p == 0:
+                word |= K.S_START
+            if read[o : o + n].any():
+                word |= K.S_STORE
+            if p in gzero:
+                word |= K.S_GZERO
+            rows[i] = (word, p, sa, sb)

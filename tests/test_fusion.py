@@ -1,0 +1,192 @@
+"""Fused regions (fasttape.fusion): long elementwise chains replayed a tile at a time.
+
+Regions form only for runs of ``kernels.FUSE_MIN`` elements or more; these tests lower the threshold
+so that small programs fuse, then check the fused first-order sweeps against the plain ones and
+against JAX, across several tiles, with every way a region's values can escape it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import fasttape as ft
+from fasttape import fusion
+from fasttape import kernels as K
+from oracle.programs import check_program, programs, well_defined
+
+from .helpers import assert_close, assert_tree_close
+
+N_ELEMENTS = 2 * K.FUSE_TILE + 37  # three tiles, the last one partial
+RNG = np.random.default_rng(7)
+X = RNG.uniform(0.5, 1.5, N_ELEMENTS)
+Y = RNG.uniform(-1.0, 1.0, N_ELEMENTS)
+W = np.float64(0.75)
+
+
+@pytest.fixture
+def fuse_small(monkeypatch):
+    monkeypatch.setattr(K, "FUSE_MIN", 2)
+
+
+def rosenbrock(xp, x):
+    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def scalar_weight(xp, x, w):
+    """An active scalar broadcast into the region (its adjoint sums over every tile)."""
+    t = w * x + x * x
+    return xp.sum(xp.sqrt(t * w + 2.0))
+
+
+def escaping(xp, x, y):
+    """Intermediates read after their region: by a transcendental, a gather, a shifted view and the
+    output; shared operands (t * t, x / x) and max/min/hypot/abs in the generic loops."""
+    t = x * y - 0.5
+    u = t * t + x / x
+    v = xp.maximum(u, 0.3) - xp.minimum(t, 0.1) + xp.hypot(t, y) + xp.abs(y)
+    head = xp.exp(t)  # ends the region: t is read outside it
+    shifted = v[1:] - v[:-1]  # a shifted view of a region output
+    picked = u[::3]  # a gather
+    return xp.sum(head * 0.1) + xp.sum(shifted * shifted) + xp.sum(picked) + xp.sum(v)
+
+
+def with_aux(xp, x):
+    t = 2.0 * x - 1.0
+    s = t * t
+    return xp.sum(s + x), s  # the intermediate s is returned: written by the fused forward
+
+
+def guarded(xp, x):
+    t = x * x - 1.0
+    if t[0] > 0:  # a guard reads an intermediate
+        return xp.sum(t * 3.0)
+    return xp.sum(t * -3.0)
+
+
+def partial_activity(xp, x, y):
+    """argnums=0: y's chain is inactive; its values still feed the active chain."""
+    c = y * y + 1.0
+    return xp.sum(x * c - c * 0.5)
+
+
+PROGRAMS = {
+    "rosenbrock": (rosenbrock, (X,), 0),
+    "scalar_weight": (scalar_weight, (X, W), (0, 1)),
+    "escaping": (escaping, (X, Y), (0, 1)),
+    "guarded": (guarded, (X,), 0),
+    "partial_activity": (partial_activity, (X, Y), 0),
+}
+
+
+def _fused_rows(tape):
+    return int(np.count_nonzero(tape.code[0::4] & K.S_FUSED))
+
+
+def _plain(tape):
+    """The same tape with its regions removed: every instruction replays on its own."""
+    tape.code = K.scalar_code(tape.ins)
+    return tape
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_fused_value_and_grad_matches_plain_sweeps_and_jax(fuse_small, name):
+    fn, args, argnums = PROGRAMS[name]
+    tape = ft.trace(lambda *a: fn(np, *a), *args, argnums=argnums)
+    assert _fused_rows(tape) >= 2, "the program should form a region"
+    fused = tape.value_and_grad(*args)
+    fused_out = tape(*args)
+    plain = _plain(ft.trace(lambda *a: fn(np, *a), *args, argnums=argnums))
+    reference = plain.value_and_grad(*args)
+    assert_tree_close(fused, reference, rtol=1e-13, atol=1e-12)
+    assert_close(fused_out, plain(*args), rtol=1e-13, atol=1e-12)
+    expected = jax.value_and_grad(lambda *a: fn(jnp, *a), argnums=argnums)(*args)
+    assert_close(fused[0], expected[0])
+    assert_tree_close(fused[1], expected[1])
+
+
+def test_fused_arithmetic_chains_keep_the_plain_bits(fuse_small):
+    """Values come from the same loops; Rosenbrock's gradient adds in the same order."""
+    tape = ft.trace(lambda x: rosenbrock(np, x), X)
+    plain = _plain(ft.trace(lambda x: rosenbrock(np, x), X))
+    np.testing.assert_array_equal(tape.grad(X), plain.grad(X))
+
+
+def test_region_outputs_read_later_are_stored(fuse_small):
+    tape = ft.trace(lambda x, y: escaping(np, x, y), X, Y, argnums=(0, 1))
+    words = tape.code[0::4]
+    fused = words & K.S_FUSED != 0
+    assert (words[fused] & K.S_STORE != 0).any() and (words[fused] & K.S_STORE == 0).any()
+    (value, aux), grad = ft.value_and_grad(lambda x: with_aux(np, x), has_aux=True)(X)
+    assert_close(aux, (2.0 * X - 1.0) ** 2, rtol=0, atol=0)
+    assert_close(grad, jax.grad(lambda x: with_aux(jnp, x)[0])(X))
+
+
+def test_guard_on_an_intermediate_still_switches_branch(fuse_small):
+    f = ft.grad(lambda x: guarded(np, x))
+    for x in (X, -X * 0.1):
+        assert_close(f(x), jax.grad(lambda x: guarded(jnp, x))(x))
+
+
+@pytest.mark.parametrize("name", ["rosenbrock", "escaping"])
+def test_k_direction_sweeps_and_vjp_with_regions_present(fuse_small, name):
+    fn, args, argnums = PROGRAMS[name]
+    small = tuple(a[:40] if np.ndim(a) else a for a in args)  # dense Jacobians stay small
+    f_ft, f_jax = (lambda *a: fn(np, *a)), (lambda *a: fn(jnp, *a))
+    v = tuple(np.linspace(-1.0, 1.0, np.size(a)).reshape(np.shape(a)) for a in small)
+    hv = ft.hvp(f_ft, small, v)
+    expected = jax.jvp(jax.grad(f_jax, argnums=tuple(range(len(small)))), small, v)[1]
+    assert_tree_close(hv if isinstance(hv, tuple) else (hv,), expected)
+    tape = ft.trace(f_ft, *small, argnums=argnums)
+    assert _fused_rows(tape) >= 2
+    operator = tape.hvp_at(*small)  # run_value_and_grad keeps every value here
+    first = v[0] if isinstance(argnums, int) else tuple(v[k] for k in argnums)
+    assert_tree_close(operator(first), tape.hvp(*small, first))
+    assert_tree_close(tape.jacobian(*small, mode="rev"), tape.jacobian(*small, mode="fwd"))
+    out, pull = tape.vjp(*small)
+    reference = jax.vjp(f_jax, *small)
+    assert_close(out, reference[0])
+    assert_tree_close(pull(1.5)[: len(small)], reference[1](1.5)[: len(small)])
+
+
+def test_saved_tape_rebuilds_its_regions(fuse_small):
+    tape = ft.trace(lambda x: rosenbrock(np, x), X)
+    file = io.BytesIO()
+    tape.save(file)
+    file.seek(0)
+    loaded = ft.load_tape(file)
+    np.testing.assert_array_equal(loaded.code, tape.code)
+    np.testing.assert_array_equal(loaded.grad(X), tape.grad(X))
+
+
+def test_regions_respect_the_threshold_and_eligibility():
+    tape = ft.trace(lambda x: rosenbrock(np, x), X)  # far below FUSE_MIN
+    assert _fused_rows(tape) == 0
+    code = K.scalar_code(tape.ins)
+    fusion.mark_regions(code, tape.ins, tape.aux, tape.n_values, [], fuse_min=2)
+    words = code[0::4]
+    ops = tape.ins[:, K.C_OP]
+    assert (words[ops == K.OP_SUM] & K.S_FUSED != 0).all()  # the closing sum joins
+    exp_tape = ft.trace(lambda x: np.sum(np.exp(x * 2.0) * 3.0), X)
+    code = K.scalar_code(exp_tape.ins)
+    fusion.mark_regions(code, exp_tape.ins, exp_tape.aux, exp_tape.n_values, [], fuse_min=2)
+    assert code[0::4][exp_tape.ins[:, K.C_OP] == K.OP_EXP][0] & K.S_FUSED == 0  # NumPy's loops keep exp
+
+
+@settings(max_examples=25, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(programs(min_steps=3, max_steps=10))
+def test_random_programs_pass_with_every_chain_fused(program):
+    if not well_defined(program):
+        return
+    saved = K.FUSE_MIN
+    K.FUSE_MIN = 2
+    try:
+        report = check_program(program)
+    finally:
+        K.FUSE_MIN = saved
+    assert report.passed, program.snippet() + "\n" + str(report)
