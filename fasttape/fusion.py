@@ -101,51 +101,51 @@ def _closing_sum(row, n, outputs) -> bool:
     )
 
 
-def _read_outside(ins, aux, n_values, regions, protected) -> np.ndarray:
-    """Per value position: is it read by anything but an aligned operand inside its own region --
-    another instruction, a gather, a guard, or the caller (outputs and aux)?"""
+def _read_outside(ins, aux, regions, protected):
+    """``read(offset, size)``: is any of those values read by anything but an aligned operand inside
+    its own region -- another instruction, a gather, a guard, or the caller (outputs and aux)?"""
     internal = set()
     for start, sources in regions:
         for p, pair in enumerate(sources):
             for k, q in enumerate(pair):
                 if q != K.NO_SOURCE:
                     internal.add((start + p, k))
-    diff = np.zeros(n_values + 1, dtype=np.int64)
     starts, ends = [], []
     for k, (col, size_col) in enumerate(((K.C_A, K.C_NA), (K.C_B, K.C_NB), (K.C_C, K.C_NC))):
         size = ins[:, size_col]
         rows = np.nonzero(size > 0)[0]
-        if internal:
-            rows = np.array([i for i in rows.tolist() if (i, k) not in internal], dtype=np.int64)
+        rows = rows[np.array([(i, k) not in internal for i in rows.tolist()], dtype=bool)] if rows.size else rows
         starts.append(ins[rows, col])
         ends.append(ins[rows, col] + size[rows])
     for offset, size in protected:
-        starts.append(np.array([offset]))
-        ends.append(np.array([offset + size]))
-    starts = np.concatenate(starts).astype(np.int64)
-    ends = np.concatenate(ends).astype(np.int64)
-    np.add.at(diff, np.clip(starts, 0, n_values), 1)
-    np.add.at(diff, np.clip(ends, 0, n_values), -1)
-    read = np.cumsum(diff[:-1]) > 0
-    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0]
-    for i in gathers.tolist():
-        start, n = int(ins[i, K.C_P0]), int(ins[i, K.C_N])
-        read[aux[start : start + n]] = True
+        starts.append(np.array([offset], dtype=np.int64))
+        ends.append(np.array([offset + size], dtype=np.int64))
+    starts, ends = np.concatenate(starts), np.concatenate(ends)
+    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0].tolist()
+    points = [aux[ins[i, K.C_P0] : ins[i, K.C_P0] + ins[i, K.C_N]] for i in gathers]
     guards, n_guards = int(aux[K.M_GUARDS]), int(aux[K.M_NGUARDS])
-    read[aux[guards : guards + 2 * n_guards : 2]] = True
+    points.append(aux[guards : guards + 2 * n_guards : 2])
+    points = np.unique(np.concatenate(points))
+
+    def read(offset, size):
+        if np.any((starts < offset + size) & (ends > offset)):
+            return True
+        j = np.searchsorted(points, offset)
+        return bool(j < points.size and points[j] < offset + size)
+
     return read
 
 
-def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, n_values: int, protected, fuse_min=None):
+def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, fuse_min=None):
     """Write the fused regions of a tape into its code (in place).  ``protected``: the (offset, size)
     runs the caller reads after a sweep (the outputs and aux values)."""
     fuse_min = K.FUSE_MIN if fuse_min is None else fuse_min
-    if not _eligible(ins, fuse_min).any():
+    if ins.shape[0] < 2 or ins[:, K.C_N].max() < fuse_min or not _eligible(ins, fuse_min).any():
         return
     regions = _regions(ins, fuse_min)
     if not regions:
         return
-    read = _read_outside(ins, aux, n_values, regions, protected)
+    read = _read_outside(ins, aux, regions, protected)
     rows = code.reshape(-1, 4)
     init_bits = (K.F_INIT_A, K.F_INIT_B)
     for start, sources in regions:
@@ -161,7 +161,7 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, n_values: i
             word = int(ins[i, K.C_OP]) | (int(ins[i, K.C_FLAGS]) << K.S_FLAGS_SHIFT) | K.S_FUSED
             if p == 0:
                 word |= K.S_START
-            if read[o : o + n].any():
+            if read(o, n):
                 word |= K.S_STORE
             if p in gzero:
                 word |= K.S_GZERO

@@ -1887,6 +1887,158 @@ def _scalar_second_run(code, buf, tan, adj2, N, k, second, i):
     return i + 1
 
 
+# --------------------------------------------------------------------------
+# fused regions in the k-direction sweeps (JVP and forward-over-reverse)
+# --------------------------------------------------------------------------
+@_jit
+def _region_tangents(ins, code, buf, tan, NV, k, values, tangents, s, e, t0, size, store):
+    """Tangents (k directions) of region rows s..e on one tile, from the tile's values, into the
+    scratch ``tangents`` (direction d's part starts at d R FUSE_TILE); with ``store``, the tangents of
+    the outputs read after the region (and a closing sum's) also go to ``tan``."""
+    span = (e - s + 1) * FUSE_TILE
+    for i in range(s, e + 1):
+        w = code[4 * i]
+        flags = w >> S_FLAGS_SHIFT
+        if not (flags & F_ACTIVE):
+            continue
+        op = w & S_OPCODE_MASK
+        if op == OP_SUM:
+            if store:
+                q = code[4 * i + 2]
+                for d in range(k):
+                    tan[d * NV + ins[i, C_OUT]] += _sum_contiguous(tangents, d * span + q * FUSE_TILE, size)
+            continue
+        p = code[4 * i + 1]
+        z = values[p * FUSE_TILE : p * FUSE_TILE + size]
+        x, sx = _tile_operand(ins, code, buf, values, i, 0, t0, size)
+        for d in range(k):
+            scratch = tangents[d * span : (d + 1) * span]
+            plane = tan[d * NV : (d + 1) * NV]
+            to = scratch[p * FUSE_TILE : p * FUSE_TILE + size]
+            tx, _ = _tile_operand(ins, code, plane, scratch, i, 0, t0, size)
+            if op <= LAST_UNARY:
+                _tangent_unary(op, x, z, tx, to)
+            else:
+                y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
+                ty, _ = _tile_operand(ins, code, plane, scratch, i, 1, t0, size)
+                _tangent_binary(op, x, y, z, tx, ty, to, size, sx, sy, (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0)
+            if store and (w & S_STORE):
+                o = ins[i, C_OUT] + t0
+                plane[o : o + size] = to
+
+
+@_jit
+def _region_tangent(ins, code, buf, tan, NV, k, s):
+    """The tangent sweep of the region starting at row ``s`` (values recomputed per tile, since the
+    fused forward kept only those read after the region); returns its last row."""
+    e = _region_end(code, s)
+    n = ins[s, C_N]
+    w = code[4 * e]
+    if (w & S_OPCODE_MASK) == OP_SUM and (w >> S_FLAGS_SHIFT) & F_ACTIVE:
+        for d in range(k):
+            tan[d * NV + ins[e, C_OUT]] = 0.0
+    span = (e - s + 1) * FUSE_TILE
+    values = np.empty(span)
+    tangents = np.empty(k * span)
+    for t0 in range(0, n, FUSE_TILE):
+        size = min(FUSE_TILE, n - t0)
+        _region_values(ins, code, buf, values, s, e, t0, size, False)
+        _region_tangents(ins, code, buf, tan, NV, k, values, tangents, s, e, t0, size, True)
+    return e
+
+
+@_jit
+def _region_second(ins, code, buf, tan, adj2, N, k, e):
+    """Forward-over-reverse of the region ending at row ``e``: per tile, recompute its values and
+    tangents, then run its first-order adjoint and the k second-order adjoints backwards in scratch;
+    only the adjoints of operands from outside the region reach ``buf`` and ``adj2``.  Returns the
+    region's first row."""
+    s = _region_start(code, e)
+    n = ins[s, C_N]
+    adjoints = buf[N:]
+    for i in range(s, e + 1):  # outside operands first written here: zeroed once, then accumulated
+        flags = code[4 * i] >> S_FLAGS_SHIFT
+        if not (flags & F_ACTIVE):
+            continue
+        for kk in range(2 if (code[4 * i] & S_OPCODE_MASK) > LAST_UNARY else 1):
+            if code[4 * i + 2 + kk] == NO_SOURCE and flags & (F_GRAD_A << kk) and flags & (F_INIT_A << kk):
+                _zero_adjoints(buf, adj2, N, k, ins[i, C_A + 2 * kk], ins[i, C_NA + 2 * kk], True)
+    span = (e - s + 1) * FUSE_TILE
+    values = np.empty(span)
+    tangents = np.empty(k * span)
+    grads = np.empty(span)
+    grads2 = np.empty(k * span)
+    for t0 in range(0, n, FUSE_TILE):
+        size = min(FUSE_TILE, n - t0)
+        _region_values(ins, code, buf, values, s, e, t0, size, False)
+        _region_tangents(ins, code, buf, tan, N, k, values, tangents, s, e, t0, size, False)
+        for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
+            w = code[4 * i]
+            if (w & S_OPCODE_MASK) == OP_SUM or (w & S_GZERO):
+                continue
+            p = code[4 * i + 1]
+            g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
+            if w & S_STORE:
+                o = ins[i, C_OUT] + t0
+                g[:] = adjoints[o : o + size]
+                for d in range(k):
+                    at = d * span + p * FUSE_TILE
+                    grads2[at : at + size] = adj2[d * N + o : d * N + o + size]
+            else:
+                g[:] = 0.0
+                for d in range(k):
+                    at = d * span + p * FUSE_TILE
+                    grads2[at : at + size] = 0.0
+        for i in range(e, s - 1, -1):
+            w = code[4 * i]
+            flags = w >> S_FLAGS_SHIFT
+            if not (flags & F_ACTIVE):
+                continue
+            op = w & S_OPCODE_MASK
+            ia = (flags & F_INIT_A) != 0 and code[4 * i + 2] != NO_SOURCE
+            if op == OP_SUM:  # d sum = 1, d² sum = 0: both adjoints broadcast into the tile
+                q = code[4 * i + 2]
+                if flags & F_GRAD_A:
+                    o = ins[i, C_OUT]
+                    for d in range(-1, k):
+                        if d < 0:
+                            dst, src = grads[q * FUSE_TILE : q * FUSE_TILE + size], adjoints[o]
+                        else:
+                            dst = grads2[d * span + q * FUSE_TILE : d * span + q * FUSE_TILE + size]
+                            src = adj2[d * N + o]
+                        if ia:
+                            dst[:] = src
+                        else:
+                            dst += src
+                continue
+            p = code[4 * i + 1]
+            g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
+            z = values[p * FUSE_TILE : p * FUSE_TILE + size]
+            x, sx = _tile_operand(ins, code, buf, values, i, 0, t0, size)
+            gx, _ = _tile_operand(ins, code, adjoints, grads, i, 0, t0, size)
+            for d in range(k):
+                second = grads2[d * span : (d + 1) * span]
+                plane2 = adj2[d * N : (d + 1) * N]
+                scratch = tangents[d * span : (d + 1) * span]
+                plane = tan[d * N : (d + 1) * N]
+                to2 = second[p * FUSE_TILE : p * FUSE_TILE + size]
+                tx2, _ = _tile_operand(ins, code, plane2, second, i, 0, t0, size)
+                tx, _ = _tile_operand(ins, code, plane, scratch, i, 0, t0, size)
+                if op <= LAST_UNARY:
+                    _second_unary(op, x, z, g, gx, to2, tx2, tx, d == 0, ia)
+                    continue
+                y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
+                gy, _ = _tile_operand(ins, code, adjoints, grads, i, 1, t0, size)
+                ty2, _ = _tile_operand(ins, code, plane2, second, i, 1, t0, size)
+                ty, _ = _tile_operand(ins, code, plane, scratch, i, 1, t0, size)
+                ib = (flags & F_INIT_B) != 0 and code[4 * i + 3] != NO_SOURCE
+                _second_binary(
+                    op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, size, sx, sy,
+                    (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0, d == 0, True, ia, ib,
+                )  # fmt: skip
+    return s
+
+
 @_jit
 def tangent_sweep(ins, code, aux, buf, tan, k):
     """Tangents of every active instruction for k directions (after a forward sweep)."""
@@ -1896,6 +2048,9 @@ def tangent_sweep(ins, code, aux, buf, tan, k):
         i += 1
         if code[4 * i] & S_SCALAR:
             i = _scalar_tangent_run(code, buf, tan, NV, k, i)
+            continue
+        if code[4 * i] & S_START:
+            i = _region_tangent(ins, code, buf, tan, NV, k, i)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -2064,6 +2219,9 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
         i -= 1
         if code[4 * i] & S_SCALAR:
             i = _scalar_second_run(code, buf, tan, adj2, N, k, second, i)
+            continue
+        if second and code[4 * i] & S_FUSED:  # (the k-seed reverse runs after a forward keeping every value)
+            i = _region_second(ins, code, buf, tan, adj2, N, k, i)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -2330,7 +2488,7 @@ def run_reverse(ins, code, aux, buf):
 @_jit
 def run_jvp(ins, code, aux, buf, tan, k):
     """Forward sweep, then tangents along k seeded directions."""
-    forward_sweep(ins, code, aux, buf, False)
+    forward_sweep(ins, code, aux, buf, True)
     if not guards_hold(aux, buf):
         return False
     tangent_sweep(ins, code, aux, buf, tan, k)
@@ -2346,7 +2504,7 @@ def run_hvp(ins, code, aux, buf, tan, adj2, k, out, with_values):
     """
     N = aux[M_NVALS]
     if with_values:
-        forward_sweep(ins, code, aux, buf, False)
+        forward_sweep(ins, code, aux, buf, True)
         if not guards_hold(aux, buf):
             return False
     tangent_sweep(ins, code, aux, buf, tan, k)

@@ -166,7 +166,7 @@ class Tape:
         """Derived attributes (shared by recording and loading from a file)."""
         self.code = K.scalar_code(self.ins)
         read_by_caller = [(e[0], math.prod(e[1])) for e in (*self._outputs, *self._aux) if e[0] != "const"]
-        fusion.mark_regions(self.code, self.ins, self.aux, self.n_values, read_by_caller)
+        fusion.mark_regions(self.code, self.ins, self.aux, read_by_caller)
         argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
         self._max_spare = max(_MAX_SPARE_BUFFERS, min(32, _SPARE_BYTES // max(16 * self.n_values, 1)))

@@ -108,6 +108,14 @@ def test_fused_value_and_grad_matches_plain_sweeps_and_jax(fuse_small, name):
     expected = jax.value_and_grad(lambda *a: fn(jnp, *a), argnums=argnums)(*args)
     assert_close(fused[0], expected[0])
     assert_tree_close(fused[1], expected[1])
+    # the k-direction sweeps over several tiles: one and two directions, against the plain sweeps
+    diff = (argnums,) if isinstance(argnums, int) else argnums
+    for k in (None, 2):
+        tail = () if k is None else (k,)
+        directions = tuple(RNG.normal(size=np.shape(args[j]) + tail) for j in diff)
+        v = directions[0] if isinstance(argnums, int) else directions
+        assert_tree_close(tape.hvp(*args, v), plain.hvp(*args, v), rtol=1e-12, atol=1e-12)
+        assert_tree_close(tape.jvp(args, v), plain.jvp(args, v), rtol=1e-12, atol=1e-12)
 
 
 def test_fused_arithmetic_chains_keep_the_plain_bits(fuse_small):
@@ -168,13 +176,13 @@ def test_regions_respect_the_threshold_and_eligibility():
     tape = ft.trace(lambda x: rosenbrock(np, x), X)  # far below FUSE_MIN
     assert _fused_rows(tape) == 0
     code = K.scalar_code(tape.ins)
-    fusion.mark_regions(code, tape.ins, tape.aux, tape.n_values, [], fuse_min=2)
+    fusion.mark_regions(code, tape.ins, tape.aux, [], fuse_min=2)
     words = code[0::4]
     ops = tape.ins[:, K.C_OP]
     assert (words[ops == K.OP_SUM] & K.S_FUSED != 0).all()  # the closing sum joins
     exp_tape = ft.trace(lambda x: np.sum(np.exp(x * 2.0) * 3.0), X)
     code = K.scalar_code(exp_tape.ins)
-    fusion.mark_regions(code, exp_tape.ins, exp_tape.aux, exp_tape.n_values, [], fuse_min=2)
+    fusion.mark_regions(code, exp_tape.ins, exp_tape.aux, [], fuse_min=2)
     assert code[0::4][exp_tape.ins[:, K.C_OP] == K.OP_EXP][0] & K.S_FUSED == 0  # NumPy's loops keep exp
 
 
