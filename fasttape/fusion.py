@@ -20,7 +20,8 @@ row ``i`` of a region gets ``S_FUSED`` (and ``S_START`` on its first row), its p
 region, and the region position of each operand that the region itself produced (``NO_SOURCE``
 for operands read from the buffer).  ``S_STORE`` marks the outputs read after the region and
 ``S_GZERO`` the outputs whose adjoint one of the region's own instructions writes first (it
-assigns, so the tile does not load or zero that adjoint beforehand).  A whole-array ``sum`` of the
+assigns, so the tile does not load or zero that adjoint beforehand), and ``S_RECOMPUTE`` the rows
+whose values the first-order reverse reads (the others are not recomputed).  A whole-array ``sum`` of the
 region's last output closes the region: its tile sums add up in the forward, and its adjoint is
 broadcast straight into the tile in the reverse.
 """
@@ -89,6 +90,32 @@ def _regions(ins: np.ndarray, fuse_min: int) -> list[tuple[int, list]]:
     return found
 
 
+# partials that read no output value (z), and partials that read neither operand
+_Z_FREE = {K.OP_ADD, K.OP_SUBTRACT, K.OP_MULTIPLY, K.OP_DIVIDE, K.OP_NEGATIVE, K.OP_SQUARE, K.OP_ABS, K.OP_SUM}
+_OPERANDS_FREE = {K.OP_ADD, K.OP_SUBTRACT, K.OP_NEGATIVE, K.OP_SUM}
+
+
+def _needed_in_reverse(ops, flags, sources) -> list[bool]:
+    """Per region row: does the first-order reverse read its value -- in a partial of its own or of
+    a later row -- or need it to recompute one that it reads?  The others are not recomputed."""
+    needed = [False] * len(sources)
+    for p, pair in enumerate(sources):
+        if not flags[p] & K.F_ACTIVE:
+            continue
+        if ops[p] not in _Z_FREE:
+            needed[p] = True
+        if ops[p] not in _OPERANDS_FREE:
+            for q in pair:
+                if q != K.NO_SOURCE:
+                    needed[q] = True
+    for p in range(len(sources) - 1, -1, -1):  # operands come first: one backward pass closes it
+        if needed[p]:
+            for q in sources[p]:
+                if q != K.NO_SOURCE:
+                    needed[q] = True
+    return needed
+
+
 def _closing_sum(row, n, outputs) -> bool:
     """A sum of a whole region output (all of its n elements, contiguous) ends the region."""
     return (
@@ -155,6 +182,9 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, 
             for k, q in enumerate(pair):
                 if q != K.NO_SOURCE and flags & init_bits[k]:
                     gzero.add(q)
+        rows_ops = ins[start : start + len(sources), K.C_OP].tolist()
+        rows_flags = ins[start : start + len(sources), K.C_FLAGS].tolist()
+        needed = _needed_in_reverse(rows_ops, rows_flags, sources)
         for p, (sa, sb) in enumerate(sources):
             i = start + p
             o, n = int(ins[i, K.C_OUT]), int(ins[i, K.C_N])
@@ -165,4 +195,6 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, 
                 word |= K.S_STORE
             if p in gzero:
                 word |= K.S_GZERO
+            if needed[p]:
+                word |= K.S_RECOMPUTE
             rows[i] = (word, p, sa, sb)

@@ -154,6 +154,7 @@ S_FUSED = 1 << 17
 S_START = 1 << 18  # the first row of a region
 S_STORE = 1 << 19  # the output is read after the region: the fused forward writes it to the buffer
 S_GZERO = 1 << 20  # the output's adjoint is first written inside the region: start it from zero
+S_RECOMPUTE = 1 << 21  # the first-order reverse reads this value (or one computed from it)
 
 
 def scalar_code(ins: np.ndarray) -> np.ndarray:
@@ -1262,12 +1263,14 @@ def _binary_slices(op, z, x, y, sx, sy):
 
 
 @_jit
-def _region_values(ins, code, buf, values, s, e, t0, size, store):
+def _region_values(ins, code, buf, values, s, e, t0, size, store, needed_only=False):
     """Values of region rows s..e on one tile, into the scratch ``values``; with ``store``, the
-    outputs read after the region also go to the buffer.  The loops are the plain sweep's, so the
-    values are the same bits."""
+    outputs read after the region also go to the buffer; with ``needed_only``, only the rows the
+    first-order reverse reads.  The loops are the plain sweep's, so the values are the same bits."""
     for i in range(s, e + 1):
         w = code[4 * i]
+        if needed_only and not (w & S_RECOMPUTE):
+            continue
         op = w & S_OPCODE_MASK
         if op == OP_SUM:  # a whole-array sum closing the region: tile sums into the zeroed output
             if store:
@@ -1346,7 +1349,7 @@ def _region_reverse(ins, code, buf, N, e):
     grads = np.empty((e - s + 1) * FUSE_TILE)
     for t0 in range(0, n, FUSE_TILE):
         size = min(FUSE_TILE, n - t0)
-        _region_values(ins, code, buf, values, s, e, t0, size, False)
+        _region_values(ins, code, buf, values, s, e, t0, size, False, True)
         for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
             w = code[4 * i]
             if (w & S_OPCODE_MASK) == OP_SUM:
