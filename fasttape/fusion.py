@@ -74,8 +74,9 @@ def _regions(ins: np.ndarray, fuse_min: int) -> list[tuple[int, list]]:
             if size == n and offset in outputs:
                 row_sources.append(outputs[offset])
                 continue
-            # a read of part of a region output (a shifted view) would need tiles in another order
-            if size == n and any(o < offset + n and offset < o + n for o in outputs):
+            # a read of part of a region output (a shifted view, or one element broadcast) needs
+            # values of other tiles: the row starts a new region, reading the stored output
+            if any(o < offset + size and offset < o + n for o in outputs):
                 break
             row_sources.append(K.NO_SOURCE)
         else:

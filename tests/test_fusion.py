@@ -56,6 +56,12 @@ def escaping(xp, x, y):
     return xp.sum(head * 0.1) + xp.sum(shifted * shifted) + xp.sum(picked) + xp.sum(v)
 
 
+def element_of_intermediate(xp, x):
+    """One element of an intermediate (from the last tile) broadcast against the intermediate."""
+    t = x * x + 1.0
+    return xp.sum(t * t[-1] - t)
+
+
 def with_aux(xp, x):
     t = 2.0 * x - 1.0
     s = t * t
@@ -80,6 +86,7 @@ PROGRAMS = {
     "scalar_weight": (scalar_weight, (X, W), (0, 1)),
     "escaping": (escaping, (X, Y), (0, 1)),
     "guarded": (guarded, (X,), 0),
+    "element_of_intermediate": (element_of_intermediate, (X,), 0),
     "partial_activity": (partial_activity, (X, Y), 0),
 }
 
