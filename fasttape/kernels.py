@@ -153,7 +153,7 @@ NO_SOURCE = 0xFFFFFFFF
 S_FUSED = 1 << 17
 S_START = 1 << 18  # the first row of a region
 S_STORE = 1 << 19  # the output is read after the region: the fused forward writes it to the buffer
-S_GZERO = 1 << 20  # the output's adjoint is first written inside the region: start it from zero
+S_GZERO = 1 << 20  # the output's adjoint is first written (assigned) inside the region: no load, no zeroing
 S_RECOMPUTE = 1 << 21  # the first-order reverse reads this value (or one computed from it)
 
 
@@ -1329,6 +1329,20 @@ def _binary_reverse_slices(op, g, x, y, z, sx, sy, gx, gy, ga, gb, ia, ib):
 
 
 @_jit
+def _zero_first_written_outside(ins, code, buf, adj2, N, k, s, e):
+    """Zero the adjoints (first order, and k second-order ones in ``adj2``) of the outside operands
+    whose adjoint region rows s..e write first (``F_INIT``): the tiles then only accumulate, since
+    views of one array at different offsets would overwrite each other's contributions tile by tile."""
+    for i in range(s, e + 1):
+        flags = code[4 * i] >> S_FLAGS_SHIFT
+        if not (flags & F_ACTIVE):
+            continue
+        for kk in range(2 if (code[4 * i] & S_OPCODE_MASK) > LAST_UNARY else 1):
+            if code[4 * i + 2 + kk] == NO_SOURCE and flags & (F_GRAD_A << kk) and flags & (F_INIT_A << kk):
+                _zero_adjoints(buf, adj2, N, k, ins[i, C_A + 2 * kk], ins[i, C_NA + 2 * kk], True)
+
+
+@_jit
 def _region_reverse(ins, code, buf, N, e):
     """The fused reverse of the region ending at row ``e``: per tile, recompute its values from the
     region's inputs, then run its adjoints backwards in scratch; only the adjoints of operands from
@@ -1336,15 +1350,7 @@ def _region_reverse(ins, code, buf, N, e):
     s = _region_start(code, e)
     n = ins[s, C_N]
     adjoints = buf[N:]
-    # an outside operand whose adjoint the region writes first: zeroed once, then accumulated per tile
-    for i in range(s, e + 1):
-        flags = code[4 * i] >> S_FLAGS_SHIFT
-        if not (flags & F_ACTIVE):
-            continue
-        for k in range(2 if (code[4 * i] & S_OPCODE_MASK) > LAST_UNARY else 1):
-            if code[4 * i + 2 + k] == NO_SOURCE and flags & (F_GRAD_A << k) and flags & (F_INIT_A << k):
-                a = ins[i, C_A + 2 * k]
-                adjoints[a : a + ins[i, C_NA + 2 * k]] = 0.0
+    _zero_first_written_outside(ins, code, buf, buf[:0], N, 0, s, e)
     values = np.empty((e - s + 1) * FUSE_TILE)
     grads = np.empty((e - s + 1) * FUSE_TILE)
     for t0 in range(0, n, FUSE_TILE):
@@ -1352,12 +1358,10 @@ def _region_reverse(ins, code, buf, N, e):
         _region_values(ins, code, buf, values, s, e, t0, size, False, True)
         for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
             w = code[4 * i]
-            if (w & S_OPCODE_MASK) == OP_SUM:
+            if (w & S_OPCODE_MASK) == OP_SUM or (w & S_GZERO):  # S_GZERO: its first writer assigns
                 continue
             p = code[4 * i + 1]
             g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
-            if w & S_GZERO:
-                continue  # its first writer in the region assigns
             if w & S_STORE:
                 o = ins[i, C_OUT] + t0
                 g[:] = adjoints[o : o + size]
@@ -1959,13 +1963,7 @@ def _region_second(ins, code, buf, tan, adj2, N, k, e):
     s = _region_start(code, e)
     n = ins[s, C_N]
     adjoints = buf[N:]
-    for i in range(s, e + 1):  # outside operands first written here: zeroed once, then accumulated
-        flags = code[4 * i] >> S_FLAGS_SHIFT
-        if not (flags & F_ACTIVE):
-            continue
-        for kk in range(2 if (code[4 * i] & S_OPCODE_MASK) > LAST_UNARY else 1):
-            if code[4 * i + 2 + kk] == NO_SOURCE and flags & (F_GRAD_A << kk) and flags & (F_INIT_A << kk):
-                _zero_adjoints(buf, adj2, N, k, ins[i, C_A + 2 * kk], ins[i, C_NA + 2 * kk], True)
+    _zero_first_written_outside(ins, code, buf, adj2, N, k, s, e)
     span = (e - s + 1) * FUSE_TILE
     values = np.empty(span)
     tangents = np.empty(k * span)
