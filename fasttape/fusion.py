@@ -12,8 +12,9 @@ intermediate values live in a small scratch that stays in cache:
   intermediates stay in scratch; only the adjoints of the region's inputs reach the buffer.
 
 That is rematerialisation: it trades a few cheap recomputed operations for memory traffic, which is
-what limits long elementwise chains.  The k-direction sweeps (JVP, HVP, Jacobians) replay
-instruction by instruction and never see regions.
+what limits long elementwise chains.  The tangent and second-order sweeps (JVP, HVP) recompute a
+tile's values and tangents the same way; the k-seed reverse of reverse-mode Jacobians runs after
+an unfused forward and replays instruction by instruction.
 
 This module decides the regions and writes them into the tape's code (see ``kernels.scalar_code``):
 row ``i`` of a region gets ``S_FUSED`` (and ``S_START`` on its first row), its position in the
@@ -21,7 +22,10 @@ region, and the region position of each operand that the region itself produced 
 for operands read from the buffer).  ``S_STORE`` marks the outputs read after the region and
 ``S_GZERO`` the outputs whose adjoint one of the region's own instructions writes first (it
 assigns, so the tile does not load or zero that adjoint beforehand), and ``S_RECOMPUTE`` the rows
-whose values the first-order reverse reads (the others are not recomputed).  A whole-array ``sum`` of the
+whose values the first-order reverse reads (the others are not recomputed; the tangents and second
+partials read no others either), ``S_TANGENT`` the rows whose tangents the second-order reverse
+reads.  ``S_LOCAL`` on a region's first row says that no later instruction reads its values, so an
+HVP skips its tangent pass.  A whole-array ``sum`` of the
 region's last output closes the region: its tile sums add up in the forward, and its adjoint is
 broadcast straight into the tile in the reverse.
 """
@@ -117,6 +121,32 @@ def _needed_in_reverse(ops, flags, sources) -> list[bool]:
     return needed
 
 
+def _tangents_needed(ops, flags, sizes, sources) -> list[bool]:
+    """Per region row: does the second-order reverse read its tangent -- in the second partials of a
+    later row -- or need it to compute one that it reads?  Only the linear rows that the second-order
+    kernels run on their fast paths read no tangent: negation, a sum, and add, subtract or a product
+    of one active operand where every active operand is full-length."""
+    needed = [False] * len(sources)
+    for p, pair in enumerate(sources):
+        if not flags[p] & K.F_ACTIVE:
+            continue
+        active = [k for k in range(2) if flags[p] & (K.F_GRAD_A, K.F_GRAD_B)[k]]
+        full = all(sizes[p][k] == sizes[p][2] for k in active)
+        if ops[p] in (K.OP_NEGATIVE, K.OP_SUM):
+            continue
+        if full and (ops[p] in (K.OP_ADD, K.OP_SUBTRACT) or (ops[p] == K.OP_MULTIPLY and len(active) == 1)):
+            continue
+        for q in pair:
+            if q != K.NO_SOURCE:
+                needed[q] = True
+    for p in range(len(sources) - 1, -1, -1):
+        if needed[p]:
+            for q in sources[p]:
+                if q != K.NO_SOURCE:
+                    needed[q] = True
+    return needed
+
+
 def _closing_sum(row, n, outputs) -> bool:
     """A sum of a whole region output (all of its n elements, contiguous) ends the region."""
     return (
@@ -130,8 +160,9 @@ def _closing_sum(row, n, outputs) -> bool:
 
 
 def _read_outside(ins, aux, regions, protected):
-    """``read(offset, size)``: is any of those values read by anything but an aligned operand inside
-    its own region -- another instruction, a gather, a guard, or the caller (outputs and aux)?"""
+    """(``read``, ``read_by_instructions``): ``read(offset, size)`` -- is any of those values read by
+    anything but an aligned operand inside its own region: another instruction, a gather, a guard,
+    or the caller (outputs and aux)?  ``read_by_instructions`` counts only instructions and gathers."""
     internal = set()
     for start, sources in regions:
         for p, pair in enumerate(sources):
@@ -145,15 +176,21 @@ def _read_outside(ins, aux, regions, protected):
         rows = rows[np.array([(i, k) not in internal for i in rows.tolist()], dtype=bool)] if rows.size else rows
         starts.append(ins[rows, col])
         ends.append(ins[rows, col] + size[rows])
+    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0].tolist()
+    gathered = [aux[ins[i, K.C_P0] : ins[i, K.C_P0] + ins[i, K.C_N]] for i in gathers]
+    by_instructions = _reader(starts, ends, gathered)
     for offset, size in protected:
         starts.append(np.array([offset], dtype=np.int64))
         ends.append(np.array([offset + size], dtype=np.int64))
-    starts, ends = np.concatenate(starts), np.concatenate(ends)
-    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0].tolist()
-    points = [aux[ins[i, K.C_P0] : ins[i, K.C_P0] + ins[i, K.C_N]] for i in gathers]
     guards, n_guards = int(aux[K.M_GUARDS]), int(aux[K.M_NGUARDS])
-    points.append(aux[guards : guards + 2 * n_guards : 2])
-    points = np.unique(np.concatenate(points))
+    return _reader(starts, ends, gathered + [aux[guards : guards + 2 * n_guards : 2]]), by_instructions
+
+
+def _reader(starts, ends, points):
+    """``read(offset, size)``: does [offset, offset + size) meet one of the runs [start, end) or
+    one of the single positions ``points``?"""
+    starts, ends = np.concatenate(starts), np.concatenate(ends)
+    points = np.unique(np.concatenate(points)) if points else np.zeros(0, dtype=np.int64)
 
     def read(offset, size):
         if np.any((starts < offset + size) & (ends > offset)):
@@ -173,7 +210,7 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, 
     regions = _regions(ins, fuse_min)
     if not regions:
         return
-    read = _read_outside(ins, aux, regions, protected)
+    read, read_by_instructions = _read_outside(ins, aux, regions, protected)
     rows = code.reshape(-1, 4)
     init_bits = (K.F_INIT_A, K.F_INIT_B)
     for start, sources in regions:
@@ -186,16 +223,22 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, 
         rows_ops = ins[start : start + len(sources), K.C_OP].tolist()
         rows_flags = ins[start : start + len(sources), K.C_FLAGS].tolist()
         needed = _needed_in_reverse(rows_ops, rows_flags, sources)
+        sizes = ins[start : start + len(sources), [K.C_NA, K.C_NB, K.C_N]].tolist()
+        tangents = _tangents_needed(rows_ops, rows_flags, sizes, sources)
+        outputs = [(int(ins[start + p, K.C_OUT]), int(ins[start + p, K.C_N])) for p in range(len(sources))]
+        local = not any(read_by_instructions(o, n) for o, n in outputs)
         for p, (sa, sb) in enumerate(sources):
             i = start + p
             o, n = int(ins[i, K.C_OUT]), int(ins[i, K.C_N])
             word = int(ins[i, K.C_OP]) | (int(ins[i, K.C_FLAGS]) << K.S_FLAGS_SHIFT) | K.S_FUSED
             if p == 0:
-                word |= K.S_START
+                word |= K.S_START | (K.S_LOCAL if local else 0)
             if read(o, n):
                 word |= K.S_STORE
             if p in gzero:
                 word |= K.S_GZERO
             if needed[p]:
                 word |= K.S_RECOMPUTE
+            if tangents[p]:
+                word |= K.S_TANGENT
             rows[i] = (word, p, sa, sb)

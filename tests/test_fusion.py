@@ -142,6 +142,28 @@ def test_region_outputs_read_later_are_stored(fuse_small):
     assert_close(grad, jax.grad(lambda x: with_aux(jnp, x)[0])(X))
 
 
+def test_hvp_recomputes_only_the_tangents_its_second_partials_read(fuse_small):
+    """Rosenbrock's region is read by no later instruction (S_LOCAL: the HVP skips its tangent pass),
+    and the second-order reverse reads the tangents of the squares' operands only: x1 - x0² (with x0²,
+    which it is computed from) and 1 - x0; the squares, 100 (...)², the add and the sum are not read."""
+    tape = ft.trace(lambda x: rosenbrock(np, x), X)
+    words, ops = tape.code[0::4], tape.ins[:, K.C_OP]
+    region = (words & K.S_FUSED) != 0
+    assert region.all() and words[0] & K.S_LOCAL
+    read = (words & K.S_TANGENT) != 0
+    assert ops[read].tolist() == [K.OP_SQUARE, K.OP_SUBTRACT, K.OP_SUBTRACT]
+    assert ops[~read].tolist() == [K.OP_SQUARE, K.OP_MULTIPLY, K.OP_SQUARE, K.OP_ADD, K.OP_SUM]
+    v = RNG.normal(size=X.shape)
+    expected_hv = jax.jvp(jax.grad(lambda x: rosenbrock(jnp, x)), (X,), (v,))[1]
+    assert_close(tape.hvp(X, v), expected_hv)
+    # a JVP still runs the region's tangent pass: it returns the output's tangent
+    assert_close(tape.jvp((X,), v)[1], jax.jvp(lambda x: rosenbrock(jnp, x), (X,), (v,))[1])
+    # a region whose values a later instruction reads (exp(t) in `escaping`) keeps its tangent pass
+    escaping_tape = ft.trace(lambda x, y: escaping(np, x, y), X, Y, argnums=(0, 1))
+    starts = escaping_tape.code[0::4] & K.S_START != 0
+    assert not (escaping_tape.code[0::4][starts] & K.S_LOCAL).all()
+
+
 def test_guard_on_an_intermediate_still_switches_branch(fuse_small):
     f = ft.grad(lambda x: guarded(np, x))
     for x in (X, -X * 0.1):
