@@ -109,7 +109,11 @@ def _needed_in_reverse(ops, flags, sources) -> list[bool]:
             continue
         if ops[p] not in _Z_FREE:
             needed[p] = True
-        if ops[p] not in _OPERANDS_FREE:
+        if ops[p] == K.OP_MULTIPLY:  # d(ab)/da = b, d(ab)/db = a: an operand is read for the other's
+            for k, q in enumerate(pair):
+                if q != K.NO_SOURCE and flags[p] & (K.F_GRAD_B, K.F_GRAD_A)[k]:
+                    needed[q] = True
+        elif ops[p] not in _OPERANDS_FREE:
             for q in pair:
                 if q != K.NO_SOURCE:
                     needed[q] = True

@@ -142,17 +142,20 @@ def test_region_outputs_read_later_are_stored(fuse_small):
     assert_close(grad, jax.grad(lambda x: with_aux(jnp, x)[0])(X))
 
 
-def test_hvp_recomputes_only_the_tangents_its_second_partials_read(fuse_small):
-    """Rosenbrock's region is read by no later instruction (S_LOCAL: the HVP skips its tangent pass),
-    and the second-order reverse reads the tangents of the squares' operands only: x1 - x0² (with x0²,
-    which it is computed from) and 1 - x0; the squares, 100 (...)², the add and the sum are not read."""
+def test_reverse_sweeps_recompute_only_what_their_partials_read(fuse_small):
+    """Rosenbrock's region is read by no later instruction (S_LOCAL: the HVP skips its tangent pass).
+    Its partials read the squares' operands only: x1 - x0² (with x0², which it is computed from) and
+    1 - x0 -- the multiply by 100 reads the constant -- so only those values (S_RECOMPUTE) and
+    tangents (S_TANGENT) are recomputed; the squares, 100 (...)², the add and the sum are not."""
     tape = ft.trace(lambda x: rosenbrock(np, x), X)
     words, ops = tape.code[0::4], tape.ins[:, K.C_OP]
     region = (words & K.S_FUSED) != 0
     assert region.all() and words[0] & K.S_LOCAL
-    read = (words & K.S_TANGENT) != 0
-    assert ops[read].tolist() == [K.OP_SQUARE, K.OP_SUBTRACT, K.OP_SUBTRACT]
-    assert ops[~read].tolist() == [K.OP_SQUARE, K.OP_MULTIPLY, K.OP_SQUARE, K.OP_ADD, K.OP_SUM]
+    for bit in (K.S_RECOMPUTE, K.S_TANGENT):
+        read = (words & bit) != 0
+        assert ops[read].tolist() == [K.OP_SQUARE, K.OP_SUBTRACT, K.OP_SUBTRACT]
+        assert ops[~read].tolist() == [K.OP_SQUARE, K.OP_MULTIPLY, K.OP_SQUARE, K.OP_ADD, K.OP_SUM]
+    assert_close(tape.value_and_grad(X)[1], jax.grad(lambda x: rosenbrock(jnp, x))(X))
     v = RNG.normal(size=X.shape)
     expected_hv = jax.jvp(jax.grad(lambda x: rosenbrock(jnp, x)), (X,), (v,))[1]
     assert_close(tape.hvp(X, v), expected_hv)
