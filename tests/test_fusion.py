@@ -205,8 +205,11 @@ def test_saved_tape_rebuilds_its_regions(fuse_small):
 
 
 def test_regions_respect_the_threshold_and_eligibility():
-    tape = ft.trace(lambda x: rosenbrock(np, x), X)  # far below FUSE_MIN
+    short = X[: K.FUSE_MIN // 2]
+    tape = ft.trace(lambda x: rosenbrock(np, x), short)  # below FUSE_MIN
     assert _fused_rows(tape) == 0
+    at_threshold = np.resize(X, K.FUSE_MIN + 1)  # x[1:] and x[:-1] have FUSE_MIN elements
+    assert _fused_rows(ft.trace(lambda x: rosenbrock(np, x), at_threshold)) == tape.ins.shape[0]
     code = K.scalar_code(tape.ins)
     fusion.mark_regions(code, tape.ins, tape.aux, [], fuse_min=2)
     words = code[0::4]
