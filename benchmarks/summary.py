@@ -71,9 +71,9 @@ def loss_lines(table):
     lines += [
         "",
         "The expected pattern: on large arrays XLA fuses whole programs into vectorised loops, while the tape",
-        "fuses only runs of cheap elementwise instructions of 128k+ elements (tile by tile, recomputing in the",
-        "reverse); everything else runs primitive by primitive and writes its temporaries to memory, and the",
-        "HVP sweeps carry values, tangents and both adjoints.  On small arrays the tape's lower per-call",
+        "fuses only runs of cheap elementwise instructions of 8192+ elements (tile by tile, recomputing in the",
+        "reverse sweeps); everything else runs primitive by primitive and writes its temporaries to memory, and",
+        "the HVP sweeps carry values, tangents and both adjoints.  On small arrays the tape's lower per-call",
         "overhead wins.  Lorenz's JAX columns run a `lax.fori_loop`, which XLA compiles into one native loop;",
         "JAX compiling the plain Python loop instead takes minutes here (`BENCH_JAX_PYLOOP=1` times it as",
         "`first_jax_vg_pyloop`).",
