@@ -24,8 +24,9 @@ for operands read from the buffer).  ``S_STORE`` marks the outputs read after th
 assigns, so the tile does not load or zero that adjoint beforehand), and ``S_RECOMPUTE`` the rows
 whose values the first-order reverse reads (the others are not recomputed; the tangents and second
 partials read no others either), ``S_TANGENT`` the rows whose tangents the second-order reverse
-reads.  ``S_LOCAL`` on a region's first row says that no later instruction reads its values, so an
-HVP skips its tangent pass.  A whole-array ``sum`` of the
+reads.  ``S_LOCAL`` on a region's first row says that only the caller reads its values (no later
+instruction, gather or guard), so an HVP, which returns none of them, skips the region in its
+forward and tangent sweeps: its second-order sweep recomputes what it needs tile by tile.  A whole-array ``sum`` of the
 region's last output closes the region: its tile sums add up in the forward, and its adjoint is
 broadcast straight into the tile in the reverse.
 """
@@ -164,9 +165,9 @@ def _closing_sum(row, n, outputs) -> bool:
 
 
 def _read_outside(ins, aux, regions, protected):
-    """(``read``, ``read_by_instructions``): ``read(offset, size)`` -- is any of those values read by
+    """(``read``, ``read_in_sweeps``): ``read(offset, size)`` -- is any of those values read by
     anything but an aligned operand inside its own region: another instruction, a gather, a guard,
-    or the caller (outputs and aux)?  ``read_by_instructions`` counts only instructions and gathers."""
+    or the caller (outputs and aux)?  ``read_in_sweeps`` leaves out the caller."""
     internal = set()
     for start, sources in regions:
         for p, pair in enumerate(sources):
@@ -181,13 +182,14 @@ def _read_outside(ins, aux, regions, protected):
         starts.append(ins[rows, col])
         ends.append(ins[rows, col] + size[rows])
     gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0].tolist()
-    gathered = [aux[ins[i, K.C_P0] : ins[i, K.C_P0] + ins[i, K.C_N]] for i in gathers]
-    by_instructions = _reader(starts, ends, gathered)
+    points = [aux[ins[i, K.C_P0] : ins[i, K.C_P0] + ins[i, K.C_N]] for i in gathers]
+    guards, n_guards = int(aux[K.M_GUARDS]), int(aux[K.M_NGUARDS])
+    points.append(aux[guards : guards + 2 * n_guards : 2])
+    in_sweeps = _reader(starts, ends, points)
     for offset, size in protected:
         starts.append(np.array([offset], dtype=np.int64))
         ends.append(np.array([offset + size], dtype=np.int64))
-    guards, n_guards = int(aux[K.M_GUARDS]), int(aux[K.M_NGUARDS])
-    return _reader(starts, ends, gathered + [aux[guards : guards + 2 * n_guards : 2]]), by_instructions
+    return _reader(starts, ends, points), in_sweeps
 
 
 def _reader(starts, ends, points):
@@ -214,7 +216,7 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, 
     regions = _regions(ins, fuse_min)
     if not regions:
         return
-    read, read_by_instructions = _read_outside(ins, aux, regions, protected)
+    read, read_in_sweeps = _read_outside(ins, aux, regions, protected)
     rows = code.reshape(-1, 4)
     init_bits = (K.F_INIT_A, K.F_INIT_B)
     for start, sources in regions:
@@ -230,7 +232,7 @@ def mark_regions(code: np.ndarray, ins: np.ndarray, aux: np.ndarray, protected, 
         sizes = ins[start : start + len(sources), [K.C_NA, K.C_NB, K.C_N]].tolist()
         tangents = _tangents_needed(rows_ops, rows_flags, sizes, sources)
         outputs = [(int(ins[start + p, K.C_OUT]), int(ins[start + p, K.C_N])) for p in range(len(sources))]
-        local = not any(read_by_instructions(o, n) for o, n in outputs)
+        local = not any(read_in_sweeps(o, n) for o, n in outputs)
         for p, (sa, sb) in enumerate(sources):
             i = start + p
             o, n = int(ins[i, K.C_OUT]), int(ins[i, K.C_N])

@@ -157,7 +157,7 @@ S_START = 1 << 18  # the first row of a region
 S_STORE = 1 << 19  # the output is read after the region: the fused forward writes it to the buffer
 S_GZERO = 1 << 20  # the output's adjoint is first written (assigned) inside the region: no load, no zeroing
 S_RECOMPUTE = 1 << 21  # the first-order reverse reads this value (or one computed from it)
-S_LOCAL = 1 << 22  # (first row) only the caller or a guard reads the region's values, no instruction
+S_LOCAL = 1 << 22  # (first row) only the caller reads the region's values: no instruction, gather or guard
 S_TANGENT = 1 << 23  # the second-order reverse reads this tangent (or one computed from it)
 
 
@@ -1132,10 +1132,11 @@ def _unbroadcast(t, o, a, pre, r, post, init):
 
 
 @_jit
-def forward_sweep(ins, code, aux, buf, fused):
+def forward_sweep(ins, code, aux, buf, fused, skip_local=False):
     """Values of every instruction, in tape order.  With ``fused``, the fused regions run a tile at
-    a time and keep their intermediate values in scratch (for the first-order sweeps only: the
-    k-direction sweeps read every value)."""
+    a time and keep their intermediate values in scratch (not for the k-seed reverse, which reads
+    every value); with ``skip_local`` too, the regions whose values only the caller reads do not
+    run at all (an HVP: its second-order sweep recomputes them)."""
     i = -1
     while i < ins.shape[0] - 1:
         i += 1
@@ -1146,7 +1147,10 @@ def forward_sweep(ins, code, aux, buf, fused):
         if code[4 * i] & S_SCALAR:
             i = _scalar_forward_run(code, buf, i)
         elif fused and code[4 * i] & S_START:
-            i = _region_forward(ins, code, buf, i)
+            if skip_local and code[4 * i] & S_LOCAL:
+                i = _region_end(code, i)
+            else:
+                i = _region_forward(ins, code, buf, i)
         elif op <= LAST_UNARY:
             if n >= VECTOR_RUN and VECTOR_UNARY[op]:
                 _numpy_unary_run(op, buf[o : o + n], buf[a : a + n])
@@ -2648,7 +2652,7 @@ def run_hvp(ins, code, aux, buf, tan, adj2, k, out, with_values):
     """
     N = aux[M_NVALS]
     if with_values:
-        forward_sweep(ins, code, aux, buf, True)
+        forward_sweep(ins, code, aux, buf, True, True)
         if not guards_hold(aux, buf):
             return False
     tangent_sweep(ins, code, aux, buf, tan, k, True)

@@ -75,6 +75,11 @@ def guarded(xp, x):
     return xp.sum(t * -3.0)
 
 
+def truth_of_a_sum(xp, x):
+    s = xp.sum(x * x - 1.0)
+    return s if s else 2.0 * s
+
+
 def partial_activity(xp, x, y):
     """argnums=0: y's chain is inactive; its values still feed the active chain."""
     c = y * y + 1.0
@@ -171,6 +176,19 @@ def test_guard_on_an_intermediate_still_switches_branch(fuse_small):
     f = ft.grad(lambda x: guarded(np, x))
     for x in (X, -X * 0.1):
         assert_close(f(x), jax.grad(lambda x: guarded(jnp, x))(x))
+    # a guard reads the region: an HVP still runs its forward (it is not S_LOCAL) and sees the branch
+    tape = ft.trace(lambda x: guarded(np, x), X)
+    assert not tape.code[0] & K.S_LOCAL
+    v = RNG.normal(size=X.shape)
+    assert_close(tape.hvp(X, v), jax.jvp(jax.grad(lambda x: guarded(jnp, x)), (X,), (v,))[1])
+    with pytest.raises(ft.BranchChangedError):
+        tape.hvp(-X * 0.1, v)
+    # a guard on the region's own closing sum (`if s:` reads it, no comparison instruction in between)
+    tape = ft.trace(lambda x: truth_of_a_sum(np, x), X)
+    assert not tape.code[0] & K.S_LOCAL
+    assert_close(tape.hvp(X, v), 2.0 * v)  # H of sum(x² - 1) is 2 I
+    with pytest.raises(ft.BranchChangedError):
+        tape.hvp(np.ones_like(X), v)  # the sum is exactly 0: the other branch
 
 
 @pytest.mark.parametrize("name", ["rosenbrock", "escaping"])

@@ -4,7 +4,6 @@ first-written adjoint or tangent and accumulating into one already written (beta
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
