@@ -9,7 +9,9 @@ intermediate values live in a small scratch that stays in cache:
 * forward: only the outputs read after the region (by later instructions, gathers, guards or as
   results of the function) are written to the buffer;
 * reverse: the tile's values are recomputed from the region's inputs, and the adjoints of the
-  intermediates stay in scratch; only the adjoints of the region's inputs reach the buffer.
+  intermediates stay in scratch; only the adjoints of the region's inputs reach the buffer;
+* value_and_grad runs a region whose values only the caller reads (``S_LOCAL``) once, in the
+  reverse: its tiles compute every value there and store what the caller reads.
 
 That is rematerialisation: it trades a few cheap recomputed operations for memory traffic, which is
 what limits long elementwise chains.  The tangent and second-order sweeps (JVP, HVP) recompute a
@@ -25,8 +27,9 @@ assigns, so the tile does not load or zero that adjoint beforehand), and ``S_REC
 whose values the first-order reverse reads (the others are not recomputed; the tangents and second
 partials read no others either), ``S_TANGENT`` the rows whose tangents the second-order reverse
 reads.  ``S_LOCAL`` on a region's first row says that only the caller reads its values (no later
-instruction, gather or guard), so an HVP, which returns none of them, skips the region in its
-forward and tangent sweeps: its second-order sweep recomputes what it needs tile by tile.  A whole-array ``sum`` of the
+instruction, gather or guard): value_and_grad computes them in its reverse only, and an HVP, which
+returns none of them, skips the region in its forward and tangent sweeps (its second-order sweep
+recomputes what it needs tile by tile).  A whole-array ``sum`` of the
 region's last output closes the region: its tile sums add up in the forward, and its adjoint is
 broadcast straight into the tile in the reverse.
 """

@@ -1440,19 +1440,25 @@ def _zero_first_written_outside(ins, code, buf, adj2, N, k, s, e):
 
 
 @_jit
-def _region_reverse(ins, code, buf, N, e):
+def _region_reverse(ins, code, buf, N, e, skipped_local):
     """The fused reverse of the region ending at row ``e``: per tile, recompute its values from the
     region's inputs, then run its adjoints backwards in scratch; only the adjoints of operands from
-    outside the region reach the buffer.  Returns the region's first row."""
+    outside the region reach the buffer.  With ``skipped_local``, the forward skipped the region if it
+    is S_LOCAL: the tiles then compute all of its values and store what the caller reads, as the fused
+    forward would (the same loops, tiles in the same order: the same bits).  Returns the region's
+    first row."""
     s = _region_start(code, e)
+    skipped = skipped_local and (code[4 * s] & S_LOCAL) != 0
     n = ins[s, C_N]
     adjoints = buf[N:]
     _zero_first_written_outside(ins, code, buf, buf[:0], N, 0, s, e)
+    if skipped and (code[4 * e] & S_OPCODE_MASK) == OP_SUM:
+        buf[ins[e, C_OUT]] = 0.0
     values = np.empty((e - s + 1) * FUSE_TILE)
     grads = np.empty((e - s + 1) * FUSE_TILE)
     for t0 in range(0, n, FUSE_TILE):
         size = min(FUSE_TILE, n - t0)
-        _region_values(ins, code, buf, values, s, e, t0, size, False, True)
+        _region_values(ins, code, buf, values, s, e, t0, size, skipped, not skipped)
         for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
             w = code[4 * i]
             if (w & S_OPCODE_MASK) == OP_SUM or (w & S_GZERO):  # S_GZERO: its first writer assigns
@@ -1498,8 +1504,9 @@ def _region_reverse(ins, code, buf, N, e):
 
 
 @_jit
-def reverse_sweep(ins, code, aux, buf):
-    """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller)."""
+def reverse_sweep(ins, code, aux, buf, skipped_local):
+    """Accumulate adjoints buf[N + p] in reverse tape order (seeded by the caller).
+    ``skipped_local``: the forward skipped the S_LOCAL regions (run_value_and_grad)."""
     N = aux[M_NVALS]
     i = ins.shape[0]
     while i > 0:
@@ -1510,7 +1517,7 @@ def reverse_sweep(ins, code, aux, buf):
             i = _scalar_reverse_run(code, buf, N, i)
             continue
         if code[4 * i] & S_FUSED:
-            i = _region_reverse(ins, code, buf, N, i)
+            i = _region_reverse(ins, code, buf, N, i, skipped_local)
             continue
         flags = ins[i, C_FLAGS]
         if not (flags & F_ACTIVE):
@@ -2185,7 +2192,7 @@ def _region_second(ins, code, buf, tan, adj2, N, k, e):
 @_jit
 def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
     """Tangents of every active instruction for k directions (after a forward sweep).  With
-    ``skip_local``, regions whose outputs no later instruction reads are skipped: the second-order
+    ``skip_local``, the regions whose values only the caller reads (S_LOCAL) are skipped: the second-order
     sweep recomputes their tangents tile by tile, and only a JVP returns the output's tangent."""
     NV = aux[M_NVALS]
     i = -1
@@ -2614,8 +2621,9 @@ def run_forward(ins, code, aux, buf, fused):
 @_jit
 def run_value_and_grad(ins, code, aux, buf, out, fused):
     """Forward sweep, then a reverse sweep seeded with 1 at position ``out`` (``fused`` as in
-    run_forward)."""
-    forward_sweep(ins, code, aux, buf, fused)
+    run_forward).  Fused, the regions that only the caller reads (S_LOCAL) run once, in the reverse,
+    which computes their values tile by tile anyway."""
+    forward_sweep(ins, code, aux, buf, fused, fused)
     if not guards_hold(aux, buf):
         return False
     N = aux[M_NVALS]
@@ -2623,14 +2631,14 @@ def run_value_and_grad(ins, code, aux, buf, out, fused):
     for z in range(aux[M_NZEROS]):
         _zero(buf, N + aux[zeros + 2 * z], aux[zeros + 2 * z + 1])
     buf[N + out] = 1.0
-    reverse_sweep(ins, code, aux, buf)
+    reverse_sweep(ins, code, aux, buf, fused)
     return True
 
 
 @_jit
 def run_reverse(ins, code, aux, buf):
     """Reverse sweep only, on adjoints already seeded by the caller."""
-    reverse_sweep(ins, code, aux, buf)
+    reverse_sweep(ins, code, aux, buf, False)
 
 
 @_jit

@@ -172,6 +172,23 @@ def test_reverse_sweeps_recompute_only_what_their_partials_read(fuse_small):
     assert not (escaping_tape.code[0::4][starts] & K.S_LOCAL).all()
 
 
+def test_value_and_grad_runs_a_region_only_the_caller_reads_once(fuse_small):
+    """value_and_grad skips such a region in its forward and computes its values in the reverse: the
+    value and the aux it returns are the forward replay's, bit for bit, call after call."""
+    tape = ft.trace(lambda x: rosenbrock(np, x), X)
+    aux_tape = ft.trace(lambda x: with_aux(np, x), X, has_aux=True)
+    assert tape.code[0] & K.S_LOCAL and aux_tape.code[0] & K.S_LOCAL
+    for x in (X, X[::-1] * 0.9):
+        value, grad = tape.value_and_grad(x)
+        assert value == tape(x)
+        assert_close(grad, jax.grad(lambda x: rosenbrock(jnp, x))(x))
+        (value, aux), grad = aux_tape.value_and_grad(x)
+        forward_value, forward_aux = aux_tape(x)
+        assert value == forward_value
+        np.testing.assert_array_equal(aux, forward_aux)
+        assert_close(grad, jax.grad(lambda x: with_aux(jnp, x)[0])(x))
+
+
 def test_guard_on_an_intermediate_still_switches_branch(fuse_small):
     f = ft.grad(lambda x: guarded(np, x))
     for x in (X, -X * 0.1):
