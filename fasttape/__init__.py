@@ -22,6 +22,7 @@ from .errors import (
     TracerLeakError,
     TracerMutationError,
     UnsupportedFunctionError,
+    UnsupportedMethodError,
 )
 from .kernels import PRIMITIVES
 from .optimize import scipy_objective
@@ -58,4 +59,5 @@ __all__ = [
     "TracerLeakError",
     "TracerMutationError",
     "UnsupportedFunctionError",
+    "UnsupportedMethodError",
 ]

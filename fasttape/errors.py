@@ -13,6 +13,11 @@ class UnsupportedFunctionError(NotImplementedError):
     """A NumPy function or ufunc method that fasttape cannot trace."""
 
 
+class UnsupportedMethodError(UnsupportedFunctionError, AttributeError):
+    """An ndarray method or attribute that traced arrays do not have (an AttributeError too, so
+    ``hasattr`` and ``getattr(x, name, default)`` keep working)."""
+
+
 class NonScalarOutputError(TypeError):
     """``grad`` or ``value_and_grad`` of a function whose output is not a scalar."""
 

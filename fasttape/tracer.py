@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import kernels as K
-from .errors import ConcretizationError, TracerLeakError, TracerMutationError
+from .errors import ConcretizationError, TracerLeakError, TracerMutationError, UnsupportedMethodError
 
 _CONCRETIZE_FIX = (
     "Inside a function traced by fasttape, values that depend on the inputs stay "
@@ -407,6 +407,12 @@ def scalar_arithmetic(rec, op, fn, x, y):
     return result
 
 
+def _in_place(method, fix):
+    raise TracerMutationError(
+        f"traced arrays are immutable: x.{method}() changes the array in place and cannot be recorded. {fix}"
+    )
+
+
 class Tracer:
     """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
 
@@ -497,6 +503,35 @@ class Tracer:
         raise TracerMutationError(
             "traced arrays are immutable: item assignment `x[...] = v` cannot be recorded. "
             "Build the new array instead, e.g. np.where(mask, v, x) or np.concatenate([x[:i], v, x[i + 1:]])."
+        )
+
+    # ndarray's in-place methods: present, as on an ndarray, but they cannot be recorded
+    def sort(self, *args, **kwargs):
+        _in_place("sort", "Sorting has no derivative rule in fasttape: sort outside the traced function.")
+
+    def partition(self, *args, **kwargs):
+        _in_place("partition", "Partitioning has no derivative rule in fasttape: do it outside the traced function.")
+
+    def fill(self, value):
+        _in_place("fill", "Build the new array instead, e.g. np.full(x.shape, value) or np.where(mask, value, x).")
+
+    def resize(self, *args, **kwargs):
+        _in_place("resize", "Build the new array instead: x.reshape(shape) keeps the size, np.concatenate grows it.")
+
+    def put(self, *args, **kwargs):
+        _in_place("put", "Build the new array instead, e.g. np.where(mask, v, x) or np.concatenate.")
+
+    def itemset(self, *args):
+        _in_place("itemset", "Build the new array instead, e.g. np.where(mask, v, x).")
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: private names and names ndarray lacks stay plain
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise UnsupportedMethodError(
+            f"ndarray.{name} is not supported on arrays traced by fasttape (no derivative rule is recorded "
+            "for it). Write it with the supported functions listed in fasttape.numpy.__all__, or compute it "
+            "outside the traced function if it does not depend on the differentiated inputs."
         )
 
     # -- NumPy protocols -----------------------------------------------------

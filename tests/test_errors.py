@@ -35,6 +35,7 @@ from fasttape.errors import (
     TracerLeakError,
     TracerMutationError,
     UnsupportedFunctionError,
+    UnsupportedMethodError,
 )
 
 BUILTIN_FAMILIES = (TypeError, ValueError, NotImplementedError)
@@ -121,6 +122,16 @@ def in_grad(body, x=X3):
 def _assign_into_tracer(x):
     x[0] = 1.0
     return np.sum(x)
+
+
+def _in_place_method(call):
+    """A body that calls one of ndarray's in-place methods on the tracer, then uses it."""
+
+    def body(x):
+        call(x)
+        return np.sum(x)
+
+    return body
 
 
 def _assign_traced_into_numpy(x):
@@ -534,6 +545,30 @@ ERROR_CASES = [
         TracerMutationError,
         r"item assignment.*np\.where.*np\.concatenate",
     ),
+    *(
+        ErrorCase(
+            f"mutate-in-place-method-{name}",
+            in_grad(_in_place_method(call)),
+            TypeError,
+            TracerMutationError,
+            rf"x\.{name}\(\) changes the array in place.*" + fix,
+        )
+        for name, call, fix in (
+            ("sort", lambda x: x.sort(), r"no derivative rule.*outside the traced function"),
+            ("partition", lambda x: x.partition(1), r"no derivative rule.*outside the traced function"),
+            ("fill", lambda x: x.fill(0.0), r"np\.full\(x\.shape, value\)"),
+            ("resize", lambda x: x.resize((4,)), r"x\.reshape\(shape\).*np\.concatenate"),
+            ("put", lambda x: x.put([0], [1.0]), r"np\.where"),
+            ("itemset", lambda x: x.itemset(0, 1.0), r"np\.where"),
+        )
+    ),
+    ErrorCase(
+        "unsupported-ndarray-method",
+        in_grad(lambda x: np.sum(x.argsort())),
+        NotImplementedError,
+        UnsupportedMethodError,
+        r"ndarray\.argsort is not supported.*fasttape\.numpy\.__all__.*outside the traced function",
+    ),
     ErrorCase(
         "mutate-traced-value-into-numpy",
         in_grad(_assign_traced_into_numpy),
@@ -921,6 +956,22 @@ _API_REFERENCES = [
     (re.compile(r"\bfasttape\.((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)"), ft),
     (re.compile(r"\bnp\.((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*)"), np),
 ]
+
+
+def test_unsupported_ndarray_attributes_are_attribute_errors_too():
+    """hasattr / getattr with a default treat them as absent, as they do on any object that lacks one;
+    the in-place methods exist (as on an ndarray) and raise only when called."""
+    seen = {}
+
+    def body(x):
+        seen["hasattr"] = (hasattr(x, "argsort"), hasattr(x, "flags"), hasattr(x, "no_such_name"), hasattr(x, "sort"))
+        seen["default"] = getattr(x, "argsort", None)
+        with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+            _ = x.no_such_name
+        return np.sum(x * x)
+
+    np.testing.assert_allclose(ft.grad(body)(X3), 2.0 * X3)
+    assert seen == {"hasattr": (False, False, False, True), "default": None}
 
 
 @pytest.mark.parametrize("case", CASE_PARAMS)
