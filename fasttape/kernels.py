@@ -1440,6 +1440,28 @@ def _zero_first_written_outside(ins, code, buf, adj2, N, k, s, e):
 
 
 @_jit
+def _tile_adjoints_from_outside(ins, code, buf, adj2, N, k, grads, grads2, s, e, t0, size):
+    """Start a tile's scratch adjoints (first order in ``grads``, k second-order ones in ``grads2``):
+    what instructions after the region wrote into a stored output's adjoints, else zero.  Rows whose
+    first adjoint writer is in the region (S_GZERO) and a closing sum are left to that writer."""
+    span = (e - s + 1) * FUSE_TILE
+    for i in range(s, e + 1):
+        w = code[4 * i]
+        if (w & S_OPCODE_MASK) == OP_SUM or (w & S_GZERO):
+            continue
+        at = code[4 * i + 1] * FUSE_TILE
+        if w & S_STORE:
+            o = ins[i, C_OUT] + t0
+            grads[at : at + size] = buf[N + o : N + o + size]
+            for d in range(k):
+                grads2[d * span + at : d * span + at + size] = adj2[d * N + o : d * N + o + size]
+        else:
+            grads[at : at + size] = 0.0
+            for d in range(k):
+                grads2[d * span + at : d * span + at + size] = 0.0
+
+
+@_jit
 def _region_reverse(ins, code, buf, N, e, skipped_local):
     """The fused reverse of the region ending at row ``e``: per tile, recompute its values from the
     region's inputs, then run its adjoints backwards in scratch; only the adjoints of operands from
@@ -1459,17 +1481,7 @@ def _region_reverse(ins, code, buf, N, e, skipped_local):
     for t0 in range(0, n, FUSE_TILE):
         size = min(FUSE_TILE, n - t0)
         _region_values(ins, code, buf, values, s, e, t0, size, skipped, not skipped)
-        for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
-            w = code[4 * i]
-            if (w & S_OPCODE_MASK) == OP_SUM or (w & S_GZERO):  # S_GZERO: its first writer assigns
-                continue
-            p = code[4 * i + 1]
-            g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
-            if w & S_STORE:
-                o = ins[i, C_OUT] + t0
-                g[:] = adjoints[o : o + size]
-            else:
-                g[:] = 0.0
+        _tile_adjoints_from_outside(ins, code, buf, buf[:0], N, 0, grads, grads, s, e, t0, size)
         for i in range(e, s - 1, -1):
             w = code[4 * i]
             flags = w >> S_FLAGS_SHIFT
@@ -2122,23 +2134,7 @@ def _region_second(ins, code, buf, tan, adj2, N, k, e):
         # second partials read no value that the first partials do not (S_RECOMPUTE covers both)
         _region_values(ins, code, buf, values, s, e, t0, size, False, True)
         _region_tangents(ins, code, buf, tan, N, k, values, tangents, s, e, t0, size, False)
-        for i in range(s, e + 1):  # outside contributions, where instructions after the region wrote some
-            w = code[4 * i]
-            if (w & S_OPCODE_MASK) == OP_SUM or (w & S_GZERO):
-                continue
-            p = code[4 * i + 1]
-            g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
-            if w & S_STORE:
-                o = ins[i, C_OUT] + t0
-                g[:] = adjoints[o : o + size]
-                for d in range(k):
-                    at = d * span + p * FUSE_TILE
-                    grads2[at : at + size] = adj2[d * N + o : d * N + o + size]
-            else:
-                g[:] = 0.0
-                for d in range(k):
-                    at = d * span + p * FUSE_TILE
-                    grads2[at : at + size] = 0.0
+        _tile_adjoints_from_outside(ins, code, buf, adj2, N, k, grads, grads2, s, e, t0, size)
         for i in range(e, s - 1, -1):
             w = code[4 * i]
             flags = w >> S_FLAGS_SHIFT
