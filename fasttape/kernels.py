@@ -1440,6 +1440,15 @@ def _zero_first_written_outside(ins, code, buf, adj2, N, k, s, e):
 
 
 @_jit
+def _broadcast_into_tile(dst, value, init):
+    """A closing sum's adjoint into its operand's tile: dst = or += value (d sum = 1)."""
+    if init:
+        dst[:] = value
+    else:
+        dst += value
+
+
+@_jit
 def _tile_adjoints_from_outside(ins, code, buf, adj2, N, k, grads, grads2, s, e, t0, size):
     """Start a tile's scratch adjoints (first order in ``grads``, k second-order ones in ``grads2``):
     what instructions after the region wrote into a stored output's adjoints, else zero.  Rows whose
@@ -1489,13 +1498,9 @@ def _region_reverse(ins, code, buf, N, e, skipped_local):
                 continue
             op = w & S_OPCODE_MASK
             if op == OP_SUM:  # d sum = 1 for every element
-                q = code[4 * i + 2]
                 if flags & F_GRAD_A:
-                    gq = grads[q * FUSE_TILE : q * FUSE_TILE + size]
-                    if flags & F_INIT_A:
-                        gq[:] = adjoints[ins[i, C_OUT]]
-                    else:
-                        gq += adjoints[ins[i, C_OUT]]
+                    at = code[4 * i + 2] * FUSE_TILE
+                    _broadcast_into_tile(grads[at : at + size], adjoints[ins[i, C_OUT]], flags & F_INIT_A)
                 continue
             p = code[4 * i + 1]
             g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
@@ -2143,19 +2148,12 @@ def _region_second(ins, code, buf, tan, adj2, N, k, e):
             op = w & S_OPCODE_MASK
             ia = (flags & F_INIT_A) != 0 and code[4 * i + 2] != NO_SOURCE
             if op == OP_SUM:  # d sum = 1, d² sum = 0: both adjoints broadcast into the tile
-                q = code[4 * i + 2]
                 if flags & F_GRAD_A:
                     o = ins[i, C_OUT]
-                    for d in range(-1, k):
-                        if d < 0:
-                            dst, src = grads[q * FUSE_TILE : q * FUSE_TILE + size], adjoints[o]
-                        else:
-                            dst = grads2[d * span + q * FUSE_TILE : d * span + q * FUSE_TILE + size]
-                            src = adj2[d * N + o]
-                        if ia:
-                            dst[:] = src
-                        else:
-                            dst += src
+                    at = code[4 * i + 2] * FUSE_TILE
+                    _broadcast_into_tile(grads[at : at + size], adjoints[o], ia)
+                    for d in range(k):
+                        _broadcast_into_tile(grads2[d * span + at : d * span + at + size], adj2[d * N + o], ia)
                 continue
             p = code[4 * i + 1]
             g = grads[p * FUSE_TILE : p * FUSE_TILE + size]
