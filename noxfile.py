@@ -20,7 +20,9 @@ def tests(session):
     """The test suite: every primitive and derivative against JAX and finite differences."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", "tests", *session.posargs)
-    session.run("python", "-m", "oracle", "--profile", "ci", "--no-progress", "--json", "oracle-ci.json")
+    # the oracle checks the compiled sweeps (tests/test_executor.py holds the executor to them)
+    compiled = {"FASTTAPE_TIERS": "compiled"}
+    session.run("python", "-m", "oracle", "--profile", "ci", "--no-progress", "--json", "oracle-ci.json", env=compiled)
 
 
 @nox.session(python=None)
@@ -67,7 +69,7 @@ def oracle(session):
     jobs = str(os.cpu_count() or 1)  # the random programs run in parallel processes
     session.run(
         "python", "-m", "oracle", "--profile", "thorough", "--jobs", jobs, "--json", "oracle-report.json",
-        *session.posargs,
+        *session.posargs, env={"FASTTAPE_TIERS": "compiled"},
     )  # fmt: skip
 
 

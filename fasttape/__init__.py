@@ -10,6 +10,7 @@ array([0.839949, 0.839949, 0.839949])
 """
 
 from . import numpy
+from ._version import __version__ as __version__
 from .api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace, value_and_grad, vjp
 from .config import get_options, options, set_options
 from .errors import (
@@ -24,12 +25,10 @@ from .errors import (
     UnsupportedFunctionError,
     UnsupportedMethodError,
 )
-from .kernels import PRIMITIVES
 from .optimize import scipy_objective
+from .primitives import PRIMITIVES
 from .storage import load_tape
 from .tape import Tape
-
-__version__ = "0.1.0"
 
 __all__ = [
     "grad",

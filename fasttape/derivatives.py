@@ -20,7 +20,7 @@ import math
 import numpy as np
 import optree
 
-from . import kernels as K
+from . import tiers
 from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
 from .tape import _F64, Tape, _Workspace, leaf_type_error
 
@@ -180,7 +180,7 @@ def jvp(tape: Tape, args, tangents):
     ws = _bound_workspace(tape, args)
     tan = np.zeros(k * tape.n_values)
     _seed(tape, tan, matrix)
-    if not K.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k):
+    if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k):
         raise tape._branch_error()
     out = tape._outputs_of(ws.buf)
     N = tape.n_values
@@ -203,7 +203,7 @@ def _hvp_matrix(tape: Tape, ws: _Workspace, matrix, with_values):
     N = tape.n_values
     tan, adj2 = ws.direction_buffers(k, N)
     _seed(tape, tan, matrix)
-    if not K.run_hvp(tape.ins, tape.code, tape.aux, ws.buf, tan, adj2, k, tape._out_position, with_values):
+    if not tiers.run_hvp(tape.ins, tape.code, tape.aux, ws.buf, tan, adj2, k, tape._out_position, with_values):
         raise tape._branch_error()
     return _read_inputs(tape, adj2, k)
 
@@ -244,7 +244,7 @@ def _hvp_one_array(tape: Tape, args, v):
             tan[off : off + size] = v.reshape(-1)
         else:
             tan.reshape(k, N)[:, off : off + size] = v.reshape(size, k).T
-        if not K.run_hvp(tape.ins, tape.code, tape.aux, ws.buf, tan, adj2, k, tape._out_position, True):
+        if not tiers.run_hvp(tape.ins, tape.code, tape.aux, ws.buf, tan, adj2, k, tape._out_position, True):
             raise tape._branch_error()
         if not multi:  # copies: the buffers are reused by the next call
             return adj2[off : off + size].reshape(leaf.shape).copy() if leaf.shape else np.float64(adj2[off])
@@ -264,7 +264,7 @@ class HVPOperator:
         _require_scalar(tape, "hvp")
         self._tape = tape
         self._ws = _bound_workspace(tape, args)
-        if not K.run_value_and_grad(tape.ins, tape.code, tape.aux, self._ws.buf, tape._out_position, False):
+        if not tiers.run_value_and_grad(tape.ins, tape.code, tape.aux, self._ws.buf, tape._out_position, False):
             raise tape._branch_error()
         self.value = self._ws.buf[tape._out_position]
         self.grad = tape._grad_structure(tape._grads_of(self._ws))
@@ -293,11 +293,11 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
             seeds[np.arange(kb), start + np.arange(kb)] = 1.0
             tan = np.zeros(kb * N)
             _seed(tape, tan, seeds)
-            if not K.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, kb):
+            if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, kb):
                 raise tape._branch_error()
             J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
         return J
-    if not K.run_forward(tape.ins, tape.code, tape.aux, ws.buf, False):  # every value: k-seed reverse follows
+    if not tiers.run_forward(tape.ins, tape.code, tape.aux, ws.buf, False):  # every value: k-seed reverse follows
         raise tape._branch_error()
     positions = np.concatenate([off + np.arange(size) for off, _, size in _out_leaves(tape)])
     k = block_size(tape, n_out)
@@ -307,7 +307,7 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
         view = adj2.reshape(kb, N)
         for d in range(kb):
             view[d, positions[start + d]] += 1.0
-        K.run_vector_reverse(tape.ins, tape.code, tape.aux, ws.buf, adj2, kb)
+        tiers.run_vector_reverse(tape.ins, tape.code, tape.aux, ws.buf, adj2, kb)
         J[start : start + kb, :] = _read_inputs(tape, adj2, kb)
     return J
 
@@ -332,7 +332,7 @@ def jacobian(tape: Tape, args, mode="auto"):
     result = tape._out_tree.unflatten(leaves)
     if tape.has_aux:
         ws = _bound_workspace(tape, args)
-        K.run_forward(tape.ins, tape.code, tape.aux, ws.buf, True)
+        tiers.run_forward(tape.ins, tape.code, tape.aux, ws.buf, True)
         return result, tape._aux_of(ws.buf)
     return result
 

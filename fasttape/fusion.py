@@ -40,16 +40,17 @@ import numpy as np
 
 from . import kernels as K
 
+# elementwise unary and binary primitives computed in compiled loops (not comparisons, not NumPy's)
+_FUSABLE = (K.UNARY | K.BINARY) & ~K.COMPARISON & ~K.VECTOR_UNARY & ~K.VECTOR_BINARY
+
 
 def _eligible(ins: np.ndarray, fuse_min: int) -> np.ndarray:
     """Rows a region may hold: cheap elementwise unary/binary instructions over >= fuse_min elements
     (the transcendental functions keep NumPy's vector loops, comparisons stay outside)."""
     op, n = ins[:, K.C_OP], ins[:, K.C_N]
-    ok = (n >= max(fuse_min, 2)) & (op < K.FIRST_COMPARISON)
+    ok = (n >= max(fuse_min, 2)) & _FUSABLE[op]
     ok &= (ins[:, K.C_NA] == n) | (ins[:, K.C_NA] == 1)
-    ok &= (op <= K.LAST_UNARY) | (ins[:, K.C_NB] == n) | (ins[:, K.C_NB] == 1)
-    ok &= ~np.where(op <= K.LAST_UNARY, K.VECTOR_UNARY[np.minimum(op, K.LAST_UNARY)], False)
-    ok &= ~np.where(op > K.LAST_UNARY, K.VECTOR_BINARY[np.minimum(op, K.LAST_BINARY)], False)
+    ok &= K.UNARY[op] | (ins[:, K.C_NB] == n) | (ins[:, K.C_NB] == 1)
     return ok
 
 
@@ -75,7 +76,7 @@ def _regions(ins: np.ndarray, fuse_min: int) -> list[tuple[int, list]]:
         if start >= 0 and n != rows[start][K.C_N]:
             close()
             start, sources, outputs = -1, [], {}
-        binary = row[K.C_OP] > K.LAST_UNARY
+        binary = bool(K.BINARY[row[K.C_OP]])
         operands = [(row[K.C_A], row[K.C_NA])] + ([(row[K.C_B], row[K.C_NB])] if binary else [])
         row_sources = []
         for offset, size in operands:
@@ -99,9 +100,10 @@ def _regions(ins: np.ndarray, fuse_min: int) -> list[tuple[int, list]]:
     return found
 
 
-# partials that read no output value (z), and partials that read neither operand
-_Z_FREE = {K.OP_ADD, K.OP_SUBTRACT, K.OP_MULTIPLY, K.OP_DIVIDE, K.OP_NEGATIVE, K.OP_SQUARE, K.OP_ABS, K.OP_SUM}
-_OPERANDS_FREE = {K.OP_ADD, K.OP_SUBTRACT, K.OP_NEGATIVE, K.OP_SUM}
+# partials that read no output value (z), and partials that read neither operand: from the
+# variables each declaration's first partials name (a closing sum reads neither)
+_Z_FREE = {p.opcode for p in K.PRIMITIVES if p.elementwise and "z" not in p.reads} | {K.OP_SUM}
+_OPERANDS_FREE = {p.opcode for p in K.PRIMITIVES if p.elementwise and not p.reads & {"x", "y"}} | {K.OP_SUM}
 
 
 def _needed_in_reverse(ops, flags, sources) -> list[bool]:

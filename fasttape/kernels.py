@@ -1,4 +1,4 @@
-"""The primitive table and every Numba sweep it drives.
+"""The Numba sweeps over a tape, and the layout they share with the recorder.
 
 A tape is three flat arrays:
 
@@ -9,93 +9,70 @@ A tape is three flat arrays:
   of gather indices.
 * ``buf``  -- float64[2 * n_values]: the forward values, then their adjoints.
 
-Elementwise math lives in three small functions (value, first partials) that
-switch on the opcode; reductions, broadcast, gather and matmul have a branch of
-their own in each sweep.  Opcodes, the table and every cached kernel stay in
-this one module because Numba's on-disk cache freezes globals and does not see
-edits in other modules.
+The primitives are declared in ``fasttape.primitives``; their elementwise math
+(value, first and second partials) is generated from the declarations by
+``fasttape.codegen`` and called from here.  Reductions, broadcast, gather and
+matmul have a branch of their own in each sweep.  The sweeps classify an opcode
+by its group (``UNARY``, ``BINARY``, ``REDUCTION``, ...); an opcode in no branch
+raises.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import cache
+from .codegen import ELEMENTWISE
+
+# the declarations, re-exported: the recorder, storage and tools read them through this module
+from .primitives import N_OPCODES, PRIMITIVES, opcode, opcodes
+from .primitives import PRIMITIVE_BY_NAME as PRIMITIVE_BY_NAME
+from .primitives import PRIMITIVE_BY_OPCODE as PRIMITIVE_BY_OPCODE
+
 # --------------------------------------------------------------------------
-# opcodes -- elementwise unary, then binary, then comparisons, then the rest.
-# The order matters: the sweeps classify an opcode by range.
+# opcodes: the declarations' table order (fasttape.primitives).  The sweeps classify an
+# opcode by its group (the boolean tables below), never by a numeric range.
 # --------------------------------------------------------------------------
-OP_NEGATIVE = 0
-OP_ABS = 1
-OP_SIGN = 2
-OP_SQRT = 3
-OP_CBRT = 4
-OP_SQUARE = 5
-OP_RECIPROCAL = 6
-OP_EXP = 7
-OP_EXP2 = 8
-OP_EXPM1 = 9
-OP_LOG = 10
-OP_LOG2 = 11
-OP_LOG10 = 12
-OP_LOG1P = 13
-OP_SIN = 14
-OP_COS = 15
-OP_TAN = 16
-OP_ARCSIN = 17
-OP_ARCCOS = 18
-OP_ARCTAN = 19
-OP_SINH = 20
-OP_COSH = 21
-OP_TANH = 22
-OP_ARCSINH = 23
-OP_ARCCOSH = 24
-OP_ARCTANH = 25
-OP_ERF = 26
-OP_FLOOR = 27
-OP_CEIL = 28
-OP_ROUND = 29
-LAST_UNARY = 29
+OP_NEGATIVE = opcode("negative")
+OP_ABS = opcode("abs")
+OP_SQUARE = opcode("square")
+OP_ADD = opcode("add")
+OP_SUBTRACT = opcode("subtract")
+OP_MULTIPLY = opcode("multiply")
+OP_LOGADDEXP = opcode("logaddexp")
+OP_WHERE = opcode("where")
+OP_SUM = opcode("sum")
+OP_PROD = opcode("prod")
+OP_MAX = opcode("max")
+OP_MIN = opcode("min")
+OP_LOGSUMEXP = opcode("logsumexp")
+OP_CUMSUM = opcode("cumsum")
+OP_BROADCAST = opcode("broadcast")
+OP_GATHER = opcode("gather")
+OP_MATMUL = opcode("matmul")
+for _p in PRIMITIVES:  # OP_<NAME> for every primitive, for the tests and tools
+    globals().setdefault(f"OP_{_p.name.upper()}", _p.opcode)
 
-OP_ADD = 30
-OP_SUBTRACT = 31
-OP_MULTIPLY = 32
-OP_DIVIDE = 33
-OP_POWER = 34
-OP_MAXIMUM = 35
-OP_MINIMUM = 36
-OP_ARCTAN2 = 37
-OP_HYPOT = 38
-OP_LOGADDEXP = 39
-OP_LESS = 40
-OP_LESS_EQUAL = 41
-OP_GREATER = 42
-OP_GREATER_EQUAL = 43
-OP_EQUAL = 44
-OP_NOT_EQUAL = 45
-FIRST_COMPARISON = 40
-LAST_BINARY = 45
 
-OP_WHERE = 46
+def _group(predicate) -> np.ndarray:
+    table = np.zeros(N_OPCODES, dtype=np.bool_)
+    table[list(opcodes(predicate))] = True
+    return table
 
-OP_SUM = 47
-OP_PROD = 48
-OP_MAX = 49
-OP_MIN = 50
-OP_LOGSUMEXP = 51
-OP_CUMSUM = 52
 
-OP_BROADCAST = 53
-OP_GATHER = 54
-OP_MATMUL = 55
-N_OPCODES = 56
+UNARY = _group(lambda p: p.kind == "unary")
+BINARY = _group(lambda p: p.kind in ("binary", "comparison"))  # two operands, elementwise
+COMPARISON = _group(lambda p: p.kind == "comparison")
+REDUCTION = _group(lambda p: p.kind == "reduction")  # (pre, r, post) -> (pre, post)
+ARITHMETIC = _group(lambda p: p.opcode in (OP_ADD, OP_SUBTRACT, OP_MULTIPLY))  # the scalar code's three
+for _table in (UNARY, BINARY, COMPARISON, REDUCTION, ARITHMETIC):
+    _table.setflags(write=False)
 
 # instruction row columns
 C_OP = 0
@@ -165,7 +142,7 @@ def scalar_code(ins: np.ndarray) -> np.ndarray:
     """The scalar code of an instruction table (derived, never saved: rebuilt whenever ``ins`` is)."""
     code = np.zeros((ins.shape[0], 4), dtype=np.uint32)
     op = ins[:, C_OP]
-    scalar = (ins[:, C_N] == 1) & (op >= OP_ADD) & (op <= OP_MULTIPLY)
+    scalar = (ins[:, C_N] == 1) & ARITHMETIC[op]
     # slots beyond int32 (a tape of more than 16 GB of values) keep the general path
     for column in (C_OUT, C_A, C_B):
         scalar &= ins[:, column] <= _INT32_SLOTS
@@ -177,120 +154,9 @@ def scalar_code(ins: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# the primitive table
+# Numba setup: on-disk cache (fasttape.cache) unless switched off or impossible
 # --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Primitive:
-    """One row of the primitive table.
-
-    ``kind`` is one of: unary, binary, comparison, select, reduction, scan,
-    broadcast, gather, matmul.  ``numpy`` lists the NumPy names that lower
-    directly onto the primitive.  ``domain`` names the input domain on which the
-    primitive is smooth (used by the tests and the oracle).  ``differentiable``
-    is False for primitives whose derivative is zero everywhere it exists.
-    """
-
-    name: str
-    opcode: int
-    kind: str
-    numpy: tuple[str, ...] = ()
-    domain: str = "real"
-    differentiable: bool = True
-
-    @property
-    def arity(self) -> int:
-        return {"binary": 2, "comparison": 2, "select": 3, "matmul": 2}.get(self.kind, 1)
-
-
-def _p(name, opcode, kind, numpy=None, domain="real", differentiable=True):
-    return Primitive(name, opcode, kind, tuple(numpy if numpy is not None else (name,)), domain, differentiable)
-
-
-PRIMITIVES: tuple[Primitive, ...] = (
-    _p("negative", OP_NEGATIVE, "unary"),
-    _p("abs", OP_ABS, "unary", ("abs", "absolute", "fabs"), domain="nonzero"),
-    _p("sign", OP_SIGN, "unary", domain="nonzero", differentiable=False),
-    _p("sqrt", OP_SQRT, "unary", domain="positive"),
-    _p("cbrt", OP_CBRT, "unary", domain="nonzero"),
-    _p("square", OP_SQUARE, "unary"),
-    _p("reciprocal", OP_RECIPROCAL, "unary", domain="nonzero"),
-    _p("exp", OP_EXP, "unary"),
-    _p("exp2", OP_EXP2, "unary"),
-    _p("expm1", OP_EXPM1, "unary"),
-    _p("log", OP_LOG, "unary", domain="positive"),
-    _p("log2", OP_LOG2, "unary", domain="positive"),
-    _p("log10", OP_LOG10, "unary", domain="positive"),
-    _p("log1p", OP_LOG1P, "unary", domain="positive"),
-    _p("sin", OP_SIN, "unary"),
-    _p("cos", OP_COS, "unary"),
-    _p("tan", OP_TAN, "unary", domain="unit"),
-    _p("arcsin", OP_ARCSIN, "unary", domain="unit"),
-    _p("arccos", OP_ARCCOS, "unary", domain="unit"),
-    _p("arctan", OP_ARCTAN, "unary"),
-    _p("sinh", OP_SINH, "unary"),
-    _p("cosh", OP_COSH, "unary"),
-    _p("tanh", OP_TANH, "unary"),
-    _p("arcsinh", OP_ARCSINH, "unary"),
-    _p("arccosh", OP_ARCCOSH, "unary", domain="above_one"),
-    _p("arctanh", OP_ARCTANH, "unary", domain="unit"),
-    _p("erf", OP_ERF, "unary", ()),
-    _p("floor", OP_FLOOR, "unary", domain="off_integers", differentiable=False),
-    _p("ceil", OP_CEIL, "unary", domain="off_integers", differentiable=False),
-    _p("round", OP_ROUND, "unary", ("round", "rint"), domain="off_half_integers", differentiable=False),
-    _p("add", OP_ADD, "binary"),
-    _p("subtract", OP_SUBTRACT, "binary"),
-    _p("multiply", OP_MULTIPLY, "binary"),
-    _p("divide", OP_DIVIDE, "binary", ("divide", "true_divide"), domain="nonzero"),
-    _p("power", OP_POWER, "binary", ("power", "float_power"), domain="positive"),
-    _p("maximum", OP_MAXIMUM, "binary", ("maximum",), domain="distinct"),
-    _p("minimum", OP_MINIMUM, "binary", ("minimum",), domain="distinct"),
-    _p("arctan2", OP_ARCTAN2, "binary", domain="nonzero"),
-    _p("hypot", OP_HYPOT, "binary", domain="nonzero"),
-    _p("logaddexp", OP_LOGADDEXP, "binary"),
-    _p("less", OP_LESS, "comparison", differentiable=False),
-    _p("less_equal", OP_LESS_EQUAL, "comparison", differentiable=False),
-    _p("greater", OP_GREATER, "comparison", differentiable=False),
-    _p("greater_equal", OP_GREATER_EQUAL, "comparison", differentiable=False),
-    _p("equal", OP_EQUAL, "comparison", differentiable=False),
-    _p("not_equal", OP_NOT_EQUAL, "comparison", differentiable=False),
-    _p("where", OP_WHERE, "select"),
-    _p("sum", OP_SUM, "reduction"),
-    _p("prod", OP_PROD, "reduction"),
-    _p("max", OP_MAX, "reduction", ("max", "amax"), domain="distinct"),
-    _p("min", OP_MIN, "reduction", ("min", "amin"), domain="distinct"),
-    _p("logsumexp", OP_LOGSUMEXP, "reduction", ()),
-    _p("cumsum", OP_CUMSUM, "scan"),
-    _p("broadcast", OP_BROADCAST, "broadcast", ("broadcast_to",)),
-    _p("gather", OP_GATHER, "gather", ()),
-    _p("matmul", OP_MATMUL, "matmul"),
-)
-
-PRIMITIVE_BY_OPCODE: dict[int, Primitive] = {p.opcode: p for p in PRIMITIVES}
-PRIMITIVE_BY_NAME: dict[str, Primitive] = {p.name: p for p in PRIMITIVES}
-
-
-# --------------------------------------------------------------------------
-# Numba setup: on-disk cache unless switched off or impossible
-# --------------------------------------------------------------------------
-def _cache_wanted() -> bool:
-    flag = os.environ.get("FASTTAPE_NO_CACHE", "").strip().lower()
-    return flag in ("", "0", "false", "no")
-
-
-def _fault_opcode() -> int:
-    """FASTTAPE_FAULT=<primitive> breaks that primitive's first derivative on purpose
-    (times 1.01), so the oracle can show it catches a wrong rule.  Never cached."""
-    name = os.environ.get("FASTTAPE_FAULT", "").strip()
-    if not name:
-        return -1
-    prim = PRIMITIVE_BY_NAME.get(name)
-    if prim is None or prim.kind not in ("unary", "binary"):
-        raise ValueError(f"FASTTAPE_FAULT={name!r}: name an elementwise unary or binary primitive, e.g. tanh")
-    return prim.opcode
-
-
-FAULT_OPCODE = _fault_opcode()
-CACHE_ENABLED = _cache_wanted() and FAULT_OPCODE < 0
+CACHE_ENABLED = cache.ENABLED
 
 
 def _jit(fn=None, **options):
@@ -302,301 +168,22 @@ def _jit(fn=None, **options):
     if CACHE_ENABLED:
         try:
             return numba.njit(cache=True, nogil=True, error_model="numpy", **options)(fn)
-        except Exception:  # no writable cache location (read-only install, no home)
+        except Exception:  # no usable cache location
             CACHE_ENABLED = False
     return numba.njit(cache=False, nogil=True, error_model="numpy", **options)(fn)
 
 
-_LN2 = math.log(2.0)
-_LN10 = math.log(10.0)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-
 # --------------------------------------------------------------------------
-# elementwise math: values and first partials, one switch each
+# elementwise math: generated from the declarations (fasttape.codegen)
 # --------------------------------------------------------------------------
-@_jit(inline="always")
-def unary_value(op, x):
-    if op == OP_NEGATIVE:
-        return -x
-    if op == OP_ABS:
-        return abs(x)
-    if op == OP_SIGN:
-        return np.sign(x)
-    if op == OP_SQRT:
-        return math.sqrt(x) if x >= 0.0 else math.nan
-    if op == OP_CBRT:
-        return np.cbrt(x)
-    if op == OP_SQUARE:
-        return x * x
-    if op == OP_RECIPROCAL:
-        return 1.0 / x
-    if op == OP_EXP:
-        return math.exp(x)
-    if op == OP_EXP2:
-        return np.exp2(x)
-    if op == OP_EXPM1:
-        return math.expm1(x)
-    if op == OP_LOG:
-        return np.log(x)
-    if op == OP_LOG2:
-        return np.log2(x)
-    if op == OP_LOG10:
-        return np.log10(x)
-    if op == OP_LOG1P:
-        return np.log1p(x)
-    if op == OP_SIN:
-        return math.sin(x)
-    if op == OP_COS:
-        return math.cos(x)
-    if op == OP_TAN:
-        return math.tan(x)
-    if op == OP_ARCSIN:
-        return np.arcsin(x)
-    if op == OP_ARCCOS:
-        return np.arccos(x)
-    if op == OP_ARCTAN:
-        return math.atan(x)
-    if op == OP_SINH:
-        return math.sinh(x)
-    if op == OP_COSH:
-        return math.cosh(x)
-    if op == OP_TANH:
-        return math.tanh(x)
-    if op == OP_ARCSINH:
-        return math.asinh(x)
-    if op == OP_ARCCOSH:
-        return np.arccosh(x)
-    if op == OP_ARCTANH:
-        return np.arctanh(x)
-    if op == OP_ERF:
-        return math.erf(x)
-    if op == OP_FLOOR:
-        return math.floor(x) if math.isfinite(x) else x
-    if op == OP_CEIL:
-        return math.ceil(x) if math.isfinite(x) else x
-    # OP_ROUND: half to even, as NumPy and JAX
-    return np.rint(x)
-
-
-@_jit(inline="always")
-def unary_partial(op, x, z):
-    """dz/dx for z = op(x)."""
-    if op == OP_NEGATIVE:
-        return -1.0
-    if op == OP_ABS:
-        return 1.0 if x >= 0.0 else -1.0  # JAX's convention: abs'(0) = 1
-    if op == OP_SQRT:
-        return 0.5 / z  # d sqrt = 1 / (2 sqrt)
-    if op == OP_CBRT:
-        return 1.0 / (3.0 * z * z)  # d cbrt = 1 / (3 cbrt²)
-    if op == OP_SQUARE:
-        return 2.0 * x
-    if op == OP_RECIPROCAL:
-        return -z * z  # d 1/x = -1/x²
-    if op == OP_EXP:
-        return z
-    if op == OP_EXP2:
-        return z * _LN2
-    if op == OP_EXPM1:
-        return z + 1.0
-    if op == OP_LOG:
-        return 1.0 / x
-    if op == OP_LOG2:
-        return 1.0 / (x * _LN2)
-    if op == OP_LOG10:
-        return 1.0 / (x * _LN10)
-    if op == OP_LOG1P:
-        return 1.0 / (1.0 + x)
-    if op == OP_SIN:
-        return math.cos(x)
-    if op == OP_COS:
-        return -math.sin(x)
-    if op == OP_TAN:
-        return 1.0 + z * z  # d tan = 1 + tan²
-    if op == OP_ARCSIN:
-        return 1.0 / math.sqrt((1.0 - x) * (1.0 + x))
-    if op == OP_ARCCOS:
-        return -1.0 / math.sqrt((1.0 - x) * (1.0 + x))
-    if op == OP_ARCTAN:
-        return 1.0 / (1.0 + x * x)
-    if op == OP_SINH:
-        return math.cosh(x)
-    if op == OP_COSH:
-        return math.sinh(x)
-    if op == OP_TANH:
-        return 1.0 - z * z  # d tanh = 1 - tanh²
-    if op == OP_ARCSINH:
-        return 1.0 / math.sqrt(x * x + 1.0)
-    if op == OP_ARCCOSH:
-        return 1.0 / (math.sqrt(x - 1.0) * math.sqrt(x + 1.0)) if x >= 1.0 else math.nan
-    if op == OP_ARCTANH:
-        return 1.0 / ((1.0 - x) * (1.0 + x))
-    if op == OP_ERF:
-        return _TWO_OVER_SQRT_PI * math.exp(-x * x)
-    # sign, floor, ceil, round: zero wherever the derivative exists
-    return 0.0
-
-
-@_jit(inline="always")
-def binary_value(op, x, y):
-    if op == OP_ADD:
-        return x + y
-    if op == OP_SUBTRACT:
-        return x - y
-    if op == OP_MULTIPLY:
-        return x * y
-    if op == OP_DIVIDE:
-        return x / y
-    if op == OP_POWER:
-        return x**y
-    if op == OP_MAXIMUM:
-        if x != x or y != y:
-            return x + y  # NaN propagates
-        return x if x >= y else y
-    if op == OP_MINIMUM:
-        if x != x or y != y:
-            return x + y
-        return x if x <= y else y
-    if op == OP_ARCTAN2:
-        return math.atan2(x, y)
-    if op == OP_HYPOT:
-        return math.hypot(x, y)
-    if op == OP_LOGADDEXP:
-        return np.logaddexp(x, y)
-    if op == OP_LESS:
-        return 1.0 if x < y else 0.0
-    if op == OP_LESS_EQUAL:
-        return 1.0 if x <= y else 0.0
-    if op == OP_GREATER:
-        return 1.0 if x > y else 0.0
-    if op == OP_GREATER_EQUAL:
-        return 1.0 if x >= y else 0.0
-    if op == OP_EQUAL:
-        return 1.0 if x == y else 0.0
-    return 1.0 if x != y else 0.0  # OP_NOT_EQUAL
-
-
-@_jit(inline="always")
-def binary_partials(op, x, y, z):
-    """(dz/dx, dz/dy) for z = op(x, y)."""
-    if op == OP_ADD:
-        return 1.0, 1.0
-    if op == OP_SUBTRACT:
-        return 1.0, -1.0
-    if op == OP_MULTIPLY:
-        return y, x
-    if op == OP_DIVIDE:
-        return 1.0 / y, -x / (y * y)  # d x/y = (1/y, -x/y²)
-    if op == OP_POWER:
-        # d x^y = (y x^(y-1), log(x) x^y); JAX takes log(1) where x == 0
-        dy = math.log(x) * z if x > 0.0 else (0.0 if x == 0.0 else math.nan)
-        return y * x ** (y - 1.0), dy
-    if op == OP_MAXIMUM or op == OP_MINIMUM:
-        # JAX's balanced convention: a tie sends half the adjoint to each side
-        dx = (0.5 if y == z else 1.0) if x == z else 0.0
-        dy = (0.5 if x == z else 1.0) if y == z else 0.0
-        return dx, dy
-    if op == OP_ARCTAN2:
-        r2 = x * x + y * y  # d atan2(x, y) = (y, -x) / (x² + y²)
-        return y / r2, -x / r2
-    if op == OP_HYPOT:
-        if z == 0.0:
-            return 0.5, 0.5  # JAX's value at the origin (max/min ties)
-        return x / z, y / z
-    if op == OP_LOGADDEXP:
-        # softmax of (x, y); JAX reads +inf as 0 in this formula, and so do we
-        rx = 0.0 if x == math.inf else x
-        ry = 0.0 if y == math.inf else y
-        rz = 0.0 if z == math.inf else z
-        return math.exp(rx - rz), math.exp(ry - rz)
-    return 0.0, 0.0  # comparisons
-
-
-@_jit(inline="always")
-def unary_second(op, x, z, d1):
-    """d²z/dx² for z = op(x), given z and the first derivative d1."""
-    if op == OP_SQRT:
-        return -0.25 / (x * z)  # d² sqrt = -1 / (4 x^(3/2))
-    if op == OP_CBRT:
-        return -2.0 / (9.0 * z**5)  # d² cbrt = -2 / (9 x^(5/3))
-    if op == OP_SQUARE:
-        return 2.0
-    if op == OP_RECIPROCAL:
-        return 2.0 * z * z * z  # d² 1/x = 2 / x³
-    if op == OP_EXP:
-        return z
-    if op == OP_EXP2:
-        return z * _LN2 * _LN2
-    if op == OP_EXPM1:
-        return z + 1.0
-    if op == OP_LOG or op == OP_LOG2 or op == OP_LOG10 or op == OP_LOG1P:
-        return -d1 * d1 * (1.0 if op == OP_LOG or op == OP_LOG1P else (_LN2 if op == OP_LOG2 else _LN10))
-    if op == OP_SIN or op == OP_COS:
-        return -z  # d² sin = -sin, d² cos = -cos
-    if op == OP_TAN:
-        return 2.0 * z * (1.0 + z * z)
-    if op == OP_ARCSIN or op == OP_ARCCOS:
-        return x * d1 * d1 * d1  # ±x / (1-x²)^(3/2), the sign carried by d1
-    if op == OP_ARCTAN:
-        return -2.0 * x * d1 * d1  # -2x / (1+x²)²
-    if op == OP_SINH or op == OP_COSH:
-        return z
-    if op == OP_TANH:
-        return -2.0 * z * (1.0 - z * z)  # d² tanh = -2 tanh (1 - tanh²)
-    if op == OP_ARCSINH:
-        return -x * d1 * d1 * d1  # -x / (x²+1)^(3/2)
-    if op == OP_ARCCOSH:
-        return -x * d1 * d1 * d1  # -x / (x²-1)^(3/2)
-    if op == OP_ARCTANH:
-        return 2.0 * x * d1 * d1  # 2x / (1-x²)²
-    if op == OP_ERF:
-        return -2.0 * x * d1
-    # negative, abs, sign, floor, ceil, round: piecewise linear
-    return 0.0
-
-
-@_jit(inline="always")
-def binary_second(op, x, y, z):
-    """(d²z/dx², d²z/dxdy, d²z/dy²) for z = op(x, y)."""
-    if op == OP_MULTIPLY:
-        return 0.0, 1.0, 0.0
-    if op == OP_DIVIDE:
-        return 0.0, -1.0 / (y * y), 2.0 * x / (y * y * y)  # x/y: (0, -1/y², 2x/y³)
-    if op == OP_POWER:
-        dxx = y * (y - 1.0) * x ** (y - 2.0)
-        if x > 0.0:
-            lx = math.log(x)
-            return dxx, x ** (y - 1.0) * (1.0 + y * lx), lx * lx * z
-        return dxx, (0.0 if x == 0.0 else math.nan), (0.0 if x == 0.0 else math.nan)
-    if op == OP_ARCTAN2:
-        r2 = x * x + y * y
-        r4 = r2 * r2
-        return -2.0 * x * y / r4, (x * x - y * y) / r4, 2.0 * x * y / r4
-    if op == OP_HYPOT:
-        z3 = z * z * z
-        return y * y / z3, -x * y / z3, x * x / z3
-    if op == OP_LOGADDEXP:
-        sx, sy = binary_partials(op, x, y, z)
-        c = sx * sy  # the softmax's own derivative
-        return c, -c, c
-    # add, subtract, maximum, minimum, comparisons: piecewise linear
-    return 0.0, 0.0, 0.0
-
-
-if FAULT_OPCODE >= 0:  # deliberate fault injection, for the oracle's own tests
-    _exact_unary_partial = unary_partial
-    _exact_binary_partials = binary_partials
-
-    @_jit(inline="always")
-    def unary_partial(op, x, z):
-        d = _exact_unary_partial(op, x, z)
-        return d * 1.01 if op == FAULT_OPCODE else d
-
-    @_jit(inline="always")
-    def binary_partials(op, x, y, z):
-        dx, dy = _exact_binary_partials(op, x, y, z)
-        return (dx * 1.01, dy * 1.01) if op == FAULT_OPCODE else (dx, dy)
+unary_value = ELEMENTWISE.unary_value
+unary_partial = ELEMENTWISE.unary_partial
+unary_second = ELEMENTWISE.unary_second
+binary_value = ELEMENTWISE.binary_value
+binary_partials = ELEMENTWISE.binary_partials
+binary_second = ELEMENTWISE.binary_second
+_unary_forward_run = ELEMENTWISE.unary_forward_run
+_unary_reverse_run = ELEMENTWISE.unary_reverse_run
 
 
 # --------------------------------------------------------------------------
@@ -773,18 +360,9 @@ VECTOR_RUN = 4096
 warnings.filterwarnings("ignore", message=".*Code running in object mode won.t allow parallel")
 
 
-def _numpy_unary_table():
-    names = {
-        OP_ABS: "abs", OP_SQRT: "sqrt", OP_CBRT: "cbrt", OP_RECIPROCAL: "reciprocal", OP_EXP: "exp",
-        OP_EXP2: "exp2", OP_EXPM1: "expm1", OP_LOG: "log", OP_LOG2: "log2", OP_LOG10: "log10",
-        OP_LOG1P: "log1p", OP_TAN: "tan", OP_ARCSIN: "arcsin", OP_ARCCOS: "arccos", OP_ARCTAN: "arctan",
-        OP_SINH: "sinh", OP_COSH: "cosh", OP_TANH: "tanh", OP_ARCSINH: "arcsinh", OP_ARCTANH: "arctanh",
-    }  # fmt: skip
-    return {op: getattr(np, name) for op, name in names.items()}
-
-
-_NUMPY_UNARY = _numpy_unary_table()
-_NUMPY_BINARY = {OP_POWER: np.power, OP_ARCTAN2: np.arctan2}
+# the declarations' ``vector`` functions, by opcode
+_NUMPY_UNARY = {p.opcode: getattr(np, p.vector) for p in PRIMITIVES if p.kind == "unary" and p.vector}
+_NUMPY_BINARY = {p.opcode: getattr(np, p.vector) for p in PRIMITIVES if p.kind == "binary" and p.vector}
 
 
 def numpy_unary(op, x, z):
@@ -810,10 +388,8 @@ def numpy_binary(op, x, y, z):
             _NUMPY_BINARY[op](x, y, out=z)
 
 
-VECTOR_UNARY = np.zeros(LAST_UNARY + 1, dtype=np.bool_)
-VECTOR_UNARY[list(_NUMPY_UNARY)] = True
-VECTOR_BINARY = np.zeros(LAST_BINARY + 1, dtype=np.bool_)
-VECTOR_BINARY[[OP_POWER, OP_ARCTAN2, OP_LOGADDEXP]] = True
+VECTOR_UNARY = _group(lambda p: p.opcode in _NUMPY_UNARY)
+VECTOR_BINARY = _group(lambda p: p.opcode in _NUMPY_BINARY)
 
 
 @_jit
@@ -826,57 +402,6 @@ def _numpy_unary_run(op, z, x):
 def _numpy_binary_run(op, z, x, y):
     with numba.objmode():
         numpy_binary(op, x, y, z)
-
-
-@_jit
-def _unary_forward_run(op, z, x):
-    if op == OP_SQUARE:
-        for j in range(x.size):
-            z[j] = x[j] * x[j]
-    elif op == OP_NEGATIVE:
-        for j in range(x.size):
-            z[j] = -x[j]
-    else:
-        for j in range(x.size):
-            z[j] = unary_value(op, x[j])
-
-
-@_jit(inline="always")
-def _unary_reverse_loop(op, gz, gx, x, z, init):
-    if init:
-        for j in range(x.size):
-            gx[j] = gz[j] * unary_partial(op, x[j], z[j])
-    else:
-        for j in range(x.size):
-            gx[j] += gz[j] * unary_partial(op, x[j], z[j])
-
-
-@_jit
-def _unary_reverse_run(op, gz, gx, x, z, init):
-    # the partials that are plain arithmetic get a loop each: with ``op`` a constant there, LLVM folds
-    # the switch of unary_partial away and vectorises the loop
-    if op == OP_TANH:
-        _unary_reverse_loop(OP_TANH, gz, gx, x, z, init)
-    elif op == OP_EXP:
-        _unary_reverse_loop(OP_EXP, gz, gx, x, z, init)
-    elif op == OP_LOG:
-        _unary_reverse_loop(OP_LOG, gz, gx, x, z, init)
-    elif op == OP_SQUARE:
-        _unary_reverse_loop(OP_SQUARE, gz, gx, x, z, init)
-    elif op == OP_NEGATIVE:
-        _unary_reverse_loop(OP_NEGATIVE, gz, gx, x, z, init)
-    elif op == OP_SQRT:
-        _unary_reverse_loop(OP_SQRT, gz, gx, x, z, init)
-    elif op == OP_RECIPROCAL:
-        _unary_reverse_loop(OP_RECIPROCAL, gz, gx, x, z, init)
-    elif op == OP_ABS:
-        _unary_reverse_loop(OP_ABS, gz, gx, x, z, init)
-    elif op == OP_LOG1P:
-        _unary_reverse_loop(OP_LOG1P, gz, gx, x, z, init)
-    elif op == OP_EXPM1:
-        _unary_reverse_loop(OP_EXPM1, gz, gx, x, z, init)
-    else:
-        _unary_reverse_loop(op, gz, gx, x, z, init)
 
 
 @intrinsic
@@ -1151,7 +676,7 @@ def forward_sweep(ins, code, aux, buf, fused, skip_local=False):
                 i = _region_end(code, i)
             else:
                 i = _region_forward(ins, code, buf, i)
-        elif op <= LAST_UNARY:
+        elif UNARY[op]:
             if n >= VECTOR_RUN and VECTOR_UNARY[op]:
                 _numpy_unary_run(op, buf[o : o + n], buf[a : a + n])
             elif n >= 32:
@@ -1159,13 +684,13 @@ def forward_sweep(ins, code, aux, buf, fused, skip_local=False):
             else:
                 for j in range(n):
                     buf[o + j] = unary_value(op, buf[a + j])
-        elif op <= LAST_BINARY:
+        elif BINARY[op]:
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             if n >= VECTOR_RUN and VECTOR_BINARY[op]:
                 _numpy_binary_run(op, buf[o : o + n], buf[a : a + n * sa + (1 - sa)], buf[b : b + n * sb + (1 - sb)])
-            elif op <= OP_MULTIPLY and n >= 32:
+            elif ARITHMETIC[op] and n >= 32:
                 _arithmetic_forward(op, buf, o, a, b, n, sa, sb)
             else:
                 for j in range(n):
@@ -1180,7 +705,7 @@ def forward_sweep(ins, code, aux, buf, fused, skip_local=False):
                 buf[o + j] = buf[b + j * sb] if buf[a + j * sa] != 0.0 else buf[c + j * sc]
         elif op == OP_SUM and ins[i, C_P2] == 1 and ins[i, C_P0] == 1:
             buf[o] = _sum_contiguous(buf, a, ins[i, C_P1])
-        elif op <= OP_LOGSUMEXP:
+        elif REDUCTION[op]:
             _reduce_forward(op, buf, o, a, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2])
         elif op == OP_CUMSUM:
             pre = ins[i, C_P0]
@@ -1199,8 +724,10 @@ def forward_sweep(ins, code, aux, buf, fused, skip_local=False):
             start = ins[i, C_P0]
             for j in range(n):
                 buf[o + j] = buf[aux[start + j]]
-        else:  # OP_MATMUL
+        elif op == OP_MATMUL:
             _matmul_forward(buf, o, a, ins[i, C_B], ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3])
+        else:
+            raise ValueError("unknown opcode: not in the primitive table")
 
 
 @_jit
@@ -1352,7 +879,7 @@ def _tile_operand(ins, code, buf, scratch, i, k, t0, size):
 
 @_jit
 def _binary_slices(op, z, x, y, sx, sy):
-    if op <= OP_MULTIPLY:
+    if ARITHMETIC[op]:
         _arithmetic_slices(op, z, x, y, sx, sy)
     else:
         for j in range(z.size):
@@ -1377,7 +904,7 @@ def _region_values(ins, code, buf, values, s, e, t0, size, store, needed_only=Fa
         p = code[4 * i + 1]
         z = values[p * FUSE_TILE : p * FUSE_TILE + size]
         x, sx = _tile_operand(ins, code, buf, values, i, 0, t0, size)
-        if op <= LAST_UNARY:
+        if UNARY[op]:
             _unary_forward_run(op, z, x)
         else:
             y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
@@ -1404,7 +931,7 @@ def _region_forward(ins, code, buf, s):
 def _binary_reverse_slices(op, g, x, y, z, sx, sy, gx, gy, ga, gb, ia, ib):
     """g times the partials of a binary instruction into gx, gy (stride sx, sy): assigned where
     ``ia`` / ``ib`` (the operand's first writer, never a scalar), else accumulated."""
-    if op <= OP_MULTIPLY:
+    if ARITHMETIC[op]:
         n = g.size
         if ga:
             _accumulate_operand(op, g, gx, y, n, sx, sy, 1.0, ia)
@@ -1434,7 +961,7 @@ def _zero_first_written_outside(ins, code, buf, adj2, N, k, s, e):
         flags = code[4 * i] >> S_FLAGS_SHIFT
         if not (flags & F_ACTIVE):
             continue
-        for kk in range(2 if (code[4 * i] & S_OPCODE_MASK) > LAST_UNARY else 1):
+        for kk in range(2 if BINARY[code[4 * i] & S_OPCODE_MASK] else 1):
             if code[4 * i + 2 + kk] == NO_SOURCE and flags & (F_GRAD_A << kk) and flags & (F_INIT_A << kk):
                 _zero_adjoints(buf, adj2, N, k, ins[i, C_A + 2 * kk], ins[i, C_NA + 2 * kk], True)
 
@@ -1509,7 +1036,7 @@ def _region_reverse(ins, code, buf, N, e, skipped_local):
             gx, _ = _tile_operand(ins, code, adjoints, grads, i, 0, t0, size)
             # the first writer of an intermediate's adjoint assigns (outside operands were zeroed)
             ia = (flags & F_INIT_A) != 0 and code[4 * i + 2] != NO_SOURCE
-            if op <= LAST_UNARY:
+            if UNARY[op]:
                 if flags & F_GRAD_A:
                     _unary_reverse_run(op, g, gx, x, z, ia)
             else:
@@ -1545,7 +1072,7 @@ def reverse_sweep(ins, code, aux, buf, skipped_local):
         gb = (flags & F_GRAD_B) != 0
         ia = (flags & F_INIT_A) != 0
         ib = (flags & F_INIT_B) != 0
-        if op <= LAST_UNARY:
+        if UNARY[op]:
             if n >= 32:
                 _unary_reverse_run(
                     op, buf[N + o : N + o + n], buf[N + a : N + a + n], buf[a : a + n], buf[o : o + n], ia
@@ -1554,11 +1081,11 @@ def reverse_sweep(ins, code, aux, buf, skipped_local):
                 for j in range(n):
                     v = buf[N + o + j] * unary_partial(op, buf[a + j], buf[o + j])
                     buf[N + a + j] = v if ia else buf[N + a + j] + v
-        elif op <= LAST_BINARY:
+        elif BINARY[op]:
             b = ins[i, C_B]
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
-            if op <= OP_MULTIPLY and n >= 32:
+            if ARITHMETIC[op] and n >= 32:
                 _arithmetic_reverse(op, buf, N, o, a, b, n, sa, sb, ga, gb, ia, ib)
                 continue
             if ia and not sa:  # a scalar operand collects n contributions
@@ -1594,7 +1121,7 @@ def reverse_sweep(ins, code, aux, buf, skipped_local):
                         buf[N + b + j * sb] += g
                 elif gc:
                     buf[N + c + j * sc] += g
-        elif op <= OP_LOGSUMEXP:
+        elif REDUCTION[op]:
             pre = ins[i, C_P0]
             r = ins[i, C_P1]
             post = ins[i, C_P2]
@@ -1647,9 +1174,11 @@ def reverse_sweep(ins, code, aux, buf, skipped_local):
             start = ins[i, C_P0]
             for j in range(n):  # adjoint of a gather: scatter-add
                 buf[N + aux[start + j]] += buf[N + o + j]
-        else:  # OP_MATMUL
+        elif op == OP_MATMUL:
             b = ins[i, C_B]
             _matmul_reverse(buf, N, o, a, b, ins[i, C_P0], ins[i, C_P1], ins[i, C_P2], ins[i, C_P3], ga, gb, ia, ib)
+        else:
+            raise ValueError("unknown opcode: not in the primitive table")
 
 
 # --------------------------------------------------------------------------
@@ -1721,7 +1250,7 @@ def _tangent_unary(op, x, z, ta, to):
 @_jit
 def _tangent_binary(op, x, y, z, tx, ty, to, n, sa, sb, ga, gb):
     """Tangent run of z = op(x, y): to = f_x tx + f_y ty (active operands only)."""
-    if op <= OP_MULTIPLY and sa and sb and ga and gb:
+    if ARITHMETIC[op] and sa and sb and ga and gb:
         if op == OP_ADD:
             for j in range(n):
                 to[j] = tx[j] + ty[j]
@@ -1732,7 +1261,7 @@ def _tangent_binary(op, x, y, z, tx, ty, to, n, sa, sb, ga, gb):
             for j in range(n):
                 to[j] = y[j] * tx[j] + x[j] * ty[j]
         return
-    if op <= OP_MULTIPLY and ((ga and not gb and sa) or (gb and not ga and sb)):
+    if ARITHMETIC[op] and ((ga and not gb and sa) or (gb and not ga and sb)):
         # one active full-length operand against a passive one
         if ga:
             if op == OP_MULTIPLY and not sb:
@@ -1904,9 +1433,9 @@ def _second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga,
 
     ``ia``/``ib``: this is the first write of that operand's adjoints (assign).
     """
-    if op <= OP_MULTIPLY and (sa or not ga) and (sb or not gb):
+    if ARITHMETIC[op] and (sa or not ga) and (sb or not gb):
         # add / subtract / multiply with every active operand full-length
-        if op <= OP_SUBTRACT:
+        if op == OP_ADD or op == OP_SUBTRACT:
             sign = 1.0 if op == OP_ADD else -1.0
             if ga:
                 if first:
@@ -2088,7 +1617,7 @@ def _region_tangents(ins, code, buf, tan, NV, k, values, tangents, s, e, t0, siz
             plane = tan[d * NV : (d + 1) * NV]
             to = scratch[p * FUSE_TILE : p * FUSE_TILE + size]
             tx, _ = _tile_operand(ins, code, plane, scratch, i, 0, t0, size)
-            if op <= LAST_UNARY:
+            if UNARY[op]:
                 _tangent_unary(op, x, z, tx, to)
             else:
                 y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
@@ -2168,7 +1697,7 @@ def _region_second(ins, code, buf, tan, adj2, N, k, e):
                 to2 = second[p * FUSE_TILE : p * FUSE_TILE + size]
                 tx2, _ = _tile_operand(ins, code, plane2, second, i, 0, t0, size)
                 tx, _ = _tile_operand(ins, code, plane, scratch, i, 0, t0, size)
-                if op <= LAST_UNARY:
+                if UNARY[op]:
                     _second_unary(op, x, z, g, gx, to2, tx2, tx, d == 0, ia)
                     continue
                 y, sy = _tile_operand(ins, code, buf, values, i, 1, t0, size)
@@ -2216,17 +1745,17 @@ def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
         pre = ins[i, C_P0]
         r = ins[i, C_P1]
         post = ins[i, C_P2]
-        if op <= LAST_UNARY and n < SMALL_RUN:
+        if UNARY[op] and n < SMALL_RUN:
             for j in range(n):
                 d1 = unary_partial(op, buf[a + j], buf[o + j])
                 for d in range(k):
                     tan[d * NV + o + j] = d1 * tan[d * NV + a + j]
-        elif op <= LAST_UNARY:
+        elif UNARY[op]:
             x = buf[a : a + n]
             z = buf[o : o + n]
             for d in range(k):
                 _tangent_unary(op, x, z, tan[d * NV + a : d * NV + a + n], tan[d * NV + o : d * NV + o + n])
-        elif op <= LAST_BINARY and n < SMALL_RUN:
+        elif BINARY[op] and n < SMALL_RUN:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             for j in range(n):
@@ -2238,7 +1767,7 @@ def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
                     if gb:
                         t += dy * tan[d * NV + b + j * sb]
                     tan[d * NV + o + j] = t
-        elif op <= LAST_BINARY:
+        elif BINARY[op]:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             la = ins[i, C_NA]
@@ -2266,7 +1795,7 @@ def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
         elif op == OP_SUM:
             for d in range(k):
                 _sum_forward(tan[d * NV : (d + 1) * NV], o, a, pre, r, post)
-        elif op <= OP_LOGSUMEXP:
+        elif REDUCTION[op]:
             for d in range(k):
                 t = tan[d * NV : (d + 1) * NV]
                 for p in range(pre):
@@ -2312,7 +1841,7 @@ def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
                 t = tan[d * NV : (d + 1) * NV]
                 for j in range(n):
                     t[o + j] = t[aux[pre + j]]
-        else:  # OP_MATMUL: d(A B) = dA B + A dB
+        elif op == OP_MATMUL:  # d(A B) = dA B + A dB
             m = r
             kk = post
             nn = ins[i, C_P3]
@@ -2329,6 +1858,8 @@ def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
                         dst[:] = 0.0
                     if gb:
                         _matmul_into(dst, buf[ao : ao + m * kk], t[bo : bo + kk * nn], m, kk, nn, True)
+        else:
+            raise ValueError("unknown opcode: not in the primitive table")
 
 
 @_jit
@@ -2389,7 +1920,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
         post = ins[i, C_P2]
         ia = (flags & F_INIT_A) != 0
         ib = (flags & F_INIT_B) != 0
-        runs = op <= LAST_BINARY and n >= SMALL_RUN and (op > LAST_UNARY or second)
+        runs = (UNARY[op] or BINARY[op]) and n >= SMALL_RUN and (BINARY[op] or second)
         runs = runs or (op == OP_SUM and post == 1)
         if not runs:  # these branches accumulate: a first write starts from zero
             if ia:
@@ -2398,7 +1929,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
                 _zero_adjoints(buf, adj2, N, k, b, ins[i, C_NB], second)
             if flags & F_INIT_C:
                 _zero_adjoints(buf, adj2, N, k, c, ins[i, C_NC], second)
-        if op <= LAST_UNARY and n < SMALL_RUN:
+        if UNARY[op] and n < SMALL_RUN:
             for j in range(n):
                 x = buf[a + j]
                 z = buf[o + j]
@@ -2412,7 +1943,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
                 else:
                     for d in range(k):
                         adj2[d * N + a + j] += adj2[d * N + o + j] * d1
-        elif op <= LAST_BINARY and n < SMALL_RUN:
+        elif BINARY[op] and n < SMALL_RUN:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             for j in range(n):
@@ -2444,7 +1975,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
                             adj2[d * N + pa] += gd * dx
                         if gb:
                             adj2[d * N + pb] += gd * dy
-        elif op <= LAST_UNARY:
+        elif UNARY[op]:
             x = buf[a : a + n]
             z = buf[o : o + n]
             g = buf[N + o : N + o + n]
@@ -2458,7 +1989,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
                     )
                 else:  # plain reverse on the k-buffer: x̄ += z̄ f'
                     _reverse_unary_run(op, x, z, adj2[base + o : base + o + n], adj2[base + a : base + a + n])
-        elif op <= LAST_BINARY:
+        elif BINARY[op]:
             sa = 1 if ins[i, C_NA] > 1 else 0
             sb = 1 if ins[i, C_NB] > 1 else 0
             la = ins[i, C_NA]
@@ -2494,7 +2025,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
             for d in range(-1 if second else 0, k):
                 t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
                 _sum_reverse(t, o, a, pre, r, post, ia and post == 1)
-        elif op <= OP_LOGSUMEXP:
+        elif REDUCTION[op]:
             scratch = np.empty(2 * r if op == OP_PROD else 0)
             for p in range(pre):
                 base = a + p * r * post
@@ -2571,7 +2102,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
                 t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
                 for j in range(n):  # scatter-add
                     t[aux[pre + j]] += t[o + j]
-        else:  # OP_MATMUL: Ā = G Bᵀ, B̄ = Aᵀ G;  Ā' = G' Bᵀ + G B'ᵀ,  B̄' = A'ᵀ G + Aᵀ G'
+        elif op == OP_MATMUL:  # Ā = G Bᵀ, B̄ = Aᵀ G;  Ā' = G' Bᵀ + G B'ᵀ,  B̄' = A'ᵀ G + Aᵀ G'
             m = r
             kk = post
             nn = ins[i, C_P3]
@@ -2599,6 +2130,8 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
                         _matmul_t_into(dB, A, Gd, m, kk, nn, True)
                         if second and ga:
                             _matmul_t_into(dB, tan[d * N + ao : d * N + ao + m * kk], G, m, kk, nn, True)
+        else:
+            raise ValueError("unknown opcode: not in the primitive table")
 
 
 # --------------------------------------------------------------------------

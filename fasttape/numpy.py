@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import sys
 
 import numpy as np
 
@@ -40,30 +41,45 @@ def _check_complex(args):
 # --------------------------------------------------------------------------
 # elementwise primitives, generated from the table
 # --------------------------------------------------------------------------
+def _scipy_special():
+    import scipy.special  # imported when first needed: most programs never do
+
+    return scipy.special
+
+
 def _elementwise(prim):
-    ufunc = getattr(np, prim.numpy[0]) if prim.numpy else None
     op = prim.opcode
     comparison = prim.kind == "comparison"
+    module = "numpy" if prim.numpy else "scipy.special"
+    ufunc = getattr(np, prim.numpy[0]) if prim.numpy else None
 
     def fn(*args):
+        nonlocal ufunc
+        if ufunc is None:
+            ufunc = getattr(_scipy_special(), prim.scipy[0])
         rec = recorder_of(args)
         if rec is None:
             return ufunc(*args)
         if len(args) != prim.arity:
-            raise TypeError(f"{prim.name}() takes {prim.arity} arguments, got {len(args)}")
+            raise TypeError(f"{prim.call_name}() takes {prim.arity} arguments, got {len(args)}")
         _check_complex(args)
         vals = [concrete(a) for a in args] if comparison else [_float(a) for a in args]
-        return rec.elementwise(op, args, ufunc(*vals))
+        with np.errstate(all="ignore"):
+            value = ufunc(*vals)
+        return rec.elementwise(op, args, value)
 
-    fn.__name__ = prim.name
-    fn.__doc__ = f"Traced ``numpy.{prim.name}``."
+    fn.__name__ = prim.call_name
+    fn.__doc__ = f"Traced ``{module}.{prim.call_name}``."
     return fn
 
 
+# name -> function, for the NumPy ufuncs and the scipy.special ufuncs of the declarations
+SCIPY_UFUNC_NAMES = []
 for _prim in K.PRIMITIVES:
-    if _prim.kind in ("unary", "binary", "comparison") and _prim.numpy:
-        for _name in _prim.numpy:
+    if _prim.elementwise:
+        for _name in _prim.numpy + _prim.scipy:
             globals()[_name] = _elementwise(_prim)
+        SCIPY_UFUNC_NAMES += _prim.scipy
 
 _power_primitive = power  # noqa: F821  (generated above)
 
@@ -76,15 +92,6 @@ def power(x, y):
 
 
 float_power = power
-
-
-def erf(x):
-    """The error function (``scipy.special.erf`` / ``jax.scipy.special.erf``)."""
-    rec = recorder_of((x,))
-    if rec is None:
-        vals = np.asarray(x, dtype=np.float64)
-        return np.vectorize(math.erf, otypes=[np.float64])(vals)
-    return rec.elementwise(K.OP_ERF, (x,), np.vectorize(math.erf, otypes=[np.float64])(_float(x)))
 
 
 def positive(x):
@@ -564,7 +571,7 @@ def log_softmax(x, axis=-1):
 # --------------------------------------------------------------------------
 # dispatch from NumPy's protocols
 # --------------------------------------------------------------------------
-_UFUNC_NAMES = [n for p in K.PRIMITIVES if p.kind in ("unary", "binary", "comparison") for n in p.numpy]
+_UFUNC_NAMES = [n for p in K.PRIMITIVES if p.elementwise for n in p.numpy]
 _UFUNC_NAMES += ["positive", "deg2rad", "rad2deg", "radians", "degrees", "isnan", "isinf", "isfinite"]
 _UFUNC_NAMES += ["logical_not", "logical_and", "logical_or", "logical_xor", "matmul"]
 UFUNCS = {getattr(np, n): globals()[n] for n in _UFUNC_NAMES}
@@ -595,9 +602,10 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
             f"numpy.{ufunc.__name__}(..., out=...) writes in place, which a tape cannot record; "
             "use the returned array instead."
         )
-    name = f"numpy.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    module = _ufunc_module(ufunc)
+    name = f"{module}.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
     if method == "__call__":
-        fn = UFUNCS.get(ufunc)
+        fn = UFUNCS.get(ufunc) if module == "numpy" else _SCIPY_UFUNCS.get(ufunc.__name__)
         if fn is not None:
             kwargs.pop("dtype", None)
             kwargs.pop("casting", None)
@@ -617,6 +625,20 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
     raise UnsupportedFunctionError(_unsupported_message(name))
 
 
+_SCIPY_UFUNCS = {n: globals()[n] for n in SCIPY_UFUNC_NAMES}
+
+
+def _ufunc_module(ufunc) -> str:
+    """Where a ufunc lives: ``numpy`` or ``scipy.special`` (which is imported if a user passed one)."""
+    name = ufunc.__name__
+    if getattr(np, name, None) is ufunc:
+        return "numpy"
+    special = sys.modules.get("scipy.special")
+    if special is not None and getattr(special, name, None) is ufunc:
+        return "scipy.special"
+    return (getattr(ufunc, "__module__", None) or "numpy").split("._")[0]
+
+
 def dispatch_function(func, args, kwargs):
     fn = FUNCTIONS.get(func)
     if fn is None:
@@ -627,11 +649,13 @@ def dispatch_function(func, args, kwargs):
 
 
 def _unsupported_message(name):
-    return (
-        f"{name} is not supported on arrays traced by fasttape (no derivative rule is recorded for it). "
-        "Write it with the supported functions listed in fasttape.numpy.__all__, or compute it outside the "
-        "traced function if it does not depend on the differentiated inputs."
-    )
+    short = name.rsplit(".", 1)[-1]
+    if short in __all__ and not name.startswith("numpy."):
+        hint = f"Call fasttape.numpy.{short} instead, which records it on the tape."
+    else:
+        hint = ("Write it with the supported functions listed in fasttape.numpy.__all__, or compute it outside the "
+                "traced function if it does not depend on the differentiated inputs.")  # fmt: skip
+    return f"{name} is not supported on arrays traced by fasttape (no derivative rule is recorded for it). {hint}"
 
 
 def round(a, decimals=0, out=None):  # noqa: A001
@@ -653,6 +677,7 @@ FUNCTIONS[np.round] = round
 __all__ = sorted(
     set(_UFUNC_NAMES)
     | set(_FUNCTION_NAMES)
-    | {"power", "float_power", "erf", "norm", "getitem", "logsumexp", "sigmoid", "softplus", "relu", "softmax"}
+    | set(SCIPY_UFUNC_NAMES)
+    | {"power", "float_power", "norm", "getitem", "logsumexp", "sigmoid", "softplus", "relu", "softmax"}
     | {"log_softmax", "around"}
 )

@@ -455,7 +455,6 @@ def _check_run(offset, size, n_values, what):
 def _validate_instructions(ins: np.ndarray, aux: np.ndarray, n_values: int, pool_end: int):
     """Prove every position the sweeps (forward, reverse, tangent, second order) touch is in range."""
     N = n_values
-    elementwise_end = K.OP_WHERE  # opcodes <= OP_WHERE are elementwise
     for i, row in enumerate(ins.tolist()):
         op, o, n, a, na, b, nb, c, nc, p0, p1, p2, p3, flags = row
         where = f"instruction {i}"
@@ -463,57 +462,54 @@ def _validate_instructions(ins: np.ndarray, aux: np.ndarray, n_values: int, pool
             _fail(f"{where}: opcode {op} is not in the primitive table (0..{K.N_OPCODES - 1})")
         if flags & ~_FLAG_MASK or flags < 0:
             _fail(f"{where}: unknown flag bits {flags:#x}")
-        name = K.PRIMITIVE_BY_OPCODE[op].name
-        where = f"instruction {i} ({name})"
+        prim = K.PRIMITIVE_BY_OPCODE[op]
+        where = f"instruction {i} ({prim.name})"
         _check_run(o, n, N, f"{where}: output")
         for x, nx, col in ((a, na, "A"), (b, nb, "B"), (c, nc, "C")):
             _check_run(x, nx, N, f"{where}: operand {col}")
         params = (p0, p1, p2, p3)
-        if op <= elementwise_end:
+        if prim.elementwise or prim.kind == "select":
             if any(params):
                 _fail(f"{where}: elementwise instruction with parameters {params}")
-            if op <= K.LAST_UNARY:
-                used = (na,)
-                if na != n:
-                    _fail(f"{where}: operand of size {na} for an output of size {n}")
-            elif op <= K.LAST_BINARY:
-                used = (na, nb)
-            else:
-                used = (na, nb, nc)
+            if prim.arity == 1 and na != n:
+                _fail(f"{where}: operand of size {na} for an output of size {n}")
+            used = (na, nb, nc)[: prim.arity]
             for nx, init in zip(used, (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)):
                 if nx not in (n, 1) and not (n == 0 and nx == 0):
                     _fail(f"{where}: operand of size {nx} for an output of size {n} (must be {n} or 1)")
                 if nx == 0 and flags & init:  # the reverse sweep would write the one element at x
                     _fail(f"{where}: an initialising write into an empty operand")
             continue
-        if op <= K.OP_CUMSUM:  # reductions and cumsum: (pre, r, post)
+        if prim.kind in ("reduction", "scan"):  # (pre, r, post)
             pre, r, post = p0, p1, p2
             if p3 or min(pre, r, post) < 0:
                 _fail(f"{where}: bad extents {params}")
             if na != pre * r * post:
                 _fail(f"{where}: operand of size {na}, extents {pre}x{r}x{post}")
-            if n != (pre * r * post if op == K.OP_CUMSUM else pre * post):
+            if n != (pre * r * post if prim.kind == "scan" else pre * post):
                 _fail(f"{where}: output of size {n}, extents {pre}x{r}x{post}")
             if op in (K.OP_MAX, K.OP_MIN, K.OP_LOGSUMEXP) and r == 0 and n > 0:
                 _fail(f"{where}: a max/min/logsumexp over zero elements")
-        elif op == K.OP_BROADCAST:
+        elif prim.kind == "broadcast":
             pre, r, post = p0, p1, p2
             if p3 or min(pre, r, post) < 0:
                 _fail(f"{where}: bad extents {params}")
             if na != pre * post or n != pre * r * post:
                 _fail(f"{where}: sizes {na} -> {n} do not match extents {pre}x{r}x{post}")
-        elif op == K.OP_GATHER:
+        elif prim.kind == "gather":
             start, count = p0, p1
             if p2 or p3 or count != n:
                 _fail(f"{where}: bad parameters {params} for an output of size {n}")
             if start < K.HEADER or start + count > pool_end:
                 _fail(f"{where}: indices [{start}, {start + count}) outside the index pool [{K.HEADER}, {pool_end})")
-        else:  # OP_MATMUL
+        elif prim.kind == "matmul":
             batch, m, k, nn = params
             if min(params) < 0:
                 _fail(f"{where}: bad extents {params}")
             if n != batch * m * nn or na != batch * m * k or nb != batch * k * nn:
                 _fail(f"{where}: sizes {na}, {nb} -> {n} do not match {batch}x({m}x{k} @ {k}x{nn})")
+        else:
+            _fail(f"{where}: no validation for primitives of kind {prim.kind!r}")
 
 
 def _validate_aux(aux: np.ndarray, n_values: int) -> tuple[int, list]:
@@ -541,6 +537,28 @@ def _validate_aux(aux: np.ndarray, n_values: int) -> tuple[int, list]:
     return gs, [(int(p), bool(e)) for p, e in guards.tolist()]
 
 
+def _remapped(ins: np.ndarray, saved_names: list) -> np.ndarray:
+    """The instruction table with the saved opcodes renumbered to this version's, by primitive name
+    (opcodes follow the declarations' order, which a new primitive may change)."""
+    used = np.unique(ins[:, K.C_OP]).tolist() if ins.size else []
+    mapping = {}
+    for op in used:
+        if not 0 <= op < len(saved_names):
+            _fail(f"opcode {op} is not in the primitive table (the file's table has {len(saved_names)} entries)")
+        prim = K.PRIMITIVE_BY_NAME.get(saved_names[op])
+        if prim is None:
+            _fail(f"it uses the primitive {saved_names[op]!r}, which this version of fasttape does not have; "
+                  "load it with the version that saved it, or trace the function again and re-save it")  # fmt: skip
+        mapping[op] = prim.opcode
+    if all(old == new for old, new in mapping.items()):
+        return ins
+    remapped = ins.copy()
+    column = ins[:, K.C_OP]
+    for old, new in mapping.items():
+        remapped[column == old, K.C_OP] = new
+    return remapped
+
+
 def _build(meta, arrays) -> Tape:
     if type(meta) is not dict:
         _fail("meta is not a JSON object")
@@ -560,13 +578,7 @@ def _build(meta, arrays) -> Tape:
     if ins.shape[1] != K.ROW:
         _fail(f"ins has {ins.shape[1]} columns, expected {K.ROW}")
     check_memory(tape_bytes(N, ins.shape[0], aux.size), "this tape")
-    used = np.unique(ins[:, K.C_OP]).tolist() if ins.size else []
-    for op in used:
-        if not 0 <= op < K.N_OPCODES:
-            _fail(f"opcode {op} is not in the primitive table")
-        if op >= len(prims) or prims[op] != K.PRIMITIVE_BY_OPCODE[op].name:
-            _fail(f"opcode {op} was {prims[op] if op < len(prims) else '?'!r} when saved, is "
-                  f"{K.PRIMITIVE_BY_OPCODE[op].name!r} now (saved by an incompatible version)")  # fmt: skip
+    ins = _remapped(ins, prims)
     pool_end, guards = _validate_aux(aux, N)
     _validate_instructions(ins, aux, N, pool_end)
 

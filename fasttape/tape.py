@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optree
 
-from . import fusion
+from . import fusion, tiers
 from . import kernels as K
 from .config import check_memory
 from .errors import (
@@ -36,8 +36,6 @@ _MAX_SPARE_BUFFERS = 4
 _SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4
 _KEEP_DIRECTION_BYTES = 64 * 2**20
 _F64 = np.dtype(np.float64)
-_run_value_and_grad = K.run_value_and_grad
-_run_forward = K.run_forward
 
 
 # --------------------------------------------------------------------------
@@ -296,7 +294,7 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not _run_forward(self.ins, self.code, self.aux, buf, True):
+            if not tiers.run_forward(self.ins, self.code, self.aux, buf, True):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
@@ -317,7 +315,7 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not _run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
+            if not tiers.run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
                 return None
             if self._single_grad:
                 grads = ws.simple_adjoints[self._diff_args[0]].copy()
@@ -344,7 +342,7 @@ class Tape:
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
         ws = self._new_workspace()  # kept by vjp_fn
         self._bind(args, ws)
-        if not K.run_forward(self.ins, self.code, self.aux, ws.buf, True):
+        if not tiers.run_forward(self.ins, self.code, self.aux, ws.buf, True):
             raise self._branch_error()
         out = self._outputs_of(ws.buf)
         vjp_fn = _VJPFunction(self, ws)
@@ -638,7 +636,7 @@ class _VJPFunction:
                     f"the cotangent has shape {ct.shape}, but the output it pairs with has shape {shape}."
                 )
             buf[N + offset : N + offset + ct.size] += ct.reshape(-1)
-        K.run_reverse(tape.ins, tape.code, tape.aux, buf)
+        tiers.run_reverse(tape.ins, tape.code, tape.aux, buf)
         return tuple(tape._grads_of(self._ws))
 
 

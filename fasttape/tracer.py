@@ -13,12 +13,19 @@ from __future__ import annotations
 import math
 import operator
 import struct
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import kernels as K
-from .errors import ConcretizationError, TracerLeakError, TracerMutationError, UnsupportedMethodError
+from .errors import (
+    ConcretizationError,
+    TracerLeakError,
+    TracerMutationError,
+    UnsupportedFunctionError,
+    UnsupportedMethodError,
+)
 
 _CONCRETIZE_FIX = (
     "Inside a function traced by fasttape, values that depend on the inputs stay "
@@ -413,6 +420,34 @@ def _in_place(method, fix):
     )
 
 
+def _library_caller() -> str | None:
+    """The public name of the SciPy function that asked for this tracer as an array
+    (``scipy.special.logsumexp``), or None when the call came from elsewhere."""
+    frame = sys._getframe(2)
+    found = None
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module == "scipy" or module.startswith("scipy."):
+            found = (module, frame.f_code.co_name)
+        elif found is not None:
+            break
+        frame = frame.f_back
+    if found is None:
+        return None
+    public = ".".join(part for part in found[0].split(".") if not part.startswith("_"))
+    return f"{public}.{found[1]}"
+
+
+def _unsupported_library_message(name: str) -> str:
+    short = name.rsplit(".", 1)[-1]
+    if short in fnp.__all__:
+        hint = f"Call fasttape.numpy.{short} instead, which records it on the tape."
+    else:
+        hint = ("Write it with the functions listed in fasttape.numpy.__all__, or compute it outside the traced "
+                "function if it does not depend on the differentiated inputs.")  # fmt: skip
+    return f"{name} is not supported on arrays traced by fasttape (it converts its input with np.asarray). {hint}"
+
+
 class Tracer:
     """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
 
@@ -460,6 +495,9 @@ class Tracer:
 
     # -- concretization: refused with a fix ----------------------------------
     def __array__(self, dtype=None, copy=None):
+        library = _library_caller()
+        if library is not None:
+            raise UnsupportedFunctionError(_unsupported_library_message(library))
         raise ConcretizationError(
             f"np.asarray / np.array was called on a traced array {self!r}, which would silently detach it "
             "from the tape (and give a wrong derivative). " + _CONCRETIZE_FIX

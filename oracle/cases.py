@@ -17,25 +17,30 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.special
 
 import fasttape.numpy as fnp
 from fasttape import PRIMITIVES
 
 
 class Namespace:
-    """``module`` plus a few extras that NumPy keeps elsewhere (erf, logsumexp)."""
+    """``module`` plus a few extras, then ``special`` (the SciPy functions the primitives answer to)."""
 
-    def __init__(self, module, **extras):
+    def __init__(self, module, special=None, **extras):
         self._module = module
+        self._special = special
         self._extras = extras
 
     def __getattr__(self, name):
         if name in self._extras:
             return self._extras[name]
+        if self._special is not None and not hasattr(self._module, name):
+            return getattr(self._special, name)
         return getattr(self._module, name)
 
 
-NP = Namespace(np, erf=fnp.erf, logsumexp=fnp.logsumexp)
+# scipy.special's own ufuncs: fasttape must receive them through NumPy's protocol, as a user's code does
+NP = Namespace(np, scipy.special, logsumexp=fnp.logsumexp)
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,7 +48,7 @@ def jax_namespace():
     import jax.numpy as jnp
     import jax.scipy.special as jsp
 
-    return Namespace(jnp, erf=jsp.erf, logsumexp=jsp.logsumexp)
+    return Namespace(jnp, jsp, logsumexp=jsp.logsumexp)
 
 
 def _extended(xp):
@@ -78,6 +83,8 @@ def sample(domain, shape, rng):
         return rng.uniform(-0.9, 0.9, size=shape)
     if domain == "above_one":
         return rng.uniform(1.2, 3.0, size=shape)
+    if domain == "probability":
+        return rng.uniform(0.1, 0.9, size=shape)
     if domain == "nonzero":
         return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 2.0, size=shape)
     if domain == "distinct":
@@ -106,27 +113,19 @@ class Case:
 
 
 def _unary(prim):
-    name = prim.numpy[0] if prim.numpy else prim.name
+    name = prim.call_name
     return Case(
         f"{prim.name}",
         lambda xp, x: getattr(xp, name)(x),
         ((3, 4),),
-        (prim.domain,),
+        prim.domains,
         smooth=True,
     )
 
 
-_BINARY_DOMAINS = {
-    "power": ("positive", "real"),
-    "divide": ("real", "nonzero"),
-    "arctan2": ("nonzero", "nonzero"),
-    "hypot": ("nonzero", "nonzero"),
-}
-
-
 def _binary(prim):
-    name = prim.numpy[0]
-    domains = _BINARY_DOMAINS.get(prim.name, ("real", "real"))
+    name = prim.call_name
+    domains = prim.domains
     fn = lambda xp, x, y: getattr(xp, name)(x, y)  # noqa: E731
     cases = [
         Case(f"{prim.name}", fn, ((3, 4), (3, 4)), domains),

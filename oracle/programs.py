@@ -17,8 +17,9 @@ are broadcast-compatible, ``where`` conditions come from comparisons.
 :func:`search` looks for a program whose :func:`oracle.check` fails and returns
 it shrunk.
 
-Primitives of the table not reachable through plain ``numpy`` (``erf``,
-``logsumexp``) are not drawn.
+Primitives of the table not reachable through plain ``numpy`` (the
+``scipy.special`` ones such as ``erf`` and ``gammaln``, and ``logsumexp``) are not
+drawn: the programs' source runs under ``numpy`` and ``jax.numpy`` alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ MAX_ABS = 1e6  # larger intermediate values make finite differences meaningless:
 FD_RTOL = 1e-4  # finite differences on random programs are noisier than on single primitives
 
 UNARY = tuple(p for p in PRIMITIVES if p.kind == "unary" and p.numpy)
-BINARY = tuple(p for p in PRIMITIVES if p.kind == "binary")
+BINARY = tuple(p for p in PRIMITIVES if p.kind == "binary" and p.numpy)
 COMPARISONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "comparison")
 REDUCTIONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "reduction" and p.numpy)
 _BINARY_DOMAINS = {

@@ -1,9 +1,10 @@
 """The JAX reference for every primitive of fasttape's table, and a replay of a
 recorded tape as a JAX function.
 
-``JAX_PRIMITIVES`` maps each primitive name to a function of JAX arrays in the
+``jax_primitives()`` maps each primitive name to a function of JAX arrays in the
 tape's own flat form (operands flattened; structural primitives also get the
-instruction's integer parameters).  ``replay_in_jax(tape)`` walks a tape's
+instruction's integer parameters), evaluated from its declaration's ``jax``
+expression.  ``replay_in_jax(tape)`` walks a tape's
 slots in recording order and rebuilds the same program from these, so JAX can
 differentiate anything fasttape can trace -- plain-NumPy code included -- and
 its derivatives serve as the reference.
@@ -23,41 +24,6 @@ def _jax():
 
     jax.config.update("jax_enable_x64", True)
     return jax, jnp, jsp
-
-
-def _unary_table(jnp, jsp):
-    return {
-        "negative": jnp.negative,
-        "abs": jnp.abs,
-        "sign": jnp.sign,
-        "sqrt": jnp.sqrt,
-        "cbrt": jnp.cbrt,
-        "square": jnp.square,
-        "reciprocal": lambda x: 1.0 / x,
-        "exp": jnp.exp,
-        "exp2": jnp.exp2,
-        "expm1": jnp.expm1,
-        "log": jnp.log,
-        "log2": jnp.log2,
-        "log10": jnp.log10,
-        "log1p": jnp.log1p,
-        "sin": jnp.sin,
-        "cos": jnp.cos,
-        "tan": jnp.tan,
-        "arcsin": jnp.arcsin,
-        "arccos": jnp.arccos,
-        "arctan": jnp.arctan,
-        "sinh": jnp.sinh,
-        "cosh": jnp.cosh,
-        "tanh": jnp.tanh,
-        "arcsinh": jnp.arcsinh,
-        "arccosh": jnp.arccosh,
-        "arctanh": jnp.arctanh,
-        "erf": jsp.erf,
-        "floor": jnp.floor,
-        "ceil": jnp.ceil,
-        "round": jnp.round,
-    }
 
 
 def _smooth_hypot():
@@ -85,44 +51,48 @@ def _smooth_hypot():
     return hypot
 
 
-def _binary_table(jnp):
-    return {
-        "add": jnp.add,
-        "subtract": jnp.subtract,
-        "multiply": jnp.multiply,
-        "divide": jnp.divide,
-        "power": jnp.power,
-        "maximum": jnp.maximum,
-        "minimum": jnp.minimum,
-        "arctan2": jnp.arctan2,
-        "hypot": _smooth_hypot(),
-        "logaddexp": jnp.logaddexp,
-        "less": lambda x, y: jnp.less(x, y).astype(x.dtype),
-        "less_equal": lambda x, y: jnp.less_equal(x, y).astype(x.dtype),
-        "greater": lambda x, y: jnp.greater(x, y).astype(x.dtype),
-        "greater_equal": lambda x, y: jnp.greater_equal(x, y).astype(x.dtype),
-        "equal": lambda x, y: jnp.equal(x, y).astype(x.dtype),
-        "not_equal": lambda x, y: jnp.not_equal(x, y).astype(x.dtype),
-    }
+class _Rules:
+    """The oracle's own JAX rules, which the declarations' ``jax`` expressions name as ``ref.*``:
+    each takes the tape's flat operands (and a structural instruction's integer parameters)."""
+
+    def __init__(self, jnp, jsp):
+        self.jnp = jnp
+        self.jsp = jsp
+
+    def reciprocal(self, x):
+        return 1.0 / x
+
+    def comparison(self, fn):
+        return lambda x, y: fn(x, y).astype(x.dtype)
+
+    def smooth_hypot(self):
+        return _smooth_hypot()
+
+    def where(self, c, x, y):
+        return self.jnp.where(c != 0.0, x, y)
+
+    def reduce(self, fn):
+        return lambda x, pre, r, post: fn(x.reshape(pre, r, post), axis=1)
+
+    def cumsum(self, x, pre, r, post):
+        return self.jnp.cumsum(x.reshape(pre, r, post), axis=1)
+
+    def broadcast(self, x, pre, r, post):
+        return self.jnp.broadcast_to(x.reshape(pre, 1, post), (pre, r, post))
+
+    def gather(self, source, index):
+        return self.jnp.take(source, index)
+
+    def matmul(self, a, b, batch, m, k, n):
+        return self.jnp.matmul(a.reshape(batch, m, k), b.reshape(batch, k, n))
 
 
 def jax_primitives() -> dict:
-    """name -> JAX function on the tape's flat operands (see the module docstring)."""
+    """name -> JAX function on the tape's flat operands (see the module docstring), from each
+    declaration's ``jax`` expression."""
     jax, jnp, jsp = _jax()
-    table = {}
-    table.update(_unary_table(jnp, jsp))
-    table.update(_binary_table(jnp))
-    table["where"] = lambda c, x, y: jnp.where(c != 0.0, x, y)
-    table["sum"] = lambda x, pre, r, post: jnp.sum(x.reshape(pre, r, post), axis=1)
-    table["prod"] = lambda x, pre, r, post: jnp.prod(x.reshape(pre, r, post), axis=1)
-    table["max"] = lambda x, pre, r, post: jnp.max(x.reshape(pre, r, post), axis=1)
-    table["min"] = lambda x, pre, r, post: jnp.min(x.reshape(pre, r, post), axis=1)
-    table["logsumexp"] = lambda x, pre, r, post: jsp.logsumexp(x.reshape(pre, r, post), axis=1)
-    table["cumsum"] = lambda x, pre, r, post: jnp.cumsum(x.reshape(pre, r, post), axis=1)
-    table["broadcast"] = lambda x, pre, r, post: jnp.broadcast_to(x.reshape(pre, 1, post), (pre, r, post))
-    table["gather"] = lambda source, index: jnp.take(source, index)
-    table["matmul"] = lambda a, b, batch, m, k, n: jnp.matmul(a.reshape(batch, m, k), b.reshape(batch, k, n))
-    return table
+    scope = {"jnp": jnp, "jsp": jsp, "ref": _Rules(jnp, jsp)}
+    return {p.name: eval(p.jax, scope) for p in K.PRIMITIVES}  # noqa: S307  (the declarations' own text)
 
 
 def replay_in_jax(tape):

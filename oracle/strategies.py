@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 from fasttape import PRIMITIVES
 
-from .cases import _BINARY_DOMAINS, Case
+from .cases import Case
 
 MAX_DIMS = 3
 MAX_SIDE = 4
@@ -43,6 +43,8 @@ def domain_values(domain: str) -> st.SearchStrategy:
         return _floats(-0.9, 0.9)
     if domain == "above_one":
         return _floats(1.1, 3.0)
+    if domain == "probability":
+        return _floats(0.1, 0.9)
     if domain == "nonzero":
         return st.one_of(_floats(0.2, 3.0), _floats(-3.0, -0.2))
     if domain == "off_integers":  # floor/ceil are constant on (k + 0.1, k + 0.9)
@@ -91,20 +93,20 @@ def _call(name, *fixed):
 
 @st.composite
 def _unary(draw, prim):
-    name = prim.numpy[0] if prim.numpy else prim.name
+    name = prim.call_name
     x = draw(shapes().flatmap(lambda s: domain_arrays(prim.domain, s)))
     return Example(Case(prim.name, _call(name), (x.shape,), (prim.domain,)), (x,))
 
 
 @st.composite
 def _binary(draw, prim):
-    if prim.domain == "distinct":  # maximum/minimum: operands on interleaved grids, either one the larger
+    if prim.piecewise_linear:  # maximum/minimum: operands on interleaved grids, either one the larger
         domains = draw(st.sampled_from([("grid", "offgrid"), ("offgrid", "grid")]))
     else:
-        domains = _BINARY_DOMAINS.get(prim.name, ("real", "real"))
+        domains = prim.domains
     pair = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=MAX_DIMS, max_side=MAX_SIDE))
     x, y = (draw(domain_arrays(d, s)) for d, s in zip(domains, pair.input_shapes))
-    return Example(Case(prim.name, _call(prim.numpy[0]), (x.shape, y.shape), domains), (x, y))
+    return Example(Case(prim.name, _call(prim.call_name), (x.shape, y.shape), domains), (x, y))
 
 
 @st.composite

@@ -3,7 +3,6 @@
 import os
 
 import jax
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -23,11 +22,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 
 @pytest.fixture(scope="session", autouse=True)
 def warm_kernels():
-    """Compile (or load from Numba's cache) every sweep once per test session."""
-    import fasttape as ft
+    """Compile (or load from the on-disk cache) every sweep once per test session."""
+    from fasttape.warm import warm
 
-    x = np.linspace(0.1, 1.0, 40)
-    ft.value_and_grad(lambda v: np.sum(np.tanh(v) * v))(x)
-    out, pull = ft.vjp(lambda v: v * 2.0, x)
-    pull(np.ones_like(out))
+    warm(quiet=True)
     yield

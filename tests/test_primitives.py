@@ -13,7 +13,7 @@ import pytest
 import fasttape as ft
 from fasttape import kernels as K
 from fasttape.tape import record
-from oracle.cases import _BINARY_DOMAINS, NP, PRIMITIVE_CASES, Case, jax_namespace, sample, scalar_loss
+from oracle.cases import NP, PRIMITIVE_CASES, Case, jax_namespace, sample, scalar_loss
 
 jax = pytest.importorskip("jax")
 JNP = jax_namespace()
@@ -91,14 +91,17 @@ def test_every_primitive_of_the_table_is_exercised():
 def test_primitive_table_is_consistent():
     opcodes = [p.opcode for p in ft.PRIMITIVES]
     assert opcodes == list(range(K.N_OPCODES)), "opcodes must be unique and contiguous, in table order"
+    import scipy.special
+
+    groups = {"unary": K.UNARY, "binary": K.BINARY, "comparison": K.COMPARISON, "reduction": K.REDUCTION}
     for p in ft.PRIMITIVES:
-        for name in p.numpy:
-            assert hasattr(np, name), f"{p.name}: numpy.{name} does not exist"
-            assert hasattr(ft.numpy, name), f"{p.name}: fasttape.numpy.{name} is missing"
-        if p.kind == "unary":
-            assert p.opcode <= K.LAST_UNARY
-        elif p.kind in ("binary", "comparison"):
-            assert K.LAST_UNARY < p.opcode <= K.LAST_BINARY
+        for module, names in ((np, p.numpy), (scipy.special, p.scipy)):
+            for name in names:
+                assert hasattr(module, name), f"{p.name}: {module.__name__}.{name} does not exist"
+                assert hasattr(ft.numpy, name), f"{p.name}: fasttape.numpy.{name} is missing"
+        for kind, group in groups.items():
+            member = p.kind == kind or (kind == "binary" and p.kind == "comparison")
+            assert bool(group[p.opcode]) == member, f"{p.name}: group {kind} disagrees with its kind {p.kind}"
 
 
 # -- non-smooth points follow JAX's conventions -------------------------------
@@ -143,8 +146,7 @@ def test_nonsmooth_points_follow_jax(name, fn, args):
 
 # -- long runs: transcendental functions computed by NumPy's SIMD loops ----------
 LONG = K.VECTOR_RUN + 7
-VECTOR_PRIMITIVES = [p for p in K.PRIMITIVES if p.opcode <= K.LAST_BINARY and
-                     (K.VECTOR_UNARY[p.opcode] if p.kind == "unary" else K.VECTOR_BINARY[p.opcode])]  # fmt: skip
+VECTOR_PRIMITIVES = [p for p in K.PRIMITIVES if K.VECTOR_UNARY[p.opcode] or K.VECTOR_BINARY[p.opcode]]
 
 
 @pytest.mark.parametrize("prim", VECTOR_PRIMITIVES, ids=lambda p: p.name)
@@ -152,7 +154,7 @@ def test_long_runs_match_jax(prim):
     """Runs of VECTOR_RUN elements or more leave compiled code for NumPy: value, gradient and HVP stay
     JAX's, on full-length operands and with a broadcast scalar operand."""
     rng = np.random.default_rng(prim.opcode)
-    domains = (prim.domain,) if prim.kind == "unary" else _BINARY_DOMAINS.get(prim.name, ("real", "real"))
+    domains = prim.domains
     args = [sample(d, (LONG,), rng) for d in domains]
     weight = rng.normal(size=LONG)
     name = prim.numpy[0]

@@ -53,6 +53,7 @@ DOMAINS = {
     "distinct": np.array([0.3, -1.2, 2.1]),
     "off_integers": np.array([0.3, 1.6, -2.2]),
     "off_half_integers": np.array([0.2, 1.7, -2.3]),
+    "probability": np.array([0.2, 0.5, 0.85]),
 }
 
 
@@ -194,6 +195,54 @@ def test_loaded_tape_keeps_its_signature_and_guards():
     with pytest.raises(InputSignatureError, match="static"):
         loaded.grad(args[0], np.int64(4), "tag")
     assert isinstance(loaded.grad(*args), dict)
+
+
+def _rewritten(tape, edit):
+    """The bytes of ``tape`` saved, with ``edit(meta, arrays)`` applied and the checksum redone."""
+    arrays = storage._arrays_of(tape)
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    edit(meta, arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    storage._write(arrays, buf)
+    return buf.getvalue()
+
+
+def test_saved_opcodes_are_remapped_by_primitive_name():
+    """A file from a version whose table had another order (a primitive added in between) loads: its
+    opcodes are renumbered by name, and the tape gives bitwise the results of the original."""
+    f, args = PROGRAMS["rich-with-guard"]
+    tape = ft.trace(f, *args)
+
+    def reorder(meta, arrays):
+        names = meta["primitives"]
+        order = names[::-1]
+        new_opcode = {old: order.index(name) for old, name in enumerate(names)}
+        arrays["ins"] = arrays["ins"].copy()  # not the tape's own table
+        arrays["ins"][:, K.C_OP] = [new_opcode[op] for op in arrays["ins"][:, K.C_OP].tolist()]
+        meta["primitives"] = order
+
+    data = _rewritten(tape, reorder)
+    saved_ins = np.load(io.BytesIO(data))["ins"]
+    assert (saved_ins[:, K.C_OP] != tape.ins[:, K.C_OP]).all()  # every opcode in the file is another number
+    loaded = ft.load_tape(io.BytesIO(data))
+    np.testing.assert_array_equal(loaded.ins, tape.ins)
+    value, grads = tape.value_and_grad(*args)
+    lvalue, lgrads = loaded.value_and_grad(*args)
+    assert value == lvalue
+    np.testing.assert_array_equal(lgrads, grads)
+
+
+def test_a_primitive_this_version_lacks_is_named_with_the_fix():
+    f, args = PROGRAMS["rich-with-guard"]
+    tape = ft.trace(f, *args)
+    used = tape.ins[0, K.C_OP]
+
+    def rename(meta, arrays):
+        meta["primitives"][used] = "frobnicate"
+
+    with pytest.raises(ft.TapeFormatError, match=r"'frobnicate'.*re-save"):
+        ft.load_tape(io.BytesIO(_rewritten(tape, rename)))
 
 
 def test_has_aux_round_trip():
@@ -417,6 +466,7 @@ def fuzz_report(tmp_path_factory):
         [sys.executable, "-c", f"from tests.test_storage import _fuzz_main; _fuzz_main({str(log_path)!r})"],
         input=payload,
         cwd=ROOT,
+        env={**os.environ, "FASTTAPE_TIERS": "compiled"},  # the compiled sweeps, not the executor
         capture_output=True,
         text=True,
         timeout=1800,

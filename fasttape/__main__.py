@@ -1,0 +1,34 @@
+"""Command line: ``python -m fasttape warm`` (compile every kernel ahead of time) and
+``python -m fasttape cache`` (where the compiled kernels are, and whether they are built)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fasttape", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    warm = commands.add_parser("warm", help="compile every kernel into the on-disk cache, with a progress bar")
+    warm.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_parser("cache", help="print the kernel cache directory and whether it holds compiled kernels")
+    args = parser.parse_args(argv)
+
+    from . import cache
+
+    if args.command == "cache":
+        print(f"directory: {cache.DIRECTORY}")
+        print(f"enabled:   {cache.ENABLED}")
+        print(f"built:     {cache.is_built()}")
+        return 0
+    from .warm import warm as run
+
+    logging.getLogger("fasttape").setLevel(logging.ERROR)  # the progress bar says it already
+    run(quiet=args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The primitive declarations: every primitive of the tape, declared once.
+
+A declaration holds a primitive's name, its kind, the NumPy / SciPy names that lower
+onto it, its JAX reference (for the oracle), the domain of each operand on which it is
+smooth, its facts, and -- for the elementwise kinds -- its math: the value and the first
+and second partial derivatives, written as expressions.  Everything else is derived
+from this table: opcodes (table order), opcode groups (``UNARY``, ``BINARY``, ...), the
+compiled elementwise switches (``codegen``), the NumPy/SciPy dispatch tables
+(``fasttape.numpy``), the oracle's tables and samplers, saved-file validation, fusion's
+and opcount's sets.
+
+The formulas' variables: ``x`` (and ``y``) the operands, ``z`` the primitive's own
+value; in a unary second derivative ``d1`` the first, in a binary one ``dx``, ``dy``
+the first partials.  The functions they may call are ``scalar_math.VOCABULARY``.
+
+To add an elementwise primitive, add one entry below (and its tests pick it up).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from .scalar_math import VOCABULARY
+
+ELEMENTWISE_KINDS = ("unary", "binary", "comparison")
+KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul")
+ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2}
+DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
+           "probability")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One declaration (see the module docstring).
+
+    ``numpy`` / ``scipy``: the names in ``numpy`` / ``scipy.special`` that lower onto the
+    primitive; ``jax``: its reference as an expression over ``jnp``, ``jsp``
+    (``jax.scipy.special``) and ``ref`` (the oracle's own rules); ``domains``: per operand,
+    where the primitive is smooth; ``differentiable``: False where the derivative is zero
+    everywhere it exists; ``linear`` / ``piecewise_linear``: facts for second order and
+    opcount; ``vector``: the NumPy function whose SIMD loop computes the value of long runs;
+    ``hot``: gets loops of its own (the opcode a constant, so LLVM can vectorise them).
+    """
+
+    name: str
+    kind: str
+    numpy: tuple[str, ...] = ()
+    scipy: tuple[str, ...] = ()
+    jax: str = ""
+    domains: tuple[str, ...] = ()
+    differentiable: bool = True
+    linear: bool = False
+    piecewise_linear: bool = False
+    value: str = ""
+    d1: tuple[str, ...] = ()
+    d2: tuple[str, ...] = ()
+    vector: str = ""
+    hot: bool = False
+    opcode: int = -1
+    reads: frozenset = field(default_factory=frozenset)
+
+    @property
+    def arity(self) -> int:
+        return ARITY.get(self.kind, 1)
+
+    @property
+    def domain(self) -> str:
+        return self.domains[0] if self.domains else "real"
+
+    @property
+    def elementwise(self) -> bool:
+        return self.kind in ELEMENTWISE_KINDS
+
+    @property
+    def call_name(self) -> str:
+        """The name a user calls it by (``numpy.<name>`` or ``scipy.special.<name>``), '' if none."""
+        return (self.numpy or self.scipy or ("",))[0]
+
+
+_TABLE: list[Primitive] = []
+
+
+def _declare(name, kind, *, numpy=None, scipy=(), jax=None, domains=None, value="", d1=(), d2=(), **facts):
+    arity = ARITY.get(kind, 1)
+    if isinstance(d1, str):
+        d1 = (d1,)
+    if isinstance(d2, str):
+        d2 = (d2,)
+    if isinstance(domains, str):
+        domains = (domains,) * arity
+    _TABLE.append(
+        Primitive(
+            name,
+            kind,
+            numpy=tuple((name,) if numpy is None else numpy),
+            scipy=tuple(scipy),
+            jax=f"jnp.{name}" if jax is None else jax,
+            domains=tuple(domains or ("real",) * arity),
+            value=value,
+            d1=tuple(d1),
+            d2=tuple(d2),
+            **facts,
+        )
+    )
+
+
+def unary(name, value, d1="0.0", d2="0.0", **kw):
+    _declare(name, "unary", value=value, d1=d1, d2=d2, **kw)
+
+
+def binary(name, value, d1=("0.0", "0.0"), d2=("0.0", "0.0", "0.0"), **kw):
+    _declare(name, "binary", value=value, d1=d1, d2=d2, **kw)
+
+
+def comparison(name, value):
+    # the value is 1.0 or 0.0; no derivative anywhere it exists
+    _declare(name, "comparison", value=f"where({value}, 1.0, 0.0)", d1=("0.0", "0.0"), d2=("0.0", "0.0", "0.0"),
+             jax=f"ref.comparison(jnp.{name})", differentiable=False)  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# elementwise unary: value in x; d1 in x, z; d2 in x, z, d1
+# --------------------------------------------------------------------------
+unary("negative", "-x", d1="-1.0", linear=True, hot=True)
+unary("abs", "abs(x)", d1="where(x >= 0.0, 1.0, -1.0)",  # JAX's convention: abs'(0) = 1
+      numpy=("abs", "absolute", "fabs"), domains="nonzero", piecewise_linear=True, vector="abs", hot=True)  # fmt: skip
+unary("sign", "sign(x)", domains="nonzero", differentiable=False)
+unary("sqrt", "sqrt(x)", d1="0.5 / z", d2="-0.25 / (x * z)",  # d sqrt = 1/(2 sqrt);  d² = -1/(4 x^(3/2))
+      domains="positive", vector="sqrt", hot=True)  # fmt: skip
+unary("cbrt", "cbrt(x)", d1="1.0 / (3.0 * z * z)", d2="-2.0 / (9.0 * z**5)",  # d cbrt = 1/(3 cbrt²)
+      domains="nonzero", vector="cbrt")  # fmt: skip
+unary("square", "x * x", d1="2.0 * x", d2="2.0", hot=True)
+unary("reciprocal", "1.0 / x", d1="-z * z", d2="2.0 * z * z * z",  # d 1/x = -1/x²;  d² = 2/x³
+      jax="ref.reciprocal", domains="nonzero", vector="reciprocal", hot=True)  # fmt: skip
+unary("exp", "exp(x)", d1="z", d2="z", vector="exp", hot=True)
+unary("exp2", "exp2(x)", d1="z * LN2", d2="z * LN2 * LN2", vector="exp2")
+unary("expm1", "expm1(x)", d1="z + 1.0", d2="z + 1.0", vector="expm1", hot=True)
+unary("log", "log(x)", d1="1.0 / x", d2="-d1 * d1", domains="positive", vector="log", hot=True)
+unary("log2", "log2(x)", d1="1.0 / (x * LN2)", d2="-d1 * d1 * LN2", domains="positive", vector="log2")
+unary("log10", "log10(x)", d1="1.0 / (x * LN10)", d2="-d1 * d1 * LN10", domains="positive", vector="log10")
+unary("log1p", "log1p(x)", d1="1.0 / (1.0 + x)", d2="-d1 * d1", domains="positive", vector="log1p", hot=True)
+unary("sin", "sin(x)", d1="cos(x)", d2="-z")
+unary("cos", "cos(x)", d1="-sin(x)", d2="-z")
+unary("tan", "tan(x)", d1="1.0 + z * z", d2="2.0 * z * (1.0 + z * z)",  # d tan = 1 + tan²
+      domains="unit", vector="tan")  # fmt: skip
+unary("arcsin", "arcsin(x)", d1="1.0 / sqrt((1.0 - x) * (1.0 + x))", d2="x * d1 * d1 * d1",  # x / (1-x²)^(3/2)
+      domains="unit", vector="arcsin")  # fmt: skip
+unary("arccos", "arccos(x)", d1="-1.0 / sqrt((1.0 - x) * (1.0 + x))", d2="x * d1 * d1 * d1",
+      domains="unit", vector="arccos")  # fmt: skip
+unary("arctan", "arctan(x)", d1="1.0 / (1.0 + x * x)", d2="-2.0 * x * d1 * d1", vector="arctan")
+unary("sinh", "sinh(x)", d1="cosh(x)", d2="z", vector="sinh")
+unary("cosh", "cosh(x)", d1="sinh(x)", d2="z", vector="cosh")
+unary("tanh", "tanh(x)", d1="1.0 - z * z", d2="-2.0 * z * (1.0 - z * z)",  # d tanh = 1 - tanh²
+      vector="tanh", hot=True)  # fmt: skip
+unary("arcsinh", "arcsinh(x)", d1="1.0 / sqrt(x * x + 1.0)", d2="-x * d1 * d1 * d1", vector="arcsinh")
+unary("arccosh", "arccosh(x)", d1="where(x >= 1.0, 1.0 / (sqrt(x - 1.0) * sqrt(x + 1.0)), nan)",
+      d2="-x * d1 * d1 * d1", domains="above_one")  # fmt: skip
+unary("arctanh", "arctanh(x)", d1="1.0 / ((1.0 - x) * (1.0 + x))", d2="2.0 * x * d1 * d1",
+      domains="unit", vector="arctanh")  # fmt: skip
+unary("erf", "erf(x)", d1="TWO_OVER_SQRT_PI * exp(-x * x)", d2="-2.0 * x * d1",  # d erf = 2/√π e^(-x²)
+      numpy=(), scipy=("erf",), jax="jsp.erf")  # fmt: skip
+unary("floor", "floor(x)", domains="off_integers", differentiable=False)
+unary("ceil", "ceil(x)", domains="off_integers", differentiable=False)
+unary("round", "rint(x)", numpy=("round", "rint"), domains="off_half_integers", differentiable=False)  # half to even
+unary("expit", "1.0 / (1.0 + exp(-x))", d1="z * (1.0 - z)", d2="z * (1.0 - z) * (1.0 - 2.0 * z)",  # σ' = σ(1-σ)
+      numpy=(), scipy=("expit",), jax="jsp.expit")  # fmt: skip
+# d logit = 1/(x(1-x));  d² = (2x-1)/(x(1-x))²
+unary("logit", "log(x) - log1p(-x)", d1="1.0 / (x * (1.0 - x))", d2="(2.0 * x - 1.0) * d1 * d1",
+      numpy=(), scipy=("logit",), jax="jsp.logit", domains="probability")  # fmt: skip
+unary("gammaln", "lgamma(x)", d1="digamma(x)", d2="trigamma(x)",  # d log Γ = ψ, d ψ = ψ₁
+      numpy=(), scipy=("gammaln",), jax="jsp.gammaln", domains="positive")  # fmt: skip
+unary("digamma", "digamma(x)", d1="trigamma(x)", d2="tetragamma(x)",
+      numpy=(), scipy=("digamma", "psi"), jax="jsp.digamma", domains="positive")  # fmt: skip
+
+# --------------------------------------------------------------------------
+# elementwise binary: value in x, y; (dx, dy) in x, y, z; (dxx, dxy, dyy) in x, y, z, dx, dy
+# --------------------------------------------------------------------------
+binary("add", "x + y", d1=("1.0", "1.0"), linear=True, hot=True)
+binary("subtract", "x - y", d1=("1.0", "-1.0"), linear=True, hot=True)
+binary("multiply", "x * y", d1=("y", "x"), d2=("0.0", "1.0", "0.0"), hot=True)
+binary("divide", "x / y", d1=("1.0 / y", "-x / (y * y)"), d2=("0.0", "-1.0 / (y * y)", "2.0 * x / (y * y * y)"),
+       numpy=("divide", "true_divide"), domains=("real", "nonzero"))  # fmt: skip
+# d x^y = (y x^(y-1), log(x) x^y); JAX takes log(1) where x == 0
+binary("power", "x**y",
+       d1=("y * x ** (y - 1.0)", "where(x > 0.0, log(x) * z, where(x == 0.0, 0.0, nan))"),
+       d2=("y * (y - 1.0) * x ** (y - 2.0)",
+           "where(x > 0.0, x ** (y - 1.0) * (1.0 + y * log(x)), where(x == 0.0, 0.0, nan))",
+           "where(x > 0.0, log(x) * log(x) * z, where(x == 0.0, 0.0, nan))"),
+       numpy=("power", "float_power"), domains=("positive", "real"), vector="power")  # fmt: skip
+# JAX's balanced convention: a tie sends half the adjoint to each side.  Smooth wherever x != y: the
+# samplers draw the operands apart (oracle/strategies.py puts them on interleaved grids)
+binary("maximum", "maximum(x, y)", d1=("where(x == z, where(y == z, 0.5, 1.0), 0.0)",
+                                       "where(y == z, where(x == z, 0.5, 1.0), 0.0)"),
+       piecewise_linear=True)  # fmt: skip
+binary("minimum", "minimum(x, y)", d1=("where(x == z, where(y == z, 0.5, 1.0), 0.0)",
+                                       "where(y == z, where(x == z, 0.5, 1.0), 0.0)"),
+       piecewise_linear=True)  # fmt: skip
+# d atan2(x, y) = (y, -x) / (x² + y²)
+binary("arctan2", "arctan2(x, y)", d1=("y / (x * x + y * y)", "-x / (x * x + y * y)"),
+       d2=("-2.0 * x * y / ((x * x + y * y) * (x * x + y * y))",
+           "(x * x - y * y) / ((x * x + y * y) * (x * x + y * y))",
+           "2.0 * x * y / ((x * x + y * y) * (x * x + y * y))"),
+       domains="nonzero", vector="arctan2")  # fmt: skip
+# d hypot = (x, y) / hypot; (1/2, 1/2) at the origin, JAX's value there (max/min ties)
+binary("hypot", "hypot(x, y)", d1=("where(z == 0.0, 0.5, x / z)", "where(z == 0.0, 0.5, y / z)"),
+       d2=("y * y / (z * z * z)", "-x * y / (z * z * z)", "x * x / (z * z * z)"),
+       jax="ref.smooth_hypot()", domains="nonzero")  # fmt: skip
+# d logaddexp = softmax of (x, y); JAX reads +inf as 0 in this formula, and so do we
+binary("logaddexp", "logaddexp(x, y)",
+       d1=("exp(where(x == inf, 0.0, x) - where(z == inf, 0.0, z))",
+           "exp(where(y == inf, 0.0, y) - where(z == inf, 0.0, z))"),
+       d2=("dx * dy", "-dx * dy", "dx * dy"), vector="logaddexp")  # fmt: skip
+comparison("less", "x < y")
+comparison("less_equal", "x <= y")
+comparison("greater", "x > y")
+comparison("greater_equal", "x >= y")
+comparison("equal", "x == y")
+comparison("not_equal", "x != y")
+# xlogy(x, y) = x log y, 0 where x == 0; JAX's rule: (log y, x / y)
+binary("xlogy", "where((x == 0.0) & (y == y), 0.0, x * log(y))", d1=("log(y)", "x / y"),
+       d2=("0.0", "1.0 / y", "-x / (y * y)"), numpy=(), scipy=("xlogy",), jax="jsp.xlogy",
+       domains=("real", "positive"))  # fmt: skip
+
+# --------------------------------------------------------------------------
+# structural primitives: their rules live in the sweeps (one branch per family)
+# --------------------------------------------------------------------------
+_declare("where", "select", jax="ref.where", linear=True)
+_declare("sum", "reduction", jax="ref.reduce(jnp.sum)", linear=True)
+_declare("prod", "reduction", jax="ref.reduce(jnp.prod)", domains=("nonzero",))
+_declare("max", "reduction", numpy=("max", "amax"), jax="ref.reduce(jnp.max)", domains=("distinct",),
+         piecewise_linear=True)  # fmt: skip
+_declare("min", "reduction", numpy=("min", "amin"), jax="ref.reduce(jnp.min)", domains=("distinct",),
+         piecewise_linear=True)  # fmt: skip
+_declare("logsumexp", "reduction", numpy=(), jax="ref.reduce(jsp.logsumexp)")
+_declare("cumsum", "scan", jax="ref.cumsum", linear=True)
+_declare("broadcast", "broadcast", numpy=("broadcast_to",), jax="ref.broadcast", linear=True)
+_declare("gather", "gather", numpy=(), jax="ref.gather", linear=True)
+_declare("matmul", "matmul", jax="ref.matmul")
+
+
+# --------------------------------------------------------------------------
+# checks and derived tables
+# --------------------------------------------------------------------------
+_VARIABLES = {"unary": ({"x"}, {"x", "z"}, {"x", "z", "d1"}), "binary": ({"x", "y"}, {"x", "y", "z"},
+              {"x", "y", "z", "dx", "dy"})}  # fmt: skip
+_VARIABLES["comparison"] = _VARIABLES["binary"]
+
+
+def _names(expr: str, where: str) -> set:
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"{where}: {expr!r} is not a Python expression ({e.msg})") from None
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def _checked(p: Primitive, opcode: int) -> Primitive:
+    where = f"primitive {p.name!r}"
+    if p.kind not in KINDS:
+        raise ValueError(f"{where}: unknown kind {p.kind!r}; the kinds are {KINDS}")
+    if len(p.domains) != p.arity or any(d not in DOMAINS for d in p.domains):
+        raise ValueError(f"{where}: domains {p.domains} must name one of {DOMAINS} per operand ({p.arity})")
+    reads = set()
+    if p.elementwise:
+        counts = (1, p.arity, 1 if p.arity == 1 else 3)
+        formulas = ((p.value,), p.d1, p.d2)
+        for order, (exprs, count, variables) in enumerate(zip(formulas, counts, _VARIABLES[p.kind])):
+            if len(exprs) != count or not all(exprs):
+                raise ValueError(f"{where}: derivative order {order} needs {count} formula(s), got {exprs}")
+            for expr in exprs:
+                names = _names(expr, where)
+                unknown = names - variables - set(VOCABULARY)
+                if unknown:
+                    raise ValueError(f"{where}: {expr!r} names {sorted(unknown)}, which is neither a variable "
+                                     f"({sorted(variables)}) nor in scalar_math.VOCABULARY")  # fmt: skip
+                if order == 1:
+                    reads |= names & variables
+    return Primitive(**{**p.__dict__, "opcode": opcode, "reads": frozenset(reads)})
+
+
+PRIMITIVES: tuple[Primitive, ...] = tuple(_checked(p, i) for i, p in enumerate(_TABLE))
+PRIMITIVE_BY_NAME: dict[str, Primitive] = {p.name: p for p in PRIMITIVES}
+PRIMITIVE_BY_OPCODE: dict[int, Primitive] = {p.opcode: p for p in PRIMITIVES}
+if len(PRIMITIVE_BY_NAME) != len(PRIMITIVES):
+    raise ValueError("two primitives share a name")
+N_OPCODES = len(PRIMITIVES)
+
+
+def opcodes(predicate) -> tuple[int, ...]:
+    """The opcodes of the primitives for which ``predicate(primitive)`` holds."""
+    return tuple(p.opcode for p in PRIMITIVES if predicate(p))
+
+
+def opcode(name: str) -> int:
+    return PRIMITIVE_BY_NAME[name].opcode

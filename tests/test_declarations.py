@@ -1,0 +1,227 @@
+"""The primitive declarations and what is derived from them: checks on the formulas, the
+generated elementwise code, the SciPy functions, and the kernel cache and its command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+import scipy.special
+
+import fasttape as ft
+import fasttape.numpy as fnp
+from fasttape import cache, codegen, primitives, scalar_math
+from fasttape import kernels as K
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- the declarations ------------------------------------------------------------
+def _declaration(**fields):
+    base = dict(name="twice", kind="unary", domains=("real",), value="2.0 * x", d1=("2.0",), d2=("0.0",))
+    return primitives.Primitive(**{**base, **fields})
+
+
+def test_a_well_formed_declaration_passes_and_records_what_its_partials_read():
+    checked = primitives._checked(_declaration(d1=("2.0 * z / x",)), 99)
+    assert checked.opcode == 99
+    assert checked.reads == {"x", "z"}
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(value="2.0 * q"), r"names \['q'\]"),
+        (dict(d1=("frobnicate(x)",)), r"names \['frobnicate'\]"),
+        (dict(d2=("d1 * dx",)), r"names \['dx'\]"),  # dx is a binary second derivative's variable
+        (dict(d1=("2.0", "1.0")), "needs 1 formula"),
+        (dict(value="2.0 *"), "not a Python expression"),
+        (dict(kind="ternary"), "unknown kind"),
+        (dict(domains=("everywhere",)), "domains"),
+    ],
+)
+def test_a_malformed_declaration_is_rejected_naming_the_primitive(fields, message):
+    with pytest.raises(ValueError, match=message) as info:
+        primitives._checked(_declaration(**fields), 0)
+    assert "'twice'" in str(info.value)
+
+
+def test_opcodes_follow_the_table_and_groups_are_derived():
+    assert [p.opcode for p in ft.PRIMITIVES] == list(range(len(ft.PRIMITIVES)))
+    assert K.N_OPCODES == len(ft.PRIMITIVES)
+    for p in ft.PRIMITIVES:
+        assert getattr(K, f"OP_{p.name.upper()}") == p.opcode
+        assert bool(K.VECTOR_UNARY[p.opcode] or K.VECTOR_BINARY[p.opcode]) == bool(p.vector)
+
+
+def test_the_generated_source_has_a_branch_for_every_elementwise_primitive():
+    source = codegen.elementwise_source(fault=-1)
+    for p in ft.PRIMITIVES:
+        count = source.count(f"if op == {p.opcode}:  # {p.name}\n")
+        if p.kind == "unary":
+            assert count == 3 + 2 * p.hot, p.name  # value, partial, second (+ the two run loops)
+        elif p.elementwise:
+            assert count == 3, p.name
+        else:
+            assert count == 0, p.name
+
+
+def test_a_fault_scales_only_that_primitives_first_partials():
+    faulty = codegen.elementwise_source(fault=K.OP_TANH)
+    clean = codegen.elementwise_source(fault=-1)
+    changed = [line for line in faulty.splitlines() if line not in clean.splitlines()]
+    # the switch's branch, and the two loops of tanh's own reverse run (tanh is hot)
+    loops = [f"                gxs[j] {assign} gzs[j] * ((1.0 - z * z) * 1.01)" for assign in ("=", "+=")]
+    assert changed == ["        return (1.0 - z * z) * 1.01", *loops]
+
+
+def test_an_opcode_outside_the_elementwise_groups_raises():
+    unary_value = codegen.ELEMENTWISE.unary_value
+    assert unary_value(K.OP_TANH, 0.5) == np.tanh(0.5)
+    with pytest.raises(ValueError, match="not an elementwise opcode"):
+        unary_value(K.OP_MATMUL, 0.5)
+
+
+def test_the_readme_lists_every_primitive():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert f"one table of {len(ft.PRIMITIVES)} primitives" in text
+    section = text[text.index("one table of") : text.index("Non-smooth points")]
+    comparisons = [p for p in ft.PRIMITIVES if p.kind == "comparison"]
+    assert len(comparisons) == 6 and "the six comparisons" in section
+    missing = [p.name for p in ft.PRIMITIVES if p.kind != "comparison" and not re.search(rf"\b{p.name}\b", section)]
+    assert not missing, f"README's primitive list lacks {missing}"
+
+
+# -- the SciPy functions ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "ours, order",
+    [(scalar_math.digamma, 0), (scalar_math.trigamma, 1), (scalar_math.tetragamma, 2)],
+    ids=["digamma", "trigamma", "tetragamma"],
+)
+def test_polygamma_functions_match_scipy(ours, order):
+    positive = np.geomspace(1e-4, 1e4, 97)
+    negative = -np.linspace(0.05, 6.95, 70)
+    negative = negative[np.abs(negative - np.round(negative)) > 0.04]
+    for xs, rtol in ((positive, 1e-13), (negative, 1e-11)):  # absolute 1e-15 near the root of ψ (1.4616)
+        got = np.array([ours(x) for x in xs])
+        expected = scipy.special.polygamma(order, xs)
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-15)
+    assert np.isnan(ours(0.0)) and np.isnan(ours(-3.0)) and np.isnan(ours(np.nan))
+
+
+def test_scipy_ufuncs_on_tracers_record_their_primitives():
+    def f(x, y):
+        return np.sum(scipy.special.expit(x) * scipy.special.gammaln(y) + scipy.special.xlogy(x, y))
+
+    tape = ft.trace(f, np.array([0.3, -1.0]), np.array([0.7, 2.5]), argnums=(0, 1))
+    recorded = {ft.PRIMITIVES[op].name for op in tape.ins[:, K.C_OP]}
+    assert {"expit", "gammaln", "xlogy"} <= recorded
+    assert fnp.psi is not None and scipy.special.psi(0.7) == fnp.digamma(0.7)
+
+
+def test_scipy_special_functions_without_a_rule_name_their_module():
+    x = np.array([0.3, 0.6])
+    with pytest.raises(ft.UnsupportedFunctionError, match=r"^scipy\.special\.erfcx is not supported"):
+        ft.grad(lambda v: np.sum(scipy.special.erfcx(v)))(x)
+
+
+def test_scipy_logsumexp_points_to_the_fasttape_function():
+    x = np.array([0.3, 0.6])
+    with pytest.raises(ft.UnsupportedFunctionError, match=r"scipy\.special\.logsumexp.*fasttape\.numpy\.logsumexp"):
+        ft.grad(lambda v: scipy.special.logsumexp(v))(x)
+    assert np.allclose(ft.grad(lambda v: fnp.logsumexp(v))(x), scipy.special.softmax(x), rtol=1e-14)
+
+
+def test_np_asarray_on_a_tracer_still_says_what_to_do():
+    with pytest.raises(ft.ConcretizationError, match="np.asarray"):
+        ft.grad(lambda v: np.sum(np.asarray(v)))(np.ones(2))
+
+
+# -- the kernel cache ------------------------------------------------------------
+def test_the_cache_key_covers_the_generated_code(monkeypatch):
+    key = cache.source_key()
+    assert key == cache.KEY
+    monkeypatch.setattr(codegen, "SOURCE", codegen.SOURCE + "\n# an edited declaration\n")
+    assert cache.source_key() != key
+
+
+def test_the_cache_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTTAPE_CACHE_DIR", str(tmp_path / "kernels"))
+    assert cache.cache_root() == str(tmp_path / "kernels")
+    monkeypatch.delenv("FASTTAPE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.cache_root() == str(tmp_path / "fasttape")
+
+
+def test_a_new_key_prunes_other_keys_unused_for_a_month(tmp_path):
+    old, recent, other = tmp_path / "kernels-0.0.9-aaaa", tmp_path / "kernels-0.1.0-bbbb", tmp_path / "notes"
+    for d in (old, recent, other):
+        d.mkdir()
+        (d / "x.nbi").write_text("")
+    month_ago = os.path.getmtime(recent) - cache.STALE_SECONDS - 60
+    os.utime(old, (month_ago, month_ago))
+    os.utime(other, (month_ago, month_ago))
+    assert cache._writable(str(tmp_path / "kernels-0.1.0-cccc"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernels-0.1.0-bbbb", "kernels-0.1.0-cccc", "notes"]
+
+
+def test_kernels_are_cached_in_the_keyed_directory():
+    if not cache.ENABLED:
+        pytest.skip("the disk cache is off in this run")
+    assert os.path.basename(cache.DIRECTORY).endswith(cache.KEY[:16])
+    assert cache.is_built()
+    assert K.run_value_and_grad._cache._cache_path == cache.DIRECTORY  # not beside the source
+
+
+def _python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env},
+                          cwd=ROOT, timeout=600)  # fmt: skip
+
+
+def test_an_unwritable_cache_directory_turns_caching_off_without_failing(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = _python("import fasttape.cache as c; print(c.ENABLED)", FASTTAPE_CACHE_DIR=str(blocker / "below"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_the_first_compilation_says_so_once(caplog):
+    if cache.NOTICE is None or numba.config.DISABLE_JIT:
+        pytest.skip("no compilation in this run (or no event API in this Numba)")
+
+    def kernel(x):
+        return x + 1.0
+
+    def another(x):
+        return x * 2.0
+
+    kernel.__module__ = another.__module__ = "fasttape.testing"
+    saved = type(cache.NOTICE).announced
+    type(cache.NOTICE).announced = False
+    try:
+        with caplog.at_level(logging.WARNING, logger="fasttape"):
+            numba.njit(kernel)(1.0)
+            numba.njit(another)(1.0)
+    finally:
+        type(cache.NOTICE).announced = saved
+    notices = [r for r in caplog.records if "compiling kernels for first use" in r.getMessage()]
+    assert len(notices) == 1
+    assert "python -m fasttape warm" in notices[0].getMessage()
+
+
+def test_the_command_line_reports_and_warms_the_cache():
+    result = subprocess.run([sys.executable, "-m", "fasttape", "cache"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert f"directory: {cache.DIRECTORY}" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "fasttape", "warm"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "8/8 done" in result.stderr
