@@ -75,7 +75,7 @@ def wait_for_compiled():
     """Timings are of the compiled sweeps: wait for any still building in the background."""
     if "building" in tiers.status().values():
         start = timeit.default_timer()
-        print("(waiting for the compiled kernels, building in the background, before timing ...)", flush=True)
+        print("(waiting for the compiled kernels, loading or building in the background ...)", flush=True)
         tiers.wait()
         print(f"(compiled after {timeit.default_timer() - start:.0f} s more)")
 
@@ -120,7 +120,7 @@ def main():
     start = timeit.default_timer()
     value, g = ft.value_and_grad(logistic_loss)(w, X, y)
     first = timeit.default_timer() - start
-    tier = "compiled" if tiers.status()["run_value_and_grad"] == "compiled" else "NumPy executor, kernels compiling"
+    tier = "compiled" if tiers.status()["run_value_and_grad"] == "compiled" else "NumPy executor: kernels load or build"
     print(f"value: {value:.6f}\ngrad[:4]: {g[:4]}  (shape {g.shape})")
     print(f"trace + first gradient: {first * 1e3:.1f} ms ({tier})\n")
     tape = ft.trace(logistic_loss, w, X, y)
