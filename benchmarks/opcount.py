@@ -30,8 +30,9 @@ measured time ratios.  Input writes, buffer zeroing and guard checks are not cou
 
 from fasttape import kernels as K
 
-LINEAR = {"negative", "add", "subtract", "sum", "cumsum", "broadcast", "gather", "where"}
-PIECEWISE_LINEAR = {"abs", "maximum", "minimum", "max", "min"}
+# from the declarations' facts
+LINEAR = {p.name for p in K.PRIMITIVES if p.linear}
+PIECEWISE_LINEAR = {p.name for p in K.PRIMITIVES if p.piecewise_linear}
 OPERANDS = ((K.C_A, K.C_NA, K.F_GRAD_A), (K.C_B, K.C_NB, K.F_GRAD_B), (K.C_C, K.C_NC, K.F_GRAD_C))
 
 

@@ -20,7 +20,7 @@ import sys
 import types
 
 from . import scalar_math
-from .primitives import PRIMITIVE_BY_NAME, PRIMITIVES
+from .primitives import PRIMITIVE_BY_NAME, PRIMITIVES, names
 
 _INLINE = "@numba.njit(nogil=True, error_model='numpy', inline='always', cache=False)"
 _LOOP = "@numba.njit(nogil=True, error_model='numpy', cache=False)"
@@ -67,16 +67,18 @@ def _tuple(exprs):
     return ", ".join(f"({scalar(e)})" for e in exprs)
 
 
+def first_partials(p, fault: int) -> tuple[str, ...]:
+    """A declaration's first-partial formulas, scaled by 1.01 when ``p`` is the injected fault (both tiers)."""
+    return tuple(f"({e}) * 1.01" for e in p.d1) if p.opcode == fault else p.d1
+
+
 def elementwise_source(fault: int | None = None) -> str:
     """The generated module's source (``fault``: an opcode whose first partials are scaled by 1.01)."""
     fault = fault_opcode() if fault is None else fault
 
-    def scaled(p, exprs):
-        return tuple(f"({e}) * 1.01" for e in exprs) if p.opcode == fault else exprs
-
     def binary_second(p):
         body = []
-        if {"dx", "dy"} & set().union(*(_free(e) for e in p.d2)):
+        if {"dx", "dy"} & set().union(*(names(e) for e in p.d2)):
             body.append(f"dx, dy = {_tuple(p.d1)}")
         return body + [f"return {_tuple(p.d2)}"]
 
@@ -89,13 +91,13 @@ def elementwise_source(fault: int | None = None) -> str:
     binary = ("binary", "comparison")
     out += _switch("unary_value", "x", ("unary",), lambda p: [f"return {scalar(p.value)}"])
     out += ["", "# dz/dx for z = op(x)"]
-    out += _switch("unary_partial", "x, z", ("unary",), lambda p: [f"return {scalar(scaled(p, p.d1)[0])}"])
+    out += _switch("unary_partial", "x, z", ("unary",), lambda p: [f"return {scalar(first_partials(p, fault)[0])}"])
     out += ["", "# d²z/dx² for z = op(x), given z and the first derivative d1"]
     out += _switch("unary_second", "x, z, d1", ("unary",), lambda p: [f"return {scalar(p.d2[0])}"])
     out += [""]
     out += _switch("binary_value", "x, y", binary, lambda p: [f"return {scalar(p.value)}"])
     out += ["", "# (dz/dx, dz/dy) for z = op(x, y)"]
-    out += _switch("binary_partials", "x, y, z", binary, lambda p: [f"return {_tuple(scaled(p, p.d1))}"])
+    out += _switch("binary_partials", "x, y, z", binary, lambda p: [f"return {_tuple(first_partials(p, fault))}"])
     out += ["", "# (d²z/dx², d²z/dxdy, d²z/dy²) for z = op(x, y)"]
     out += _switch("binary_second", "x, y, z", binary, binary_second)
     # runs of one unary primitive; the hot ones get loops of their own, the formula written out
@@ -108,7 +110,7 @@ def elementwise_source(fault: int | None = None) -> str:
     out += ["    for j in range(xs.size):", "        zs[j] = unary_value(op, xs[j])", ""]
     out += [_LOOP, "def unary_reverse_run(op, gzs, gxs, xs, zs, init):"]
     for p in hot:
-        d1 = scalar(scaled(p, p.d1)[0])
+        d1 = scalar(first_partials(p, fault)[0])
         out += [f"    if op == {p.opcode}:  # {p.name}"]
         for assign, name in (("=", "init"), ("+=", "not init")):
             out += [f"        if {name}:", "            for j in range(xs.size):",
@@ -120,10 +122,6 @@ def elementwise_source(fault: int | None = None) -> str:
             "    else:", "        for j in range(xs.size):",
             "            gxs[j] += gzs[j] * unary_partial(op, xs[j], zs[j])", ""]  # fmt: skip
     return "\n".join(out)
-
-
-def _free(expr):
-    return {n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)}
 
 
 def _compile(source: str) -> types.ModuleType:

@@ -82,7 +82,7 @@ def _formulas():
     for p in PRIMITIVES:
         if not p.elementwise:
             continue
-        d1 = tuple(f"({e}) * 1.01" for e in p.d1) if p.opcode == codegen.FAULT_OPCODE else p.d1
+        d1 = codegen.first_partials(p, codegen.FAULT_OPCODE)
 
         def fn(args, exprs):
             return eval(f"lambda {args}: ({', '.join(exprs)},)", dict(ARRAY_VOCABULARY))  # noqa: S307
@@ -125,6 +125,18 @@ def _max_weights(x, z):
         return np.where(count > 0, hit / count, np.nan)
 
 
+def _reduction_weights(name, x, z):
+    """dz/dx of a reduction z over axis -2 of x (z kept with that axis): the weights that carry a
+    tangent forward and an adjoint back."""
+    if name == "sum":
+        return np.ones_like(x)
+    if name == "prod":
+        return _exclusive_products(x)
+    if name == "logsumexp":
+        return np.exp(x - z)  # d logsumexp = softmax
+    return _max_weights(x, z)  # max / min: ties share equally, as JAX
+
+
 def _logsumexp(x):
     m = np.max(x, axis=1, keepdims=True)
     shift = np.where(np.isfinite(m), m, 0.0)
@@ -161,6 +173,15 @@ def _exclusive_product_tangents(x, t):
 # --------------------------------------------------------------------------
 # forward
 # --------------------------------------------------------------------------
+_REDUCE = {
+    "sum": lambda x: np.sum(x, axis=1),
+    "prod": lambda x: np.prod(x, axis=1),
+    "max": lambda x: np.max(x, axis=1),
+    "min": lambda x: np.min(x, axis=1),
+    "logsumexp": _logsumexp,
+}
+
+
 def _forward(rows, aux, buf):
     for op, o, n, a, na, b, nb, c, nc, p0, p1, p2, p3, _ in rows:
         kind = PRIMITIVES[op].kind
@@ -172,9 +193,7 @@ def _forward(rows, aux, buf):
             buf[o : o + n] = np.where(buf[a : a + na] != 0.0, buf[b : b + nb], buf[c : c + nc])
         elif kind == "reduction":
             x = buf[a : a + na].reshape(p0, p1, p2)
-            name = PRIMITIVES[op].name
-            reduce = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}.get(name)
-            buf[o : o + n] = (reduce(x, axis=1) if reduce else _logsumexp(x)).reshape(-1)
+            buf[o : o + n] = _REDUCE[PRIMITIVES[op].name](x).reshape(-1)
         elif kind == "scan":
             buf[o : o + n] = np.cumsum(buf[a : a + na].reshape(p0, p1, p2), axis=1).reshape(-1)
         elif kind == "broadcast":
@@ -217,14 +236,7 @@ def _tangent(rows, aux, buf, T):
             x = buf[a : a + na].reshape(p0, p1, p2)
             t = T[:, a : a + na].reshape(k, p0, p1, p2)
             z = buf[o : o + n].reshape(p0, 1, p2)
-            if prim.name == "sum":
-                w = 1.0
-            elif prim.name == "prod":
-                w = _exclusive_products(x)
-            elif prim.name == "logsumexp":
-                w = np.exp(x - z)  # d logsumexp = softmax
-            else:
-                w = _max_weights(x, z)  # the mean tangent over the ties, as JAX
+            w = _reduction_weights(prim.name, x, z)
             T[:, o : o + n] = np.sum(w * t, axis=2).reshape(k, n)
         elif kind == "scan":
             T[:, o : o + n] = np.cumsum(T[:, a : a + na].reshape(k, p0, p1, p2), axis=2).reshape(k, n)
@@ -298,14 +310,7 @@ def _reverse(rows, aux, buf, G, G2=None, T=None):
             x = buf[a : a + na].reshape(p0, p1, p2)
             z = buf[o : o + n].reshape(p0, 1, p2)
             name = prim.name
-            if name == "sum":
-                w = np.ones_like(x)
-            elif name == "prod":
-                w = _exclusive_products(x)
-            elif name == "logsumexp":
-                w = np.exp(x - z)  # d logsumexp = softmax
-            else:
-                w = _max_weights(x, z)  # ties share the adjoint equally, as JAX
+            w = _reduction_weights(name, x, z)
             if second and name == "logsumexp":  # x̄' += z̄ s (x' - z')
                 t = T[:, a : a + na].reshape(-1, p0, p1, p2)
                 zt = T[:, o : o + n].reshape(-1, p0, 1, p2)

@@ -622,7 +622,7 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
         return cumsum(inputs[0], axis=kwargs.get("axis", 0))
     elif method == "at":
         raise TracerMutationError(f"{name} writes in place, which a tape cannot record; build a new array instead.")
-    raise UnsupportedFunctionError(_unsupported_message(name))
+    raise UnsupportedFunctionError(unsupported_message(name))
 
 
 _SCIPY_UFUNCS = {n: globals()[n] for n in SCIPY_UFUNC_NAMES}
@@ -644,18 +644,19 @@ def dispatch_function(func, args, kwargs):
     if fn is None:
         module = getattr(func, "__module__", None) or "numpy"
         module = ".".join(part for part in module.split(".") if not part.startswith("_"))  # numpy._core -> numpy
-        raise UnsupportedFunctionError(_unsupported_message(f"{module}.{func.__name__}"))
+        raise UnsupportedFunctionError(unsupported_message(f"{module}.{func.__name__}"))
     return fn(*args, **kwargs)
 
 
-def _unsupported_message(name):
+def unsupported_message(name, why="no derivative rule is recorded for it"):
+    """The error text for a function fasttape cannot trace, with the fasttape function to call where one exists."""
     short = name.rsplit(".", 1)[-1]
     if short in __all__ and not name.startswith("numpy."):
         hint = f"Call fasttape.numpy.{short} instead, which records it on the tape."
     else:
         hint = ("Write it with the supported functions listed in fasttape.numpy.__all__, or compute it outside the "
                 "traced function if it does not depend on the differentiated inputs.")  # fmt: skip
-    return f"{name} is not supported on arrays traced by fasttape (no derivative rule is recorded for it). {hint}"
+    return f"{name} is not supported on arrays traced by fasttape ({why}). {hint}"
 
 
 def round(a, decimals=0, out=None):  # noqa: A001

@@ -247,7 +247,8 @@ _VARIABLES = {"unary": ({"x"}, {"x", "z"}, {"x", "z", "d1"}), "binary": ({"x", "
 _VARIABLES["comparison"] = _VARIABLES["binary"]
 
 
-def _names(expr: str, where: str) -> set:
+def names(expr: str, where: str = "a formula") -> set:
+    """The names (variables and functions) a formula uses."""
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError as e:
@@ -269,13 +270,13 @@ def _checked(p: Primitive, opcode: int) -> Primitive:
             if len(exprs) != count or not all(exprs):
                 raise ValueError(f"{where}: derivative order {order} needs {count} formula(s), got {exprs}")
             for expr in exprs:
-                names = _names(expr, where)
-                unknown = names - variables - set(VOCABULARY)
+                used = names(expr, where)
+                unknown = used - variables - set(VOCABULARY)
                 if unknown:
                     raise ValueError(f"{where}: {expr!r} names {sorted(unknown)}, which is neither a variable "
                                      f"({sorted(variables)}) nor in scalar_math.VOCABULARY")  # fmt: skip
                 if order == 1:
-                    reads |= names & variables
+                    reads |= used & variables
     return Primitive(**{**p.__dict__, "opcode": opcode, "reads": frozenset(reads)})
 
 

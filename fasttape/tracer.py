@@ -438,16 +438,6 @@ def _library_caller() -> str | None:
     return f"{public}.{found[1]}"
 
 
-def _unsupported_library_message(name: str) -> str:
-    short = name.rsplit(".", 1)[-1]
-    if short in fnp.__all__:
-        hint = f"Call fasttape.numpy.{short} instead, which records it on the tape."
-    else:
-        hint = ("Write it with the functions listed in fasttape.numpy.__all__, or compute it outside the traced "
-                "function if it does not depend on the differentiated inputs.")  # fmt: skip
-    return f"{name} is not supported on arrays traced by fasttape (it converts its input with np.asarray). {hint}"
-
-
 class Tracer:
     """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
 
@@ -497,7 +487,7 @@ class Tracer:
     def __array__(self, dtype=None, copy=None):
         library = _library_caller()
         if library is not None:
-            raise UnsupportedFunctionError(_unsupported_library_message(library))
+            raise UnsupportedFunctionError(fnp.unsupported_message(library, "it converts its input with np.asarray"))
         raise ConcretizationError(
             f"np.asarray / np.array was called on a traced array {self!r}, which would silently detach it "
             "from the tape (and give a wrong derivative). " + _CONCRETIZE_FIX

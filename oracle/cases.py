@@ -150,7 +150,7 @@ def _comparison(prim):
 
 def _reduction(prim):
     name = prim.name
-    domain = prim.domain if prim.name != "prod" else "nonzero"
+    domain = prim.domain
     cases = []
     for axis, keepdims in [(None, False), (0, False), (1, True), ((0, 2), False), (-1, False), ((2, 0), True)]:
         cases.append(

@@ -47,13 +47,7 @@ UNARY = tuple(p for p in PRIMITIVES if p.kind == "unary" and p.numpy)
 BINARY = tuple(p for p in PRIMITIVES if p.kind == "binary" and p.numpy)
 COMPARISONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "comparison")
 REDUCTIONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "reduction" and p.numpy)
-_BINARY_DOMAINS = {
-    "divide": ("real", "nonzero"),
-    "power": ("positive", "real_small"),
-    "arctan2": ("nonzero", "nonzero"),
-    "hypot": ("nonzero", "nonzero"),
-}
-# the unbounded unary primitives get an operand in [-2, 2] so that chains of them stay finite
+# the unbounded unary primitives (and power's exponent) get an operand in [-2, 2] so that chains stay finite
 _GROWING = {"exp", "exp2", "expm1", "sinh", "cosh"}
 
 
@@ -106,7 +100,9 @@ class Step:
                 domain = "real_small"
             return f"xp.{op}({_domain_expr(domain, a[0], p)})"
         if op in _BINARY_BY_NAME:
-            d0, d1 = _BINARY_DOMAINS.get(op, ("real", "real"))
+            d0, d1 = _BINARY_BY_NAME[op].domains  # the declaration's domains
+            if op == "power":
+                d1 = "real_small"
             x = _domain_expr(d0, a[0], {"neg": p.get("neg0", False)})
             y = _domain_expr(d1, a[1], {"neg": p.get("neg1", False)})
             return f"xp.{op}({x}, {y})"

@@ -8,8 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import types
 
-import numba
 import numpy as np
 import pytest
 import scipy.special
@@ -172,12 +172,16 @@ def test_a_new_key_prunes_other_keys_unused_for_a_month(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kernels-0.1.0-bbbb", "kernels-0.1.0-cccc", "notes"]
 
 
-def test_kernels_are_cached_in_the_keyed_directory():
-    if not cache.ENABLED:
-        pytest.skip("the disk cache is off in this run")
-    assert os.path.basename(cache.DIRECTORY).endswith(cache.KEY[:16])
-    assert cache.is_built()
-    assert K.run_value_and_grad._cache._cache_path == cache.DIRECTORY  # not beside the source
+def test_kernels_are_cached_in_the_keyed_directory_when_the_environment_allows():
+    wanted = os.environ.get("FASTTAPE_NO_CACHE", "").strip().lower() in ("", "0", "false", "no")
+    assert cache.ENABLED == (wanted and codegen.FAULT_OPCODE < 0 and cache._writable(cache.DIRECTORY))
+    if cache.ENABLED:  # compiled by the session's warm-up: here, not beside the source
+        assert os.path.basename(cache.DIRECTORY).endswith(cache.KEY[:16])
+        assert cache.is_built()
+        assert K.run_value_and_grad._cache._cache_path == cache.DIRECTORY
+    else:
+        # compiled in memory (Numba's null cache), or not compiled at all (NUMBA_DISABLE_JIT)
+        assert type(getattr(K.run_value_and_grad, "_cache", None)).__name__ in ("NullCache", "NoneType")
 
 
 def _python(code, **env):
@@ -194,22 +198,23 @@ def test_an_unwritable_cache_directory_turns_caching_off_without_failing(tmp_pat
 
 
 def test_the_first_compilation_says_so_once(caplog):
-    if cache.NOTICE is None or numba.config.DISABLE_JIT:
-        pytest.skip("no compilation in this run (or no event API in this Numba)")
+    """The listener on Numba's compile events logs one line for the first fasttape kernel, none for others."""
+    from numba.core import event
 
-    def kernel(x):
-        return x + 1.0
+    assert cache.NOTICE in event._registered["numba:compile"]
 
-    def another(x):
-        return x * 2.0
+    def compiling(module):
+        function = types.SimpleNamespace(__module__=module)
+        return types.SimpleNamespace(data={"dispatcher": types.SimpleNamespace(py_func=function)})
 
-    kernel.__module__ = another.__module__ = "fasttape.testing"
     saved = type(cache.NOTICE).announced
     type(cache.NOTICE).announced = False
     try:
         with caplog.at_level(logging.WARNING, logger="fasttape"):
-            numba.njit(kernel)(1.0)
-            numba.njit(another)(1.0)
+            cache.NOTICE.on_start(compiling("someone.else"))
+            assert not caplog.records
+            cache.NOTICE.on_start(compiling("fasttape.kernels"))
+            cache.NOTICE.on_start(compiling("fasttape.kernels"))
     finally:
         type(cache.NOTICE).announced = saved
     notices = [r for r in caplog.records if "compiling kernels for first use" in r.getMessage()]
