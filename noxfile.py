@@ -19,10 +19,16 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session):
     """The test suite: every primitive and derivative against JAX and finite differences."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", "tests", *session.posargs)
+    # every kernel once, on every core, before the test processes load them (pytest-xdist: one per core)
+    session.run("python", "-m", "fasttape", "warm", "--quiet")
+    session.run("python", "-m", "pytest", "tests", "-n", "auto", *session.posargs)
     # the oracle checks the compiled sweeps (tests/test_executor.py holds the executor to them)
     compiled = {"FASTTAPE_TIERS": "compiled"}
-    session.run("python", "-m", "oracle", "--profile", "ci", "--no-progress", "--json", "oracle-ci.json", env=compiled)
+    jobs = str(os.cpu_count() or 1)  # the random programs run in parallel processes
+    session.run(
+        "python", "-m", "oracle", "--profile", "ci", "--no-progress", "--jobs", jobs, "--json", "oracle-ci.json",
+        env=compiled,
+    )  # fmt: skip
 
 
 @nox.session(python=None)

@@ -14,6 +14,8 @@ def main(argv=None) -> int:
     warm = commands.add_parser("warm", help="compile every kernel into the on-disk cache, with a progress bar")
     warm.add_argument("--quiet", action="store_true", help="no progress bar")
     commands.add_parser("cache", help="print the kernel cache directory and whether it holds compiled kernels")
+    build = commands.add_parser("build", help="(a build worker's job) compile the named sweeps and entry points")
+    build.add_argument("names", nargs="+", help="sweeps and entry points of fasttape.sweeps")
     args = parser.parse_args(argv)
 
     from . import cache
@@ -22,6 +24,15 @@ def main(argv=None) -> int:
         print(f"directory: {cache.DIRECTORY}")
         print(f"enabled:   {cache.ENABLED}")
         print(f"built:     {cache.is_built()}")
+        return 0
+    if args.command == "build":
+        from . import builds
+
+        unknown = [n for n in args.names if n not in builds.SWEEPS and n not in builds.NEEDS]
+        if unknown:
+            parser.error(f"unknown kernel(s) {unknown}; known: {builds.SWEEPS + tuple(builds.NEEDS)}")
+        logging.getLogger("fasttape").setLevel(logging.ERROR)
+        builds.build_here(args.names)
         return 0
     from .warm import warm as run
 

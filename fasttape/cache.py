@@ -38,9 +38,18 @@ import numpy as np
 from . import codegen
 from ._version import __version__ as VERSION
 
-# the modules whose functions are compiled (and cached) or inlined into compiled code
-KERNEL_MODULES = ("fasttape.kernels",)
-SOURCE_FILES = ("kernels.py", "scalar_math.py", "codegen.py", "primitives.py", "cache.py", "_version.py")
+# the files whose code is compiled (and cached) or shapes compiled code: every family module too
+SOURCE_FILES = ("jit.py", "layout.py", "loops.py", "runs.py", "scalar_runs.py", "regions.py", "sweeps.py",
+                "dispatch.py", "kernels.py", "scalar_math.py", "codegen.py", "primitives.py", "cache.py",
+                "_version.py")  # fmt: skip
+FAMILY_DIRECTORY = "families"
+
+
+def _source_paths() -> list[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    families = os.path.join(here, FAMILY_DIRECTORY)
+    paths = [os.path.join(here, name) for name in SOURCE_FILES]
+    return paths + sorted(os.path.join(families, n) for n in os.listdir(families) if n.endswith(".py"))
 
 
 def cache_root() -> str:
@@ -57,9 +66,8 @@ def source_key() -> str:
     for part in (VERSION, numba.__version__, np.__version__, sys.version, codegen.SOURCE):
         digest.update(part.encode())
         digest.update(b"\0")
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in SOURCE_FILES:
-        with open(os.path.join(here, name), "rb") as f:
+    for path in _source_paths():
+        with open(path, "rb") as f:
             digest.update(f.read())
         digest.update(b"\0")
     return digest.hexdigest()
@@ -143,7 +151,7 @@ def _install_locator() -> bool:
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            if getattr(py_func, "__module__", None) not in KERNEL_MODULES:
+            if not (getattr(py_func, "__module__", None) or "").startswith("fasttape."):
                 return None
             return cls(py_func)
 
@@ -193,8 +201,7 @@ def _install_notice():  # the listener, or None where Numba has no event API
             dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
             module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
             if module.startswith("fasttape."):
-                type(self).announced = True
-                LOG.warning(_notice())
+                announce()
 
         def on_end(self, ev):
             pass
@@ -202,6 +209,29 @@ def _install_notice():  # the listener, or None where Numba has no event API
     listener = CompileNotice()
     event.register("numba:compile", listener)
     return listener
+
+
+class _NoListener:
+    announced = False
+
+
+def announce():
+    """Log the notice once per process: a kernel starts compiling, here or in a build worker."""
+    owner = type(NOTICE) if NOTICE is not None else _NoListener
+    if not owner.announced:
+        owner.announced = True
+        LOG.warning(_notice())
+
+
+def holds(dispatcher) -> bool:
+    """Whether the cache directory has an index for this compiled function (it was built before)."""
+    func = dispatcher.py_func
+    module = os.path.splitext(os.path.basename(func.__code__.co_filename))[0]
+    prefix = f"{module}.{func.__qualname__}-{func.__code__.co_firstlineno}."
+    try:
+        return any(n.startswith(prefix) and n.endswith(".nbi") for n in os.listdir(DIRECTORY))
+    except OSError:
+        return False
 
 
 NOTICE = _install_notice()

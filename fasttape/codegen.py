@@ -5,8 +5,8 @@ switch over the opcodes (``unary_value``, ``unary_partial``, ``unary_second``,
 ``binary_value``, ``binary_partials``, ``binary_second``), each branch the declaration's
 formula, and run loops of their own for the ``hot`` primitives (the opcode a constant
 there, so LLVM folds the switch away and vectorises the loop).  ``ELEMENTWISE`` is that
-module, compiled with Numba; the sweeps in ``kernels`` call its functions.  An opcode that
-is not elementwise reaches the end of a switch and raises.
+module, compiled with Numba; the elementwise family and the fused regions call its
+functions.  An opcode that is not elementwise reaches the end of a switch and raises.
 
 The source is readable: ``print(fasttape.codegen.elementwise_source())``.
 """
@@ -124,19 +124,19 @@ def elementwise_source(fault: int | None = None) -> str:
     return "\n".join(out)
 
 
-def _compile(source: str) -> types.ModuleType:
-    name = "fasttape._elementwise"
+def load_generated(name: str, source: str, namespace: dict) -> types.ModuleType:
+    """Execute generated ``source`` as the module ``name`` (registered, so that Numba can pickle
+    references to its functions; its lines shown by tracebacks and ``inspect``)."""
     filename = f"<{name}>"
     module = types.ModuleType(name)
     module.__file__ = filename
-    module.__dict__.update(scalar_math.VOCABULARY)
-    # tracebacks and inspect show the generated lines
+    module.__dict__.update(namespace)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    sys.modules[name] = module  # Numba pickles references to its functions by module name
+    sys.modules[name] = module
     exec(compile(source, filename, "exec"), module.__dict__)
     return module
 
 
 FAULT_OPCODE = fault_opcode()
 SOURCE = elementwise_source(FAULT_OPCODE)
-ELEMENTWISE = _compile(SOURCE)
+ELEMENTWISE = load_generated("fasttape._elementwise", SOURCE, scalar_math.VOCABULARY)

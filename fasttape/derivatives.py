@@ -1,6 +1,6 @@
 """Forward mode, Jacobians and second order on a recorded :class:`~fasttape.tape.Tape`.
 
-Everything here drives the k-direction sweeps of :mod:`fasttape.kernels`:
+Everything here drives the k-direction sweeps of :mod:`fasttape.sweeps`:
 
 * JVP: a tangent sweep after the forward sweep (``run_jvp``);
 * HVP: forward-over-reverse, ``H(x) v`` without forming ``H`` (``run_hvp``),

@@ -1,7 +1,7 @@
 """Fused regions: chains of long elementwise instructions replayed tile by tile.
 
 A region is a run of consecutive elementwise instructions over the same number of elements (at
-least ``kernels.FUSE_MIN``) whose operands are either outputs of earlier instructions of the region,
+least ``layout.FUSE_MIN``) whose operands are either outputs of earlier instructions of the region,
 aligned element for element, or values from outside it.  The first-order sweeps
 (``run_value_and_grad``, ``run_forward``, ``run_reverse``) replay it a tile at a time, so that its
 intermediate values live in a small scratch that stays in cache:
@@ -18,7 +18,7 @@ what limits long elementwise chains.  The tangent and second-order sweeps (JVP, 
 tile's values and tangents the same way; the k-seed reverse of reverse-mode Jacobians runs after
 an unfused forward and replays instruction by instruction.
 
-This module decides the regions and writes them into the tape's code (see ``kernels.scalar_code``):
+This module decides the regions and writes them into the tape's code (see ``layout.scalar_code``):
 row ``i`` of a region gets ``S_FUSED`` (and ``S_START`` on its first row), its position in the
 region, and the region position of each operand that the region itself produced (``NO_SOURCE``
 for operands read from the buffer).  ``S_STORE`` marks the outputs read after the region and
@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
+from .families import gather
 
 # elementwise unary and binary primitives computed in compiled loops (not comparisons, not NumPy's)
 _FUSABLE = (K.UNARY | K.BINARY) & ~K.COMPARISON & ~K.VECTOR_UNARY & ~K.VECTOR_BINARY
@@ -186,8 +187,8 @@ def _read_outside(ins, aux, regions, protected):
         rows = rows[np.array([(i, k) not in internal for i in rows.tolist()], dtype=bool)] if rows.size else rows
         starts.append(ins[rows, col])
         ends.append(ins[rows, col] + size[rows])
-    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0].tolist()
-    points = [aux[ins[i, K.C_P0] : ins[i, K.C_P0] + ins[i, K.C_N]] for i in gathers]
+    gathers = np.nonzero(ins[:, K.C_OP] == K.OP_GATHER)[0].tolist()  # they read at the pool's positions
+    points = [aux[ins[i, gather.P_START] : ins[i, gather.P_START] + ins[i, K.C_N]] for i in gathers]
     guards, n_guards = int(aux[K.M_GUARDS]), int(aux[K.M_NGUARDS])
     points.append(aux[guards : guards + 2 * n_guards : 2])
     in_sweeps = _reader(starts, ends, points)

@@ -1,6 +1,6 @@
 """Saving and loading tapes: ``tape.save(path)`` and ``ft.load_tape(path)``.
 
-The file format (version 1) is a NumPy ``.npz`` archive: a zip file whose
+The file format (version 2; version 1 files load too) is a NumPy ``.npz`` archive: a zip file whose
 members are ``.npy`` arrays, written with ``allow_pickle=False`` and read back
 the same way -- a tape file holds numbers and JSON text, never pickled objects
 or code.  The members:
@@ -47,6 +47,7 @@ import zipfile
 import numpy as np
 import optree
 
+from . import families
 from . import kernels as K
 from .config import check_memory
 from .errors import TapeFormatError
@@ -54,7 +55,8 @@ from .tape import ArgSpec, Leaf, Tape, tape_bytes
 from .tracer import Slot
 
 FORMAT = "fasttape.tape"
-VERSION = 1
+VERSION = 2  # 2: side stores (max/min tie counts) after the values
+READABLE = (1, 2)  # version 1 files get their side stores on load
 SLOT_COLUMNS = 7
 _ORIGINS = ("input", "const", "view", "op")
 _FLAG_MASK = K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C | K.F_INIT_A | K.F_INIT_B | K.F_INIT_C
@@ -453,10 +455,12 @@ def _check_run(offset, size, n_values, what):
 
 
 def _validate_instructions(ins: np.ndarray, aux: np.ndarray, n_values: int, pool_end: int):
-    """Prove every position the sweeps (forward, reverse, tangent, second order) touch is in range."""
+    """Prove every position the sweeps (forward, reverse, tangent, second order) touch is in range:
+    the runs of every row here, its sizes and parameters by its family (``Family.validate``)."""
     N = n_values
     for i, row in enumerate(ins.tolist()):
-        op, o, n, a, na, b, nb, c, nc, p0, p1, p2, p3, flags = row
+        op, o, n, a, na, b, nb, c, nc = row[: K.C_P0]
+        flags = row[K.C_FLAGS]
         where = f"instruction {i}"
         if not 0 <= op < K.N_OPCODES:
             _fail(f"{where}: opcode {op} is not in the primitive table (0..{K.N_OPCODES - 1})")
@@ -467,49 +471,36 @@ def _validate_instructions(ins: np.ndarray, aux: np.ndarray, n_values: int, pool
         _check_run(o, n, N, f"{where}: output")
         for x, nx, col in ((a, na, "A"), (b, nb, "B"), (c, nc, "C")):
             _check_run(x, nx, N, f"{where}: operand {col}")
-        params = (p0, p1, p2, p3)
-        if prim.elementwise or prim.kind == "select":
-            if any(params):
-                _fail(f"{where}: elementwise instruction with parameters {params}")
-            if prim.arity == 1 and na != n:
-                _fail(f"{where}: operand of size {na} for an output of size {n}")
-            used = (na, nb, nc)[: prim.arity]
-            for nx, init in zip(used, (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)):
-                if nx not in (n, 1) and not (n == 0 and nx == 0):
-                    _fail(f"{where}: operand of size {nx} for an output of size {n} (must be {n} or 1)")
-                if nx == 0 and flags & init:  # the reverse sweep would write the one element at x
-                    _fail(f"{where}: an initialising write into an empty operand")
+        problem = families.of(op).validate(prim, row, N, pool_end)
+        if problem:
+            _fail(f"{where}: {problem}")
+
+
+def _with_side_stores(ins: np.ndarray, aux: np.ndarray, values: np.ndarray, N: int):
+    """A version-1 file (before side stores): each instruction that keeps one gets it appended after
+    the values, as the recorder allocates it now.  Returns (ins, aux, values, n_values)."""
+    rows = []
+    for i, row in enumerate(ins.tolist()):
+        family = families.of(row[K.C_OP]) if 0 <= row[K.C_OP] < K.N_OPCODES else None
+        if family is None or "side" not in family.params:
             continue
-        if prim.kind in ("reduction", "scan"):  # (pre, r, post)
-            pre, r, post = p0, p1, p2
-            if p3 or min(pre, r, post) < 0:
-                _fail(f"{where}: bad extents {params}")
-            if na != pre * r * post:
-                _fail(f"{where}: operand of size {na}, extents {pre}x{r}x{post}")
-            if n != (pre * r * post if prim.kind == "scan" else pre * post):
-                _fail(f"{where}: output of size {n}, extents {pre}x{r}x{post}")
-            if op in (K.OP_MAX, K.OP_MIN, K.OP_LOGSUMEXP) and r == 0 and n > 0:
-                _fail(f"{where}: a max/min/logsumexp over zero elements")
-        elif prim.kind == "broadcast":
-            pre, r, post = p0, p1, p2
-            if p3 or min(pre, r, post) < 0:
-                _fail(f"{where}: bad extents {params}")
-            if na != pre * post or n != pre * r * post:
-                _fail(f"{where}: sizes {na} -> {n} do not match extents {pre}x{r}x{post}")
-        elif prim.kind == "gather":
-            start, count = p0, p1
-            if p2 or p3 or count != n:
-                _fail(f"{where}: bad parameters {params} for an output of size {n}")
-            if start < K.HEADER or start + count > pool_end:
-                _fail(f"{where}: indices [{start}, {start + count}) outside the index pool [{K.HEADER}, {pool_end})")
-        elif prim.kind == "matmul":
-            batch, m, k, nn = params
-            if min(params) < 0:
-                _fail(f"{where}: bad extents {params}")
-            if n != batch * m * nn or na != batch * m * k or nb != batch * k * nn:
-                _fail(f"{where}: sizes {na}, {nb} -> {n} do not match {batch}x({m}x{k} @ {k}x{nn})")
-        else:
-            _fail(f"{where}: no validation for primitives of kind {prim.kind!r}")
+        params = family.unpack(row)
+        size = family.side_size(K.PRIMITIVE_BY_OPCODE[row[K.C_OP]], params)
+        if size > 0:
+            rows.append((i, K.C_P0 + family.params.index("side"), size))
+    if not rows:
+        return ins, aux, values, N
+    grown = N + sum(size for _, _, size in rows)
+    check_memory(tape_bytes(grown, ins.shape[0], aux.size), "this tape")
+    ins = ins.copy()
+    at = N
+    for i, column, size in rows:
+        ins[i, column] = at
+        at += size
+    aux = aux.copy()
+    if aux.size > K.M_NVALS and aux[K.M_NVALS] == N:
+        aux[K.M_NVALS] = grown
+    return ins, aux, np.concatenate([values, np.zeros(grown - N)]), grown
 
 
 def _validate_aux(aux: np.ndarray, n_values: int) -> tuple[int, list]:
@@ -564,8 +555,10 @@ def _build(meta, arrays) -> Tape:
         _fail("meta is not a JSON object")
     if meta.get("format") != FORMAT:
         _fail(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version") != VERSION:
-        _fail(f"format version {meta.get('version')!r}; this fasttape reads version {VERSION}")
+    version = meta.get("version")
+    if version not in READABLE:
+        _fail(f"format version {version!r}; this fasttape reads versions {READABLE}: load the file with the "
+              "fasttape that saved it, then trace the function again and save it with this one")  # fmt: skip
     if meta.get("row") != K.ROW or meta.get("header") != K.HEADER:
         _fail("the instruction layout differs from this fasttape's (saved by an incompatible version)")
     prims = meta.get("primitives")
@@ -579,6 +572,8 @@ def _build(meta, arrays) -> Tape:
         _fail(f"ins has {ins.shape[1]} columns, expected {K.ROW}")
     check_memory(tape_bytes(N, ins.shape[0], aux.size), "this tape")
     ins = _remapped(ins, prims)
+    if version == 1:
+        ins, aux, values, N = _with_side_stores(ins, aux, values, N)
     pool_end, guards = _validate_aux(aux, N)
     _validate_instructions(ins, aux, N, pool_end)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optree
 
-from . import fusion, tiers
+from . import families, fusion, tiers
 from . import kernels as K
 from .config import check_memory
 from .errors import (
@@ -462,12 +462,7 @@ class Tape:
                 row = self.ins[origin[1]]
                 prim = K.PRIMITIVE_BY_OPCODE[int(row[K.C_OP])]
                 operands = " ".join(f"%{o}" for o in self._row_operands[origin[1]])
-                params = ""
-                if prim.kind in ("reduction", "scan", "broadcast"):
-                    params = f"[{row[K.C_P0]}x{row[K.C_P1]}x{row[K.C_P2]}]"
-                elif prim.kind == "matmul":
-                    params = f"[{row[K.C_P0]}x{row[K.C_P1]}x{row[K.C_P2]}x{row[K.C_P3]}]"
-                text = f"{prim.name}{params} {operands}"
+                text = f"{prim.name}{families.describe(prim.opcode, row.tolist())} {operands}"
             lines.append(f"%{sid} = {text:<32} {typ}")
         for offset, outcome in self._guards:
             lines.append(f"guard value@{offset} is {outcome}")
@@ -522,6 +517,7 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     read = set(zero_whole) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
     all_flags = ins[:, K.C_FLAGS].tolist()  # Python ints: indexing the array per row costs more than the loop
     opcodes = ins[:, K.C_OP].tolist()
+    scatters = [f.scatters for f in families.FAMILY_BY_OPCODE]  # a scatter-add never assigns a first write
     row_operands, slots_by_row = rec.row_operands, rec.slots_by_row
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = all_flags[i]
@@ -529,7 +525,7 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
             continue
         read.add(slots_by_row[i])
         operands = row_operands[i]
-        gather = opcodes[i] == K.OP_GATHER
+        gather = scatters[opcodes[i]]
         for k, sid in enumerate(operands):
             if empty[sid]:
                 continue  # an empty adjoint needs no initialisation (and the sweeps would write one element)

@@ -2,11 +2,13 @@
 
 Each sweep entry point (``run_forward``, ``run_value_and_grad``, ``run_reverse``,
 ``run_jvp``, ``run_hvp``, ``run_vector_reverse``) is compiled by Numba the first time it
-is needed, which takes a minute or more on a cold cache and about a second to load from
+is needed, which takes about a minute on a cold cache and about a second to load from
 the disk cache.  Neither is waited for: the first call of an entry point starts its
 build (or load) on a background thread and is served by ``fasttape.executor``, as are
 later calls until the build is done; from then on every call is compiled.  Both tiers
-give the same results (to rounding) and the same errors.
+give the same results (to rounding) and the same errors.  On a cold cache the thread
+hands the compiling to worker processes (``fasttape.builds``: the sweeps in parallel, one
+per core), so that this process keeps its GIL, and then loads the kernel they cached.
 
 ``FASTTAPE_TIERS=compiled`` (or ``with tiers.only("compiled"):``) waits for the
 compiled kernels instead, as benchmarks and ``python -m fasttape warm`` do;
@@ -23,11 +25,13 @@ import threading
 
 import numba
 
-from . import executor
+from . import builds, cache, executor
 from . import kernels as K
 
 ENTRY_POINTS = ("run_forward", "run_value_and_grad", "run_reverse", "run_jvp", "run_hvp", "run_vector_reverse")
 MODES = ("auto", "compiled", "executor")
+# FASTTAPE_BUILD_WORKERS=0 keeps the background builds in this process (a thread), as without a disk cache
+_WORKERS = [os.environ.get("FASTTAPE_BUILD_WORKERS", "1").strip().lower() not in ("0", "false", "no")]
 
 
 def _mode_from_environment() -> str:
@@ -62,12 +66,22 @@ class _Entry:
 
     def _build(self, signature):
         try:
+            if self.use_workers(signature):
+                cache.announce()
+                builds.build_entry(self.name)  # on failure, the compile below does the work here
             self.compiled.compile(signature)
         except BaseException as e:  # noqa: BLE001  (reported at the next call, in the caller's thread)
             self.error = e
             return
         if mode() == "auto":
             globals()[self.name] = self.compiled
+
+    def use_workers(self, signature) -> bool:
+        """Build in worker processes (fasttape.builds): the caller keeps the GIL and both cores work."""
+        return (
+            _WORKERS[0] and mode() == "auto" and builds.usable() and tuple(signature) == builds.signature(self.name)
+            and not cache.holds(self.compiled)
+        )  # fmt: skip
 
     def start(self, args):
         with self.lock:

@@ -4,7 +4,7 @@ A ``Tracer`` stands in for a float64 array while a user's function runs once.
 It carries the concrete value (so shapes, dtypes and values come from NumPy
 itself) and the id of the tape slot that will hold the value on every replay.
 The ``Recorder`` turns each operation into rows of the flat instruction table
-defined in :mod:`fasttape.kernels`; :meth:`Recorder.finalize` freezes it into
+defined in :mod:`fasttape.layout`; :meth:`Recorder.finalize` freezes it into
 a :class:`fasttape.tape.Tape`.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import families
 from . import kernels as K
 from .errors import (
     ConcretizationError,
@@ -140,8 +141,9 @@ class Recorder:
         return self.constant(x)
 
     # -- instructions --------------------------------------------------------
-    def _emit(self, op, out_shape, operands, params=(0, 0, 0, 0), is_bool=False, value=None, grads=None):
-        """Append one instruction writing a fresh slot; return its Tracer."""
+    def _emit(self, op, out_shape, operands, params=None, is_bool=False, value=None, grads=None):
+        """Append one instruction writing a fresh slot; return its Tracer.  ``params``: the family's
+        named parameters; a family's side store is allocated here, after the output."""
         if self.closed:
             raise TracerLeakError(
                 "this tracer belongs to a trace that has finished; tracers must not escape the traced function "
@@ -155,7 +157,13 @@ class Recorder:
         active = any(grads)
         out = self._new_slot(out_shape, active, is_bool, ("op", len(self.rows)))
         o = self.slots[out]
-        row = [op, o.offset, o.size, 0, 0, 0, 0, 0, 0, *params, 0]
+        family = families.of(op)
+        named = dict(params or {})
+        side = family.side_size(prim, named)
+        if side:
+            named["side"] = self.n_values
+            self.n_values += side  # values no slot names: what the forward keeps for the other sweeps
+        row = [op, o.offset, o.size, 0, 0, 0, 0, 0, 0, *family.pack(**named), 0]
         for k, s in enumerate(slots[:3]):
             row[K.C_A + 2 * k] = s.offset
             row[K.C_NA + 2 * k] = s.size
@@ -216,7 +224,7 @@ class Recorder:
                     K.OP_BROADCAST,
                     tuple(cur),
                     [result._sid],
-                    (pre, reps, post, 0),
+                    {"pre": pre, "r": reps, "post": post},
                     is_bool=self.slots[result._sid].is_bool,
                     value=np.array(value),
                 )
@@ -243,9 +251,10 @@ class Recorder:
         r = math.prod(shape[axes[0] : axes[-1] + 1])
         post = math.prod(shape[axes[-1] + 1 :])
         if op == K.OP_CUMSUM:
-            return self._emit(op, shape, [x._sid], (pre, r, post, 0), value=value)
+            return self._emit(op, shape, [x._sid], {"pre": pre, "r": r, "post": post}, value=value)
         out_shape = tuple(d for a, d in enumerate(shape) if a not in axes)
-        t = self._emit(op, out_shape, [x._sid], (pre, r, post, 0), is_bool=is_bool, value=value.reshape(out_shape))
+        extents = {"pre": pre, "r": r, "post": post}
+        t = self._emit(op, out_shape, [x._sid], extents, is_bool=is_bool, value=value.reshape(out_shape))
         if value.shape != out_shape:
             return self.reshape(t, value.shape)
         return t
@@ -269,7 +278,7 @@ class Recorder:
             K.OP_GATHER,
             value.shape,
             src_slots,
-            (start, n, 0, 0),
+            {"start": start, "count": n},
             is_bool=is_bool,
             value=value,
             grads=[any(self.slots[s].active for s in src_slots)],
@@ -294,7 +303,7 @@ class Recorder:
             K.OP_MATMUL,
             batch + (m, n),
             [a2._sid, b2._sid],
-            (math.prod(batch), m, k, n),
+            {"batch": math.prod(batch), "m": m, "k": k, "n": n},
             value=value.reshape(batch + (m, n)),
         )
         return self.reshape(out, value.shape)

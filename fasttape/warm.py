@@ -1,11 +1,13 @@
 """``python -m fasttape warm``: compile every kernel ahead of time, into the on-disk cache.
 
-Each step runs one kind of sweep on a small program that reaches every structural
-family (elementwise, select, reductions, cumsum, broadcast, gather, matmul), then the
-two special paths (the scalar code of loops over Python floats, and the fused regions
-of long elementwise chains).  A step whose kernels are already cached takes well under
-a second; building from nothing takes a few minutes.  For container images and CI:
-run it once after installing, and every later process starts at compiled speed.
+First the four sweeps, then the six entry points, are compiled in worker processes, one
+per core (``fasttape.builds``); then each step runs one kind of sweep on a small program
+that reaches every family (elementwise, select, reductions, cumsum, broadcast, gather,
+matmul), and the two special paths (the scalar code of loops over Python floats, and the
+fused regions of long elementwise chains), loading the kernels the workers built.  With
+everything cached it takes a few seconds; building from nothing takes a few minutes.  For
+container images and CI: run it once after installing, and every later process starts at
+compiled speed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import cache, tiers
+from . import builds, cache, tiers
 
 
 def _every_family(x, W):
@@ -70,6 +72,22 @@ def _bar(done, total, label, elapsed, width=24):
     return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<28} {elapsed:6.1f} s"
 
 
+def _build_in_workers(label, names, quiet, stream, start):
+    done = []
+    label = f"{label} ({builds.cores()} workers)"
+
+    def progress(finished):
+        done.extend(finished)
+        if not quiet:
+            stream.write(_bar(len(done), len(names), label, time.perf_counter() - start))
+            stream.flush()
+
+    progress(())
+    builds.run_workers([(name,) for name in names], on_done=progress)
+    if not quiet:
+        stream.write("\n")
+
+
 def warm(quiet=False, stream=None) -> float:
     """Compile (or load) every kernel; returns the seconds it took.  Prints a progress bar unless ``quiet``."""
     stream = sys.stderr if stream is None else stream
@@ -78,6 +96,9 @@ def warm(quiet=False, stream=None) -> float:
     if not quiet:
         where = cache.DIRECTORY if cache.ENABLED else "memory only (the disk cache is off)"
         print(f"fasttape: building kernels into {where}", file=stream)
+    if builds.usable():  # the slow part, on every core: sweeps first, then the entry points that link them
+        _build_in_workers("sweeps", builds.SWEEPS, quiet, stream, start)
+        _build_in_workers("entry points", tuple(builds.NEEDS), quiet, stream, start)
     with tiers.only("compiled"):
         for i, (label, run) in enumerate(steps):
             if not quiet:

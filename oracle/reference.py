@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 import fasttape.kernels as K
+from fasttape import families
+from fasttape.families import gather
 
 
 def _jax():
@@ -107,7 +109,7 @@ def replay_in_jax(tape):
     outputs = tape.output_slots
 
     def gather_plan(row, operands):
-        start, n = int(ins[row, K.C_P0]), int(ins[row, K.C_P1])
+        start, n = int(ins[row, gather.P_START]), int(ins[row, gather.P_COUNT])
         positions = aux[start : start + n]
         index = np.empty(n, dtype=np.int64)
         base = 0
@@ -150,13 +152,5 @@ def replay_in_jax(tape):
 def _apply(prims, ins, row, row_operands, values, plans, jnp):
     op = int(ins[row, K.C_OP])
     prim = K.PRIMITIVE_BY_OPCODE[op]
-    fn = prims[prim.name]
     operands = [jnp.ravel(values[sid]) for sid in row_operands[row]]
-    p = [int(v) for v in ins[row, K.C_P0 : K.C_P3 + 1]]
-    if prim.kind in ("unary", "binary", "comparison", "select"):
-        return fn(*operands)
-    if prim.kind in ("reduction", "scan", "broadcast"):
-        return fn(operands[0], p[0], p[1], p[2])
-    if prim.kind == "gather":
-        return fn(jnp.concatenate(operands), plans[row])
-    return fn(operands[0], operands[1], p[0], p[1], p[2], p[3])  # matmul
+    return families.of(op).jax_call(jnp, prims[prim.name], operands, ins[row].tolist(), plans.get(row))

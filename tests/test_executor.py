@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import fasttape as ft
-from fasttape import executor, primitives, scalar_math, tiers
+from fasttape import primitives, scalar_math, tiers
+from fasttape.families import elementwise
 from oracle.cases import NP, PRIMITIVE_CASES, scalar_loss
 from tests.programs import M33, X3, rich
 
@@ -116,8 +117,8 @@ def test_executor_fails_guards_as_the_compiled_sweeps_do():
 
 
 def test_the_executor_vocabulary_is_the_compiled_one():
-    assert set(executor.ARRAY_VOCABULARY) == set(scalar_math.VOCABULARY)
-    assert set(executor.FORMULAS) == set(primitives.opcodes(lambda p: p.elementwise))
+    assert set(elementwise.ARRAY_VOCABULARY) == set(scalar_math.VOCABULARY)
+    assert set(elementwise.FORMULAS) == set(primitives.opcodes(lambda p: p.elementwise))
 
 
 def test_a_call_in_auto_mode_is_compiled_once_the_kernel_is_ready():

@@ -176,7 +176,7 @@ def test_saving_is_reproducible_and_a_plain_npz(tmp_path):
     with np.load(tmp_path / "a.npz", allow_pickle=False) as npz:
         assert sorted(npz.files) == sorted([*storage._MEMBERS, "sha256"])
         meta = json.loads(npz["meta"].tobytes())
-        assert meta["format"] == "fasttape.tape" and meta["version"] == 1
+        assert meta["format"] == "fasttape.tape" and meta["version"] == storage.VERSION
         np.testing.assert_array_equal(npz["ins"], tape.ins)
     loaded = ft.load_tape(tmp_path / "a.npz")
     _assert_same(loaded.value_and_grad(*args), tape.value_and_grad(*args))
@@ -231,6 +231,34 @@ def test_saved_opcodes_are_remapped_by_primitive_name():
     lvalue, lgrads = loaded.value_and_grad(*args)
     assert value == lvalue
     np.testing.assert_array_equal(lgrads, grads)
+
+
+def test_a_version_1_file_gets_its_side_stores_on_load():
+    """Version 1 had no side stores: its max/min rows load with theirs appended after the values, and the
+    tape gives the results of one traced now (the same numbers; the side stores sit elsewhere)."""
+
+    def f(x, M):
+        return np.max(M @ x) + np.sum(np.min(M, axis=0) * x) + np.max(np.round(x))  # a tie: round
+
+    args = (np.array([0.4, 0.6, 1.2]), M33)
+    tape = ft.trace(f, *args)
+    sided = [i for i, row in enumerate(tape.ins.tolist()) if K.PRIMITIVE_BY_OPCODE[row[K.C_OP]].name in ("max", "min")]
+    assert len(sided) == 3
+
+    def as_version_1(meta, arrays):  # a version-1 writer kept no side stores (the values they use stay, unused)
+        meta["version"] = 1
+        arrays["ins"] = arrays["ins"].copy()
+        arrays["ins"][sided, K.C_P3] = 0
+
+    loaded = ft.load_tape(io.BytesIO(_rewritten(tape, as_version_1)))
+    assert loaded.n_values == tape.n_values + sum(int(tape.ins[i, K.C_N]) for i in sided)
+    assert all(loaded.ins[i, K.C_P3] >= tape.n_values for i in sided)
+    for x in (args[0], np.array([1.0, 1.0, 1.0]), np.array([-0.3, 2.0, 2.0])):
+        _assert_same(loaded.value_and_grad(x, M33), tape.value_and_grad(x, M33))
+        v = np.array([0.5, -1.0, 2.0])
+        _assert_same(loaded.hvp(x, M33, v), tape.hvp(x, M33, v))
+    version_2 = ft.load_tape(io.BytesIO(_rewritten(tape, lambda meta, arrays: None)))
+    np.testing.assert_array_equal(version_2.ins, tape.ins)
 
 
 def test_a_primitive_this_version_lacks_is_named_with_the_fix():

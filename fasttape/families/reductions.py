@@ -1,0 +1,482 @@
+"""The reductions and scans: sum, prod, max, min, logsumexp over an axis, and cumsum.
+
+Every instruction sees its operand as (pre, r, post) and reduces (or scans) the middle
+axis of length r: the recorder moves any set of axes into that form.  max and min keep a
+side store: the number of elements tied at the extremum, per output (0 where it is NaN),
+which the forward counts once and the other sweeps use to share the adjoint equally
+between ties, as JAX does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..jit import jit
+from ..layout import (
+    C_A,
+    C_FLAGS,
+    C_N,
+    C_NA,
+    C_OP,
+    C_OUT,
+    F_INIT_A,
+    OP_CUMSUM,
+    OP_LOGSUMEXP,
+    OP_MAX,
+    OP_MIN,
+    OP_PROD,
+    OP_SUM,
+    param_columns,
+)
+from ..loops import sum_contiguous, zero, zero_first_writes
+from ..primitives import opcode
+
+KINDS = ("reduction", "scan")
+PARAMS = ("pre", "r", "post", "side")
+P_PRE, P_R, P_POST, P_SIDE = param_columns(PARAMS)
+
+TIES = ("max", "min")  # the primitives with a side store
+
+
+# --------------------------------------------------------------------------
+# compiled loops
+# --------------------------------------------------------------------------
+@jit
+def sum_forward(t, o, a, pre, r, post):
+    """Sums over the middle axis of ``t[a:]`` viewed as (pre, r, post), into ``t[o:]`` (values or
+    tangents alike)."""
+    for p in range(pre):
+        base = a + p * r * post
+        if post == 1:
+            t[o + p] = sum_contiguous(t, base, r)
+            continue
+        z = t[o + p * post : o + (p + 1) * post]  # rows added in order, one vectorised loop each
+        z[:] = t[base : base + post]
+        for k in range(1, r):
+            row = t[base + k * post : base + (k + 1) * post]
+            for q in range(post):
+                z[q] += row[q]
+
+
+@jit
+def sum_reverse(t, o, a, pre, r, post, init):
+    """Adjoints ``t``: the adjoint of a sum copied to every summand, one contiguous row at a time."""
+    for p in range(pre):
+        if post == 1:
+            dx = t[a + p * r : a + (p + 1) * r]
+            g1 = t[o + p]
+            if init:
+                for k in range(r):
+                    dx[k] = g1
+            else:
+                for k in range(r):
+                    dx[k] += g1
+            continue
+        g = t[o + p * post : o + (p + 1) * post]
+        for k in range(r):
+            start = a + (p * r + k) * post
+            dx = t[start : start + post]
+            if init:
+                for q in range(post):
+                    dx[q] = g[q]
+            else:
+                for q in range(post):
+                    dx[q] += g[q]
+
+
+@jit
+def reduce_forward(op, buf, o, a, pre, r, post, side):
+    """prod, max, min and logsumexp; max and min write their tie counts at ``side``."""
+    for p in range(pre):
+        base = a + p * r * post
+        for q in range(post):
+            out = o + p * post + q
+            if op == OP_PROD:
+                s = 1.0
+                for k in range(r):
+                    s *= buf[base + k * post + q]
+                buf[out] = s
+                continue
+            m = buf[base + q]
+            count = 1
+            for k in range(1, r):
+                v = buf[base + k * post + q]
+                if v != v:
+                    m = v
+                    break
+                if (op == OP_MIN and v < m) or (op != OP_MIN and v > m):
+                    m = v
+                    count = 1
+                elif v == m:
+                    count += 1
+            if op == OP_LOGSUMEXP:
+                shift = m if math.isfinite(m) else 0.0
+                s = 0.0
+                for k in range(r):
+                    s += math.exp(buf[base + k * post + q] - shift)
+                m = math.log(s) + shift
+            else:  # a NaN extremum matches no element
+                buf[side + p * post + q] = count if m == m else 0.0
+            buf[out] = m
+
+
+@jit
+def tie_shares(buf, side, index):
+    """A max/min's adjoint weights (tied element, other element): the ties share it equally; a NaN
+    extremum matches no element and every weight is NaN, as JAX's mask / count (0 / 0)."""
+    count = buf[side + index]
+    if count > 0.0:
+        return 1.0 / count, 0.0
+    return math.nan, math.nan
+
+
+@jit
+def prod_reverse(buf, N, base, r, post, q, g):
+    # d prod / d x_k = product of all the others = prefix_k * suffix_k: exact with zeros
+    prefix = np.empty(r)
+    acc = 1.0
+    for k in range(r):
+        prefix[k] = acc
+        acc *= buf[base + k * post + q]
+    acc = 1.0
+    for k in range(r - 1, -1, -1):
+        pos = base + k * post + q
+        buf[N + pos] += g * prefix[k] * acc
+        acc *= buf[pos]
+
+
+@jit
+def cumsum_forward(t, o, a, pre, r, post):
+    for p in range(pre):
+        for q in range(post):
+            s = 0.0
+            for k in range(r):
+                idx = p * r * post + k * post + q
+                s += t[a + idx]
+                t[o + idx] = s
+
+
+@jit
+def cumsum_reverse(t, o, a, pre, r, post):
+    for p in range(pre):
+        for q in range(post):
+            s = 0.0
+            for k in range(r - 1, -1, -1):  # adjoint of a prefix sum: suffix sum
+                idx = p * r * post + k * post + q
+                s += t[o + idx]
+                t[a + idx] += s
+
+
+# --------------------------------------------------------------------------
+# compiled kernels
+# --------------------------------------------------------------------------
+@jit
+def fields(ins, i):
+    """A reduction or scan row: (opcode, output, operand, pre, r, post, side store)."""
+    return ins[i, C_OP], ins[i, C_OUT], ins[i, C_A], ins[i, P_PRE], ins[i, P_R], ins[i, P_POST], ins[i, P_SIDE]
+
+
+@jit
+def forward(ins, i, aux, buf):
+    op, o, a, pre, r, post, side = fields(ins, i)
+    if op == OP_CUMSUM:
+        cumsum_forward(buf, o, a, pre, r, post)
+    elif op == OP_SUM and pre == 1 and post == 1:
+        buf[o] = sum_contiguous(buf, a, r)
+    elif op == OP_SUM:
+        sum_forward(buf, o, a, pre, r, post)
+    else:
+        reduce_forward(op, buf, o, a, pre, r, post, side)
+
+
+@jit
+def reverse(ins, i, aux, buf, N):
+    op, o, a, pre, r, post, side = fields(ins, i)
+    init = (ins[i, C_FLAGS] & F_INIT_A) != 0
+    if op == OP_SUM:
+        sum_reverse(buf[N:], o, a, pre, r, post, init)
+        return
+    if init:
+        zero(buf, N + a, ins[i, C_NA])
+    if op == OP_CUMSUM:
+        cumsum_reverse(buf[N:], o, a, pre, r, post)
+        return
+    for p in range(pre):
+        base = a + p * r * post
+        for q in range(post):
+            out = o + p * post + q
+            g = buf[N + out]
+            z = buf[out]
+            if op == OP_LOGSUMEXP:
+                for k in range(r):  # d logsumexp = softmax
+                    pos = base + k * post + q
+                    buf[N + pos] += g * math.exp(buf[pos] - z)
+            elif op == OP_PROD:
+                prod_reverse(buf, N, base, r, post, q, g)
+            else:  # max / min: ties share the adjoint equally, as JAX
+                tied, other = tie_shares(buf, side, p * post + q)
+                for k in range(r):
+                    pos = base + k * post + q
+                    buf[N + pos] += g * (tied if buf[pos] == z else other)
+
+
+@jit
+def tangent(ins, i, aux, buf, tan, NV, k):
+    op, o, a, pre, r, post, side = fields(ins, i)
+    for d in range(k):
+        t = tan[d * NV : (d + 1) * NV]
+        if op == OP_SUM:
+            sum_forward(t, o, a, pre, r, post)
+            continue
+        if op == OP_CUMSUM:
+            cumsum_forward(t, o, a, pre, r, post)
+            continue
+        for p in range(pre):
+            base = a + p * r * post
+            for q in range(post):
+                out = o + p * post + q
+                z = buf[out]
+                acc = 0.0
+                if op == OP_LOGSUMEXP:
+                    for kk in range(r):  # d logsumexp = softmax
+                        pos = base + kk * post + q
+                        acc += math.exp(buf[pos] - z) * t[pos]
+                elif op == OP_PROD:
+                    prod = 1.0  # dual-number product: exact with zeros
+                    for kk in range(r):
+                        pos = base + kk * post + q
+                        acc = acc * buf[pos] + prod * t[pos]
+                        prod *= buf[pos]
+                else:  # max / min: the mean tangent over the ties, as JAX
+                    for kk in range(r):
+                        pos = base + kk * post + q
+                        if buf[pos] == z:
+                            acc += t[pos]
+                    count = buf[side + p * post + q]
+                    acc = acc / count if count > 0.0 else math.nan
+                t[out] = acc
+
+
+@jit
+def second(ins, i, aux, buf, tan, adj2, N, k, second):
+    op, o, a, pre, r, post, side = fields(ins, i)
+    if op == OP_SUM and post == 1:  # linear: the first-order rule on every adjoint, assigned on a first write
+        init = (ins[i, C_FLAGS] & F_INIT_A) != 0
+        for d in range(-1 if second else 0, k):
+            sum_reverse(buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N], o, a, pre, r, post, init)
+        return
+    zero_first_writes(ins, i, buf, adj2, N, k, second)
+    if op == OP_SUM or op == OP_CUMSUM:  # linear: the first-order rule on every adjoint
+        for d in range(-1 if second else 0, k):
+            t = buf[N : 2 * N] if d < 0 else adj2[d * N : (d + 1) * N]
+            if op == OP_SUM:
+                sum_reverse(t, o, a, pre, r, post, False)
+            else:
+                cumsum_reverse(t, o, a, pre, r, post)
+        return
+    scratch = np.empty(2 * r if op == OP_PROD else 0)
+    for p in range(pre):
+        base = a + p * r * post
+        for q in range(post):
+            out = o + p * post + q
+            z = buf[out]
+            g = buf[N + out] if second else 0.0
+            for d in range(k):
+                gd = adj2[d * N + out]
+                if op == OP_LOGSUMEXP:
+                    # softmax s: x̄ += z̄ s,  x̄' += z̄' s + z̄ s (x' - z')
+                    zt = tan[d * N + out] if second else 0.0
+                    for kk in range(r):
+                        pos = base + kk * post + q
+                        sm = math.exp(buf[pos] - z)
+                        if second:
+                            if d == 0:
+                                buf[N + pos] += g * sm
+                            adj2[d * N + pos] += gd * sm + g * sm * (tan[d * N + pos] - zt)
+                        else:
+                            adj2[d * N + pos] += gd * sm
+                elif op == OP_PROD:
+                    # others_i = prefix_i * suffix_i in dual numbers (value, tangent)
+                    pv = 1.0
+                    pt = 0.0
+                    for kk in range(r):
+                        scratch[2 * kk] = pv
+                        scratch[2 * kk + 1] = pt
+                        pos = base + kk * post + q
+                        xt = tan[d * N + pos] if second else 0.0
+                        pt = pt * buf[pos] + pv * xt
+                        pv *= buf[pos]
+                    sv = 1.0
+                    st = 0.0
+                    for kk in range(r - 1, -1, -1):
+                        pos = base + kk * post + q
+                        ov = scratch[2 * kk] * sv
+                        ot = scratch[2 * kk + 1] * sv + scratch[2 * kk] * st
+                        if second:
+                            if d == 0:
+                                buf[N + pos] += g * ov
+                            adj2[d * N + pos] += gd * ov + g * ot
+                        else:
+                            adj2[d * N + pos] += gd * ov
+                        xt = tan[d * N + pos] if second else 0.0
+                        st = st * buf[pos] + sv * xt
+                        sv *= buf[pos]
+                else:  # max / min: piecewise linear, ties share equally
+                    tied, other = tie_shares(buf, side, p * post + q)
+                    for kk in range(r):
+                        pos = base + kk * post + q
+                        w = tied if buf[pos] == z else other
+                        if second and d == 0:
+                            buf[N + pos] += g * w
+                        adj2[d * N + pos] += gd * w
+
+
+# --------------------------------------------------------------------------
+# NumPy rules (the executor tier): the reduced axis is axis 1 of (pre, r, post)
+# --------------------------------------------------------------------------
+def _logsumexp(x):
+    m = np.max(x, axis=1, keepdims=True)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    return (np.log(np.sum(np.exp(x - shift), axis=1, keepdims=True)) + shift)[:, 0]
+
+
+_REDUCE = {
+    "sum": lambda x: np.sum(x, axis=1),
+    "prod": lambda x: np.prod(x, axis=1),
+    "max": lambda x: np.max(x, axis=1),
+    "min": lambda x: np.min(x, axis=1),
+    "logsumexp": _logsumexp,
+}
+
+
+def _exclusive_products(x):
+    """prod_{j != i} x_j along axis -2, exact with zeros (prefix times suffix, in the compiled order)."""
+    ones = np.ones_like(x[..., :1, :])
+    prefix = np.cumprod(np.concatenate([ones, x[..., :-1, :]], axis=-2), axis=-2)
+    suffix = np.cumprod(np.concatenate([ones, x[..., :0:-1, :]], axis=-2), axis=-2)[..., ::-1, :]
+    return prefix * suffix
+
+
+def _exclusive_product_tangents(x, t):
+    """The tangent of each exclusive product along t (dual numbers, prefix times suffix)."""
+    r = x.shape[-2]
+    shape = np.broadcast_shapes(x.shape, t.shape)
+    pv, pt = np.ones(shape[:-2] + (shape[-1],)), np.zeros(shape[:-2] + (shape[-1],))
+    prefix_v, prefix_t = np.empty(shape), np.empty(shape)
+    for k in range(r):
+        prefix_v[..., k, :], prefix_t[..., k, :] = pv, pt
+        pt = pt * x[..., k, :] + pv * t[..., k, :]
+        pv = pv * x[..., k, :]
+    sv, st = np.ones_like(pv), np.zeros_like(pt)
+    out = np.empty(shape)
+    for k in range(r - 1, -1, -1):
+        out[..., k, :] = prefix_t[..., k, :] * sv + prefix_v[..., k, :] * st
+        st = st * x[..., k, :] + sv * t[..., k, :]
+        sv = sv * x[..., k, :]
+    return out
+
+
+def _weights(row, buf):
+    """dz/dx of the reduction z over axis 1 of x, shaped (pre, r, post): the weights that carry a
+    tangent forward and an adjoint back."""
+    op, o, n, a, na = row[:5]
+    pre, r, post, side = row[P_PRE : P_SIDE + 1]
+    x = buf[a : a + na].reshape(pre, r, post)
+    z = buf[o : o + n].reshape(pre, 1, post)
+    if op == OP_SUM:
+        return np.ones_like(x)
+    if op == OP_PROD:
+        return _exclusive_products(x)
+    if op == OP_LOGSUMEXP:
+        return np.exp(x - z)  # d logsumexp = softmax
+    count = buf[side : side + n].reshape(pre, 1, post)  # max / min: ties share equally, as JAX
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (x == z) / count, np.nan)
+
+
+def numpy_forward(row, aux, buf):
+    op, o, n, a, na = row[:5]
+    pre, r, post, side = row[P_PRE : P_SIDE + 1]
+    x = buf[a : a + na].reshape(pre, r, post)
+    if op == OP_CUMSUM:
+        buf[o : o + n] = np.cumsum(x, axis=1).reshape(-1)
+        return
+    z = _REDUCE[_NAMES[op]](x)
+    buf[o : o + n] = z.reshape(-1)
+    if op in (OP_MAX, OP_MIN):
+        buf[side : side + n] = np.sum(x == z[:, None, :], axis=1).reshape(-1)
+
+
+def numpy_tangent(row, aux, buf, T):
+    op, o, n, a, na = row[:5]
+    pre, r, post = row[P_PRE : P_POST + 1]
+    k = T.shape[0]
+    t = T[:, a : a + na].reshape(k, pre, r, post)
+    if op == OP_CUMSUM:
+        T[:, o : o + n] = np.cumsum(t, axis=2).reshape(k, n)
+    else:
+        T[:, o : o + n] = np.sum(_weights(row, buf) * t, axis=2).reshape(k, n)
+
+
+def numpy_reverse(row, aux, buf, G, G2, T):
+    op, o, n, a, na = row[:5]
+    pre, r, post = row[P_PRE : P_POST + 1]
+    adjoints = [A for A in (G, G2) if A is not None]
+    if op == OP_CUMSUM:
+        for A in adjoints:  # adjoint of a prefix sum: suffix sum
+            g = A[:, o : o + n].reshape(-1, pre, r, post)
+            A[:, a : a + na] += np.cumsum(g[:, :, ::-1], axis=2)[:, :, ::-1].reshape(A.shape[0], na)
+        return
+    w = _weights(row, buf)
+    if T is not None and op == OP_LOGSUMEXP:  # x̄' += z̄ s (x' - z')
+        t = T[:, a : a + na].reshape(-1, pre, r, post)
+        zt = T[:, o : o + n].reshape(-1, pre, 1, post)
+        g = G[:, o : o + n].reshape(1, pre, 1, post)
+        G2[:, a : a + na] += (g * w * (t - zt)).reshape(G2.shape[0], na)
+    elif T is not None and op == OP_PROD:  # x̄' += z̄ (tangent of the exclusive product)
+        t = T[:, a : a + na].reshape(-1, pre, r, post)
+        g = G[:, o : o + n].reshape(1, pre, 1, post)
+        x = buf[a : a + na].reshape(pre, r, post)
+        G2[:, a : a + na] += (g * _exclusive_product_tangents(x, t)).reshape(G2.shape[0], na)
+    for A in adjoints:
+        g = A[:, o : o + n].reshape(-1, pre, 1, post)
+        A[:, a : a + na] += (g * w).reshape(A.shape[0], na)
+
+
+_NAMES = {opcode(name): name for name in _REDUCE}
+
+
+# --------------------------------------------------------------------------
+# declarations, saved form, listing, JAX
+# --------------------------------------------------------------------------
+def side_size(prim, params):
+    return params["pre"] * params["post"] if prim.name in TIES else 0
+
+
+def validate(prim, row, n_values, pool_end):
+    n, na = row[C_N], row[C_NA]
+    pre, r, post, side = row[P_PRE : P_SIDE + 1]
+    if min(pre, r, post) < 0:
+        return f"bad extents {pre}x{r}x{post}"
+    if na != pre * r * post:
+        return f"operand of size {na}, extents {pre}x{r}x{post}"
+    if n != (pre * r * post if prim.kind == "scan" else pre * post):
+        return f"output of size {n}, extents {pre}x{r}x{post}"
+    if prim.name in ("max", "min", "logsumexp") and r == 0 and n > 0:
+        return "a max/min/logsumexp over zero elements"
+    if prim.name in TIES:
+        if not (0 <= side and side + n <= n_values):
+            return f"side store [{side}, {side + n}) outside the {n_values} values"
+    elif side:
+        return f"a side store at {side} for a primitive that keeps none"
+    return None
+
+
+def describe(prim, params):
+    return f"[{params['pre']}x{params['r']}x{params['post']}]"
+
+
+def jax_call(jnp, fn, operands, params, index):
+    return fn(operands[0], params["pre"], params["r"], params["post"])
