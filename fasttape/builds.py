@@ -60,27 +60,24 @@ def signature(name: str) -> tuple:
     }[name]
 
 
-def sweep_signatures(name: str) -> list[tuple]:
-    """The argument types with which the entry points call a sweep: a constant flag is a literal type
-    there (its own specialisation), so each call site's combination is listed."""
+def sweep_signature(name: str) -> tuple:
+    """The argument types with which the entry points call a sweep (their flags are array reads, never
+    literals: one signature per sweep)."""
     ins, code, aux, buf = _types()
     i64, flag = numba.int64, numba.boolean
-    yes, no = numba.types.literal(True), numba.types.literal(False)
     head = (ins, code, aux, buf)
     return {
-        # run_value_and_grad, run_forward, run_jvp, run_hvp
-        "forward_sweep": [head + (flag, flag), head + (flag, no), head + (yes, no), head + (yes, yes)],
-        "reverse_sweep": [head + (flag,), head + (no,)],  # run_value_and_grad, run_reverse
-        "tangent_sweep": [head + (buf, i64, no), head + (buf, i64, yes)],  # run_jvp, run_hvp
-        "second_order_sweep": [head + (buf, buf, i64, yes), head + (buf, buf, i64, no)],  # run_hvp, jacrev
+        "forward_sweep": head + (flag, flag),
+        "reverse_sweep": head + (flag,),
+        "tangent_sweep": head + (buf, i64, flag),
+        "second_order_sweep": head + (buf, buf, i64, flag),
     }[name]
 
 
 def build_here(names) -> None:
     """Compile (or load) the named sweeps and entry points in this process (a worker's job)."""
     for name in names:
-        for types in sweep_signatures(name) if name in SWEEPS else [signature(name)]:
-            getattr(sweeps, name).compile(types)
+        getattr(sweeps, name).compile(sweep_signature(name) if name in SWEEPS else signature(name))
 
 
 def cores() -> int:

@@ -198,9 +198,11 @@ def _install_notice():  # the listener, or None where Numba has no event API
         def on_start(self, ev):
             if self.announced:
                 return
-            dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
-            module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
-            if module.startswith("fasttape."):
+            data = ev.data if isinstance(ev.data, dict) else {}
+            module = getattr(getattr(data.get("dispatcher"), "py_func", None), "__module__", "") or ""
+            # (an object-mode block -- NumPy's SIMD loops called from a kernel -- is lifted at its first run)
+            lifted = any(str(a) == "ffi_forced_object" for a in data.get("args") or ())
+            if module.startswith("fasttape.") and not lifted:
                 announce()
 
         def on_end(self, ev):

@@ -13,6 +13,8 @@ so an input that is not differentiated never turns 0 x inf into NaN.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .dispatch import DISPATCH
 from .jit import jit
 from .layout import (
@@ -31,6 +33,11 @@ from .layout import (
 from .loops import zero, zero_adjoints
 from .regions import region_end, region_forward, region_reverse, region_second, region_tangent
 from .scalar_runs import scalar_forward_run, scalar_reverse_run, scalar_second_run, scalar_tangent_run
+
+# The entry points pass their constant flags as reads of this array: typed bool, not Literal[bool], so
+# that every call site shares one compiled sweep (each literal combination would compile the sweep and
+# its families again, tens of seconds on a cold cache).
+FLAGS = np.array([False, True])
 
 family_forward = DISPATCH.forward
 family_reverse = DISPATCH.reverse
@@ -145,7 +152,7 @@ def second_order_sweep(ins, code, aux, buf, tan, adj2, k, second):
 def run_forward(ins, code, aux, buf, fused):
     """Forward sweep; returns False when a recorded branch is not taken.  ``fused=False`` keeps every
     value (for the k-direction sweeps that may follow)."""
-    forward_sweep(ins, code, aux, buf, fused, False)
+    forward_sweep(ins, code, aux, buf, fused, FLAGS[0])
     return guards_hold(aux, buf)
 
 
@@ -169,16 +176,16 @@ def run_value_and_grad(ins, code, aux, buf, out, fused):
 @jit
 def run_reverse(ins, code, aux, buf):
     """Reverse sweep only, on adjoints already seeded by the caller."""
-    reverse_sweep(ins, code, aux, buf, False)
+    reverse_sweep(ins, code, aux, buf, FLAGS[0])
 
 
 @jit
 def run_jvp(ins, code, aux, buf, tan, k):
     """Forward sweep, then tangents along k seeded directions."""
-    forward_sweep(ins, code, aux, buf, True, False)
+    forward_sweep(ins, code, aux, buf, FLAGS[1], FLAGS[0])
     if not guards_hold(aux, buf):
         return False
-    tangent_sweep(ins, code, aux, buf, tan, k, False)
+    tangent_sweep(ins, code, aux, buf, tan, k, FLAGS[0])
     return True
 
 
@@ -191,20 +198,20 @@ def run_hvp(ins, code, aux, buf, tan, adj2, k, out, with_values):
     """
     N = aux[M_NVALS]
     if with_values:
-        forward_sweep(ins, code, aux, buf, True, True)
+        forward_sweep(ins, code, aux, buf, FLAGS[1], FLAGS[1])
         if not guards_hold(aux, buf):
             return False
-    tangent_sweep(ins, code, aux, buf, tan, k, True)
-    zero_runs(aux, buf, adj2, k, True)
+    tangent_sweep(ins, code, aux, buf, tan, k, FLAGS[1])
+    zero_runs(aux, buf, adj2, k, FLAGS[1])
     buf[N + out] = 1.0
-    second_order_sweep(ins, code, aux, buf, tan, adj2, k, True)
+    second_order_sweep(ins, code, aux, buf, tan, adj2, k, FLAGS[1])
     return True
 
 
 @jit
 def run_vector_reverse(ins, code, aux, buf, adj2, k):
     """Reverse mode for k cotangent seeds already placed in adj2 (values from a forward sweep)."""
-    second_order_sweep(ins, code, aux, buf, adj2[:0], adj2, k, False)
+    second_order_sweep(ins, code, aux, buf, adj2[:0], adj2, k, FLAGS[0])
 
 
 ENTRY_POINTS = ("run_forward", "run_value_and_grad", "run_reverse", "run_jvp", "run_hvp", "run_vector_reverse")
