@@ -27,14 +27,16 @@ import numpy as np
 from . import cache, jit, sweeps
 from .layout import ROW
 
-SWEEPS = ("forward_sweep", "reverse_sweep", "tangent_sweep", "second_order_sweep")
+# the compiled sweeps the entry points call (second_order_sweep twice: as the HVP's forward-over-reverse
+# and as the k-seed reverse of a Jacobian, two specialisations of its literal ``second``)
+SWEEPS = ("forward_sweep", "reverse_sweep", "tangent_sweep", "second_order_sweep", "vector_reverse_sweep")
 NEEDS = {
     "run_forward": ("forward_sweep",),
     "run_value_and_grad": ("forward_sweep", "reverse_sweep"),
     "run_reverse": ("reverse_sweep",),
     "run_jvp": ("forward_sweep", "tangent_sweep"),
     "run_hvp": ("forward_sweep", "tangent_sweep", "second_order_sweep"),
-    "run_vector_reverse": ("second_order_sweep",),
+    "run_vector_reverse": ("vector_reverse_sweep",),
 }
 
 
@@ -60,24 +62,26 @@ def signature(name: str) -> tuple:
     }[name]
 
 
-def sweep_signature(name: str) -> tuple:
-    """The argument types with which the entry points call a sweep (their flags are array reads, never
-    literals: one signature per sweep)."""
+def sweep_signature(name: str) -> tuple[str, tuple]:
+    """The compiled sweep behind a name of ``SWEEPS``, and the argument types the entry points call it
+    with (their flags are array reads, one signature per sweep, except second order's literal)."""
     ins, code, aux, buf = _types()
     i64, flag = numba.int64, numba.boolean
     head = (ins, code, aux, buf)
     return {
-        "forward_sweep": head + (flag, flag),
-        "reverse_sweep": head + (flag,),
-        "tangent_sweep": head + (buf, i64, flag),
-        "second_order_sweep": head + (buf, buf, i64, flag),
+        "forward_sweep": ("forward_sweep", head + (flag, flag)),
+        "reverse_sweep": ("reverse_sweep", head + (flag,)),
+        "tangent_sweep": ("tangent_sweep", head + (buf, i64, flag)),
+        "second_order_sweep": ("second_order_sweep", head + (buf, buf, i64, numba.types.literal(True))),
+        "vector_reverse_sweep": ("second_order_sweep", head + (buf, buf, i64, numba.types.literal(False))),
     }[name]
 
 
 def build_here(names) -> None:
     """Compile (or load) the named sweeps and entry points in this process (a worker's job)."""
     for name in names:
-        getattr(sweeps, name).compile(sweep_signature(name) if name in SWEEPS else signature(name))
+        function, types = sweep_signature(name) if name in SWEEPS else (name, signature(name))
+        getattr(sweeps, function).compile(types)
 
 
 def cores() -> int:

@@ -23,7 +23,8 @@ SIGNATURES = {
     "tangent": "ins, i, aux, buf, tan, NV, k",
     "second": "ins, i, aux, buf, tan, adj2, N, k, second",
 }
-_DECORATOR = "@numba.njit(nogil=True, error_model='numpy', cache=False)"
+# inlined into each sweep (Numba IR): one call per instruction, to the family's kernel
+_DECORATOR = "@numba.njit(nogil=True, error_model='numpy', cache=False, inline='always')"
 
 
 def dispatch_source() -> str:

@@ -36,7 +36,8 @@ from .scalar_runs import scalar_forward_run, scalar_reverse_run, scalar_second_r
 
 # The entry points pass their constant flags as reads of this array: typed bool, not Literal[bool], so
 # that every call site shares one compiled sweep (each literal combination would compile the sweep and
-# its families again, tens of seconds on a cold cache).
+# its families again, tens of seconds on a cold cache).  Second order's ``second`` stays a literal: the
+# HVP and the k-seed reverse are different kernels, each with its branches folded away.
 FLAGS = np.array([False, True])
 
 family_forward = DISPATCH.forward
@@ -204,14 +205,14 @@ def run_hvp(ins, code, aux, buf, tan, adj2, k, out, with_values):
     tangent_sweep(ins, code, aux, buf, tan, k, FLAGS[1])
     zero_runs(aux, buf, adj2, k, FLAGS[1])
     buf[N + out] = 1.0
-    second_order_sweep(ins, code, aux, buf, tan, adj2, k, FLAGS[1])
+    second_order_sweep(ins, code, aux, buf, tan, adj2, k, True)
     return True
 
 
 @jit
 def run_vector_reverse(ins, code, aux, buf, adj2, k):
     """Reverse mode for k cotangent seeds already placed in adj2 (values from a forward sweep)."""
-    second_order_sweep(ins, code, aux, buf, adj2[:0], adj2, k, FLAGS[0])
+    second_order_sweep(ins, code, aux, buf, adj2[:0], adj2, k, False)
 
 
 ENTRY_POINTS = ("run_forward", "run_value_and_grad", "run_reverse", "run_jvp", "run_hvp", "run_vector_reverse")

@@ -17,8 +17,8 @@ def test_every_entry_point_needs_only_known_sweeps_and_has_a_signature():
         assert parts and set(parts) <= set(builds.SWEEPS), entry
         assert len(builds.signature(entry)) == getattr(sweeps, entry).py_func.__code__.co_argcount
     for name in builds.SWEEPS:
-        argcount = getattr(sweeps, name).py_func.__code__.co_argcount
-        assert len(builds.sweep_signature(name)) == argcount, name
+        function, types = builds.sweep_signature(name)
+        assert len(types) == getattr(sweeps, function).py_func.__code__.co_argcount, name
 
 
 def test_a_worker_refuses_unknown_names_and_its_failure_is_reported():

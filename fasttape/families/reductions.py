@@ -86,6 +86,36 @@ def sum_reverse(t, o, a, pre, r, post, init):
                     dx[q] += g[q]
 
 
+@jit(inline="always")
+def extremum(buf, start, r, stride, sign):
+    """The maximum (``sign`` 1) or minimum (-1) of the r values from ``start`` by ``stride`` (indexed,
+    not sliced: a slice per output costs two atomic reference counts) and how many elements tie at it
+    (the first of equal ones, -0.0 or 0.0, is the value); NaN and 0 ties when an element is NaN."""
+    m = buf[start]
+    count = 1
+    if sign > 0.0:
+        for k in range(1, r):
+            v = buf[start + k * stride]
+            if v > m:
+                m = v
+                count = 1
+            elif v == m:
+                count += 1
+            elif v != v:
+                return v, 0
+    else:
+        for k in range(1, r):
+            v = buf[start + k * stride]
+            if v < m:
+                m = v
+                count = 1
+            elif v == m:
+                count += 1
+            elif v != v:
+                return v, 0
+    return m, count if m == m else 0
+
+
 @jit
 def reduce_forward(op, buf, o, a, pre, r, post, side):
     """prod, max, min and logsumexp; max and min write their tie counts at ``side``."""
@@ -99,18 +129,7 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
                     s *= buf[base + k * post + q]
                 buf[out] = s
                 continue
-            m = buf[base + q]
-            count = 1
-            for k in range(1, r):
-                v = buf[base + k * post + q]
-                if v != v:
-                    m = v
-                    break
-                if (op == OP_MIN and v < m) or (op != OP_MIN and v > m):
-                    m = v
-                    count = 1
-                elif v == m:
-                    count += 1
+            m, count = extremum(buf, base + q, r, post, -1.0 if op == OP_MIN else 1.0)
             if op == OP_LOGSUMEXP:
                 shift = m if math.isfinite(m) else 0.0
                 s = 0.0
