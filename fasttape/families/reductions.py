@@ -96,23 +96,29 @@ def extremum(buf, start, r, stride, sign):
     if sign > 0.0:
         for k in range(1, r):
             v = buf[start + k * stride]
+            if v < m:  # the usual case first: one compare per element
+                continue
             if v > m:
                 m = v
                 count = 1
             elif v == m:
                 count += 1
-            elif v != v:
-                return v, 0
+            else:  # v or m is NaN
+                if v != v:
+                    return v, 0
     else:
         for k in range(1, r):
             v = buf[start + k * stride]
+            if v > m:
+                continue
             if v < m:
                 m = v
                 count = 1
             elif v == m:
                 count += 1
-            elif v != v:
-                return v, 0
+            else:
+                if v != v:
+                    return v, 0
     return m, count if m == m else 0
 
 
