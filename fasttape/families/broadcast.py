@@ -12,6 +12,7 @@ import numpy as np
 from ..jit import jit
 from ..layout import C_A, C_FLAGS, C_N, C_NA, C_OUT, F_INIT_A, param_columns
 from ..loops import sum_contiguous, zero_first_writes
+from . import reductions
 
 KINDS = ("broadcast",)
 PARAMS = ("pre", "r", "post")
@@ -117,9 +118,6 @@ def validate(prim, row, n_values, pool_end):
     return None
 
 
-def describe(prim, params):
-    return f"[{params['pre']}x{params['r']}x{params['post']}]"
-
-
-def jax_call(jnp, fn, operands, params, index):
-    return fn(operands[0], params["pre"], params["r"], params["post"])
+# the listing and the oracle's call are those of the other (pre, r, post) family
+describe = reductions.describe
+jax_call = reductions.jax_call
