@@ -70,7 +70,7 @@ def compare(tape, args):
 
 @pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=lambda c: c.name)
 def test_executor_matches_the_compiled_sweeps(case):
-    rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
+    rng = case.rng()
     args = case.inputs(rng)
     loss = functools.partial(scalar_loss(case, args, rng), NP)
     tape = ft.trace(loss, *args, argnums=tuple(range(len(args))))

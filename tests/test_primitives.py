@@ -46,7 +46,7 @@ def finite_difference_check(loss, args, grads, rng, rtol=1e-6):
 
 @pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=lambda c: c.name)
 def test_value_and_gradient_match_jax(case: Case):
-    rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
+    rng = case.rng()
     args = case.inputs(rng)
     loss = scalar_loss(case, args, rng)
     argnums = tuple(range(len(args)))
