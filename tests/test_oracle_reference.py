@@ -3,7 +3,6 @@ computes the same values and derivatives as fasttape's own sweeps."""
 
 import functools
 
-import numpy as np
 import pytest
 
 import fasttape as ft
