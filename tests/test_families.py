@@ -74,28 +74,42 @@ def test_the_listing_shows_each_family_s_parameters():
     assert "max[1x3x2]" in listing
 
 
-def _forward_buffer(tape, x, run_forward):
+def _bound_buffer(tape, x):
     buf = tape._template.copy()
     leaf = tape._args[0].leaves[0]
     buf[leaf.offset : leaf.offset + leaf.size] = np.ravel(x)
-    assert run_forward(tape.ins, tape.code, tape.aux, buf, False)
     return buf
 
 
+TIERS = {"compiled": kernels, "executor": executor}
+
+
+@pytest.mark.parametrize("tier", sorted(TIERS))
 @pytest.mark.parametrize("reduce", [np.max, np.min])
-def test_max_and_min_keep_their_tie_counts_in_a_side_store(reduce):
-    """The side store overlaps no slot; both tiers' forwards write the number of ties per output
-    (0 where the extremum is NaN), and the reverse shares the adjoint by it."""
+def test_max_and_min_keep_their_tie_counts_in_a_side_store(reduce, tier):
+    """The side store overlaps no slot; the forward marks it not yet counted (-1), the first derivative
+    sweep writes the number of ties per output (0 where the extremum is NaN), in both tiers, and the
+    reverse shares the adjoint by it.  The next call's forward marks it again: no stale count."""
     x = np.array([[1.0, 5.0, 5.0], [2.0, 2.0, 2.0], [-3.0, np.nan, 0.0], [5.0, -5.0, 1.0]])
     tape = ft.trace(lambda a: np.sum(reduce(a, axis=1)), x)
     (row,) = [r for r in tape.ins.tolist() if r[kernels.C_OP] in (kernels.OP_MAX, kernels.OP_MIN)]
     side = families.of(row[kernels.C_OP]).unpack(row)["side"]
     assert all(s.offset + s.size <= side or side + 4 <= s.offset for s in tape._slots)  # no slot's values
-    expected = np.sum(x == reduce(x, axis=1, keepdims=True), axis=1)
-    for run_forward in (kernels.run_forward, executor.run_forward):
-        buf = _forward_buffer(tape, x, run_forward)
-        np.testing.assert_array_equal(buf[side : side + 4], expected)
+    sweeps = TIERS[tier]
+    counted = {}
+    for name, y in (("ties", x), ("no ties", x + np.arange(12.0).reshape(4, 3) * 1e-3)):
+        buf = _bound_buffer(tape, y)
+        assert sweeps.run_forward(tape.ins, tape.code, tape.aux, buf, False)
+        np.testing.assert_array_equal(buf[side : side + 4], -1.0)
+        assert sweeps.run_value_and_grad(tape.ins, tape.code, tape.aux, buf, tape._out_position, False)
+        counted[name] = buf[side : side + 4].copy()
+        np.testing.assert_array_equal(counted[name], np.sum(y == reduce(y, axis=1, keepdims=True), axis=1))
+        tan = np.zeros(tape.n_values)
+        assert sweeps.run_jvp(tape.ins, tape.code, tape.aux, buf, tan, 1)
+        np.testing.assert_array_equal(buf[side : side + 4], counted[name])
+    assert not np.array_equal(counted["ties"], counted["no ties"])  # recounted, not reused
     value, grad = tape.value_and_grad(x)
+    expected = counted["ties"]
     shares = (x == reduce(x, axis=1, keepdims=True)) / np.where(expected > 0, expected, np.nan)[:, None]
     np.testing.assert_array_equal(grad[[0, 1, 3]], shares[[0, 1, 3]])
     assert np.isnan(grad[2]).all()

@@ -2,9 +2,9 @@
 
 Every instruction sees its operand as (pre, r, post) and reduces (or scans) the middle
 axis of length r: the recorder moves any set of axes into that form.  max and min keep a
-side store: the number of elements tied at the extremum, per output (0 where it is NaN),
-which the forward counts once and the other sweeps use to share the adjoint equally
-between ties, as JAX does.
+side store: per output, the number of elements tied at the extremum (0 where it is NaN),
+so that the ties share the adjoint equally, as JAX does.  The forward marks it not yet
+counted; the first derivative sweep that needs it counts it, and the others reuse it.
 """
 
 from __future__ import annotations
@@ -86,45 +86,11 @@ def sum_reverse(t, o, a, pre, r, post, init):
                     dx[q] += g[q]
 
 
-@jit(inline="always")
-def extremum(buf, start, r, stride, sign):
-    """The maximum (``sign`` 1) or minimum (-1) of the r values from ``start`` by ``stride`` (indexed,
-    not sliced: a slice per output costs two atomic reference counts) and how many elements tie at it
-    (the first of equal ones, -0.0 or 0.0, is the value); NaN and 0 ties when an element is NaN."""
-    m = buf[start]
-    count = 1
-    if sign > 0.0:
-        for k in range(1, r):
-            v = buf[start + k * stride]
-            if v < m:  # the usual case first: one compare per element
-                continue
-            if v > m:
-                m = v
-                count = 1
-            elif v == m:
-                count += 1
-            else:  # v or m is NaN
-                if v != v:
-                    return v, 0
-    else:
-        for k in range(1, r):
-            v = buf[start + k * stride]
-            if v > m:
-                continue
-            if v < m:
-                m = v
-                count = 1
-            elif v == m:
-                count += 1
-            else:
-                if v != v:
-                    return v, 0
-    return m, count if m == m else 0
-
-
 @jit
 def reduce_forward(op, buf, o, a, pre, r, post, side):
-    """prod, max, min and logsumexp; max and min write their tie counts at ``side``."""
+    """prod, max, min and logsumexp.  max and min mark their side store "not counted yet" (-1): only
+    a derivative sweep needs the tie counts, and the first one counts them (count_ties), so a forward
+    alone pays nothing for them."""
     for p in range(pre):
         base = a + p * r * post
         for q in range(post):
@@ -135,26 +101,44 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
                     s *= buf[base + k * post + q]
                 buf[out] = s
                 continue
-            m, count = extremum(buf, base + q, r, post, -1.0 if op == OP_MIN else 1.0)
+            # the extremum (for logsumexp, its shift): the first of equal ones (-0.0 or 0.0), NaN if
+            # any element is NaN.  Written here, not in an inlined helper: Numba compiles the helper's
+            # loop 15-40% slower.  Indexed, not sliced: a slice costs two atomic reference counts.
+            m = buf[base + q]
+            for k in range(1, r):
+                v = buf[base + k * post + q]
+                if v != v:
+                    m = v
+                    break
+                if (op == OP_MIN and v < m) or (op != OP_MIN and v > m):
+                    m = v
             if op == OP_LOGSUMEXP:
                 shift = m if math.isfinite(m) else 0.0
                 s = 0.0
                 for k in range(r):
                     s += math.exp(buf[base + k * post + q] - shift)
                 m = math.log(s) + shift
-            else:  # a NaN extremum matches no element
-                buf[side + p * post + q] = count if m == m else 0.0
+            else:
+                buf[side + p * post + q] = -1.0
             buf[out] = m
 
 
 @jit
-def tie_shares(buf, side, index):
-    """A max/min's adjoint weights (tied element, other element): the ties share it equally; a NaN
-    extremum matches no element and every weight is NaN, as JAX's mask / count (0 / 0)."""
-    count = buf[side + index]
-    if count > 0.0:
-        return 1.0 / count, 0.0
-    return math.nan, math.nan
+def count_ties(buf, o, a, pre, r, post, side):
+    """Fill a max/min's side store, unless an earlier sweep of this call did: per output, how many
+    elements equal the extremum (0 when it is NaN).  One call per instruction, every output in one
+    loop: a call per output costs more than the counting (Numba does not inline across kernels)."""
+    if pre * post == 0 or buf[side] >= 0.0:
+        return
+    for p in range(pre):
+        base = a + p * r * post
+        for q in range(post):
+            z = buf[o + p * post + q]
+            ties = 0  # an integer: a float sum would chain one add's latency per element
+            for k in range(r):
+                if buf[base + k * post + q] == z:
+                    ties += 1
+            buf[side + p * post + q] = ties
 
 
 @jit
@@ -228,6 +212,8 @@ def reverse(ins, i, aux, buf, N):
     if op == OP_CUMSUM:
         cumsum_reverse(buf[N:], o, a, pre, r, post)
         return
+    if op == OP_MAX or op == OP_MIN:
+        count_ties(buf, o, a, pre, r, post, side)
     for p in range(pre):
         base = a + p * r * post
         for q in range(post):
@@ -240,16 +226,19 @@ def reverse(ins, i, aux, buf, N):
                     buf[N + pos] += g * math.exp(buf[pos] - z)
             elif op == OP_PROD:
                 prod_reverse(buf, N, base, r, post, q, g)
-            else:  # max / min: ties share the adjoint equally, as JAX
-                tied, other = tie_shares(buf, side, p * post + q)
+            else:  # max / min: ties share the adjoint equally; a NaN extremum (no tie): NaN, as JAX
+                count = buf[side + p * post + q]
+                tied, other = (g / count, 0.0) if count > 0.0 else (math.nan, math.nan)
                 for k in range(r):
                     pos = base + k * post + q
-                    buf[N + pos] += g * (tied if buf[pos] == z else other)
+                    buf[N + pos] += tied if buf[pos] == z else other
 
 
 @jit
 def tangent(ins, i, aux, buf, tan, NV, k):
     op, o, a, pre, r, post, side = fields(ins, i)
+    if op == OP_MAX or op == OP_MIN:
+        count_ties(buf, o, a, pre, r, post, side)
     for d in range(k):
         t = tan[d * NV : (d + 1) * NV]
         if op == OP_SUM:
@@ -301,6 +290,8 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             else:
                 cumsum_reverse(t, o, a, pre, r, post)
         return
+    if op == OP_MAX or op == OP_MIN:
+        count_ties(buf, o, a, pre, r, post, side)
     scratch = np.empty(2 * r if op == OP_PROD else 0)
     for p in range(pre):
         base = a + p * r * post
@@ -348,8 +339,9 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         xt = tan[d * N + pos] if second else 0.0
                         st = st * buf[pos] + sv * xt
                         sv *= buf[pos]
-                else:  # max / min: piecewise linear, ties share equally
-                    tied, other = tie_shares(buf, side, p * post + q)
+                else:  # max / min: piecewise linear, ties share equally (NaN extremum: NaN)
+                    count = buf[side + p * post + q]
+                    tied, other = (1.0 / count, 0.0) if count > 0.0 else (math.nan, math.nan)
                     for kk in range(r):
                         pos = base + kk * post + q
                         w = tied if buf[pos] == z else other
@@ -417,6 +409,8 @@ def _weights(row, buf):
     if op == OP_LOGSUMEXP:
         return np.exp(x - z)  # d logsumexp = softmax
     count = buf[side : side + n].reshape(pre, 1, post)  # max / min: ties share equally, as JAX
+    if np.any(count < 0):  # not counted yet (as the compiled sweeps: by the first that asks)
+        count[...] = np.sum(x == z, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, (x == z) / count, np.nan)
 
@@ -431,7 +425,7 @@ def numpy_forward(row, aux, buf):
     z = _REDUCE[_NAMES[op]](x)
     buf[o : o + n] = z.reshape(-1)
     if op in (OP_MAX, OP_MIN):
-        buf[side : side + n] = np.sum(x == z[:, None, :], axis=1).reshape(-1)
+        buf[side : side + n] = -1.0  # the tie counts: not counted yet
 
 
 def numpy_tangent(row, aux, buf, T):
