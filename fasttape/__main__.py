@@ -1,5 +1,6 @@
-"""Command line: ``python -m fasttape warm`` (compile every kernel ahead of time) and
-``python -m fasttape cache`` (where the compiled kernels are, and whether they are built)."""
+"""Command line: ``python -m fasttape warm`` (compile every kernel ahead of time),
+``python -m fasttape cache`` (where the compiled kernels are, and whether they are built) and
+``python -m fasttape readme`` (the README's primitive list, regenerated from the declarations)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ def main(argv=None) -> int:
     commands.add_parser("cache", help="print the kernel cache directory and whether it holds compiled kernels")
     build = commands.add_parser("build", help="(a build worker's job) compile the named sweeps and entry points")
     build.add_argument("names", nargs="+", help="sweeps and entry points of fasttape.sweeps")
+    readme = commands.add_parser("readme", help="regenerate the README's primitive list from the declarations")
+    readme.add_argument("path", nargs="?", default="README.md", help="the README to update (default: ./README.md)")
     args = parser.parse_args(argv)
+
+    if args.command == "readme":
+        from .readme import rewrite
+
+        print(f"{args.path}: {'updated' if rewrite(args.path) else 'already up to date'}")
+        return 0
 
     from . import cache
 

@@ -13,7 +13,8 @@ The formulas' variables: ``x`` (and ``y``) the operands, ``z`` the primitive's o
 value; in a unary second derivative ``d1`` the first, in a binary one ``dx``, ``dy``
 the first partials.  The functions they may call are ``scalar_math.VOCABULARY``.
 
-To add an elementwise primitive, add one entry below (and its tests pick it up).
+To add an elementwise primitive, add one entry below: its tests pick it up, and
+``python -m fasttape readme`` adds it to the README's list.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ binary("xlogy", "where((x == 0.0) & (y == y), 0.0, x * log(y))", d1=("log(y)", "
        domains=("real", "positive"))  # fmt: skip
 
 # --------------------------------------------------------------------------
-# structural primitives: their rules live in the sweeps (one branch per family)
+# structural primitives: their rules live in their family's module (fasttape/families)
 # --------------------------------------------------------------------------
 _declare("where", "select", jax="ref.where", linear=True)
 _declare("sum", "reduction", jax="ref.reduce(jnp.sum)", linear=True)

@@ -3,6 +3,7 @@ generated elementwise code, the SciPy functions, and the kernel cache and its co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import scipy.special
 
 import fasttape as ft
 import fasttape.numpy as fnp
-from fasttape import cache, codegen, primitives, scalar_math
+from fasttape import __main__, cache, codegen, primitives, readme, scalar_math
 from fasttape import kernels as K
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,14 +90,33 @@ def test_an_opcode_outside_the_elementwise_groups_raises():
 
 
 def test_the_readme_lists_every_primitive():
+    """The elementwise list is generated (and current); the structural lines, prose, name the others."""
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    assert f"one table of {len(ft.PRIMITIVES)} primitives" in text
-    section = text[text.index("one table of") : text.index("Non-smooth points")]
-    comparisons = [p for p in ft.PRIMITIVES if p.kind == "comparison"]
-    assert len(comparisons) == 6 and "the six comparisons" in section
-    missing = [p.name for p in ft.PRIMITIVES if p.kind != "comparison" and not re.search(rf"\b{p.name}\b", section)]
+    assert readme.updated(text) == text, "the README's primitive list is out of date: run `python -m fasttape readme`"
+    assert f"one table of {len(ft.PRIMITIVES)} primitives" in readme.primitive_list()
+    section = text[text.index(readme.END) : text.index("Non-smooth points")]
+    structural = [p.name for p in ft.PRIMITIVES if p.kind not in readme.LISTED_KINDS]
+    missing = [name for name in structural if not re.search(rf"\b{name}\b", section)]
     assert not missing, f"README's primitive list lacks {missing}"
+
+
+def test_the_readme_list_is_regenerated_from_a_new_declaration(monkeypatch, tmp_path):
+    """A declaration the README does not list yet is added by the command, and only the block changes."""
+    old = f"intro\n\n{readme.BEGIN}\nstale\n{readme.END}\n* **reductions** ...\n"
+    path = tmp_path / "README.md"
+    path.write_text(old, encoding="utf-8")
+    extra = dataclasses.replace(ft.PRIMITIVES[0], name="brand_new_unary")
+    monkeypatch.setattr(readme, "PRIMITIVES", (*ft.PRIMITIVES, extra))
+    assert __main__.main(["readme", str(path)]) == 0
+    new = path.read_text(encoding="utf-8")
+    assert new.startswith(f"intro\n\n{readme.BEGIN}\n") and new.endswith(f"{readme.END}\n* **reductions** ...\n")
+    assert "brand_new_unary" in new and "stale" not in new
+    assert f"one table of {len(ft.PRIMITIVES) + 1} primitives" in new
+    assert readme.rewrite(str(path)) is False  # already current
+    path.write_text("no markers", encoding="utf-8")
+    with pytest.raises(ValueError, match="needs exactly one"):
+        readme.rewrite(str(path))
 
 
 # -- the SciPy functions ---------------------------------------------------------
