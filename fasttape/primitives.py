@@ -29,6 +29,9 @@ KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadc
 ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2}
 DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
            "probability")  # fmt: skip
+# where a rule meets a convention or a numerical hazard, the oracle also draws inputs there (``edges``):
+# exact ties, exact zeros, magnitudes near 1e300 and near 1e-300
+EDGES = ("ties", "zeros", "huge", "tiny")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class Primitive:
     where the primitive is smooth; ``differentiable``: False where the derivative is zero
     everywhere it exists; ``linear`` / ``piecewise_linear``: facts for second order and
     opcount; ``vector``: the NumPy function whose SIMD loop computes the value of long runs;
-    ``hot``: gets loops of its own (the opcode a constant, so LLVM can vectorise them).
+    ``hot``: gets loops of its own (the opcode a constant, so LLVM can vectorise them);
+    ``edges``: the ``EDGES`` where the oracle checks it against JAX too (a tie or a kink, where
+    the derivative is a convention both follow, or magnitudes where it must stay finite).
     """
 
     name: str
@@ -60,6 +65,7 @@ class Primitive:
     hot: bool = False
     opcode: int = -1
     reads: frozenset = field(default_factory=frozenset)
+    edges: tuple[str, ...] = ()
 
     @property
     def arity(self) -> int:
@@ -125,7 +131,8 @@ def comparison(name, value):
 # --------------------------------------------------------------------------
 unary("negative", "-x", d1="-1.0", linear=True, hot=True)
 unary("abs", "abs(x)", d1="where(x >= 0.0, 1.0, -1.0)",  # JAX's convention: abs'(0) = 1
-      numpy=("abs", "absolute", "fabs"), domains="nonzero", piecewise_linear=True, vector="abs", hot=True)  # fmt: skip
+      numpy=("abs", "absolute", "fabs"), domains="nonzero", piecewise_linear=True, vector="abs", hot=True,
+      edges=("zeros",))  # fmt: skip
 unary("sign", "sign(x)", domains="nonzero", differentiable=False)
 unary("sqrt", "sqrt(x)", d1="0.5 / z", d2="-0.25 / (x * z)",  # d sqrt = 1/(2 sqrt);  d² = -1/(4 x^(3/2))
       domains="positive", vector="sqrt", hot=True)  # fmt: skip
@@ -136,11 +143,12 @@ unary("reciprocal", "1.0 / x", d1="-z * z", d2="2.0 * z * z * z",  # d 1/x = -1/
       jax="ref.reciprocal", domains="nonzero", vector="reciprocal", hot=True)  # fmt: skip
 unary("exp", "exp(x)", d1="z", d2="z", vector="exp", hot=True)
 unary("exp2", "exp2(x)", d1="z * LN2", d2="z * LN2 * LN2", vector="exp2")
-unary("expm1", "expm1(x)", d1="z + 1.0", d2="z + 1.0", vector="expm1", hot=True)
+unary("expm1", "expm1(x)", d1="z + 1.0", d2="z + 1.0", vector="expm1", hot=True, edges=("tiny",))
 unary("log", "log(x)", d1="1.0 / x", d2="-d1 * d1", domains="positive", vector="log", hot=True)
 unary("log2", "log2(x)", d1="1.0 / (x * LN2)", d2="-d1 * d1 * LN2", domains="positive", vector="log2")
 unary("log10", "log10(x)", d1="1.0 / (x * LN10)", d2="-d1 * d1 * LN10", domains="positive", vector="log10")
-unary("log1p", "log1p(x)", d1="1.0 / (1.0 + x)", d2="-d1 * d1", domains="positive", vector="log1p", hot=True)
+unary("log1p", "log1p(x)", d1="1.0 / (1.0 + x)", d2="-d1 * d1", domains="positive", vector="log1p", hot=True,
+      edges=("tiny",))  # fmt: skip
 unary("sin", "sin(x)", d1="cos(x)", d2="-z")
 unary("cos", "cos(x)", d1="-sin(x)", d2="-z")
 unary("tan", "tan(x)", d1="1.0 + z * z", d2="2.0 * z * (1.0 + z * z)",  # d tan = 1 + tan²
@@ -193,25 +201,29 @@ binary("power", "x**y",
 # samplers draw the operands apart (oracle/strategies.py puts them on interleaved grids)
 binary("maximum", "maximum(x, y)", d1=("where(x == z, where(y == z, 0.5, 1.0), 0.0)",
                                        "where(y == z, where(x == z, 0.5, 1.0), 0.0)"),
-       piecewise_linear=True)  # fmt: skip
+       piecewise_linear=True, edges=("ties",))  # fmt: skip
 binary("minimum", "minimum(x, y)", d1=("where(x == z, where(y == z, 0.5, 1.0), 0.0)",
                                        "where(y == z, where(x == z, 0.5, 1.0), 0.0)"),
-       piecewise_linear=True)  # fmt: skip
+       piecewise_linear=True, edges=("ties",))  # fmt: skip
 # d atan2(x, y) = (y, -x) / (x² + y²)
 binary("arctan2", "arctan2(x, y)", d1=("y / (x * x + y * y)", "-x / (x * x + y * y)"),
        d2=("-2.0 * x * y / ((x * x + y * y) * (x * x + y * y))",
            "(x * x - y * y) / ((x * x + y * y) * (x * x + y * y))",
            "2.0 * x * y / ((x * x + y * y) * (x * x + y * y))"),
        domains="nonzero", vector="arctan2")  # fmt: skip
-# d hypot = (x, y) / hypot; (1/2, 1/2) at the origin, JAX's value there (max/min ties)
+# d hypot = (x, y) / hypot; (1/2, 1/2) at the origin, JAX's value there (max/min ties).  The second
+# partials y²/z³, -xy/z³, x²/z³ written with the first ones, (y/z)²/z ...: z³ would overflow near 1e300
+# and underflow near 1e-300 where the partials themselves are finite
 binary("hypot", "hypot(x, y)", d1=("where(z == 0.0, 0.5, x / z)", "where(z == 0.0, 0.5, y / z)"),
-       d2=("y * y / (z * z * z)", "-x * y / (z * z * z)", "x * x / (z * z * z)"),
-       jax="ref.smooth_hypot()", domains="nonzero")  # fmt: skip
+       d2=("where(z == 0.0, nan, dy * dy / z)", "where(z == 0.0, nan, -dx * dy / z)",
+           "where(z == 0.0, nan, dx * dx / z)"),
+       jax="ref.smooth_hypot()", domains="nonzero", edges=("huge",))  # fmt: skip
+# (not "tiny": near 1e-300 JAX's own second derivative of hypot overflows, so it cannot be the reference)
 # d logaddexp = softmax of (x, y); JAX reads +inf as 0 in this formula, and so do we
 binary("logaddexp", "logaddexp(x, y)",
        d1=("exp(where(x == inf, 0.0, x) - where(z == inf, 0.0, z))",
            "exp(where(y == inf, 0.0, y) - where(z == inf, 0.0, z))"),
-       d2=("dx * dy", "-dx * dy", "dx * dy"), vector="logaddexp")  # fmt: skip
+       d2=("dx * dy", "-dx * dy", "dx * dy"), vector="logaddexp", edges=("huge",))  # fmt: skip
 comparison("less", "x < y")
 comparison("less_equal", "x <= y")
 comparison("greater", "x > y")
@@ -228,12 +240,12 @@ binary("xlogy", "where((x == 0.0) & (y == y), 0.0, x * log(y))", d1=("log(y)", "
 # --------------------------------------------------------------------------
 _declare("where", "select", jax="ref.where", linear=True)
 _declare("sum", "reduction", jax="ref.reduce(jnp.sum)", linear=True)
-_declare("prod", "reduction", jax="ref.reduce(jnp.prod)", domains=("nonzero",))
+_declare("prod", "reduction", jax="ref.reduce(jnp.prod)", domains=("nonzero",), edges=("zeros",))
 _declare("max", "reduction", numpy=("max", "amax"), jax="ref.reduce(jnp.max)", domains=("distinct",),
-         piecewise_linear=True)  # fmt: skip
+         piecewise_linear=True, edges=("ties",))  # fmt: skip
 _declare("min", "reduction", numpy=("min", "amin"), jax="ref.reduce(jnp.min)", domains=("distinct",),
-         piecewise_linear=True)  # fmt: skip
-_declare("logsumexp", "reduction", numpy=(), jax="ref.reduce(jsp.logsumexp)")
+         piecewise_linear=True, edges=("ties",))  # fmt: skip
+_declare("logsumexp", "reduction", numpy=(), jax="ref.reduce(jsp.logsumexp)", edges=("huge",))
 _declare("cumsum", "scan", jax="ref.cumsum", linear=True)
 _declare("broadcast", "broadcast", numpy=("broadcast_to",), jax="ref.broadcast", linear=True)
 _declare("gather", "gather", numpy=(), jax="ref.gather", linear=True)
@@ -263,6 +275,8 @@ def _checked(p: Primitive, opcode: int) -> Primitive:
         raise ValueError(f"{where}: unknown kind {p.kind!r}; the kinds are {KINDS}")
     if len(p.domains) != p.arity or any(d not in DOMAINS for d in p.domains):
         raise ValueError(f"{where}: domains {p.domains} must name one of {DOMAINS} per operand ({p.arity})")
+    if any(e not in EDGES for e in p.edges):
+        raise ValueError(f"{where}: edges {p.edges} must be among {EDGES}")
     reads = set()
     if p.elementwise:
         counts = (1, p.arity, 1 if p.arity == 1 else 3)

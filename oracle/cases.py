@@ -97,6 +97,14 @@ def sample(domain, shape, rng):
         return rng.integers(-3, 3, size=shape) + rng.uniform(0.1, 0.9, size=shape)
     if domain == "off_half_integers":
         return rng.integers(-3, 3, size=shape) + rng.choice([0.2, 0.7], size=shape) + rng.uniform(-0.1, 0.1, shape)
+    if domain == "ties":  # a few values, so equal elements and equal operands are common
+        return rng.choice([-1.5, 0.0, 0.5, 2.0], size=shape)
+    if domain == "zeros":  # about a third exact zeros (and -0.0)
+        return rng.choice([0.0, -0.0, 1.0], size=shape) * rng.uniform(0.5, 2.0, size=shape)
+    if domain == "huge":  # both signs, magnitudes 1e295 to 1e300: exp overflows, squares overflow
+        return rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(295, 300, size=shape)
+    if domain == "tiny":  # both signs, magnitudes 1e-300 to 1e-295: 1 + x is 1, squares underflow
+        return rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(-300, -295, size=shape)
     raise ValueError(domain)
 
 
@@ -173,6 +181,18 @@ def _reduction(prim):
     return cases
 
 
+def _edge_cases(prim, cases):
+    """The primitive's first case again on each of its declared edges, compared with JAX only: at a tie
+    or a kink finite differences do not apply, and at 1e300 they overflow."""
+    if not prim.edges:
+        return []
+    first = next(c for c in cases if c.name == prim.name or c.name.startswith(prim.name + "-"))
+    return [
+        Case(f"{prim.name}-edge-{edge}", first.fn, first.shapes, (edge,) * len(first.shapes), smooth=False)
+        for edge in prim.edges
+    ]
+
+
 def generated_cases():
     cases = []
     for prim in PRIMITIVES:
@@ -184,7 +204,7 @@ def generated_cases():
             cases += _comparison(prim)
         elif prim.kind == "reduction":
             cases += _reduction(prim)
-    return cases
+    return cases + [edge for prim in PRIMITIVES for edge in _edge_cases(prim, cases)]
 
 
 def _c(name, fn, *shapes, domains=(), smooth=True):

@@ -19,6 +19,7 @@ import fasttape as ft
 import fasttape.numpy as fnp
 from fasttape import __main__, cache, codegen, primitives, readme, scalar_math
 from fasttape import kernels as K
+from oracle.cases import PRIMITIVE_CASES, sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,12 +46,29 @@ def test_a_well_formed_declaration_passes_and_records_what_its_partials_read():
         (dict(value="2.0 *"), "not a Python expression"),
         (dict(kind="ternary"), "unknown kind"),
         (dict(domains=("everywhere",)), "domains"),
+        (dict(edges=("cliffs",)), r"edges \('cliffs',\) must be among"),
     ],
 )
 def test_a_malformed_declaration_is_rejected_naming_the_primitive(fields, message):
     with pytest.raises(ValueError, match=message) as info:
         primitives._checked(_declaration(**fields), 0)
     assert "'twice'" in str(info.value)
+
+
+def test_every_declared_edge_has_a_sampler_and_an_oracle_case():
+    """Each edge a declaration names is drawn (in range, hitting what it promises) and checked by a case."""
+    rng = np.random.default_rng(0)
+    drawn = {edge: sample(edge, (200,), rng) for edge in primitives.EDGES}
+    assert len(np.unique(drawn["ties"])) < 10
+    assert np.sum(drawn["zeros"] == 0.0) > 20 and np.any(np.signbit(drawn["zeros"][drawn["zeros"] == 0.0]))
+    with np.errstate(over="ignore"):
+        assert np.all(np.abs(drawn["huge"]) >= 1e295) and np.isinf(np.exp(drawn["huge"])).any()
+    assert np.all((np.abs(drawn["tiny"]) <= 1e-295) & (drawn["tiny"] != 0.0))
+    names = {c.name for c in PRIMITIVE_CASES}
+    expected = {f"{p.name}-edge-{edge}" for p in ft.PRIMITIVES for edge in p.edges}
+    assert expected <= names and len(expected) >= 10
+    assert {edge for p in ft.PRIMITIVES for edge in p.edges} == set(primitives.EDGES)
+    assert not any(c.smooth for c in PRIMITIVE_CASES if c.name in expected)  # JAX alone: no differences at kinks
 
 
 def test_opcodes_follow_the_table_and_groups_are_derived():

@@ -44,7 +44,12 @@ def finite_difference_check(loss, args, grads, rng, rtol=1e-6):
         assert abs(fd - exact) <= rtol * scale * 10, f"argument {i}: finite difference {fd} vs gradient {exact}"
 
 
-@pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=lambda c: c.name)
+# the edge cases (ties, 1e300, ...) are the oracle's: it compares them with each declaration's JAX reference,
+# where plain jax.numpy can be the wrong side (near 1e300 jnp.hypot's d/dx exceeds 1: 1.35 for x/h = 0.74)
+SMOOTH_DOMAIN_CASES = [c for c in PRIMITIVE_CASES if "-edge-" not in c.name]
+
+
+@pytest.mark.parametrize("case", SMOOTH_DOMAIN_CASES, ids=lambda c: c.name)
 def test_value_and_gradient_match_jax(case: Case):
     rng = case.rng()
     args = case.inputs(rng)
