@@ -112,3 +112,19 @@ def test_failures_and_errors_are_reported():
     assert not m.passed
     table = m.table()
     assert "FAIL sin×value" in table and "ERROR boom" in table
+
+
+def test_a_wrong_gradient_without_finite_differences_is_reported(monkeypatch):
+    """fd=False (a case at a tie or near 1e300): a gradient that differs from JAX fails with its error
+    against JAX alone in the message."""
+    import importlib
+
+    import numpy as np
+
+    check_module = importlib.import_module("oracle.check")  # the module (``oracle.check`` is also the function)
+
+    monkeypatch.setattr(check_module.ft, "grad", lambda f, argnums: lambda *a: tuple(2.0 * x for x in a))
+    report = check_module.check(lambda x: np.sum(x * x) / 2.0, np.arange(3.0), fd=False, kinds=("grad",))
+    (failure,) = report.failures()
+    assert failure.kind == "grad" and failure.message.startswith("differs from JAX by 1.0e+00")
+    assert "finite differences" not in failure.message
