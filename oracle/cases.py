@@ -118,6 +118,7 @@ class Case:
     domains: tuple = ()
     smooth: bool = True  # finite differences apply
     int_args: tuple = field(default_factory=tuple)
+    kinds: tuple = ()  # the derivative kinds the oracle checks (all when empty)
 
     def rng(self, salt=""):
         """A generator seeded by the case's name: the same draws in every process (``hash`` of a str
@@ -207,11 +208,33 @@ def generated_cases():
     return cases + [edge for prim in PRIMITIVES for edge in _edge_cases(prim, cases)]
 
 
-def _c(name, fn, *shapes, domains=(), smooth=True):
-    return Case(name, fn, tuple(shapes), tuple(domains), smooth)
+def _c(name, fn, *shapes, domains=(), smooth=True, kinds=()):
+    return Case(name, fn, tuple(shapes), tuple(domains), smooth, kinds=kinds)
+
+
+# the compiled path that small cases never reach: fused regions (elementwise chains of 8 192 elements or
+# more, replayed a tile at a time).  These cases skip the dense Jacobian and Hessian (9 000² entries);
+# every other kind is checked.
+PER_SWEEP_KINDS = ("value", "grad", "vjp", "jvp", "hvp", "hvp_multi")
 
 
 STRUCTURAL_CASES = [
+    # fused regions
+    _c(
+        "fused-chain",
+        lambda xp, x: (
+            xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2) + xp.sum(xp.tanh(x) * xp.exp(-x * x))
+        ),
+        (9000,),
+        kinds=PER_SWEEP_KINDS,
+    ),  # fmt: skip
+    _c(
+        "fused-binary",
+        lambda xp, x, y: xp.sum(xp.log1p(x * x) * y - xp.sqrt(y * y + 1.0) * xp.sin(x)),
+        (96, 96),
+        (96, 96),
+        kinds=PER_SWEEP_KINDS,
+    ),  # fmt: skip
     # select
     _c("where", lambda xp, x, y: xp.where(x > 0, x * y, xp.sin(y)), (3, 4), (3, 4)),
     _c("where-bcast", lambda xp, x, y: xp.where(x > 0.0, y, 2.0), (3, 1), (1, 4)),

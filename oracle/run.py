@@ -396,7 +396,8 @@ def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> C
         args = draw_inputs()
         run.primitives = case_primitives(case, args)
         loss = scalar_loss(case, args, rng)
-        run.report = check(loss, *args, namespace=True, kinds=matrix.kinds, fd=case.smooth, seed=draw, name=name)
+        kinds = tuple(k for k in matrix.kinds if not case.kinds or k in case.kinds)
+        run.report = check(loss, *args, namespace=True, kinds=kinds, fd=case.smooth, seed=draw, name=name)
     except Exception:
         run.error = traceback.format_exc()
         matrix.errors.append((name, draw, run.error))

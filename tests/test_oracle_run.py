@@ -128,3 +128,23 @@ def test_a_wrong_gradient_without_finite_differences_is_reported(monkeypatch):
     (failure,) = report.failures()
     assert failure.kind == "grad" and failure.message.startswith("differs from JAX by 1.0e+00")
     assert "finite differences" not in failure.message
+
+
+def test_the_oracle_reaches_fused_regions():
+    """The cases for the path small inputs never take still take it (a fused region in each large case),
+    and they skip only the dense Jacobian and Hessian."""
+    import functools
+
+    import numpy as np
+
+    from fasttape import kernels as K
+    from oracle.cases import NP, scalar_loss
+
+    by_name = {c.name: c for c in PRIMITIVE_CASES}
+    for name, flag in (("fused-chain", K.S_START), ("fused-binary", K.S_START)):
+        case = by_name[name]
+        rng = case.rng()
+        args = case.inputs(rng)
+        tape = ft.trace(functools.partial(scalar_loss(case, args, rng), NP), *args, argnums=tuple(range(len(args))))
+        assert np.count_nonzero(tape.code[0::4] & flag) > 0, name
+    assert set(KINDS) - set(by_name["fused-chain"].kinds) == {"jacobian", "hessian"}
