@@ -123,6 +123,13 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
             buf[out] = m
 
 
+@jit(inline="always")
+def tie_shares(count):
+    """A max/min's adjoint weights (tied element, other element) from its tie count: the ties share it
+    equally; a NaN extremum (no tie) gives NaN everywhere, as JAX's mask / count (0 / 0)."""
+    return (1.0 / count, 0.0) if count > 0.0 else (math.nan, math.nan)
+
+
 @jit
 def count_ties(buf, o, a, pre, r, post, side):
     """Fill a max/min's side store, unless an earlier sweep of this call did: per output, how many
@@ -226,9 +233,9 @@ def reverse(ins, i, aux, buf, N):
                     buf[N + pos] += g * math.exp(buf[pos] - z)
             elif op == OP_PROD:
                 prod_reverse(buf, N, base, r, post, q, g)
-            else:  # max / min: ties share the adjoint equally; a NaN extremum (no tie): NaN, as JAX
-                count = buf[side + p * post + q]
-                tied, other = (g / count, 0.0) if count > 0.0 else (math.nan, math.nan)
+            else:  # max / min
+                tied, other = tie_shares(buf[side + p * post + q])
+                tied *= g
                 for k in range(r):
                     pos = base + k * post + q
                     buf[N + pos] += tied if buf[pos] == z else other
@@ -268,8 +275,7 @@ def tangent(ins, i, aux, buf, tan, NV, k):
                         pos = base + kk * post + q
                         if buf[pos] == z:
                             acc += t[pos]
-                    count = buf[side + p * post + q]
-                    acc = acc / count if count > 0.0 else math.nan
+                    acc *= tie_shares(buf[side + p * post + q])[0]
                 t[out] = acc
 
 
@@ -339,9 +345,8 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         xt = tan[d * N + pos] if second else 0.0
                         st = st * buf[pos] + sv * xt
                         sv *= buf[pos]
-                else:  # max / min: piecewise linear, ties share equally (NaN extremum: NaN)
-                    count = buf[side + p * post + q]
-                    tied, other = (1.0 / count, 0.0) if count > 0.0 else (math.nan, math.nan)
+                else:  # max / min: piecewise linear
+                    tied, other = tie_shares(buf[side + p * post + q])
                     for kk in range(r):
                         pos = base + kk * post + q
                         w = tied if buf[pos] == z else other
