@@ -101,7 +101,7 @@ def numpy_reverse(row, aux, buf, G, G2, T):
     pre, r, post = row[P_PRE : P_POST + 1]
     for A in (G, G2):
         if A is not None:  # unbroadcast: sum the copies
-            A[:, a : a + na] += A[:, o : o + n].reshape(-1, pre, r, post).sum(axis=2).reshape(A.shape[0], na)
+            A[:, a : a + na] += A[:, o : o + n].reshape(A.shape[0], pre, r, post).sum(axis=2).reshape(A.shape[0], na)
 
 
 def side_size(prim, params):

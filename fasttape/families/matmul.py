@@ -247,14 +247,14 @@ def numpy_reverse(row, aux, buf, G, G2, T):
     Am, Bm = _operands(row, buf)
     if T is not None and ga and gb:
         g = G[:, o : o + n].reshape(1, batch, m, nn)
-        tA = T[:, a : a + na].reshape(-1, batch, m, k)
-        tB = T[:, b : b + nb].reshape(-1, batch, k, nn)
+        tA = T[:, a : a + na].reshape(T.shape[0], batch, m, k)
+        tB = T[:, b : b + nb].reshape(T.shape[0], batch, k, nn)
         G2[:, a : a + na] += np.matmul(g, np.swapaxes(tB, -1, -2)).reshape(G2.shape[0], na)
         G2[:, b : b + nb] += np.matmul(np.swapaxes(tA, -1, -2), g).reshape(G2.shape[0], nb)
     for A in (G, G2):
         if A is None:
             continue
-        g = A[:, o : o + n].reshape(-1, batch, m, nn)
+        g = A[:, o : o + n].reshape(A.shape[0], batch, m, nn)
         if ga:
             A[:, a : a + na] += np.matmul(g, np.swapaxes(Bm, -1, -2)).reshape(A.shape[0], na)
         if gb:

@@ -450,22 +450,22 @@ def numpy_reverse(row, aux, buf, G, G2, T):
     adjoints = [A for A in (G, G2) if A is not None]
     if op == OP_CUMSUM:
         for A in adjoints:  # adjoint of a prefix sum: suffix sum
-            g = A[:, o : o + n].reshape(-1, pre, r, post)
+            g = A[:, o : o + n].reshape(A.shape[0], pre, r, post)
             A[:, a : a + na] += np.cumsum(g[:, :, ::-1], axis=2)[:, :, ::-1].reshape(A.shape[0], na)
         return
     w = _weights(row, buf)
     if T is not None and op == OP_LOGSUMEXP:  # x̄' += z̄ s (x' - z')
-        t = T[:, a : a + na].reshape(-1, pre, r, post)
-        zt = T[:, o : o + n].reshape(-1, pre, 1, post)
+        t = T[:, a : a + na].reshape(T.shape[0], pre, r, post)
+        zt = T[:, o : o + n].reshape(T.shape[0], pre, 1, post)
         g = G[:, o : o + n].reshape(1, pre, 1, post)
         G2[:, a : a + na] += (g * w * (t - zt)).reshape(G2.shape[0], na)
     elif T is not None and op == OP_PROD:  # x̄' += z̄ (tangent of the exclusive product)
-        t = T[:, a : a + na].reshape(-1, pre, r, post)
+        t = T[:, a : a + na].reshape(T.shape[0], pre, r, post)
         g = G[:, o : o + n].reshape(1, pre, 1, post)
         x = buf[a : a + na].reshape(pre, r, post)
         G2[:, a : a + na] += (g * _exclusive_product_tangents(x, t)).reshape(G2.shape[0], na)
     for A in adjoints:
-        g = A[:, o : o + n].reshape(-1, pre, 1, post)
+        g = A[:, o : o + n].reshape(A.shape[0], pre, 1, post)
         A[:, a : a + na] += (g * w).reshape(A.shape[0], na)
 
 
