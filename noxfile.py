@@ -1,7 +1,8 @@
 """nox sessions: ``tests`` (the suite, then the oracle's ``ci`` profile against JAX),
 ``lint``, ``demo`` (the showcase), ``oracle`` (the thorough cross-validation),
-``bench`` (pytest-benchmark suites + report) and ``debug`` (the suite with Numba's
-bounds checking, then with its JIT disabled; slow, not part of CI).
+``mutants`` (the oracle's kill rate of planted faults), ``bench`` (pytest-benchmark
+suites + report) and ``debug`` (the suite with Numba's bounds checking, then with its
+JIT disabled; slow, not part of CI).
 
 Every session uses the interpreter nox runs under and installs what it needs.
 """
@@ -77,6 +78,19 @@ def oracle(session):
         "python", "-m", "oracle", "--profile", "thorough", "--jobs", jobs, "--json", "oracle-report.json",
         *session.posargs, env={"FASTTAPE_TIERS": "compiled"},
     )  # fmt: skip
+
+
+@nox.session(python=None)
+def mutants(session):
+    """The oracle's mutation score: every rule of every primitive broken in turn (``fasttape.faults``), the
+    ``ci`` profile run against each; the kill rate per primitive and kind, every survivor listed.
+
+        nox -s mutants                          # every site, into mutants.json
+        nox -s mutants -- --primitive max       # one primitive's sites (see python -m oracle.mutants -h)
+    """
+    session.install("-e", ".[test]")
+    jobs = str(os.cpu_count() or 1)  # each worker builds the instrumented kernels once and takes a share
+    session.run("python", "-m", "oracle.mutants", "--jobs", jobs, "--json", "mutants.json", *session.posargs)
 
 
 @nox.session(python=None)

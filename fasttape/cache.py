@@ -35,7 +35,7 @@ import tempfile
 import numba
 import numpy as np
 
-from . import codegen
+from . import codegen, faults
 from ._version import __version__ as VERSION
 
 # the files whose code is compiled (and cached) or shapes compiled code: every family module too
@@ -75,7 +75,7 @@ def source_key() -> str:
 
 def _wanted() -> bool:
     flag = os.environ.get("FASTTAPE_NO_CACHE", "").strip().lower()
-    return flag in ("", "0", "false", "no") and codegen.FAULT_OPCODE < 0
+    return flag in ("", "0", "false", "no") and not faults.INSTRUMENTED
 
 
 STALE_SECONDS = 30 * 24 * 3600  # other keys' kernels unused this long are deleted when a new key appears

@@ -7,6 +7,8 @@ formula, and run loops of their own for the ``hot`` primitives (the opcode a con
 there, so LLVM folds the switch away and vectorises the loop).  ``ELEMENTWISE`` is that
 module, compiled with Numba; the elementwise family and the fused regions call its
 functions.  An opcode that is not elementwise reaches the end of a switch and raises.
+With ``FASTTAPE_FAULT`` set, every formula's result also passes through the fault switch
+(``fasttape.faults``); without it the source has no trace of the switch.
 
 The source is readable: ``print(fasttape.codegen.elementwise_source())``.
 """
@@ -15,27 +17,14 @@ from __future__ import annotations
 
 import ast
 import linecache
-import os
 import sys
 import types
 
-from . import scalar_math
-from .primitives import PRIMITIVE_BY_NAME, PRIMITIVES, names
+from . import faults, scalar_math
+from .primitives import PRIMITIVES, names
 
 _INLINE = "@numba.njit(nogil=True, error_model='numpy', inline='always', cache=False)"
 _LOOP = "@numba.njit(nogil=True, error_model='numpy', cache=False)"
-
-
-def fault_opcode() -> int:
-    """FASTTAPE_FAULT=<primitive> breaks that primitive's first derivative on purpose (times
-    1.01), so the oracle can show it catches a wrong rule.  Kernels built so are never cached."""
-    name = os.environ.get("FASTTAPE_FAULT", "").strip()
-    if not name:
-        return -1
-    prim = PRIMITIVE_BY_NAME.get(name)
-    if prim is None or prim.kind not in ("unary", "binary"):
-        raise ValueError(f"FASTTAPE_FAULT={name!r}: name an elementwise unary or binary primitive, e.g. tanh")
-    return prim.opcode
 
 
 class _Conditionals(ast.NodeTransformer):
@@ -67,14 +56,16 @@ def _tuple(exprs):
     return ", ".join(f"({scalar(e)})" for e in exprs)
 
 
-def first_partials(p, fault: int) -> tuple[str, ...]:
-    """A declaration's first-partial formulas, scaled by 1.01 when ``p`` is the injected fault (both tiers)."""
-    return tuple(f"({e}) * 1.01" for e in p.d1) if p.opcode == fault else p.d1
+def elementwise_source(instrumented: bool = False) -> str:
+    """The generated module's source; ``instrumented``: every formula passes through the fault switch
+    (``fasttape.faults``), in the kernels of a ``FASTTAPE_FAULT`` run only."""
 
+    def fault(p, kind, expr):
+        """``expr`` (scalar code) as a planted fault of ``kind`` would make it (the hot loops' own formulas)."""
+        return f"perturbed({p.opcode}, {faults.KIND_CODE[kind]}, {expr}, x, nan)" if instrumented else expr
 
-def elementwise_source(fault: int | None = None) -> str:
-    """The generated module's source (``fault``: an opcode whose first partials are scaled by 1.01)."""
-    fault = fault_opcode() if fault is None else fault
+    def value(p):
+        return [f"return {scalar(p.value)}"]
 
     def binary_second(p):
         body = []
@@ -89,28 +80,39 @@ def elementwise_source(fault: int | None = None) -> str:
         "",
     ]
     binary = ("binary", "comparison")
-    out += _switch("unary_value", "x", ("unary",), lambda p: [f"return {scalar(p.value)}"])
-    out += ["", "# dz/dx for z = op(x)"]
-    out += _switch("unary_partial", "x, z", ("unary",), lambda p: [f"return {scalar(first_partials(p, fault)[0])}"])
-    out += ["", "# d²z/dx² for z = op(x), given z and the first derivative d1"]
-    out += _switch("unary_second", "x, z, d1", ("unary",), lambda p: [f"return {scalar(p.d2[0])}"])
-    out += [""]
-    out += _switch("binary_value", "x, y", binary, lambda p: [f"return {scalar(p.value)}"])
-    out += ["", "# (dz/dx, dz/dy) for z = op(x, y)"]
-    out += _switch("binary_partials", "x, y, z", binary, lambda p: [f"return {_tuple(first_partials(p, fault))}"])
-    out += ["", "# (d²z/dx², d²z/dxdy, d²z/dy²) for z = op(x, y)"]
-    out += _switch("binary_second", "x, y, z", binary, binary_second)
+    # instrumented, each switch is named *_exact and a wrapper of the plain name passes its results
+    # through the fault switch: one check per call, not one per branch (compile time)
+    switches = (
+        ("unary_value", "x", ("unary",), value, ("formula-value",)),
+        ("unary_partial", "x, z", ("unary",), lambda p: [f"return {scalar(p.d1[0])}"], ("formula-dx",)),
+        ("unary_second", "x, z, d1", ("unary",), lambda p: [f"return {scalar(p.d2[0])}"], ("formula-d2",)),
+        ("binary_value", "x, y", binary, value, ("formula-value",)),
+        ("binary_partials", "x, y, z", binary, lambda p: [f"return {_tuple(p.d1)}"], ("formula-dx", "formula-dy")),
+        ("binary_second", "x, y, z", binary, binary_second, ("formula-d2",) * 3),
+    )
+    comments = {"unary_partial": "dz/dx for z = op(x)", "binary_partials": "(dz/dx, dz/dy) for z = op(x, y)",
+                "unary_second": "d²z/dx² for z = op(x), given z and the first derivative d1",
+                "binary_second": "(d²z/dx², d²z/dxdy, d²z/dy²) for z = op(x, y)"}  # fmt: skip
+    for name, args, kinds, body, results in switches:
+        out += ["", f"# {comments[name]}"] if name in comments else [""]
+        out += _switch(f"{name}_exact" if instrumented else name, args, kinds, body)
+        if instrumented:
+            parts = [f"r{j}" for j in range(len(results))]
+            y = "y" if args.startswith("x, y") else "nan"  # (one operand: no tie, and no second edge value)
+            perturbed = [f"perturbed(op, {faults.KIND_CODE[kind]}, {r}, x, {y})" for kind, r in zip(results, parts)]
+            out += [_INLINE, f"def {name}(op, {args}):", f"    {', '.join(parts)} = {name}_exact(op, {args})",
+                    f"    return {', '.join(perturbed)}"]  # fmt: skip
     # runs of one unary primitive; the hot ones get loops of their own, the formula written out
     hot = [p for p in PRIMITIVES if p.kind == "unary" and p.hot]
     out += ["", "# runs of one unary primitive: the hot ones have loops of their own, the formula written out"]
     out += [_LOOP, "def unary_forward_run(op, zs, xs):"]
     for p in hot:
         out += [f"    if op == {p.opcode}:  # {p.name}", "        for j in range(xs.size):", "            x = xs[j]",
-                f"            zs[j] = {scalar(p.value)}", "        return"]  # fmt: skip
+                f"            zs[j] = {fault(p, 'formula-value', scalar(p.value))}", "        return"]  # fmt: skip
     out += ["    for j in range(xs.size):", "        zs[j] = unary_value(op, xs[j])", ""]
     out += [_LOOP, "def unary_reverse_run(op, gzs, gxs, xs, zs, init):"]
     for p in hot:
-        d1 = scalar(first_partials(p, fault)[0])
+        d1 = fault(p, "formula-dx", scalar(p.d1[0]))
         out += [f"    if op == {p.opcode}:  # {p.name}"]
         for assign, name in (("=", "init"), ("+=", "not init")):
             out += [f"        if {name}:", "            for j in range(xs.size):",
@@ -137,6 +139,6 @@ def load_generated(name: str, source: str, namespace: dict) -> types.ModuleType:
     return module
 
 
-FAULT_OPCODE = fault_opcode()
-SOURCE = elementwise_source(FAULT_OPCODE)
-ELEMENTWISE = load_generated("fasttape._elementwise", SOURCE, scalar_math.VOCABULARY)
+SOURCE = elementwise_source(faults.INSTRUMENTED)
+_SWITCH = {"perturbed": faults.perturbed} if faults.INSTRUMENTED else {}
+ELEMENTWISE = load_generated("fasttape._elementwise", SOURCE, {**scalar_math.VOCABULARY, **_SWITCH})

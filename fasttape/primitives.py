@@ -46,7 +46,8 @@ class Primitive:
     opcount; ``vector``: the NumPy function whose SIMD loop computes the value of long runs;
     ``hot``: gets loops of its own (the opcode a constant, so LLVM can vectorise them);
     ``edges``: the ``EDGES`` where the oracle checks it against JAX too (a tie or a kink, where
-    the derivative is a convention both follow, or magnitudes where it must stay finite).
+    the derivative is a convention both follow, or magnitudes where it must stay finite);
+    ``convention``: that convention in words, for a primitive with a tie or a kink among its edges.
     """
 
     name: str
@@ -66,6 +67,7 @@ class Primitive:
     opcode: int = -1
     reads: frozenset = field(default_factory=frozenset)
     edges: tuple[str, ...] = ()
+    convention: str = ""
 
     @property
     def arity(self) -> int:
@@ -130,9 +132,9 @@ def comparison(name, value):
 # elementwise unary: value in x; d1 in x, z; d2 in x, z, d1
 # --------------------------------------------------------------------------
 unary("negative", "-x", d1="-1.0", linear=True, hot=True)
-unary("abs", "abs(x)", d1="where(x >= 0.0, 1.0, -1.0)",  # JAX's convention: abs'(0) = 1
+unary("abs", "abs(x)", d1="where(x >= 0.0, 1.0, -1.0)",
       numpy=("abs", "absolute", "fabs"), domains="nonzero", piecewise_linear=True, vector="abs", hot=True,
-      edges=("zeros",))  # fmt: skip
+      edges=("zeros",), convention="abs'(0) = 1, at -0.0 too")  # fmt: skip
 unary("sign", "sign(x)", domains="nonzero", differentiable=False)
 unary("sqrt", "sqrt(x)", d1="0.5 / z", d2="-0.25 / (x * z)",  # d sqrt = 1/(2 sqrt);  d² = -1/(4 x^(3/2))
       domains="positive", vector="sqrt", hot=True)  # fmt: skip
@@ -201,10 +203,10 @@ binary("power", "x**y",
 # samplers draw the operands apart (oracle/strategies.py puts them on interleaved grids)
 binary("maximum", "maximum(x, y)", d1=("where(x == z, where(y == z, 0.5, 1.0), 0.0)",
                                        "where(y == z, where(x == z, 0.5, 1.0), 0.0)"),
-       piecewise_linear=True, edges=("ties",))  # fmt: skip
+       piecewise_linear=True, edges=("ties",), convention="at x == y each operand gets half")  # fmt: skip
 binary("minimum", "minimum(x, y)", d1=("where(x == z, where(y == z, 0.5, 1.0), 0.0)",
                                        "where(y == z, where(x == z, 0.5, 1.0), 0.0)"),
-       piecewise_linear=True, edges=("ties",))  # fmt: skip
+       piecewise_linear=True, edges=("ties",), convention="at x == y each operand gets half")  # fmt: skip
 # d atan2(x, y) = (y, -x) / (x² + y²)
 binary("arctan2", "arctan2(x, y)", d1=("y / (x * x + y * y)", "-x / (x * x + y * y)"),
        d2=("-2.0 * x * y / ((x * x + y * y) * (x * x + y * y))",
@@ -219,11 +221,14 @@ binary("hypot", "hypot(x, y)", d1=("where(z == 0.0, 0.5, x / z)", "where(z == 0.
            "where(z == 0.0, nan, dx * dx / z)"),
        jax="ref.smooth_hypot()", domains="nonzero", edges=("huge",))  # fmt: skip
 # (not "tiny": near 1e-300 JAX's own second derivative of hypot overflows, so it cannot be the reference)
-# d logaddexp = softmax of (x, y); JAX reads +inf as 0 in this formula, and so do we
+# d logaddexp = softmax of (x, y) = (σ(x - y), σ(y - x)): not exp(x - z), which gives 1 at x = y = 1e295
+# (z rounds to x there; JAX's own rule does this).  Where z is infinite, JAX's rule and its reading of
+# +inf as 0: exp(x - z).
 binary("logaddexp", "logaddexp(x, y)",
-       d1=("exp(where(x == inf, 0.0, x) - where(z == inf, 0.0, z))",
-           "exp(where(y == inf, 0.0, y) - where(z == inf, 0.0, z))"),
-       d2=("dx * dy", "-dx * dy", "dx * dy"), vector="logaddexp", edges=("huge",))  # fmt: skip
+       d1=("where(abs(z) < inf, 1.0 / (1.0 + exp(y - x)), exp(where(x == inf, 0.0, x) - where(z == inf, 0.0, z)))",
+           "where(abs(z) < inf, 1.0 / (1.0 + exp(x - y)), exp(where(y == inf, 0.0, y) - where(z == inf, 0.0, z)))"),
+       d2=("dx * dy", "-dx * dy", "dx * dy"), jax="ref.accurate_logaddexp()", vector="logaddexp",
+       edges=("huge",))  # fmt: skip
 comparison("less", "x < y")
 comparison("less_equal", "x <= y")
 comparison("greater", "x > y")
@@ -240,11 +245,13 @@ binary("xlogy", "where((x == 0.0) & (y == y), 0.0, x * log(y))", d1=("log(y)", "
 # --------------------------------------------------------------------------
 _declare("where", "select", jax="ref.where", linear=True)
 _declare("sum", "reduction", jax="ref.reduce(jnp.sum)", linear=True)
-_declare("prod", "reduction", jax="ref.reduce(jnp.prod)", domains=("nonzero",), edges=("zeros",))
+_declare("prod", "reduction", jax="ref.reduce(jnp.prod)", domains=("nonzero",), edges=("zeros",),
+         convention="no kink: each factor's partial is the product of the others, exact with one zero "
+                    "or more")  # fmt: skip
 _declare("max", "reduction", numpy=("max", "amax"), jax="ref.reduce(jnp.max)", domains=("distinct",),
-         piecewise_linear=True, edges=("ties",))  # fmt: skip
+         piecewise_linear=True, edges=("ties",), convention="k tied maxima get 1/k each")  # fmt: skip
 _declare("min", "reduction", numpy=("min", "amin"), jax="ref.reduce(jnp.min)", domains=("distinct",),
-         piecewise_linear=True, edges=("ties",))  # fmt: skip
+         piecewise_linear=True, edges=("ties",), convention="k tied minima get 1/k each")  # fmt: skip
 _declare("logsumexp", "reduction", numpy=(), jax="ref.reduce(jsp.logsumexp)", edges=("huge",))
 _declare("cumsum", "scan", jax="ref.cumsum", linear=True)
 _declare("broadcast", "broadcast", numpy=("broadcast_to",), jax="ref.broadcast", linear=True)
@@ -277,6 +284,9 @@ def _checked(p: Primitive, opcode: int) -> Primitive:
         raise ValueError(f"{where}: domains {p.domains} must name one of {DOMAINS} per operand ({p.arity})")
     if any(e not in EDGES for e in p.edges):
         raise ValueError(f"{where}: edges {p.edges} must be among {EDGES}")
+    if bool(set(p.edges) & {"ties", "zeros"}) != bool(p.convention):
+        raise ValueError(f"{where}: a primitive with ties or zeros among its edges states its convention there "
+                         "(convention=...), and only such a primitive")  # fmt: skip
     reads = set()
     if p.elementwise:
         counts = (1, p.arity, 1 if p.arity == 1 else 3)

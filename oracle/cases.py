@@ -23,6 +23,8 @@ import scipy.special
 import fasttape.numpy as fnp
 from fasttape import PRIMITIVES
 
+from .check import KINDS
+
 
 class Namespace:
     """``module`` plus a few extras, then ``special`` (the SciPy functions the primitives answer to)."""
@@ -215,7 +217,16 @@ def _c(name, fn, *shapes, domains=(), smooth=True, kinds=()):
 # the compiled path that small cases never reach: fused regions (elementwise chains of 8 192 elements or
 # more, replayed a tile at a time).  These cases skip the dense Jacobian and Hessian (9 000² entries);
 # every other kind is checked.
-PER_SWEEP_KINDS = ("value", "grad", "vjp", "jvp", "hvp", "hvp_multi")
+PER_SWEEP_KINDS = tuple(k for k in KINDS if k not in ("jacobian", "hessian"))
+
+
+def _scalar_steps(xp, x):
+    """A loop over two scalars, as Python code over floats is written: every step is one-element adds,
+    subtracts and multiplies, which the sweeps stream as the scalar code (``layout.scalar_code``)."""
+    a, b = x[0], x[1]
+    for _ in range(10):
+        a, b = 0.5 * a - 0.2 * a * b + 0.1, 0.3 * a + 0.6 * b - 0.1 * b * b
+    return a * b + a - b
 
 
 STRUCTURAL_CASES = [
@@ -227,13 +238,23 @@ STRUCTURAL_CASES = [
         ),
         (9000,),
         kinds=PER_SWEEP_KINDS,
-    ),  # fmt: skip
+    ),
     _c(
         "fused-binary",
         lambda xp, x, y: xp.sum(xp.log1p(x * x) * y - xp.sqrt(y * y + 1.0) * xp.sin(x)),
         (96, 96),
         (96, 96),
         kinds=PER_SWEEP_KINDS,
+    ),
+    # the scalar code
+    _c("scalar-steps", _scalar_steps, (2,)),
+    # size-0 axes: empty values, adjoints and tangents, broadcast against size-1 axes
+    _c("empty-broadcast", lambda xp, x, y: xp.tanh(x) * y + x, (0, 3), (1, 3)),
+    _c("empty-matmul", lambda xp, x, y: x @ y + 1.0, (2, 0), (0, 3)),
+    _c(
+        "empty-reductions",
+        lambda xp, x: xp.sum(xp.sin(x), axis=1) + xp.prod(x, axis=1) + xp.max(x, axis=0).sum(),
+        (3, 0),
     ),  # fmt: skip
     # select
     _c("where", lambda xp, x, y: xp.where(x > 0, x * y, xp.sin(y)), (3, 4), (3, 4)),

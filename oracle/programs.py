@@ -13,7 +13,10 @@ concrete inputs embedded.
 
 :func:`programs` is a hypothesis strategy drawing well-defined programs: unary
 operands are first mapped into the primitive's smooth domain, binary operands
-are broadcast-compatible, ``where`` conditions come from comparisons.
+are broadcast-compatible, ``where`` conditions come from comparisons.  One
+program in four has *tied* inputs (a few values, repeated, no jitter), so ties reach
+max/min, maximum/minimum and the comparisons through the steps; those are checked
+against JAX alone (``Program.smooth`` is False: no finite differences at a kink).
 :func:`search` looks for a program whose :func:`oracle.check` fails and returns
 it shrunk.
 
@@ -29,7 +32,7 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
-from hypothesis import HealthCheck, assume, find, settings
+from hypothesis import HealthCheck, Phase, assume, find, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
@@ -163,6 +166,7 @@ class Program:
 
     inputs: tuple = field(default_factory=tuple)
     steps: tuple = field(default_factory=tuple)
+    smooth: bool = True  # False: tied inputs, checked against JAX without finite differences
 
     @property
     def names(self) -> list[str]:
@@ -202,7 +206,7 @@ class Program:
         return (
             "import numpy as np, oracle\n"
             + self.source()
-            + f"print(oracle.check(f, {args}, namespace=True, fd_rtol={fd_rtol!r}))\n"
+            + f"print(oracle.check(f, {args}, namespace=True, fd_rtol={fd_rtol!r}, fd={self.smooth}))\n"
         )
 
     def __call__(self, xp=np):
@@ -234,22 +238,20 @@ def _jitter(shape, offset):
     return (0.0137 * ((k * 0.6180339887498949) % 1.0) + 1e-3 * (k + 1)).reshape(shape)
 
 
+TIED = (-1.5, 0.0, 0.5, 2.0)  # the values of tied inputs
+
+
 @st.composite
-def _inputs(draw, min_inputs=1, max_inputs=3):
+def _inputs(draw, min_inputs=1, max_inputs=3, tied=False):
     n = draw(st.integers(min_inputs, max_inputs))
     out = []
     offset = 0
     for _ in range(n):
         shape = draw(st.sampled_from(SHAPES))
         size = _size(shape)
-        values = draw(
-            st.lists(
-                st.floats(-2.0, 2.0, allow_nan=False, allow_infinity=False, width=64),
-                min_size=size,
-                max_size=size,
-            )
-        )
-        out.append(np.asarray(values, dtype=np.float64).reshape(shape) + _jitter(shape, offset))
+        elements = st.sampled_from(TIED) if tied else st.floats(-2.0, 2.0, allow_nan=False, width=64)
+        values = np.asarray(draw(st.lists(elements, min_size=size, max_size=size)), dtype=np.float64)
+        out.append(values.reshape(shape) if tied else values.reshape(shape) + _jitter(shape, offset))
         offset += size
     return out
 
@@ -362,15 +364,17 @@ def _step(draw, shapes: list):
 
 @st.composite
 def programs(draw, min_steps=2, max_steps=30, min_inputs=1, max_inputs=3):
-    """Strategy: a :class:`Program` of ``min_steps..max_steps`` steps on 1-3 float inputs."""
-    inputs = draw(_inputs(min_inputs, max_inputs))
+    """Strategy: a :class:`Program` of ``min_steps..max_steps`` steps on 1-3 float inputs (tied ones in
+    one program of four)."""
+    tied = draw(st.integers(0, 3)) == 3  # (shrinks towards untied inputs)
+    inputs = draw(_inputs(min_inputs, max_inputs, tied))
     shapes = [x.shape for x in inputs]
     steps = []
     for _ in range(draw(st.integers(min_steps, max_steps))):
         step, shape = draw(_step(shapes))
         steps.append(step)
         shapes.append(tuple(shape))
-    return Program(tuple(inputs), tuple(steps))
+    return Program(tuple(inputs), tuple(steps), smooth=not tied)
 
 
 # -- checking and searching --------------------------------------------------------
@@ -411,6 +415,7 @@ class Found:
 def check_program(program: Program, fn=None, fd_rtol=FD_RTOL, kinds=KINDS, **kwargs) -> Report:
     """``oracle.check`` of the program (or of ``fn``, e.g. a wrapped ``program.callable``) at its inputs."""
     fn = program.callable if fn is None else fn
+    kwargs.setdefault("fd", program.smooth)
     return check(fn, *program.inputs, namespace=True, fd_rtol=fd_rtol, kinds=kinds, name="program", **kwargs)
 
 
@@ -433,14 +438,16 @@ def search(
     wrap=None,
     strategy=None,
     stats: dict | None = None,
+    shrink: bool = True,
 ) -> Found | None:
     """Look for a program whose ``oracle.check`` fails; None if none of ``max_examples`` does.
 
     Programs whose intermediate values are not finite (or huge) at the drawn
     inputs are skipped.  ``wrap(callable) -> callable`` substitutes the function
     checked (for testing the search itself); the reproducer shows the unwrapped
-    program.  The result is shrunk by hypothesis.  ``stats``, if given, counts the programs checked
-    (``programs``, shrinking included) and their derivative checks (``checks``).
+    program.  The result is shrunk by hypothesis (unless ``shrink=False``).  ``stats``, if given,
+    counts the programs checked (``programs``, shrinking included) and their derivative checks
+    (``checks``).
     """
     stats = {} if stats is None else stats
     stats.update(programs=0, checks=0)
@@ -460,6 +467,7 @@ def search(
         derandomize=False,
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=False,
+        phases=tuple(p for p in Phase if shrink or p != Phase.shrink),
     )
     try:
         program = find(strategy, fails, settings=opts, random=random.Random(seed))

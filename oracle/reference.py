@@ -53,6 +53,31 @@ def _smooth_hypot():
     return hypot
 
 
+def _accurate_logaddexp():
+    """``jnp.logaddexp`` with the first derivative (σ(x - y), σ(y - x)) where the value is finite.
+
+    JAX's rule is exp(x - z), exp(y - z): at x = y = 1e295 the value z rounds to x and both partials
+    come out 1 instead of 1/2 (and the second partials 0 or 1 instead of ±1/4).  Where z is infinite
+    this keeps JAX's rule and its conventions."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def logaddexp(x, y):
+        return jnp.logaddexp(x, y)
+
+    @logaddexp.defjvp
+    def logaddexp_jvp(primals, tangents):
+        x, y = primals
+        z, jax_tangent = jax.jvp(jnp.logaddexp, primals, tangents)
+        finite = jnp.isfinite(z)
+        d = jnp.where(finite, x - y, 0.0)
+        accurate = jax.nn.sigmoid(d) * tangents[0] + jax.nn.sigmoid(-d) * tangents[1]
+        return logaddexp(x, y), jnp.where(finite, accurate, jax_tangent)
+
+    return logaddexp
+
+
 class _Rules:
     """The oracle's own JAX rules, which the declarations' ``jax`` expressions name as ``ref.*``:
     each takes the tape's flat operands (and a structural instruction's integer parameters)."""
@@ -69,6 +94,9 @@ class _Rules:
 
     def smooth_hypot(self):
         return _smooth_hypot()
+
+    def accurate_logaddexp(self):
+        return _accurate_logaddexp()
 
     def where(self, c, x, y):
         return self.jnp.where(c != 0.0, x, y)

@@ -195,9 +195,22 @@ class Matrix:
         for case, seed, tb in self.errors:
             last = tb.strip().splitlines()[-1] if tb.strip() else "error"
             lines.append(f"ERROR {case} (seed {seed}): {last}")
+        if self.conventions():
+            agreed = "; ".join(f"{p}: {text}" for p, text in self.conventions().items())
+            lines.append(f"at ties and kinks, fasttape and JAX both follow: {agreed}")
         if self.programs:
             lines.append(self._programs_line())
         return "\n".join(lines)
+
+    def conventions(self) -> dict:
+        """primitive -> its convention at ties or kinks (``Primitive.convention``), for every primitive whose
+        edge checks ran and all passed: the convention fasttape and JAX were both seen to follow."""
+        agreed = {}
+        for p in PRIMITIVES:
+            runs = [r for r in self.runs if r.case.startswith((f"{p.name}-edge-", f"{p.name}~drawn-"))]
+            if p.convention and runs and all(r.report is not None and r.report.passed for r in runs):
+                agreed[p.name] = p.convention
+        return agreed
 
     def cell_count(self, primitive) -> int:
         return sum(self.cell(primitive, k).checks for k in self.kinds)
@@ -216,7 +229,7 @@ class Matrix:
         )
 
     def summary(self) -> str:
-        drawn = sum(1 for r in self.runs if r.case.endswith("~drawn"))
+        drawn = sum(1 for r in self.runs if "~drawn" in r.case)
         programs = self.programs.get("programs", 0)
         checks = self.checks + self.programs.get("checks", 0)
         status = "all passed" if self.passed else "FAILED"
@@ -241,6 +254,7 @@ class Matrix:
             "checks": self.checks,
             "cells": {p: {k: self.cell(p, k).to_dict() for k in self.kinds} for p in self.primitives},
             "missing": [[p, k] for p, k in self.missing],
+            "conventions": self.conventions(),
             "errors": [{"case": c, "seed": s, "traceback": tb} for c, s, tb in self.errors],
             "drawn_failures": [{"primitive": p, "example": e, "report": r} for p, e, r in self.drawn_failures],
             "cases": [
@@ -335,11 +349,13 @@ def run_matrix(
     cases=None,
     on_report=None,
     jobs=1,
+    first_failure=False,
 ) -> Matrix:
     """Run every case (optionally only those of one primitive, one kind) and aggregate the matrix.
 
     ``on_report(case_run)`` is called after each case (the CLI's ``-v`` prints reports with it); ``jobs``
-    processes share the random-program search.
+    processes share the random-program search.  ``first_failure``: stop at the first failing check,
+    shrinking nothing (``oracle.mutants`` only asks whether a planted fault is caught).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; one of {sorted(PROFILES)}")
@@ -358,12 +374,18 @@ def run_matrix(
     total = len(selected) * settings["seeds"]
     bar = _Progress(progress and (progress is True or sys.stderr.isatty()), total)
     i = 0
+
+    def stop():
+        return first_failure and bool(matrix.failures or matrix.errors or matrix.drawn_failures)
+
     for case in selected:
         for draw in range(settings["seeds"]):
             i += 1
             bar.update(i, f"{case.name} (draw {draw})")
             rng = np.random.default_rng(_seed(case.name, draw))
             _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, on_report)
+            if stop():
+                return matrix
     bar.done()
     matrix.timings["cases"] = time.perf_counter() - start
     if settings["examples"] and cases is None:  # hand-picked ``cases`` (tests of the runner) skip this phase
@@ -372,12 +394,16 @@ def run_matrix(
         bar = _Progress(bar.enabled, len(drawn))
         for j, prim in enumerate(drawn):
             bar.update(j + 1, f"{prim.name}: {settings['examples']} hypothesis examples")
-            _check_drawn(matrix, prim, settings["examples"], on_report)
+            for edge in (None, *prim.edges):  # smooth operands, then each declared edge
+                _check_drawn(matrix, prim, settings["examples"], on_report, not first_failure, edge)
+                if stop():
+                    return matrix
         bar.done()
         matrix.timings["drawn"] = time.perf_counter() - t0
     if random_programs and primitive is None and kind is None:
         t0 = time.perf_counter()
-        matrix.programs = _run_programs(settings["programs"], jobs, bar if progress else None)
+        shrink = not first_failure
+        matrix.programs = _run_programs(settings["programs"], jobs, bar if progress else None, shrink)
         matrix.programs["seconds"] = time.perf_counter() - t0
         matrix.timings["programs"] = matrix.programs["seconds"]
     elif random_programs:
@@ -414,10 +440,11 @@ def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> C
     return run
 
 
-def _check_drawn(matrix, prim, examples, on_report) -> None:
+def _check_drawn(matrix, prim, examples, on_report, shrink=True, edge=None) -> None:
     """``examples`` checks of ``prim`` on shapes and operands drawn by hypothesis
-    (:func:`oracle.strategies.primitive_examples`).  A failure is shrunk by hypothesis to its simplest
-    example, which the matrix keeps as the reproducer."""
+    (:func:`oracle.strategies.primitive_examples`; on one of its declared edges if ``edge``).  A failure
+    is shrunk by hypothesis to its simplest example (unless ``shrink=False``), which the matrix keeps as
+    the reproducer."""
     last = {}
 
     @hypothesis.settings(
@@ -427,11 +454,12 @@ def _check_drawn(matrix, prim, examples, on_report) -> None:
         deadline=None,
         suppress_health_check=list(hypothesis.HealthCheck),
         report_multiple_bugs=False,
+        phases=tuple(p for p in hypothesis.Phase if shrink or p != hypothesis.Phase.shrink),
     )
-    @hypothesis.given(primitive_examples(prim))
+    @hypothesis.given(primitive_examples(prim, edge))
     def drawn(example):
         rng = np.random.default_rng(0)
-        name = f"{prim.name}~drawn"
+        name = f"{prim.name}~drawn" + (f"-{edge}" if edge else "")
         run = _check_case(matrix, example.case, lambda: example.args, 0, rng, on_report, name)
         last["example"], last["run"] = example, run
         assert run.report is not None and run.report.passed
@@ -444,11 +472,11 @@ def _check_drawn(matrix, prim, examples, on_report) -> None:
         matrix.drawn_failures.append((prim.name, repr(last["example"]), detail))
 
 
-def _search_share(n, seed) -> dict:
+def _search_share(n, seed, shrink=True) -> dict:
     """One process's share of the random-program search (module level, so a process pool can run it)."""
     stats = {}
     try:
-        failure = search(n, seed=seed, stats=stats)
+        failure = search(n, seed=seed, stats=stats, shrink=shrink)
     except Exception:
         return {**stats, "error": traceback.format_exc(limit=5)}
     if failure is None:
@@ -456,18 +484,18 @@ def _search_share(n, seed) -> dict:
     return {**stats, "failure": str(failure), "source": failure.source, "primitives": failure.primitives}
 
 
-def _run_programs(n, jobs=1, bar=None) -> dict:
+def _run_programs(n, jobs=1, bar=None, shrink=True) -> dict:
     """:func:`oracle.programs.search` over ``n`` random programs, split over ``jobs`` processes with seeds
     0..jobs-1: how many programs ran, their derivative checks, and the shrunk failure if one failed."""
     if bar is not None:
         bar.update(bar.total, f"{n} random programs on {jobs} process(es)")
     shares = [n // jobs + (i < n % jobs) for i in range(jobs)]
     if jobs == 1:
-        results = [_search_share(n, 0)]
+        results = [_search_share(n, 0, shrink)]
     else:
         context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            results = list(pool.map(_search_share, shares, range(jobs)))
+            results = list(pool.map(_search_share, shares, range(jobs), [shrink] * jobs))
     if bar is not None:
         bar.done()
     merged = {"count": n, "jobs": jobs, "programs": 0, "checks": 0, "failure": None}

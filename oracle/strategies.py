@@ -6,8 +6,9 @@ Each primitive of fasttape's table declares the domain on which it is smooth
 with a margin from its edges and kinks, so finite differences stay a fair
 witness; :func:`primitive_examples` draws a whole check for one primitive:
 operand shapes (mutually broadcastable ones for binary primitives, an axis and
-``keepdims`` for reductions) and the operands.  The conventions at the kinks
-themselves are tested separately, on hand-picked points (tests/test_primitives.py).
+``keepdims`` for reductions) and the operands.  ``primitive_examples(prim, edge)`` draws
+the operands on one of the edges the primitive declares instead (exact ties, exact zeros,
+magnitudes near 1e300 or 1e-300), where the check is against JAX alone.
 
 The random programs of :mod:`oracle.programs` are built from the same table.
 """
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fasttape import PRIMITIVES
+from fasttape.primitives import EDGES
 
 from .cases import Case
 
@@ -58,9 +60,25 @@ def domain_values(domain: str) -> st.SearchStrategy:
     raise ValueError(f"unknown domain {domain!r}")
 
 
+def edge_values(edge: str) -> st.SearchStrategy:
+    """Scalars on one of the declarations' ``EDGES`` (as ``oracle.cases.sample`` draws them)."""
+    signs = st.sampled_from([-1.0, 1.0])
+    if edge == "ties":  # a few values: equal elements and equal operands are common
+        return st.sampled_from([-1.5, 0.0, 0.5, 2.0])
+    if edge == "zeros":
+        return st.sampled_from([0.0, -0.0]) | _floats(0.5, 2.0)
+    if edge == "huge":
+        return st.builds(lambda s, e: s * 10.0**e, signs, _floats(295.0, 300.0))
+    if edge == "tiny":
+        return st.builds(lambda s, e: s * 10.0**e, signs, _floats(-300.0, -295.0))
+    raise ValueError(f"unknown edge {edge!r}")
+
+
 def domain_arrays(domain: str, shape) -> st.SearchStrategy:
-    """float64 arrays of ``shape`` inside ``domain``; ``distinct`` (max/min) draws elements at least
-    0.25 apart, so no tie is within finite-difference reach."""
+    """float64 arrays of ``shape`` inside ``domain`` (or on an edge); ``distinct`` (max/min) draws elements
+    at least 0.25 apart, so no tie is within finite-difference reach."""
+    if domain in EDGES:
+        return hnp.arrays(np.float64, shape, elements=edge_values(domain))
     if domain == "distinct":
         elements = st.integers(-12, 12).map(lambda k: 0.25 * k)
         return hnp.arrays(np.float64, shape, elements=elements, unique=True)
@@ -92,21 +110,24 @@ def _call(name, *fixed):
 
 
 @st.composite
-def _unary(draw, prim):
-    name = prim.call_name
-    x = draw(shapes().flatmap(lambda s: domain_arrays(prim.domain, s)))
-    return Example(Case(prim.name, _call(name), (x.shape,), (prim.domain,)), (x,))
+def _unary(draw, prim, edge=None):
+    domain = edge or prim.domain
+    x = draw(shapes().flatmap(lambda s: domain_arrays(domain, s)))
+    return Example(Case(prim.name, _call(prim.call_name), (x.shape,), (domain,), smooth=edge is None), (x,))
 
 
 @st.composite
-def _binary(draw, prim):
-    if prim.piecewise_linear:  # maximum/minimum: operands on interleaved grids, either one the larger
+def _binary(draw, prim, edge=None):
+    if edge is not None:
+        domains = (edge, edge)
+    elif prim.piecewise_linear:  # maximum/minimum: operands on interleaved grids, either one the larger
         domains = draw(st.sampled_from([("grid", "offgrid"), ("offgrid", "grid")]))
     else:
         domains = prim.domains
     pair = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=MAX_DIMS, max_side=MAX_SIDE))
     x, y = (draw(domain_arrays(d, s)) for d, s in zip(domains, pair.input_shapes))
-    return Example(Case(prim.name, _call(prim.call_name), (x.shape, y.shape), domains), (x, y))
+    case = Case(prim.name, _call(prim.call_name), (x.shape, y.shape), domains, smooth=edge is None)
+    return Example(case, (x, y))
 
 
 @st.composite
@@ -124,9 +145,9 @@ def _comparison(draw, prim):
 
 
 @st.composite
-def _reduction(draw, prim):
+def _reduction(draw, prim, edge=None):
     name = prim.numpy[0] if prim.numpy else prim.name
-    domain = prim.domain
+    domain = edge or prim.domain
     x = draw(shapes(min_dims=1).flatmap(lambda s: domain_arrays(domain, s)))
     axes = st.none() | st.integers(-x.ndim, x.ndim - 1)
     if x.ndim > 1:
@@ -136,13 +157,17 @@ def _reduction(draw, prim):
     def fn(xp, a):
         return getattr(xp, name)(a, axis=axis, keepdims=keepdims)
 
-    return Example(Case(f"{prim.name}-axis{axis}-keep{keepdims}".replace(" ", ""), fn, (x.shape,), (domain,)), (x,))
+    label = f"{prim.name}-axis{axis}-keep{keepdims}".replace(" ", "")
+    return Example(Case(label, fn, (x.shape,), (domain,), smooth=edge is None), (x,))
 
 
 _BY_KIND = {"unary": _unary, "binary": _binary, "comparison": _comparison, "reduction": _reduction}
 DRAWN = tuple(p for p in PRIMITIVES if p.kind in _BY_KIND)  # the structural primitives keep hand-written cases
 
 
-def primitive_examples(prim) -> st.SearchStrategy:
-    """Checks of one elementwise, comparison or reduction primitive: shapes, then operands."""
-    return _BY_KIND[prim.kind](prim)
+def primitive_examples(prim, edge=None) -> st.SearchStrategy:
+    """Checks of one elementwise, comparison or reduction primitive: shapes, then operands (on ``edge``,
+    one of the primitive's declared edges, when given)."""
+    if edge is not None and edge not in prim.edges:
+        raise ValueError(f"{prim.name} declares no edge {edge!r} (it declares {prim.edges})")
+    return _BY_KIND[prim.kind](prim) if edge is None else _BY_KIND[prim.kind](prim, edge)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 import oracle
-from oracle.programs import Program, Step, check_program, programs, search, well_defined
+from oracle.programs import TIED, Program, Step, check_program, programs, search, well_defined
 
 
 @settings(max_examples=20, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -47,12 +47,33 @@ def test_snippet_reproduces_callable(program):
     assert printed == ["report"]
     [(f, args, kwargs)] = stub.calls
     assert kwargs["namespace"] is True
+    assert kwargs["fd"] is program.smooth  # tied inputs: against JAX alone
     assert len(args) == len(program.inputs)
     for a, x in zip(args, program.inputs):  # the inputs are embedded exactly
         assert a.shape == x.shape
         np.testing.assert_array_equal(a, x)
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(f(np, *args), program.callable(np, *program.inputs))
+
+
+def test_some_programs_have_tied_inputs():
+    seen = []
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(programs(min_steps=1, max_steps=3))
+    def collect(program):
+        seen.append(program)
+
+    collect()
+    tied = [p for p in seen if not p.smooth]
+    assert 0 < len(tied) < len(seen)
+    for program in tied:  # a few values, repeated: no jitter
+        values = np.concatenate([np.ravel(x) for x in program.inputs])
+        assert set(values.tolist()) <= set(TIED)
+    for program in seen:
+        if program.smooth:
+            values = np.concatenate([np.ravel(x) for x in program.inputs])
+            assert np.unique(values).size == values.size
 
 
 def test_snippet_runs_the_real_oracle():

@@ -130,9 +130,18 @@ def test_a_wrong_gradient_without_finite_differences_is_reported(monkeypatch):
     assert "finite differences" not in failure.message
 
 
-def test_the_oracle_reaches_fused_regions():
-    """The cases for the path small inputs never take still take it (a fused region in each large case),
-    and they skip only the dense Jacobian and Hessian."""
+def test_the_table_states_the_conventions_both_sides_follow_at_ties_and_kinks():
+    cases = [c for c in PRIMITIVE_CASES if c.name in ("max-edge-ties", "abs-edge-zeros", "logsumexp-edge-huge")]
+    m = run_matrix("quick", cases=cases, progress=False, random_programs=False)
+    declared = {p.name: p.convention for p in ft.PRIMITIVES}
+    assert m.conventions() == {"abs": declared["abs"], "max": declared["max"]}  # huge: no convention, no kink
+    assert f"max: {declared['max']}" in m.table()
+    assert m.to_dict()["conventions"] == m.conventions()
+
+
+def test_the_oracle_reaches_fused_regions_and_the_scalar_code():
+    """The cases for the paths small array inputs never take still take them (a fused region in each large
+    case, the scalar code in the scalar loop); the large ones skip only the dense Jacobian and Hessian."""
     import functools
 
     import numpy as np
@@ -141,10 +150,24 @@ def test_the_oracle_reaches_fused_regions():
     from oracle.cases import NP, scalar_loss
 
     by_name = {c.name: c for c in PRIMITIVE_CASES}
-    for name, flag in (("fused-chain", K.S_START), ("fused-binary", K.S_START)):
+    for name, flag in (("fused-chain", K.S_START), ("fused-binary", K.S_START), ("scalar-steps", K.S_SCALAR)):
         case = by_name[name]
         rng = case.rng()
         args = case.inputs(rng)
         tape = ft.trace(functools.partial(scalar_loss(case, args, rng), NP), *args, argnums=tuple(range(len(args))))
         assert np.count_nonzero(tape.code[0::4] & flag) > 0, name
     assert set(KINDS) - set(by_name["fused-chain"].kinds) == {"jacobian", "hessian"}
+
+
+def test_a_nan_input_spreads_along_rows_forward_and_along_columns_in_reverse():
+    """0 * NaN is NaN: forward mode spreads a NaN partial along its Jacobian row, reverse mode along its
+    column, in fasttape as in JAX; each mode is held to JAX's same mode."""
+    import numpy as np
+
+    from oracle.check import check
+
+    x = np.array([np.nan, 0.5, -1.0])
+    report = check(lambda v: np.tanh(v) * 2.0, x, kinds=("jacobian",), fd=False)
+    assert report.passed, str(report)
+    forward, reverse = ft.jacfwd(lambda v: np.tanh(v) * 2.0)(x), ft.jacrev(lambda v: np.tanh(v) * 2.0)(x)
+    assert np.isnan(forward[0]).all() and np.isnan(reverse[:, 0]).all()

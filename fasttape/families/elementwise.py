@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import codegen
 from ..jit import jit
 from ..layout import (
     ARITHMETIC,
@@ -313,15 +312,14 @@ def _formulas():
     for p in PRIMITIVES:
         if not p.elementwise:
             continue
-        d1 = codegen.first_partials(p, codegen.FAULT_OPCODE)
 
         def fn(args, exprs):
             return eval(f"lambda {args}: ({', '.join(exprs)},)", dict(ARRAY_VOCABULARY))  # noqa: S307
 
         if p.kind == "unary":
-            table[p.opcode] = (fn("x", (p.value,)), fn("x, z", d1), fn("x, z, d1", p.d2))
+            table[p.opcode] = (fn("x", (p.value,)), fn("x, z", p.d1), fn("x, z, d1", p.d2))
         else:
-            table[p.opcode] = (fn("x, y", (p.value,)), fn("x, y, z", d1), fn("x, y, z, dx, dy", p.d2))
+            table[p.opcode] = (fn("x, y", (p.value,)), fn("x, y, z", p.d1), fn("x, y, z, dx, dy", p.d2))
     return table
 
 
