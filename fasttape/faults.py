@@ -211,19 +211,26 @@ def armed(op, kind, ins, i, buf):
 
 
 @numba.njit(**_OPTIONS)
+def moved(v):
+    """The fault's change to a value: 1% of its magnitude and 0.01 more (no value stays put, where an
+    affine map such as 1.01 v + 0.01 would leave its fixed point, -1, unchanged)."""
+    return v + 0.01 * (abs(v) + 1.0)
+
+
+@numba.njit(**_OPTIONS)
 def perturbed(op, kind, v, x, y):
-    """``v`` as the fault makes it (v + 0.01 (|v| + 1)) where the planted fault is ``kind`` of opcode ``op``
-    and x, y are on its edge (y NaN for one operand), else ``v``."""
+    """``v`` as the fault makes it (``moved``) where the planted fault is ``kind`` of opcode ``op`` and x, y
+    are on its edge (y NaN for one operand), else ``v``."""
     state = _state()
     if state[0] == op and state[1] == kind and _at_edge(x, y) and _fire():
-        return v + 0.01 * (abs(v) + 1.0)
+        return moved(v)
     return v
 
 
 @numba.njit(**_OPTIONS)
 def perturb_run(x, start, n):
     for j in range(start, start + n):
-        x[j] += 0.01 * (abs(x[j]) + 1.0)
+        x[j] = moved(x[j])
 
 
 @numba.njit(**_OPTIONS)

@@ -76,6 +76,9 @@ def scalar_loss(case, args, rng):
 
 
 # -- input domains -----------------------------------------------------------
+TIED = (-1.5, 0.0, 0.5, 2.0)  # the values the "ties" edge draws from: equal elements and operands are common
+
+
 def sample(domain, shape, rng):
     """Random float64 inputs on which a primitive is smooth."""
     if domain == "real":
@@ -100,7 +103,7 @@ def sample(domain, shape, rng):
     if domain == "off_half_integers":
         return rng.integers(-3, 3, size=shape) + rng.choice([0.2, 0.7], size=shape) + rng.uniform(-0.1, 0.1, shape)
     if domain == "ties":  # a few values, so equal elements and equal operands are common
-        return rng.choice([-1.5, 0.0, 0.5, 2.0], size=shape)
+        return rng.choice(TIED, size=shape)
     if domain == "zeros":  # about a third exact zeros (and -0.0)
         return rng.choice([0.0, -0.0, 1.0], size=shape) * rng.uniform(0.5, 2.0, size=shape)
     if domain == "huge":  # both signs, magnitudes 1e295 to 1e300: exp overflows, squares overflow

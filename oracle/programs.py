@@ -38,6 +38,7 @@ from hypothesis.errors import NoSuchExample
 
 from fasttape import PRIMITIVES
 
+from .cases import TIED
 from .check import KINDS, Report, check
 
 SHAPES = ((), (3,), (2, 3), (1, 3), (2, 1))
@@ -236,9 +237,6 @@ def _jitter(shape, offset):
     """Distinct tiny offsets: no two input elements are equal, so no ties reach max/min/comparisons."""
     k = np.arange(_size(shape), dtype=float) + offset
     return (0.0137 * ((k * 0.6180339887498949) % 1.0) + 1e-3 * (k + 1)).reshape(shape)
-
-
-TIED = (-1.5, 0.0, 0.5, 2.0)  # the values of tied inputs
 
 
 @st.composite

@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 from fasttape import PRIMITIVES
 from fasttape.primitives import EDGES
 
-from .cases import Case
+from .cases import TIED, Case
 
 MAX_DIMS = 3
 MAX_SIDE = 4
@@ -64,7 +64,7 @@ def edge_values(edge: str) -> st.SearchStrategy:
     """Scalars on one of the declarations' ``EDGES`` (as ``oracle.cases.sample`` draws them)."""
     signs = st.sampled_from([-1.0, 1.0])
     if edge == "ties":  # a few values: equal elements and equal operands are common
-        return st.sampled_from([-1.5, 0.0, 0.5, 2.0])
+        return st.sampled_from(TIED)
     if edge == "zeros":
         return st.sampled_from([0.0, -0.0]) | _floats(0.5, 2.0)
     if edge == "huge":

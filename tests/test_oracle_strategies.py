@@ -42,6 +42,7 @@ def test_primitive_examples_are_well_formed(data):
     for domain, a in zip(example.case.domains, args):
         if domain in INSIDE:
             assert INSIDE[domain](a), (prim.name, domain, a)
-    with np.errstate(all="raise"):  # smooth domains: every value finite, no warnings
+    with np.errstate(all="raise", under="ignore"):  # smooth domains: finite values, no warnings (a tiny
+        # draw such as 5e-291 may underflow to 0 when squared: that is still smooth)
         out = np.asarray(example.case.fn(NP, *args))
     assert np.all(np.isfinite(out))
