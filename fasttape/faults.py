@@ -50,7 +50,7 @@ KERNEL_KINDS = ("value", "reverse", "tangent", "second", "reverse-k")
 FORMULA_KINDS = ("formula-value", "formula-dx", "formula-dy", "formula-d2")
 KINDS = KERNEL_KINDS + FORMULA_KINDS
 KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
-(VALUE, REVERSE, TANGENT, SECOND, REVERSE_K, FORMULA_VALUE, FORMULA_DX, FORMULA_DY, FORMULA_D2) = range(len(KINDS))
+(VALUE, REVERSE, TANGENT, SECOND, REVERSE_K) = (KIND_CODE[k] for k in KERNEL_KINDS)  # the dispatch's switch
 (TIES, ZEROS, HUGE, TINY) = (EDGES.index(e) for e in ("ties", "zeros", "huge", "tiny"))
 HUGE_ABOVE, TINY_BELOW = 1e100, 1e-100  # the magnitudes of the huge and tiny edges
 INSTRUMENT = "instrument"
@@ -170,6 +170,12 @@ def _fire():
 
 
 @numba.njit(**_OPTIONS)
+def _planted(op, kind):
+    state = _state()
+    return state[0] == op and state[1] == kind
+
+
+@numba.njit(**_OPTIONS)
 def _at_edge(x, y):
     """Whether elements x, y (y NaN for one operand) are on the planted edge (always, with none)."""
     edge = _state()[3]
@@ -206,8 +212,7 @@ def _operands_at_edge(ins, i, buf):
 def armed(op, kind, ins, i, buf):
     """True (and counted) when the planted fault is ``kind`` of opcode ``op`` and instruction i's operands
     are on its edge."""
-    state = _state()
-    return state[0] == op and state[1] == kind and _operands_at_edge(ins, i, buf) and _fire()
+    return _planted(op, kind) and _operands_at_edge(ins, i, buf) and _fire()
 
 
 @numba.njit(**_OPTIONS)
@@ -221,10 +226,7 @@ def moved(v):
 def perturbed(op, kind, v, x, y):
     """``v`` as the fault makes it (``moved``) where the planted fault is ``kind`` of opcode ``op`` and x, y
     are on its edge (y NaN for one operand), else ``v``."""
-    state = _state()
-    if state[0] == op and state[1] == kind and _at_edge(x, y) and _fire():
-        return moved(v)
-    return v
+    return moved(v) if _planted(op, kind) and _at_edge(x, y) and _fire() else v
 
 
 @numba.njit(**_OPTIONS)

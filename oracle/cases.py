@@ -76,7 +76,10 @@ def scalar_loss(case, args, rng):
 
 
 # -- input domains -----------------------------------------------------------
-TIED = (-1.5, 0.0, 0.5, 2.0)  # the values the "ties" edge draws from: equal elements and operands are common
+# what the edges draw (``sample`` here, ``oracle.strategies.edge_values`` for hypothesis)
+TIED = (-1.5, 0.0, 0.5, 2.0)  # "ties": a few values, so equal elements and equal operands are common
+ZEROS, BESIDE_ZEROS = (0.0, -0.0), (0.5, 2.0)  # "zeros": exact zeros of both signs among values in a range
+EDGE_EXPONENTS = {"huge": (295.0, 300.0), "tiny": (-300.0, -295.0)}  # log10 |x|, either sign
 
 
 def sample(domain, shape, rng):
@@ -102,14 +105,12 @@ def sample(domain, shape, rng):
         return rng.integers(-3, 3, size=shape) + rng.uniform(0.1, 0.9, size=shape)
     if domain == "off_half_integers":
         return rng.integers(-3, 3, size=shape) + rng.choice([0.2, 0.7], size=shape) + rng.uniform(-0.1, 0.1, shape)
-    if domain == "ties":  # a few values, so equal elements and equal operands are common
+    if domain == "ties":
         return rng.choice(TIED, size=shape)
     if domain == "zeros":  # about a third exact zeros (and -0.0)
-        return rng.choice([0.0, -0.0, 1.0], size=shape) * rng.uniform(0.5, 2.0, size=shape)
-    if domain == "huge":  # both signs, magnitudes 1e295 to 1e300: exp overflows, squares overflow
-        return rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(295, 300, size=shape)
-    if domain == "tiny":  # both signs, magnitudes 1e-300 to 1e-295: 1 + x is 1, squares underflow
-        return rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(-300, -295, size=shape)
+        return rng.choice([*ZEROS, 1.0], size=shape) * rng.uniform(*BESIDE_ZEROS, size=shape)
+    if domain in EDGE_EXPONENTS:  # huge: exp and squares overflow; tiny: 1 + x is 1, squares underflow
+        return rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(*EDGE_EXPONENTS[domain], size=shape)
     raise ValueError(domain)
 
 

@@ -49,21 +49,8 @@ class Outcome:
     exposed_by: str = ""
 
 
-def _first_failure(matrix) -> str:
-    for _, kind, cell in matrix.failures:
-        return f"{cell.first_failure_case} {kind}: {cell.first_failure}"
-    for case, _, tb in matrix.errors:
-        return f"{case} raised {tb.strip().splitlines()[-1]}"
-    for primitive, example, _ in matrix.drawn_failures:
-        return f"{primitive}~drawn {example}"
-    if matrix.programs.get("failure") or matrix.programs.get("error"):
-        return f"random program using {', '.join(matrix.programs.get('primitives') or ['?'])}"
-    return ""
-
-
 def _pass(profile, run_matrix):
-    matrix = run_matrix(profile, progress=False, jobs=1, first_failure=True)
-    return _first_failure(matrix)
+    return run_matrix(profile, progress=False, jobs=1, first_failure=True).first_failure()
 
 
 def run_sites(profile: str, sites: list[str], progress: bool = True) -> list[Outcome]:
@@ -91,7 +78,7 @@ def run_sites(profile: str, sites: list[str], progress: bool = True) -> list[Out
         outcome = Outcome(str(site), status, killer, hits, time.perf_counter() - t0)
         if status == "survived":  # look for an input that exposes it: the primitive's cases, more draws
             matrix = run_matrix(EXPOSING_PROFILE, primitive=site.primitive, progress=False, first_failure=True)
-            outcome.exposed_by = _first_failure(matrix)
+            outcome.exposed_by = matrix.first_failure()
         outcomes.append(outcome)
         if progress:
             sys.stderr.write(f"[{len(outcomes)}/{len(sites)}] {site}: {status}\n")

@@ -28,29 +28,36 @@ def _jax():
     return jax, jnp, jsp
 
 
+def _with_tangent(fn, tangent):
+    """``fn(x, y)`` of ``jax.numpy`` with its JVP replaced: ``tangent(x, y, z, dx, dy)``, z = fn(x, y)."""
+    import jax
+
+    @jax.custom_jvp
+    def f(x, y):
+        return fn(x, y)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        z = f(*primals)
+        return z, tangent(*primals, z, *tangents)
+
+    return f
+
+
 def _smooth_hypot():
     """``jnp.hypot`` with a derivative rule that is smooth where ``|x| == |y|``.
 
     JAX computes hypot from max(|x|, |y|) and min(|x|, |y|), so its second derivatives are 0 on that
     diagonal (the tie rules of max/min), where finite differences and fasttape give y²/h³, -xy/h³,
     x²/h³.  This rule keeps JAX's first derivative everywhere, (x, y)/h, and (1/2, 1/2) at the origin."""
-    import jax
     import jax.numpy as jnp
 
-    @jax.custom_jvp
-    def hypot(x, y):
-        return jnp.hypot(x, y)
-
-    @hypot.defjvp
-    def hypot_jvp(primals, tangents):
-        x, y = primals
-        dx, dy = tangents
-        h = hypot(x, y)
+    def tangent(x, y, h, dx, dy):
         origin = h == 0.0
         safe = jnp.where(origin, 1.0, h)
-        return h, jnp.where(origin, 0.5 * (dx + dy), (x * dx + y * dy) / safe)  # d hypot = (x, y) / hypot
+        return jnp.where(origin, 0.5 * (dx + dy), (x * dx + y * dy) / safe)  # d hypot = (x, y) / hypot
 
-    return hypot
+    return _with_tangent(jnp.hypot, tangent)
 
 
 def _accurate_logaddexp():
@@ -62,20 +69,13 @@ def _accurate_logaddexp():
     import jax
     import jax.numpy as jnp
 
-    @jax.custom_jvp
-    def logaddexp(x, y):
-        return jnp.logaddexp(x, y)
-
-    @logaddexp.defjvp
-    def logaddexp_jvp(primals, tangents):
-        x, y = primals
-        z, jax_tangent = jax.jvp(jnp.logaddexp, primals, tangents)
+    def tangent(x, y, z, dx, dy):
         finite = jnp.isfinite(z)
         d = jnp.where(finite, x - y, 0.0)
-        accurate = jax.nn.sigmoid(d) * tangents[0] + jax.nn.sigmoid(-d) * tangents[1]
-        return logaddexp(x, y), jnp.where(finite, accurate, jax_tangent)
+        jax_tangent = jax.jvp(jnp.logaddexp, (x, y), (dx, dy))[1]
+        return jnp.where(finite, jax.nn.sigmoid(d) * dx + jax.nn.sigmoid(-d) * dy, jax_tangent)
 
-    return logaddexp
+    return _with_tangent(jnp.logaddexp, tangent)
 
 
 class _Rules:

@@ -202,6 +202,18 @@ class Matrix:
             lines.append(self._programs_line())
         return "\n".join(lines)
 
+    def first_failure(self) -> str:
+        """The first failing check, in a line ('' when none failed)."""
+        for _, kind, cell in self.failures:
+            return f"{cell.first_failure_case} {kind}: {cell.first_failure}"
+        for case, _, tb in self.errors:
+            return f"{case} raised {tb.strip().splitlines()[-1]}"
+        for primitive, example, _ in self.drawn_failures:
+            return f"{primitive}~drawn {example}"
+        if self.programs.get("failure") or self.programs.get("error"):
+            return f"random program using {', '.join(self.programs.get('primitives') or ['?'])}"
+        return ""
+
     def conventions(self) -> dict:
         """primitive -> its convention at ties or kinks (``Primitive.convention``), for every primitive whose
         edge checks ran and all passed: the convention fasttape and JAX were both seen to follow."""
@@ -376,7 +388,7 @@ def run_matrix(
     i = 0
 
     def stop():
-        return first_failure and bool(matrix.failures or matrix.errors or matrix.drawn_failures)
+        return first_failure and bool(matrix.first_failure())
 
     for case in selected:
         for draw in range(settings["seeds"]):

@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 from fasttape import PRIMITIVES
 from fasttape.primitives import EDGES
 
-from .cases import TIED, Case
+from .cases import BESIDE_ZEROS, EDGE_EXPONENTS, TIED, ZEROS, Case
 
 MAX_DIMS = 3
 MAX_SIDE = 4
@@ -62,15 +62,12 @@ def domain_values(domain: str) -> st.SearchStrategy:
 
 def edge_values(edge: str) -> st.SearchStrategy:
     """Scalars on one of the declarations' ``EDGES`` (as ``oracle.cases.sample`` draws them)."""
-    signs = st.sampled_from([-1.0, 1.0])
-    if edge == "ties":  # a few values: equal elements and equal operands are common
+    if edge == "ties":
         return st.sampled_from(TIED)
     if edge == "zeros":
-        return st.sampled_from([0.0, -0.0]) | _floats(0.5, 2.0)
-    if edge == "huge":
-        return st.builds(lambda s, e: s * 10.0**e, signs, _floats(295.0, 300.0))
-    if edge == "tiny":
-        return st.builds(lambda s, e: s * 10.0**e, signs, _floats(-300.0, -295.0))
+        return st.sampled_from(ZEROS) | _floats(*BESIDE_ZEROS)
+    if edge in EDGE_EXPONENTS:
+        return st.builds(lambda s, e: s * 10.0**e, st.sampled_from([-1.0, 1.0]), _floats(*EDGE_EXPONENTS[edge]))
     raise ValueError(f"unknown edge {edge!r}")
 
 
