@@ -72,7 +72,9 @@ def kinds_of(prim) -> tuple[str, ...]:
     """The fault kinds a primitive has: every kernel kind, and its formulas when elementwise."""
     if not prim.elementwise:
         return KERNEL_KINDS
-    formulas = ("formula-value", "formula-dx") + (("formula-dy",) if prim.arity == 2 else ()) + ("formula-d2",)
+    formulas = ("formula-value", "formula-dx") + (("formula-dy",) if prim.arity == 2 else ())
+    if any(prim.curvature):  # (second partials that are all structural zeros: no term is ever formed with them)
+        formulas += ("formula-d2",)
     return KERNEL_KINDS + formulas
 
 

@@ -53,6 +53,11 @@ BINARY = group(lambda p: p.kind in ("binary", "comparison"))  # two operands, el
 COMPARISON = group(lambda p: p.kind == "comparison")
 REDUCTION = group(lambda p: p.kind == "reduction")  # (pre, r, post) -> (pre, post)
 ARITHMETIC = group(lambda p: p.opcode in (OP_ADD, OP_SUBTRACT, OP_MULTIPLY))  # the scalar code's three
+# which second partials may be nonzero: [opcode, (xx, xy, yy)] (a unary primitive's f'' is xx).  Where
+# one is structurally zero, the second-order sweeps form no term with it -- as JAX, whose zero is
+# symbolic -- so an infinite tangent never meets it (0 x inf)
+CURVATURE = np.array([p.curvature for p in PRIMITIVES], dtype=np.bool_).reshape(N_OPCODES, 3)
+CURVATURE.setflags(write=False)
 
 # --------------------------------------------------------------------------
 # instruction row columns
@@ -91,6 +96,19 @@ F_GRAD_C = 8
 F_INIT_A = 16
 F_INIT_B = 32
 F_INIT_C = 64
+# the output's adjoint does not depend on the differentiated inputs (only linear rows, with constant
+# coefficients, lie between it and the seeded output): its tangent, the second-order adjoint, is a
+# structural zero, and forward-over-reverse forms no product with it (JAX's symbolic zero: no 0 x inf)
+F_CONST_ADJOINT = 128
+
+
+def linear_planes(row, G, G2, T) -> list:
+    """The adjoint planes a NumPy rule runs its first-order rule on: G (first order, or None) and the
+    k-buffer G2 (or None) -- but not G2 in forward-over-reverse (T given) when the row's output adjoint is
+    a constant (``F_CONST_ADJOINT``): its tangent is a structural zero, which forms no product."""
+    skip = T is not None and row[C_FLAGS] & F_CONST_ADJOINT
+    return [A for A in (G, None if skip else G2) if A is not None]
+
 
 # aux header
 M_NVALS = 0  # number of values; adjoints start at buf[n_values]

@@ -44,6 +44,7 @@ class Primitive:
     where the primitive is smooth; ``differentiable``: False where the derivative is zero
     everywhere it exists; ``linear`` / ``piecewise_linear``: facts for second order and
     opcount; ``vector``: the NumPy function whose SIMD loop computes the value of long runs;
+    ``bilinear``: linear in each operand on its own (only the mixed second partial is nonzero);
     ``hot``: gets loops of its own (the opcode a constant, so LLVM can vectorise them);
     ``edges``: the ``EDGES`` where the oracle checks it against JAX too (a tie or a kink, where
     the derivative is a convention both follow, or magnitudes where it must stay finite);
@@ -59,6 +60,7 @@ class Primitive:
     differentiable: bool = True
     linear: bool = False
     piecewise_linear: bool = False
+    bilinear: bool = False
     value: str = ""
     d1: tuple[str, ...] = ()
     d2: tuple[str, ...] = ()
@@ -76,6 +78,18 @@ class Primitive:
     @property
     def domain(self) -> str:
         return self.domains[0] if self.domains else "real"
+
+    @property
+    def curvature(self) -> tuple[bool, bool, bool]:
+        """Which second partials (xx, xy, yy) may be nonzero; a one-operand primitive's is xx."""
+        if self.elementwise:
+            pairs = (self.d2[0], "0.0", "0.0") if self.arity == 1 else self.d2
+            return tuple(expr != "0.0" for expr in pairs)
+        if self.linear or self.piecewise_linear or not self.differentiable:
+            return (False, False, False)
+        if self.bilinear:
+            return (False, True, False)
+        return (True, self.arity > 1, self.arity > 1)
 
     @property
     def elementwise(self) -> bool:
@@ -165,9 +179,11 @@ unary("cosh", "cosh(x)", d1="sinh(x)", d2="z", vector="cosh")
 unary("tanh", "tanh(x)", d1="1.0 - z * z", d2="-2.0 * z * (1.0 - z * z)",  # d tanh = 1 - tanh²
       vector="tanh", hot=True)  # fmt: skip
 unary("arcsinh", "arcsinh(x)", d1="1.0 / sqrt(x * x + 1.0)", d2="-x * d1 * d1 * d1", vector="arcsinh")
-unary("arccosh", "arccosh(x)", d1="where(x >= 1.0, 1.0 / (sqrt(x - 1.0) * sqrt(x + 1.0)), nan)",
+# JAX's rule, 1/sqrt(x² - 1), without its overflow: finite below -1 too (where arccosh itself is NaN)
+unary("arccosh", "arccosh(x)", d1="1.0 / (sqrt(abs(x) - 1.0) * sqrt(abs(x) + 1.0))",
       d2="-x * d1 * d1 * d1", domains="above_one")  # fmt: skip
-unary("arctanh", "arctanh(x)", d1="1.0 / ((1.0 - x) * (1.0 + x))", d2="2.0 * x * d1 * d1",
+# d² = 2x d1² written as d1 (1/(1-x) - 1/(1+x)): 0 at ±inf, as JAX's (not inf x 0)
+unary("arctanh", "arctanh(x)", d1="1.0 / ((1.0 - x) * (1.0 + x))", d2="d1 * (1.0 / (1.0 - x) - 1.0 / (1.0 + x))",
       domains="unit", vector="arctanh")  # fmt: skip
 unary("erf", "erf(x)", d1="TWO_OVER_SQRT_PI * exp(-x * x)", d2="-2.0 * x * d1",  # d erf = 2/√π e^(-x²)
       numpy=(), scipy=("erf",), jax="jsp.erf")  # fmt: skip
@@ -180,9 +196,9 @@ unary("expit", "1.0 / (1.0 + exp(-x))", d1="z * (1.0 - z)", d2="z * (1.0 - z) * 
 unary("logit", "log(x) - log1p(-x)", d1="1.0 / (x * (1.0 - x))", d2="(2.0 * x - 1.0) * d1 * d1",
       numpy=(), scipy=("logit",), jax="jsp.logit", domains="probability")  # fmt: skip
 unary("gammaln", "lgamma(x)", d1="digamma(x)", d2="trigamma(x)",  # d log Γ = ψ, d ψ = ψ₁
-      numpy=(), scipy=("gammaln",), jax="jsp.gammaln", domains="positive")  # fmt: skip
+      numpy=(), scipy=("gammaln",), jax="ref.gammaln()", domains="positive")  # fmt: skip
 unary("digamma", "digamma(x)", d1="trigamma(x)", d2="tetragamma(x)",
-      numpy=(), scipy=("digamma", "psi"), jax="jsp.digamma", domains="positive")  # fmt: skip
+      numpy=(), scipy=("digamma", "psi"), jax="ref.digamma()", domains="positive")  # fmt: skip
 
 # --------------------------------------------------------------------------
 # elementwise binary: value in x, y; (dx, dy) in x, y, z; (dxx, dxy, dyy) in x, y, z, dx, dy
@@ -227,7 +243,10 @@ binary("hypot", "hypot(x, y)", d1=("where(z == 0.0, 0.5, x / z)", "where(z == 0.
 binary("logaddexp", "logaddexp(x, y)",
        d1=("where(abs(z) < inf, 1.0 / (1.0 + exp(y - x)), exp(where(x == inf, 0.0, x) - where(z == inf, 0.0, z)))",
            "where(abs(z) < inf, 1.0 / (1.0 + exp(x - y)), exp(where(y == inf, 0.0, y) - where(z == inf, 0.0, z)))"),
-       d2=("dx * dy", "-dx * dy", "dx * dy"), jax="ref.accurate_logaddexp()", vector="logaddexp",
+       # where z = +inf, JAX's rule differentiated: exp(x - z) with +inf read as 0 has no cross term
+       d2=("where(z == inf, where(x == inf, 0.0, dx), dx * dy)", "where(z == inf, 0.0, -dx * dy)",
+           "where(z == inf, where(y == inf, 0.0, dy), dx * dy)"),
+       jax="ref.accurate_logaddexp()", vector="logaddexp",
        edges=("huge",))  # fmt: skip
 comparison("less", "x < y")
 comparison("less_equal", "x <= y")
@@ -256,7 +275,7 @@ _declare("logsumexp", "reduction", numpy=(), jax="ref.reduce(jsp.logsumexp)", ed
 _declare("cumsum", "scan", jax="ref.cumsum", linear=True)
 _declare("broadcast", "broadcast", numpy=("broadcast_to",), jax="ref.broadcast", linear=True)
 _declare("gather", "gather", numpy=(), jax="ref.gather", linear=True)
-_declare("matmul", "matmul", jax="ref.matmul")
+_declare("matmul", "matmul", jax="ref.matmul", bilinear=True)
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from .layout import (
     C_NA,
     C_OUT,
     F_ACTIVE,
+    F_CONST_ADJOINT,
     F_GRAD_A,
     F_GRAD_B,
     F_INIT_A,
@@ -320,6 +321,7 @@ def region_second(ins, code, buf, tan, adj2, N, k, e):
             z = values[p * FUSE_TILE : p * FUSE_TILE + size]
             x, sx = tile_operand(ins, code, buf, values, i, 0, t0, size)
             gx, _ = tile_operand(ins, code, adjoints, grads, i, 0, t0, size)
+            flat = (flags & F_CONST_ADJOINT) != 0
             for d in range(k):
                 second = grads2[d * span : (d + 1) * span]
                 plane2 = adj2[d * N : (d + 1) * N]
@@ -329,7 +331,7 @@ def region_second(ins, code, buf, tan, adj2, N, k, e):
                 tx2, _ = tile_operand(ins, code, plane2, second, i, 0, t0, size)
                 tx, _ = tile_operand(ins, code, plane, scratch, i, 0, t0, size)
                 if UNARY[op]:
-                    second_unary(op, x, z, g, gx, to2, tx2, tx, d == 0, ia)
+                    second_unary(op, x, z, g, gx, to2, tx2, tx, d == 0, ia, flat)
                     continue
                 y, sy = tile_operand(ins, code, buf, values, i, 1, t0, size)
                 gy, _ = tile_operand(ins, code, adjoints, grads, i, 1, t0, size)
@@ -338,6 +340,6 @@ def region_second(ins, code, buf, tan, adj2, N, k, e):
                 ib = (flags & F_INIT_B) != 0 and code[4 * i + 3] != NO_SOURCE
                 second_binary(
                     op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, size, sx, sy,
-                    (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0, d == 0, True, ia, ib,
+                    (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0, d == 0, True, ia, ib, flat,
                 )  # fmt: skip
     return s

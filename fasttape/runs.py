@@ -16,7 +16,7 @@ import numpy as np
 
 from .codegen import ELEMENTWISE
 from .jit import jit
-from .layout import ARITHMETIC, OP_ADD, OP_LOGADDEXP, OP_MULTIPLY, OP_NEGATIVE, OP_SQUARE, OP_SUBTRACT, group
+from .layout import ARITHMETIC, CURVATURE, OP_ADD, OP_LOGADDEXP, OP_MULTIPLY, OP_NEGATIVE, OP_SQUARE, OP_SUBTRACT, group
 from .primitives import PRIMITIVES
 
 unary_value = ELEMENTWISE.unary_value
@@ -311,14 +311,37 @@ def reverse_unary_run(op, x, z, gz, gx):
         gx[j] += gz[j] * unary_partial(op, x[j], z[j])
 
 
+@jit(inline="always")
+def second_terms(flat, gd, d1, g, own, d_own, t_own, cross, d_cross, t_other):
+    """One operand's second-order adjoint contribution, z̄' f_x + z̄ (f_xx x' + f_xy y'), without the
+    terms that are structural zeros (JAX's symbolic zeros): z̄' f_x where ``flat`` (z̄ is a constant),
+    f_xx x' unless ``own`` (f_xx may be nonzero), f_xy y' unless ``cross`` (it may be, and y is active).
+    So a structural zero never meets an infinite partial or tangent (0 x inf = NaN)."""
+    v = 0.0 if flat else gd * d1
+    if own and cross:
+        v += g * (d_own * t_own + d_cross * t_other)
+    elif own:
+        v += g * (d_own * t_own)
+    elif cross:
+        v += g * (d_cross * t_other)
+    return v
+
+
 @jit
-def second_unary(op, x, z, g, gx, to2, tx2, tx, first, init):
+def second_unary(op, x, z, g, gx, to2, tx2, tx, first, init, flat):
     """Second-order run of z = op(x): x̄ += z̄ f', x̄' += z̄' f' + z̄ f'' x'.
 
     ``first``: also update the first-order adjoint; ``init``: assign (this is the
-    first write of x's adjoints) instead of adding.
+    first write of x's adjoints) instead of adding; ``flat``: z̄' is a structural
+    zero (see second_terms).
     """
     n = x.size
+    if op == OP_SQUARE and flat:  # x̄' = 2 z̄ x'
+        for j in range(n):
+            if first:
+                gx[j] = 2.0 * g[j] * x[j] if init else gx[j] + 2.0 * g[j] * x[j]
+            tx2[j] = 2.0 * g[j] * tx[j] if init else tx2[j] + 2.0 * g[j] * tx[j]
+        return
     if op == OP_SQUARE:  # f' = 2x, f'' = 2: one fused loop per case
         if first and init:
             for j in range(n):
@@ -335,7 +358,7 @@ def second_unary(op, x, z, g, gx, to2, tx2, tx, first, init):
             for j in range(n):
                 tx2[j] += 2.0 * (to2[j] * x[j] + g[j] * tx[j])
         return
-    if op == OP_NEGATIVE:
+    if op == OP_NEGATIVE:  # (a flat z̄' is zero, times -1: no structural zero meets an infinity)
         if first:
             if init:
                 for j in range(n):
@@ -350,12 +373,13 @@ def second_unary(op, x, z, g, gx, to2, tx2, tx, first, init):
             for j in range(n):
                 tx2[j] -= to2[j]
         return
+    curved = CURVATURE[op, 0]
     for j in range(n):
         d1 = unary_partial(op, x[j], z[j])
         d2 = unary_second(op, x[j], z[j], d1)
         if first:
             gx[j] = g[j] * d1 if init else gx[j] + g[j] * d1
-        v = to2[j] * d1 + g[j] * d2 * tx[j]
+        v = second_terms(flat, to2[j], d1, g[j], curved, d2, tx[j], False, 0.0, 0.0)
         tx2[j] = v if init else tx2[j] + v
 
 
@@ -434,10 +458,23 @@ def product_terms(dst, g2, w, g, t, n, init, cross):
 
 
 @jit
-def second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, gb, first, second, ia, ib):
+def flat_product(gx, tx2, g, w, t, n, sw, first, init, cross):
+    """One operand of z = x * w where z̄' is a structural zero: gx = or += g w (if ``first``) and
+    tx2 = or += g t (if ``cross``: w is active; else tx2 gets nothing, and 0 on a first write)."""
+    if first:
+        scale_into(gx, g, w, sw, 0.0, n, init)
+    if cross:
+        scale_into(tx2, g, t, sw, 0.0, n, init)
+    elif init:
+        tx2[:n] = 0.0
+
+
+@jit
+def second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, gb, first, second, ia, ib, flat):
     """Second-order run of z = op(x, y) (``second=False``: plain reverse on the k-buffer).
 
-    ``ia``/``ib``: this is the first write of that operand's adjoints (assign).
+    ``ia``/``ib``: this is the first write of that operand's adjoints (assign); ``flat``: z̄' is a
+    structural zero (see second_terms).
     """
     if ARITHMETIC[op] and (sa or not ga) and (sb or not gb):
         # add / subtract / multiply with every active operand full-length
@@ -453,6 +490,12 @@ def second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, 
                     scale_two(gy, g, ty2, to2, g, 0, sign, n, ib)
                 else:
                     scale_into(ty2, to2, to2, 0, sign, n, ib)
+            return
+        if flat:  # x̄' = z̄ y', ȳ' = z̄ x'
+            if ga:
+                flat_product(gx, tx2, g, y, ty, n, sb, first, ia, second and gb)
+            if gb:
+                flat_product(gy, ty2, g, x, tx, n, sa, first, ib, second and ga)
             return
         # d(xy) = (y, x), d²(xy)/dxdy = 1; first and second order in one pass where both run
         if ga:
@@ -475,6 +518,7 @@ def second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, 
                 scale_into(ty2, to2, x, 0, 0.0, n, ib)
         return
     # the general case: make the first write an ordinary accumulation
+    xx, xy, yy = CURVATURE[op, 0], CURVATURE[op, 1], CURVATURE[op, 2]
     if ia:
         tx2[:] = 0.0
         if first:
@@ -498,11 +542,9 @@ def second_binary(op, x, y, z, g, gx, gy, to2, tx2, ty2, tx, ty, n, sa, sb, ga, 
             dxx, dxy, dyy = binary_second(op, x[pa], y[pb], z[j])
             # only active operands carry tangents: a passive one adds no term (no 0 x NaN)
             if ga:
-                cx = dxx * tx[pa] + (dxy * ty[pb] if gb else 0.0)
-                tx2[pa] += gd * dx + gj * cx
+                tx2[pa] += second_terms(flat, gd, dx, gj, xx, dxx, tx[pa], xy and gb, dxy, ty[pb])
             if gb:
-                cy = dyy * ty[pb] + (dxy * tx[pa] if ga else 0.0)
-                ty2[pb] += gd * dy + gj * cy
+                ty2[pb] += second_terms(flat, gd, dy, gj, yy, dyy, ty[pb], xy and ga, dxy, tx[pa])
         else:
             if ga:
                 tx2[pa] += gd * dx

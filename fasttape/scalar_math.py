@@ -52,9 +52,9 @@ def digamma(x):
 
 @numba.njit(nogil=True, error_model="numpy", cache=False)
 def trigamma(x):
-    """ψ'(x) = ψ₁(x)."""
+    """ψ'(x) = ψ₁(x); +inf at the poles (from both sides)."""
     if _undefined(x):
-        return math.nan
+        return math.inf if x > -math.inf else math.nan
     acc = 0.0
     sign = 1.0
     if x < 0.5:  # ψ₁(x) = π² / sin²(π x) - ψ₁(1 - x)

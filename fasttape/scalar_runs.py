@@ -12,7 +12,9 @@ import numpy as np
 
 from .jit import jit
 from .layout import (
+    CURVATURE,
     F_ACTIVE,
+    F_CONST_ADJOINT,
     F_GRAD_A,
     F_GRAD_B,
     F_INIT_A,
@@ -24,7 +26,7 @@ from .layout import (
     S_OPCODE_MASK,
     S_SCALAR,
 )
-from .runs import arithmetic_partials, arithmetic_second
+from .runs import arithmetic_partials, arithmetic_second, second_terms
 
 
 @jit
@@ -138,14 +140,16 @@ def scalar_second_run(code, buf, tan, adj2, N, k, second, i):
             if gb:
                 buf[n + b] = g * dy if ib else buf[n + b] + g * dy
             dxx, dxy, dyy = arithmetic_second(op, x, y, z)
+            flat = (flags & F_CONST_ADJOINT) != 0
+            xx, xy, yy = CURVATURE[op, 0], CURVATURE[op, 1], CURVATURE[op, 2]
             for d in range(k):
                 base = np.uint64(d) * n
                 gd = adj2[base + o]
                 if ga:
-                    v = gd * dx + g * (dxx * tan[base + a] + (dxy * tan[base + b] if gb else 0.0))
+                    v = second_terms(flat, gd, dx, g, xx, dxx, tan[base + a], xy and gb, dxy, tan[base + b])
                     adj2[base + a] = v if ia else adj2[base + a] + v
                 if gb:
-                    v = gd * dy + g * (dyy * tan[base + b] + (dxy * tan[base + a] if ga else 0.0))
+                    v = second_terms(flat, gd, dy, g, yy, dyy, tan[base + b], xy and ga, dxy, tan[base + a])
                     adj2[base + b] = v if ib else adj2[base + b] + v
         else:
             for d in range(k):

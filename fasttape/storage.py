@@ -59,7 +59,9 @@ VERSION = 2  # 2: side stores (max/min tie counts) after the values
 READABLE = (1, 2)  # version 1 files get their side stores on load
 SLOT_COLUMNS = 7
 _ORIGINS = ("input", "const", "view", "op")
-_FLAG_MASK = K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C | K.F_INIT_A | K.F_INIT_B | K.F_INIT_C
+_FLAG_MASK = (
+    K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C | K.F_INIT_A | K.F_INIT_B | K.F_INIT_C | K.F_CONST_ADJOINT
+)
 _MAX_DEPTH = 64  # nesting of container structures
 _MAX_META = 64 * 2**20
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: saving is reproducible

@@ -162,6 +162,7 @@ class Tape:
 
     def _finish(self):
         """Derived attributes (shared by recording and loading from a file)."""
+        mark_constant_adjoints(self.ins, self._slots, self._row_operands, self.output_slots)
         self.code = K.scalar_code(self.ins)
         read_by_caller = [(e[0], math.prod(e[1])) for e in (*self._outputs, *self._aux) if e[0] != "const"]
         fusion.mark_regions(self.code, self.ins, self.aux, read_by_caller)
@@ -559,6 +560,41 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
         else:
             merged.append((offset, size))
     return merged
+
+
+def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots) -> None:
+    """Set ``F_CONST_ADJOINT`` on the rows whose output's adjoint is a constant of the sweep.
+
+    Walking backwards from the outputs (whose seeds are constants), an operand's adjoint varies with
+    the differentiated inputs when its consumer's adjoint does, or when the consumer's partial with
+    respect to it does: a second partial with an active operand (``K.CURVATURE``) is not structurally
+    zero.  Derived, never trusted from a file: a saved bit is cleared and recomputed.
+    """
+    root = list(range(len(slots)))
+    out_slot = [-1] * ins.shape[0]
+    for sid, s in enumerate(slots):
+        if s.origin[0] == "view":
+            root[sid] = root[s.origin[1]]  # parents are created before their views
+        elif s.origin[0] == "op":
+            out_slot[s.origin[1]] = sid
+    varying = set()  # roots whose adjoint varies
+    all_flags = (ins[:, K.C_FLAGS] & ~K.F_CONST_ADJOINT).tolist()
+    curvature = K.CURVATURE[ins[:, K.C_OP]].tolist()
+    grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
+    pair = ((0, 1), (1, 2))  # the CURVATURE entry of operands (k, m): xx, xy / xy, yy
+    for i in range(ins.shape[0] - 1, -1, -1):
+        flags = all_flags[i]
+        if not flags & K.F_ACTIVE:
+            continue
+        out_varies = out_slot[i] >= 0 and root[out_slot[i]] in varying
+        if not out_varies:
+            all_flags[i] = flags | K.F_CONST_ADJOINT
+        for k, sid in enumerate(row_operands[i][:3]):
+            if not flags & grad_bits[k]:
+                continue
+            if out_varies or (k < 2 and any(curvature[i][pair[k][m]] and flags & grad_bits[m] for m in range(2))):
+                varying.add(root[sid])
+    ins[:, K.C_FLAGS] = all_flags
 
 
 class _Workspace:

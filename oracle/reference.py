@@ -78,6 +78,29 @@ def _accurate_logaddexp():
     return _with_tangent(jnp.logaddexp, tangent)
 
 
+def _gamma_family():
+    """``gammaln`` and ``digamma`` whose derivatives (ψ, ψ₁, ψ₂) take their limits at +inf -- ψ₁ and ψ₂
+    tend to 0 there, where JAX's ``polygamma`` gives NaN -- and ψ₁ is NaN at -inf (the poles pile up
+    towards it), where JAX gives +inf.  Elsewhere, JAX's own values (+inf at the poles for ψ₁)."""
+    import jax
+    import jax.numpy as jnp
+    import jax.scipy.special as jsp
+
+    def with_derivative(fn, derivative):
+        f = jax.custom_jvp(fn)
+        f.defjvp(lambda primals, tangents: (f(*primals), derivative(*primals) * tangents[0]))
+        return f
+
+    tetragamma = with_derivative(
+        lambda x: jnp.where(x == jnp.inf, 0.0, jsp.polygamma(2, x)), lambda x: jsp.polygamma(3, x)
+    )
+    trigamma = with_derivative(
+        lambda x: jnp.where(x == jnp.inf, 0.0, jnp.where(x == -jnp.inf, jnp.nan, jsp.polygamma(1, x))), tetragamma
+    )
+    digamma = with_derivative(jsp.digamma, trigamma)
+    return with_derivative(jsp.gammaln, digamma), digamma
+
+
 class _Rules:
     """The oracle's own JAX rules, which the declarations' ``jax`` expressions name as ``ref.*``:
     each takes the tape's flat operands (and a structural instruction's integer parameters)."""
@@ -97,6 +120,12 @@ class _Rules:
 
     def accurate_logaddexp(self):
         return _accurate_logaddexp()
+
+    def gammaln(self):
+        return _gamma_family()[0]
+
+    def digamma(self):
+        return _gamma_family()[1]
 
     def where(self, c, x, y):
         return self.jnp.where(c != 0.0, x, y)

@@ -783,3 +783,58 @@ def test_mismatched_number_of_tangents_is_a_value_error():
     tape = ft.trace(g_np, x, y, argnums=(0, 1))
     with pytest.raises(ValueError):
         tape.hvp(x, y, x)  # one tangent for two differentiated arguments
+
+
+# --------------------------------------------------------------------------
+# NaN and inf: JAX's symbolic zeros (layout.F_CONST_ADJOINT, layout.CURVATURE)
+# --------------------------------------------------------------------------
+def _with_nonfinite(x):
+    x = np.array(x, dtype=float)
+    flat = x.reshape(-1)
+    flat[1], flat[-2], flat[-1] = np.inf, -np.inf, np.nan
+    return x
+
+
+@pytest.mark.parametrize("n", [4, 9000], ids=["family-kernels", "fused-regions"])
+def test_a_hessian_that_does_not_depend_on_the_point_stays_exact_beside_nan_and_inf(n):
+    # sum(w x²) + sum(0.7 x y): H v = (2 w v_x + 0.7 v_y, 0.7 v_x) whatever x is; the terms z̄' f' are
+    # structural zeros (z̄ is a constant), which must not meet f' = 2x = inf (0 x inf = NaN)
+    rng = np.random.default_rng(0)
+    w, y = rng.normal(size=n), rng.normal(size=n)
+    x = _with_nonfinite(rng.normal(size=n))
+    vx, vy = rng.normal(size=n), rng.normal(size=n)
+    hx, hy = ft.hvp(lambda x, y: np.sum(w * x**2) + np.sum(0.7 * x * y), (x, y), (vx, vy))
+    np.testing.assert_allclose(hx, 2 * w * vx + 0.7 * vy, rtol=1e-14)
+    np.testing.assert_allclose(hy, 0.7 * vx, rtol=1e-14)
+
+
+def test_the_scalar_code_and_matmul_form_no_product_with_a_structural_zero():
+    def scalar_loop(x):
+        a, b = x[0], x[1]
+        for _ in range(3):
+            a, b = a + 0.5 * b, 2.0 * b
+        return a * b  # a = x0 + 3.5 x1, b = 8 x1: H = [[0, 8], [8, 56]] wherever x is
+
+    x = np.array([np.inf, 1.0])
+    np.testing.assert_array_equal(ft.hessian(scalar_loop)(x), [[0.0, 8.0], [8.0, 56.0]])
+    rng = np.random.default_rng(1)
+    W, A, B = rng.normal(size=(3, 5)), _with_nonfinite(rng.normal(size=(3, 4))), rng.normal(size=(4, 5))
+    VA, VB = rng.normal(size=A.shape), rng.normal(size=B.shape)
+    hA, hB = ft.hvp(lambda A, B: np.sum(W * (A @ B)), (A, B), (VA, VB))  # H (VA, VB) = (W VBᵀ, VAᵀ W)
+    np.testing.assert_allclose(hA, W @ VB.T, rtol=1e-14)
+    np.testing.assert_allclose(hB, VA.T @ W, rtol=1e-14)
+
+
+def test_rows_whose_output_adjoint_is_a_constant_are_marked():
+    from fasttape import layout as K
+
+    def marked(f, x):
+        tape = ft.trace(f, x)
+        names = {p.opcode: p.name for p in ft.PRIMITIVES}
+        return [(names[r[K.C_OP]], bool(r[K.C_FLAGS] & K.F_CONST_ADJOINT)) for r in tape.ins]
+
+    x = np.array([0.5, 1.5])
+    # exp's adjoint is 2 (a constant); x's, 2 exp(x), is not -- but no row's output is x
+    assert marked(lambda x: np.sum(2.0 * np.exp(x)), x) == [("exp", True), ("multiply", True), ("sum", True)]
+    # square's adjoint is 1; exp's, 2 exp(x) ȳ, varies with x: not marked
+    assert marked(lambda x: np.sum(np.exp(x) ** 2), x) == [("exp", False), ("square", True), ("sum", True)]

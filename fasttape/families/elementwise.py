@@ -24,6 +24,8 @@ from ..layout import (
     C_OP,
     C_OUT,
     C_P0,
+    CURVATURE,
+    F_CONST_ADJOINT,
     F_GRAD_A,
     F_GRAD_B,
     F_INIT_A,
@@ -32,6 +34,7 @@ from ..layout import (
     N_PARAMS,
     SMALL_RUN,
     UNARY,
+    linear_planes,
 )
 from ..loops import zero_first_writes
 from ..primitives import PRIMITIVES
@@ -48,6 +51,7 @@ from ..runs import (
     numpy_unary_run,
     reverse_unary_run,
     second_binary,
+    second_terms,
     second_unary,
     tangent_binary,
     tangent_unary,
@@ -195,6 +199,9 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
     gb = (flags & F_GRAD_B) != 0
     ia = (flags & F_INIT_A) != 0
     ib = (flags & F_INIT_B) != 0
+    flat = second and (flags & F_CONST_ADJOINT) != 0  # z̄' is a structural zero: no z̄' f' term
+    xx, xy, yy = CURVATURE[op, 0], CURVATURE[op, 1], CURVATURE[op, 2]
+    curved = xx
     if not (n >= SMALL_RUN and (BINARY[op] or second)):  # the index loops accumulate: a first write starts at 0
         zero_first_writes(ins, i, buf, adj2, N, k, second)
     if UNARY[op] and n < SMALL_RUN:
@@ -206,8 +213,11 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                 g = buf[N + o + j]
                 buf[N + a + j] += g * d1
                 d2 = unary_second(op, x, z, d1)
-                for d in range(k):
-                    adj2[d * N + a + j] += adj2[d * N + o + j] * d1 + g * d2 * tan[d * N + a + j]
+                for d in range(k):  # x̄' += z̄' f' + z̄ f'' x', without the terms that are structural zeros
+                    v = 0.0 if flat else adj2[d * N + o + j] * d1
+                    if curved:
+                        v += g * d2 * tan[d * N + a + j]
+                    adj2[d * N + a + j] += v
             else:
                 for d in range(k):
                     adj2[d * N + a + j] += adj2[d * N + o + j] * d1
@@ -231,11 +241,11 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                 for d in range(k):
                     gd = adj2[d * N + o + j]
                     if ga:
-                        cx = dxx * tan[d * N + pa] + (dxy * tan[d * N + pb] if gb else 0.0)
-                        adj2[d * N + pa] += gd * dx + g * cx
+                        adj2[d * N + pa] += second_terms(flat, gd, dx, g, xx, dxx, tan[d * N + pa], xy and gb, dxy,
+                                                         tan[d * N + pb])  # fmt: skip
                     if gb:
-                        cy = dyy * tan[d * N + pb] + (dxy * tan[d * N + pa] if ga else 0.0)
-                        adj2[d * N + pb] += gd * dy + g * cy
+                        adj2[d * N + pb] += second_terms(flat, gd, dy, g, yy, dyy, tan[d * N + pb], xy and ga, dxy,
+                                                         tan[d * N + pa])  # fmt: skip
             else:
                 for d in range(k):
                     gd = adj2[d * N + o + j]
@@ -253,7 +263,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             if second:
                 tx = tan[base + a : base + a + n]
                 second_unary(
-                    op, x, z, g, gx, adj2[base + o : base + o + n], adj2[base + a : base + a + n], tx, d == 0, ia
+                    op, x, z, g, gx, adj2[base + o : base + o + n], adj2[base + a : base + a + n], tx, d == 0, ia, flat
                 )
             else:  # plain reverse on the k-buffer: x̄ += z̄ f'
                 reverse_unary_run(op, x, z, adj2[base + o : base + o + n], adj2[base + a : base + a + n])
@@ -274,7 +284,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             ty = tan[base + b : base + b + lb] if second else y
             second_binary(
                 op, x, y, z, g, gx, gy, adj2[base + o : base + o + n], adj2[base + a : base + a + la],
-                adj2[base + b : base + b + lb], tx, ty, n, sa, sb, ga, gb, second and d == 0, second, ia, ib,
+                adj2[base + b : base + b + lb], tx, ty, n, sa, sb, ga, gb, second and d == 0, second, ia, ib, flat,
             )  # fmt: skip
 
 
@@ -290,12 +300,25 @@ def _special(name, *fixed):
     return fn
 
 
+def _polygamma(order):
+    """ψ (order 0), ψ₁, ψ₂ with the compiled functions' values (scalar_math) at -inf and at the poles
+    0, -1, ...: NaN, but +inf for ψ₁ at a pole (where SciPy gives ±inf and -inf)."""
+    special = _special("digamma") if order == 0 else _special("polygamma", order)
+
+    def fn(x):
+        with np.errstate(invalid="ignore"):
+            pole = (x <= 0.0) & (x == np.floor(x)) & (x > -np.inf)
+        return np.where(pole, np.inf if order == 1 else np.nan, np.where(x == -np.inf, np.nan, special(x)))
+
+    return fn
+
+
 # name -> its meaning on arrays (the same names as scalar_math.VOCABULARY)
 ARRAY_VOCABULARY = {
     "where": np.where,
-    "digamma": _special("digamma"),
-    "trigamma": _special("polygamma", 1),
-    "tetragamma": _special("polygamma", 2),
+    "digamma": _polygamma(0),
+    "trigamma": _polygamma(1),
+    "tetragamma": _polygamma(2),
     "erf": _special("erf"),
     "lgamma": _special("gammaln"),
     **{name: getattr(np, name) for name in (
@@ -362,27 +385,31 @@ def numpy_reverse(row, aux, buf, G, G2, T):
     op, o, n, a, na, b, nb = row[:7]
     flags = row[C_FLAGS]
     ga, gb = flags & F_GRAD_A, flags & F_GRAD_B
-    adjoints = [A for A in (G, G2) if A is not None]
+    adjoints = linear_planes(row, G, G2, T)
+    xx, xy, yy = CURVATURE[op]  # a structurally zero second partial forms no term (no 0 x inf)
     if UNARY[op]:
         x, z = buf[a : a + na], buf[o : o + n]
         (d,) = FORMULAS[op][1](x, z)
         for A in adjoints:
             A[:, a : a + na] += A[:, o : o + n] * d
-        if T is not None:  # x̄' += z̄ f'' x'  (the z̄' f' term came with the first-order rule)
+        if T is not None and xx:  # x̄' += z̄ f'' x'  (the z̄' f' term came with the first-order rule)
             (d2,) = FORMULAS[op][2](x, z, d)
             G2[:, a : a + na] += G[:, o : o + n] * d2 * T[:, a : a + na]
         return
     x, y, z = buf[a : a + na], buf[b : b + nb], buf[o : o + n]
     dx, dy = FORMULAS[op][1](x, y, z)
-    if T is not None:  # only active operands carry tangents: a passive one adds no term (no 0 x NaN)
+    if T is not None and (xx or xy or yy):  # only active operands carry tangents: a passive one adds no term
         dxx, dxy, dyy = FORMULAS[op][2](x, y, z, dx, dy)
         g = G[:, o : o + n]
-        if ga:
-            tx = T[:, a : a + na]
-            add_to(G2, a, na, g * (dxx * tx + dxy * T[:, b : b + nb] if gb else dxx * tx), n)
-        if gb:
-            ty = T[:, b : b + nb]
-            add_to(G2, b, nb, g * (dyy * ty + dxy * T[:, a : a + na] if ga else dyy * ty), n)
+        tx = T[:, a : a + na] if ga else None
+        ty = T[:, b : b + nb] if gb else None
+        for pos, size, own, d_own, other, d_cross in ((a, na, tx, (dxx, xx), ty, (dxy, xy)),
+                                                      (b, nb, ty, (dyy, yy), tx, (dxy, xy))):  # fmt: skip
+            if own is None:
+                continue
+            terms = [d * t for (d, curved), t in ((d_own, own), (d_cross, other)) if curved and t is not None]
+            if terms:
+                add_to(G2, pos, size, g * sum(terms), n)
     for A in adjoints:
         g = A[:, o : o + n]
         if ga:

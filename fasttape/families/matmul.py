@@ -10,7 +10,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..jit import jit
-from ..layout import C_A, C_B, C_FLAGS, C_N, C_NA, C_NB, C_OUT, F_GRAD_A, F_GRAD_B, F_INIT_A, F_INIT_B, param_columns
+from ..layout import (
+    C_A,
+    C_B,
+    C_FLAGS,
+    C_N,
+    C_NA,
+    C_NB,
+    C_OUT,
+    F_CONST_ADJOINT,
+    F_GRAD_A,
+    F_GRAD_B,
+    F_INIT_A,
+    F_INIT_B,
+    linear_planes,
+    param_columns,
+)
 from ..loops import add_outer, blas_product, zero_first_writes
 
 KINDS = ("matmul",)
@@ -182,6 +197,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
     # Ā = G Bᵀ, B̄ = Aᵀ G;  Ā' = G' Bᵀ + G B'ᵀ,  B̄' = A'ᵀ G + Aᵀ G'
     zero_first_writes(ins, i, buf, adj2, N, k, second)
     o, a, b, batch, m, kk, nn, ga, gb = fields(ins, i)
+    flat = second and (ins[i, C_FLAGS] & F_CONST_ADJOINT) != 0  # G' is a structural zero: no G' Bᵀ, Aᵀ G'
     for bt in range(batch):
         ao = a + bt * m * kk
         bo = b + bt * kk * nn
@@ -198,12 +214,14 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             Gd = adj2[d * N + oo : d * N + oo + m * nn]
             if ga:
                 dA = adj2[d * N + ao : d * N + ao + m * kk]
-                matmul_t_into(dA, Gd, B, m, kk, nn, False)
+                if not flat:
+                    matmul_t_into(dA, Gd, B, m, kk, nn, False)
                 if second and gb:
                     matmul_t_into(dA, G, tan[d * N + bo : d * N + bo + kk * nn], m, kk, nn, False)
             if gb:
                 dB = adj2[d * N + bo : d * N + bo + kk * nn]
-                matmul_t_into(dB, A, Gd, m, kk, nn, True)
+                if not flat:
+                    matmul_t_into(dB, A, Gd, m, kk, nn, True)
                 if second and ga:
                     matmul_t_into(dB, tan[d * N + ao : d * N + ao + m * kk], G, m, kk, nn, True)
 
@@ -251,9 +269,7 @@ def numpy_reverse(row, aux, buf, G, G2, T):
         tB = T[:, b : b + nb].reshape(T.shape[0], batch, k, nn)
         G2[:, a : a + na] += np.matmul(g, np.swapaxes(tB, -1, -2)).reshape(G2.shape[0], na)
         G2[:, b : b + nb] += np.matmul(np.swapaxes(tA, -1, -2), g).reshape(G2.shape[0], nb)
-    for A in (G, G2):
-        if A is None:
-            continue
+    for A in linear_planes(row, G, G2, T):
         g = A[:, o : o + n].reshape(A.shape[0], batch, m, nn)
         if ga:
             A[:, a : a + na] += np.matmul(g, np.swapaxes(Bm, -1, -2)).reshape(A.shape[0], na)

@@ -21,6 +21,7 @@ from ..layout import (
     C_NA,
     C_OP,
     C_OUT,
+    F_CONST_ADJOINT,
     F_INIT_A,
     OP_CUMSUM,
     OP_LOGSUMEXP,
@@ -28,6 +29,7 @@ from ..layout import (
     OP_MIN,
     OP_PROD,
     OP_SUM,
+    linear_planes,
     param_columns,
 )
 from ..loops import sum_contiguous, zero, zero_first_writes
@@ -298,6 +300,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
         return
     if op == OP_MAX or op == OP_MIN:
         count_ties(buf, o, a, pre, r, post, side)
+    flat = second and (ins[i, C_FLAGS] & F_CONST_ADJOINT) != 0  # z̄' a structural zero: no z̄' term
     scratch = np.empty(2 * r if op == OP_PROD else 0)
     for p in range(pre):
         base = a + p * r * post
@@ -316,7 +319,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         if second:
                             if d == 0:
                                 buf[N + pos] += g * sm
-                            adj2[d * N + pos] += gd * sm + g * sm * (tan[d * N + pos] - zt)
+                            adj2[d * N + pos] += (0.0 if flat else gd * sm) + g * sm * (tan[d * N + pos] - zt)
                         else:
                             adj2[d * N + pos] += gd * sm
                 elif op == OP_PROD:
@@ -339,7 +342,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         if second:
                             if d == 0:
                                 buf[N + pos] += g * ov
-                            adj2[d * N + pos] += gd * ov + g * ot
+                            adj2[d * N + pos] += (0.0 if flat else gd * ov) + g * ot
                         else:
                             adj2[d * N + pos] += gd * ov
                         xt = tan[d * N + pos] if second else 0.0
@@ -352,7 +355,8 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         w = tied if buf[pos] == z else other
                         if second and d == 0:
                             buf[N + pos] += g * w
-                        adj2[d * N + pos] += gd * w
+                        if not flat:
+                            adj2[d * N + pos] += gd * w
 
 
 # --------------------------------------------------------------------------
@@ -447,7 +451,7 @@ def numpy_tangent(row, aux, buf, T):
 def numpy_reverse(row, aux, buf, G, G2, T):
     op, o, n, a, na = row[:5]
     pre, r, post = row[P_PRE : P_POST + 1]
-    adjoints = [A for A in (G, G2) if A is not None]
+    adjoints = linear_planes(row, G, G2, T)
     if op == OP_CUMSUM:
         for A in adjoints:  # adjoint of a prefix sum: suffix sum
             g = A[:, o : o + n].reshape(A.shape[0], pre, r, post)
