@@ -80,6 +80,15 @@ def scalar_loss(case, args, rng):
 TIED = (-1.5, 0.0, 0.5, 2.0)  # "ties": a few values, so equal elements and equal operands are common
 ZEROS, BESIDE_ZEROS = (0.0, -0.0), (0.5, 2.0)  # "zeros": exact zeros of both signs among values in a range
 EDGE_EXPONENTS = {"huge": (295.0, 300.0), "tiny": (-300.0, -295.0)}  # log10 |x|, either sign
+# every primitive's edge besides its declared ones: NaN and ±inf among ordinary values, compared with JAX run
+# op by op (``check(eager=True)``), which propagates them as IEEE arithmetic does
+NONFINITE = "nonfinite"
+NONFINITE_VALUES = (np.nan, np.inf, -np.inf)
+
+
+def checked_edges(prim) -> tuple[str, ...]:
+    """The edges where the oracle checks a primitive: its declared ones, then NaN and inf."""
+    return (*prim.edges, NONFINITE)
 
 
 def sample(domain, shape, rng):
@@ -109,6 +118,16 @@ def sample(domain, shape, rng):
         return rng.choice(TIED, size=shape)
     if domain == "zeros":  # about a third exact zeros (and -0.0)
         return rng.choice([*ZEROS, 1.0], size=shape) * rng.uniform(*BESIDE_ZEROS, size=shape)
+    if domain == NONFINITE:  # each of NaN, +inf, -inf once (as far as the size allows), then one in eight
+        x = rng.normal(size=shape)
+        flat = x.reshape(-1)
+        special = rng.choice(NONFINITE_VALUES, size=flat.size)
+        special[: min(3, flat.size)] = NONFINITE_VALUES[: min(3, flat.size)]
+        chosen = np.arange(flat.size) < 3
+        chosen |= rng.uniform(size=flat.size) < 0.125
+        order = rng.permutation(flat.size)
+        flat[order[chosen]] = special[chosen]
+        return x
     if domain in EDGE_EXPONENTS:  # huge: exp and squares overflow; tiny: 1 + x is 1, squares underflow
         return rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(*EDGE_EXPONENTS[domain], size=shape)
     raise ValueError(domain)
@@ -125,6 +144,11 @@ class Case:
     smooth: bool = True  # finite differences apply
     int_args: tuple = field(default_factory=tuple)
     kinds: tuple = ()  # the derivative kinds the oracle checks (all when empty)
+
+    @property
+    def eager(self) -> bool:
+        """Compare with JAX run op by op: NaN and inf inputs, whose propagation XLA's rewrites may change."""
+        return NONFINITE in self.domains
 
     def rng(self, salt=""):
         """A generator seeded by the case's name: the same draws in every process (``hash`` of a str
@@ -188,15 +212,17 @@ def _reduction(prim):
     return cases
 
 
+_FIRST_CASE = {"gather": "index-int-array"}  # a primitive whose cases are not named after it: its first
+
+
 def _edge_cases(prim, cases):
-    """The primitive's first case again on each of its declared edges, compared with JAX only: at a tie
-    or a kink finite differences do not apply, and at 1e300 they overflow."""
-    if not prim.edges:
-        return []
-    first = next(c for c in cases if c.name == prim.name or c.name.startswith(prim.name + "-"))
+    """The primitive's first case again on each of its edges (``checked_edges``), compared with JAX only:
+    at a tie or a kink finite differences do not apply, at 1e300 they overflow, at NaN they are NaN."""
+    name = _FIRST_CASE.get(prim.name, prim.name)
+    first = next(c for c in cases if c.name == name or c.name.startswith(name + "-"))
     return [
         Case(f"{prim.name}-edge-{edge}", first.fn, first.shapes, (edge,) * len(first.shapes), smooth=False)
-        for edge in prim.edges
+        for edge in checked_edges(prim)
     ]
 
 
@@ -211,7 +237,7 @@ def generated_cases():
             cases += _comparison(prim)
         elif prim.kind == "reduction":
             cases += _reduction(prim)
-    return cases + [edge for prim in PRIMITIVES for edge in _edge_cases(prim, cases)]
+    return cases
 
 
 def _c(name, fn, *shapes, domains=(), smooth=True, kinds=()):
@@ -233,25 +259,38 @@ def _scalar_steps(xp, x):
     return a * b + a - b
 
 
+def _scalar_pairs(xp, x):
+    """Two loops like ``_scalar_steps``, over (x0, x1) and (x2, x3): a NaN or inf in one pair leaves
+    the other pair's derivatives finite."""
+    return _scalar_steps(xp, x[:2]) + 0.5 * _scalar_steps(xp, x[2:])
+
+
+def _fused_chain(xp, x):
+    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2) + xp.sum(xp.tanh(x) * xp.exp(-x * x))
+
+
+def _fused_binary(xp, x, y):
+    return xp.sum(xp.log1p(x * x) * y - xp.sqrt(y * y + 1.0) * xp.sin(x))
+
+
 STRUCTURAL_CASES = [
     # fused regions
-    _c(
-        "fused-chain",
-        lambda xp, x: (
-            xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2) + xp.sum(xp.tanh(x) * xp.exp(-x * x))
-        ),
-        (9000,),
-        kinds=PER_SWEEP_KINDS,
-    ),
-    _c(
-        "fused-binary",
-        lambda xp, x, y: xp.sum(xp.log1p(x * x) * y - xp.sqrt(y * y + 1.0) * xp.sin(x)),
-        (96, 96),
-        (96, 96),
-        kinds=PER_SWEEP_KINDS,
-    ),
+    _c("fused-chain", _fused_chain, (9000,), kinds=PER_SWEEP_KINDS),
+    _c("fused-binary", _fused_binary, (96, 96), (96, 96), kinds=PER_SWEEP_KINDS),
     # the scalar code
     _c("scalar-steps", _scalar_steps, (2,)),
+    # NaN and inf through the fused regions and the scalar code (JAX run op by op)
+    _c("fused-chain-nonfinite", _fused_chain, (9000,), domains=(NONFINITE,), smooth=False, kinds=PER_SWEEP_KINDS),
+    _c(
+        "fused-binary-nonfinite",
+        _fused_binary,
+        (96, 96),
+        (96, 96),
+        domains=(NONFINITE,) * 2,
+        smooth=False,
+        kinds=PER_SWEEP_KINDS,
+    ),  # fmt: skip
+    _c("scalar-pairs-nonfinite", _scalar_pairs, (4,), domains=(NONFINITE,), smooth=False),
     # size-0 axes: empty values, adjoints and tangents, broadcast against size-1 axes
     _c("empty-broadcast", lambda xp, x, y: xp.tanh(x) * y + x, (0, 3), (1, 3)),
     _c("empty-matmul", lambda xp, x, y: x @ y + 1.0, (2, 0), (0, 3)),
@@ -341,4 +380,5 @@ STRUCTURAL_CASES = [
 ]
 
 
-PRIMITIVE_CASES = generated_cases() + STRUCTURAL_CASES
+_ALL_CASES = generated_cases() + STRUCTURAL_CASES
+PRIMITIVE_CASES = _ALL_CASES + [edge for prim in PRIMITIVES for edge in _edge_cases(prim, _ALL_CASES)]

@@ -124,13 +124,26 @@ def _tree_error(actual, expected):
     return max((scaled_error(x, y) for x, y in zip(a, e)), default=0.0)
 
 
-def check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None) -> Report:
+def check(f, *args, eager=False, **options) -> Report:
     """Check every derivative kind of ``f`` at ``args`` (float arrays or floats).
 
     Scalar-output functions get value, grad, vjp, jvp, hvp (one direction, and
     four in one sweep), jacobian (forward and reverse) and hessian; others
-    value, vjp, jvp and jacobian.
+    value, vjp, jvp and jacobian.  ``options``: ``namespace``, ``kinds``,
+    ``rtol``, ``fd_rtol``, ``fd``, ``seed``, ``name`` (see ``_check``).
+
+    ``eager``: JAX's references run op by op (``jax.disable_jit``), as IEEE arithmetic propagates
+    NaN and inf.  Compiled, XLA's algebraic simplifier may drop a 0 x NaN: a jitted ``jacfwd`` of
+    ``sum(w * tan(x))`` extracts the diagonal, where op by op every entry is NaN.
     """
+    if not eager:
+        return _check(f, *args, **options)
+    jax = _jax()[0]
+    with jax.disable_jit():
+        return _check(f, *args, **options)
+
+
+def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None):
     jax, jnp, _ = _jax()
     rng = np.random.default_rng(seed)
     args = tuple(np.asarray(a, dtype=np.float64) for a in args)

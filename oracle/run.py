@@ -29,7 +29,7 @@ import numpy as np
 import fasttape as ft
 from fasttape.kernels import C_OP, PRIMITIVES
 
-from .cases import NP, PRIMITIVE_CASES, scalar_loss
+from .cases import NP, PRIMITIVE_CASES, checked_edges, scalar_loss
 from .check import KINDS, Report, check
 from .programs import search
 from .strategies import DRAWN, primitive_examples
@@ -406,7 +406,7 @@ def run_matrix(
         bar = _Progress(bar.enabled, len(drawn))
         for j, prim in enumerate(drawn):
             bar.update(j + 1, f"{prim.name}: {settings['examples']} hypothesis examples")
-            for edge in (None, *prim.edges):  # smooth operands, then each declared edge
+            for edge in (None, *checked_edges(prim)):  # smooth operands, then each edge
                 _check_drawn(matrix, prim, settings["examples"], on_report, not first_failure, edge)
                 if stop():
                     return matrix
@@ -435,7 +435,9 @@ def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> C
         run.primitives = case_primitives(case, args)
         loss = scalar_loss(case, args, rng)
         kinds = tuple(k for k in matrix.kinds if not case.kinds or k in case.kinds)
-        run.report = check(loss, *args, namespace=True, kinds=kinds, fd=case.smooth, seed=draw, name=name)
+        run.report = check(
+            loss, *args, namespace=True, kinds=kinds, fd=case.smooth, seed=draw, name=name, eager=case.eager
+        )
     except Exception:
         run.error = traceback.format_exc()
         matrix.errors.append((name, draw, run.error))

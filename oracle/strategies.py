@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 from fasttape import PRIMITIVES
 from fasttape.primitives import EDGES
 
-from .cases import BESIDE_ZEROS, EDGE_EXPONENTS, TIED, ZEROS, Case
+from .cases import BESIDE_ZEROS, EDGE_EXPONENTS, NONFINITE, NONFINITE_VALUES, TIED, ZEROS, Case, checked_edges
 
 MAX_DIMS = 3
 MAX_SIDE = 4
@@ -68,13 +68,15 @@ def edge_values(edge: str) -> st.SearchStrategy:
         return st.sampled_from(ZEROS) | _floats(*BESIDE_ZEROS)
     if edge in EDGE_EXPONENTS:
         return st.builds(lambda s, e: s * 10.0**e, st.sampled_from([-1.0, 1.0]), _floats(*EDGE_EXPONENTS[edge]))
+    if edge == NONFINITE:
+        return st.sampled_from(NONFINITE_VALUES) | _floats(-2.0, 2.0)
     raise ValueError(f"unknown edge {edge!r}")
 
 
 def domain_arrays(domain: str, shape) -> st.SearchStrategy:
     """float64 arrays of ``shape`` inside ``domain`` (or on an edge); ``distinct`` (max/min) draws elements
     at least 0.25 apart, so no tie is within finite-difference reach."""
-    if domain in EDGES:
+    if domain in EDGES or domain == NONFINITE:
         return hnp.arrays(np.float64, shape, elements=edge_values(domain))
     if domain == "distinct":
         elements = st.integers(-12, 12).map(lambda k: 0.25 * k)
@@ -128,17 +130,20 @@ def _binary(draw, prim, edge=None):
 
 
 @st.composite
-def _comparison(draw, prim):
-    """``where(x OP y, x * y, x - 2y)``: the selected branch's derivative, on operands with some ties."""
+def _comparison(draw, prim, edge=None):
+    """``where(x OP y, x * y, x - 2y)``: the selected branch's derivative, on operands with some ties (or,
+    on the NaN and inf edge, among NaN and inf)."""
     pair = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=MAX_DIMS, max_side=MAX_SIDE))
     grid = st.integers(-2, 2).map(float)  # small integers: equal elements are likely, as they should be
-    x, y = (draw(hnp.arrays(np.float64, s, elements=grid)) for s in pair.input_shapes)
+    elements = grid if edge is None else grid | edge_values(edge)
+    x, y = (draw(hnp.arrays(np.float64, s, elements=elements)) for s in pair.input_shapes)
     name = prim.numpy[0]
 
     def fn(xp, a, b):
         return xp.where(getattr(xp, name)(a, b), a * b, a - 2.0 * b)
 
-    return Example(Case(prim.name, fn, (x.shape, y.shape), smooth=False), (x, y))
+    domains = () if edge is None else (edge, edge)
+    return Example(Case(prim.name, fn, (x.shape, y.shape), domains, smooth=False), (x, y))
 
 
 @st.composite
@@ -164,7 +169,7 @@ DRAWN = tuple(p for p in PRIMITIVES if p.kind in _BY_KIND)  # the structural pri
 
 def primitive_examples(prim, edge=None) -> st.SearchStrategy:
     """Checks of one elementwise, comparison or reduction primitive: shapes, then operands (on ``edge``,
-    one of the primitive's declared edges, when given)."""
-    if edge is not None and edge not in prim.edges:
-        raise ValueError(f"{prim.name} declares no edge {edge!r} (it declares {prim.edges})")
+    one of the primitive's ``checked_edges``, when given)."""
+    if edge is not None and edge not in checked_edges(prim):
+        raise ValueError(f"{prim.name} has no edge {edge!r} (its edges: {checked_edges(prim)})")
     return _BY_KIND[prim.kind](prim) if edge is None else _BY_KIND[prim.kind](prim, edge)

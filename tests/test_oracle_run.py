@@ -150,7 +150,10 @@ def test_the_oracle_reaches_fused_regions_and_the_scalar_code():
     from oracle.cases import NP, scalar_loss
 
     by_name = {c.name: c for c in PRIMITIVE_CASES}
-    for name, flag in (("fused-chain", K.S_START), ("fused-binary", K.S_START), ("scalar-steps", K.S_SCALAR)):
+    paths = {"fused-chain": K.S_START, "fused-binary": K.S_START, "scalar-steps": K.S_SCALAR}
+    paths |= {"fused-chain-nonfinite": K.S_START, "fused-binary-nonfinite": K.S_START}
+    paths |= {"scalar-pairs-nonfinite": K.S_SCALAR}
+    for name, flag in paths.items():
         case = by_name[name]
         rng = case.rng()
         args = case.inputs(rng)
@@ -171,3 +174,32 @@ def test_a_nan_input_spreads_along_rows_forward_and_along_columns_in_reverse():
     assert report.passed, str(report)
     forward, reverse = ft.jacfwd(lambda v: np.tanh(v) * 2.0)(x), ft.jacrev(lambda v: np.tanh(v) * 2.0)(x)
     assert np.isnan(forward[0]).all() and np.isnan(reverse[:, 0]).all()
+
+
+def test_every_primitive_is_checked_beside_nan_and_inf_against_jax_run_op_by_op():
+    import numpy as np
+
+    from oracle.cases import NONFINITE
+
+    by_name = {c.name: c for c in PRIMITIVE_CASES}
+    for p in ft.PRIMITIVES:
+        case = by_name[f"{p.name}-edge-{NONFINITE}"]
+        assert case.eager and not case.smooth
+        values = np.concatenate([a.reshape(-1) for a in case.inputs(case.rng())])
+        assert np.isnan(values).any() and np.isposinf(values).any() and np.isneginf(values).any(), p.name
+        assert np.isfinite(values).any(), p.name
+
+
+def test_an_eager_reference_keeps_ieee_propagation():
+    """Jitted, XLA turns jacfwd's one-hot products into a diagonal, so JAX's Jacobian of sum(w tan(x)) beside a
+    NaN comes out finite where op by op (and in fasttape) 0 x NaN makes every entry NaN."""
+    import numpy as np
+
+    from oracle.check import check
+
+    w = np.array([0.5, -1.0, 2.0, 1.5])
+    x = np.array([np.nan, 1.0, 0.3, np.inf])
+    report = check(lambda v: np.sum(np.tan(v) * w), x, kinds=("jacobian", "grad", "hvp", "hessian"), fd=False,
+                   eager=True)  # fmt: skip
+    assert report.passed, str(report)
+    assert np.isnan(ft.jacfwd(lambda v: np.sum(np.tan(v) * w))(x)).all()
