@@ -264,7 +264,7 @@ binary("xlogy", "where((x == 0.0) & (y == y), 0.0, x * log(y))", d1=("log(y)", "
 # --------------------------------------------------------------------------
 _declare("where", "select", jax="ref.where", linear=True)
 _declare("sum", "reduction", jax="ref.reduce(jnp.sum)", linear=True)
-_declare("prod", "reduction", jax="ref.reduce(jnp.prod)", domains=("nonzero",), edges=("zeros",),
+_declare("prod", "reduction", jax="ref.prod()", domains=("nonzero",), edges=("zeros",),
          convention="no kink: each factor's partial is the product of the others, exact with one zero "
                     "or more")  # fmt: skip
 _declare("max", "reduction", numpy=("max", "amax"), jax="ref.reduce(jnp.max)", domains=("distinct",),

@@ -134,6 +134,7 @@ class Tape:
         self.n_values = n_values
         check_memory(tape_bytes(n_values, len(rec.rows), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
         self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
+        unreached_rows_inactive(rec, self.ins, self.output_slots)
         zero_runs = plan_adjoint_initialisation(rec, self.ins, self.output_slots)
         guard_start = rec.pool_len
         zeros_start = guard_start + 2 * len(rec.guards)
@@ -491,6 +492,55 @@ def _describe_output(slots, entry):
     return f"value@{offset}"
 
 
+def _roots(slots) -> list[int]:
+    """Per slot, the slot whose buffer it is: itself, or for a view its parent's root."""
+    root = list(range(len(slots)))
+    for sid, s in enumerate(slots):
+        if s.origin[0] == "view":
+            root[sid] = root[s.origin[1]]  # parents are created before their views
+    return root
+
+
+def _differentiated(ins: np.ndarray, slots, row_operands):
+    """Per row, the (position, slot id) of the operands that carry derivatives: by the row's F_GRAD
+    bits, but every active source of a gather, whose reverse scatters into its sources by index."""
+    scatters = [f.scatters for f in families.FAMILY_BY_OPCODE]
+    grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
+    out = []
+    for op, flags, operands in zip(ins[:, K.C_OP].tolist(), ins[:, K.C_FLAGS].tolist(), row_operands):
+        if scatters[op]:
+            out.append([(k, sid) for k, sid in enumerate(operands) if slots[sid].active])
+        else:
+            out.append([(k, sid) for k, sid in enumerate(operands[:3]) if flags & grad_bits[k]])
+    return out
+
+
+def unreached_rows_inactive(rec: Recorder, ins: np.ndarray, output_slots) -> None:
+    """Clear the activity bits of the rows from which no differentiable path leads to an output.
+
+    A value read only by rows whose derivative is zero wherever it exists (``sign(tanh(x))``, a
+    comparison) has an adjoint that is a structural zero, as in JAX (its cotangent is symbolic): no
+    sweep runs its rule, so 0 x NaN (tanh' at a NaN) never reaches the gradient.  Mutates
+    ``ins[:, C_FLAGS]``; runs before the adjoint plan, which then never counts on such a row.
+    """
+    slots = rec.slots
+    root = _roots(slots)
+    reached = {root[sid] for sid in output_slots}
+    all_flags = ins[:, K.C_FLAGS].tolist()
+    differentiated = _differentiated(ins, slots, rec.row_operands)
+    activity = K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C
+    for i in range(ins.shape[0] - 1, -1, -1):
+        flags = all_flags[i]
+        if not flags & K.F_ACTIVE:
+            continue
+        if root[rec.slots_by_row[i]] not in reached:
+            all_flags[i] = flags & ~activity
+            continue
+        for _, sid in differentiated[i]:
+            reached.add(root[sid])
+    ins[:, K.C_FLAGS] = all_flags
+
+
 def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) -> list[tuple[int, int]]:
     """Decide which adjoints the reverse sweep assigns instead of accumulating.
 
@@ -504,10 +554,7 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     ``ins[:, C_FLAGS]``.
     """
     slots = rec.slots
-    root = list(range(len(slots)))
-    for sid, s in enumerate(slots):
-        if s.origin[0] == "view":
-            root[sid] = root[s.origin[1]]  # parents are created before their views
+    root = _roots(slots)
     # per slot, as Python lists (attribute lookups per operand cost more than the walk itself)
     empty = [s.size == 0 for s in slots]
     covers = [s.offset == slots[r].offset and s.size == slots[r].size for s, r in zip(slots, root)]
@@ -570,17 +617,15 @@ def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots) -
     respect to it does: a second partial with an active operand (``K.CURVATURE``) is not structurally
     zero.  Derived, never trusted from a file: a saved bit is cleared and recomputed.
     """
-    root = list(range(len(slots)))
+    root = _roots(slots)
     out_slot = [-1] * ins.shape[0]
     for sid, s in enumerate(slots):
-        if s.origin[0] == "view":
-            root[sid] = root[s.origin[1]]  # parents are created before their views
-        elif s.origin[0] == "op":
+        if s.origin[0] == "op":
             out_slot[s.origin[1]] = sid
     varying = set()  # roots whose adjoint varies
     all_flags = (ins[:, K.C_FLAGS] & ~K.F_CONST_ADJOINT).tolist()
     curvature = K.CURVATURE[ins[:, K.C_OP]].tolist()
-    grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
+    differentiated = _differentiated(ins, slots, row_operands)
     pair = ((0, 1), (1, 2))  # the CURVATURE entry of operands (k, m): xx, xy / xy, yy
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = all_flags[i]
@@ -589,10 +634,9 @@ def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots) -
         out_varies = out_slot[i] >= 0 and root[out_slot[i]] in varying
         if not out_varies:
             all_flags[i] = flags | K.F_CONST_ADJOINT
-        for k, sid in enumerate(row_operands[i][:3]):
-            if not flags & grad_bits[k]:
-                continue
-            if out_varies or (k < 2 and any(curvature[i][pair[k][m]] and flags & grad_bits[m] for m in range(2))):
+        active = {k for k, _ in differentiated[i]}
+        for k, sid in differentiated[i]:
+            if out_varies or (k < 2 and any(curvature[i][pair[k][m]] and m in active for m in range(2))):
                 varying.add(root[sid])
     ins[:, K.C_FLAGS] = all_flags
 

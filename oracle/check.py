@@ -65,13 +65,16 @@ class Report:
         return "\n".join(lines)
 
 
-def scaled_error(actual, expected) -> float:
-    """max |a - e| / max(1, max |e|), NaN-aware: matching NaN/inf patterns count as equal."""
+def scaled_error(actual, expected, exact_nonfinite=True) -> float:
+    """max |a - e| / max(1, max |e|), NaN-aware: matching NaN/inf patterns count as equal (without
+    ``exact_nonfinite``, any non-finite entry matches any other: NaN, +inf, -inf)."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         return float("inf")
     same = (a == e) | (np.isnan(a) & np.isnan(e))
+    if not exact_nonfinite:
+        same |= ~np.isfinite(a) & ~np.isfinite(e)
     if np.all(same):
         return 0.0
     finite = np.isfinite(e)
@@ -117,11 +120,11 @@ def _flat(tree):
     return [np.asarray(leaf, dtype=np.float64) for leaf in optree.tree_leaves(tree, none_is_leaf=True)]
 
 
-def _tree_error(actual, expected):
+def _tree_error(actual, expected, exact_nonfinite=True):
     a, e = _flat(actual), _flat(expected)
     if len(a) != len(e):
         return float("inf")
-    return max((scaled_error(x, y) for x, y in zip(a, e)), default=0.0)
+    return max((scaled_error(x, y, exact_nonfinite) for x, y in zip(a, e)), default=0.0)
 
 
 def check(f, *args, eager=False, **options) -> Report:
@@ -130,7 +133,12 @@ def check(f, *args, eager=False, **options) -> Report:
     Scalar-output functions get value, grad, vjp, jvp, hvp (one direction, and
     four in one sweep), jacobian (forward and reverse) and hessian; others
     value, vjp, jvp and jacobian.  ``options``: ``namespace``, ``kinds``,
-    ``rtol``, ``fd_rtol``, ``fd``, ``seed``, ``name`` (see ``_check``).
+    ``rtol``, ``fd_rtol``, ``fd``, ``seed``, ``name``, ``exact_nonfinite``.
+
+    ``exact_nonfinite=False``: a non-finite entry matches any non-finite one (NaN, +inf, -inf), for
+    programs whose adjoints and tangents may be infinite: each rule's arithmetic then decides between
+    NaN and inf (JAX's tanh rule (ḡ + ḡ tanh)(1 - tanh) makes an infinite ḡ NaN; fasttape's ḡ (1 - tanh²)
+    keeps it infinite).  Finite entries are still held to JAX's, and their positions must agree.
 
     ``eager``: JAX's references run op by op (``jax.disable_jit``), as IEEE arithmetic propagates
     NaN and inf.  Compiled, XLA's algebraic simplifier may drop a 0 x NaN: a jitted ``jacfwd`` of
@@ -143,8 +151,11 @@ def check(f, *args, eager=False, **options) -> Report:
         return _check(f, *args, **options)
 
 
-def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None):
+def _check(
+    f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None, exact_nonfinite=True
+):
     jax, jnp, _ = _jax()
+    error = functools.partial(_tree_error, exact_nonfinite=exact_nonfinite)
     rng = np.random.default_rng(seed)
     args = tuple(np.asarray(a, dtype=np.float64) for a in args)
     argnums = tuple(range(len(args)))
@@ -178,9 +189,9 @@ def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, f
 
     def add(kind, actual, expected, fd_value=None):
         # the finite differences witness fasttape and JAX independently of each other
-        err = _tree_error(actual, expected)
-        err_fd = None if fd_value is None else _tree_error(actual, fd_value)
-        err_ref_fd = None if fd_value is None else _tree_error(expected, fd_value)
+        err = error(actual, expected)
+        err_fd = None if fd_value is None else error(actual, fd_value)
+        err_ref_fd = None if fd_value is None else error(expected, fd_value)
         passed = err <= rtol and (err_fd is None or (err_fd <= fd_rtol and err_ref_fd <= fd_rtol))
         message = ""
         if err > rtol:
@@ -216,7 +227,7 @@ def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, f
         forward = ft.jacfwd(f_np, argnums=argnums)(*args)
         reverse = ft.jacrev(f_np, argnums=argnums)(*args)
         by_rows = jacobian
-        if _tree_error(reverse, jacobian) > rtol:  # NaN spreads along rows by tangents, along columns by
+        if error(reverse, jacobian) > rtol:  # NaN spreads along rows by tangents, along columns by
             # cotangents (0 * NaN): by rows, JAX's own reverse mode is the reference (computed only here)
             by_rows = reference("jacobian:rev", lambda: jit(jax.jacrev(f_jax, argnums=argnums))(*args))
         add("jacobian", (forward, reverse), (jacobian, by_rows))  # both modes
@@ -228,7 +239,7 @@ def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, f
     if "grad" in kinds:
         g = grad_ft(*args)
         jg = reference("grad", lambda: jax_grad(*args))
-        err = _tree_error(g, jg)
+        err = error(g, jg)
         err_fd = None
         if fd:  # one directional difference per argument, against both gradients' projections
             err_fd = 0.0
@@ -237,7 +248,7 @@ def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, f
                 witness = float(fd_along(f_np, direction))
                 for grad_i in (g[i], jg[i]):
                     projected = float(np.sum(np.asarray(grad_i) * tangents[i]))
-                    err_fd = max(err_fd, scaled_error(projected, witness))
+                    err_fd = max(err_fd, scaled_error(projected, witness, exact_nonfinite))
         passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
         message = ""
         if not passed:  # no finite differences where the case is not smooth (fd=False)

@@ -16,7 +16,9 @@ operands are first mapped into the primitive's smooth domain, binary operands
 are broadcast-compatible, ``where`` conditions come from comparisons.  One
 program in four has *tied* inputs (a few values, repeated, no jitter), so ties reach
 max/min, maximum/minimum and the comparisons through the steps; those are checked
-against JAX alone (``Program.smooth`` is False: no finite differences at a kink).
+against JAX alone (``Program.smooth`` is False: no finite differences at a kink).  One
+program in eight has NaN and ±inf among its inputs, checked against JAX run op by op
+(``Program.nonfinite``: ``check(eager=True)``).
 :func:`search` looks for a program whose :func:`oracle.check` fails and returns
 it shrunk.
 
@@ -38,7 +40,7 @@ from hypothesis.errors import NoSuchExample
 
 from fasttape import PRIMITIVES
 
-from .cases import TIED
+from .cases import NONFINITE_VALUES, TIED
 from .check import KINDS, Report, check
 
 SHAPES = ((), (3,), (2, 3), (1, 3), (2, 1))
@@ -167,7 +169,8 @@ class Program:
 
     inputs: tuple = field(default_factory=tuple)
     steps: tuple = field(default_factory=tuple)
-    smooth: bool = True  # False: tied inputs, checked against JAX without finite differences
+    smooth: bool = True  # False: tied or non-finite inputs, checked against JAX without finite differences
+    nonfinite: bool = False  # NaN and ±inf among the inputs: checked against JAX run op by op
 
     @property
     def names(self) -> list[str]:
@@ -203,11 +206,12 @@ class Program:
 
     def snippet(self, fd_rtol: float = FD_RTOL) -> str:
         with np.printoptions(precision=17, floatmode="unique", threshold=10**6):
-            args = ", ".join(f"np.array({np.asarray(x).tolist()!r})" for x in self.inputs)
+            args = ", ".join(f"np.array({_literal(x)})" for x in self.inputs)
         return (
             "import numpy as np, oracle\n"
             + self.source()
-            + f"print(oracle.check(f, {args}, namespace=True, fd_rtol={fd_rtol!r}, fd={self.smooth}))\n"
+            + f"print(oracle.check(f, {args}, namespace=True, fd_rtol={fd_rtol!r}, fd={self.smooth}, "
+            + ("eager=True, exact_nonfinite=False))\n" if self.nonfinite else "eager=False))\n")
         )
 
     def __call__(self, xp=np):
@@ -239,8 +243,15 @@ def _jitter(shape, offset):
     return (0.0137 * ((k * 0.6180339887498949) % 1.0) + 1e-3 * (k + 1)).reshape(shape)
 
 
+def _literal(x) -> str:
+    """``x`` as a Python list literal that names NaN and inf through NumPy."""
+    return repr(np.asarray(x).tolist()).replace("nan", "np.nan").replace("inf", "np.inf")
+
+
 @st.composite
-def _inputs(draw, min_inputs=1, max_inputs=3, tied=False):
+def _inputs(draw, min_inputs=1, max_inputs=3, tied=False, nonfinite=False):
+    """1-3 input arrays: jittered floats (no two equal), or values from ``TIED`` repeated, or (with
+    ``nonfinite``) jittered floats with one in eight elements, and at least one, NaN, +inf or -inf."""
     n = draw(st.integers(min_inputs, max_inputs))
     out = []
     offset = 0
@@ -251,6 +262,13 @@ def _inputs(draw, min_inputs=1, max_inputs=3, tied=False):
         values = np.asarray(draw(st.lists(elements, min_size=size, max_size=size)), dtype=np.float64)
         out.append(values.reshape(shape) if tied else values.reshape(shape) + _jitter(shape, offset))
         offset += size
+    if nonfinite:
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        flat = [x.reshape(-1) for x in out]
+        for k, x in enumerate(flat):
+            chosen = rng.uniform(size=x.size) < 0.125
+            chosen[rng.integers(x.size)] |= k == 0  # the first input has one at least
+            x[chosen] = rng.choice(NONFINITE_VALUES, size=int(chosen.sum()))
     return out
 
 
@@ -364,20 +382,22 @@ def _step(draw, shapes: list):
 def programs(draw, min_steps=2, max_steps=30, min_inputs=1, max_inputs=3):
     """Strategy: a :class:`Program` of ``min_steps..max_steps`` steps on 1-3 float inputs (tied ones in
     one program of four)."""
-    tied = draw(st.integers(0, 3)) == 3  # (shrinks towards untied inputs)
-    inputs = draw(_inputs(min_inputs, max_inputs, tied))
+    tied = draw(st.integers(0, 3)) == 3  # (shrinks towards untied, finite inputs)
+    nonfinite = not tied and draw(st.integers(0, 5)) == 5
+    inputs = draw(_inputs(min_inputs, max_inputs, tied, nonfinite))
     shapes = [x.shape for x in inputs]
     steps = []
     for _ in range(draw(st.integers(min_steps, max_steps))):
         step, shape = draw(_step(shapes))
         steps.append(step)
         shapes.append(tuple(shape))
-    return Program(tuple(inputs), tuple(steps), smooth=not tied)
+    return Program(tuple(inputs), tuple(steps), smooth=not (tied or nonfinite), nonfinite=nonfinite)
 
 
 # -- checking and searching --------------------------------------------------------
 def well_defined(program: Program) -> bool:
-    """All intermediate NumPy values finite and of moderate size at the program's inputs."""
+    """All intermediate NumPy values finite and of moderate size at the program's inputs (with non-finite
+    inputs: the finite ones of moderate size)."""
     values = list(program.inputs)
     names = program.names
     scope = {"xp": np, "np": np}
@@ -385,7 +405,8 @@ def well_defined(program: Program) -> bool:
         for s in program.steps:
             scope.update({names[i]: values[i] for i in range(len(values))})
             v = np.asarray(eval(s.expression(names), scope))  # noqa: S307
-            if not np.all(np.isfinite(v)) or np.any(np.abs(v) > MAX_ABS):
+            finite = np.isfinite(v)
+            if not (program.nonfinite or np.all(finite)) or np.any(np.abs(v[finite]) > MAX_ABS):
                 return False
             values.append(v)
     return True
@@ -414,6 +435,8 @@ def check_program(program: Program, fn=None, fd_rtol=FD_RTOL, kinds=KINDS, **kwa
     """``oracle.check`` of the program (or of ``fn``, e.g. a wrapped ``program.callable``) at its inputs."""
     fn = program.callable if fn is None else fn
     kwargs.setdefault("fd", program.smooth)
+    kwargs.setdefault("eager", program.nonfinite)
+    kwargs.setdefault("exact_nonfinite", not program.nonfinite)  # infinite adjoints: each rule picks NaN or inf
     return check(fn, *program.inputs, namespace=True, fd_rtol=fd_rtol, kinds=kinds, name="program", **kwargs)
 
 

@@ -65,7 +65,7 @@ def test_some_programs_have_tied_inputs():
         seen.append(program)
 
     collect()
-    tied = [p for p in seen if not p.smooth]
+    tied = [p for p in seen if not p.smooth and not p.nonfinite]
     assert 0 < len(tied) < len(seen)
     for program in tied:  # a few values, repeated: no jitter
         values = np.concatenate([np.ravel(x) for x in program.inputs])
@@ -74,6 +74,29 @@ def test_some_programs_have_tied_inputs():
         if program.smooth:
             values = np.concatenate([np.ravel(x) for x in program.inputs])
             assert np.unique(values).size == values.size
+
+
+def test_some_programs_have_nan_and_inf_inputs_and_are_checked_op_by_op():
+    seen = []
+
+    @settings(max_examples=100, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(programs(min_steps=1, max_steps=3))
+    def collect(program):
+        seen.append(program)
+
+    collect()
+    special = [p for p in seen if p.nonfinite]
+    assert 0 < len(special) < len(seen)
+    for program in special:
+        assert not program.smooth and not np.isfinite(np.ravel(program.inputs[0])).all()
+        assert "eager=True" in program.snippet() and "np.array(" in program.snippet()
+    program = special[0]
+    stub = _StubOracle()
+    _exec_snippet(program.snippet(), stub)  # NaN and inf written so that the snippet runs
+    [(_, args, kwargs)] = stub.calls
+    assert kwargs["eager"] is True
+    for a, x in zip(args, program.inputs):
+        np.testing.assert_array_equal(a, x)
 
 
 def test_snippet_runs_the_real_oracle():

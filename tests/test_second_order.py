@@ -838,3 +838,35 @@ def test_rows_whose_output_adjoint_is_a_constant_are_marked():
     assert marked(lambda x: np.sum(2.0 * np.exp(x)), x) == [("exp", True), ("multiply", True), ("sum", True)]
     # square's adjoint is 1; exp's, 2 exp(x) ȳ, varies with x: not marked
     assert marked(lambda x: np.sum(np.exp(x) ** 2), x) == [("exp", False), ("square", True), ("sum", True)]
+
+
+def test_a_gathers_sources_carry_second_order_adjoints_whatever_their_position():
+    # a stack is one gather over its sources; an adjoint that varies reaches each of them (the second
+    # source has no F_GRAD bit of its own)
+    x = np.array([0.5, -1.25, 2.0])
+    hessian = ft.hessian(lambda x: np.sum(np.stack([x, x**2, np.sin(x)]) ** 2))(x)
+    # f = Σ x² + x⁴ + sin² x:  f'' = 2 + 12 x² + 2 cos 2x
+    np.testing.assert_allclose(hessian, np.diag(2 + 12 * x**2 + 2 * np.cos(2 * x)), rtol=1e-13, atol=1e-14)
+
+
+def test_a_value_read_only_by_rules_without_derivative_sends_back_no_nan():
+    # sign(tanh(x)): tanh's adjoint is a structural zero (JAX's symbolic zero), not 0 x tanh'(NaN)
+    x = np.array([np.nan, 0.5, np.inf])
+    g = ft.grad(lambda x: np.sum(-x) + np.sum(np.sign(1.5 + np.tanh(x))))(x)
+    np.testing.assert_array_equal(g, [-1.0, -1.0, -1.0])
+
+
+def test_an_infinite_adjoint_of_a_max_meets_its_zero_weights_as_in_jax():
+    # min(-x)² at x = (0.5, inf, 1): the adjoint of the min is -inf; the elements that are not the
+    # minimum get 0 x -inf = NaN (JAX's mask times adjoint), the minimum -inf x -1 = inf
+    x = np.array([0.5, np.inf, 1.0])
+    f = functools.partial(lambda xp, x: xp.min(-x) ** 2)
+    with jax.disable_jit():
+        expected = jax.grad(lambda x: f(jnp, x))(x)
+    np.testing.assert_array_equal(ft.grad(lambda x: f(np, x))(x), expected)
+    np.testing.assert_array_equal(expected, [np.nan, np.inf, np.nan])
+    t = np.array([1.0, np.inf, 0.0])  # the min's tangent: the minimum's, plus 0 x inf from another element
+    with jax.disable_jit():
+        expected = jax.jvp(lambda x: jnp.min(x), (x,), (t,))[1]
+    assert np.isnan(expected)
+    np.testing.assert_array_equal(ft.jvp(lambda x: np.min(x), (x,), (t,))[1], expected)

@@ -238,6 +238,7 @@ def reverse(ins, i, aux, buf, N):
             else:  # max / min
                 tied, other = tie_shares(buf[side + p * post + q])
                 tied *= g
+                other *= g  # 0 x ḡ, as JAX's mask x ḡ: NaN where ḡ is infinite
                 for k in range(r):
                     pos = base + k * post + q
                     buf[N + pos] += tied if buf[pos] == z else other
@@ -272,11 +273,10 @@ def tangent(ins, i, aux, buf, tan, NV, k):
                         pos = base + kk * post + q
                         acc = acc * buf[pos] + prod * t[pos]
                         prod *= buf[pos]
-                else:  # max / min: the mean tangent over the ties, as JAX
+                else:  # max / min: the mean tangent over the ties, as JAX (mask x tangent: 0 x inf is NaN)
                     for kk in range(r):
                         pos = base + kk * post + q
-                        if buf[pos] == z:
-                            acc += t[pos]
+                        acc += t[pos] if buf[pos] == z else 0.0 * t[pos]
                     acc *= tie_shares(buf[side + p * post + q])[0]
                 t[out] = acc
 
