@@ -264,11 +264,12 @@ def _inputs(draw, min_inputs=1, max_inputs=3, tied=False, nonfinite=False):
         offset += size
     if nonfinite:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        flat = [x.reshape(-1) for x in out]
-        for k, x in enumerate(flat):
-            chosen = rng.uniform(size=x.size) < 0.125
-            chosen[rng.integers(x.size)] |= k == 0  # the first input has one at least
-            x[chosen] = rng.choice(NONFINITE_VALUES, size=int(chosen.sum()))
+        for k, x in enumerate(out):
+            flat = np.array(x, dtype=np.float64).reshape(-1)  # (a shape-() input is a NumPy scalar)
+            chosen = rng.uniform(size=flat.size) < 0.125
+            chosen[rng.integers(flat.size)] |= k == 0  # the first input has one at least
+            flat[chosen] = rng.choice(NONFINITE_VALUES, size=int(chosen.sum()))
+            out[k] = flat.reshape(np.shape(x))[()] if np.ndim(x) == 0 else flat.reshape(np.shape(x))
     return out
 
 

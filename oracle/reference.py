@@ -65,15 +65,33 @@ def _accurate_logaddexp():
 
     JAX's rule is exp(x - z), exp(y - z): at x = y = 1e295 the value z rounds to x and both partials
     come out 1 instead of 1/2 (and the second partials 0 or 1 instead of ±1/4).  Where z is infinite
-    this keeps JAX's rule and its conventions."""
+    this keeps JAX's rule and its conventions, exp(x - z) with +inf read as 0, and their derivatives --
+    but as products of partials and tangents: JAX's rule reads +inf as 0 with a select, which drops a
+    NaN tangent, where the declaration's second partials (the same values) multiply it."""
     import jax
     import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def partials_at_infinity(x, y):
+        z = jnp.logaddexp(x, y)
+        read = lambda v: jnp.where(v == jnp.inf, 0.0, v)  # noqa: E731
+        return jnp.exp(read(x) - read(z)), jnp.exp(read(y) - read(z))
+
+    @partials_at_infinity.defjvp
+    def partials_jvp(primals, tangents):
+        (x, y), (tx, ty) = primals, tangents
+        px, py = partials_at_infinity(x, y)
+        up = jnp.logaddexp(x, y) == jnp.inf  # JAX's rule differentiated: no cross term where z = +inf
+        pxx = jnp.where(up, jnp.where(x == jnp.inf, 0.0, px), px * py)
+        pxy = jnp.where(up, 0.0, -px * py)
+        pyy = jnp.where(up, jnp.where(y == jnp.inf, 0.0, py), px * py)
+        return (px, py), (pxx * tx + pxy * ty, pxy * tx + pyy * ty)
 
     def tangent(x, y, z, dx, dy):
         finite = jnp.isfinite(z)
         d = jnp.where(finite, x - y, 0.0)
-        jax_tangent = jax.jvp(jnp.logaddexp, (x, y), (dx, dy))[1]
-        return jnp.where(finite, jax.nn.sigmoid(d) * dx + jax.nn.sigmoid(-d) * dy, jax_tangent)
+        px, py = partials_at_infinity(x, y)
+        return jnp.where(finite, jax.nn.sigmoid(d) * dx + jax.nn.sigmoid(-d) * dy, px * dx + py * dy)
 
     return _with_tangent(jnp.logaddexp, tangent)
 
@@ -111,11 +129,12 @@ def _exact_prod():
 
     def exclusive(x):
         r = x.shape[1]
-        prefix, suffix = [jnp.ones_like(x[:, 0])], [jnp.ones_like(x[:, 0])]
+        one = jnp.ones(x.shape[:1] + x.shape[2:], dtype=x.dtype)
+        prefix, suffix = [one], [one]
         for k in range(1, r):
             prefix.append(prefix[-1] * x[:, k - 1])
             suffix.append(suffix[-1] * x[:, r - k])
-        return jnp.stack([prefix[k] * suffix[r - 1 - k] for k in range(r)], axis=1)
+        return jnp.stack([prefix[k] * suffix[r - 1 - k] for k in range(r)], axis=1) if r else x
 
     @jax.custom_jvp
     def prod(x):

@@ -1,7 +1,7 @@
 """Random programs over fasttape's primitive table, checked against JAX (oracle.programs)."""
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 
 import oracle
 from oracle.programs import TIED, Program, Step, check_program, programs, search, well_defined
@@ -77,26 +77,21 @@ def test_some_programs_have_tied_inputs():
 
 
 def test_some_programs_have_nan_and_inf_inputs_and_are_checked_op_by_op():
-    seen = []
-
-    @settings(max_examples=100, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    @given(programs(min_steps=1, max_steps=3))
-    def collect(program):
-        seen.append(program)
-
-    collect()
-    special = [p for p in seen if p.nonfinite]
-    assert 0 < len(special) < len(seen)
-    for program in special:
-        assert not program.smooth and not np.isfinite(np.ravel(program.inputs[0])).all()
-        assert "eager=True" in program.snippet() and "np.array(" in program.snippet()
-    program = special[0]
+    program = find(
+        programs(min_steps=1, max_steps=3),
+        lambda p: p.nonfinite,
+        settings=settings(max_examples=2000, database=None, derandomize=True, suppress_health_check=list(HealthCheck)),
+    )
+    assert not program.smooth and not np.isfinite(np.ravel(program.inputs[0])).all()
+    assert "eager=True, exact_nonfinite=False" in program.snippet()
     stub = _StubOracle()
     _exec_snippet(program.snippet(), stub)  # NaN and inf written so that the snippet runs
     [(_, args, kwargs)] = stub.calls
-    assert kwargs["eager"] is True
+    assert kwargs["eager"] is True and kwargs["exact_nonfinite"] is False
     for a, x in zip(args, program.inputs):
         np.testing.assert_array_equal(a, x)
+    untied = find(programs(min_steps=1, max_steps=3), lambda p: p.smooth)
+    assert not untied.nonfinite and "eager=False" in untied.snippet()
 
 
 def test_snippet_runs_the_real_oracle():

@@ -67,8 +67,10 @@ def test_missing_cells_are_reported():
 
 
 def test_every_primitive_is_covered():
-    """Every case's loss is scalar, so every kind applies to every case: one kind suffices for coverage."""
-    m = run_matrix("quick", kind="value", progress=False, random_programs=False)
+    """Every case's loss is scalar, so every kind applies to every case: one kind suffices for coverage, and
+    the cases on smooth operands cover every primitive (the edge cases run in the oracle's own profiles)."""
+    smooth_domain = [c for c in PRIMITIVE_CASES if "-edge-" not in c.name]
+    m = run_matrix("quick", kind="value", progress=False, random_programs=False, cases=smooth_domain)
     assert m.missing == [], m.missing
     assert m.passed, m.table()
     assert set(m.primitives) == set(ALL)
