@@ -271,7 +271,7 @@ def tangent(ins, i, aux, buf, tan, NV, k):
                     prod = 1.0  # dual-number product: exact with zeros
                     for kk in range(r):
                         pos = base + kk * post + q
-                        acc = acc * buf[pos] + prod * t[pos]
+                        acc = acc * buf[pos] + prod * t[pos] if kk else t[pos]  # (no 0 x x₀: NaN at x₀ = NaN)
                         prod *= buf[pos]
                 else:  # max / min: the mean tangent over the ties, as JAX (mask x tangent: 0 x inf is NaN)
                     for kk in range(r):
@@ -331,7 +331,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         scratch[2 * kk + 1] = pt
                         pos = base + kk * post + q
                         xt = tan[d * N + pos] if second else 0.0
-                        pt = pt * buf[pos] + pv * xt
+                        pt = pt * buf[pos] + pv * xt if kk else xt
                         pv *= buf[pos]
                     sv = 1.0
                     st = 0.0
@@ -346,7 +346,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         else:
                             adj2[d * N + pos] += gd * ov
                         xt = tan[d * N + pos] if second else 0.0
-                        st = st * buf[pos] + sv * xt
+                        st = st * buf[pos] + sv * xt if kk < r - 1 else xt
                         sv *= buf[pos]
                 else:  # max / min: piecewise linear
                     tied, other = tie_shares(buf[side + p * post + q])
@@ -393,13 +393,13 @@ def _exclusive_product_tangents(x, t):
     prefix_v, prefix_t = np.empty(shape), np.empty(shape)
     for k in range(r):
         prefix_v[..., k, :], prefix_t[..., k, :] = pv, pt
-        pt = pt * x[..., k, :] + pv * t[..., k, :]
+        pt = pt * x[..., k, :] + pv * t[..., k, :] if k else np.broadcast_to(t[..., k, :], pt.shape).copy()
         pv = pv * x[..., k, :]
     sv, st = np.ones_like(pv), np.zeros_like(pt)
     out = np.empty(shape)
     for k in range(r - 1, -1, -1):
         out[..., k, :] = prefix_t[..., k, :] * sv + prefix_v[..., k, :] * st
-        st = st * x[..., k, :] + sv * t[..., k, :]
+        st = st * x[..., k, :] + sv * t[..., k, :] if k < r - 1 else np.broadcast_to(t[..., k, :], st.shape).copy()
         sv = sv * x[..., k, :]
     return out
 
