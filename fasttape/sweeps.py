@@ -115,7 +115,7 @@ def tangent_sweep(ins, code, aux, buf, tan, k, skip_local):
 
 @jit
 def zero_runs(aux, buf, adj2, k, second):
-    """Zero the adjoints that no instruction initialises (see plan_adjoint_initialisation)."""
+    """Zero the adjoints that no instruction initialises (see adjoint_plan.plan_adjoint_initialisation)."""
     N = aux[M_NVALS]
     zeros = aux[M_ZEROS]
     for z in range(aux[M_NZEROS]):

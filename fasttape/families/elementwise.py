@@ -201,7 +201,6 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
     ib = (flags & F_INIT_B) != 0
     flat = second and (flags & F_CONST_ADJOINT) != 0  # z̄' is a structural zero: no z̄' f' term
     xx, xy, yy = CURVATURE[op, 0], CURVATURE[op, 1], CURVATURE[op, 2]
-    curved = xx
     if not (n >= SMALL_RUN and (BINARY[op] or second)):  # the index loops accumulate: a first write starts at 0
         zero_first_writes(ins, i, buf, adj2, N, k, second)
     if UNARY[op] and n < SMALL_RUN:
@@ -213,11 +212,9 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                 g = buf[N + o + j]
                 buf[N + a + j] += g * d1
                 d2 = unary_second(op, x, z, d1)
-                for d in range(k):  # x̄' += z̄' f' + z̄ f'' x', without the terms that are structural zeros
-                    v = 0.0 if flat else adj2[d * N + o + j] * d1
-                    if curved:
-                        v += g * d2 * tan[d * N + a + j]
-                    adj2[d * N + a + j] += v
+                for d in range(k):
+                    adj2[d * N + a + j] += second_terms(flat, adj2[d * N + o + j], d1, g, xx, d2, tan[d * N + a + j],
+                                                        False, 0.0, 0.0)  # fmt: skip
             else:
                 for d in range(k):
                     adj2[d * N + a + j] += adj2[d * N + o + j] * d1
@@ -403,11 +400,10 @@ def numpy_reverse(row, aux, buf, G, G2, T):
         g = G[:, o : o + n]
         tx = T[:, a : a + na] if ga else None
         ty = T[:, b : b + nb] if gb else None
-        for pos, size, own, d_own, other, d_cross in ((a, na, tx, (dxx, xx), ty, (dxy, xy)),
-                                                      (b, nb, ty, (dyy, yy), tx, (dxy, xy))):  # fmt: skip
+        for pos, size, own, d_own, own_curved, other in ((a, na, tx, dxx, xx, ty), (b, nb, ty, dyy, yy, tx)):
             if own is None:
                 continue
-            terms = [d * t for (d, curved), t in ((d_own, own), (d_cross, other)) if curved and t is not None]
+            terms = ([d_own * own] if own_curved else []) + ([dxy * other] if xy and other is not None else [])
             if terms:
                 add_to(G2, pos, size, g * sum(terms), n)
     for A in adjoints:
