@@ -62,14 +62,27 @@ def _extended(xp):
 
 
 def scalar_loss(case, args, rng):
-    """``loss(xp, *args)``: the case itself when its output is a scalar, else the sum of its
-    output times a fixed random weight (so the gradient checked is a vector-Jacobian product)."""
-    out = np.asarray(case.fn(NP, *args))
-    weight = None if out.ndim == 0 else rng.normal(size=out.shape)
+    """``loss(xp, *args)``: the case's output ``y`` weighed by fixed random weights, ``sum(w y)``, plus
+    a quadratic ``sum(c y²) / 2`` whose curvature ``c`` is scaled to ``1 / max |y|`` (no overflow at
+    1e300).  The quadratic makes the adjoint reaching the case's primitives vary with the inputs, so
+    the second-order sweep has an adjoint tangent to carry through each of them: under a linear loss
+    it is a structural zero, and a wrong second-order rule of a piecewise-linear primitive (``max``
+    at a tie, ``abs`` at 0) would go unseen.
+
+    Cases with NaN and inf inputs keep the linear loss: an infinite adjoint would turn their exact
+    comparison into one of how each rule groups its arithmetic (inf or NaN), which the random
+    programs check loosely (``check(exact_nonfinite=False)``)."""
+    out = np.asarray(case.fn(NP, *args), dtype=np.float64)
+    weight = rng.normal(size=out.shape)
+    curvature = None
+    if not case.eager:
+        scale = max(1.0, float(np.max(np.abs(out[np.isfinite(out)]), initial=0.0)))
+        curvature = rng.uniform(0.5, 1.0, size=out.shape) / scale
 
     def loss(xp, *a):
         y = case.fn(_extended(xp), *a)
-        return y if weight is None else xp.sum(y * weight)
+        linear = xp.sum(y * weight)
+        return linear if curvature is None else linear + 0.5 * xp.sum((curvature * y) * y)  # (c y) y: finite
 
     loss.__name__ = case.name
     return loss

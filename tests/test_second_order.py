@@ -870,3 +870,28 @@ def test_an_infinite_adjoint_of_a_max_meets_its_zero_weights_as_in_jax():
         expected = jax.jvp(lambda x: jnp.min(x), (x,), (t,))[1]
     assert np.isnan(expected)
     np.testing.assert_array_equal(ft.jvp(lambda x: np.min(x), (x,), (t,))[1], expected)
+
+
+@pytest.mark.parametrize("tier", ["compiled", "executor"])
+@pytest.mark.parametrize("x", [[np.nan], [np.inf, 2.0]], ids=["one-factor", "two-factors"])
+def test_an_empty_prefix_or_suffix_of_a_product_has_no_tangent_term(tier, x):
+    # the exclusive products of prod are prefix x suffix; an empty one is the constant 1, so its tangent
+    # is a structural zero: prod([x]) has no second partial (H v = c v at x = NaN, JAX's symbolic zero),
+    # and the end elements of a longer product form no 0 x inf (JAX's own tree pads three factors with
+    # a 1 whose zero tangent does: the oracle's exact product is the reference there)
+    from fasttape import tiers
+
+    x = np.array(x)
+    v = np.linspace(1.0, 2.0, x.size)
+
+    def f(xp, x):
+        y = xp.prod(x)
+        return 0.3 * y + 0.35 * y * y
+
+    with jax.disable_jit():
+        expected = jax.jvp(jax.grad(functools.partial(f, jnp)), (x,), (v,))[1]
+    with tiers.only(tier), np.errstate(all="ignore"):
+        actual = ft.hvp(functools.partial(f, np), (x,), (v,))
+    np.testing.assert_array_equal(actual, expected)
+    if x.size == 1:
+        np.testing.assert_array_equal(actual, 0.7 * v)

@@ -338,11 +338,15 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                     for kk in range(r - 1, -1, -1):
                         pos = base + kk * post + q
                         ov = scratch[2 * kk] * sv
-                        ot = scratch[2 * kk + 1] * sv + scratch[2 * kk] * st
+                        # an empty prefix or suffix is the constant 1: its tangent a structural zero
+                        ot = scratch[2 * kk + 1] * sv if kk > 0 else 0.0
+                        if kk < r - 1:
+                            ot = ot + scratch[2 * kk] * st if kk > 0 else scratch[2 * kk] * st
                         if second:
                             if d == 0:
                                 buf[N + pos] += g * ov
-                            adj2[d * N + pos] += (0.0 if flat else gd * ov) + g * ot
+                            curved = g * ot if r > 1 else 0.0  # prod of one factor: no second partial
+                            adj2[d * N + pos] += (0.0 if flat else gd * ov) + curved
                         else:
                             adj2[d * N + pos] += gd * ov
                         xt = tan[d * N + pos] if second else 0.0
@@ -397,8 +401,9 @@ def _exclusive_product_tangents(x, t):
         pv = pv * x[..., k, :]
     sv, st = np.ones_like(pv), np.zeros_like(pt)
     out = np.empty(shape)
-    for k in range(r - 1, -1, -1):
-        out[..., k, :] = prefix_t[..., k, :] * sv + prefix_v[..., k, :] * st
+    for k in range(r - 1, -1, -1):  # an empty prefix or suffix is the constant 1, with no tangent term
+        terms = ([prefix_t[..., k, :] * sv] if k > 0 else []) + ([prefix_v[..., k, :] * st] if k < r - 1 else [])
+        out[..., k, :] = terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else 0.0)
         st = st * x[..., k, :] + sv * t[..., k, :] if k < r - 1 else np.broadcast_to(t[..., k, :], st.shape).copy()
         sv = sv * x[..., k, :]
     return out
@@ -467,7 +472,8 @@ def numpy_reverse(row, aux, buf, G, G2, T):
         t = T[:, a : a + na].reshape(T.shape[0], pre, r, post)
         g = G[:, o : o + n].reshape(1, pre, 1, post)
         x = buf[a : a + na].reshape(pre, r, post)
-        G2[:, a : a + na] += (g * _exclusive_product_tangents(x, t)).reshape(G2.shape[0], na)
+        if r > 1:  # prod of one factor: no second partial, no term
+            G2[:, a : a + na] += (g * _exclusive_product_tangents(x, t)).reshape(G2.shape[0], na)
     for A in adjoints:
         g = A[:, o : o + n].reshape(A.shape[0], pre, 1, post)
         A[:, a : a + na] += (g * w).reshape(A.shape[0], na)
