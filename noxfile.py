@@ -25,7 +25,7 @@ def tests(session):
     session.run("python", "-m", "pytest", "tests", "-n", "auto", *session.posargs)
     # the oracle checks the compiled sweeps (tests/test_executor.py holds the executor to them)
     compiled = {"FASTTAPE_TIERS": "compiled"}
-    jobs = str(os.cpu_count() or 1)  # the random programs run in parallel processes
+    jobs = str(os.cpu_count() or 1)  # the oracle's checks run on a pool of processes
     session.run(
         "python", "-m", "oracle", "--profile", "ci", "--no-progress", "--jobs", jobs, "--json", "oracle-ci.json",
         env=compiled,
@@ -73,7 +73,7 @@ def bench(session):
 def oracle(session):
     """The oracle's full matrix (thorough profile): every primitive × derivative kind against JAX and FD."""
     session.install("-e", ".[test]")
-    jobs = str(os.cpu_count() or 1)  # the random programs run in parallel processes
+    jobs = str(os.cpu_count() or 1)  # the oracle's checks run on a pool of processes
     session.run(
         "python", "-m", "oracle", "--profile", "thorough", "--jobs", jobs, "--json", "oracle-report.json",
         *session.posargs, env={"FASTTAPE_TIERS": "compiled"},

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write a machine-readable report to PATH")
     parser.add_argument("--no-programs", action="store_true", help="skip the random-program search")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="processes for the random programs")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="processes that share the checks")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case's report in full")
     args = parser.parse_args(argv)
     profile = args.profile or "quick"

@@ -28,7 +28,7 @@ import hypothesis
 import numpy as np
 
 import fasttape as ft
-from fasttape.kernels import C_OP, PRIMITIVES
+from fasttape.kernels import C_OP, PRIMITIVE_BY_NAME, PRIMITIVES
 
 from .cases import NP, PRIMITIVE_CASES, checked_edges, scalar_loss
 from .check import KINDS, Report, check
@@ -122,7 +122,8 @@ class Matrix:
     drawn_failures: list = field(default_factory=list)  # (primitive, shrunk example, report) from hypothesis
     programs: dict = field(default_factory=dict)  # random-program search outcome
     seconds: float = 0.0
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # phase -> seconds (process seconds when ``in_processes``)
+    in_processes: int = 0  # the pool's size when every phase ran on a pool of processes
 
     def cell(self, primitive, kind) -> Cell:
         return self.cells.setdefault((primitive, kind), Cell())
@@ -247,10 +248,11 @@ class Matrix:
         checks = self.checks + self.programs.get("checks", 0)
         status = "all passed" if self.passed else "FAILED"
         phases = ", ".join(f"{k} {v:.0f} s" for k, v in self.timings.items())
+        where = f" on {self.in_processes} processes ({phases} of process time)" if self.in_processes else f" ({phases})"
         return (
             f"{len(self.primitives)} primitives x {len(self.kinds)} kinds: {len(self.runs) - drawn} case runs, "
             f"{drawn} hypothesis-drawn examples, {programs} random programs; {checks} derivative checks: "
-            f"{status} in {self.seconds:.1f} s ({phases})"
+            f"{status} in {self.seconds:.1f} s{where}"
         )
 
     def to_dict(self) -> dict:
@@ -262,6 +264,7 @@ class Matrix:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seconds": self.seconds,
             "timings": self.timings,
+            "processes": self.in_processes or 1,
             "kinds": list(self.kinds),
             "primitives": list(self.primitives),
             "checks": self.checks,
@@ -366,9 +369,11 @@ def run_matrix(
 ) -> Matrix:
     """Run every case (optionally only those of one primitive, one kind) and aggregate the matrix.
 
-    ``on_report(case_run)`` is called after each case (the CLI's ``-v`` prints reports with it); ``jobs``
-    processes share the random-program search.  ``first_failure``: stop at the first failing check,
-    shrinking nothing (``oracle.mutants`` only asks whether a planted fault is caught).
+    ``on_report(case_run)`` is called after each case (the CLI's ``-v`` prints reports with it).  With
+    ``jobs`` > 1 every check runs on a pool of that many processes; hand-picked ``cases`` and
+    ``first_failure`` runs keep one process, sharing only the random programs.  ``first_failure``: stop
+    at the first failing check, shrinking nothing (``oracle.mutants`` only asks whether a planted fault
+    is caught).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; one of {sorted(PROFILES)}")
@@ -383,46 +388,131 @@ def run_matrix(
     rows = all_names if primitive is None or primitive not in all_names else (primitive,)
     matrix = Matrix(profile=profile, kinds=kinds, primitives=rows)
     start = time.perf_counter()
-    selected = select_cases(primitive, cases)
-    total = len(selected) * settings["seeds"]
-    bar = _Progress(progress and (progress is True or sys.stderr.isatty()), total)
-    i = 0
-
-    def stop():
-        return first_failure and bool(matrix.first_failure())
-
-    for case in selected:
-        for draw in range(settings["seeds"]):
-            i += 1
-            bar.update(i, f"{case.name} (draw {draw})")
-            rng = np.random.default_rng(_seed(case.name, draw))
-            _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, on_report)
-            if stop():
-                return matrix
-    bar.done()
-    matrix.timings["cases"] = time.perf_counter() - start
+    case_work = [(case, draw) for case in select_cases(primitive, cases) for draw in range(settings["seeds"])]
+    drawn_work = []
     if settings["examples"] and cases is None:  # hand-picked ``cases`` (tests of the runner) skip this phase
-        t0 = time.perf_counter()
         drawn = [p for p in DRAWN if primitive is None or p.name == primitive]
-        bar = _Progress(bar.enabled, len(drawn))
-        for j, prim in enumerate(drawn):
-            bar.update(j + 1, f"{prim.name}: {settings['examples']} hypothesis examples")
-            for edge in (None, *checked_edges(prim)):  # smooth operands, then each edge
-                _check_drawn(matrix, prim, settings["examples"], on_report, not first_failure, edge)
-                if stop():
-                    return matrix
-        bar.done()
-        matrix.timings["drawn"] = time.perf_counter() - t0
-    if random_programs and primitive is None and kind is None:
-        t0 = time.perf_counter()
-        shrink = not first_failure
-        matrix.programs = _run_programs(settings["programs"], jobs, bar if progress else None, shrink)
-        matrix.programs["seconds"] = time.perf_counter() - t0
-        matrix.timings["programs"] = matrix.programs["seconds"]
-    elif random_programs:
+        drawn_work = [(prim, edge) for prim in drawn for edge in (None, *checked_edges(prim))]  # smooth, then edges
+    programs = settings["programs"] if random_programs and primitive is None and kind is None else 0
+    enabled = progress and (progress is True or sys.stderr.isatty())
+    if jobs > 1 and cases is None and not first_failure:
+        _run_in_processes(matrix, case_work, drawn_work, programs, jobs, enabled, on_report)
+    else:
+        _run_in_order(matrix, case_work, drawn_work, programs, jobs, enabled, on_report, first_failure)
+    if random_programs and not programs:
         matrix.programs = {"skipped": True, "note": "random programs run only for the full matrix"}
     matrix.seconds = time.perf_counter() - start
     return matrix
+
+
+def _run_in_order(matrix, case_work, drawn_work, programs, jobs, enabled, on_report, first_failure) -> None:
+    """The phases one after another in this process (the random programs on ``jobs`` processes)."""
+    examples = PROFILES[matrix.profile]["examples"]
+    bar = _Progress(enabled, len(case_work))
+    t0 = time.perf_counter()
+    for i, (case, draw) in enumerate(case_work):
+        bar.update(i + 1, f"{case.name} (draw {draw})")
+        rng = np.random.default_rng(_seed(case.name, draw))
+        _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, on_report)
+        if first_failure and matrix.first_failure():
+            return
+    bar.done()
+    matrix.timings["cases"] = time.perf_counter() - t0
+    if drawn_work:
+        t0 = time.perf_counter()
+        bar = _Progress(enabled, len(drawn_work))
+        for j, (prim, edge) in enumerate(drawn_work):
+            bar.update(j + 1, f"{prim.name}{'@' + edge if edge else ''}: {examples} hypothesis examples")
+            _check_drawn(matrix, prim, examples, on_report, not first_failure, edge)
+            if first_failure and matrix.first_failure():
+                return
+        bar.done()
+        matrix.timings["drawn"] = time.perf_counter() - t0
+    if programs:
+        t0 = time.perf_counter()
+        bar = _Progress(enabled, 1)
+        bar.update(1, f"{programs} random programs on {jobs} process(es)")
+        shares = [programs // jobs + (i < programs % jobs) for i in range(jobs)]
+        if jobs == 1:
+            results = [_search_share(programs, 0, not first_failure)]
+        else:
+            with _pool(jobs) as pool:
+                results = list(pool.map(_search_share, shares, range(jobs), [not first_failure] * jobs))
+        bar.done()
+        matrix.programs = _merged_programs(results, programs, jobs)
+        matrix.programs["seconds"] = matrix.timings["programs"] = time.perf_counter() - t0
+
+
+def _run_in_processes(matrix, case_work, drawn_work, programs, jobs, enabled, on_report) -> None:
+    """Every check of the three phases as a task of a pool of ``jobs`` processes, the longest first (the
+    random programs' shares, then the drawn examples, then the cases); results are recorded in the
+    order :func:`_run_in_order` would give them, so the report does not depend on the scheduling.
+    Phase timings are then process seconds, summed over the pool."""
+    matrix.in_processes = jobs
+    index = {id(case): i for i, case in enumerate(PRIMITIVE_CASES)}
+    canonical = [("case", (index[id(case)], draw)) for case, draw in case_work]
+    canonical += [("drawn", (prim.name, edge)) for prim, edge in drawn_work]
+    shares = [programs // jobs + (i < programs % jobs) for i in range(jobs)] if programs else []
+    canonical += [("programs", (n, seed)) for seed, n in enumerate(shares) if n]
+    labels = [case.name for case, _ in case_work] + [f"{p.name}{'@' + e if e else ''}~drawn" for p, e in drawn_work]
+    labels += [f"{n} random programs" for n in shares if n]
+    submitted = sorted(range(len(canonical)), key=lambda i: ("programs", "drawn", "case").index(canonical[i][0]))
+    bar = _Progress(enabled, len(canonical))
+    outcomes = {}
+    with _pool(jobs) as pool:
+        futures = {pool.submit(_task, *canonical[i], matrix.profile, matrix.kinds): i for i in submitted}
+        for done, future in enumerate(concurrent.futures.as_completed(futures)):
+            i = futures[future]
+            outcomes[i] = future.result()
+            bar.update(done + 1, f"{labels[i]} (on {jobs} processes)")
+            if on_report is not None:
+                for run in outcomes[i]["runs"]:
+                    on_report(run)
+    bar.done()
+    program_results = []
+    for i in range(len(canonical)):
+        phase, outcome = canonical[i][0] + ("s" if canonical[i][0] == "case" else ""), outcomes[i]
+        for run in outcome["runs"]:
+            _record(matrix, run)
+        matrix.errors += outcome["errors"]
+        matrix.drawn_failures += outcome["drawn_failures"]
+        matrix.timings[phase] = matrix.timings.get(phase, 0.0) + outcome["seconds"]
+        if outcome["programs"] is not None:
+            program_results.append(outcome["programs"])
+    if programs:
+        matrix.programs = _merged_programs(program_results, programs, jobs)
+        matrix.programs["seconds"] = matrix.timings["programs"]
+
+
+def _pool(jobs):
+    context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
+    return concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context)
+
+
+def _task(phase, key, profile, kinds) -> dict:
+    """One task of :func:`_run_in_processes`, in a pool process: a case at one draw, a primitive's
+    hypothesis examples (smooth or on one edge), or a share of the random programs."""
+    matrix = Matrix(profile=profile, kinds=kinds, primitives=())
+    t0 = time.perf_counter()
+    programs = None
+    if phase == "case":
+        i, draw = key
+        case = PRIMITIVE_CASES[i]
+        rng = np.random.default_rng(_seed(case.name, draw))
+        _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, None)
+    elif phase == "drawn":
+        name, edge = key
+        _check_drawn(matrix, PRIMITIVE_BY_NAME[name], PROFILES[profile]["examples"], None, True, edge)
+    else:
+        n, seed = key
+        programs = _search_share(n, seed, True)
+    return {
+        "runs": matrix.runs,
+        "errors": matrix.errors,
+        "drawn_failures": matrix.drawn_failures,
+        "programs": programs,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> CaseRun:
@@ -445,16 +535,21 @@ def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> C
         run.error = traceback.format_exc()
         matrix.errors.append((name, draw, run.error))
     run.seconds = time.perf_counter() - t0
+    _record(matrix, run)
+    if on_report is not None:
+        on_report(run)
+    return run
+
+
+def _record(matrix, run) -> None:
+    """Add a case run to the matrix: to its runs, and its checks to the cells of the primitives it used."""
     matrix.runs.append(run)
     if run.report is not None:
         for result in run.report.results:
             k = result.kind.split(":")[0]  # "value:jnp" (native jax.numpy run) counts as value
             for p in run.primitives:
                 if p in matrix.primitives:
-                    matrix.cell(p, k).add(name, result)
-    if on_report is not None:
-        on_report(run)
-    return run
+                    matrix.cell(p, k).add(run.case, result)
 
 
 def _check_drawn(matrix, prim, examples, on_report, shrink=True, edge=None) -> None:
@@ -501,20 +596,9 @@ def _search_share(n, seed, shrink=True) -> dict:
     return {**stats, "failure": str(failure), "source": failure.source, "primitives": failure.primitives}
 
 
-def _run_programs(n, jobs=1, bar=None, shrink=True) -> dict:
-    """:func:`oracle.programs.search` over ``n`` random programs, split over ``jobs`` processes with seeds
-    0..jobs-1: how many programs ran, their derivative checks, and the shrunk failure if one failed."""
-    if bar is not None:
-        bar.update(bar.total, f"{n} random programs on {jobs} process(es)")
-    shares = [n // jobs + (i < n % jobs) for i in range(jobs)]
-    if jobs == 1:
-        results = [_search_share(n, 0, shrink)]
-    else:
-        context = multiprocessing.get_context("spawn")  # JAX's threads do not survive a fork
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            results = list(pool.map(_search_share, shares, range(jobs), [shrink] * jobs))
-    if bar is not None:
-        bar.done()
+def _merged_programs(results, n, jobs) -> dict:
+    """The random-program search's shares (:func:`_search_share`, seeds 0..jobs-1) as one outcome: how
+    many programs ran, their derivative checks, and the shrunk failure if one failed."""
     merged = {"count": n, "jobs": jobs, "programs": 0, "checks": 0, "failure": None}
     for result in results:
         merged["programs"] += result.get("programs", 0)

@@ -895,3 +895,41 @@ def test_an_empty_prefix_or_suffix_of_a_product_has_no_tangent_term(tier, x):
     np.testing.assert_array_equal(actual, expected)
     if x.size == 1:
         np.testing.assert_array_equal(actual, 0.7 * v)
+
+
+@pytest.mark.parametrize("tier", ["compiled", "executor"])
+@pytest.mark.parametrize("x", [[-1e295] * 3, [1e6, 1e6 + 0.5, 1e6 - 2.0]], ids=["log-k-absorbed", "z-1e6"])
+def test_logsumexp_weights_stay_a_softmax_where_its_value_absorbs_log_k(tier, x):
+    # at x = (-1e295, -1e295, -1e295), z = -1e295 + log 3 rounds to -1e295; exp(x - z) would weigh each
+    # element 1, not 1/3 (a gradient three times too large); at |z| = 1e6 it would be off by 1e-10
+    import fasttape.numpy as fnp
+    from fasttape import tiers
+
+    x = np.array(x)
+    c, v = 0.7 / np.max(np.abs(x)), np.linspace(0.5, 1.5, x.size)
+
+    def loss(logsumexp, x):
+        y = logsumexp(x)
+        return 0.4 * y + 0.5 * (c * y) * y
+
+    reference = functools.partial(loss, jax.scipy.special.logsumexp)
+    with tiers.only(tier):
+        g = ft.grad(functools.partial(loss, fnp.logsumexp))(x)
+        hv = ft.hvp(functools.partial(loss, fnp.logsumexp), (x,), (v,))
+    np.testing.assert_allclose(g, jax.grad(reference)(x), rtol=1e-12)
+    expected_hv = jax.jvp(jax.grad(reference), (x,), (v,))[1]
+    np.testing.assert_allclose(hv, expected_hv, rtol=1e-10, atol=1e-12 * np.max(np.abs(expected_hv)))
+
+
+@pytest.mark.parametrize("tier", ["compiled", "executor"])
+def test_the_tangent_of_a_product_beside_an_infinite_factor_is_the_textbook_jvp(tier):
+    # d prod = Σ t_k Π_{j≠k} x_j: along e_0 at x = (a, a, -inf) the term t_1 x_0 x_2 = 0 x inf is NaN, as
+    # JAX's JVP of that formula; a running dual-number product (acc x + p t) would skip it and give inf
+    from fasttape import tiers
+
+    x = np.array([-1.25, -1.25, -np.inf])
+    t = np.array([1.0, 0.0, 0.0])
+    with tiers.only(tier), np.errstate(all="ignore"):
+        assert np.isnan(ft.jvp(lambda x: np.prod(x), (x,), (t,))[1])
+        finite = np.array([-1.25, -1.25, 2.0])
+        np.testing.assert_array_equal(ft.jvp(lambda x: np.prod(x), (finite,), (np.array([0.0, 0.0, 1.0]),))[1], 1.5625)

@@ -125,6 +125,29 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
             buf[out] = m
 
 
+# Above this |z| the softmax exp(x - z) loses the rounding of z = shift + log(s): at z = -1e295 with k
+# equal elements log(k) vanishes and each weight would be 1, not 1/k.  Below it the error is < 2e-13.
+SOFTMAX_EXACT_ABOVE = 1024.0
+
+
+@jit(inline="always")
+def softmax_offset(buf, base, r, post, q, z):
+    """(shift, log s) with the softmax weights exp((x - shift) - log s) of a logsumexp whose value is z:
+    (z, 0) where z is small enough to subtract, else the shift and log-sum recomputed (as the forward)."""
+    if not abs(z) > SOFTMAX_EXACT_ABOVE:  # (NaN too: its weights are NaN either way)
+        return z, 0.0
+    m = buf[base + q]
+    for k in range(1, r):
+        v = buf[base + k * post + q]
+        if v != v or v > m:
+            m = v
+    shift = m if math.isfinite(m) else 0.0
+    s = 0.0
+    for k in range(r):
+        s += math.exp(buf[base + k * post + q] - shift)
+    return shift, math.log(s)
+
+
 @jit(inline="always")
 def tie_shares(count):
     """A max/min's adjoint weights (tied element, other element) from its tie count: the ties share it
@@ -230,9 +253,10 @@ def reverse(ins, i, aux, buf, N):
             g = buf[N + out]
             z = buf[out]
             if op == OP_LOGSUMEXP:
+                shift, log_s = softmax_offset(buf, base, r, post, q, z)
                 for k in range(r):  # d logsumexp = softmax
                     pos = base + k * post + q
-                    buf[N + pos] += g * math.exp(buf[pos] - z)
+                    buf[N + pos] += g * math.exp((buf[pos] - shift) - log_s)
             elif op == OP_PROD:
                 prod_reverse(buf, N, base, r, post, q, g)
             else:  # max / min
@@ -249,6 +273,7 @@ def tangent(ins, i, aux, buf, tan, NV, k):
     op, o, a, pre, r, post, side = fields(ins, i)
     if op == OP_MAX or op == OP_MIN:
         count_ties(buf, o, a, pre, r, post, side)
+    suffix = np.empty(r if op == OP_PROD else 0)  # prod: the suffix products of one output
     for d in range(k):
         t = tan[d * NV : (d + 1) * NV]
         if op == OP_SUM:
@@ -264,15 +289,23 @@ def tangent(ins, i, aux, buf, tan, NV, k):
                 z = buf[out]
                 acc = 0.0
                 if op == OP_LOGSUMEXP:
+                    shift, log_s = softmax_offset(buf, base, r, post, q, z)
                     for kk in range(r):  # d logsumexp = softmax
                         pos = base + kk * post + q
-                        acc += math.exp(buf[pos] - z) * t[pos]
+                        acc += math.exp((buf[pos] - shift) - log_s) * t[pos]
                 elif op == OP_PROD:
-                    prod = 1.0  # dual-number product: exact with zeros
+                    # Σ t_k prefix_k suffix_k: the exclusive products as the reverse sweep forms them (exact
+                    # with zeros; beside an inf, 0 x inf is NaN as in the textbook JVP Σ t_k Π_{j≠k} x_j)
+                    sv = 1.0
+                    for kk in range(r - 1, -1, -1):
+                        suffix[kk] = sv
+                        sv *= buf[base + kk * post + q]
+                    pv = 1.0
                     for kk in range(r):
                         pos = base + kk * post + q
-                        acc = acc * buf[pos] + prod * t[pos] if kk else t[pos]  # (no 0 x x₀: NaN at x₀ = NaN)
-                        prod *= buf[pos]
+                        term = t[pos] * (pv * suffix[kk])
+                        acc = acc + term if kk else term
+                        pv *= buf[pos]
                 else:  # max / min: the mean tangent over the ties, as JAX (mask x tangent: 0 x inf is NaN)
                     for kk in range(r):
                         pos = base + kk * post + q
@@ -308,6 +341,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             out = o + p * post + q
             z = buf[out]
             g = buf[N + out] if second else 0.0
+            shift, log_s = softmax_offset(buf, base, r, post, q, z) if op == OP_LOGSUMEXP else (z, 0.0)
             for d in range(k):
                 gd = adj2[d * N + out]
                 if op == OP_LOGSUMEXP:
@@ -315,7 +349,7 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                     zt = tan[d * N + out] if second else 0.0
                     for kk in range(r):
                         pos = base + kk * post + q
-                        sm = math.exp(buf[pos] - z)
+                        sm = math.exp((buf[pos] - shift) - log_s)
                         if second:
                             if d == 0:
                                 buf[N + pos] += g * sm
@@ -420,8 +454,13 @@ def _weights(row, buf):
         return np.ones_like(x)
     if op == OP_PROD:
         return _exclusive_products(x)
-    if op == OP_LOGSUMEXP:
-        return np.exp(x - z)  # d logsumexp = softmax
+    if op == OP_LOGSUMEXP:  # d logsumexp = softmax, exact where z is too large to subtract (softmax_offset)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            m = np.max(x, axis=1, keepdims=True)
+            shift = np.where(np.isfinite(m), m, 0.0)
+            log_s = np.log(np.sum(np.exp(x - shift), axis=1, keepdims=True))
+            exact = np.abs(z) > SOFTMAX_EXACT_ABOVE
+            return np.exp((x - np.where(exact, shift, z)) - np.where(exact, log_s, 0.0))
     count = buf[side : side + n].reshape(pre, 1, post)  # max / min: ties share equally, as JAX
     if np.any(count < 0):  # not counted yet (as the compiled sweeps: by the first that asks)
         count[...] = np.sum(x == z, axis=1, keepdims=True)
