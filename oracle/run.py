@@ -388,90 +388,104 @@ def run_matrix(
     rows = all_names if primitive is None or primitive not in all_names else (primitive,)
     matrix = Matrix(profile=profile, kinds=kinds, primitives=rows)
     start = time.perf_counter()
-    case_work = [(case, draw) for case in select_cases(primitive, cases) for draw in range(settings["seeds"])]
-    drawn_work = []
+    work = [("cases", (case, draw)) for case in select_cases(primitive, cases) for draw in range(settings["seeds"])]
     if settings["examples"] and cases is None:  # hand-picked ``cases`` (tests of the runner) skip this phase
         drawn = [p for p in DRAWN if primitive is None or p.name == primitive]
-        drawn_work = [(prim, edge) for prim in drawn for edge in (None, *checked_edges(prim))]  # smooth, then edges
+        work += [("drawn", (prim, edge)) for prim in drawn for edge in (None, *checked_edges(prim))]  # smooth, edges
     programs = settings["programs"] if random_programs and primitive is None and kind is None else 0
+    shares = [programs // jobs + (i < programs % jobs) for i in range(jobs)]  # seeds 0..jobs-1
+    work += [("programs", (n, seed)) for seed, n in enumerate(shares) if n]
     enabled = progress and (progress is True or sys.stderr.isatty())
     if jobs > 1 and cases is None and not first_failure:
-        _run_in_processes(matrix, case_work, drawn_work, programs, jobs, enabled, on_report)
+        _run_in_processes(matrix, work, jobs, enabled, on_report)
     else:
-        _run_in_order(matrix, case_work, drawn_work, programs, jobs, enabled, on_report, first_failure)
+        _run_in_order(matrix, work, jobs, enabled, on_report, first_failure)
     if random_programs and not programs:
         matrix.programs = {"skipped": True, "note": "random programs run only for the full matrix"}
     matrix.seconds = time.perf_counter() - start
     return matrix
 
 
-def _run_in_order(matrix, case_work, drawn_work, programs, jobs, enabled, on_report, first_failure) -> None:
-    """The phases one after another in this process (the random programs on ``jobs`` processes)."""
-    examples = PROFILES[matrix.profile]["examples"]
-    bar = _Progress(enabled, len(case_work))
-    t0 = time.perf_counter()
-    for i, (case, draw) in enumerate(case_work):
-        bar.update(i + 1, f"{case.name} (draw {draw})")
+def _run_one(matrix, phase, item, on_report, shrink=True):
+    """One task of a run: a case at one draw, a primitive's hypothesis examples (smooth or on one edge),
+    or a share of the random programs, whose outcome it returns."""
+    if phase == "cases":
+        case, draw = item
         rng = np.random.default_rng(_seed(case.name, draw))
         _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, on_report)
-        if first_failure and matrix.first_failure():
-            return
-    bar.done()
-    matrix.timings["cases"] = time.perf_counter() - t0
-    if drawn_work:
+    elif phase == "drawn":
+        prim, edge = item
+        _check_drawn(matrix, prim, PROFILES[matrix.profile]["examples"], on_report, shrink, edge)
+    else:
+        n, seed = item
+        return _search_share(n, seed, shrink)
+    return None
+
+
+def _label(phase, item) -> str:
+    if phase == "cases":
+        return f"{item[0].name} (draw {item[1]})"
+    if phase == "drawn":
+        return f"{item[0].name}{'@' + item[1] if item[1] else ''}: hypothesis examples"
+    return f"{item[0]} random programs"
+
+
+def _run_in_order(matrix, work, jobs, enabled, on_report, first_failure) -> None:
+    """The phases one after another in this process (the random programs' shares on ``jobs`` processes)."""
+    shrink = not first_failure
+    for phase in ("cases", "drawn"):
+        items = [item for p, item in work if p == phase]
+        if phase == "drawn" and not items:
+            continue
         t0 = time.perf_counter()
-        bar = _Progress(enabled, len(drawn_work))
-        for j, (prim, edge) in enumerate(drawn_work):
-            bar.update(j + 1, f"{prim.name}{'@' + edge if edge else ''}: {examples} hypothesis examples")
-            _check_drawn(matrix, prim, examples, on_report, not first_failure, edge)
+        bar = _Progress(enabled, len(items))
+        for i, item in enumerate(items):
+            bar.update(i + 1, _label(phase, item))
+            _run_one(matrix, phase, item, on_report, shrink)
             if first_failure and matrix.first_failure():
                 return
         bar.done()
-        matrix.timings["drawn"] = time.perf_counter() - t0
-    if programs:
+        matrix.timings[phase] = time.perf_counter() - t0
+    shares = [item for p, item in work if p == "programs"]
+    if shares:
         t0 = time.perf_counter()
         bar = _Progress(enabled, 1)
-        bar.update(1, f"{programs} random programs on {jobs} process(es)")
-        shares = [programs // jobs + (i < programs % jobs) for i in range(jobs)]
-        if jobs == 1:
-            results = [_search_share(programs, 0, not first_failure)]
+        bar.update(1, f"{sum(n for n, _ in shares)} random programs on {len(shares)} process(es)")
+        if len(shares) == 1:
+            results = [_search_share(*shares[0], shrink)]
         else:
-            with _pool(jobs) as pool:
-                results = list(pool.map(_search_share, shares, range(jobs), [not first_failure] * jobs))
+            with _pool(len(shares)) as pool:
+                results = list(pool.map(_search_share, *zip(*shares), [shrink] * len(shares)))
         bar.done()
-        matrix.programs = _merged_programs(results, programs, jobs)
+        matrix.programs = _merged_programs(results, work, jobs)
         matrix.programs["seconds"] = matrix.timings["programs"] = time.perf_counter() - t0
 
 
-def _run_in_processes(matrix, case_work, drawn_work, programs, jobs, enabled, on_report) -> None:
-    """Every check of the three phases as a task of a pool of ``jobs`` processes, the longest first (the
-    random programs' shares, then the drawn examples, then the cases); results are recorded in the
-    order :func:`_run_in_order` would give them, so the report does not depend on the scheduling.
-    Phase timings are then process seconds, summed over the pool."""
+def _run_in_processes(matrix, work, jobs, enabled, on_report) -> None:
+    """Every task of the run on a pool of ``jobs`` processes, the longest first (the random programs'
+    shares, then the drawn examples, then the cases); results are recorded in the order of ``work``, as
+    :func:`_run_in_order` gives them, so the report does not depend on the scheduling.  Phase timings are
+    then process seconds, summed over the pool."""
     matrix.in_processes = jobs
     index = {id(case): i for i, case in enumerate(PRIMITIVE_CASES)}
-    canonical = [("case", (index[id(case)], draw)) for case, draw in case_work]
-    canonical += [("drawn", (prim.name, edge)) for prim, edge in drawn_work]
-    shares = [programs // jobs + (i < programs % jobs) for i in range(jobs)] if programs else []
-    canonical += [("programs", (n, seed)) for seed, n in enumerate(shares) if n]
-    labels = [case.name for case, _ in case_work] + [f"{p.name}{'@' + e if e else ''}~drawn" for p, e in drawn_work]
-    labels += [f"{n} random programs" for n in shares if n]
-    submitted = sorted(range(len(canonical)), key=lambda i: ("programs", "drawn", "case").index(canonical[i][0]))
-    bar = _Progress(enabled, len(canonical))
+    keys = {"cases": lambda case, draw: (index[id(case)], draw), "drawn": lambda prim, edge: (prim.name, edge)}
+    picklable = [(phase, keys[phase](*item) if phase in keys else item) for phase, item in work]
+    submitted = sorted(range(len(work)), key=lambda i: ("programs", "drawn", "cases").index(work[i][0]))
+    bar = _Progress(enabled, len(work))
     outcomes = {}
     with _pool(jobs) as pool:
-        futures = {pool.submit(_task, *canonical[i], matrix.profile, matrix.kinds): i for i in submitted}
+        futures = {pool.submit(_task, *picklable[i], matrix.profile, matrix.kinds): i for i in submitted}
         for done, future in enumerate(concurrent.futures.as_completed(futures)):
             i = futures[future]
             outcomes[i] = future.result()
-            bar.update(done + 1, f"{labels[i]} (on {jobs} processes)")
+            bar.update(done + 1, f"{_label(*work[i])} (on {jobs} processes)")
             if on_report is not None:
                 for run in outcomes[i]["runs"]:
                     on_report(run)
     bar.done()
     program_results = []
-    for i in range(len(canonical)):
-        phase, outcome = canonical[i][0] + ("s" if canonical[i][0] == "case" else ""), outcomes[i]
+    for i, (phase, _) in enumerate(work):
+        outcome = outcomes[i]
         for run in outcome["runs"]:
             _record(matrix, run)
         matrix.errors += outcome["errors"]
@@ -479,8 +493,8 @@ def _run_in_processes(matrix, case_work, drawn_work, programs, jobs, enabled, on
         matrix.timings[phase] = matrix.timings.get(phase, 0.0) + outcome["seconds"]
         if outcome["programs"] is not None:
             program_results.append(outcome["programs"])
-    if programs:
-        matrix.programs = _merged_programs(program_results, programs, jobs)
+    if program_results:
+        matrix.programs = _merged_programs(program_results, work, jobs)
         matrix.programs["seconds"] = matrix.timings["programs"]
 
 
@@ -490,22 +504,15 @@ def _pool(jobs):
 
 
 def _task(phase, key, profile, kinds) -> dict:
-    """One task of :func:`_run_in_processes`, in a pool process: a case at one draw, a primitive's
-    hypothesis examples (smooth or on one edge), or a share of the random programs."""
+    """:func:`_run_one` in a pool process, for a task given by picklable keys (a case by its index in
+    ``PRIMITIVE_CASES``, a primitive by its name); returns what it added to a matrix of its own."""
+    item = {
+        "cases": lambda i, draw: (PRIMITIVE_CASES[i], draw),
+        "drawn": lambda name, edge: (PRIMITIVE_BY_NAME[name], edge),
+    }
     matrix = Matrix(profile=profile, kinds=kinds, primitives=())
     t0 = time.perf_counter()
-    programs = None
-    if phase == "case":
-        i, draw = key
-        case = PRIMITIVE_CASES[i]
-        rng = np.random.default_rng(_seed(case.name, draw))
-        _check_case(matrix, case, functools.partial(case.inputs, rng), draw, rng, None)
-    elif phase == "drawn":
-        name, edge = key
-        _check_drawn(matrix, PRIMITIVE_BY_NAME[name], PROFILES[profile]["examples"], None, True, edge)
-    else:
-        n, seed = key
-        programs = _search_share(n, seed, True)
+    programs = _run_one(matrix, phase, item[phase](*key) if phase in item else key, None)
     return {
         "runs": matrix.runs,
         "errors": matrix.errors,
@@ -596,9 +603,10 @@ def _search_share(n, seed, shrink=True) -> dict:
     return {**stats, "failure": str(failure), "source": failure.source, "primitives": failure.primitives}
 
 
-def _merged_programs(results, n, jobs) -> dict:
+def _merged_programs(results, work, jobs) -> dict:
     """The random-program search's shares (:func:`_search_share`, seeds 0..jobs-1) as one outcome: how
     many programs ran, their derivative checks, and the shrunk failure if one failed."""
+    n = sum(item[0] for phase, item in work if phase == "programs")
     merged = {"count": n, "jobs": jobs, "programs": 0, "checks": 0, "failure": None}
     for result in results:
         merged["programs"] += result.get("programs", 0)

@@ -373,9 +373,8 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
                         pos = base + kk * post + q
                         ov = scratch[2 * kk] * sv
                         # an empty prefix or suffix is the constant 1: its tangent a structural zero
-                        ot = scratch[2 * kk + 1] * sv if kk > 0 else 0.0
-                        if kk < r - 1:
-                            ot = ot + scratch[2 * kk] * st if kk > 0 else scratch[2 * kk] * st
+                        prefix_term = scratch[2 * kk + 1] * sv if kk > 0 else 0.0
+                        ot = prefix_term + (scratch[2 * kk] * st if kk < r - 1 else 0.0)
                         if second:
                             if d == 0:
                                 buf[N + pos] += g * ov
@@ -400,10 +399,17 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
 # --------------------------------------------------------------------------
 # NumPy rules (the executor tier): the reduced axis is axis 1 of (pre, r, post)
 # --------------------------------------------------------------------------
-def _logsumexp(x):
+def _shift_and_log_sum(x):
+    """logsumexp over axis 1 as (shift, log s): the maximum (0 where it is not finite) and the log of
+    Σ exp(x - shift), both kept along axis 1."""
     m = np.max(x, axis=1, keepdims=True)
     shift = np.where(np.isfinite(m), m, 0.0)
-    return (np.log(np.sum(np.exp(x - shift), axis=1, keepdims=True)) + shift)[:, 0]
+    return shift, np.log(np.sum(np.exp(x - shift), axis=1, keepdims=True))
+
+
+def _logsumexp(x):
+    shift, log_s = _shift_and_log_sum(x)
+    return (log_s + shift)[:, 0]
 
 
 _REDUCE = {
@@ -436,8 +442,7 @@ def _exclusive_product_tangents(x, t):
     sv, st = np.ones_like(pv), np.zeros_like(pt)
     out = np.empty(shape)
     for k in range(r - 1, -1, -1):  # an empty prefix or suffix is the constant 1, with no tangent term
-        terms = ([prefix_t[..., k, :] * sv] if k > 0 else []) + ([prefix_v[..., k, :] * st] if k < r - 1 else [])
-        out[..., k, :] = terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else 0.0)
+        out[..., k, :] = (prefix_t[..., k, :] * sv if k > 0 else 0.0) + (prefix_v[..., k, :] * st if k < r - 1 else 0.0)
         st = st * x[..., k, :] + sv * t[..., k, :] if k < r - 1 else np.broadcast_to(t[..., k, :], st.shape).copy()
         sv = sv * x[..., k, :]
     return out
@@ -456,9 +461,7 @@ def _weights(row, buf):
         return _exclusive_products(x)
     if op == OP_LOGSUMEXP:  # d logsumexp = softmax, exact where z is too large to subtract (softmax_offset)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            m = np.max(x, axis=1, keepdims=True)
-            shift = np.where(np.isfinite(m), m, 0.0)
-            log_s = np.log(np.sum(np.exp(x - shift), axis=1, keepdims=True))
+            shift, log_s = _shift_and_log_sum(x)
             exact = np.abs(z) > SOFTMAX_EXACT_ABOVE
             return np.exp((x - np.where(exact, shift, z)) - np.where(exact, log_s, 0.0))
     count = buf[side : side + n].reshape(pre, 1, post)  # max / min: ties share equally, as JAX
