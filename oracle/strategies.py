@@ -60,25 +60,34 @@ def domain_values(domain: str) -> st.SearchStrategy:
     raise ValueError(f"unknown domain {domain!r}")
 
 
-def edge_values(edge: str) -> st.SearchStrategy:
-    """Scalars on one of the declarations' ``EDGES`` (as ``oracle.cases.sample`` draws them)."""
+def _beside_nonfinite(domain) -> st.SearchStrategy:
+    """The ordinary values among NaN and inf: inside the primitive's own domain (gammaln beside -2 is a
+    pole, not propagation), and for the real line away from 0 (near 1e-145 a second partial over- or
+    underflows inside the rule, and whether that ends as NaN or inf is each side's grouping)."""
+    if domain in (None, "real", "distinct", "grid", "offgrid"):
+        return _floats(-2.0, -0.25) | _floats(0.25, 2.0)
+    return domain_values(domain)
+
+
+def edge_values(edge: str, beside=None) -> st.SearchStrategy:
+    """Scalars on one of the declarations' ``EDGES`` (as ``oracle.cases.sample`` draws them); on the NaN
+    and inf edge, the ordinary values among them lie in the domain ``beside``."""
     if edge == "ties":
         return st.sampled_from(TIED)
     if edge == "zeros":
         return st.sampled_from(ZEROS) | _floats(*BESIDE_ZEROS)
     if edge in EDGE_EXPONENTS:
         return st.builds(lambda s, e: s * 10.0**e, st.sampled_from([-1.0, 1.0]), _floats(*EDGE_EXPONENTS[edge]))
-    if edge == NONFINITE:  # beside ordinary magnitudes: near 1e-145 a second partial over- or underflows
-        # inside the rule, and whether that ends as NaN or inf is each side's grouping, not propagation
-        return st.sampled_from(NONFINITE_VALUES) | _floats(-2.0, -0.25) | _floats(0.25, 2.0)
+    if edge == NONFINITE:
+        return st.sampled_from(NONFINITE_VALUES) | _beside_nonfinite(beside)
     raise ValueError(f"unknown edge {edge!r}")
 
 
-def domain_arrays(domain: str, shape) -> st.SearchStrategy:
-    """float64 arrays of ``shape`` inside ``domain`` (or on an edge); ``distinct`` (max/min) draws elements
-    at least 0.25 apart, so no tie is within finite-difference reach."""
+def domain_arrays(domain: str, shape, beside=None) -> st.SearchStrategy:
+    """float64 arrays of ``shape`` inside ``domain`` (or on an edge, its ordinary values in ``beside``);
+    ``distinct`` (max/min) draws elements at least 0.25 apart, so no tie is within finite-difference reach."""
     if domain in EDGES or domain == NONFINITE:
-        return hnp.arrays(np.float64, shape, elements=edge_values(domain))
+        return hnp.arrays(np.float64, shape, elements=edge_values(domain, beside))
     if domain == "distinct":
         elements = st.integers(-12, 12).map(lambda k: 0.25 * k)
         return hnp.arrays(np.float64, shape, elements=elements, unique=True)
@@ -112,12 +121,13 @@ def _call(name, *fixed):
 @st.composite
 def _unary(draw, prim, edge=None):
     domain = edge or prim.domain
-    x = draw(shapes().flatmap(lambda s: domain_arrays(domain, s)))
+    x = draw(shapes().flatmap(lambda s: domain_arrays(domain, s, prim.domain)))
     return Example(Case(prim.name, _call(prim.call_name), (x.shape,), (domain,), smooth=edge is None), (x,))
 
 
 @st.composite
 def _binary(draw, prim, edge=None):
+    beside = prim.domains
     if edge is not None:
         domains = (edge, edge)
     elif prim.piecewise_linear:  # maximum/minimum: operands on interleaved grids, either one the larger
@@ -125,7 +135,7 @@ def _binary(draw, prim, edge=None):
     else:
         domains = prim.domains
     pair = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=MAX_DIMS, max_side=MAX_SIDE))
-    x, y = (draw(domain_arrays(d, s)) for d, s in zip(domains, pair.input_shapes))
+    x, y = (draw(domain_arrays(d, s, b)) for d, s, b in zip(domains, pair.input_shapes, beside))
     case = Case(prim.name, _call(prim.call_name), (x.shape, y.shape), domains, smooth=edge is None)
     return Example(case, (x, y))
 
@@ -151,7 +161,7 @@ def _comparison(draw, prim, edge=None):
 def _reduction(draw, prim, edge=None):
     name = prim.numpy[0] if prim.numpy else prim.name
     domain = edge or prim.domain
-    x = draw(shapes(min_dims=1).flatmap(lambda s: domain_arrays(domain, s)))
+    x = draw(shapes(min_dims=1).flatmap(lambda s: domain_arrays(domain, s, prim.domain)))
     axes = st.none() | st.integers(-x.ndim, x.ndim - 1)
     if x.ndim > 1:
         axes |= st.lists(st.integers(0, x.ndim - 1), min_size=2, max_size=x.ndim, unique=True).map(tuple)
