@@ -22,7 +22,8 @@ def tests(session):
     session.install("-e", ".[test]")
     # every kernel once, on every core, before the test processes load them (pytest-xdist: one per core)
     session.run("python", "-m", "fasttape", "warm", "--quiet")
-    session.run("python", "-m", "pytest", "tests", "-n", "auto", *session.posargs)
+    # the fault-instrumented build takes minutes to compile (never cached): nox -s mutants runs its tests
+    session.run("python", "-m", "pytest", "tests", "-n", "auto", "-m", "not instrumented", *session.posargs)
     # the oracle checks the compiled sweeps (tests/test_executor.py holds the executor to them)
     compiled = {"FASTTAPE_TIERS": "compiled"}
     jobs = str(os.cpu_count() or 1)  # the oracle's checks run on a pool of processes
@@ -83,12 +84,15 @@ def oracle(session):
 @nox.session(python=None)
 def mutants(session):
     """The oracle's mutation score: every rule of every primitive broken in turn (``fasttape.faults``), the
-    ``ci`` profile run against each; the kill rate per primitive and kind, every survivor listed.
+    ``ci`` profile run against each; the kill rate per primitive and kind, every survivor listed.  The tests
+    of the fault switch (marked ``instrumented``) run first.
 
         nox -s mutants                          # every site, into mutants.json
         nox -s mutants -- --primitive max       # one primitive's sites (see python -m oracle.mutants -h)
     """
     session.install("-e", ".[test]")
+    # first the fault switch itself (tests/test_oracle_fault.py), then every planted fault in turn
+    session.run("python", "-m", "pytest", "tests", "-m", "instrumented")
     jobs = str(os.cpu_count() or 1)  # each worker builds the instrumented kernels once and takes a share
     session.run("python", "-m", "oracle.mutants", "--jobs", jobs, "--json", "mutants.json", *session.posargs)
 

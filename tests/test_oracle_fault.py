@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 pytest.importorskip("jax")
+pytestmark = pytest.mark.instrumented  # minutes of compiling: nox -s mutants runs it, nox -s tests does not
 
 SCRIPT = textwrap.dedent(
     """
