@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from .scalar_math import VOCABULARY
 
 ELEMENTWISE_KINDS = ("unary", "binary", "comparison")
-KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul")
-ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2}
+KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul", "solve",
+         "slogdet")  # fmt: skip
+ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2}
 DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
-           "probability")  # fmt: skip
+           "probability", "invertible")  # fmt: skip
 # where a rule meets a convention or a numerical hazard, the oracle also draws inputs there (``edges``):
 # exact ties, exact zeros, magnitudes near 1e300 and near 1e-300
 EDGES = ("ties", "zeros", "huge", "tiny")
@@ -276,6 +277,9 @@ _declare("cumsum", "scan", jax="ref.cumsum", linear=True)
 _declare("broadcast", "broadcast", numpy=("broadcast_to",), jax="ref.broadcast", linear=True)
 _declare("gather", "gather", numpy=(), jax="ref.gather", linear=True)
 _declare("matmul", "matmul", jax="ref.matmul", bilinear=True)
+# linear algebra (numpy.linalg: solve, inv, slogdet, det): "invertible" matrices are well-conditioned ones
+_declare("solve", "solve", numpy=(), jax="ref.solve", domains=("invertible", "real"))
+_declare("slogdet", "slogdet", numpy=(), jax="ref.slogdet", domains=("invertible",))
 
 
 # --------------------------------------------------------------------------

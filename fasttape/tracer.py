@@ -308,6 +308,18 @@ class Recorder:
         )
         return self.reshape(out, value.shape)
 
+    def linalg(self, op, operands, value, m=0) -> Tracer:
+        """A linalg-family instruction (``fasttape.families.linalg``) on matrices (..., n, n) (and for
+        ``solve`` right-hand sides (..., n, m)), their batch axes broadcast; ``value``: its result, shaped
+        (batch, n, m) for ``solve`` or (batch, 2) for ``slogdet``."""
+        value = _as_value(value)
+        tracers = [self.as_tracer(x) for x in operands]
+        n = tracers[0].shape[-1]
+        batch = np.broadcast_shapes(*(t.shape[:-2] for t in tracers))
+        tracers = [t if t.shape[:-2] == batch else self.broadcast(t, batch + t.shape[-2:]) for t in tracers]
+        params = {"batch": math.prod(batch), "n": n, "m": m}
+        return self._emit(op, value.shape, [t._sid for t in tracers], params, value=value)
+
     def guard(self, x: Tracer, outcome: bool):
         """Record that the tape is valid only while ``bool(x)`` keeps this outcome."""
         self.guards.append((self.slots[x._sid].offset, bool(outcome)))

@@ -118,6 +118,9 @@ def sample(domain, shape, rng):
         return rng.uniform(0.1, 0.9, size=shape)
     if domain == "nonzero":
         return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 2.0, size=shape)
+    if domain == "invertible":  # (..., n, n): 1.5 I plus a spectrum of radius about 0.5, condition number < 5
+        n = shape[-1]
+        return 1.5 * np.eye(n) + 0.5 * rng.normal(size=shape) / np.sqrt(n)
     if domain == "distinct":
         # 0.37 apart, each with its own jitter in [0.02, 0.08]: no two elements tie, none is within 0.01
         # of 0 (abs), and sums of them (a matrix 1-norm's column sums) do not tie either
@@ -369,6 +372,23 @@ STRUCTURAL_CASES = [
     _c("matmul-batch-bcast", lambda xp, x, y: x @ y, (1, 3, 4), (2, 4, 2)),
     _c("matmul-batch-2d", lambda xp, x, y: x @ y, (2, 3, 4), (4, 2)),
     _c("matmul-large", lambda xp, x, y: x @ y, (40, 30), (30, 50)),
+    _c("solve-vector", lambda xp, a, b: xp.linalg.solve(a, b), (4, 4), (4,), domains=("invertible", "real")),
+    _c("solve-matrix", lambda xp, a, b: xp.linalg.solve(a, b), (3, 3), (3, 2), domains=("invertible", "real")),
+    _c("solve-batched", lambda xp, a, b: xp.linalg.solve(a, b), (2, 3, 3), (2, 3, 2), domains=("invertible", "real")),
+    _c("solve-batch-bcast", lambda xp, a, b: xp.linalg.solve(a, b), (2, 3, 3), (3, 1), domains=("invertible", "real")),
+    _c(
+        "solve-twice",
+        lambda xp, a, b: xp.linalg.solve(a, xp.linalg.solve(a, b) * b),
+        (3, 3),
+        (3,),
+        domains=("invertible", "real"),
+    ),  # fmt: skip
+    _c("inv", lambda xp, a: xp.linalg.inv(a), (3, 3), domains=("invertible",)),
+    _c("inv-batched", lambda xp, a: xp.linalg.inv(a) @ a.sum(axis=0), (2, 3, 3), domains=("invertible",)),
+    _c("slogdet", lambda xp, a: xp.linalg.slogdet(a)[1], (3, 3), domains=("invertible",)),
+    _c("slogdet-batched", lambda xp, a: xp.linalg.slogdet(a)[1], (2, 4, 4), domains=("invertible",)),
+    _c("slogdet-sign", lambda xp, a: xp.linalg.slogdet(a)[0] * xp.sum(a * a), (3, 3), domains=("invertible",)),
+    _c("det", lambda xp, a: xp.linalg.det(a), (2, 3, 3), domains=("invertible",)),
     _c("dot", lambda xp, x, y: xp.dot(x, y), (3, 4), (4, 2)),
     _c("dot-nd", lambda xp, x, y: xp.dot(x, y), (2, 3), (2, 3, 2)),
     _c("dot-scalar", lambda xp, x, y: xp.dot(x, y), (), (3,)),

@@ -195,6 +195,13 @@ class _Rules:
     def matmul(self, a, b, batch, m, k, n):
         return self.jnp.matmul(a.reshape(batch, m, k), b.reshape(batch, k, n))
 
+    def solve(self, a, b, batch, n, m):
+        return self.jnp.linalg.solve(a.reshape(batch, n, n), b.reshape(batch, n, m))
+
+    def slogdet(self, a, batch, n, m):
+        sign, logabs = self.jnp.linalg.slogdet(a.reshape(batch, n, n))
+        return self.jnp.stack([sign, logabs], axis=-1)
+
 
 def jax_primitives() -> dict:
     """name -> JAX function on the tape's flat operands (see the module docstring), from each

@@ -84,6 +84,8 @@ STRUCTURAL = {
     "broadcast": (lambda x: np.sum(np.broadcast_to(x, (4, 3)) * np.arange(12.0).reshape(4, 3)), (X3,)),
     "gather": (lambda m: np.sum(np.concatenate([m[::-1, 0], m.T[1], np.diagonal(m)]) ** 2), (M33,)),
     "matmul": (lambda m, x: np.sum((m @ m) @ x), (M33, X3)),
+    "linalg": (lambda m, x: np.sum(np.linalg.solve(m + 3.0 * np.eye(3), x)) + np.linalg.slogdet(m + 3.0 * np.eye(3))[1],
+               (M33, X3)),
     "rich-with-guard": (rich, (X3, M33)),
     "containers": (lambda p, n, tag: np.sum(p["w"] ** 2 * p["b"][0]) * n + p["b"][1], (
         {"w": X3, "b": [1.5, np.float64(2.0)]}, np.int64(3), "tag")),
