@@ -5,11 +5,14 @@ The oracle checks every case of each primitive in every derivative kind."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
 import fasttape as ft
-from fasttape import tiers
+from fasttape import kernels as K
+from fasttape import storage, tiers
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
@@ -101,3 +104,23 @@ def test_a_singular_matrix_at_call_time_names_the_function_and_batch_element_and
 def test_solve_is_listed_with_its_extents():
     tape = ft.trace(lambda A, B: np.linalg.solve(A, B), A3, B3)
     assert "solve[1x3x3 \\ 3x2]" in str(tape)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (K.C_P1, 0, r"\(solve\): empty matrices"),  # LAPACK would refuse n = 0
+        (K.C_P1, 4, r"\(solve\): operand of size 9 is not 1 matrices of 4x4"),
+        (K.C_P3, 10**9, r"\(solve\): side store .* outside"),
+    ],
+)
+def test_a_crafted_linalg_row_is_refused_when_loaded(column, value, message):
+    tape = ft.trace(lambda A, B: np.sum(np.linalg.solve(A, B)), A3, B3)
+    arrays = storage._arrays_of(tape)
+    row = int(np.flatnonzero(arrays["ins"][:, K.C_OP] == K.OP_SOLVE)[0])
+    arrays["ins"][row, column] = value
+    buf = io.BytesIO()
+    storage._write(arrays, buf)
+    buf.seek(0)
+    with pytest.raises(ValueError, match=message):
+        ft.load_tape(buf)

@@ -395,6 +395,8 @@ def validate(prim, row, n_values, pool_end):
     batch, n, m, side = row[P_BATCH : P_SIDE + 1]
     if min(batch, n, m) < 0:
         return f"bad extents {(batch, n, m)}"
+    if n < 1 or (prim.name == "solve" and m < 1):  # LAPACK refuses them; the tracer records them as constants
+        return f"empty matrices {(batch, n, m)}: an empty result is never recorded"
     if na != batch * n * n:
         return f"operand of size {na} is not {batch} matrices of {n}x{n}"
     if prim.name == "solve" and (nb != batch * n * m or n_out != batch * n * m):
