@@ -16,10 +16,6 @@ from . import numpy as fnp
 from .tracer import concrete, recorder_of
 
 
-def _float(x):
-    return np.asarray(concrete(x), dtype=np.float64)
-
-
 def _empty(value):
     """An empty result has no derivative: it is recorded as the constant NumPy computed."""
     return np.asarray(value, dtype=np.float64)
@@ -31,7 +27,7 @@ def solve(a, b):
     if rec is None:
         return np.linalg.solve(a, b)
     fnp._check_complex((a, b))
-    value = np.linalg.solve(_float(a), _float(b))  # NumPy's shape errors and LinAlgError
+    value = np.linalg.solve(fnp._float(a), fnp._float(b))  # NumPy's shape errors and LinAlgError
     if value.size == 0:
         return _empty(value)
     vector = np.ndim(concrete(b)) == 1
@@ -46,7 +42,7 @@ def inv(a):
     """``numpy.linalg.inv``: the solve against the identity."""
     if recorder_of((a,)) is None:
         return np.linalg.inv(a)
-    value = np.linalg.inv(_float(a))
+    value = np.linalg.inv(fnp._float(a))
     if value.size == 0:
         return _empty(value)
     n = value.shape[-1]
@@ -59,7 +55,7 @@ def slogdet(a):
     if rec is None:
         return np.linalg.slogdet(a)
     fnp._check_complex((a,))
-    sign, logabs = np.linalg.slogdet(_float(a))
+    sign, logabs = np.linalg.slogdet(fnp._float(a))
     result = type(np.linalg.slogdet(np.eye(1)))
     if np.shape(concrete(a))[-1] == 0:
         return result(_empty(sign), _empty(logabs))

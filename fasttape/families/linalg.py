@@ -58,7 +58,7 @@ LinAlgError = np.linalg.LinAlgError
 @jit
 def _factor(buf, a, lu, n):
     """LU-factor the n x n matrix at ``a`` into the side store at ``lu`` (factors, then n pivots
-    as floats); return the pivots and whether a pivot is exactly zero."""
+    as floats); return whether a pivot is exactly zero."""
     buf[lu : lu + n * n] = buf[a : a + n * n]
     piv = np.empty(n, dtype=np.int32)
     info = getrf(buf[lu : lu + n * n], piv, n)
@@ -104,9 +104,10 @@ def _raise_singular(name, t):
 
 @jit
 def _fields(ins, i):
-    """A row: (output, A, B, batch, n, m, side, flags)."""
+    """A row: (output, A, B, batch, n, m, side, flags, A takes adjoints, B takes adjoints)."""
+    flags = ins[i, C_FLAGS]
     return (ins[i, C_OUT], ins[i, C_A], ins[i, C_B], ins[i, P_BATCH], ins[i, P_N], ins[i, P_M], ins[i, P_SIDE],
-            ins[i, C_FLAGS])  # fmt: skip
+            flags, (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0)  # fmt: skip
 
 
 @jit
@@ -130,7 +131,7 @@ def _sub_product_t(dst, P, Q, n, m, p):
 # --------------------------------------------------------------------------
 @jit
 def forward(ins, i, aux, buf):
-    o, a, b, batch, n, m, side, _ = _fields(ins, i)
+    o, a, b, batch, n, m, side, _, _, _ = _fields(ins, i)
     for t in range(batch):
         lu = side + t * (n * n + n)
         singular = _factor(buf, a + t * n * n, lu, n)
@@ -159,8 +160,7 @@ def forward(ins, i, aux, buf):
 
 @jit
 def tangent(ins, i, aux, buf, tan, NV, k):
-    o, a, b, batch, n, m, side, flags = _fields(ins, i)
-    ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
+    o, a, b, batch, n, m, side, flags, ga, gb = _fields(ins, i)
     for t in range(batch):
         lu = side + t * (n * n + n)
         A0 = a + t * n * n
@@ -190,7 +190,7 @@ def tangent(ins, i, aux, buf, tan, NV, k):
 
 
 @jit
-def _solve_adjoints(buf, N, lu, n, m, X, G, A_bar, B_bar, ga, gb):
+def _solve_adjoints(buf, lu, n, m, X, G, A_bar, B_bar, ga, gb):
     """The first-order rule on one cotangent plane: B̄ += A⁻ᵀ G, Ā -= (A⁻ᵀ G) Xᵀ; returns A⁻ᵀ G."""
     Y = G.copy()
     _solve(buf, lu, n, Y, m, True)
@@ -203,8 +203,7 @@ def _solve_adjoints(buf, N, lu, n, m, X, G, A_bar, B_bar, ga, gb):
 
 @jit
 def reverse(ins, i, aux, buf, N):
-    o, a, b, batch, n, m, side, flags = _fields(ins, i)
-    ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
+    o, a, b, batch, n, m, side, flags, ga, gb = _fields(ins, i)
     if flags & F_INIT_A and ga:
         buf[N + a : N + a + batch * n * n] = 0.0
     if flags & F_INIT_B and gb and ins[i, C_OP] == OP_SOLVE:
@@ -215,7 +214,7 @@ def reverse(ins, i, aux, buf, N):
         if ins[i, C_OP] == OP_SOLVE:
             # X = A⁻¹ B:  B̄ = A⁻ᵀ X̄,  Ā = -B̄ Xᵀ
             B0, X0 = b + t * n * m, o + t * n * m
-            _solve_adjoints(buf, N, lu, n, m, buf[X0 : X0 + n * m], buf[N + X0 : N + X0 + n * m],
+            _solve_adjoints(buf, lu, n, m, buf[X0 : X0 + n * m], buf[N + X0 : N + X0 + n * m],
                             buf[N + A0 : N + A0 + n * n], buf[N + B0 : N + B0 + n * m], ga, gb)  # fmt: skip
         else:
             if _singular(buf, lu, n):
@@ -228,8 +227,7 @@ def reverse(ins, i, aux, buf, N):
 @jit
 def second(ins, i, aux, buf, tan, adj2, N, k, second):
     zero_first_writes(ins, i, buf, adj2, N, k, second)
-    o, a, b, batch, n, m, side, flags = _fields(ins, i)
-    ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
+    o, a, b, batch, n, m, side, flags, ga, gb = _fields(ins, i)
     flat = second and (flags & F_CONST_ADJOINT) != 0  # the output adjoint's tangent is a structural zero
     for t in range(batch):
         lu = side + t * (n * n + n)
@@ -239,12 +237,12 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             X = buf[X0 : X0 + n * m]
             Y = np.zeros(0)
             if second:  # the first-order adjoints too; B̄ = A⁻ᵀ X̄ is reused below
-                Y = _solve_adjoints(buf, N, lu, n, m, X, buf[N + X0 : N + X0 + n * m],
+                Y = _solve_adjoints(buf, lu, n, m, X, buf[N + X0 : N + X0 + n * m],
                                     buf[N + A0 : N + A0 + n * n], buf[N + B0 : N + B0 + n * m], ga, gb)  # fmt: skip
             for d in range(k):
                 P = adj2[d * N : (d + 1) * N]
                 if not second:  # the k-seed reverse: the first-order rule on each plane
-                    _solve_adjoints(buf, N, lu, n, m, X, P[X0 : X0 + n * m], P[A0 : A0 + n * n],
+                    _solve_adjoints(buf, lu, n, m, X, P[X0 : X0 + n * m], P[A0 : A0 + n * n],
                                     P[B0 : B0 + n * m], ga, gb)  # fmt: skip
                     continue
                 # B̄' = A⁻ᵀ (X̄' - dAᵀ B̄),  Ā' = -(B̄' Xᵀ + B̄ dXᵀ)
