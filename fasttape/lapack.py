@@ -1,81 +1,189 @@
-"""LAPACK for the linalg family: SciPy's Fortran routines, called from compiled kernels by name.
+"""LAPACK for the linear-algebra families: SciPy's Fortran routines, called from compiled kernels by name.
 
 Each routine's address comes from ``scipy.linalg.cython_lapack`` and is registered with LLVM
 under a ``fasttape_`` symbol when this module is imported, so compiled code refers to the
 routine by name: the kernels stay cacheable on disk (a ctypes pointer baked into the code
 would not be), exactly as Numba's own ``np.linalg`` reaches LAPACK.
 
-The arrays are flat C-order runs; LAPACK reads them column-major, so a row-major matrix is
-its transpose there.  The callers (``fasttape.families.linalg``) account for that.
+Two layers:
+
+* the raw routines (``dpotrf``, ``dtrtrs``, ...): intrinsics taking LAPACK's own arguments
+  (characters as their codes, integers, arrays), every one passed by reference, and
+  returning ``info``;
+* the matrix routines the rules use (``cholesky_lower``, ``solve_triangular``, ``eigh``),
+  plain Python functions on row-major 2-D arrays (NumPy and SciPy, for the executor tier)
+  with Numba implementations on the raw routines (for the compiled kernels), so that a rule
+  written once with ``numba.extending.register_jitable`` runs in both tiers.
+
+The arrays are C-order; LAPACK reads them column-major, so a row-major matrix is its
+transpose there, and the matrix routines account for that.
 """
 
 from __future__ import annotations
 
 import llvmlite.binding as ll
 import numba
+import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack
 from llvmlite import ir
 from numba.core import cgutils
-from numba.extending import get_cython_function_address, intrinsic
+from numba.extending import get_cython_function_address, intrinsic, overload, register_jitable
 
-ROUTINES = ("dgetrf", "dgetrs")
+ROUTINES = ("dgetrf", "dgetrs", "dpotrf", "dtrtrs", "dsyevd")
 for _name in ROUTINES:
     ll.add_symbol(f"fasttape_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
 
-
-def _data(context, builder, array_type, value):
-    array = context.make_array(array_type)(context, builder, value)
-    return builder.bitcast(array.data, ir.IntType(8).as_pointer())
+_BYTE_POINTER = ir.IntType(8).as_pointer()
 
 
-def _int_slot(context, builder, value_type, value):
-    """A pointer to a Fortran INTEGER (int32) holding ``value``."""
-    v = context.cast(builder, value, value_type, numba.types.int32)
-    return builder.bitcast(cgutils.alloca_once_value(builder, v, name="arg"), ir.IntType(8).as_pointer())
+def _reference(context, builder, kind, value_type, value):
+    """A pointer to the argument as Fortran takes it: an array's data, or a slot holding an INTEGER
+    (int32) or a CHARACTER (one byte, from its code)."""
+    if kind == "a":
+        array = context.make_array(value_type)(context, builder, value)
+        return builder.bitcast(array.data, _BYTE_POINTER)
+    target = numba.types.int32 if kind == "i" else numba.types.int8
+    slot = cgutils.alloca_once_value(builder, context.cast(builder, value, value_type, target))
+    return builder.bitcast(slot, _BYTE_POINTER)
+
+
+def _fortran(routine, kinds):
+    """The codegen of an intrinsic calling ``routine`` with one argument per letter of ``kinds``
+    ('c' character code, 'i' integer, 'a' array), then INFO, which the call returns."""
+
+    def codegen(context, builder, signature, args):
+        pointers = [_reference(context, builder, k, t, v) for k, t, v in zip(kinds, signature.args, args)]
+        info = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
+        fnty = ir.FunctionType(ir.VoidType(), [_BYTE_POINTER] * (len(kinds) + 1))
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"fasttape_{routine}")
+        builder.call(fn, [*pointers, builder.bitcast(info, _BYTE_POINTER)])
+        return builder.load(info)
+
+    return codegen
+
+
+# --------------------------------------------------------------------------
+# raw routines (LAPACK's argument lists without INFO)
+# --------------------------------------------------------------------------
+@intrinsic
+def dgetrf(typingctx, m, n, a, lda, ipiv):
+    return numba.types.int32(m, n, a, lda, ipiv), _fortran("dgetrf", "iiaia")
 
 
 @intrinsic
-def getrf(typingctx, a, piv, n):
+def dgetrs(typingctx, trans, n, nrhs, a, lda, ipiv, b, ldb):
+    return numba.types.int32(trans, n, nrhs, a, lda, ipiv, b, ldb), _fortran("dgetrs", "ciiaiaai")
+
+
+@intrinsic
+def dpotrf(typingctx, uplo, n, a, lda):
+    return numba.types.int32(uplo, n, a, lda), _fortran("dpotrf", "ciai")
+
+
+@intrinsic
+def dtrtrs(typingctx, uplo, trans, diag, n, nrhs, a, lda, b, ldb):
+    return numba.types.int32(uplo, trans, diag, n, nrhs, a, lda, b, ldb), _fortran("dtrtrs", "ccciiaiai")
+
+
+@intrinsic
+def dsyevd(typingctx, jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork):
+    sig = numba.types.int32(jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork)
+    return sig, _fortran("dsyevd", "cciaiaaiai")
+
+
+_N, _T, _U, _L, _V = (ord(c) for c in "NTULV")
+
+
+# --------------------------------------------------------------------------
+# LU (the linalg family's factors: column-major runs, pivots as LAPACK gives them)
+# --------------------------------------------------------------------------
+@register_jitable
+def getrf(a, piv, n):
     """LU-factor the n x n run ``a`` in place (column-major: partial pivoting of the matrix it holds
     read column-major); ``piv``: int32[n].  Returns LAPACK's info (k > 0: U[k-1, k-1] is exactly 0)."""
-    sig = numba.types.int32(a, piv, n)
-
-    def codegen(context, builder, signature, args):
-        byte_pointer = ir.IntType(8).as_pointer()
-        av, pv, nv = args
-        n_ptr = _int_slot(context, builder, signature.args[2], nv)
-        info = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
-        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer] * 6)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "fasttape_dgetrf")
-        a_ptr = _data(context, builder, signature.args[0], av)
-        piv_ptr = _data(context, builder, signature.args[1], pv)
-        builder.call(fn, [n_ptr, n_ptr, a_ptr, n_ptr, piv_ptr, builder.bitcast(info, byte_pointer)])
-        return builder.load(info)
-
-    return sig, codegen
+    return dgetrf(n, n, a, n, piv)
 
 
-@intrinsic
-def getrs(typingctx, lu, piv, b, n, nrhs, transposed):
+@register_jitable
+def getrs(lu, piv, b, n, nrhs, transposed):
     """Solve with the factors of ``getrf``: M X = B (or Mᵀ X = B with ``transposed``), M the matrix
     ``lu`` held column-major, B and X the n x nrhs column-major run ``b`` (overwritten)."""
-    sig = numba.types.int32(lu, piv, b, n, nrhs, transposed)
+    return dgetrs(_T if transposed else _N, n, nrhs, lu, n, piv, b, n)
 
-    def codegen(context, builder, signature, args):
-        byte_pointer = ir.IntType(8).as_pointer()
-        luv, pv, bv, nv, rv, tv = args
-        n_ptr = _int_slot(context, builder, signature.args[3], nv)
-        r_ptr = _int_slot(context, builder, signature.args[4], rv)
-        char = ir.IntType(8)
-        trans = builder.select(tv, ir.Constant(char, ord("T")), ir.Constant(char, ord("N")))
-        t_ptr = builder.bitcast(cgutils.alloca_once_value(builder, trans), byte_pointer)
-        info = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
-        fnty = ir.FunctionType(ir.VoidType(), [byte_pointer] * 9)
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "fasttape_dgetrs")
-        lu_ptr = _data(context, builder, signature.args[0], luv)
-        piv_ptr = _data(context, builder, signature.args[1], pv)
-        b_ptr = _data(context, builder, signature.args[2], bv)
-        info_ptr = builder.bitcast(info, byte_pointer)
-        builder.call(fn, [t_ptr, n_ptr, r_ptr, lu_ptr, n_ptr, piv_ptr, b_ptr, n_ptr, info_ptr])
-        return builder.load(info)
 
-    return sig, codegen
+# --------------------------------------------------------------------------
+# matrix routines for both tiers: Python (NumPy, SciPy) and their compiled twins
+# --------------------------------------------------------------------------
+def cholesky_lower(A):
+    """(L, ok): the lower Cholesky factor of the matrix whose lower triangle A holds (its upper
+    triangle is not read); ok is False where LAPACK stopped at a pivot that is not positive (L is
+    then what it left)."""
+    L, info = scipy.linalg.lapack.dpotrf(A, lower=1, clean=1)
+    return L, info == 0
+
+
+@overload(cholesky_lower)
+def _cholesky_lower_compiled(A):
+    def impl(A):
+        n = A.shape[0]
+        F = np.ascontiguousarray(A.T)  # column-major A, as SciPy (and JAX) hand it to LAPACK
+        info = dpotrf(_L, n, F, n)
+        L = np.ascontiguousarray(F.T)
+        for i in range(n):  # LAPACK leaves the other triangle as it was
+            L[i, i + 1 :] = 0.0
+        return L, info == 0
+
+    return impl
+
+
+def solve_triangular(T, B, lower, transposed):
+    """(X, ok): X with op(T) X = B, op(T) = T or Tᵀ, T triangular (only that triangle is read), B (n, m);
+    ok is False, and X undefined, where T has an exact zero on its diagonal."""
+    try:
+        return scipy.linalg.solve_triangular(T, B, trans=int(transposed), lower=lower, check_finite=False), True
+    except np.linalg.LinAlgError:
+        return np.full_like(B, np.nan), False
+
+
+@overload(solve_triangular)
+def _solve_triangular_compiled(T, B, lower, transposed):
+    def impl(T, B, lower, transposed):
+        n, m = B.shape
+        M = np.ascontiguousarray(T)  # column-major this is Tᵀ: the other triangle, the other op
+        X = np.ascontiguousarray(B.T).copy()  # column-major B
+        info = dtrtrs(_U if lower else _L, _N if transposed else _T, _N, n, m, M, n, X, n)
+        return np.ascontiguousarray(X.T), info == 0
+
+    return impl
+
+
+def eigh(A):
+    """(w, V): the eigenvalues (ascending) and eigenvectors (columns) of the symmetric matrix whose
+    lower triangle A holds, as LAPACK's ``dsyevd`` gives them (JAX's too, signs included); NaN where
+    it fails."""
+    w, V, info = scipy.linalg.lapack.dsyevd(A, compute_v=1, lower=1)
+    if info != 0:
+        w[:] = np.nan
+        V[:, :] = np.nan
+    return w, np.ascontiguousarray(V)
+
+
+@overload(eigh)
+def _eigh_compiled(A):
+    def impl(A):
+        n = A.shape[0]
+        F = np.ascontiguousarray(A.T)  # column-major A, as SciPy (and JAX) hand it to LAPACK
+        w = np.empty(n)
+        work = np.empty(1)
+        iwork = np.empty(1, dtype=np.int32)
+        dsyevd(_V, _L, n, F, n, w, work, -1, iwork, -1)  # the workspace query
+        work = np.empty(int(work[0]))
+        iwork = np.empty(int(iwork[0]), dtype=np.int32)
+        info = dsyevd(_V, _L, n, F, n, w, work, work.size, iwork, iwork.size)
+        if info != 0:
+            w[:] = np.nan
+            F[:, :] = np.nan
+        return w, np.ascontiguousarray(F.T)  # the eigenvectors are F's columns
+
+    return impl

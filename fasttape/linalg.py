@@ -1,4 +1,5 @@
-"""``numpy.linalg`` on traced arrays: ``solve``, ``inv``, ``slogdet`` and ``det``.
+"""``numpy.linalg`` on traced arrays: ``solve``, ``inv``, ``slogdet``, ``det``, ``cholesky``, ``eigh`` and
+``eigvalsh``.
 
 Each lowers onto the linalg family's primitives (``fasttape.families.linalg``): ``solve``
 (``inv`` is the solve against the identity) and ``slogdet`` (``det`` is sign·exp(log|det|)).
@@ -13,6 +14,7 @@ import numpy as np
 
 from . import kernels as K
 from . import numpy as fnp
+from .families import factor
 from .tracer import concrete, recorder_of
 
 
@@ -72,5 +74,81 @@ def det(a):
     return sign * fnp.exp(logabs)
 
 
-FUNCTIONS = {np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.slogdet: slogdet, np.linalg.det: det}
+def _symmetrized(a):
+    """½ (A + Aᵀ) on the last two axes, as JAX's ``cholesky`` reads its operand."""
+    return 0.5 * (a + fnp.swapaxes(a, -1, -2))
+
+
+def cholesky(a, /, *, upper=False):
+    """``numpy.linalg.cholesky``: the lower factor L (L Lᵀ = A), or Lᵀ with ``upper``.  As in JAX, the
+    factor is that of ½ (A + Aᵀ), so the gradient with respect to A is symmetric; for a symmetric A (what
+    NumPy assumes, reading one triangle) the value is NumPy's.  A matrix that is not positive definite
+    raises LinAlgError naming its batch element; one holding NaN or inf gives a factor of NaNs (as JAX)."""
+    rec = recorder_of((a,))
+    if rec is None:
+        return np.linalg.cholesky(a, upper=upper)
+    fnp._check_complex((a,))
+    A = fnp._float(a)
+    if np.ndim(A) < 2 or np.shape(A)[-1] != np.shape(A)[-2]:
+        return np.linalg.cholesky(A)  # NumPy's error for a non-square operand
+    sym = _symmetrized(a)
+    if np.size(A) == 0:
+        return _empty(np.linalg.cholesky(concrete(sym)))
+    value = factor.cholesky_values(concrete(sym))  # LinAlgError for a matrix not positive definite
+    L = rec.linalg(K.OP_CHOLESKY, (sym,), value)
+    return fnp.swapaxes(L, -1, -2) if upper else L
+
+
+def eigen_lower(a):
+    """(w, V) of the symmetric matrix whose lower triangle ``a`` (..., n, n) holds, by one ``eigh``
+    instruction: eigenvalues ascending, eigenvectors as columns, as LAPACK's ``dsyevd`` (and JAX) give
+    them.  The derivatives need distinct eigenvalues (as in JAX: equal ones give inf or NaN)."""
+    rec = recorder_of((a,))
+    w, V = factor.eigh_values(concrete(a))
+    n = w.shape[-1]
+    packed = np.concatenate([w, V.reshape(w.shape[:-1] + (n * n,))], axis=-1)
+    out = rec.linalg(K.OP_EIGH, (a,), packed)
+    return out[..., :n], fnp.reshape(out[..., n:], V.shape)
+
+
+def _eigh_operand(name, a):
+    fnp._check_complex((a,))
+    A = fnp._float(a)
+    if np.ndim(A) < 2 or np.shape(A)[-1] != np.shape(A)[-2]:
+        getattr(np.linalg, name)(A)  # NumPy's error for a non-square operand
+    return _symmetrized(a)
+
+
+def eigh(a, UPLO="L"):
+    """``numpy.linalg.eigh``: (eigenvalues, eigenvectors) of ½ (A + Aᵀ), as JAX (NumPy reads one triangle;
+    the two agree for a symmetric A)."""
+    if recorder_of((a,)) is None:
+        return np.linalg.eigh(a, UPLO=UPLO)
+    sym = _eigh_operand("eigh", a)
+    result = type(np.linalg.eigh(np.eye(1)))
+    if np.size(concrete(sym)) == 0:
+        w, V = np.linalg.eigh(concrete(sym))
+        return result(_empty(w), _empty(V))
+    return result(*eigen_lower(sym))
+
+
+def eigvalsh(a, UPLO="L"):
+    """``numpy.linalg.eigvalsh``: the eigenvalues of ½ (A + Aᵀ), ascending."""
+    if recorder_of((a,)) is None:
+        return np.linalg.eigvalsh(a, UPLO=UPLO)
+    sym = _eigh_operand("eigvalsh", a)
+    if np.size(concrete(sym)) == 0:
+        return _empty(np.linalg.eigvalsh(concrete(sym)))
+    return eigen_lower(sym)[0]
+
+
+FUNCTIONS = {
+    np.linalg.solve: solve,
+    np.linalg.inv: inv,
+    np.linalg.slogdet: slogdet,
+    np.linalg.det: det,
+    np.linalg.cholesky: cholesky,
+    np.linalg.eigh: eigh,
+    np.linalg.eigvalsh: eigvalsh,
+}
 fnp.FUNCTIONS.update(FUNCTIONS)

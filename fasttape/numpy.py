@@ -651,7 +651,13 @@ def dispatch_function(func, args, kwargs):
 def unsupported_message(name, why="no derivative rule is recorded for it"):
     """The error text for a function fasttape cannot trace, with the fasttape function to call where one exists."""
     short = name.rsplit(".", 1)[-1]
-    if short in __all__ and not name.startswith("numpy."):
+    from . import scipy_linalg
+
+    if name.startswith("scipy.linalg.") and short in scipy_linalg.FUNCTIONS:
+        hint = (f"fasttape records scipy.linalg.{short} when it is looked up on the module during the trace "
+                f"(scipy.linalg.{short}(...)); a name imported before the trace (from scipy.linalg import {short}) "
+                f"is SciPy's own: call fasttape.scipy_linalg.{short} there.")  # fmt: skip
+    elif short in __all__ and not name.startswith("numpy."):
         hint = f"Call fasttape.numpy.{short} instead, which records it on the tape."
     else:
         hint = ("Write it with the supported functions listed in fasttape.numpy.__all__, or compute it outside the "

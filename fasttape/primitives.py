@@ -26,10 +26,10 @@ from .scalar_math import VOCABULARY
 
 ELEMENTWISE_KINDS = ("unary", "binary", "comparison")
 KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul", "solve",
-         "slogdet")  # fmt: skip
-ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2}
+         "slogdet", "cholesky", "trisolve", "eigh")  # fmt: skip
+ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2, "trisolve": 2}
 DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
-           "probability", "invertible")  # fmt: skip
+           "probability", "invertible", "positive_definite", "separated_spectrum")  # fmt: skip
 # where a rule meets a convention or a numerical hazard, the oracle also draws inputs there (``edges``):
 # exact ties, exact zeros, magnitudes near 1e300 and near 1e-300
 EDGES = ("ties", "zeros", "huge", "tiny")
@@ -280,6 +280,13 @@ _declare("matmul", "matmul", jax="ref.matmul", bilinear=True)
 # linear algebra (numpy.linalg: solve, inv, slogdet, det): "invertible" matrices are well-conditioned ones
 _declare("solve", "solve", numpy=(), jax="ref.solve", domains=("invertible", "real"))
 _declare("slogdet", "slogdet", numpy=(), jax="ref.slogdet", domains=("invertible",))
+# factorisations (numpy.linalg.cholesky, scipy.linalg's triangular and Cholesky solves): cholesky reads the
+# lower triangle of a symmetric positive-definite matrix, trisolve one triangle of a well-conditioned one
+_declare("cholesky", "cholesky", numpy=(), jax="ref.cholesky", domains=("positive_definite",))
+_declare("trisolve", "trisolve", numpy=(), jax="ref.trisolve", domains=("invertible", "real"))
+# eigenvalues (ascending) and eigenvectors of the symmetric matrix held in the lower triangle: differentiable
+# where the eigenvalues are distinct ("separated_spectrum": symmetric matrices with eigenvalues apart)
+_declare("eigh", "eigh", numpy=(), jax="ref.eigh", domains=("separated_spectrum",))
 
 
 # --------------------------------------------------------------------------

@@ -308,16 +308,16 @@ class Recorder:
         )
         return self.reshape(out, value.shape)
 
-    def linalg(self, op, operands, value, m=0) -> Tracer:
-        """A linalg-family instruction (``fasttape.families.linalg``) on matrices (..., n, n) (and for
-        ``solve`` right-hand sides (..., n, m)), their batch axes broadcast; ``value``: its result, shaped
-        (batch, n, m) for ``solve`` or (batch, 2) for ``slogdet``."""
+    def linalg(self, op, operands, value, **params) -> Tracer:
+        """A linear-algebra instruction (the linalg and factor families) on matrices (..., n, n) and
+        right-hand sides (..., n, m), their batch axes broadcast; ``value``: its result, shaped (batch, ...);
+        ``params``: the family's parameters besides ``batch`` and ``n``."""
         value = _as_value(value)
         tracers = [self.as_tracer(x) for x in operands]
         n = tracers[0].shape[-1]
         batch = np.broadcast_shapes(*(t.shape[:-2] for t in tracers))
         tracers = [t if t.shape[:-2] == batch else self.broadcast(t, batch + t.shape[-2:]) for t in tracers]
-        params = {"batch": math.prod(batch), "n": n, "m": m}
+        params = {"batch": math.prod(batch), "n": n, "m": 0, **params}
         return self._emit(op, value.shape, [t._sid for t in tracers], params, value=value)
 
     def guard(self, x: Tracer, outcome: bool):
@@ -449,7 +449,9 @@ def _library_caller() -> str | None:
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if module == "scipy" or module.startswith("scipy."):
-            found = (module, frame.f_code.co_name)
+            name = frame.f_code.co_name
+            if found is None or name != "wrapper":  # SciPy's batching decorator: the name is the inner one's
+                found = (module, name)
         elif found is not None:
             break
         frame = frame.f_back

@@ -72,7 +72,9 @@ def scalar_loss(case, args, rng):
     Cases with NaN and inf inputs keep the linear loss: an infinite adjoint would turn their exact
     comparison into one of how each rule groups its arithmetic (inf or NaN), which the random
     programs check loosely (``check(exact_nonfinite=False)``)."""
-    out = np.asarray(case.fn(NP, *args), dtype=np.float64)
+    # the output's shape (and scale); NaN and inf inputs are replaced by stand-ins (NumPy's cholesky refuses them)
+    out = np.asarray(case.fn(NP, *(np.nan_to_num(a, nan=0.5, posinf=2.0, neginf=-2.0) if case.eager else a
+                                   for a in args)), dtype=np.float64)  # fmt: skip
     weight = rng.normal(size=out.shape)
     curvature = None
     if not case.eager:
@@ -121,6 +123,15 @@ def sample(domain, shape, rng):
     if domain == "invertible":  # (..., n, n): 1.5 I plus a spectrum of radius about 0.5, condition number < 5
         n = shape[-1]
         return 1.5 * np.eye(n) + 0.5 * rng.normal(size=shape) / np.sqrt(n)
+    if domain == "positive_definite":  # (..., n, n) symmetric, eigenvalues in [1, about 5]
+        n = shape[-1]
+        G = rng.normal(size=shape) / np.sqrt(n)
+        return G @ np.swapaxes(G, -1, -2) + np.eye(n)
+    if domain == "separated_spectrum":  # (..., n, n) symmetric, eigenvalues 1, 2, ..., n (each +-0.1)
+        n = shape[-1]
+        Q, _ = np.linalg.qr(rng.normal(size=shape))
+        w = np.arange(1.0, n + 1.0) + rng.uniform(-0.1, 0.1, size=shape[:-1])
+        return (Q * w[..., None, :]) @ np.swapaxes(Q, -1, -2)
     if domain == "distinct":
         # 0.37 apart, each with its own jitter in [0.02, 0.08]: no two elements tie, none is within 0.01
         # of 0 (abs), and sums of them (a matrix 1-norm's column sums) do not tie either
@@ -228,7 +239,8 @@ def _reduction(prim):
     return cases
 
 
-_FIRST_CASE = {"gather": "index-int-array"}  # a primitive whose cases are not named after it: its first
+# primitives whose cases are not named after them: their first cases
+_FIRST_CASE = {"gather": "index-int-array", "trisolve": "solve-triangular"}
 
 
 def _edge_cases(prim, cases):
@@ -254,6 +266,65 @@ def generated_cases():
         elif prim.kind == "reduction":
             cases += _reduction(prim)
     return cases
+
+
+def _sla(xp):
+    """scipy.linalg for NumPy programs, jax.scipy.linalg for JAX ones."""
+    if (xp._module if isinstance(xp, Namespace) else xp) is np:
+        import scipy.linalg
+
+        return scipy.linalg
+    import jax.scipy.linalg
+
+    return jax.scipy.linalg
+
+
+def _spd(xp, a):
+    """A A^T / n + I: symmetric positive definite (eigenvalues at least 1) for any real A (..., n, n)."""
+    n = a.shape[-1]
+    return a @ xp.swapaxes(a, -1, -2) / n + xp.eye(n)
+
+
+def _sym(xp, a):
+    return 0.5 * (a + xp.swapaxes(a, -1, -2))
+
+
+def _eigh_both(xp, pair):
+    """Eigenvalues and eigenvectors side by side (..., n + n²)."""
+    w, V = pair
+    return xp.concatenate([w, xp.reshape(V, w.shape[:-1] + (-1,))], axis=-1)
+
+
+def _eigh_squared(xp, pair):
+    """Eigenvalues and squared eigenvectors: SciPy's default driver (evr) may pick other signs than
+    LAPACK's dsyevd, which NumPy, JAX and fasttape use."""
+    w, V = pair
+    return _eigh_both(xp, (w, V * V))
+
+
+def _matrix_exp(xp, a):
+    """exp(A) of a symmetric A by its eigendecomposition: V diag(exp w) Vᵀ (no eigenvector sign matters)."""
+    w, V = xp.linalg.eigh(a)
+    return (V * xp.exp(w)[..., None, :]) @ xp.swapaxes(V, -1, -2)
+
+
+def _log_det_by_cholesky(xp, a):
+    L = xp.linalg.cholesky(a)
+    return 2.0 * xp.sum(xp.log(xp.diagonal(L)))
+
+
+def _cho_solve(xp, a, b, lower):
+    return _sla(xp).cho_solve(_sla(xp).cho_factor(_spd(xp, a), lower=lower), b)
+
+
+def _gp_nll(xp, log_params, X, y):
+    """A Gaussian process's negative log marginal likelihood (squared-exponential kernel), by Cholesky."""
+    ell, sf, sn = xp.exp(0.3 * log_params[0]), xp.exp(0.3 * log_params[1]), xp.exp(0.3 * log_params[2] - 1.0)
+    d2 = xp.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1)
+    K = sf**2 * xp.exp(-0.5 * d2 / ell**2) + (sn**2 + 1e-2) * xp.eye(len(y))
+    L = xp.linalg.cholesky(K)
+    alpha = _sla(xp).cho_solve((L, True), y)
+    return 0.5 * y @ alpha + xp.sum(xp.log(xp.diag(L)))
 
 
 def _c(name, fn, *shapes, domains=(), smooth=True, kinds=()):
@@ -389,6 +460,56 @@ STRUCTURAL_CASES = [
     _c("slogdet-batched", lambda xp, a: xp.linalg.slogdet(a)[1], (2, 4, 4), domains=("invertible",)),
     _c("slogdet-sign", lambda xp, a: xp.linalg.slogdet(a)[0] * xp.sum(a * a), (3, 3), domains=("invertible",)),
     _c("det", lambda xp, a: xp.linalg.det(a), (2, 3, 3), domains=("invertible",)),
+    # a factor of a symmetric matrix built from the input (as users build one): NumPy reads one triangle, JAX
+    # (and fasttape) factor ½ (A + Aᵀ), which agree there, so finite differences of NumPy's apply
+    _c("cholesky", lambda xp, a: xp.linalg.cholesky(_spd(xp, a)), (4, 4)),
+    _c("cholesky-batched", lambda xp, a: xp.linalg.cholesky(_spd(xp, a)), (2, 3, 3)),
+    _c("cholesky-upper", lambda xp, a: xp.linalg.cholesky(_spd(xp, a), upper=True), (3, 3)),
+    _c("cholesky-logdet", lambda xp, a: _log_det_by_cholesky(xp, _spd(xp, a)), (3, 3)),
+    _c("scipy-cholesky", lambda xp, a: _sla(xp).cholesky(_spd(xp, a)), (3, 3)),
+    _c("scipy-cholesky-lower", lambda xp, a: _sla(xp).cholesky(_spd(xp, a), lower=True), (3, 3)),
+    _c("cho-solve", lambda xp, a, b: _cho_solve(xp, a, b, True), (3, 3), (3,)),
+    _c("cho-solve-upper", lambda xp, a, b: _cho_solve(xp, a, b, False), (3, 3), (3, 2)),
+    _c("solve-pos", lambda xp, a, b: _sla(xp).solve(_spd(xp, a), b, assume_a="pos"), (3, 3), (3, 2)),
+    _c(
+        "solve-triangular",
+        lambda xp, a, b: _sla(xp).solve_triangular(a, b, lower=True),
+        (4, 4),
+        (4,),
+        domains=("invertible", "real"),
+    ),  # fmt: skip
+    _c(
+        "solve-triangular-upper-t",
+        lambda xp, a, b: _sla(xp).solve_triangular(a, b, trans="T"),
+        (3, 3),
+        (3, 2),
+        domains=("invertible", "real"),
+    ),  # fmt: skip
+    _c(
+        "solve-triangular-unit",
+        lambda xp, a, b: _sla(xp).solve_triangular(a, b, trans=1, lower=True, unit_diagonal=True),
+        (2, 3, 3),
+        (2, 3, 2),
+        domains=("invertible", "real"),
+    ),  # fmt: skip
+    # eigenvalues and eigenvectors of a symmetric matrix built from the input (NumPy reads one triangle, JAX
+    # and fasttape symmetrize): eigenvalues apart, so the derivatives are well conditioned
+    _c("eigh", lambda xp, a: _eigh_both(xp, xp.linalg.eigh(_sym(xp, a))), (4, 4), domains=("separated_spectrum",)),
+    _c(
+        "eigh-batched",
+        lambda xp, a: _eigh_both(xp, xp.linalg.eigh(_sym(xp, a))),
+        (2, 3, 3),
+        domains=("separated_spectrum",),
+    ),  # fmt: skip
+    _c("eigvalsh", lambda xp, a: xp.linalg.eigvalsh(_sym(xp, a)), (3, 3), domains=("separated_spectrum",)),
+    _c("eigh-matrix-exp", lambda xp, a: _matrix_exp(xp, _sym(xp, a)), (3, 3), domains=("separated_spectrum",)),
+    _c(
+        "scipy-eigh-upper",
+        lambda xp, a: _eigh_squared(xp, _sla(xp).eigh(_sym(xp, a), lower=False)),
+        (3, 3),
+        domains=("separated_spectrum",),
+    ),  # fmt: skip
+    _c("gp-nll", lambda xp, p, X, y: _gp_nll(xp, p, X, y), (3,), (6, 2), (6,)),
     _c("dot", lambda xp, x, y: xp.dot(x, y), (3, 4), (4, 2)),
     _c("dot-nd", lambda xp, x, y: xp.dot(x, y), (2, 3), (2, 3, 2)),
     _c("dot-scalar", lambda xp, x, y: xp.dot(x, y), (), (3,)),

@@ -202,6 +202,31 @@ class _Rules:
         sign, logabs = self.jnp.linalg.slogdet(a.reshape(batch, n, n))
         return self.jnp.stack([sign, logabs], axis=-1)
 
+    def cholesky(self, a, batch, n, m, mode):
+        # fasttape's primitive reads the lower triangle: JAX's factor of the symmetric matrix it holds
+        a = self.jnp.tril(a.reshape(batch, n, n))
+        a = a + self.jnp.swapaxes(self.jnp.tril(a, -1), -1, -2)
+        from jax.lax import linalg
+
+        return linalg.cholesky(a, symmetrize_input=False)
+
+    def eigh(self, a, batch, n, m, mode):
+        # fasttape's primitive reads the lower triangle, as LAPACK's dsyevd (whose eigenvectors both return)
+        from jax.lax import linalg
+
+        a = self.jnp.tril(a.reshape(batch, n, n))
+        a = a + self.jnp.swapaxes(self.jnp.tril(a, -1), -1, -2)  # JAX's rule reads both triangles
+        V, w = linalg.eigh(a, lower=True, symmetrize_input=False)
+        return self.jnp.concatenate([w, V.reshape(batch, n * n)], axis=-1)
+
+    def trisolve(self, a, b, batch, n, m, mode):
+        from jax.lax import linalg
+
+        return linalg.triangular_solve(
+            a.reshape(batch, n, n), b.reshape(batch, n, m), left_side=True, lower=bool(mode & 1),
+            transpose_a=bool(mode & 2), unit_diagonal=bool(mode & 4),
+        )  # fmt: skip
+
 
 def jax_primitives() -> dict:
     """name -> JAX function on the tape's flat operands (see the module docstring), from each

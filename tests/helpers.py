@@ -1,6 +1,7 @@
-"""Comparison helpers shared by the test modules: fasttape against JAX, leaf by leaf."""
+"""Helpers shared by the test modules: fasttape against JAX, leaf by leaf; saved tapes edited by hand."""
 
 import functools
+import io
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +31,18 @@ def assert_tree_close(actual, desired, rtol=RTOL, atol=ATOL):
 def both(f):
     """``f(xp, ...)`` bound to NumPy (for fasttape) and to jax.numpy (the reference)."""
     return functools.partial(f, np), functools.partial(f, jnp)
+
+
+def load_with_edited_row(tape, opcode, column, value):
+    """``tape`` saved, one column of its first row with ``opcode`` set to ``value`` (the checksum redone, as a
+    hostile file would), then loaded."""
+    from fasttape import kernels as K
+    from fasttape import load_tape, storage
+
+    arrays = storage._arrays_of(tape)
+    row = int(np.flatnonzero(arrays["ins"][:, K.C_OP] == opcode)[0])
+    arrays["ins"][row, column] = value
+    buf = io.BytesIO()
+    storage._write(arrays, buf)
+    buf.seek(0)
+    return load_tape(buf)

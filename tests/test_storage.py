@@ -34,6 +34,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 import fasttape as ft
 import fasttape.numpy as fnp
@@ -86,6 +87,8 @@ STRUCTURAL = {
     "matmul": (lambda m, x: np.sum((m @ m) @ x), (M33, X3)),
     "linalg": (lambda m, x: np.sum(np.linalg.solve(m + 3.0 * np.eye(3), x)) + np.linalg.slogdet(m + 3.0 * np.eye(3))[1],
                (M33, X3)),
+    "factor": (lambda m, x: np.sum(scipy.linalg.cho_solve((np.linalg.cholesky(m @ m.T + np.eye(3)), True), x))
+               + np.sum(np.linalg.eigh(m + m.T)[1][:, 0] ** 2), (M33, X3)),  # fmt: skip
     "rich-with-guard": (rich, (X3, M33)),
     "containers": (lambda p, n, tag: np.sum(p["w"] ** 2 * p["b"][0]) * n + p["b"][1], (
         {"w": X3, "b": [1.5, np.float64(2.0)]}, np.int64(3), "tag")),

@@ -1,0 +1,154 @@
+"""Matrix arithmetic on stacks, so that each matrix rule is written once for every sweep.
+
+A *stack* is a float64 array (D, r, c): D matrices of the same shape.  Read as a dual, slot 0
+is a value and slots 1.. are its tangents; a stack of depth 1 is a constant (its tangents are
+zero).  Every operation below is the value's operation on slot 0 and its derivative on the
+others (``mm``: d(AB) = dA B + A dB), so a reverse rule written with them, ``x̄ = R(x, y, ȳ)``,
+gives in one evaluation
+
+* the first-order rule, on stacks of depth 1;
+* forward-over-reverse, on x, y, ȳ carrying k tangents: slot 0 is x̄ and slot d its tangent
+  along direction d (ȳ's tangents are the second-order adjoints of the output);
+* the k-seed reverse, on constant x and y and a stack of k cotangents ȳ: R is linear in ȳ,
+  and with a constant operand each operation treats every slot alike (``mm(A, B)[j] = A[0]
+  B[j]``), so slot j is R(x, y, ȳ_j).
+
+Tangent rules use the last reading too: a stack of k directions through operations whose
+other operands are constants.  The functions are ``register_jitable``: plain Python (NumPy and
+the SciPy side of ``fasttape.lapack``) in the executor tier, compiled into the kernels of
+``fasttape.families.factor``.  Two operands that both have tangents have the same depth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+from . import lapack
+
+
+# Loops over flat runs rather than array expressions: the same work, and Numba compiles them in a
+# fraction of the time (every kernel that uses a rule compiles it).
+@register_jitable
+def _axpy(dst, src, s):
+    """dst += s src (contiguous arrays of one size)."""
+    d = dst.reshape(-1)
+    x = src.reshape(-1)
+    for i in range(d.size):
+        d[i] += s * x[i]
+
+
+@register_jitable
+def const(A):
+    """A 2-D matrix as a constant stack (a copy)."""
+    r, c = A.shape
+    out = np.empty((1, r, c))
+    for i in range(r):
+        for j in range(c):
+            out[0, i, j] = A[i, j]
+    return out
+
+
+@register_jitable
+def tr(A):
+    """Transpose of every slot."""
+    D, r, c = A.shape
+    out = np.empty((D, c, r))
+    for d in range(D):
+        for i in range(r):
+            for j in range(c):
+                out[d, j, i] = A[d, i, j]
+    return out
+
+
+@register_jitable
+def mm(A, B):
+    """Matrix product: A[0] B[0], then dA B + A dB."""
+    D = max(A.shape[0], B.shape[0])
+    out = np.empty((D, A.shape[1], B.shape[2]))
+    np.dot(A[0], B[0], out[0])
+    for d in range(1, D):
+        if A.shape[0] > 1:
+            np.dot(A[d], B[0], out[d])
+            if B.shape[0] > 1:
+                _axpy(out[d], np.dot(A[0], B[d]), 1.0)
+        else:
+            np.dot(A[0], B[d], out[d])
+    return out
+
+
+@register_jitable
+def add(A, B, s):
+    """A + s B (s a number); a constant operand adds to the value only."""
+    D = max(A.shape[0], B.shape[0])
+    out = np.zeros((D, A.shape[1], A.shape[2]))
+    _axpy(out[: A.shape[0]], A, 1.0)
+    _axpy(out[: B.shape[0]], B, s)
+    return out
+
+
+@register_jitable
+def lower_part(A, diagonal):
+    """The lower triangle of every slot, its diagonal scaled by ``diagonal`` (0, ½ or 1)."""
+    D, r, c = A.shape
+    out = np.zeros((D, r, c))
+    for d in range(D):
+        for i in range(r):
+            for j in range(min(i, c)):
+                out[d, i, j] = A[d, i, j]
+            if i < c:
+                out[d, i, i] = diagonal * A[d, i, i]
+    return out
+
+
+@register_jitable
+def triangle(A, lower, diagonal):
+    """The lower (or upper) triangle of every slot, its diagonal scaled by ``diagonal``."""
+    if lower:
+        return lower_part(A, diagonal)
+    return tr(lower_part(tr(A), diagonal))
+
+
+@register_jitable
+def solve_triangular(T, B, lower, transposed, unit):
+    """(X, ok): op(T) X = B for the triangle of T (its diagonal taken as ones when ``unit``), op(T) = T
+    or Tᵀ; dX = op(T)⁻¹ (dB - op(dT) X).  ok is False where T[0] has a zero on its diagonal."""
+    D, n, m = max(T.shape[0], B.shape[0]), B.shape[1], B.shape[2]
+    T0 = T[0].copy()
+    if unit:
+        for i in range(n):
+            T0[i, i] = 1.0
+    R = np.zeros((D, n, m))
+    _axpy(R[: B.shape[0]], B, 1.0)
+    ok = True
+    first = 0
+    if T.shape[0] > 1:  # the value first: the tangents need it
+        X0, ok = lapack.solve_triangular(T0, R[0], lower, transposed)
+        R[0] = X0
+        dT = triangle(T[1:], lower, 0.0 if unit else 1.0)
+        if transposed:
+            dT = tr(dT)
+        for d in range(1, D):
+            _axpy(R[d], np.dot(dT[d - 1], X0), -1.0)
+        first = 1
+    if D > first:  # every other slot in one call: the columns side by side
+        k = D - first
+        columns = np.empty((n, k * m))
+        for d in range(k):
+            for i in range(n):
+                for j in range(m):
+                    columns[i, d * m + j] = R[first + d, i, j]
+        X, ok_rest = lapack.solve_triangular(T0, columns, lower, transposed)
+        ok = ok and ok_rest
+        for d in range(k):
+            for i in range(n):
+                for j in range(m):
+                    R[first + d, i, j] = X[i, d * m + j]
+    return R, ok
+
+
+@register_jitable
+def solve_triangular_right(T, B, lower, transposed, unit):
+    """(X, ok): X op(T) = B, as op(T)ᵀ Xᵀ = Bᵀ."""
+    X, ok = solve_triangular(T, tr(B), lower, not transposed, unit)
+    return tr(X), ok

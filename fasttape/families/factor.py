@@ -1,0 +1,462 @@
+"""The factor family: Cholesky factors and triangular solves of batched matrices.
+
+``cholesky``: L (batch, n, n) with L Lᵀ = A for the symmetric matrix whose lower triangle A
+holds (the upper triangle is not read: NumPy's and JAX's ``cholesky`` symmetrise A first, in
+primitives, ``fasttape.linalg``).  ``trisolve``: X = op(T)⁻¹ B for T (batch, n, n) triangular
+(only that triangle is read; with ``unit`` its diagonal is taken as ones), op(T) = T or Tᵀ,
+B (batch, n, m).  The parameter ``mode`` holds LOWER | TRANSPOSED | UNIT.
+
+Every rule is written once, in ``fasttape.duals``' stack arithmetic, and serves both tiers
+(compiled into the kernels, plain NumPy and SciPy in the executor) and every sweep: the
+tangent rules on stacks of directions, the adjoint rules on constants (first order), on stacks
+of cotangents (the k-seed reverse) and on duals (forward-over-reverse: the tangent of the
+adjoint rule, so second order needs no rule of its own).  LAPACK does the factoring and the
+solves (``fasttape.lapack``).
+
+A matrix that is not positive definite (``cholesky``) or has a zero on its diagonal
+(``trisolve``) raises ``numpy.linalg.LinAlgError`` naming the function and the batch element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+from .. import duals as D
+from .. import lapack
+from ..jit import jit
+from ..layout import (
+    C_A,
+    C_B,
+    C_FLAGS,
+    C_N,
+    C_NA,
+    C_NB,
+    C_OP,
+    C_OUT,
+    F_CONST_ADJOINT,
+    F_GRAD_A,
+    F_GRAD_B,
+    F_INIT_A,
+    F_INIT_B,
+    param_columns,
+)
+from ..loops import zero_first_writes
+from ..primitives import opcode
+
+KINDS = ("cholesky", "trisolve", "eigh")
+PARAMS = ("batch", "n", "m", "mode")
+P_BATCH, P_N, P_M, P_MODE = param_columns(PARAMS)
+OP_CHOLESKY = opcode("cholesky")
+OP_TRISOLVE = opcode("trisolve")
+OP_EIGH = opcode("eigh")
+LOWER, TRANSPOSED, UNIT = 1, 2, 4
+LinAlgError = np.linalg.LinAlgError
+
+
+# --------------------------------------------------------------------------
+# the rules (stacks: fasttape.duals)
+# --------------------------------------------------------------------------
+@register_jitable
+def _from_lower(A):
+    """The symmetric matrix whose lower triangle A holds, on every slot."""
+    return D.add(D.lower_part(A, 1.0), D.tr(D.lower_part(A, 0.0)), 1.0)
+
+
+@register_jitable
+def cholesky_tangent(L, dA):
+    # dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle with half the diagonal (dA read from its lower triangle)
+    Y, _ = D.solve_triangular(L, _from_lower(dA), True, False, False)
+    Z, _ = D.solve_triangular_right(L, Y, True, True, False)
+    return D.mm(L, D.lower_part(Z, 0.5))
+
+
+@register_jitable
+def cholesky_adjoint(L, L_bar):
+    # S = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹; the operand is A's lower triangle: Ā = S + Sᵀ below the diagonal, S on it.
+    # L's upper triangle is a constant zero: its cotangent (even an infinite one) takes no part
+    P = D.lower_part(D.mm(D.tr(L), D.lower_part(L_bar, 1.0)), 0.5)
+    Y, _ = D.solve_triangular(L, P, True, True, False)
+    S, _ = D.solve_triangular_right(L, Y, True, False, False)
+    return D.lower_part(D.add(S, D.tr(S), 1.0), 0.5)
+
+
+@register_jitable
+def _op(A, transposed):
+    return D.tr(A) if transposed else A
+
+
+@register_jitable
+def trisolve_tangent(T, X, dT, dB, mode, ga, gb):
+    # dX = op(T)⁻¹ (dB - op(dT) X), dT on T's triangle
+    lower, transposed, unit = (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0
+    R = dB.copy() if gb else np.zeros((dT.shape[0], X.shape[1], X.shape[2]))
+    if ga:
+        R = D.add(R, D.mm(_op(D.triangle(dT, lower, 0.0 if unit else 1.0), transposed), X), -1.0)
+    return D.solve_triangular(T, R, lower, transposed, unit)[0]
+
+
+@register_jitable
+def trisolve_adjoint(T, X, X_bar, mode):
+    # B̄ = op(T)⁻ᵀ X̄;  T̄ = -B̄ Xᵀ (or -X B̄ᵀ when op(T) = Tᵀ) on T's triangle
+    lower, transposed, unit = (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0
+    B_bar, _ = D.solve_triangular(T, X_bar, lower, not transposed, unit)
+    P = D.mm(X, D.tr(B_bar)) if transposed else D.mm(B_bar, D.tr(X))
+    return D.add(np.zeros((1, T.shape[1], T.shape[2])), D.triangle(P, lower, 0.0 if unit else 1.0), -1.0), B_bar
+
+
+@register_jitable
+def _inverse_gaps(w):
+    """F with F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it, from a stack w (D, 1, n); its tangent
+    is -(dw_j - dw_i) F_ij²."""
+    D_, n = w.shape[0], w.shape[2]
+    F = np.zeros((D_, n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                F[0, i, j] = 1.0 / (w[0, 0, j] - w[0, 0, i])
+                for d in range(1, D_):
+                    F[d, i, j] = -(w[d, 0, j] - w[d, 0, i]) * F[0, i, j] * F[0, i, j]
+    return F
+
+
+@register_jitable
+def _gap_product(F, C):
+    """F ∘ C on duals, an exact zero of C giving zero even where F is infinite (equal eigenvalues): as
+    JAX's symbolic zeros, so the eigenvalues alone (``eigvalsh``) keep finite derivatives there."""
+    D_ = max(F.shape[0], C.shape[0])
+    out = np.zeros((D_, F.shape[1], F.shape[2]))
+    for i in range(F.shape[1]):
+        for j in range(F.shape[2]):
+            if C[0, i, j] != 0.0:
+                out[0, i, j] = F[0, i, j] * C[0, i, j]
+            for d in range(1, D_):
+                s = 0.0
+                if F.shape[0] > 1 and C[0, i, j] != 0.0:
+                    s += F[d, i, j] * C[0, i, j]
+                if C.shape[0] > 1 and C[d, i, j] != 0.0:
+                    s += F[0, i, j] * C[d, i, j]
+                out[d, i, j] = s
+    return out
+
+
+@register_jitable
+def _diagonal_matrix(w):
+    """diag(w) on every slot of a stack w (D, 1, n)."""
+    D_, n = w.shape[0], w.shape[2]
+    out = np.zeros((D_, n, n))
+    for d in range(D_):
+        for i in range(n):
+            out[d, i, i] = w[d, 0, i]
+    return out
+
+
+@register_jitable
+def eigh_tangent(w, V, dA):
+    # C = Vᵀ dA V (dA the symmetric matrix of its lower triangle):  dw = diag C,  dV = V (F ∘ C)
+    C = D.mm(D.tr(V), D.mm(_from_lower(dA), V))
+    dw = np.empty((C.shape[0], 1, C.shape[1]))
+    for d in range(C.shape[0]):
+        for i in range(C.shape[1]):
+            dw[d, 0, i] = C[d, i, i]
+    return dw, D.mm(V, _gap_product(_inverse_gaps(w), C))
+
+
+@register_jitable
+def eigh_adjoint(w, V, w_bar, V_bar):
+    # M = V (diag w̄ + F ∘ Vᵀ V̄) Vᵀ; the operand is A's lower triangle: Ā = M + Mᵀ below the diagonal, M on it
+    K = D.add(_diagonal_matrix(w_bar), _gap_product(_inverse_gaps(w), D.mm(D.tr(V), V_bar)), 1.0)
+    M = D.mm(V, D.mm(K, D.tr(V)))
+    return D.lower_part(D.add(M, D.tr(M), 1.0), 0.5)
+
+
+# --------------------------------------------------------------------------
+# one row, for both tiers: fields, stacks from the planes, the sweeps
+# --------------------------------------------------------------------------
+@register_jitable
+def _fields(row):
+    """(opcode, output, A, B, batch, n, m, mode, flags)."""
+    return (row[C_OP], row[C_OUT], row[C_A], row[C_B], row[P_BATCH], row[P_N], row[P_M], row[P_MODE],
+            row[C_FLAGS])  # fmt: skip
+
+
+@register_jitable
+def _const(buf, start, r, c):
+    return D.const(buf[start : start + r * c].reshape(r, c))
+
+
+@register_jitable
+def _planes(P, start, r, c):
+    """The stack of one matrix from each row of P (k, n_values)."""
+    out = np.empty((P.shape[0], r, c))
+    for d in range(P.shape[0]):
+        out[d] = P[d, start : start + r * c].reshape(r, c)
+    return out
+
+
+@register_jitable
+def _dual(buf, T, start, r, c, active):
+    """The value with its tangents (rows of T), or the constant value where the operand is inactive."""
+    if not active or T.shape[0] == 0:
+        return _const(buf, start, r, c)
+    out = np.empty((1 + T.shape[0], r, c))
+    out[0] = buf[start : start + r * c].reshape(r, c)
+    out[1:] = _planes(T, start, r, c)
+    return out
+
+
+@register_jitable
+def _accumulate(P, start, S, first):
+    """Add slots first.. of the stack S onto the rows of P, one slot per row."""
+    r, c = S.shape[1], S.shape[2]
+    for d in range(min(P.shape[0], S.shape[0] - first)):
+        P[d, start : start + r * c] += S[first + d].reshape(-1)
+
+
+@register_jitable
+def _raise(op, t):
+    if op == OP_CHOLESKY:
+        raise LinAlgError("cholesky: matrix is not positive definite (batch element " + str(t) + ")")
+    raise LinAlgError("solve_triangular: singular matrix, a zero on the diagonal (batch element " + str(t) + ")")
+
+
+@register_jitable
+def cholesky_factor(A, t):
+    """The lower factor of the matrix whose lower triangle A holds (batch element t).  Where LAPACK stops
+    (a pivot not positive): LinAlgError for a finite A, and for one holding NaN or inf a lower triangle of
+    NaNs, as JAX gives (a NaN LAPACK passes over propagates through the factor, as in JAX)."""
+    L, ok = lapack.cholesky_lower(A)
+    if ok:
+        return L
+    n = A.shape[0]
+    for i in range(n):
+        for j in range(i + 1):
+            if not np.isfinite(A[i, j]):
+                for r in range(n):
+                    L[r, : r + 1] = np.nan
+                return L
+    _raise(OP_CHOLESKY, t)
+    return L
+
+
+def cholesky_values(A):
+    """``cholesky_factor`` over the batch axes of A (..., n, n): the value the kernels compute."""
+    A = np.asarray(A, dtype=np.float64)
+    flat = A.reshape(-1, *A.shape[-2:])
+    return np.stack([cholesky_factor(flat[t], t) for t in range(len(flat))]).reshape(A.shape)
+
+
+@register_jitable
+def _out_size(op, n, m):
+    """Values of one batch element's output: L (n x n), X (n x m), or (w, V) (n + n x n)."""
+    if op == OP_CHOLESKY:
+        return n * n
+    if op == OP_EIGH:
+        return n + n * n
+    return n * m
+
+
+def eigh_values(A):
+    """``lapack.eigh`` over the batch axes of A (..., n, n): (w (..., n), V (..., n, n)), as the kernels."""
+    A = np.asarray(A, dtype=np.float64)
+    flat = A.reshape(-1, *A.shape[-2:])
+    pairs = [lapack.eigh(flat[t]) for t in range(len(flat))]
+    n = A.shape[-1]
+    return np.stack([w for w, _ in pairs]).reshape(A.shape[:-1]), np.stack([V for _, V in pairs]).reshape(
+        A.shape[:-2] + (n, n)
+    )
+
+
+@register_jitable
+def forward_rows(row, buf):
+    op, o, a, b, batch, n, m, mode, _ = _fields(row)
+    for t in range(batch):
+        A = buf[a + t * n * n : a + (t + 1) * n * n].reshape(n, n)
+        if op == OP_CHOLESKY:
+            buf[o + t * n * n : o + (t + 1) * n * n] = cholesky_factor(A, t).reshape(-1)
+        elif op == OP_EIGH:
+            w, V = lapack.eigh(A)
+            start = o + t * (n + n * n)
+            buf[start : start + n] = w
+            buf[start + n : start + n + n * n] = V.reshape(-1)
+        else:
+            B = _const(buf, b + t * n * m, n, m)
+            X, ok = D.solve_triangular(D.const(A), B, (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0)
+            if not ok:
+                _raise(op, t)
+            buf[o + t * n * m : o + (t + 1) * n * m] = X[0].reshape(-1)
+
+
+@register_jitable
+def _put(T, start, S):
+    """Slot d of the stack S into row d of T, from ``start``."""
+    size = S.shape[1] * S.shape[2]
+    for d in range(T.shape[0]):
+        T[d, start : start + size] = S[d].reshape(-1)
+
+
+@register_jitable
+def tangent_rows(row, buf, T):
+    """Tangents along the k rows of T (k, n_values)."""
+    op, o, a, b, batch, n, m, mode, flags = _fields(row)
+    ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
+    k = T.shape[0]
+    for t in range(batch):
+        A0, Y0 = a + t * n * n, o + t * _out_size(op, n, m)
+        if op == OP_CHOLESKY:
+            _put(T, Y0, cholesky_tangent(_const(buf, Y0, n, n), _planes(T, A0, n, n)))
+        elif op == OP_EIGH:
+            dw, dV = eigh_tangent(_const(buf, Y0, 1, n), _const(buf, Y0 + n, n, n), _planes(T, A0, n, n))
+            _put(T, Y0, dw)
+            _put(T, Y0 + n, dV)
+        else:
+            B0 = b + t * n * m
+            dT = _planes(T, A0, n, n) if ga else np.zeros((k, n, n))
+            dB = _planes(T, B0, n, m) if gb else np.zeros((k, n, m))
+            _put(T, Y0, trisolve_tangent(_const(buf, A0, n, n), _const(buf, Y0, n, m), dT, dB, mode, ga, gb))
+
+
+@register_jitable
+def _adjoint_once(row, t, buf, T, Y_bar, ga, gb):
+    """The adjoint rule of batch element t on Y_bar (D, 1, size): the output cotangents of its D slots,
+    the operands and output as duals over the rows of T (constants when T is empty): the stacks (Ā, B̄)."""
+    op, o, a, b, batch, n, m, mode, _ = _fields(row)
+    A0, Y0 = a + t * n * n, o + t * _out_size(op, n, m)
+    depth = Y_bar.shape[0]
+    no_b = np.zeros((0, n, m))
+    if op == OP_CHOLESKY:
+        return cholesky_adjoint(_dual(buf, T, Y0, n, n, True), Y_bar.reshape(depth, n, n)), no_b
+    if op == OP_EIGH:
+        w_bar = np.ascontiguousarray(Y_bar[:, :, :n])
+        V_bar = np.ascontiguousarray(Y_bar[:, 0, n:]).reshape(depth, n, n)
+        return eigh_adjoint(_dual(buf, T, Y0, 1, n, True), _dual(buf, T, Y0 + n, n, n, True), w_bar, V_bar), no_b
+    X = _dual(buf, T, Y0, n, m, True)
+    return trisolve_adjoint(_dual(buf, T, A0, n, n, ga), X, Y_bar.reshape(depth, n, m), mode)
+
+
+@register_jitable
+def _add_adjoints(row, t, G, G2, A_bar, B_bar, ga, gb):
+    """Slot 0 of Ā and B̄ onto G's row (if G has one), the next slots onto the rows of G2."""
+    op, o, a, b, batch, n, m, mode, _ = _fields(row)
+    first = G.shape[0]
+    for gets, start, S in ((ga, a + t * n * n, A_bar), (gb and op == OP_TRISOLVE, b + t * n * m, B_bar)):
+        if gets:
+            _accumulate(G, start, S, 0)
+            _accumulate(G2, start, S, first)
+
+
+@register_jitable
+def adjoint_rows(row, buf, G, G2, T, flat):
+    """G (1 or 0 rows of n_values): first-order adjoints; G2 (k rows): k-seed cotangents, or with T
+    (k rows) the tangents of G (forward-over-reverse; ``flat``: the output adjoint's tangent is a
+    structural zero).  G or G2 may be empty."""
+    op, o, a, b, batch, n, m, mode, flags = _fields(row)
+    ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
+    size = _out_size(op, n, m)
+    empty = np.zeros((0, buf.shape[0]))
+    for t in range(batch):
+        start = o + t * size
+        if T.shape[0] > 0:  # the dual evaluation: slot 0 first order, slot d its tangent along T's row d
+            Y_bar = _const(G[0], start, 1, size)
+            if not flat:
+                Y_bar = np.concatenate((Y_bar, _planes(G2, start, 1, size)))
+            A_bar, B_bar = _adjoint_once(row, t, buf, T, Y_bar, ga, gb)
+            _add_adjoints(row, t, G, G2, A_bar, B_bar, ga, gb)
+            continue
+        if G.shape[0] > 0:  # first order: constants
+            A_bar, B_bar = _adjoint_once(row, t, buf, empty, _const(G[0], start, 1, size), ga, gb)
+            _add_adjoints(row, t, G, empty, A_bar, B_bar, ga, gb)
+        if G2.shape[0] > 0:  # the k-seed reverse: slot d is the rule on row d
+            A_bar, B_bar = _adjoint_once(row, t, buf, empty, _planes(G2, start, 1, size), ga, gb)
+            _add_adjoints(row, t, empty, G2, A_bar, B_bar, ga, gb)
+
+
+# --------------------------------------------------------------------------
+# compiled kernels
+# --------------------------------------------------------------------------
+@jit
+def forward(ins, i, aux, buf):
+    forward_rows(ins[i], buf)
+
+
+@jit
+def tangent(ins, i, aux, buf, tan, NV, k):
+    tangent_rows(ins[i], buf, tan[: k * NV].reshape(k, NV))
+
+
+@jit
+def reverse(ins, i, aux, buf, N):
+    row = ins[i]
+    flags = row[C_FLAGS]
+    if flags & F_INIT_A and flags & F_GRAD_A:
+        buf[N + row[C_A] : N + row[C_A] + row[C_NA]] = 0.0
+    if flags & F_INIT_B and flags & F_GRAD_B:
+        buf[N + row[C_B] : N + row[C_B] + row[C_NB]] = 0.0
+    adjoint_rows(row, buf, buf[N : 2 * N].reshape(1, N), np.zeros((0, N)), np.zeros((0, N)), False)
+
+
+@jit
+def second(ins, i, aux, buf, tan, adj2, N, k, second):
+    zero_first_writes(ins, i, buf, adj2, N, k, second)
+    row = ins[i]
+    G = buf[N : 2 * N].reshape(1, N) if second else np.zeros((0, N))
+    T = tan[: k * N].reshape(k, N) if second else np.zeros((0, N))
+    flat = second and (row[C_FLAGS] & F_CONST_ADJOINT) != 0  # the output adjoint's tangent is a structural zero
+    adjoint_rows(row, buf, G, adj2[: k * N].reshape(k, N), T, flat)
+
+
+# --------------------------------------------------------------------------
+# NumPy rules (the executor tier): the same rules, run as Python
+# --------------------------------------------------------------------------
+def numpy_forward(row, aux, buf):
+    forward_rows(row, buf)
+
+
+def numpy_tangent(row, aux, buf, T):
+    tangent_rows(row, buf, T)
+
+
+def numpy_reverse(row, aux, buf, G, G2, T):
+    N = buf.shape[0] // 2
+    empty = np.zeros((0, N))
+    flat = T is not None and (row[C_FLAGS] & F_CONST_ADJOINT) != 0
+    adjoint_rows(row, buf, empty if G is None else G, empty if G2 is None else G2, empty if T is None else T, flat)
+
+
+# --------------------------------------------------------------------------
+# declarations, saved form, listing, JAX
+# --------------------------------------------------------------------------
+def side_size(prim, params):
+    return 0  # the outputs are the factors
+
+
+def validate(prim, row, n_values, pool_end):
+    n_out, na, nb = row[C_N], row[C_NA], row[C_NB]
+    batch, n, m, mode = row[P_BATCH : P_MODE + 1]
+    if min(batch, n, m) < 0:
+        return f"bad extents {(batch, n, m)}"
+    if n < 1 or (prim.name == "trisolve" and m < 1):  # LAPACK refuses them; the tracer records them as constants
+        return f"empty matrices {(batch, n, m)}: an empty result is never recorded"
+    if na != batch * n * n:
+        return f"operand of size {na} is not {batch} matrices of {n}x{n}"
+    if prim.name == "cholesky" and (n_out != batch * n * n or nb != 0 or m != 0 or mode != 0):
+        return f"output of size {n_out} is not {batch} factors of {n}x{n}"
+    if prim.name == "eigh" and (n_out != batch * (n + n * n) or nb != 0 or m != 0 or mode != 0):
+        return f"output of size {n_out} is not {batch} eigenvalue and eigenvector sets of {n}x{n}"
+    if prim.name == "trisolve" and (nb != batch * n * m or n_out != batch * n * m):
+        return f"sizes {nb} -> {n_out} do not match {batch} right-hand sides of {n}x{m}"
+    if not 0 <= mode <= LOWER | TRANSPOSED | UNIT:
+        return f"mode {mode} is not a combination of LOWER, TRANSPOSED and UNIT"
+    return None
+
+
+def describe(prim, params):
+    n, m, mode = params["n"], params["m"], params["mode"]
+    if prim.name in ("cholesky", "eigh"):
+        return f"[{params['batch']}x{n}x{n}]"
+    words = [w for bit, w in ((LOWER, "lower"), (TRANSPOSED, "transposed"), (UNIT, "unit")) if mode & bit]
+    return f"[{params['batch']}x{n}x{n} \\ {n}x{m}{' ' if words else ''}{','.join(words)}]"
+
+
+def jax_call(jnp, fn, operands, params, index):
+    return fn(*operands, params["batch"], params["n"], params["m"], params["mode"])

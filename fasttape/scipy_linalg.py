@@ -1,0 +1,254 @@
+"""``scipy.linalg`` on traced arrays: triangular and Cholesky solves, ``cholesky``, ``cho_factor``,
+``solve``, ``eigh`` and ``eigvalsh``.
+
+SciPy's functions convert their operands with ``np.asarray``, which a tracer refuses, and they
+are not dispatched through NumPy's protocols.  While a function is traced, fasttape therefore
+puts these functions in place of SciPy's in the ``scipy.linalg`` module (``intercepting``), so
+``scipy.linalg.cho_solve(...)`` or ``sla.cho_solve(...)`` records onto the tape; on arrays that
+are not traced each calls SciPy's own.  A name imported before the trace (``from scipy.linalg
+import cho_solve``) still refers to SciPy's function, so call these (``fasttape.scipy_linalg``)
+instead there; the error says so.
+
+As in SciPy (and ``jax.scipy.linalg``), a Cholesky factor reads one triangle of its operand (the
+upper one by default) and a triangular solve reads its triangle; operands may carry batch axes
+(..., n, n), and a right-hand side is a vector when it is 1-D or has one axis fewer than the matrix
+(as in JAX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+
+import numpy as np
+
+from . import kernels as K
+from . import lapack, linalg
+from . import numpy as fnp
+from .families import factor
+from .families.factor import LOWER, TRANSPOSED, UNIT
+from .linalg import _empty
+from .linalg import solve as _general_solve
+from .tracer import concrete, recorder_of
+
+
+def _scipy():
+    import scipy.linalg  # imported when first needed
+
+    return scipy.linalg
+
+
+def _square(name, a):
+    shape = np.shape(concrete(a))
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise ValueError(f"scipy.linalg.{name}: expected a square matrix (..., n, n), got shape {shape}")
+    return shape[-1]
+
+
+def _triangle_factor(a, lower):
+    """The lower Cholesky factor of the matrix whose ``lower`` (else upper) triangle ``a`` holds."""
+    rec = recorder_of((a,))
+    source = a if lower else fnp.swapaxes(a, -1, -2)  # the upper triangle of A is the lower one of Aᵀ
+    if np.size(concrete(source)) == 0:
+        return _empty(concrete(source))
+    return rec.linalg(K.OP_CHOLESKY, (source,), factor.cholesky_values(concrete(source)))
+
+
+def _solve_triangular(a, b, lower, transposed, unit, name):
+    """X with op(A) X = B on A's triangle (its diagonal ones with ``unit``); B is a vector when it is 1-D or
+    has one axis fewer than A (as in JAX).  The value is LAPACK's, as the kernels compute it."""
+    rec = recorder_of((a, b))
+    n = _square(name, a)
+    A = np.asarray(fnp._float(a), dtype=np.float64)
+    B = np.asarray(fnp._float(b), dtype=np.float64)
+    vector = B.ndim == 1 or B.ndim == A.ndim - 1
+    if B.ndim < 1 or (B.shape[-1] if vector else B.shape[-2]) != n:
+        raise ValueError(f"{name}: a right-hand side of shape {B.shape} does not fit the matrix of shape {A.shape}")
+    R = B[..., None] if vector else B
+    batch = np.broadcast_shapes(A.shape[:-2], R.shape[:-2])
+    m = R.shape[-1]
+    matrices = np.broadcast_to(A, batch + (n, n)).reshape(-1, n, n)
+    sides = np.broadcast_to(R, batch + (n, m)).reshape(-1, n, m)
+    value = np.empty(sides.shape)
+    for t in range(len(matrices) if value.size else 0):
+        T = matrices[t].copy()
+        if unit:
+            np.fill_diagonal(T, 1.0)
+        value[t], ok = lapack.solve_triangular(T, sides[t], lower, transposed)
+        if not ok:
+            raise np.linalg.LinAlgError(f"{name}: singular matrix, a zero on the diagonal (batch element {t})")
+    value = value.reshape(batch + (n, m))
+    if value.size == 0:
+        return _empty(value[..., 0] if vector else value)
+    rhs = fnp.reshape(b, B.shape + (1,)) if vector else b
+    mode = (LOWER if lower else 0) | (TRANSPOSED if transposed else 0) | (UNIT if unit else 0)
+    out = rec.linalg(K.OP_TRISOLVE, (a, rhs), value, m=m, mode=mode)
+    return fnp.reshape(out, value.shape[:-1]) if vector else out
+
+
+def _transposed(trans):
+    if trans in (0, "N"):
+        return False
+    if trans in (1, 2, "T", "C"):
+        return True
+    raise ValueError(f"scipy.linalg.solve_triangular: trans={trans!r}; use 0 / 'N', 1 / 'T' or 2 / 'C'")
+
+
+# --------------------------------------------------------------------------
+# the functions, with SciPy's signatures
+# --------------------------------------------------------------------------
+def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False, check_finite=True):
+    """``scipy.linalg.solve_triangular``: X with op(A) X = B, A read from its lower or upper triangle."""
+    if recorder_of((a, b)) is None:
+        return _original("solve_triangular")(a, b, trans=trans, lower=lower, unit_diagonal=unit_diagonal,
+                                            overwrite_b=overwrite_b, check_finite=check_finite)  # fmt: skip
+    fnp._check_complex((a, b))
+    return _solve_triangular(
+        a, b, bool(lower), _transposed(trans), bool(unit_diagonal), "scipy.linalg.solve_triangular"
+    )
+
+
+def cholesky(a, lower=False, overwrite_a=False, check_finite=True):
+    """``scipy.linalg.cholesky``: U (Uᵀ U = A, from A's upper triangle) or, with ``lower``, L (from its lower
+    triangle)."""
+    if recorder_of((a,)) is None:
+        return _original("cholesky")(a, lower=lower, overwrite_a=overwrite_a, check_finite=check_finite)
+    fnp._check_complex((a,))
+    _square("cholesky", a)
+    L = _triangle_factor(a, bool(lower))
+    return L if lower else fnp.swapaxes(L, -1, -2)
+
+
+def cho_factor(a, lower=False, overwrite_a=False, check_finite=True):
+    """``scipy.linalg.cho_factor``: (the factor, ``lower``); the other triangle holds zeros (SciPy leaves
+    arbitrary values there, which ``cho_solve`` never reads)."""
+    if recorder_of((a,)) is None:
+        return _original("cho_factor")(a, lower=lower, overwrite_a=overwrite_a, check_finite=check_finite)
+    return cholesky(a, lower=lower), bool(lower)
+
+
+def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
+    """``scipy.linalg.cho_solve``: X with A X = B from ``cho_factor``'s (factor, lower): two triangular
+    solves, each reading the factor's triangle."""
+    c, lower = c_and_lower
+    if recorder_of((c, b)) is None:
+        return _original("cho_solve")(c_and_lower, b, overwrite_b=overwrite_b, check_finite=check_finite)
+    fnp._check_complex((c, b))
+    name = "scipy.linalg.cho_solve"
+    if lower:  # L Lᵀ X = B
+        return _solve_triangular(c, _solve_triangular(c, b, True, False, False, name), True, True, False, name)
+    # Uᵀ U X = B
+    return _solve_triangular(c, _solve_triangular(c, b, False, True, False, name), False, False, False, name)
+
+
+def _eigh(name, a, b, lower, subset_by_index, subset_by_value):
+    if b is not None or subset_by_index is not None or subset_by_value is not None:
+        raise NotImplementedError(
+            f"scipy.linalg.{name} on traced arrays solves the standard problem for every eigenvalue: the generalized "
+            "problem (b) and subsets are not supported; slice the result (w[k:], V[:, k:]) for a subset."
+        )
+    fnp._check_complex((a,))
+    _square(name, a)
+    return linalg.eigen_lower(a if lower else fnp.swapaxes(a, -1, -2))
+
+
+def eigh(a, b=None, *, lower=True, eigvals_only=False, overwrite_a=False, overwrite_b=False, type=1,
+         check_finite=True, subset_by_index=None, subset_by_value=None, driver=None):  # noqa: A002  # fmt: skip
+    """``scipy.linalg.eigh``: (w, V) (or w with ``eigvals_only``) of the symmetric matrix held in A's
+    ``lower`` (else upper) triangle."""
+    if recorder_of((a,)) is None:
+        options = {"subset_by_index": subset_by_index, "subset_by_value": subset_by_value, "driver": driver}
+        return _original("eigh")(a, b, lower=lower, eigvals_only=eigvals_only, overwrite_a=overwrite_a,
+                                overwrite_b=overwrite_b, type=type, check_finite=check_finite, **options)  # fmt: skip
+    w, V = _eigh("eigh", a, b, lower, subset_by_index, subset_by_value)
+    return w if eigvals_only else (w, V)
+
+
+def eigvalsh(a, b=None, *, lower=True, overwrite_a=False, overwrite_b=False, type=1, check_finite=True,
+             subset_by_index=None, subset_by_value=None, driver=None):  # noqa: A002  # fmt: skip
+    """``scipy.linalg.eigvalsh``: the eigenvalues of the symmetric matrix held in A's ``lower`` (else upper)
+    triangle."""
+    if recorder_of((a,)) is None:
+        return _original("eigvalsh")(a, b, lower=lower, overwrite_a=overwrite_a, overwrite_b=overwrite_b,
+                                    type=type, check_finite=check_finite, subset_by_index=subset_by_index,
+                                    subset_by_value=subset_by_value, driver=driver)  # fmt: skip
+    return _eigh("eigvalsh", a, b, lower, subset_by_index, subset_by_value)[0]
+
+
+_POSITIVE = ("pos", "positive definite")
+_GENERAL = ("gen", "general", "sym", "symmetric", "her", "hermitian")
+_TRIANGULAR = {"lower triangular": True, "upper triangular": False}
+
+
+def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=True, assume_a=None,
+          transposed=False):  # fmt: skip
+    """``scipy.linalg.solve``: with ``assume_a='pos'`` by the Cholesky factor of A's ``lower`` (else upper)
+    triangle, with 'lower triangular' / 'upper triangular' by a triangular solve, otherwise (general,
+    symmetric) by LU as ``numpy.linalg.solve`` (as ``jax.scipy.linalg.solve`` does, the whole of A is read)."""
+    if recorder_of((a, b)) is None:
+        return _original("solve")(a, b, lower=lower, overwrite_a=overwrite_a, overwrite_b=overwrite_b,
+                                 check_finite=check_finite, assume_a=assume_a, transposed=transposed)  # fmt: skip
+    fnp._check_complex((a, b))
+    kind = "gen" if assume_a is None else str(assume_a).lower()
+    name = "scipy.linalg.solve"
+    if kind in _POSITIVE:
+        L = _triangle_factor(a, bool(lower))  # Aᵀ = A: transposed changes nothing
+        return _solve_triangular(L, _solve_triangular(L, b, True, False, False, name), True, True, False, name)
+    if kind in _TRIANGULAR:
+        return _solve_triangular(a, b, _TRIANGULAR[kind], bool(transposed), False, name)
+    if kind not in _GENERAL:
+        raise NotImplementedError(
+            f"scipy.linalg.solve with assume_a={assume_a!r} is not supported on traced arrays; use assume_a='gen' "
+            "(the same solution, by LU), 'pos', 'lower triangular' or 'upper triangular'."
+        )
+    A = fnp.swapaxes(a, -1, -2) if transposed else a
+    ndim = np.ndim(concrete(b))
+    if 1 < ndim == np.ndim(concrete(a)) - 1:  # batched vectors: one axis fewer than the matrices
+        return fnp.reshape(_general_solve(A, fnp.expand_dims(b, -1)), np.shape(concrete(b)))
+    return _general_solve(A, b)
+
+
+# --------------------------------------------------------------------------
+# interception while tracing
+# --------------------------------------------------------------------------
+FUNCTIONS = {
+    "solve_triangular": solve_triangular,
+    "cholesky": cholesky,
+    "cho_factor": cho_factor,
+    "cho_solve": cho_solve,
+    "solve": solve,
+    "eigh": eigh,
+    "eigvalsh": eigvalsh,
+}
+_ORIGINAL: dict = {}
+_LOCK = threading.Lock()
+_DEPTH = [0]
+
+
+@contextlib.contextmanager
+def intercepting():
+    """While a function is traced: ``scipy.linalg``'s functions above are these (when SciPy is imported)."""
+    module = sys.modules.get("scipy.linalg")
+    if module is None:
+        yield
+        return
+    with _LOCK:
+        if _DEPTH[0] == 0:
+            for name, fn in FUNCTIONS.items():
+                _ORIGINAL.setdefault(name, getattr(module, name))
+                setattr(module, name, fn)
+        _DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _DEPTH[0] -= 1
+            if _DEPTH[0] == 0:
+                for name in FUNCTIONS:
+                    setattr(module, name, _ORIGINAL[name])
+
+
+def _original(name):
+    """SciPy's own function (for operands that are not traced)."""
+    return _ORIGINAL.get(name) or getattr(_scipy(), name)
