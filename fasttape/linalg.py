@@ -1,5 +1,5 @@
-"""``numpy.linalg`` on traced arrays: ``solve``, ``inv``, ``slogdet``, ``det``, ``cholesky``, ``eigh`` and
-``eigvalsh``.
+"""``numpy.linalg`` on traced arrays: ``solve``, ``inv``, ``slogdet``, ``det``, ``cholesky``, ``eigh``,
+``eigvalsh``, ``matrix_power`` and ``multi_dot``.
 
 Each lowers onto the linalg family's primitives (``fasttape.families.linalg``): ``solve``
 (``inv`` is the solve against the identity) and ``slogdet`` (``det`` is sign·exp(log|det|)).
@@ -9,6 +9,8 @@ shape or a singular matrix raises NumPy's own error, with NumPy's message, at tr
 """
 
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
@@ -142,6 +144,67 @@ def eigvalsh(a, UPLO="L"):
     return eigen_lower(sym)[0]
 
 
+def matrix_power(a, n):
+    """``numpy.linalg.matrix_power``: A^n by repeated squaring (as NumPy and JAX), through the inverse for
+    n < 0; A^0 is the identity, a constant."""
+    if recorder_of((a,)) is None:
+        return np.linalg.matrix_power(a, n)
+    value = np.linalg.matrix_power(fnp._float(a), n)  # NumPy's errors: non-square, a non-integer n
+    n = operator.index(n)
+    if n == 0 or value.size == 0:
+        return _empty(value)
+    base = inv(a) if n < 0 else a
+    result = None
+    n = abs(n)
+    while n:  # the binary digits of n, lowest first
+        if n & 1:
+            result = base if result is None else fnp.matmul(result, base)
+        n >>= 1
+        if n:
+            base = fnp.matmul(base, base)
+    return result
+
+
+def _chain_order(shapes):
+    """The cheapest parenthesisation of a matrix chain (the classic dynamic programme, as NumPy's)."""
+    dims = [shapes[0][0]] + [s[1] for s in shapes]
+    count = len(shapes)
+    cost = [[0] * count for _ in range(count)]
+    split = [[0] * count for _ in range(count)]
+    for length in range(1, count):
+        for i in range(count - length):
+            j = i + length
+            cost[i][j] = None
+            for k in range(i, j):
+                c = cost[i][k] + cost[k + 1][j] + dims[i] * dims[k + 1] * dims[j + 1]
+                if cost[i][j] is None or c < cost[i][j]:
+                    cost[i][j], split[i][j] = c, k
+    return split
+
+
+def multi_dot(arrays, *, out=None):
+    """``numpy.linalg.multi_dot``: the product of a chain of matrices in its cheapest order; a 1-D first
+    (last) array is a row (column) vector, dropped from the result's shape as NumPy does."""
+    arrays = list(arrays)
+    if recorder_of(arrays) is None:
+        return np.linalg.multi_dot(arrays, out=out)
+    fnp._no_out("linalg.multi_dot", out, {})
+    value = np.linalg.multi_dot([fnp._float(x) for x in arrays])  # NumPy's shape errors
+    first_1d, last_1d = np.ndim(concrete(arrays[0])) == 1, np.ndim(concrete(arrays[-1])) == 1
+    if first_1d:
+        arrays[0] = fnp.reshape(arrays[0], (1, -1))
+    if last_1d:
+        arrays[-1] = fnp.reshape(arrays[-1], (-1, 1))
+    split = _chain_order([np.shape(concrete(x)) for x in arrays])
+
+    def product(i, j):
+        if i == j:
+            return arrays[i]
+        return fnp.matmul(product(i, split[i][j]), product(split[i][j] + 1, j))
+
+    return fnp.reshape(product(0, len(arrays) - 1), value.shape)
+
+
 FUNCTIONS = {
     np.linalg.solve: solve,
     np.linalg.inv: inv,
@@ -150,5 +213,7 @@ FUNCTIONS = {
     np.linalg.cholesky: cholesky,
     np.linalg.eigh: eigh,
     np.linalg.eigvalsh: eigvalsh,
+    np.linalg.matrix_power: matrix_power,
+    np.linalg.multi_dot: multi_dot,
 }
 fnp.FUNCTIONS.update(FUNCTIONS)

@@ -1,4 +1,4 @@
-"""numpy.linalg on traced arrays (solve, inv, slogdet, det): NumPy's shapes and errors at trace
+"""numpy.linalg on traced arrays (solve, inv, slogdet, det, matrix_power, multi_dot): NumPy's shapes and errors at trace
 time, LinAlgError naming the function and the batch element when a later input is singular (in
 both tiers, the tape still usable afterwards), and the derivatives of composite uses against JAX.
 The oracle checks every case of each primitive in every derivative kind."""
@@ -117,3 +117,21 @@ def test_a_crafted_linalg_row_is_refused_when_loaded(column, value, message):
     tape = ft.trace(lambda A, B: np.sum(np.linalg.solve(A, B)), A3, B3)
     with pytest.raises(ValueError, match=message):
         load_with_edited_row(tape, K.OP_SOLVE, column, value)
+
+
+def test_matrix_power_and_multi_dot_give_numpys_values_and_jaxs_gradients():
+    x, y = RNG.normal(size=3), RNG.normal(size=2)
+    for n in (0, 1, 2, 5, -1, -3):
+        np.testing.assert_allclose(ft.trace(lambda A, n=n: np.linalg.matrix_power(A, n), A3)(A3),
+                                   np.linalg.matrix_power(A3, n), rtol=1e-12)  # fmt: skip
+    chains = [[A3, B3], [x, A3, B3], [A3, B3, y], [x, A3, A3.T, B3, y]]
+    for chain in chains:
+        got = ft.trace(lambda *c: np.linalg.multi_dot(c), *chain)(*chain)
+        np.testing.assert_allclose(got, np.linalg.multi_dot(chain), rtol=1e-12)
+    grad = ft.grad(lambda A: np.sum(np.linalg.matrix_power(A, -3)) + np.linalg.multi_dot([x, A, A, x]))(A3)
+    expected = jax.grad(lambda A: jnp.sum(jnp.linalg.matrix_power(A, -3)) + jnp.linalg.multi_dot([x, A, A, x]))(A3)
+    np.testing.assert_allclose(grad, expected, rtol=1e-10)
+    with pytest.raises(TypeError):
+        ft.grad(lambda A: np.sum(np.linalg.matrix_power(A, 1.5)))(A3)
+    with pytest.raises(ValueError):
+        ft.grad(lambda A: np.sum(np.linalg.multi_dot([A, B3, A])))(A3)
