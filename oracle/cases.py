@@ -243,11 +243,16 @@ def _reduction(prim):
 _FIRST_CASE = {"gather": "index-int-array", "trisolve": "solve-triangular"}
 
 
+def first_case(prim, cases):
+    """The case that stands for a primitive: the first named after it (or ``_FIRST_CASE``'s)."""
+    name = _FIRST_CASE.get(prim.name, prim.name)
+    return next(c for c in cases if c.name == name or c.name.startswith(name + "-"))
+
+
 def _edge_cases(prim, cases):
     """The primitive's first case again on each of its edges (``checked_edges``), compared with JAX only:
     at a tie or a kink finite differences do not apply, at 1e300 they overflow, at NaN they are NaN."""
-    name = _FIRST_CASE.get(prim.name, prim.name)
-    first = next(c for c in cases if c.name == name or c.name.startswith(name + "-"))
+    first = first_case(prim, cases)
     return [
         Case(f"{prim.name}-edge-{edge}", first.fn, first.shapes, (edge,) * len(first.shapes), smooth=False)
         for edge in checked_edges(prim)
@@ -510,6 +515,9 @@ STRUCTURAL_CASES = [
         domains=("separated_spectrum",),
     ),  # fmt: skip
     _c("gp-nll", lambda xp, p, X, y: _gp_nll(xp, p, X, y), (3,), (6, 2), (6,)),
+    _c("matrix-power", lambda xp, a: xp.linalg.matrix_power(a, 5), (2, 3, 3)),
+    _c("matrix-power-inverse", lambda xp, a: xp.linalg.matrix_power(a, -2), (3, 3), domains=("invertible",)),
+    _c("multi-dot", lambda xp, x, a, b, y: xp.linalg.multi_dot([x, a, b, y]), (4,), (4, 6), (6, 2), (2,)),
     _c("dot", lambda xp, x, y: xp.dot(x, y), (3, 4), (4, 2)),
     _c("dot-nd", lambda xp, x, y: xp.dot(x, y), (2, 3), (2, 3, 2)),
     _c("dot-scalar", lambda xp, x, y: xp.dot(x, y), (), (3,)),
@@ -536,3 +544,5 @@ STRUCTURAL_CASES = [
 
 _ALL_CASES = generated_cases() + STRUCTURAL_CASES
 PRIMITIVE_CASES = _ALL_CASES + [edge for prim in PRIMITIVES for edge in _edge_cases(prim, _ALL_CASES)]
+# one case per primitive (its first), for the unit tests; the oracle's profiles run every case
+FIRST_CASES = list({id(c): c for c in (first_case(p, _ALL_CASES) for p in PRIMITIVES)}.values())

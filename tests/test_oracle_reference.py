@@ -7,7 +7,7 @@ import pytest
 
 import fasttape as ft
 from fasttape.tape import record
-from oracle.cases import NP, PRIMITIVE_CASES, scalar_loss
+from oracle.cases import FIRST_CASES, NP, scalar_loss
 
 from .helpers import assert_close
 
@@ -21,7 +21,8 @@ def test_every_primitive_has_a_jax_reference():
     assert names == set(table), f"missing: {sorted(names - set(table))}; extra: {sorted(set(table) - names)}"
 
 
-@pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=lambda c: c.name)
+# one case per primitive: the oracle's ci profile (nox -s tests) replays every case, as each check's reference
+@pytest.mark.parametrize("case", FIRST_CASES, ids=lambda c: c.name)
 def test_replayed_tape_matches_fasttape(case):
     rng = case.rng("oracle")
     args = case.inputs(rng)
