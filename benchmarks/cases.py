@@ -13,6 +13,7 @@ from . import opcount
 from .workloads import (
     GMM_N,
     GMM_SIZES,
+    GP_SIZES,
     LOGISTIC_SIZES,
     LORENZ_STEPS,
     MLP_SIZES,
@@ -20,10 +21,12 @@ from .workloads import (
     SOFTMAX_SIZES,
     directions,
     gmm_input,
+    gp_input,
     logistic_input,
     lorenz,
     lorenz_input,
     make_gmm_objective,
+    make_gp_nll,
     make_logistic_loss,
     make_lorenz_fori,
     make_mlp_loss,
@@ -100,6 +103,7 @@ WORKLOADS = {
         f"n={GMM_N} d={{}} K={{}}",
         lambda d, k: 15 if d * k >= 100 else None,
     ),
+    "gp": Workload(make_gp_nll, gp_input, GP_SIZES, "n={}", lambda n: 15 if n >= 1000 else None),
 }
 
 

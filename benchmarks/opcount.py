@@ -6,18 +6,23 @@ element folded in, under this model:
 
 * **forward** (``OPS(f)``): every instruction.  Elementwise: one per output element.  Reductions and
   cumulative sums: one per input element.  Broadcasts and gathers: one copy per output element.
-  Matmul: one multiply-add per ``batch * m * k * n``.
+  Matmul: one multiply-add per ``batch * m * k * n``.  Linear algebra, per matrix (n x n, m right-hand
+  sides): solve 2n³/3 + 2n²m (LU, then the solves), slogdet 2n³/3, cholesky n³/3, a triangular solve
+  n²m, eigh 9n³ (the textbook count of the symmetric QR algorithm with eigenvectors).
 * **reverse** (first-order adjoint): only active instructions (their output depends on a differentiated
   input), for each operand that needs an adjoint, the same unit of work as that operand's share of the
   forward: one multiply-accumulate per element (elementwise, reductions, scans, broadcasts' sums,
-  gathers' scatter-adds) or one matmul (``Ā = Ḡ Bᵀ``, ``B̄ = Aᵀ Ḡ``).  Comparisons and the piecewise
+  gathers' scatter-adds) or one matmul (``Ā = Ḡ Bᵀ``, ``B̄ = Aᵀ Ḡ``); for linear algebra, the products
+  and solves of the rule (2n²m for solve and a triangular solve, 2n³ for slogdet's inverse, 3n³ for
+  cholesky's and eigh's three n x n products or solves).  Comparisons and the piecewise
   constant primitives (sign, floor, ceil, round) have no reverse work.
 * **tangent** (forward-mode directional derivative, the first half of an HVP): the same count as the
   reverse sweep, one product per active operand and element (or one matmul per active operand).
 * **curvature** (the second-order terms of the HVP's adjoint-of-adjoint sweep): for a nonlinear
   elementwise primitive with ``a`` active operands, ``a²`` terms per element (``a(a - 1)`` for
   multiply, whose own second derivatives vanish); ``logsumexp`` and ``prod`` one per input element;
-  matmul with both operands active one extra matmul per operand (``Ā' += Ḡ B'ᵀ``); none for the
+  matmul with both operands active one extra matmul per operand (``Ā' += Ḡ B'ᵀ``); linear algebra one
+  more evaluation of its reverse work (the rule's tangent, ``fasttape.duals``); none for the
   linear and piecewise-linear primitives (add, subtract, negative, abs, maximum, minimum, where, sum,
   max, min, cumsum, broadcast, gather).
 
@@ -33,6 +38,14 @@ from fasttape import kernels as K
 # from the declarations' facts
 LINEAR = {p.name for p in K.PRIMITIVES if p.linear}
 PIECEWISE_LINEAR = {p.name for p in K.PRIMITIVES if p.piecewise_linear}
+# per matrix (n, m): (forward work, reverse work per operand)
+LINALG = {
+    "solve": lambda n, m: (2 * n**3 // 3 + 2 * n * n * m, 2 * n * n * m),
+    "slogdet": lambda n, m: (2 * n**3 // 3, 2 * n**3),
+    "cholesky": lambda n, m: (n**3 // 3, 3 * n**3),
+    "trisolve": lambda n, m: (n * n * m, 2 * n * n * m),
+    "eigh": lambda n, m: (9 * n**3, 3 * n**3),
+}
 OPERANDS = ((K.C_A, K.C_NA, K.F_GRAD_A), (K.C_B, K.C_NB, K.F_GRAD_B), (K.C_C, K.C_NC, K.F_GRAD_C))
 
 
@@ -45,6 +58,10 @@ def _sizes(row, prim):
     if prim.kind == "matmul":
         work = int(row[K.C_P0] * row[K.C_P1] * row[K.C_P2] * row[K.C_P3])
         return work, work
+    if prim.kind in LINALG:  # batch, n, m: the first three parameters of both linear-algebra families
+        batch, size, rhs = int(row[K.C_P0]), int(row[K.C_P1]), int(row[K.C_P2])
+        forward, unit = LINALG[prim.kind](size, rhs)
+        return batch * forward, batch * unit
     return n, n
 
 
@@ -53,7 +70,7 @@ def _curvature(prim, unit, active):
         return 0
     if prim.kind == "matmul" or prim.name == "multiply":
         return unit * active * (active - 1)
-    if prim.kind == "reduction":  # logsumexp, prod
+    if prim.kind == "reduction" or prim.kind in LINALG:  # logsumexp, prod; the tangent of a matrix rule
         return unit
     return unit * active * active
 

@@ -250,3 +250,37 @@ def gmm_input(d, k, n=GMM_N, seed=0):
     means = rng.random((k, d))
     icf = 0.5 * rng.standard_normal((k, d * (d + 1) // 2))
     return (alphas, means, icf), rng.random((n, d))
+
+
+# --------------------------------------------------------------------------
+# A Gaussian process's negative log marginal likelihood, by its Cholesky factor
+# --------------------------------------------------------------------------
+GP_SIZES = (100, 1000)  # points n (in the plane)
+
+
+def make_gp_nll(xp=np):
+    """``nll(log_params, X, y)``: a squared-exponential kernel with length scale, signal and noise
+    (``exp(log_params)``), factored by Cholesky and solved with ``cho_solve`` (SciPy's for NumPy,
+    jax.scipy's for JAX), as a user writes it."""
+    if xp is np:
+        import scipy.linalg as sla
+    else:
+        import jax.scipy.linalg as sla
+
+    def gp_nll(log_params, X, y):
+        ell, sf, sn = xp.exp(log_params[0]), xp.exp(log_params[1]), xp.exp(log_params[2])
+        d2 = xp.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1)
+        K = sf**2 * xp.exp(-0.5 * d2 / ell**2) + (sn**2 + 1e-6) * xp.eye(len(y))
+        L = xp.linalg.cholesky(K)
+        alpha = sla.cho_solve((L, True), y)
+        return 0.5 * y @ alpha + xp.sum(xp.log(xp.diag(L))) + 0.5 * len(y) * math.log(2.0 * math.pi)
+
+    return gp_nll
+
+
+def gp_input(n, seed=0):
+    """``(log_params, X, y)``: points uniform in [-3, 3)², a smooth signal plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-3.0, 3.0, size=(n, 2))
+    y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.standard_normal(n)
+    return np.array([0.0, 0.0, math.log(0.1)]), X, y
