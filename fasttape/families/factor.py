@@ -1,10 +1,14 @@
-"""The factor family: Cholesky factors and triangular solves of batched matrices.
+"""The factor family: Cholesky factors, triangular solves and symmetric eigendecompositions of
+batched matrices.
 
 ``cholesky``: L (batch, n, n) with L Lᵀ = A for the symmetric matrix whose lower triangle A
 holds (the upper triangle is not read: NumPy's and JAX's ``cholesky`` symmetrise A first, in
 primitives, ``fasttape.linalg``).  ``trisolve``: X = op(T)⁻¹ B for T (batch, n, n) triangular
 (only that triangle is read; with ``unit`` its diagonal is taken as ones), op(T) = T or Tᵀ,
-B (batch, n, m).  The parameter ``mode`` holds LOWER | TRANSPOSED | UNIT.
+B (batch, n, m).  The parameter ``mode`` holds LOWER | TRANSPOSED | UNIT.  ``eigh``: the
+eigenvalues w (ascending) and eigenvectors V (columns) of the symmetric matrix whose lower
+triangle A holds, one output (batch, n + n²): w, then V row by row; their derivatives need
+distinct eigenvalues (dV has 1 / (w_j - w_i)), except where V's cotangent is exactly zero.
 
 Every rule is written once, in ``fasttape.duals``' stack arithmetic, and serves both tiers
 (compiled into the kernels, plain NumPy and SciPy in the executor) and every sweep: the
