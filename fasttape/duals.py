@@ -51,13 +51,15 @@ def const(A):
 
 @register_jitable
 def tr(A):
-    """Transpose of every slot."""
+    """Transpose of every slot (in 32 x 32 tiles, which stay in cache)."""
     D, r, c = A.shape
     out = np.empty((D, c, r))
     for d in range(D):
-        for i in range(r):
-            for j in range(c):
-                out[d, j, i] = A[d, i, j]
+        for i0 in range(0, r, 32):
+            for j0 in range(0, c, 32):
+                for i in range(i0, min(i0 + 32, r)):
+                    for j in range(j0, min(j0 + 32, c)):
+                        out[d, j, i] = A[d, i, j]
     return out
 
 
@@ -110,45 +112,52 @@ def triangle(A, lower, diagonal):
 
 
 @register_jitable
+def _unit_value(T, unit):
+    """T's value (a view), or a copy with its diagonal set to ones with ``unit``."""
+    if not unit:
+        return T[0]
+    T0 = T[0].copy()
+    for i in range(T0.shape[0]):
+        T0[i, i] = 1.0
+    return T0
+
+
+@register_jitable
 def solve_triangular(T, B, lower, transposed, unit):
     """(X, ok): op(T) X = B for the triangle of T (its diagonal taken as ones when ``unit``), op(T) = T
     or Tᵀ; dX = op(T)⁻¹ (dB - op(dT) X).  ok is False where T[0] has a zero on its diagonal."""
     D, n, m = max(T.shape[0], B.shape[0]), B.shape[1], B.shape[2]
-    T0 = T[0].copy()
-    if unit:
-        for i in range(n):
-            T0[i, i] = 1.0
+    T0 = _unit_value(T, unit)
     R = np.zeros((D, n, m))
     _axpy(R[: B.shape[0]], B, 1.0)
-    ok = True
-    first = 0
-    if T.shape[0] > 1:  # the value first: the tangents need it
-        X0, ok = lapack.solve_triangular(T0, R[0], lower, transposed)
-        R[0] = X0
+    X0, ok = lapack.solve_triangular(T0, R[0], lower, transposed)
+    R[0] = X0
+    if T.shape[0] > 1:  # the tangents need the value
         dT = triangle(T[1:], lower, 0.0 if unit else 1.0)
         if transposed:
             dT = tr(dT)
         for d in range(1, D):
             _axpy(R[d], np.dot(dT[d - 1], X0), -1.0)
-        first = 1
-    if D > first:  # every other slot in one call: the columns side by side
-        k = D - first
-        columns = np.empty((n, k * m))
-        for d in range(k):
-            for i in range(n):
-                for j in range(m):
-                    columns[i, d * m + j] = R[first + d, i, j]
-        X, ok_rest = lapack.solve_triangular(T0, columns, lower, transposed)
-        ok = ok and ok_rest
-        for d in range(k):
-            for i in range(n):
-                for j in range(m):
-                    R[first + d, i, j] = X[i, d * m + j]
+    for d in range(1, D):
+        R[d] = lapack.solve_triangular(T0, R[d], lower, transposed)[0]
     return R, ok
 
 
 @register_jitable
 def solve_triangular_right(T, B, lower, transposed, unit):
-    """(X, ok): X op(T) = B, as op(T)ᵀ Xᵀ = Bᵀ."""
-    X, ok = solve_triangular(T, tr(B), lower, not transposed, unit)
-    return tr(X), ok
+    """(X, ok): X op(T) = B; dX = (dB - X op(dT)) op(T)⁻¹."""
+    D, r, n = max(T.shape[0], B.shape[0]), B.shape[1], B.shape[2]
+    T0 = _unit_value(T, unit)
+    R = np.zeros((D, r, n))
+    _axpy(R[: B.shape[0]], B, 1.0)
+    X0, ok = lapack.solve_triangular_right(T0, R[0], lower, transposed)
+    R[0] = X0
+    if T.shape[0] > 1:
+        dT = triangle(T[1:], lower, 0.0 if unit else 1.0)
+        if transposed:
+            dT = tr(dT)
+        for d in range(1, D):
+            _axpy(R[d], np.dot(X0, dT[d - 1]), -1.0)
+    for d in range(1, D):
+        R[d] = lapack.solve_triangular_right(T0, R[d], lower, transposed)[0]
+    return R, ok

@@ -7,10 +7,10 @@ would not be), exactly as Numba's own ``np.linalg`` reaches LAPACK.
 
 Two layers:
 
-* the raw routines (``dpotrf``, ``dtrtrs``, ...): intrinsics taking LAPACK's own arguments
+* the raw routines (``dpotrf``, ``dsyevd``, ..., and BLAS's ``dtrsm``): intrinsics taking their own arguments
   (characters as their codes, integers, arrays), every one passed by reference, and
   returning ``info``;
-* the matrix routines the rules use (``cholesky_lower``, ``solve_triangular``, ``eigh``),
+* the matrix routines the rules use (``cholesky_lower``, ``solve_triangular`` and ``_right``, ``eigh``),
   plain Python functions on row-major 2-D arrays (NumPy and SciPy, for the executor tier)
   with Numba implementations on the raw routines (for the compiled kernels), so that a rule
   written once with ``numba.extending.register_jitable`` runs in both tiers.
@@ -30,35 +30,41 @@ from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic, overload, register_jitable
 
-ROUTINES = ("dgetrf", "dgetrs", "dpotrf", "dtrtrs", "dsyevd")
+ROUTINES = ("dgetrf", "dgetrs", "dpotrf", "dsyevd")
+BLAS_ROUTINES = ("dtrsm",)
 for _name in ROUTINES:
     ll.add_symbol(f"fasttape_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
+for _name in BLAS_ROUTINES:
+    ll.add_symbol(f"fasttape_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
 
 _BYTE_POINTER = ir.IntType(8).as_pointer()
 
 
 def _reference(context, builder, kind, value_type, value):
     """A pointer to the argument as Fortran takes it: an array's data, or a slot holding an INTEGER
-    (int32) or a CHARACTER (one byte, from its code)."""
+    (int32), a DOUBLE PRECISION or a CHARACTER (one byte, from its code)."""
     if kind == "a":
         array = context.make_array(value_type)(context, builder, value)
         return builder.bitcast(array.data, _BYTE_POINTER)
-    target = numba.types.int32 if kind == "i" else numba.types.int8
+    target = {"i": numba.types.int32, "d": numba.types.float64, "c": numba.types.int8}[kind]
     slot = cgutils.alloca_once_value(builder, context.cast(builder, value, value_type, target))
     return builder.bitcast(slot, _BYTE_POINTER)
 
 
-def _fortran(routine, kinds):
+def _fortran(routine, kinds, info=True):
     """The codegen of an intrinsic calling ``routine`` with one argument per letter of ``kinds``
-    ('c' character code, 'i' integer, 'a' array), then INFO, which the call returns."""
+    ('c' character code, 'i' integer, 'd' double, 'a' array), then INFO, which the call returns
+    (0 for a BLAS routine, which has none)."""
 
     def codegen(context, builder, signature, args):
         pointers = [_reference(context, builder, k, t, v) for k, t, v in zip(kinds, signature.args, args)]
-        info = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
-        fnty = ir.FunctionType(ir.VoidType(), [_BYTE_POINTER] * (len(kinds) + 1))
+        status = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
+        if info:
+            pointers.append(builder.bitcast(status, _BYTE_POINTER))
+        fnty = ir.FunctionType(ir.VoidType(), [_BYTE_POINTER] * len(pointers))
         fn = cgutils.get_or_insert_function(builder.module, fnty, f"fasttape_{routine}")
-        builder.call(fn, [*pointers, builder.bitcast(info, _BYTE_POINTER)])
-        return builder.load(info)
+        builder.call(fn, pointers)
+        return builder.load(status)
 
     return codegen
 
@@ -82,17 +88,18 @@ def dpotrf(typingctx, uplo, n, a, lda):
 
 
 @intrinsic
-def dtrtrs(typingctx, uplo, trans, diag, n, nrhs, a, lda, b, ldb):
-    return numba.types.int32(uplo, trans, diag, n, nrhs, a, lda, b, ldb), _fortran("dtrtrs", "ccciiaiai")
-
-
-@intrinsic
 def dsyevd(typingctx, jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork):
     sig = numba.types.int32(jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork)
     return sig, _fortran("dsyevd", "cciaiaaiai")
 
 
-_N, _T, _U, _L, _V = (ord(c) for c in "NTULV")
+@intrinsic
+def dtrsm(typingctx, side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
+    sig = numba.types.int32(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb)
+    return sig, _fortran("dtrsm", "cccciidaiai", info=False)
+
+
+_N, _T, _U, _L, _V, _R = (ord(c) for c in "NTULVR")
 
 
 # --------------------------------------------------------------------------
@@ -146,14 +153,48 @@ def solve_triangular(T, B, lower, transposed):
         return np.full_like(B, np.nan), False
 
 
+def solve_triangular_right(T, B, lower, transposed):
+    """(X, ok): X with X op(T) = B, B (r, n): op(T)ᵀ Xᵀ = Bᵀ."""
+    X, ok = solve_triangular(T, np.ascontiguousarray(B.T), lower, not transposed)
+    return np.ascontiguousarray(X.T), ok
+
+
+@register_jitable
+def _nonsingular(T):
+    for i in range(T.shape[0]):
+        if T[i, i] == 0.0:
+            return False
+    return True
+
+
+# BLAS's dtrsm on the row-major buffers themselves: read column-major, T's buffer is M = Tᵀ (the other
+# triangle) and an (r, c) buffer is the transpose of what it holds, so no operand is copied or transposed
 @overload(solve_triangular)
 def _solve_triangular_compiled(T, B, lower, transposed):
     def impl(T, B, lower, transposed):
         n, m = B.shape
-        M = np.ascontiguousarray(T)  # column-major this is Tᵀ: the other triangle, the other op
-        X = np.ascontiguousarray(B.T).copy()  # column-major B
-        info = dtrtrs(_U if lower else _L, _N if transposed else _T, _N, n, m, M, n, X, n)
-        return np.ascontiguousarray(X.T), info == 0
+        M = np.ascontiguousarray(T)
+        X = np.ascontiguousarray(B).copy()
+        if not _nonsingular(M):
+            return X, False
+        if m > 0:  # op(T) X = B  <=>  Xᵀ op(T)ᵀ = Bᵀ, and op(T)ᵀ is M (or Mᵀ when op(T) = Tᵀ)
+            dtrsm(_R, _U if lower else _L, _T if transposed else _N, _N, m, n, 1.0, M, n, X, m)
+        return X, True
+
+    return impl
+
+
+@overload(solve_triangular_right)
+def _solve_triangular_right_compiled(T, B, lower, transposed):
+    def impl(T, B, lower, transposed):
+        r, n = B.shape
+        M = np.ascontiguousarray(T)
+        X = np.ascontiguousarray(B).copy()
+        if not _nonsingular(M):
+            return X, False
+        if r > 0:  # X op(T) = B  <=>  op(T)ᵀ Xᵀ = Bᵀ
+            dtrsm(_L, _U if lower else _L, _T if transposed else _N, _N, n, r, 1.0, M, n, X, n)
+        return X, True
 
     return impl
 
