@@ -236,7 +236,9 @@ def intercepting():
     with _LOCK:
         if _DEPTH[0] == 0:
             for name, fn in FUNCTIONS.items():
-                _ORIGINAL.setdefault(name, getattr(module, name))
+                current = getattr(module, name)
+                if current is not fn:  # what is there now is restored afterwards (a user's own patch too)
+                    _ORIGINAL[name] = current
                 setattr(module, name, fn)
         _DEPTH[0] += 1
     try:

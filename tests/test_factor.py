@@ -243,3 +243,14 @@ def test_eigh_values_are_lapacks_dsyevd_as_numpy_and_jax_give_them():
     np.testing.assert_allclose(w_sp, scipy.linalg.eigh(SPD3, eigvals_only=True), rtol=1e-12)
     with pytest.raises(NotImplementedError, match=r"generalized problem \(b\)"):
         ft.grad(lambda A: np.sum(scipy.linalg.eigh(A, np.eye(3))[0]))(SPD3)
+
+
+def test_the_interception_restores_whatever_scipy_linalg_held_before_the_trace(monkeypatch):
+    scipys = scipy.linalg.cho_solve
+
+    def users_own(c_and_lower, b, **kwargs):  # a user's (or a library's) patch of SciPy's function
+        return scipys(c_and_lower, b, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "cho_solve", users_own)
+    ft.grad(lambda A: np.sum(scipy.linalg.cho_solve((np.linalg.cholesky(A), True), np.ones(3))))(SPD3)
+    assert scipy.linalg.cho_solve is users_own
