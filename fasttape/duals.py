@@ -16,7 +16,9 @@ gives in one evaluation
 Tangent rules use the last reading too: a stack of k directions through operations whose
 other operands are constants.  The functions are ``register_jitable``: plain Python (NumPy and
 the SciPy side of ``fasttape.lapack``) in the executor tier, compiled into the kernels of
-``fasttape.families.factor``.  Two operands that both have tangents have the same depth.
+``fasttape.families.factor``.  Two operands that both have tangents have the same depth.  In the
+linear readings (tangent rules, the k-seed reverse) a constant may multiply a stack (``mm``, a
+product) but never be added to one: ``add`` adds a constant to slot 0 only, as a dual's value.
 """
 
 from __future__ import annotations
