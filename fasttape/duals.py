@@ -125,41 +125,41 @@ def _unit_value(T, unit):
 
 
 @register_jitable
-def solve_triangular(T, B, lower, transposed, unit):
-    """(X, ok): op(T) X = B for the triangle of T (its diagonal taken as ones when ``unit``), op(T) = T
-    or Tᵀ; dX = op(T)⁻¹ (dB - op(dT) X).  ok is False where T[0] has a zero on its diagonal."""
-    D, n, m = max(T.shape[0], B.shape[0]), B.shape[1], B.shape[2]
+def _solve_one(T0, B0, lower, transposed, right):
+    if right:
+        return lapack.solve_triangular_right(T0, B0, lower, transposed)
+    return lapack.solve_triangular(T0, B0, lower, transposed)
+
+
+@register_jitable
+def _solve(T, B, lower, transposed, unit, right):
+    """(X, ok): op(T) X = B, or X op(T) = B with ``right``; dX = op(T)⁻¹ (dB - op(dT) X), or
+    (dB - X op(dT)) op(T)⁻¹."""
+    D = max(T.shape[0], B.shape[0])
     T0 = _unit_value(T, unit)
-    R = np.zeros((D, n, m))
+    R = np.zeros((D, B.shape[1], B.shape[2]))
     _axpy(R[: B.shape[0]], B, 1.0)
-    X0, ok = lapack.solve_triangular(T0, R[0], lower, transposed)
+    X0, ok = _solve_one(T0, R[0], lower, transposed, right)
     R[0] = X0
     if T.shape[0] > 1:  # the tangents need the value
         dT = triangle(T[1:], lower, 0.0 if unit else 1.0)
         if transposed:
             dT = tr(dT)
         for d in range(1, D):
-            _axpy(R[d], np.dot(dT[d - 1], X0), -1.0)
+            _axpy(R[d], np.dot(X0, dT[d - 1]) if right else np.dot(dT[d - 1], X0), -1.0)
     for d in range(1, D):
-        R[d] = lapack.solve_triangular(T0, R[d], lower, transposed)[0]
+        R[d] = _solve_one(T0, R[d], lower, transposed, right)[0]
     return R, ok
 
 
 @register_jitable
+def solve_triangular(T, B, lower, transposed, unit):
+    """(X, ok): op(T) X = B for the triangle of T (its diagonal taken as ones when ``unit``), op(T) = T
+    or Tᵀ.  ok is False where T[0] has a zero on its diagonal."""
+    return _solve(T, B, lower, transposed, unit, False)
+
+
+@register_jitable
 def solve_triangular_right(T, B, lower, transposed, unit):
-    """(X, ok): X op(T) = B; dX = (dB - X op(dT)) op(T)⁻¹."""
-    D, r, n = max(T.shape[0], B.shape[0]), B.shape[1], B.shape[2]
-    T0 = _unit_value(T, unit)
-    R = np.zeros((D, r, n))
-    _axpy(R[: B.shape[0]], B, 1.0)
-    X0, ok = lapack.solve_triangular_right(T0, R[0], lower, transposed)
-    R[0] = X0
-    if T.shape[0] > 1:
-        dT = triangle(T[1:], lower, 0.0 if unit else 1.0)
-        if transposed:
-            dT = tr(dT)
-        for d in range(1, D):
-            _axpy(R[d], np.dot(X0, dT[d - 1]), -1.0)
-    for d in range(1, D):
-        R[d] = lapack.solve_triangular_right(T0, R[d], lower, transposed)[0]
-    return R, ok
+    """(X, ok): X op(T) = B."""
+    return _solve(T, B, lower, transposed, unit, True)

@@ -159,44 +159,34 @@ def solve_triangular_right(T, B, lower, transposed):
     return np.ascontiguousarray(X.T), ok
 
 
-@register_jitable
-def _nonsingular(T):
-    for i in range(T.shape[0]):
-        if T[i, i] == 0.0:
-            return False
-    return True
-
-
 # BLAS's dtrsm on the row-major buffers themselves: read column-major, T's buffer is M = Tᵀ (the other
 # triangle) and an (r, c) buffer is the transpose of what it holds, so no operand is copied or transposed
+@register_jitable
+def _trsm(T, B, lower, transposed, right):
+    """(X, ok) of op(T) X = B, or of X op(T) = B with ``right``."""
+    M = np.ascontiguousarray(T)
+    X = np.ascontiguousarray(B).copy()
+    n = M.shape[0]
+    for i in range(n):
+        if M[i, i] == 0.0:
+            return X, False
+    # op(T) X = B is Xᵀ op(T)ᵀ = Bᵀ (a right solve on the buffers); X op(T) = B is op(T)ᵀ Xᵀ = Bᵀ (a left
+    # one); op(T)ᵀ is M, or Mᵀ when op(T) = Tᵀ
+    others = B.shape[0] if right else B.shape[1]
+    if others > 0:
+        dtrsm(_L if right else _R, _U if lower else _L, _T if transposed else _N, _N, n if right else others,
+              others if right else n, 1.0, M, n, X, n if right else others)  # fmt: skip
+    return X, True
+
+
 @overload(solve_triangular)
 def _solve_triangular_compiled(T, B, lower, transposed):
-    def impl(T, B, lower, transposed):
-        n, m = B.shape
-        M = np.ascontiguousarray(T)
-        X = np.ascontiguousarray(B).copy()
-        if not _nonsingular(M):
-            return X, False
-        if m > 0:  # op(T) X = B  <=>  Xᵀ op(T)ᵀ = Bᵀ, and op(T)ᵀ is M (or Mᵀ when op(T) = Tᵀ)
-            dtrsm(_R, _U if lower else _L, _T if transposed else _N, _N, m, n, 1.0, M, n, X, m)
-        return X, True
-
-    return impl
+    return lambda T, B, lower, transposed: _trsm(T, B, lower, transposed, False)
 
 
 @overload(solve_triangular_right)
 def _solve_triangular_right_compiled(T, B, lower, transposed):
-    def impl(T, B, lower, transposed):
-        r, n = B.shape
-        M = np.ascontiguousarray(T)
-        X = np.ascontiguousarray(B).copy()
-        if not _nonsingular(M):
-            return X, False
-        if r > 0:  # X op(T) = B  <=>  op(T)ᵀ Xᵀ = Bᵀ
-            dtrsm(_L, _U if lower else _L, _T if transposed else _N, _N, n, r, 1.0, M, n, X, n)
-        return X, True
-
-    return impl
+    return lambda T, B, lower, transposed: _trsm(T, B, lower, transposed, True)
 
 
 def eigh(A):
