@@ -8,13 +8,16 @@ element folded in, under this model:
   cumulative sums: one per input element.  Broadcasts and gathers: one copy per output element.
   Matmul: one multiply-add per ``batch * m * k * n``.  Linear algebra, per matrix (n x n, m right-hand
   sides): solve 2n³/3 + 2n²m (LU, then the solves), slogdet 2n³/3, cholesky n³/3, a triangular solve
-  n²m, eigh 9n³ (the textbook count of the symmetric QR algorithm with eigenvectors).
+  n²m, eigh 9n³ (the textbook count of the symmetric QR algorithm with eigenvectors); for an n x m
+  matrix, N = max(n, m) and k = min(n, m), svd 14Nk² + 8k³ (Golub and Van Loan's R-SVD with thin
+  singular vectors), qr 4Nk² - 4k³/3 (Householder, then forming Q).
 * **reverse** (first-order adjoint): only active instructions (their output depends on a differentiated
   input), for each operand that needs an adjoint, the same unit of work as that operand's share of the
   forward: one multiply-accumulate per element (elementwise, reductions, scans, broadcasts' sums,
   gathers' scatter-adds) or one matmul (``Ā = Ḡ Bᵀ``, ``B̄ = Aᵀ Ḡ``); for linear algebra, the products
   and solves of the rule (2n²m for solve and a triangular solve, 2n³ for slogdet's inverse, 3n³ for
-  cholesky's and eigh's three n x n products or solves).  Comparisons and the piecewise
+  cholesky's and eigh's three n x n products or solves, 6Nk² for svd's and 4Nk² for qr's products and
+  solves).  Comparisons and the piecewise
   constant primitives (sign, floor, ceil, round) have no reverse work.
 * **tangent** (forward-mode directional derivative, the first half of an HVP): the same count as the
   reverse sweep, one product per active operand and element (or one matmul per active operand).
@@ -45,6 +48,8 @@ LINALG = {
     "cholesky": lambda n, m: (n**3 // 3, 3 * n**3),
     "trisolve": lambda n, m: (n * n * m, 2 * n * n * m),
     "eigh": lambda n, m: (9 * n**3, 3 * n**3),
+    "svd": lambda n, m: (14 * max(n, m) * min(n, m) ** 2 + 8 * min(n, m) ** 3, 6 * max(n, m) * min(n, m) ** 2),
+    "qr": lambda n, m: (4 * max(n, m) * min(n, m) ** 2 - 4 * min(n, m) ** 3 // 3, 4 * max(n, m) * min(n, m) ** 2),
 }
 OPERANDS = ((K.C_A, K.C_NA, K.F_GRAD_A), (K.C_B, K.C_NB, K.F_GRAD_B), (K.C_C, K.C_NC, K.F_GRAD_C))
 

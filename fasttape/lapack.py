@@ -10,7 +10,8 @@ Two layers:
 * the raw routines (``dpotrf``, ``dsyevd``, ..., and BLAS's ``dtrsm``): intrinsics taking their own arguments
   (characters as their codes, integers, arrays), every one passed by reference, and
   returning ``info``;
-* the matrix routines the rules use (``cholesky_lower``, ``solve_triangular`` and ``_right``, ``eigh``),
+* the matrix routines the rules use (``cholesky_lower``, ``solve_triangular`` and ``_right``, ``eigh``,
+  ``svd``, ``qr``),
   plain Python functions on row-major 2-D arrays (NumPy and SciPy, for the executor tier)
   with Numba implementations on the raw routines (for the compiled kernels), so that a rule
   written once with ``numba.extending.register_jitable`` runs in both tiers.
@@ -30,7 +31,7 @@ from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic, overload, register_jitable
 
-ROUTINES = ("dgetrf", "dgetrs", "dpotrf", "dsyevd")
+ROUTINES = ("dgetrf", "dgetrs", "dpotrf", "dsyevd", "dgesdd", "dgeqrf", "dorgqr")
 BLAS_ROUTINES = ("dtrsm",)
 for _name in ROUTINES:
     ll.add_symbol(f"fasttape_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
@@ -94,12 +95,28 @@ def dsyevd(typingctx, jobz, uplo, n, a, lda, w, work, lwork, iwork, liwork):
 
 
 @intrinsic
+def dgesdd(typingctx, jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork):
+    sig = numba.types.int32(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork)
+    return sig, _fortran("dgesdd", "ciiaiaaiaiaia")
+
+
+@intrinsic
+def dgeqrf(typingctx, m, n, a, lda, tau, work, lwork):
+    return numba.types.int32(m, n, a, lda, tau, work, lwork), _fortran("dgeqrf", "iiaiaai")
+
+
+@intrinsic
+def dorgqr(typingctx, m, n, k, a, lda, tau, work, lwork):
+    return numba.types.int32(m, n, k, a, lda, tau, work, lwork), _fortran("dorgqr", "iiiaiaai")
+
+
+@intrinsic
 def dtrsm(typingctx, side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
     sig = numba.types.int32(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb)
     return sig, _fortran("dtrsm", "cccciidaiai", info=False)
 
 
-_N, _T, _U, _L, _V, _R = (ord(c) for c in "NTULVR")
+_N, _T, _U, _L, _V, _R, _S = (ord(c) for c in "NTULVRS")
 
 
 # --------------------------------------------------------------------------
@@ -216,5 +233,78 @@ def _eigh_compiled(A):
             w[:] = np.nan
             F[:, :] = np.nan
         return w, np.ascontiguousarray(F.T)  # the eigenvectors are F's columns
+
+    return impl
+
+
+@register_jitable
+def _finite(A):
+    return np.isfinite(A).all()
+
+
+def svd(A):
+    """(s, U, Vt): the thin singular value decomposition of A (n, m), k = min(n, m): s (k) descending, U (n, k),
+    Vt (k, m), as LAPACK's ``dgesdd`` gives them to NumPy and JAX (signs included); NaN for a matrix holding
+    NaN or inf, or where LAPACK fails."""
+    n, m = A.shape
+    k = min(n, m)
+    if _finite(A):
+        U, s, Vt, info = scipy.linalg.lapack.dgesdd(A, compute_uv=1, full_matrices=0)
+        if info == 0:
+            return s, np.ascontiguousarray(U), np.ascontiguousarray(Vt)
+    return np.full(k, np.nan), np.full((n, k), np.nan), np.full((k, m), np.nan)
+
+
+@overload(svd)
+def _svd_compiled(A):
+    def impl(A):
+        n, m = A.shape
+        k = min(n, m)
+        s = np.full(k, np.nan)
+        Uc = np.full((k, n), np.nan)  # column-major U (n, k) and Vt (k, m)
+        Vc = np.full((m, k), np.nan)
+        if _finite(A) and k > 0:
+            F = np.ascontiguousarray(A.T)  # column-major A, as NumPy, SciPy and JAX hand it to LAPACK
+            iwork = np.empty(8 * k, dtype=np.int32)
+            work = np.empty(1)
+            dgesdd(_S, n, m, F, n, s, Uc, n, Vc, k, work, -1, iwork)  # the workspace query
+            work = np.empty(int(work[0]))
+            if dgesdd(_S, n, m, F, n, s, Uc, n, Vc, k, work, work.size, iwork) != 0:
+                s[:] = np.nan
+                Uc[:, :] = np.nan
+                Vc[:, :] = np.nan
+        return s, np.ascontiguousarray(Uc.T), np.ascontiguousarray(Vc.T)
+
+    return impl
+
+
+def qr(A):
+    """(Q, R): the thin QR decomposition of A (n, m), k = min(n, m): Q (n, k) with orthonormal columns, R (k, m)
+    upper triangular (trapezoidal when m > n), by LAPACK's ``dgeqrf`` and ``dorgqr`` as NumPy, SciPy and JAX
+    (signs included: R's diagonal may be negative)."""
+    Q, R = scipy.linalg.qr(A, mode="economic", check_finite=False)
+    return np.ascontiguousarray(Q), np.ascontiguousarray(R)
+
+
+@overload(qr)
+def _qr_compiled(A):
+    def impl(A):
+        n, m = A.shape
+        k = min(n, m)
+        F = np.ascontiguousarray(A.T)  # column-major A; its row j is A's column j
+        tau = np.empty(k)
+        work = np.empty(1)
+        dgeqrf(n, m, F, n, tau, work, -1)
+        work = np.empty(max(int(work[0]), 1))
+        dgeqrf(n, m, F, n, tau, work, work.size)
+        R = np.zeros((k, m))
+        for i in range(k):
+            for j in range(i, m):
+                R[i, j] = F[j, i]
+        Qc = F[:k].copy()  # the reflectors of the first k columns, column-major (n, k)
+        dorgqr(n, k, k, Qc, n, tau, work, -1)
+        work = np.empty(max(int(work[0]), 1))
+        dorgqr(n, k, k, Qc, n, tau, work, work.size)
+        return np.ascontiguousarray(Qc.T), R
 
     return impl

@@ -1,5 +1,6 @@
 """``numpy.linalg`` on traced arrays: ``solve``, ``inv``, ``slogdet``, ``det``, ``cholesky``, ``eigh``,
-``eigvalsh``, ``matrix_power`` and ``multi_dot``.
+``eigvalsh``, ``matrix_power``, ``multi_dot``, ``svd``, ``svdvals``, ``cond``, ``pinv``, ``matrix_rank``,
+``lstsq`` and ``qr`` (``norm``'s orders 2, -2 and 'nuc' use ``singular_value_norm``).
 
 Each lowers onto the linalg family's primitives (``fasttape.families.linalg``): ``solve``
 (``inv`` is the solve against the identity) and ``slogdet`` (``det`` is sign·exp(log|det|)).
@@ -205,6 +206,216 @@ def multi_dot(arrays, *, out=None):
     return fnp.reshape(product(0, len(arrays) - 1), value.shape)
 
 
+# --------------------------------------------------------------------------
+# singular values and QR
+# --------------------------------------------------------------------------
+def _matrix_operand(name, a):
+    """A traced operand (..., n, m) as NumPy's ``name`` accepts it: NumPy's error otherwise."""
+    fnp._check_complex((a,))
+    A = fnp._float(a)
+    if np.ndim(A) < 2:
+        getattr(np.linalg, name)(A)  # NumPy's LinAlgError for fewer than two dimensions
+    return A
+
+
+def decompose_svd(a):
+    """(s, U, Vt): the thin singular value decomposition of ``a`` (..., n, m), one ``svd`` instruction:
+    s descending, U (..., n, k), Vt (..., k, m), k = min(n, m), exactly as NumPy's and JAX's LAPACK call
+    (``dgesdd``) gives them.  The derivatives need distinct singular values, and nonzero ones where
+    n != m (as in JAX: equal ones give inf or NaN where the singular vectors are used)."""
+    rec = recorder_of((a,))
+    s, U, Vt = factor.svd_values(concrete(a))
+    n, m = U.shape[-2], Vt.shape[-1]
+    k = s.shape[-1]
+    batch = s.shape[:-1]
+    packed = np.concatenate([s, U.reshape(batch + (n * k,)), Vt.reshape(batch + (k * m,))], axis=-1)
+    out = rec.linalg(K.OP_SVD, (a,), packed, n=n, m=m)
+    return out[..., :k], fnp.reshape(out[..., k : k + n * k], U.shape), fnp.reshape(out[..., k + n * k :], Vt.shape)
+
+
+def _full_matrices_refused(name, shape):
+    n, m = shape[-2:]
+    raise NotImplementedError(
+        f"{name} with full_matrices=True of a {n}x{m} matrix: the {max(n, m) - min(n, m)} extra singular vectors "
+        "are any orthonormal completion, not a function of the matrix, so they have no derivative (JAX refuses "
+        "them too). Pass full_matrices=False (the thin decomposition); the square case is supported either way."
+    )
+
+
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    """``numpy.linalg.svd``: (U, S, Vh) with A = U diag(S) Vh, or S alone with ``compute_uv=False``.  The
+    thin decomposition (``full_matrices=False``, or a square A); the full one of a non-square A has no
+    derivative (as in JAX).  ``hermitian=True`` gives the same singular values; its singular vectors are
+    the general decomposition's, a valid SVD of A whose signs may differ from NumPy's eigh-based ones."""
+    if recorder_of((a,)) is None:
+        return np.linalg.svd(a, full_matrices=full_matrices, compute_uv=compute_uv, hermitian=hermitian)
+    A = _matrix_operand("svd", a)
+    result = type(np.linalg.svd(np.eye(1)))
+    if np.size(A) == 0:
+        value = np.linalg.svd(A, full_matrices=full_matrices, compute_uv=compute_uv)
+        return result(*(_empty(v) for v in value)) if compute_uv else _empty(value)
+    if compute_uv and full_matrices and np.shape(A)[-1] != np.shape(A)[-2]:
+        _full_matrices_refused("numpy.linalg.svd", np.shape(A))
+    s, U, Vt = decompose_svd(a)
+    return result(U, s, Vt) if compute_uv else s
+
+
+def svdvals(x, /):
+    """``numpy.linalg.svdvals``: the singular values, descending."""
+    if recorder_of((x,)) is None:
+        return np.linalg.svdvals(x)
+    return svd(x, compute_uv=False)
+
+
+def singular_value_norm(x, ord, axes, keepdims):
+    """``numpy.linalg.norm`` of the matrices on ``axes`` (two) for ``ord`` 2 (the largest singular value),
+    -2 (the smallest) or 'nuc' (their sum), as NumPy and JAX compute them (a max, min or sum of ``svd``'s)."""
+    nd = np.ndim(concrete(x))
+    r, c = (a % nd for a in axes)
+    s = svd(np.moveaxis(x, (r, c), (-2, -1)), compute_uv=False)
+    reduce = {2: np.max, -2: np.min, "nuc": np.sum}[ord]
+    value = reduce(s, axis=-1)
+    if keepdims:
+        for axis in sorted((r, c)):
+            value = np.expand_dims(value, axis)
+    return value
+
+
+def cond(x, p=None):
+    """``numpy.linalg.cond``: s_max / s_min for ``p`` None or 2 (s_min / s_max for -2), otherwise
+    norm(A, p) · norm(A⁻¹, p)."""
+    if recorder_of((x,)) is None:
+        return np.linalg.cond(x, p)
+    X = _matrix_operand("cond", x)
+    np.linalg.cond(X, p)  # NumPy's errors: empty arrays, a non-square matrix for p not in (None, 2, -2)
+    if p is None or p in (2, -2):
+        s = svd(x, compute_uv=False)
+        return s[..., -1] / s[..., 0] if p == -2 else s[..., 0] / s[..., -1]
+    return fnp.norm(x, p, axis=(-2, -1)) * fnp.norm(inv(x), p, axis=(-2, -1))
+
+
+def _inverted_large(s, cutoff):
+    """1 / s where s > cutoff, 0 elsewhere (NumPy's pseudo-inverse of the singular values; the discarded
+    ones take no part in the derivative, which is that of a matrix of constant rank, as in JAX)."""
+    large = np.greater(s, cutoff)
+    return np.where(large, 1.0 / np.where(large, s, 1.0), 0.0)
+
+
+def pseudo_inverse(a, rtol, atol=0.0):
+    """V diag(1/s) Uᵀ over the singular values of ``a`` above atol + rtol · max(s) (``rtol`` broadcast
+    over the batch axes)."""
+    s, U, Vt = decompose_svd(a)
+    cutoff = atol + np.asarray(rtol, dtype=np.float64)[..., None] * np.max(s, axis=-1, keepdims=True)
+    s_inv = _inverted_large(s, cutoff)
+    return fnp.matmul(np.swapaxes(Vt, -1, -2) * s_inv[..., None, :], np.swapaxes(U, -1, -2)), s, cutoff
+
+
+def pinv(a, rcond=None, hermitian=False, *, rtol=np._NoValue):
+    """``numpy.linalg.pinv``: V diag(1/s) Uᵀ over the singular values above rcond · max(s), with NumPy's
+    defaults for ``rcond`` and ``rtol``."""
+    if recorder_of((a,)) is None:
+        return np.linalg.pinv(a, rcond=rcond, hermitian=hermitian, rtol=rtol)
+    A = _matrix_operand("pinv", a)
+    value = np.linalg.pinv(A, rcond=rcond, hermitian=hermitian, rtol=rtol)  # NumPy's argument errors
+    if value.size == 0:
+        return _empty(value)
+    if rcond is None:
+        rcond = 1e-15 if rtol is np._NoValue else (max(np.shape(A)[-2:]) * np.finfo(np.float64).eps if rtol is None
+                                                   else rtol)  # fmt: skip
+    return pseudo_inverse(a, rcond)[0]
+
+
+def fixed_mask(mask):
+    """The concrete value of a traced boolean array, with one guard that keeps the tape to inputs where it
+    is the same (a different mask traces again): for a rank, an integer NumPy returns."""
+    value = np.asarray(concrete(mask), dtype=bool)
+    changed = np.sum(np.not_equal(mask, value))
+    bool(changed == 0.0)  # the guard
+    return value
+
+
+def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
+    """``numpy.linalg.matrix_rank``: the count of singular values above the tolerance (NumPy's defaults),
+    an integer; the tape holds a guard that re-traces where the count would change."""
+    if recorder_of((A,)) is None:
+        return np.linalg.matrix_rank(A, tol=tol, hermitian=hermitian, rtol=rtol)
+    X = fnp._float(A)
+    value = np.linalg.matrix_rank(X, tol=tol, hermitian=hermitian, rtol=rtol)  # NumPy's errors
+    if np.ndim(X) < 2 or np.size(X) == 0:
+        return value
+    s = svd(A, compute_uv=False)
+    if tol is None:
+        rtol = max(np.shape(X)[-2:]) * np.finfo(np.float64).eps if rtol is None else np.asarray(rtol)[..., None]
+        tol = np.max(s, axis=-1, keepdims=True) * rtol
+    else:
+        tol = np.asarray(tol)[..., None]
+    return np.count_nonzero(fixed_mask(np.greater(s, tol)), axis=-1)
+
+
+def least_squares(a, b, rcond):
+    """(x, residuals, rank, s) of min |A x - b| for A (M, N): x = pinv(A) b over the singular values above
+    rcond · max(s); the residuals |b - A x|² per column where rank = N < M, else an empty array.  The rank is
+    an integer: a guard re-traces where it would change."""
+    M, N = np.shape(concrete(a))
+    vector = np.ndim(concrete(b)) == 1
+    B = fnp.reshape(b, (-1, 1)) if vector else b
+    pinv_a, s, cutoff = pseudo_inverse(a, rcond)
+    x = fnp.matmul(pinv_a, B)
+    rank = int(np.count_nonzero(fixed_mask(np.greater(s, cutoff))))
+    if rank == N and M > N:
+        residuals = np.sum(np.square(B - fnp.matmul(a, x)), axis=0)
+    else:
+        residuals = _empty(np.zeros(0))
+    return (fnp.reshape(x, (-1,)) if vector else x), residuals, rank, s
+
+
+def lstsq(a, b, rcond=None):
+    """``numpy.linalg.lstsq``: (x, residuals, rank, s), ``least_squares`` with NumPy's default rcond,
+    eps · max(M, N)."""
+    if recorder_of((a, b)) is None:
+        return np.linalg.lstsq(a, b, rcond=rcond)
+    fnp._check_complex((a, b))
+    A, B = fnp._float(a), fnp._float(b)
+    x_value, resid_value, rank_value, s_value = np.linalg.lstsq(A, B, rcond=rcond)  # NumPy's errors
+    if x_value.size == 0 or np.size(A) == 0:
+        return _empty(x_value), _empty(resid_value), rank_value, _empty(s_value)
+    rcond = np.finfo(np.float64).eps * max(np.shape(A)) if rcond is None else rcond
+    return least_squares(a, b, rcond)
+
+
+def qr(a, mode="reduced"):
+    """``numpy.linalg.qr``: (Q, R) with A = Q R ('reduced': Q (..., n, k), R (..., k, m), k = min(n, m);
+    'complete' for n <= m is the same), or R alone ('r'), by LAPACK's ``dgeqrf`` and ``dorgqr`` as NumPy and
+    JAX (R's diagonal may be negative).  The derivatives need A's first k columns independent."""
+    if recorder_of((a,)) is None:
+        return np.linalg.qr(a, mode=mode)
+    A = _matrix_operand("qr", a)
+    value = np.linalg.qr(A, mode=mode)  # NumPy's errors: an unknown mode
+    n, m = np.shape(A)[-2:]
+    if mode == "raw":
+        raise NotImplementedError(
+            "numpy.linalg.qr(mode='raw'): the Householder reflectors have no derivative in fasttape (nor in JAX). "
+            "Use mode='reduced' (Q, R) or mode='r'."
+        )
+    if mode == "complete" and n > m:
+        raise NotImplementedError(
+            f"numpy.linalg.qr(mode='complete') of a {n}x{m} matrix: the {n - m} extra columns of Q are not yet "
+            f"differentiated. Use mode='reduced' (the same R, Q's first {m} columns)."
+        )
+    if np.size(A) == 0:
+        return type(value)(*(_empty(v) for v in value)) if mode != "r" else _empty(value)
+    rec = recorder_of((a,))
+    Q, R = factor.qr_values(concrete(a))
+    k = min(n, m)
+    batch = Q.shape[:-2]
+    out = rec.linalg(K.OP_QR, (a,), np.concatenate([Q.reshape(batch + (n * k,)), R.reshape(batch + (k * m,))],
+                                                    axis=-1), n=n, m=m)  # fmt: skip
+    R_out = fnp.reshape(out[..., n * k :], R.shape)
+    if mode == "r":
+        return R_out
+    return type(value)(fnp.reshape(out[..., : n * k], Q.shape), R_out)
+
+
 FUNCTIONS = {
     np.linalg.solve: solve,
     np.linalg.inv: inv,
@@ -215,5 +426,12 @@ FUNCTIONS = {
     np.linalg.eigvalsh: eigvalsh,
     np.linalg.matrix_power: matrix_power,
     np.linalg.multi_dot: multi_dot,
+    np.linalg.svd: svd,
+    np.linalg.svdvals: svdvals,
+    np.linalg.cond: cond,
+    np.linalg.pinv: pinv,
+    np.linalg.matrix_rank: matrix_rank,
+    np.linalg.lstsq: lstsq,
+    np.linalg.qr: qr,
 }
 fnp.FUNCTIONS.update(FUNCTIONS)

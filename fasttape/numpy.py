@@ -498,7 +498,8 @@ def outer(a, b, out=None):
 
 
 def norm(x, ord=None, axis=None, keepdims=False):
-    """``numpy.linalg.norm``: vector norms and the Frobenius / induced 1, inf matrix norms."""
+    """``numpy.linalg.norm``: vector norms and the matrix norms (Frobenius, induced 1 and inf, and by the
+    singular values 2, -2 and 'nuc')."""
     if recorder_of((x,)) is None:
         return np.linalg.norm(x, ord=ord, axis=axis, keepdims=keepdims)
     nd = np.ndim(concrete(x))
@@ -534,10 +535,11 @@ def norm(x, ord=None, axis=None, keepdims=False):
             pick = max if ord > 0 else min
             res = pick(sums, axis=pick_axis, keepdims=True)
             return res if keepdims else squeeze(res, axis=(r, c))
-        raise UnsupportedFunctionError(
-            f"numpy.linalg.norm with ord={ord!r} on matrices needs singular values, which fasttape does not "
-            "differentiate. Use ord='fro', 1 or inf."
-        )
+        if ord in (2, -2, "nuc"):
+            from .linalg import singular_value_norm
+
+            return singular_value_norm(x, ord, (r, c), keepdims)
+        raise ValueError("Invalid norm order for matrices.")
     raise ValueError("Improper number of dimensions to norm.")
 
 

@@ -26,10 +26,10 @@ from .scalar_math import VOCABULARY
 
 ELEMENTWISE_KINDS = ("unary", "binary", "comparison")
 KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul", "solve",
-         "slogdet", "cholesky", "trisolve", "eigh")  # fmt: skip
+         "slogdet", "cholesky", "trisolve", "eigh", "svd", "qr")  # fmt: skip
 ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2, "trisolve": 2}
 DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
-           "probability", "invertible", "positive_definite", "separated_spectrum")  # fmt: skip
+           "probability", "invertible", "positive_definite", "separated_spectrum", "separated_singular")  # fmt: skip
 # where a rule meets a convention or a numerical hazard, the oracle also draws inputs there (``edges``):
 # exact ties, exact zeros, magnitudes near 1e300 and near 1e-300
 EDGES = ("ties", "zeros", "huge", "tiny")
@@ -287,6 +287,10 @@ _declare("trisolve", "trisolve", numpy=(), jax="ref.trisolve", domains=("inverti
 # eigenvalues (ascending) and eigenvectors of the symmetric matrix held in the lower triangle: differentiable
 # where the eigenvalues are distinct ("separated_spectrum": symmetric matrices with eigenvalues apart)
 _declare("eigh", "eigh", numpy=(), jax="ref.eigh", domains=("separated_spectrum",))
+# singular values (descending) and vectors, and the QR decomposition, both thin, of A (n, m): differentiable
+# where the singular values are distinct and nonzero ("separated_singular": any shape, singular values apart)
+_declare("svd", "svd", numpy=(), jax="ref.svd", domains=("separated_singular",))
+_declare("qr", "qr", numpy=(), jax="ref.qr", domains=("separated_singular",))
 
 
 # --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """``scipy.linalg`` on traced arrays: triangular and Cholesky solves, ``cholesky``, ``cho_factor``,
-``solve``, ``eigh`` and ``eigvalsh``.
+``solve``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv`` and ``lstsq``.
 
 SciPy's functions convert their operands with ``np.asarray``, which a tracer refuses, and they
 are not dispatched through NumPy's protocols.  While a function is traced, fasttape therefore
@@ -209,6 +209,104 @@ def solve(a, b, lower=False, overwrite_a=False, overwrite_b=False, check_finite=
     return _general_solve(A, b)
 
 
+def svd(a, full_matrices=True, compute_uv=True, overwrite_a=False, check_finite=True, lapack_driver="gesdd"):
+    """``scipy.linalg.svd``: (U, s, Vh), or s with ``compute_uv=False``; thin (``full_matrices=False``, or a
+    square A) as ``numpy.linalg.svd``.  Always by LAPACK's ``gesdd`` (with ``lapack_driver='gesvd'`` the same
+    decomposition up to the signs of singular vector pairs)."""
+    if recorder_of((a,)) is None:
+        return _original("svd")(a, full_matrices=full_matrices, compute_uv=compute_uv, overwrite_a=overwrite_a,
+                               check_finite=check_finite, lapack_driver=lapack_driver)  # fmt: skip
+    if lapack_driver not in ("gesdd", "gesvd"):
+        raise ValueError(f'lapack_driver must be "gesdd" or "gesvd", not "{lapack_driver}"')
+    _matrix("svd", a)
+    if not compute_uv:
+        return linalg.svd(a, compute_uv=False)
+    U, s, Vt = linalg.svd(a, full_matrices=full_matrices)
+    return U, s, Vt
+
+
+def svdvals(a, overwrite_a=False, check_finite=True):
+    """``scipy.linalg.svdvals``: the singular values, descending."""
+    if recorder_of((a,)) is None:
+        return _original("svdvals")(a, overwrite_a=overwrite_a, check_finite=check_finite)
+    _matrix("svdvals", a)
+    return linalg.svd(a, compute_uv=False)
+
+
+def qr(a, overwrite_a=False, lwork=None, mode="full", pivoting=False, check_finite=True):
+    """``scipy.linalg.qr``: (Q, R) ('full' for a square or wide A, 'economic'), or (R,) ('r'), as
+    ``numpy.linalg.qr``."""
+    if recorder_of((a,)) is None:
+        return _original("qr")(a, overwrite_a=overwrite_a, lwork=lwork, mode=mode, pivoting=pivoting,
+                              check_finite=check_finite)  # fmt: skip
+    if mode not in ("full", "r", "economic", "raw"):
+        raise ValueError("Mode argument should be one of ['full', 'r', 'economic', 'raw']")
+    if pivoting:
+        raise NotImplementedError(
+            "scipy.linalg.qr(pivoting=True): the column permutation depends on the values, which a tape cannot "
+            "follow; use pivoting=False (and permute the columns yourself if you need a fixed order)."
+        )
+    n, m = _matrix("qr", a)
+    if mode == "r":
+        R = linalg.qr(a, mode="r")
+        if n > m:  # SciPy's R for mode 'r' is (M, N), zeros below the first N rows
+            R = fnp.concatenate([R, np.zeros(np.shape(concrete(R))[:-2] + (n - m, m))], axis=-2)
+        return (R,) if np.ndim(concrete(a)) == 2 else R  # as SciPy: a tuple for one matrix, an array for a batch
+    return tuple(linalg.qr(a, mode={"full": "complete", "economic": "reduced", "raw": "raw"}[mode]))
+
+
+def pinv(a, *, atol=None, rtol=None, return_rank=False, check_finite=True):
+    """``scipy.linalg.pinv``: V diag(1/s) Uᵀ over the singular values above atol + rtol · max(s) (SciPy's
+    defaults: atol 0, rtol max(M, N) · eps); with ``return_rank``, the rank too (an integer: a guard
+    re-traces where it would change)."""
+    if recorder_of((a,)) is None:
+        return _original("pinv")(a, atol=atol, rtol=rtol, return_rank=return_rank, check_finite=check_finite)
+    fnp._check_complex((a,))
+    shape = _matrix("pinv", a)
+    atol = 0.0 if atol is None else atol
+    rtol = max(shape) * np.finfo(np.float64).eps if rtol is None else rtol
+    if atol < 0.0 or rtol < 0.0:
+        raise ValueError("atol and rtol values must be positive.")
+    if 0 in shape:
+        return _original("pinv")(concrete(a), atol=atol, rtol=rtol, return_rank=return_rank)
+    B, s, cutoff = linalg.pseudo_inverse(a, rtol, atol)
+    if return_rank:
+        rank = np.count_nonzero(linalg.fixed_mask(np.greater(s, cutoff)), axis=-1)
+        return B, int(rank) if np.ndim(rank) == 0 else rank
+    return B
+
+
+def lstsq(a, b, cond=None, overwrite_a=False, overwrite_b=False, check_finite=True, lapack_driver=None):
+    """``scipy.linalg.lstsq``: (x, residues, rank, s), as ``numpy.linalg.lstsq`` with SciPy's default cutoff
+    (eps · max(s)) and a vector's residue a number; ``lapack_driver='gelsy'`` gives s as None, as SciPy."""
+    if recorder_of((a, b)) is None:
+        return _original("lstsq")(a, b, cond=cond, overwrite_a=overwrite_a, overwrite_b=overwrite_b,
+                                 check_finite=check_finite, lapack_driver=lapack_driver)  # fmt: skip
+    fnp._check_complex((a, b))
+    _matrix("lstsq", a, batched=False)
+    value = _original("lstsq")(fnp._float(a), fnp._float(b), cond=cond, lapack_driver=lapack_driver)  # SciPy's errors
+    if np.size(concrete(a)) == 0 or np.size(value[0]) == 0:
+        return tuple(_empty(v) if isinstance(v, np.ndarray) else v for v in value)
+    x, residues, rank, s = linalg.least_squares(a, b, np.finfo(np.float64).eps if cond is None else cond)
+    if np.ndim(concrete(b)) == 1 and np.size(concrete(residues)) == 1:
+        residues = fnp.reshape(residues, ())
+    return x, residues, rank, None if lapack_driver == "gelsy" else s
+
+
+def _matrix(name, a, batched=True):
+    """The shape (M, N) of the matrices of an operand (..., M, N) (SciPy's decompositions take batch axes;
+    ``lstsq`` is supported on one matrix only)."""
+    shape = np.shape(concrete(a))
+    if len(shape) < 2:
+        raise ValueError(f"scipy.linalg.{name}: expected a matrix (..., M, N), got shape {shape}")
+    if len(shape) > 2 and not batched:
+        raise NotImplementedError(
+            f"scipy.linalg.{name} on a batch of matrices {shape} is supported on one matrix (M, N) at a time; call it "
+            "per matrix, or use pinv(a) @ b, which takes batch axes."
+        )
+    return shape[-2:]
+
+
 # --------------------------------------------------------------------------
 # interception while tracing
 # --------------------------------------------------------------------------
@@ -220,6 +318,11 @@ FUNCTIONS = {
     "solve": solve,
     "eigh": eigh,
     "eigvalsh": eigvalsh,
+    "svd": svd,
+    "svdvals": svdvals,
+    "qr": qr,
+    "pinv": pinv,
+    "lstsq": lstsq,
 }
 _ORIGINAL: dict = {}
 _LOCK = threading.Lock()

@@ -132,6 +132,13 @@ def sample(domain, shape, rng):
         Q, _ = np.linalg.qr(rng.normal(size=shape))
         w = np.arange(1.0, n + 1.0) + rng.uniform(-0.1, 0.1, size=shape[:-1])
         return (Q * w[..., None, :]) @ np.swapaxes(Q, -1, -2)
+    if domain == "separated_singular":  # (..., n, m), singular values 1, 2, ..., min(n, m) (each +-0.1)
+        n, m = shape[-2:]
+        k = min(n, m)
+        U, _ = np.linalg.qr(rng.normal(size=shape[:-2] + (n, k)))
+        V, _ = np.linalg.qr(rng.normal(size=shape[:-2] + (m, k)))
+        s = np.arange(k, 0.0, -1.0) + rng.uniform(-0.1, 0.1, size=shape[:-2] + (k,))
+        return (U * s[..., None, :]) @ np.swapaxes(V, -1, -2)
     if domain == "distinct":
         # 0.37 apart, each with its own jitter in [0.02, 0.08]: no two elements tie, none is within 0.01
         # of 0 (abs), and sums of them (a matrix 1-norm's column sums) do not tie either
@@ -311,6 +318,34 @@ def _matrix_exp(xp, a):
     """exp(A) of a symmetric A by its eigendecomposition: V diag(exp w) Vᵀ (no eigenvector sign matters)."""
     w, V = xp.linalg.eigh(a)
     return (V * xp.exp(w)[..., None, :]) @ xp.swapaxes(V, -1, -2)
+
+
+def _svd_all(xp, a):
+    """U, s and Vt of the thin SVD side by side (..., n k + k + k m)."""
+    U, s, Vt = xp.linalg.svd(a, full_matrices=False)
+    batch = s.shape[:-1]
+    return xp.concatenate([xp.reshape(U, batch + (-1,)), s, xp.reshape(Vt, batch + (-1,))], axis=-1)
+
+
+def _qr_all(xp, a):
+    Q, R = xp.linalg.qr(a)
+    batch = Q.shape[:-2]
+    return xp.concatenate([xp.reshape(Q, batch + (-1,)), xp.reshape(R, batch + (-1,))], axis=-1)
+
+
+def _scipy_svd(xp, a):
+    U, s, Vt = _sla(xp).svd(a, full_matrices=False)
+    return xp.concatenate([U.ravel(), s, Vt.ravel()])
+
+
+def _lstsq_and_residuals(xp, a, b):
+    x, residuals, _, _ = xp.linalg.lstsq(a, b)
+    return xp.concatenate([xp.ravel(x), xp.ravel(residuals)])
+
+
+def _spectral_norms(xp, a):
+    norm = xp.linalg.norm
+    return xp.stack([norm(a, 2), norm(a, -2), norm(a, "nuc")])
 
 
 def _log_det_by_cholesky(xp, a):
@@ -514,6 +549,22 @@ STRUCTURAL_CASES = [
         (3, 3),
         domains=("separated_spectrum",),
     ),  # fmt: skip
+    # singular values and vectors, QR (square, tall, wide): inputs with singular values apart
+    _c("svd", lambda xp, a: _svd_all(xp, a), (4, 4), domains=("separated_singular",)),
+    _c("svd-tall", lambda xp, a: _svd_all(xp, a), (5, 3), domains=("separated_singular",)),
+    _c("svd-wide-batched", lambda xp, a: _svd_all(xp, a), (2, 2, 4), domains=("separated_singular",)),
+    _c("svdvals", lambda xp, a: xp.linalg.svd(a, compute_uv=False), (3, 5), domains=("separated_singular",)),
+    _c("scipy-svd", lambda xp, a: _scipy_svd(xp, a), (4, 3), domains=("separated_singular",)),
+    _c("norm-spectral", lambda xp, a: _spectral_norms(xp, a), (4, 3), domains=("separated_singular",)),
+    _c("cond", lambda xp, a: xp.linalg.cond(a), (2, 3, 3), domains=("separated_singular",)),
+    _c("pinv", lambda xp, a: xp.linalg.pinv(a), (4, 3), domains=("separated_singular",)),
+    _c(
+        "lstsq", lambda xp, a, b: _lstsq_and_residuals(xp, a, b), (5, 3), (5, 2), domains=("separated_singular", "real")
+    ),  # fmt: skip
+    _c("qr", lambda xp, a: _qr_all(xp, a), (4, 4), domains=("separated_singular",)),
+    _c("qr-tall", lambda xp, a: _qr_all(xp, a), (5, 3), domains=("separated_singular",)),
+    _c("qr-wide-batched", lambda xp, a: _qr_all(xp, a), (2, 3, 5), domains=("separated_singular",)),
+    _c("qr-r", lambda xp, a: xp.linalg.qr(a, mode="r"), (4, 2), domains=("separated_singular",)),
     _c("gp-nll", lambda xp, p, X, y: _gp_nll(xp, p, X, y), (3,), (6, 2), (6,)),
     _c("matrix-power", lambda xp, a: xp.linalg.matrix_power(a, 5), (2, 3, 3)),
     _c("matrix-power-inverse", lambda xp, a: xp.linalg.matrix_power(a, -2), (3, 3), domains=("invertible",)),

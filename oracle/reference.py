@@ -219,6 +219,14 @@ class _Rules:
         V, w = linalg.eigh(a, lower=True, symmetrize_input=False)
         return self.jnp.concatenate([w, V.reshape(batch, n * n)], axis=-1)
 
+    def svd(self, a, batch, n, m, mode):
+        U, s, Vt = self.jnp.linalg.svd(a.reshape(batch, n, m), full_matrices=False)
+        return self.jnp.concatenate([s, U.reshape(batch, -1), Vt.reshape(batch, -1)], axis=-1)
+
+    def qr(self, a, batch, n, m, mode):
+        Q, R = self.jnp.linalg.qr(a.reshape(batch, n, m))
+        return self.jnp.concatenate([Q.reshape(batch, -1), R.reshape(batch, -1)], axis=-1)
+
     def trisolve(self, a, b, batch, n, m, mode):
         from jax.lax import linalg
 

@@ -360,7 +360,7 @@ ERROR_CASES = [
     _unsupported("cumprod", lambda x: np.sum(np.cumprod(x))),
     _unsupported("median", lambda x: np.median(x)),
     _unsupported("einsum", lambda x: np.einsum("i,i->", x, x)),
-    _unsupported("linalg.svd", lambda m: np.sum(np.linalg.svd(m)[1]), XM),
+    _unsupported("linalg.tensorsolve", lambda m: np.sum(np.linalg.tensorsolve(m, np.ones(2))), SQ),
     _unsupported("linalg.eig", lambda m: np.sum(np.linalg.eig(m)[0]), SQ),
     _unsupported("linalg.eigvals", lambda m: np.sum(np.linalg.eigvals(m)), SQ),
     _unsupported("fft.fft", lambda x: np.sum(np.fft.fft(x).real)),
@@ -403,18 +403,25 @@ ERROR_CASES = [
         r"numpy\.round\b.*decimals.*np\.round\(",  # the fix: np.round(x * 10**d) / 10**d
     ),
     ErrorCase(
-        "unsupported-matrix-norm-ord2",
-        in_grad(lambda m: np.linalg.norm(m, ord=2), XM),
+        "svd-full-matrices-of-a-non-square-matrix",
+        in_grad(lambda m: np.sum(np.linalg.svd(m)[0]), XM),
         NotImplementedError,
-        UnsupportedFunctionError,
-        r"numpy\.linalg\.norm with ord=2.*ord='fro'",
+        None,
+        r"svd with full_matrices=True of a 2x3 matrix.*Pass full_matrices=False",
     ),
     ErrorCase(
-        "unsupported-matrix-norm-nuc",
-        in_grad(lambda m: np.linalg.norm(m, ord="nuc"), XM),
+        "qr-householder-reflectors",
+        in_grad(lambda m: np.sum(np.linalg.qr(m, mode="raw")[0]), XM),
         NotImplementedError,
-        UnsupportedFunctionError,
-        r"numpy\.linalg\.norm with ord='nuc'.*ord='fro'",
+        None,
+        r"qr\(mode='raw'\).*Use mode='reduced'",
+    ),
+    ErrorCase(
+        "matrix-norm-of-an-unknown-order",
+        in_grad(lambda m: np.linalg.norm(m, ord=3), XM),
+        ValueError,
+        None,
+        r"Invalid norm order for matrices",
     ),
     # -- concrete values asked of a tracer -------------------------------------------------------------
     ErrorCase(

@@ -1,5 +1,5 @@
-"""The factor family: Cholesky factors, triangular solves and symmetric eigendecompositions of
-batched matrices.
+"""The factor family: Cholesky factors, triangular solves, symmetric eigendecompositions, singular value
+and QR decompositions of batched matrices.
 
 ``cholesky``: L (batch, n, n) with L Lᵀ = A for the symmetric matrix whose lower triangle A
 holds (the upper triangle is not read: NumPy's and JAX's ``cholesky`` symmetrise A first, in
@@ -9,6 +9,12 @@ B (batch, n, m).  The parameter ``mode`` holds LOWER | TRANSPOSED | UNIT.  ``eig
 eigenvalues w (ascending) and eigenvectors V (columns) of the symmetric matrix whose lower
 triangle A holds, one output (batch, n + n²): w, then V row by row; their derivatives need
 distinct eigenvalues (dV has 1 / (w_j - w_i)), except where V's cotangent is exactly zero.
+``svd``: the thin decomposition A = U diag(s) Vt of A (batch, n, m), k = min(n, m): one output
+(batch, k + n k + k m), s (descending), then U (n x k), then Vt (k x m); its derivatives need distinct
+singular values (1 / (s_j² - s_i²)), nonzero ones where n != m (1 / s), except where the singular
+vectors' cotangents are exactly zero.  ``qr``: the thin A = Q R, one output (batch, n k + k m), Q then R;
+its derivatives need A's first k columns independent (R⁻¹).  Both come from LAPACK exactly as NumPy
+and JAX compute them (``dgesdd``; ``dgeqrf`` and ``dorgqr``), signs included.
 
 Every rule is written once, in ``fasttape.duals``' stack arithmetic, and serves both tiers
 (compiled into the kernels, plain NumPy and SciPy in the executor) and every sweep: the
@@ -48,12 +54,14 @@ from ..layout import (
 from ..loops import zero_first_writes
 from ..primitives import opcode
 
-KINDS = ("cholesky", "trisolve", "eigh")
+KINDS = ("cholesky", "trisolve", "eigh", "svd", "qr")
 PARAMS = ("batch", "n", "m", "mode")
 P_BATCH, P_N, P_M, P_MODE = param_columns(PARAMS)
 OP_CHOLESKY = opcode("cholesky")
 OP_TRISOLVE = opcode("trisolve")
 OP_EIGH = opcode("eigh")
+OP_SVD = opcode("svd")
+OP_QR = opcode("qr")
 LOWER, TRANSPOSED, UNIT = 1, 2, 4
 LinAlgError = np.linalg.LinAlgError
 
@@ -175,6 +183,170 @@ def eigh_adjoint(w, V, w_bar, V_bar):
 
 
 # --------------------------------------------------------------------------
+# singular value and QR decompositions of A (n, m), k = min(n, m)
+# --------------------------------------------------------------------------
+@register_jitable
+def _diagonal(P):
+    """The diagonal of every slot of P (D, k, k), as a stack (D, 1, k)."""
+    out = np.empty((P.shape[0], 1, P.shape[1]))
+    for d in range(P.shape[0]):
+        for i in range(P.shape[1]):
+            out[d, 0, i] = P[d, i, i]
+    return out
+
+
+@register_jitable
+def _squares(s):
+    # d s² = 2 s ds
+    out = np.empty(s.shape)
+    for i in range(s.shape[2]):
+        out[0, 0, i] = s[0, 0, i] * s[0, 0, i]
+        for d in range(1, s.shape[0]):
+            out[d, 0, i] = 2.0 * s[0, 0, i] * s[d, 0, i]
+    return out
+
+
+@register_jitable
+def _scaled(A, s, columns):
+    """A diag(s) (``columns``) or diag(s) A, s a stack (D, 1, k): d(A S) = dA S + A dS."""
+    D_ = max(A.shape[0], s.shape[0])
+    out = np.zeros((D_, A.shape[1], A.shape[2]))
+    for i in range(A.shape[1]):
+        for j in range(A.shape[2]):
+            f = s[0, 0, j] if columns else s[0, 0, i]
+            out[0, i, j] = A[0, i, j] * f
+            for d in range(1, D_):
+                if A.shape[0] > 1:
+                    out[d, i, j] += A[d, i, j] * f
+                if s.shape[0] > 1:
+                    out[d, i, j] += A[0, i, j] * (s[d, 0, j] if columns else s[d, 0, i])
+    return out
+
+
+@register_jitable
+def _over_columns(A, s):
+    """A diag(s)⁻¹, an exact zero of A giving zero even where s is zero (as JAX's symbolic zeros: the
+    singular values alone keep finite derivatives for a rank-deficient A).  d(a/s) = da/s - a ds/s²."""
+    D_ = max(A.shape[0], s.shape[0])
+    out = np.zeros((D_, A.shape[1], A.shape[2]))
+    for i in range(A.shape[1]):
+        for j in range(A.shape[2]):
+            r = 1.0 / s[0, 0, j]
+            if A[0, i, j] != 0.0:
+                out[0, i, j] = A[0, i, j] * r
+            for d in range(1, D_):
+                v = 0.0
+                if A.shape[0] > 1 and A[d, i, j] != 0.0:
+                    v += A[d, i, j] * r
+                if s.shape[0] > 1 and A[0, i, j] != 0.0:
+                    v -= A[0, i, j] * s[d, 0, j] * r * r
+                out[d, i, j] = v
+    return out
+
+
+@register_jitable
+def _outside(U, X):
+    """(I - U Uᵀ) X: X's part outside the span of U's orthonormal columns."""
+    return D.add(X, D.mm(U, D.mm(D.tr(U), X)), -1.0)
+
+
+@register_jitable
+def _skew(C):
+    """C - Cᵀ."""
+    return D.add(C, D.tr(C), -1.0)
+
+
+@register_jitable
+def svd_tangent(s, U, Vt, dA):
+    # P = Uᵀ dA V, F_ij = 1 / (s_j² - s_i²):  ds = diag P,  dU = U (F ∘ (P S + S Pᵀ)) + (I - U Uᵀ) dA V S⁻¹,
+    # dV = V (F ∘ (S P + Pᵀ S)) + (I - V Vᵀ) dAᵀ U S⁻¹ (the last terms where U or V has more rows than k)
+    V = D.tr(Vt)
+    dA_V = D.mm(dA, V)
+    P = D.mm(D.tr(U), dA_V)
+    F = _inverse_gaps(_squares(s))
+    Pt = D.tr(P)
+    dU = D.mm(U, _gap_product(F, D.add(_scaled(P, s, True), _scaled(Pt, s, False), 1.0)))
+    dV = D.mm(V, _gap_product(F, D.add(_scaled(P, s, False), _scaled(Pt, s, True), 1.0)))
+    if U.shape[1] > U.shape[2]:
+        dU = D.add(dU, _over_columns(_outside(U, dA_V), s), 1.0)
+    if V.shape[1] > V.shape[2]:
+        dV = D.add(dV, _over_columns(_outside(V, D.mm(D.tr(dA), U)), s), 1.0)
+    return _diagonal(P), dU, D.tr(dV)
+
+
+@register_jitable
+def svd_adjoint(s, U, Vt, s_bar, U_bar, Vt_bar):
+    # Ā = U [diag s̄ + (F ∘ (UᵀŪ - ŪᵀU)) S + S (F ∘ (VᵀV̄ - V̄ᵀV))] Vᵀ
+    #     + (I - U Uᵀ) Ū S⁻¹ Vᵀ + U S⁻¹ V̄ᵀ (I - V Vᵀ)   (the transpose of svd_tangent)
+    V, V_bar = D.tr(Vt), D.tr(Vt_bar)
+    F = _inverse_gaps(_squares(s))
+    K = D.add(_diagonal_matrix(s_bar), _scaled(_gap_product(F, _skew(D.mm(D.tr(U), U_bar))), s, True), 1.0)
+    K = D.add(K, _scaled(_gap_product(F, _skew(D.mm(D.tr(V), V_bar))), s, False), 1.0)
+    A_bar = D.mm(U, D.mm(K, Vt))
+    if U.shape[1] > U.shape[2]:
+        A_bar = D.add(A_bar, D.mm(_over_columns(_outside(U, U_bar), s), Vt), 1.0)
+    if V.shape[1] > V.shape[2]:
+        A_bar = D.add(A_bar, D.mm(U, D.tr(_over_columns(_outside(V, V_bar), s))), 1.0)
+    return A_bar
+
+
+@register_jitable
+def _columns(A, start, stop):
+    return np.ascontiguousarray(A[:, :, start:stop])
+
+
+@register_jitable
+def _right_solve_or_nan(R, B, transposed):
+    """X op(R) = B for R's upper triangle; NaN where R has a zero on its diagonal (a rank-deficient A,
+    where the QR derivative does not exist: JAX's triangular solve gives inf or NaN)."""
+    X, ok = D.solve_triangular_right(R, B, False, transposed, False)
+    if not ok:
+        X[:, :, :] = np.nan
+    return X
+
+
+@register_jitable
+def _thin_qr_tangent(Q, R, dA):
+    # A = Q R with R square: C = Qᵀ dA R⁻¹, Ω = tril(C, -1) - tril(C, -1)ᵀ:  dQ = Q (Ω - C) + dA R⁻¹,
+    # dR = (C - Ω) R
+    dA_Rinv = _right_solve_or_nan(R, dA, False)
+    C = D.mm(D.tr(Q), dA_Rinv)
+    Omega = _skew(D.lower_part(C, 0.0))
+    return D.add(D.mm(Q, D.add(Omega, C, -1.0)), dA_Rinv, 1.0), D.mm(D.add(C, Omega, -1.0), R)
+
+
+@register_jitable
+def qr_tangent(Q, R, A, dA):
+    # a wide A = [A1 A2] (n < m) is Q [R1 R2]: (Q, R1) the QR of A1, R2 = Qᵀ A2, so dR2 = dQᵀ A2 + Qᵀ dA2
+    n, k, m = Q.shape[1], Q.shape[2], R.shape[2]
+    if n >= m:
+        return _thin_qr_tangent(Q, R, dA)
+    dQ, dR1 = _thin_qr_tangent(Q, _columns(R, 0, k), _columns(dA, 0, k))
+    dR2 = D.add(D.mm(D.tr(dQ), _columns(A, k, m)), D.mm(D.tr(Q), _columns(dA, k, m)), 1.0)
+    return dQ, np.concatenate((dR1, dR2), axis=2)
+
+
+@register_jitable
+def _thin_qr_adjoint(Q, R, Q_bar, R_bar):
+    # M = R̄ Rᵀ - Qᵀ Q̄, C̄ its upper triangle mirrored below the diagonal:  Ā = (Q̄ + Q C̄) R⁻ᵀ
+    M = D.add(D.mm(R_bar, D.tr(R)), D.mm(D.tr(Q), Q_bar), -1.0)
+    C_bar = D.add(M, D.lower_part(_skew(M), 0.0), -1.0)
+    return _right_solve_or_nan(R, D.add(Q_bar, D.mm(Q, C_bar), 1.0), True)
+
+
+@register_jitable
+def qr_adjoint(Q, R, A, Q_bar, R_bar):
+    """(Ā, whether A was read): a wide A's R2 = Qᵀ A2 gives Ā2 = Q R̄2 and adds A2 R̄2ᵀ to Q̄."""
+    n, k, m = Q.shape[1], Q.shape[2], R.shape[2]
+    if n >= m:
+        return _thin_qr_adjoint(Q, R, Q_bar, R_bar)
+    R2_bar = _columns(R_bar, k, m)
+    Q_bar = D.add(Q_bar, D.mm(_columns(A, k, m), D.tr(R2_bar)), 1.0)
+    A1_bar = _thin_qr_adjoint(Q, _columns(R, 0, k), Q_bar, _columns(R_bar, 0, k))
+    return np.concatenate((A1_bar, D.mm(Q, R2_bar)), axis=2)
+
+
+# --------------------------------------------------------------------------
 # one row, for both tiers: fields, stacks from the planes, the sweeps
 # --------------------------------------------------------------------------
 @register_jitable
@@ -251,12 +423,26 @@ def cholesky_values(A):
 
 
 @register_jitable
+def _in_size(op, n, m):
+    """Values of one batch element's matrix operand: A (n x m) for svd and qr, else (n x n)."""
+    if op == OP_SVD or op == OP_QR:
+        return n * m
+    return n * n
+
+
+@register_jitable
 def _out_size(op, n, m):
-    """Values of one batch element's output: L (n x n), X (n x m), or (w, V) (n + n x n)."""
+    """Values of one batch element's output: L (n x n), X (n x m), (w, V) (n + n x n), (s, U, Vt)
+    (k + n x k + k x m) or (Q, R) (n x k + k x m), k = min(n, m)."""
+    k = min(n, m)
     if op == OP_CHOLESKY:
         return n * n
     if op == OP_EIGH:
         return n + n * n
+    if op == OP_SVD:
+        return k + n * k + k * m
+    if op == OP_QR:
+        return n * k + k * m
     return n * m
 
 
@@ -271,10 +457,40 @@ def eigh_values(A):
     )
 
 
+def svd_values(A):
+    """``lapack.svd`` over the batch axes of A (..., n, m): (s, U, Vt), as the kernels compute them."""
+    A = np.asarray(A, dtype=np.float64)
+    flat = A.reshape(-1, *A.shape[-2:])
+    triples = [lapack.svd(flat[t]) for t in range(len(flat))]
+    return tuple(np.stack([x[i] for x in triples]).reshape(A.shape[:-2] + triples[0][i].shape) for i in range(3))
+
+
+def qr_values(A):
+    """``lapack.qr`` over the batch axes of A (..., n, m): (Q, R), as the kernels compute them."""
+    A = np.asarray(A, dtype=np.float64)
+    flat = A.reshape(-1, *A.shape[-2:])
+    pairs = [lapack.qr(flat[t]) for t in range(len(flat))]
+    return tuple(np.stack([x[i] for x in pairs]).reshape(A.shape[:-2] + pairs[0][i].shape) for i in range(2))
+
+
 @register_jitable
 def forward_rows(row, buf):
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
+    size_in, size_out, k = _in_size(op, n, m), _out_size(op, n, m), min(n, m)
     for t in range(batch):
+        if op == OP_SVD or op == OP_QR:
+            A = buf[a + t * size_in : a + (t + 1) * size_in].reshape(n, m)
+            start = o + t * size_out
+            if op == OP_SVD:
+                sv, U, Vt = lapack.svd(A)
+                buf[start : start + k] = sv
+                buf[start + k : start + k + n * k] = U.reshape(-1)
+                buf[start + k + n * k : start + size_out] = Vt.reshape(-1)
+            else:
+                Q, R = lapack.qr(A)
+                buf[start : start + n * k] = Q.reshape(-1)
+                buf[start + n * k : start + size_out] = R.reshape(-1)
+            continue
         A = buf[a + t * n * n : a + (t + 1) * n * n].reshape(n, n)
         if op == OP_CHOLESKY:
             buf[o + t * n * n : o + (t + 1) * n * n] = cholesky_factor(A, t).reshape(-1)
@@ -305,9 +521,21 @@ def tangent_rows(row, buf, T):
     op, o, a, b, batch, n, m, mode, flags = _fields(row)
     ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
     k = T.shape[0]
+    r = min(n, m)
     for t in range(batch):
-        A0, Y0 = a + t * n * n, o + t * _out_size(op, n, m)
-        if op == OP_CHOLESKY:
+        A0, Y0 = a + t * _in_size(op, n, m), o + t * _out_size(op, n, m)
+        if op == OP_SVD:
+            ds, dU, dVt = svd_tangent(_const(buf, Y0, 1, r), _const(buf, Y0 + r, n, r),
+                                      _const(buf, Y0 + r + n * r, r, m), _planes(T, A0, n, m))  # fmt: skip
+            _put(T, Y0, ds)
+            _put(T, Y0 + r, dU)
+            _put(T, Y0 + r + n * r, dVt)
+        elif op == OP_QR:
+            dQ, dR = qr_tangent(_const(buf, Y0, n, r), _const(buf, Y0 + n * r, r, m), _const(buf, A0, n, m),
+                                _planes(T, A0, n, m))  # fmt: skip
+            _put(T, Y0, dQ)
+            _put(T, Y0 + n * r, dR)
+        elif op == OP_CHOLESKY:
             _put(T, Y0, cholesky_tangent(_const(buf, Y0, n, n), _planes(T, A0, n, n)))
         elif op == OP_EIGH:
             dw, dV = eigh_tangent(_const(buf, Y0, 1, n), _const(buf, Y0 + n, n, n), _planes(T, A0, n, n))
@@ -325,9 +553,22 @@ def _adjoint_once(row, t, buf, T, Y_bar, ga, gb):
     """The adjoint rule of batch element t on Y_bar (D, 1, size): the output cotangents of its D slots,
     the operands and output as duals over the rows of T (constants when T is empty): the stacks (Ā, B̄)."""
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
-    A0, Y0 = a + t * n * n, o + t * _out_size(op, n, m)
+    A0, Y0 = a + t * _in_size(op, n, m), o + t * _out_size(op, n, m)
     depth = Y_bar.shape[0]
     no_b = np.zeros((0, n, m))
+    k = min(n, m)
+    if op == OP_SVD:
+        s_bar = np.ascontiguousarray(Y_bar[:, :, :k])
+        U_bar = np.ascontiguousarray(Y_bar[:, 0, k : k + n * k]).reshape(depth, n, k)
+        Vt_bar = np.ascontiguousarray(Y_bar[:, 0, k + n * k :]).reshape(depth, k, m)
+        s, U = _dual(buf, T, Y0, 1, k, True), _dual(buf, T, Y0 + k, n, k, True)
+        return svd_adjoint(s, U, _dual(buf, T, Y0 + k + n * k, k, m, True), s_bar, U_bar, Vt_bar), no_b
+    if op == OP_QR:
+        Q_bar = np.ascontiguousarray(Y_bar[:, 0, : n * k]).reshape(depth, n, k)
+        R_bar = np.ascontiguousarray(Y_bar[:, 0, n * k :]).reshape(depth, k, m)
+        Q, R = _dual(buf, T, Y0, n, k, True), _dual(buf, T, Y0 + n * k, k, m, True)
+        A = _dual(buf, T, A0, n, m, n < m)  # a wide A's right block takes part in R
+        return qr_adjoint(Q, R, A, Q_bar, R_bar), no_b
     if op == OP_CHOLESKY:
         return cholesky_adjoint(_dual(buf, T, Y0, n, n, True), Y_bar.reshape(depth, n, n)), no_b
     if op == OP_EIGH:
@@ -343,7 +584,7 @@ def _add_adjoints(row, t, G, G2, A_bar, B_bar, ga, gb):
     """Slot 0 of Ā and B̄ onto G's row (if G has one), the next slots onto the rows of G2."""
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
     first = G.shape[0]
-    for gets, start, S in ((ga, a + t * n * n, A_bar), (gb and op == OP_TRISOLVE, b + t * n * m, B_bar)):
+    for gets, start, S in ((ga, a + t * _in_size(op, n, m), A_bar), (gb and op == OP_TRISOLVE, b + t * n * m, B_bar)):
         if gets:
             _accumulate(G, start, S, 0)
             _accumulate(G2, start, S, first)
@@ -439,8 +680,14 @@ def validate(prim, row, n_values, pool_end):
     batch, n, m, mode = row[P_BATCH : P_MODE + 1]
     if min(batch, n, m) < 0:
         return f"bad extents {(batch, n, m)}"
-    if n < 1 or (prim.name == "trisolve" and m < 1):  # LAPACK refuses them; the tracer records them as constants
+    if n < 1 or (prim.name in ("trisolve", "svd", "qr") and m < 1):  # the tracer records empty results as constants
         return f"empty matrices {(batch, n, m)}: an empty result is never recorded"
+    if prim.name in ("svd", "qr"):
+        k = min(n, m)
+        size = k + n * k + k * m if prim.name == "svd" else n * k + k * m
+        if na != batch * n * m or n_out != batch * size or nb != 0 or mode != 0:
+            return f"sizes {na} -> {n_out} do not match {batch} {prim.name} decompositions of {n}x{m}"
+        return None
     if na != batch * n * n:
         return f"operand of size {na} is not {batch} matrices of {n}x{n}"
     if prim.name == "cholesky" and (n_out != batch * n * n or nb != 0 or m != 0 or mode != 0):
@@ -458,6 +705,8 @@ def describe(prim, params):
     n, m, mode = params["n"], params["m"], params["mode"]
     if prim.name in ("cholesky", "eigh"):
         return f"[{params['batch']}x{n}x{n}]"
+    if prim.name in ("svd", "qr"):
+        return f"[{params['batch']}x{n}x{m}]"
     words = [w for bit, w in ((LOWER, "lower"), (TRANSPOSED, "transposed"), (UNIT, "unit")) if mode & bit]
     return f"[{params['batch']}x{n}x{n} \\ {n}x{m}{' ' if words else ''}{','.join(words)}]"
 
