@@ -10,14 +10,15 @@ element folded in, under this model:
   sides): solve 2n³/3 + 2n²m (LU, then the solves), slogdet 2n³/3, cholesky n³/3, a triangular solve
   n²m, eigh 9n³ (the textbook count of the symmetric QR algorithm with eigenvectors); for an n x m
   matrix, N = max(n, m) and k = min(n, m), svd 14Nk² + 8k³ (Golub and Van Loan's R-SVD with thin
-  singular vectors), qr 4Nk² - 4k³/3 (Householder, then forming Q).
+  singular vectors), qr 4Nk² - 4k³/3 (Householder, then forming Q), lu 2n³/3; permute (applying
+  LU's row interchanges) one copy per output element.
 * **reverse** (first-order adjoint): only active instructions (their output depends on a differentiated
   input), for each operand that needs an adjoint, the same unit of work as that operand's share of the
   forward: one multiply-accumulate per element (elementwise, reductions, scans, broadcasts' sums,
   gathers' scatter-adds) or one matmul (``Ā = Ḡ Bᵀ``, ``B̄ = Aᵀ Ḡ``); for linear algebra, the products
   and solves of the rule (2n²m for solve and a triangular solve, 2n³ for slogdet's inverse, 3n³ for
   cholesky's and eigh's three n x n products or solves, 6Nk² for svd's and 4Nk² for qr's products and
-  solves).  Comparisons and the piecewise
+  solves, 4n³ for lu's).  Comparisons and the piecewise
   constant primitives (sign, floor, ceil, round) have no reverse work.
 * **tangent** (forward-mode directional derivative, the first half of an HVP): the same count as the
   reverse sweep, one product per active operand and element (or one matmul per active operand).
@@ -49,6 +50,7 @@ LINALG = {
     "trisolve": lambda n, m: (n * n * m, 2 * n * n * m),
     "eigh": lambda n, m: (9 * n**3, 3 * n**3),
     "svd": lambda n, m: (14 * max(n, m) * min(n, m) ** 2 + 8 * min(n, m) ** 3, 6 * max(n, m) * min(n, m) ** 2),
+    "lu": lambda n, m: (2 * n**3 // 3, 4 * n**3),
     "qr": lambda n, m: (4 * max(n, m) * min(n, m) ** 2 - 4 * min(n, m) ** 3 // 3, 4 * max(n, m) * min(n, m) ** 2),
 }
 OPERANDS = ((K.C_A, K.C_NA, K.F_GRAD_A), (K.C_B, K.C_NB, K.F_GRAD_B), (K.C_C, K.C_NC, K.F_GRAD_C))

@@ -11,7 +11,7 @@ Two layers:
   (characters as their codes, integers, arrays), every one passed by reference, and
   returning ``info``;
 * the matrix routines the rules use (``cholesky_lower``, ``solve_triangular`` and ``_right``, ``eigh``,
-  ``svd``, ``qr``),
+  ``svd``, ``qr``, ``lu``),
   plain Python functions on row-major 2-D arrays (NumPy and SciPy, for the executor tier)
   with Numba implementations on the raw routines (for the compiled kernels), so that a rule
   written once with ``numba.extending.register_jitable`` runs in both tiers.
@@ -306,5 +306,28 @@ def _qr_compiled(A):
         work = np.empty(max(int(work[0]), 1))
         dorgqr(n, k, k, Qc, n, tau, work, work.size)
         return np.ascontiguousarray(Qc.T), R
+
+    return impl
+
+
+def lu(A):
+    """(LU, piv): the LU factors of the square A with partial pivoting, A = P L U, packed as LAPACK's
+    ``dgetrf`` leaves them (L unit lower, below the diagonal; U on and above it) and the row interchanges,
+    0-based as SciPy's ``lu_factor`` gives them (row i was swapped with row piv[i], in order), as floats."""
+    LU, piv, _ = scipy.linalg.lapack.dgetrf(A)
+    return np.ascontiguousarray(LU), piv.astype(np.float64)
+
+
+@overload(lu)
+def _lu_compiled(A):
+    def impl(A):
+        n = A.shape[0]
+        F = np.ascontiguousarray(A.T)  # column-major A, as SciPy and JAX hand it to LAPACK
+        ipiv = np.empty(n, dtype=np.int32)
+        dgetrf(n, n, F, n, ipiv)  # info > 0 (an exact zero on U's diagonal) is not an error here
+        piv = np.empty(n)
+        for i in range(n):
+            piv[i] = ipiv[i] - 1
+        return np.ascontiguousarray(F.T), piv
 
     return impl

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import operator
 import sys
 
 import numpy as np
@@ -379,6 +380,26 @@ take = _mover(np.take, "take")
 rot90 = _mover(np.rot90, "rot90")
 
 
+def _triangle(name, m, k, lower):
+    if recorder_of((m,)) is None:
+        return getattr(np, name)(m, k)
+    shape = np.shape(concrete(m))
+    rows, cols = shape[-2:] if len(shape) >= 2 else (shape[-1], shape[-1])  # a vector is repeated as rows
+    mask = np.tri(rows, cols, operator.index(k), dtype=bool)
+    return where(mask if lower else ~np.tri(rows, cols, operator.index(k) - 1, dtype=bool), m, 0.0)
+
+
+def tril(m, k=0):
+    """``numpy.tril``: the elements on and below the k-th diagonal of the last two axes, zeros above (a
+    selection by a constant mask)."""
+    return _triangle("tril", m, k, True)
+
+
+def triu(m, k=0):
+    """``numpy.triu``: the elements on and above the k-th diagonal, zeros below."""
+    return _triangle("triu", m, k, False)
+
+
 def diag(v, k=0):
     if recorder_of((v,)) is None:
         return np.diag(v, k)
@@ -586,7 +607,7 @@ _FUNCTION_NAMES = [
     "sum", "prod", "max", "min", "amax", "amin", "mean", "var", "std", "cumsum", "any", "all",
     "reshape", "ravel", "expand_dims", "squeeze", "atleast_1d", "atleast_2d", "broadcast_to", "broadcast_arrays",
     "transpose", "swapaxes", "moveaxis", "flip", "fliplr", "flipud", "tile", "repeat", "diagonal", "roll",
-    "take", "rot90", "diag", "trace", "concatenate", "stack", "hstack", "vstack", "column_stack",
+    "take", "rot90", "diag", "trace", "tril", "triu", "concatenate", "stack", "hstack", "vstack", "column_stack",
     "dot", "vdot", "inner", "outer", "where", "clip", "round",
 ]  # fmt: skip
 FUNCTIONS = {getattr(np, n): globals()[n] for n in _FUNCTION_NAMES}

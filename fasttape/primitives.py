@@ -26,8 +26,8 @@ from .scalar_math import VOCABULARY
 
 ELEMENTWISE_KINDS = ("unary", "binary", "comparison")
 KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul", "solve",
-         "slogdet", "cholesky", "trisolve", "eigh", "svd", "qr")  # fmt: skip
-ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2, "trisolve": 2}
+         "slogdet", "cholesky", "trisolve", "eigh", "svd", "qr", "lu", "permute")  # fmt: skip
+ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2, "trisolve": 2, "permute": 2}
 DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
            "probability", "invertible", "positive_definite", "separated_spectrum", "separated_singular")  # fmt: skip
 # where a rule meets a convention or a numerical hazard, the oracle also draws inputs there (``edges``):
@@ -291,6 +291,10 @@ _declare("eigh", "eigh", numpy=(), jax="ref.eigh", domains=("separated_spectrum"
 # where the singular values are distinct and nonzero ("separated_singular": any shape, singular values apart)
 _declare("svd", "svd", numpy=(), jax="ref.svd", domains=("separated_singular",))
 _declare("qr", "qr", numpy=(), jax="ref.qr", domains=("separated_singular",))
+# LU factors with partial pivoting (scipy.linalg.lu_factor, lu), and their row interchanges applied to the rows
+# of a matrix during the sweep (lu_solve, lu's P): the pivots are data of the sweep, not of the trace
+_declare("lu", "lu", numpy=(), jax="ref.lu", domains=("invertible",))
+_declare("permute", "permute", numpy=(), jax="ref.permute", domains=("real", "real"), linear=True)
 
 
 # --------------------------------------------------------------------------

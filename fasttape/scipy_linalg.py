@@ -1,5 +1,6 @@
 """``scipy.linalg`` on traced arrays: triangular and Cholesky solves, ``cholesky``, ``cho_factor``,
-``solve``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv`` and ``lstsq``.
+``solve``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv``, ``lstsq``, ``lu_factor``,
+``lu_solve`` and ``lu``.
 
 SciPy's functions convert their operands with ``np.asarray``, which a tracer refuses, and they
 are not dispatched through NumPy's protocols.  While a function is traced, fasttape therefore
@@ -83,6 +84,7 @@ def _solve_triangular(a, b, lower, transposed, unit, name):
         return _empty(value[..., 0] if vector else value)
     rhs = fnp.reshape(b, B.shape + (1,)) if vector else b
     mode = (LOWER if lower else 0) | (TRANSPOSED if transposed else 0) | (UNIT if unit else 0)
+    mode |= factor.CALLERS.index(name) << factor.CALLER_SHIFT  # the function a singular matrix's error names
     out = rec.linalg(K.OP_TRISOLVE, (a, rhs), value, m=m, mode=mode)
     return fnp.reshape(out, value.shape[:-1]) if vector else out
 
@@ -308,6 +310,108 @@ def _matrix(name, a, batched=True):
 
 
 # --------------------------------------------------------------------------
+# LU with partial pivoting: the pivots are data of the sweep
+# --------------------------------------------------------------------------
+def _lu_square(name, a):
+    fnp._check_complex((a,))
+    shape = np.shape(concrete(a))
+    if len(shape) < 2:
+        raise ValueError(f"scipy.linalg.{name}: expected a matrix (..., M, N), got shape {shape}")
+    if shape[-1] != shape[-2]:
+        raise NotImplementedError(
+            f"scipy.linalg.{name} of a non-square {shape[-2]}x{shape[-1]} matrix is not supported on traced arrays "
+            "(only square factors solve); use scipy.linalg.qr or numpy.linalg.lstsq for a rectangular one."
+        )
+    return shape[-1]
+
+
+def _lu_traced(a):
+    """(lu, piv) of A (..., n, n) by one ``lu`` instruction: piv (..., n) holds LAPACK's row interchanges,
+    0-based, as a traced float array that ``lu_solve`` reads during the sweep."""
+    rec = recorder_of((a,))
+    n = np.shape(concrete(a))[-1]
+    LU, piv = factor.lu_values(concrete(a))
+    out = rec.linalg(K.OP_LU, (a,), np.concatenate([LU.reshape(piv.shape[:-1] + (n * n,)), piv], axis=-1))
+    return fnp.reshape(out[..., : n * n], LU.shape), out[..., n * n :]
+
+
+def _permuted(piv, b, inverse):
+    """Pᵀ B (or P B with ``inverse``) for LAPACK's pivots ``piv`` (..., n) and B (..., n, m), by one ``permute``
+    instruction that reads the pivots during the sweep."""
+    rec = recorder_of((piv, b))
+    n = np.shape(concrete(piv))[-1]
+    batch = np.shape(concrete(piv))[:-1]
+    value = factor.swapped_values(concrete(piv), np.broadcast_to(concrete(b), np.broadcast_shapes(
+        batch + (1, 1), np.shape(concrete(b)))), inverse)  # fmt: skip
+    rows = fnp.reshape(piv, batch + (1, n))
+    return rec.linalg(K.OP_PERMUTE, (rows, b), value, grads=(False, True), m=np.shape(concrete(b))[-1],
+                      mode=factor.INVERSE if inverse else 0)  # fmt: skip
+
+
+def lu_factor(a, overwrite_a=False, check_finite=True):
+    """``scipy.linalg.lu_factor``: (lu, piv), A = P L U, as SciPy's (LAPACK's ``getrf``); piv is a traced
+    float array of the row interchanges (their values SciPy's integers), for ``lu_solve``."""
+    if recorder_of((a,)) is None:
+        return _original("lu_factor")(a, overwrite_a=overwrite_a, check_finite=check_finite)
+    _lu_square("lu_factor", a)
+    if np.size(concrete(a)) == 0:
+        return _original("lu_factor")(fnp._float(a))
+    return _lu_traced(a)
+
+
+def lu_solve(lu_and_piv, b, trans=0, overwrite_b=False, check_finite=True):
+    """``scipy.linalg.lu_solve``: X with A X = B (``trans`` 0), or Aᵀ X = B (1 or 2), from lu_factor's
+    (lu, piv): the interchanges, then the two triangular solves (or the reverse).  B is a vector when it is
+    1-D or has one axis fewer than lu (as in JAX)."""
+    lu, piv = lu_and_piv
+    if recorder_of((lu, piv, b)) is None:
+        return _original("lu_solve")(lu_and_piv, b, trans=trans, overwrite_b=overwrite_b, check_finite=check_finite)
+    fnp._check_complex((lu, b))
+    name = "scipy.linalg.lu_solve"
+    n = _square("lu_solve", lu)
+    transposed = {0: False, 1: True, 2: True, "N": False, "T": True, "C": True}.get(trans)
+    if transposed is None:
+        raise ValueError(f"scipy.linalg.lu_solve: trans must be 0, 1, 2, 'N', 'T' or 'C', not {trans!r}")
+    if np.shape(concrete(piv))[-1:] != (n,):
+        raise ValueError(f"scipy.linalg.lu_solve: pivots of shape {np.shape(concrete(piv))} do not fit {n}x{n} factors")
+    ndim = np.ndim(concrete(b))
+    vector = ndim == 1 or ndim == np.ndim(concrete(lu)) - 1
+    if np.shape(concrete(b))[-1 if vector else -2] != n:
+        raise ValueError(f"scipy.linalg.lu_solve: right-hand side of shape {np.shape(concrete(b))} does not fit "
+                         f"factors of shape {np.shape(concrete(lu))}")  # fmt: skip
+    B = fnp.expand_dims(b, -1) if vector else b
+    if not transposed:  # L U X = Pᵀ B
+        Y = _solve_triangular(lu, _permuted(piv, B, False), True, False, True, name)
+        X = _solve_triangular(lu, Y, False, False, False, name)
+    else:  # Uᵀ Lᵀ Pᵀ X = B
+        Y = _solve_triangular(lu, _solve_triangular(lu, B, False, True, False, name), True, True, True, name)
+        X = _permuted(piv, Y, True)
+    return fnp.reshape(X, np.shape(concrete(X))[:-1]) if vector else X
+
+
+def lu(a, permute_l=False, overwrite_a=False, check_finite=True, p_indices=False):
+    """``scipy.linalg.lu``: (P, L, U) with A = P L U, or (P L, U) with ``permute_l``, P built during the
+    sweep from the pivots."""
+    if recorder_of((a,)) is None:
+        return _original("lu")(a, permute_l=permute_l, overwrite_a=overwrite_a, check_finite=check_finite,
+                              p_indices=p_indices)  # fmt: skip
+    if p_indices:
+        raise NotImplementedError(
+            "scipy.linalg.lu(p_indices=True): the row indices are integers that depend on the matrix, which a "
+            "tape holds as floats and cannot index with; use the permutation matrix P (p_indices=False)."
+        )
+    n = _lu_square("lu", a)
+    if np.size(concrete(a)) == 0:
+        return _original("lu")(fnp._float(a), permute_l=permute_l)
+    LU, piv = _lu_traced(a)
+    L = fnp.tril(LU, -1) + np.eye(n)
+    U = fnp.triu(LU)
+    if permute_l:
+        return _permuted(piv, L, True), U
+    return _permuted(piv, np.broadcast_to(np.eye(n), np.shape(concrete(LU))), True), L, U
+
+
+# --------------------------------------------------------------------------
 # interception while tracing
 # --------------------------------------------------------------------------
 FUNCTIONS = {
@@ -323,6 +427,9 @@ FUNCTIONS = {
     "qr": qr,
     "pinv": pinv,
     "lstsq": lstsq,
+    "lu_factor": lu_factor,
+    "lu_solve": lu_solve,
+    "lu": lu,
 }
 _ORIGINAL: dict = {}
 _LOCK = threading.Lock()

@@ -308,17 +308,20 @@ class Recorder:
         )
         return self.reshape(out, value.shape)
 
-    def linalg(self, op, operands, value, **params) -> Tracer:
+    def linalg(self, op, operands, value, grads=None, **params) -> Tracer:
         """A linear-algebra instruction (the linalg and factor families) on matrices (..., n, n) and
         right-hand sides (..., n, m), their batch axes broadcast; ``value``: its result, shaped (batch, ...);
-        ``params``: the family's parameters besides ``batch`` and ``n``."""
+        ``grads``: which operands are differentiated (by default the active ones); ``params``: the family's
+        parameters besides ``batch`` and ``n``."""
         value = _as_value(value)
         tracers = [self.as_tracer(x) for x in operands]
         n = tracers[0].shape[-1]
         batch = np.broadcast_shapes(*(t.shape[:-2] for t in tracers))
         tracers = [t if t.shape[:-2] == batch else self.broadcast(t, batch + t.shape[-2:]) for t in tracers]
         params = {"batch": math.prod(batch), "n": n, "m": 0, **params}
-        return self._emit(op, value.shape, [t._sid for t in tracers], params, value=value)
+        if grads is not None:
+            grads = [g and self.slots[t._sid].active for g, t in zip(grads, tracers)]
+        return self._emit(op, value.shape, [t._sid for t in tracers], params, value=value, grads=grads)
 
     def guard(self, x: Tracer, outcome: bool):
         """Record that the tape is valid only while ``bool(x)`` keeps this outcome."""

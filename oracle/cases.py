@@ -247,7 +247,7 @@ def _reduction(prim):
 
 
 # primitives whose cases are not named after them: their first cases
-_FIRST_CASE = {"gather": "index-int-array", "trisolve": "solve-triangular"}
+_FIRST_CASE = {"gather": "index-int-array", "trisolve": "solve-triangular", "lu": "lu-factor", "permute": "lu-solve"}
 
 
 def first_case(prim, cases):
@@ -346,6 +346,21 @@ def _lstsq_and_residuals(xp, a, b):
 def _spectral_norms(xp, a):
     norm = xp.linalg.norm
     return xp.stack([norm(a, 2), norm(a, -2), norm(a, "nuc")])
+
+
+def _lu_factor_both(xp, a):
+    """lu_factor's factors and pivots side by side (the pivots' derivative is zero)."""
+    lu, piv = _sla(xp).lu_factor(a)
+    return xp.concatenate([xp.ravel(lu), xp.ravel(piv) * 1.0])
+
+
+def _lu_solves(xp, a, b, trans):
+    return _sla(xp).lu_solve(_sla(xp).lu_factor(a), b, trans=trans)
+
+
+def _plu(xp, a):
+    P, L, U = _sla(xp).lu(a)
+    return xp.concatenate([xp.ravel(P), xp.ravel(L), xp.ravel(U)])
 
 
 def _log_det_by_cholesky(xp, a):
@@ -565,6 +580,19 @@ STRUCTURAL_CASES = [
     _c("qr-tall", lambda xp, a: _qr_all(xp, a), (5, 3), domains=("separated_singular",)),
     _c("qr-wide-batched", lambda xp, a: _qr_all(xp, a), (2, 3, 5), domains=("separated_singular",)),
     _c("qr-r", lambda xp, a: xp.linalg.qr(a, mode="r"), (4, 2), domains=("separated_singular",)),
+    # LU with partial pivoting: the pivots are read during the sweep (lu_solve's interchanges, lu's P)
+    _c("lu-factor", lambda xp, a: _lu_factor_both(xp, a), (4, 4), domains=("invertible",)),
+    _c("lu-factor-batched", lambda xp, a: _lu_factor_both(xp, a), (2, 3, 3), domains=("invertible",)),
+    _c("lu-solve", lambda xp, a, b: _lu_solves(xp, a, b, 0), (4, 4), (4,), domains=("invertible", "real")),
+    _c("lu-solve-transposed", lambda xp, a, b: _lu_solves(xp, a, b, 1), (3, 3), (3, 2), domains=("invertible", "real")),
+    _c(
+        "lu-solve-batched",
+        lambda xp, a, b: _lu_solves(xp, a, b, 0),
+        (2, 3, 3),
+        (2, 3, 2),
+        domains=("invertible", "real"),
+    ),  # fmt: skip
+    _c("scipy-lu", lambda xp, a: _plu(xp, a), (4, 4), domains=("invertible",)),
     _c("gp-nll", lambda xp, p, X, y: _gp_nll(xp, p, X, y), (3,), (6, 2), (6,)),
     _c("matrix-power", lambda xp, a: xp.linalg.matrix_power(a, 5), (2, 3, 3)),
     _c("matrix-power-inverse", lambda xp, a: xp.linalg.matrix_power(a, -2), (3, 3), domains=("invertible",)),

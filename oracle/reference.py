@@ -227,6 +227,22 @@ class _Rules:
         Q, R = self.jnp.linalg.qr(a.reshape(batch, n, m))
         return self.jnp.concatenate([Q.reshape(batch, -1), R.reshape(batch, -1)], axis=-1)
 
+    def lu(self, a, batch, n, m, mode):
+        from jax.lax import linalg
+
+        lu, pivots, _ = linalg.lu(a.reshape(batch, n, n))
+        return self.jnp.concatenate([lu.reshape(batch, n * n), pivots.astype(a.dtype)], axis=-1)
+
+    def permute(self, piv, b, batch, n, m, mode):
+        # JAX's own route from LAPACK's pivots to a permutation (as its lu_solve): P^T B = B[perm]
+        from jax.lax import linalg
+
+        perm = linalg.lu_pivots_to_permutation(piv.reshape(batch, n).astype(self.jnp.int32), n)
+        b = b.reshape(batch, n, m)
+        if mode & 1:  # P B: row perm[i] of the result is row i of B
+            perm = self.jnp.argsort(perm, axis=-1)
+        return self.jnp.take_along_axis(b, perm[:, :, None], axis=1)
+
     def trisolve(self, a, b, batch, n, m, mode):
         from jax.lax import linalg
 

@@ -1,8 +1,9 @@
-"""Singular value and QR decompositions (numpy.linalg's svd, svdvals, norm 2 / -2 / 'nuc', cond, pinv, lstsq,
-matrix_rank and qr; scipy.linalg's svd, svdvals, qr, pinv and lstsq): a least-squares model against JAX to
-second order in both tiers, values as NumPy's and SciPy's LAPACK calls give them, JAX's conventions where
-singular values repeat or vanish, guards on the rank, and errors that say what to do instead.  The oracle
-checks every case of both primitives in every derivative kind."""
+"""Singular value, QR and LU decompositions (numpy.linalg's svd, svdvals, norm 2 / -2 / 'nuc', cond, pinv,
+lstsq, matrix_rank and qr; scipy.linalg's svd, svdvals, qr, pinv, lstsq, lu_factor, lu_solve and lu): models
+against JAX to second order in both tiers, values as NumPy's and SciPy's LAPACK calls give them, JAX's
+conventions where singular values repeat or vanish, guards on the rank, pivots read during the sweep, and
+errors that say what to do instead.  The oracle checks every case of these primitives in every derivative
+kind."""
 
 from __future__ import annotations
 
@@ -190,3 +191,92 @@ def test_a_crafted_decomposition_row_is_refused_when_loaded(op, column, value, m
     tape = ft.trace(lambda A: np.linalg.norm(A, 2) + np.sum(np.linalg.qr(A)[1]), TALL)
     with pytest.raises(ValueError, match=message):
         load_with_edited_row(tape, getattr(K, op), column, value)
+
+
+# --------------------------------------------------------------------------
+# LU with partial pivoting: scipy.linalg's lu_factor, lu_solve and lu
+# --------------------------------------------------------------------------
+def lu_model(A, b, la=scipy.linalg, xp=np):
+    lu_piv = la.lu_factor(A)
+    P, L, U = la.lu(A)
+    x = la.lu_solve(lu_piv, b)
+    y = la.lu_solve(lu_piv, xp.stack([b, b**2], axis=1), trans=1)
+    return xp.sum(x**2) + xp.sum(y * xp.cos(y)) + xp.sum((P @ L)[:, 0] * U[0]) + xp.sum(xp.log(xp.abs(xp.diag(U))))
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_lu_solves_follow_pivots_that_change_between_calls(tier):
+    # the first matrix needs no row interchange, the others need different ones: one tape serves all
+    first = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.3, 0.1, 2.0]])
+    others = [first[[2, 0, 1]] * np.array([[1.0], [0.1], [0.2]]), RNG.normal(size=(3, 3)) + np.eye(3)]
+    b = RNG.normal(size=3)
+    value_and_grad = ft.value_and_grad(lu_model)
+    tape = ft.trace(lambda A: lu_model(A, b), first)
+    for A in [first, *others]:
+        v = RNG.normal(size=A.shape)
+        with tiers.only(tier):
+            value, grad = value_and_grad(A, b)
+            hv = tape.hvp(A, v)
+
+        def jax_model(A):
+            return lu_model(A, b, jsla, jnp)
+
+        np.testing.assert_allclose(value, jax_model(A), rtol=1e-12)
+        np.testing.assert_allclose(grad, jax.grad(jax_model)(A), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(hv, jax.jvp(jax.grad(jax_model), (A,), (v,))[1], rtol=1e-10, atol=1e-12)
+    assert len(value_and_grad.cache) == 1  # the pivots are data of the sweep: no guard, no second trace
+
+
+def test_lu_values_are_scipys():
+    A = RNG.normal(size=(2, 4, 4))
+    lu, piv = ft.trace(lambda A: scipy.linalg.lu_factor(A), A)(A)
+    for t in range(2):
+        lu_sp, piv_sp = scipy.linalg.lu_factor(A[t])
+        np.testing.assert_array_equal(lu[t], lu_sp)
+        np.testing.assert_array_equal(piv[t], piv_sp)  # the same integers, held as floats
+    for ours, scipys in zip(ft.trace(lambda A: scipy.linalg.lu(A), A[0])(A[0]), scipy.linalg.lu(A[0])):
+        np.testing.assert_array_equal(ours, scipys)
+    PL, U = ft.trace(lambda A: scipy.linalg.lu(A, permute_l=True), A[0])(A[0])
+    np.testing.assert_allclose(PL, scipy.linalg.lu(A[0], permute_l=True)[0], rtol=1e-14)
+    np.testing.assert_allclose(np.tril(A[0], -1), ft.trace(lambda A: np.tril(A, -1), A[0])(A[0]), rtol=0)
+    np.testing.assert_allclose(np.triu(A, 1), ft.trace(lambda A: np.triu(A, 1), A)(A), rtol=0)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_pivots_that_are_not_row_indices_are_refused_from_the_sweep(tier):
+    A = RNG.normal(size=(3, 3)) + 3 * np.eye(3)
+    lu, piv = scipy.linalg.lu_factor(A)
+    b = np.ones(3)
+    tape = ft.trace(lambda lu, piv, b: scipy.linalg.lu_solve((lu, piv), b), lu, piv.astype(float), b, argnums=(0, 2))
+    with tiers.only(tier):
+        for bad in (np.array([0.0, 3.0, 2.0]), np.array([0.0, -1.0, 2.0]), np.array([0.5, 1.0, 2.0]),
+                    np.array([np.nan, 1.0, 2.0])):  # fmt: skip
+            with pytest.raises(ValueError, match=r"lu_solve: the pivots are not row indices of the 3x3 factors"):
+                tape(lu, bad, b)
+        np.testing.assert_allclose(tape(lu, piv.astype(float), b), np.linalg.solve(A, b), rtol=1e-12)  # still usable
+    with pytest.raises(ValueError, match="pivots are not row indices"):  # the same check at trace time
+        ft.grad(lambda lu: np.sum(scipy.linalg.lu_solve((lu, np.array([0, 7, 2])), b)))(lu)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_singular_matrix_at_call_time_names_lu_solve(tier):
+    A = RNG.normal(size=(3, 3)) + 3 * np.eye(3)
+    f = ft.grad(lambda A: np.sum(scipy.linalg.lu_solve(scipy.linalg.lu_factor(A), np.ones(3))))
+    f(A)
+    singular = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 1.0, 1.0]])  # rank 2: an exact zero in U
+    assert scipy.linalg.lu_factor(singular)[0][2, 2] == 0.0
+    with tiers.only(tier):
+        with pytest.raises(np.linalg.LinAlgError, match=r"scipy\.linalg\.lu_solve: singular matrix.*batch element 0"):
+            f(singular)
+        assert np.all(np.isfinite(f(A)))
+
+
+def test_lu_errors_name_the_problem_and_the_fix():
+    with pytest.raises(NotImplementedError, match=r"lu_factor of a non-square 6x3 matrix.*qr"):
+        ft.grad(lambda A: np.sum(scipy.linalg.lu_factor(A)[0]))(TALL)
+    with pytest.raises(NotImplementedError, match=r"p_indices=True.*use the permutation matrix"):
+        ft.grad(lambda A: np.sum(scipy.linalg.lu(A, p_indices=True)[1]))(TALL[:3])
+    with pytest.raises(ValueError, match="trans must be 0, 1, 2"):
+        ft.grad(lambda A: np.sum(scipy.linalg.lu_solve(scipy.linalg.lu_factor(A), np.ones(3), trans=5)))(TALL[:3])
+    with pytest.raises(ValueError, match=r"right-hand side of shape \(4,\) does not fit factors of shape \(3, 3\)"):
+        ft.grad(lambda A: np.sum(scipy.linalg.lu_solve(scipy.linalg.lu_factor(A), np.ones(4))))(TALL[:3])

@@ -188,7 +188,7 @@ def test_the_factor_rows_are_listed_with_their_extents_and_mode():
     [
         ("OP_CHOLESKY", K.C_P1, 0, r"\(cholesky\): empty matrices"),
         ("OP_CHOLESKY", K.C_P1, 4, r"\(cholesky\): operand of size 9 is not 1 matrices of 4x4"),
-        ("OP_TRISOLVE", K.C_P3, 8, r"\(trisolve\): mode 8 is not a combination"),
+        ("OP_TRISOLVE", K.C_P3, 32, r"\(trisolve\): mode 32 is not a combination"),
         ("OP_TRISOLVE", K.C_P2, 5, r"\(trisolve\): sizes 3 -> 3 do not match 1 right-hand sides of 3x5"),
     ],
 )

@@ -89,7 +89,8 @@ STRUCTURAL = {
                (M33, X3)),
     "factor": (lambda m, x: np.sum(scipy.linalg.cho_solve((np.linalg.cholesky(m @ m.T + np.eye(3)), True), x))
                + np.sum(np.linalg.eigh(m + m.T)[1][:, 0] ** 2), (M33, X3)),  # fmt: skip
-    "decompositions": (lambda m: np.linalg.norm(m, "nuc") + np.sum(np.linalg.qr(m[:, :2])[0] ** 3), (M33,)),
+    "decompositions": (lambda m, x: np.linalg.norm(m, "nuc") + np.sum(np.linalg.qr(m[:, :2])[0] ** 3)
+                       + np.sum(scipy.linalg.lu_solve(scipy.linalg.lu_factor(m + 3.0 * np.eye(3)), x)), (M33, X3)),
     "rich-with-guard": (rich, (X3, M33)),
     "containers": (lambda p, n, tag: np.sum(p["w"] ** 2 * p["b"][0]) * n + p["b"][1], (
         {"w": X3, "b": [1.5, np.float64(2.0)]}, np.int64(3), "tag")),

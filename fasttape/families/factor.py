@@ -14,7 +14,11 @@ distinct eigenvalues (dV has 1 / (w_j - w_i)), except where V's cotangent is exa
 singular values (1 / (s_j² - s_i²)), nonzero ones where n != m (1 / s), except where the singular
 vectors' cotangents are exactly zero.  ``qr``: the thin A = Q R, one output (batch, n k + k m), Q then R;
 its derivatives need A's first k columns independent (R⁻¹).  Both come from LAPACK exactly as NumPy
-and JAX compute them (``dgesdd``; ``dgeqrf`` and ``dorgqr``), signs included.
+and JAX compute them (``dgesdd``; ``dgeqrf`` and ``dorgqr``), signs included.  ``lu``: A = P L U with
+partial pivoting (LAPACK's ``dgetrf``, as SciPy and JAX), one output (batch, n² + n): the packed factors,
+then the row interchanges (0-based, as floats; their derivative is zero); its derivatives need U
+invertible.  ``permute``: those interchanges (operand A, (batch, n), read during the sweep and checked)
+applied to the rows of B (batch, n, m): Pᵀ B, or P B with mode INVERSE; linear in B.
 
 Every rule is written once, in ``fasttape.duals``' stack arithmetic, and serves both tiers
 (compiled into the kernels, plain NumPy and SciPy in the executor) and every sweep: the
@@ -24,7 +28,8 @@ adjoint rule, so second order needs no rule of its own).  LAPACK does the factor
 solves (``fasttape.lapack``).
 
 A matrix that is not positive definite (``cholesky``) or has a zero on its diagonal
-(``trisolve``) raises ``numpy.linalg.LinAlgError`` naming the function and the batch element.
+(``trisolve``) raises ``numpy.linalg.LinAlgError`` naming the function and the batch element (for
+a triangular solve, the SciPy function that made it, which its mode records).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from ..layout import (
 from ..loops import zero_first_writes
 from ..primitives import opcode
 
-KINDS = ("cholesky", "trisolve", "eigh", "svd", "qr")
+KINDS = ("cholesky", "trisolve", "eigh", "svd", "qr", "lu", "permute")
 PARAMS = ("batch", "n", "m", "mode")
 P_BATCH, P_N, P_M, P_MODE = param_columns(PARAMS)
 OP_CHOLESKY = opcode("cholesky")
@@ -62,7 +67,13 @@ OP_TRISOLVE = opcode("trisolve")
 OP_EIGH = opcode("eigh")
 OP_SVD = opcode("svd")
 OP_QR = opcode("qr")
+OP_LU = opcode("lu")
+OP_PERMUTE = opcode("permute")
 LOWER, TRANSPOSED, UNIT = 1, 2, 4
+INVERSE = 1  # permute's mode: P X rather than Pᵀ X
+# trisolve's mode above those bits: the user's function that made the solve, which its error names
+CALLERS = ("scipy.linalg.solve_triangular", "scipy.linalg.cho_solve", "scipy.linalg.lu_solve", "scipy.linalg.solve")
+CALLER_SHIFT = 3
 LinAlgError = np.linalg.LinAlgError
 
 
@@ -347,6 +358,70 @@ def qr_adjoint(Q, R, A, Q_bar, R_bar):
 
 
 # --------------------------------------------------------------------------
+# LU factors with partial pivoting (A = P L U) and their row interchanges
+# --------------------------------------------------------------------------
+@register_jitable
+def _swapped(X, piv, inverse):
+    """LAPACK's row interchanges (row i with row piv[i]) on every slot of X: in order, Pᵀ X (A = P L U), or
+    in reverse order with ``inverse``, P X."""
+    out = X.copy()
+    n = piv.shape[0]
+    for step in range(n):
+        i = n - 1 - step if inverse else step
+        p = piv[i]
+        if p != i:
+            for d in range(out.shape[0]):
+                for j in range(out.shape[2]):
+                    out[d, i, j], out[d, p, j] = out[d, p, j], out[d, i, j]
+    return out
+
+
+@register_jitable
+def _upper(A):
+    """The upper triangle of every slot, its diagonal included."""
+    return D.add(A, D.lower_part(A, 0.0), -1.0)
+
+
+@register_jitable
+def _unit_lower_times(LU, X):
+    """L X, L the unit lower triangle of LU: its part below the diagonal times X, plus X."""
+    return D.add(D.mm(D.lower_part(LU, 0.0), X), X, 1.0)
+
+
+@register_jitable
+def lu_tangent(LU, piv, dA):
+    # A = P L U: M = L⁻¹ Pᵀ dA U⁻¹, and dLU = dL + dU = L tril(M, -1) + triu(M) U
+    Y, _ = D.solve_triangular(LU, _swapped(dA, piv, False), True, False, True)
+    M = _right_solve_or_nan(LU, Y, False)
+    return D.add(_unit_lower_times(LU, D.lower_part(M, 0.0)), D.mm(_upper(M), _upper(LU)), 1.0)
+
+
+@register_jitable
+def lu_adjoint(LU, piv, LU_bar):
+    # M̄ = tril(Lᵀ L̄U, -1) + triu(L̄U Uᵀ);  Ā = P L⁻ᵀ M̄ U⁻ᵀ  (the transpose of lu_tangent)
+    Lt_G = D.add(D.mm(D.tr(D.lower_part(LU, 0.0)), LU_bar), LU_bar, 1.0)
+    M_bar = D.add(D.lower_part(Lt_G, 0.0), _upper(D.mm(LU_bar, D.tr(_upper(LU)))), 1.0)
+    Y, _ = D.solve_triangular(LU, _right_solve_or_nan(LU, M_bar, True), True, True, True)
+    return _swapped(Y, piv, True)
+
+
+@register_jitable
+def pivots(buf, start, n, t):
+    """The n row interchanges stored as floats from ``start``, checked: each a row index (ValueError
+    otherwise, before any row is touched)."""
+    piv = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        p = buf[start + i]
+        if not (0.0 <= p < n and p == np.floor(p)):
+            raise ValueError(
+                "lu_solve: the pivots are not row indices of the " + str(n) + "x" + str(n) + " factors (batch element "
+                + str(t) + "); pass lu_factor's (lu, piv) unchanged"
+            )  # fmt: skip
+        piv[i] = int(p)
+    return piv
+
+
+# --------------------------------------------------------------------------
 # one row, for both tiers: fields, stacks from the planes, the sweeps
 # --------------------------------------------------------------------------
 @register_jitable
@@ -390,10 +465,22 @@ def _accumulate(P, start, S, first):
 
 
 @register_jitable
-def _raise(op, t):
+def _caller(mode):
+    caller = mode >> CALLER_SHIFT
+    if caller == 1:
+        return "scipy.linalg.cho_solve"
+    if caller == 2:
+        return "scipy.linalg.lu_solve"
+    if caller == 3:
+        return "scipy.linalg.solve"
+    return "scipy.linalg.solve_triangular"
+
+
+@register_jitable
+def _raise(op, t, mode):
     if op == OP_CHOLESKY:
         raise LinAlgError("cholesky: matrix is not positive definite (batch element " + str(t) + ")")
-    raise LinAlgError("solve_triangular: singular matrix, a zero on the diagonal (batch element " + str(t) + ")")
+    raise LinAlgError(_caller(mode) + ": singular matrix, a zero on the diagonal (batch element " + str(t) + ")")
 
 
 @register_jitable
@@ -411,7 +498,7 @@ def cholesky_factor(A, t):
                 for r in range(n):
                     L[r, : r + 1] = np.nan
                 return L
-    _raise(OP_CHOLESKY, t)
+    _raise(OP_CHOLESKY, t, 0)
     return L
 
 
@@ -427,13 +514,15 @@ def _in_size(op, n, m):
     """Values of one batch element's matrix operand: A (n x m) for svd and qr, else (n x n)."""
     if op == OP_SVD or op == OP_QR:
         return n * m
+    if op == OP_PERMUTE:
+        return n  # the pivots; the rows permuted are operand B (n x m)
     return n * n
 
 
 @register_jitable
 def _out_size(op, n, m):
     """Values of one batch element's output: L (n x n), X (n x m), (w, V) (n + n x n), (s, U, Vt)
-    (k + n x k + k x m) or (Q, R) (n x k + k x m), k = min(n, m)."""
+    (k + n x k + k x m), (Q, R) (n x k + k x m), k = min(n, m), (LU, piv) (n x n + n) or P X (n x m)."""
     k = min(n, m)
     if op == OP_CHOLESKY:
         return n * n
@@ -443,6 +532,8 @@ def _out_size(op, n, m):
         return k + n * k + k * m
     if op == OP_QR:
         return n * k + k * m
+    if op == OP_LU:
+        return n * n + n
     return n * m
 
 
@@ -473,6 +564,24 @@ def qr_values(A):
     return tuple(np.stack([x[i] for x in pairs]).reshape(A.shape[:-2] + pairs[0][i].shape) for i in range(2))
 
 
+def lu_values(A):
+    """``lapack.lu`` over the batch axes of A (..., n, n): (LU (..., n, n), piv (..., n) as floats)."""
+    A = np.asarray(A, dtype=np.float64)
+    flat = A.reshape(-1, *A.shape[-2:])
+    pairs = [lapack.lu(flat[t]) for t in range(len(flat))]
+    return tuple(np.stack([x[i] for x in pairs]).reshape(A.shape[:-2] + pairs[0][i].shape) for i in range(2))
+
+
+def swapped_values(piv, B, inverse):
+    """``_swapped`` over the batch axes of piv (..., n) and B (..., n, m), as the kernels (the pivots
+    checked)."""
+    piv = np.asarray(piv, dtype=np.float64)
+    n = piv.shape[-1]
+    flat_piv, flat_B = piv.reshape(-1, n), np.asarray(B, dtype=np.float64).reshape(-1, *np.shape(B)[-2:])
+    rows = [_swapped(D.const(flat_B[t]), pivots(flat_piv[t], 0, n, t), inverse)[0] for t in range(len(flat_B))]
+    return np.stack(rows).reshape(np.shape(B))
+
+
 @register_jitable
 def forward_rows(row, buf):
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
@@ -491,7 +600,17 @@ def forward_rows(row, buf):
                 buf[start : start + n * k] = Q.reshape(-1)
                 buf[start + n * k : start + size_out] = R.reshape(-1)
             continue
+        if op == OP_PERMUTE:
+            piv = pivots(buf, a + t * n, n, t)
+            Y = _swapped(_const(buf, b + t * n * m, n, m), piv, (mode & INVERSE) != 0)
+            buf[o + t * n * m : o + (t + 1) * n * m] = Y[0].reshape(-1)
+            continue
         A = buf[a + t * n * n : a + (t + 1) * n * n].reshape(n, n)
+        if op == OP_LU:
+            LU, piv = lapack.lu(A)
+            buf[o + t * (n * n + n) : o + t * (n * n + n) + n * n] = LU.reshape(-1)
+            buf[o + t * (n * n + n) + n * n : o + (t + 1) * (n * n + n)] = piv
+            continue
         if op == OP_CHOLESKY:
             buf[o + t * n * n : o + (t + 1) * n * n] = cholesky_factor(A, t).reshape(-1)
         elif op == OP_EIGH:
@@ -503,7 +622,7 @@ def forward_rows(row, buf):
             B = _const(buf, b + t * n * m, n, m)
             X, ok = D.solve_triangular(D.const(A), B, (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0)
             if not ok:
-                _raise(op, t)
+                _raise(op, t, mode)
             buf[o + t * n * m : o + (t + 1) * n * m] = X[0].reshape(-1)
 
 
@@ -535,6 +654,16 @@ def tangent_rows(row, buf, T):
                                 _planes(T, A0, n, m))  # fmt: skip
             _put(T, Y0, dQ)
             _put(T, Y0 + n * r, dR)
+        elif op == OP_LU:
+            piv = pivots(buf, Y0 + n * n, n, t)
+            _put(T, Y0, lu_tangent(_const(buf, Y0, n, n), piv, _planes(T, A0, n, n)))
+            T[:, Y0 + n * n : Y0 + n * n + n] = 0.0  # the pivots are constant where they are defined
+        elif op == OP_PERMUTE:
+            B0 = b + t * n * m
+            if gb:
+                _put(T, Y0, _swapped(_planes(T, B0, n, m), pivots(buf, A0, n, t), (mode & INVERSE) != 0))
+            else:
+                T[:, Y0 : Y0 + n * m] = 0.0
         elif op == OP_CHOLESKY:
             _put(T, Y0, cholesky_tangent(_const(buf, Y0, n, n), _planes(T, A0, n, n)))
         elif op == OP_EIGH:
@@ -563,6 +692,12 @@ def _adjoint_once(row, t, buf, T, Y_bar, ga, gb):
         Vt_bar = np.ascontiguousarray(Y_bar[:, 0, k + n * k :]).reshape(depth, k, m)
         s, U = _dual(buf, T, Y0, 1, k, True), _dual(buf, T, Y0 + k, n, k, True)
         return svd_adjoint(s, U, _dual(buf, T, Y0 + k + n * k, k, m, True), s_bar, U_bar, Vt_bar), no_b
+    if op == OP_LU:
+        LU_bar = np.ascontiguousarray(Y_bar[:, 0, : n * n]).reshape(depth, n, n)  # the pivots' is ignored
+        return lu_adjoint(_dual(buf, T, Y0, n, n, True), pivots(buf, Y0 + n * n, n, t), LU_bar), no_b
+    if op == OP_PERMUTE:  # linear in B; the pivots have no derivative
+        B_bar = _swapped(Y_bar.reshape(depth, n, m), pivots(buf, A0, n, t), (mode & INVERSE) == 0)
+        return np.zeros((1, 1, n)), B_bar
     if op == OP_QR:
         Q_bar = np.ascontiguousarray(Y_bar[:, 0, : n * k]).reshape(depth, n, k)
         R_bar = np.ascontiguousarray(Y_bar[:, 0, n * k :]).reshape(depth, k, m)
@@ -584,7 +719,8 @@ def _add_adjoints(row, t, G, G2, A_bar, B_bar, ga, gb):
     """Slot 0 of Ā and B̄ onto G's row (if G has one), the next slots onto the rows of G2."""
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
     first = G.shape[0]
-    for gets, start, S in ((ga, a + t * _in_size(op, n, m), A_bar), (gb and op == OP_TRISOLVE, b + t * n * m, B_bar)):
+    with_b = op == OP_TRISOLVE or op == OP_PERMUTE
+    for gets, start, S in ((ga, a + t * _in_size(op, n, m), A_bar), (gb and with_b, b + t * n * m, B_bar)):
         if gets:
             _accumulate(G, start, S, 0)
             _accumulate(G2, start, S, first)
@@ -682,6 +818,16 @@ def validate(prim, row, n_values, pool_end):
         return f"bad extents {(batch, n, m)}"
     if n < 1 or (prim.name in ("trisolve", "svd", "qr") and m < 1):  # the tracer records empty results as constants
         return f"empty matrices {(batch, n, m)}: an empty result is never recorded"
+    if prim.name == "lu" and (na != batch * n * n or n_out != batch * (n * n + n) or nb != 0 or m != 0 or mode != 0):
+        return f"sizes {na} -> {n_out} do not match {batch} LU factorisations of {n}x{n}"
+    if prim.name == "permute":
+        if m < 1 or na != batch * n or nb != batch * n * m or n_out != batch * n * m:
+            return f"sizes {na}, {nb} -> {n_out} do not match {batch} permutations of {n}x{m} rows"
+        if mode not in (0, INVERSE) or row[C_FLAGS] & F_GRAD_A:
+            return f"mode {mode} is not 0 or INVERSE, or the pivots are differentiated"
+        return None
+    if prim.name == "lu":
+        return None
     if prim.name in ("svd", "qr"):
         k = min(n, m)
         size = k + n * k + k * m if prim.name == "svd" else n * k + k * m
@@ -696,15 +842,17 @@ def validate(prim, row, n_values, pool_end):
         return f"output of size {n_out} is not {batch} eigenvalue and eigenvector sets of {n}x{n}"
     if prim.name == "trisolve" and (nb != batch * n * m or n_out != batch * n * m):
         return f"sizes {nb} -> {n_out} do not match {batch} right-hand sides of {n}x{m}"
-    if not 0 <= mode <= LOWER | TRANSPOSED | UNIT:
-        return f"mode {mode} is not a combination of LOWER, TRANSPOSED and UNIT"
+    if not 0 <= mode < len(CALLERS) << CALLER_SHIFT:
+        return f"mode {mode} is not a combination of LOWER, TRANSPOSED and UNIT with a caller"
     return None
 
 
 def describe(prim, params):
     n, m, mode = params["n"], params["m"], params["mode"]
-    if prim.name in ("cholesky", "eigh"):
+    if prim.name in ("cholesky", "eigh", "lu"):
         return f"[{params['batch']}x{n}x{n}]"
+    if prim.name == "permute":
+        return f"[{params['batch']}x{n}x{m}{' inverse' if mode & INVERSE else ''}]"
     if prim.name in ("svd", "qr"):
         return f"[{params['batch']}x{n}x{m}]"
     words = [w for bit, w in ((LOWER, "lower"), (TRANSPOSED, "transposed"), (UNIT, "unit")) if mode & bit]
