@@ -1,6 +1,6 @@
 """``scipy.linalg`` on traced arrays: triangular and Cholesky solves, ``cholesky``, ``cho_factor``,
 ``solve``, ``eigh``, ``eigvalsh``, ``svd``, ``svdvals``, ``qr``, ``pinv``, ``lstsq``, ``lu_factor``,
-``lu_solve`` and ``lu``.
+``lu_solve``, ``lu``, ``expm`` and ``expm_frechet``.
 
 SciPy's functions convert their operands with ``np.asarray``, which a tracer refuses, and they
 are not dispatched through NumPy's protocols.  While a function is traced, fasttape therefore
@@ -412,6 +412,98 @@ def lu(a, permute_l=False, overwrite_a=False, check_finite=True, p_indices=False
 
 
 # --------------------------------------------------------------------------
+# the matrix exponential: scaling and squaring with Padé approximants, recorded as products and one solve
+# --------------------------------------------------------------------------
+# Higham (2005), "The scaling and squaring method for the matrix exponential revisited": the numerator
+# coefficients b_k of the degree-m Padé approximant (the denominator's are (-1)^k b_k), and the largest 1-norm
+# for which degrees 3, 5, 7 and 9 are accurate to double precision; above it degree 13 on A / 2^s
+_PADE = {
+    3: (120.0, 60.0, 12.0, 1.0),
+    5: (30240.0, 15120.0, 3360.0, 420.0, 30.0, 1.0),
+    7: (17297280.0, 8648640.0, 1995840.0, 277200.0, 25200.0, 1512.0, 56.0, 1.0),
+    9: (17643225600.0, 8821612800.0, 2075673600.0, 302702400.0, 30270240.0, 2162160.0, 110880.0, 3960.0, 90.0,
+        1.0),
+    13: (64764752532480000.0, 32382376266240000.0, 7771770303897600.0, 1187353796428800.0, 129060195264000.0,
+         10559470521600.0, 670442572800.0, 33522128640.0, 1323241920.0, 40840800.0, 960960.0, 16380.0, 182.0, 1.0),
+}  # fmt: skip
+_THETA = ((3, 1.495585217958292e-2), (5, 2.539398330063230e-1), (7, 9.504178996162932e-1), (9, 2.097847961257068))
+_THETA_13 = 5.371920351148152
+
+
+def _pade(A, m):
+    """(U, V), the odd and even parts of the degree-m Padé numerator: p_m(A) = V + U, q_m(A) = V - U."""
+    b = _PADE[m]
+    eye = np.eye(np.shape(concrete(A))[-1])
+    A2 = A @ A
+    if m < 13:
+        powers = [eye, A2]
+        while len(powers) <= m // 2:
+            powers.append(powers[-1] @ A2)
+        U = A @ sum(b[2 * j + 1] * powers[j] for j in range(m // 2 + 1))
+        V = sum(b[2 * j] * powers[j] for j in range(m // 2 + 1))
+        return U, V
+    A4 = A2 @ A2
+    A6 = A4 @ A2
+    U = A @ (A6 @ (b[13] * A6 + b[11] * A4 + b[9] * A2) + b[7] * A6 + b[5] * A4 + b[3] * A2 + b[1] * eye)
+    V = A6 @ (b[12] * A6 + b[10] * A4 + b[8] * A2) + b[6] * A6 + b[4] * A4 + b[2] * A2 + b[0] * eye
+    return U, V
+
+
+def matrix_exponential(A):
+    """exp(A) of a traced A (..., n, n) by Higham's scaling and squaring: the Padé degree and the number of
+    squarings s follow the largest 1-norm in the batch, each choice held by guards (an input that needs
+    another traces again); exp(A) = r_m(A / 2^s)^(2^s), r_m = q_m⁻¹ p_m by one LU solve.  Every derivative,
+    to any order, is the approximant's: the Fréchet derivative (the block-matrix one, exp([[A, E], [0, A]])'s
+    upper-right block) to rounding, as JAX's."""
+    norm = np.max(np.sum(np.abs(A), axis=-2))  # the 1-norm (largest column sum), over the whole batch
+    if not np.isfinite(norm):  # NaN or inf anywhere: NaN everywhere, as JAX
+        return A * np.nan
+    for m, theta in _THETA:
+        if norm <= theta:
+            U, V = _pade(A, m)
+            return linalg.solve(V - U, V + U)
+    s = max(0, int(np.ceil(np.log2(float(concrete(norm)) / _THETA_13))))
+    if s > 0:  # the guards that keep s: 2^(s-1) θ13 < |A|₁ <= 2^s θ13
+        bool(norm > _THETA_13 * 2.0 ** (s - 1))
+    bool(norm <= _THETA_13 * 2.0**s)
+    U, V = _pade(A * 2.0**-s, 13)
+    R = linalg.solve(V - U, V + U)
+    for _ in range(s):
+        R = R @ R
+    return R
+
+
+def expm(A):
+    """``scipy.linalg.expm``: the matrix exponential of A (..., n, n) (``matrix_exponential``)."""
+    if recorder_of((A,)) is None:
+        return _original("expm")(A)
+    fnp._check_complex((A,))
+    _square("expm", A)
+    if np.size(concrete(A)) == 0:
+        return _empty(concrete(A))
+    return matrix_exponential(A)
+
+
+def expm_frechet(A, E, method=None, compute_expm=True, check_finite=True):
+    """``scipy.linalg.expm_frechet``: (exp(A), L(A, E)), or L(A, E) without ``compute_expm``: the Fréchet
+    derivative of exp at A along E, the upper-right block of exp([[A, E], [0, A]]) (SciPy's 'blockEnlarge')."""
+    if recorder_of((A, E)) is None:
+        return _original("expm_frechet")(A, E, method=method, compute_expm=compute_expm, check_finite=check_finite)
+    fnp._check_complex((A, E))
+    n = _square("expm_frechet", A)
+    if np.shape(concrete(E)) != np.shape(concrete(A)):
+        raise ValueError(f"scipy.linalg.expm_frechet: E of shape {np.shape(concrete(E))} must have A's shape "
+                         f"{np.shape(concrete(A))}")  # fmt: skip
+    if method not in (None, "SPS", "blockEnlarge"):
+        raise ValueError(f"scipy.linalg.expm_frechet: unknown method {method!r}")
+    zero = np.zeros(np.shape(concrete(A)))
+    block = fnp.concatenate([fnp.concatenate([A, E], axis=-1), fnp.concatenate([zero, A], axis=-1)], axis=-2)
+    big = matrix_exponential(block)
+    frechet = big[..., :n, n:]
+    return (big[..., :n, :n], frechet) if compute_expm else frechet
+
+
+# --------------------------------------------------------------------------
 # interception while tracing
 # --------------------------------------------------------------------------
 FUNCTIONS = {
@@ -430,6 +522,8 @@ FUNCTIONS = {
     "lu_factor": lu_factor,
     "lu_solve": lu_solve,
     "lu": lu,
+    "expm": expm,
+    "expm_frechet": expm_frechet,
 }
 _ORIGINAL: dict = {}
 _LOCK = threading.Lock()

@@ -593,6 +593,12 @@ STRUCTURAL_CASES = [
         domains=("invertible", "real"),
     ),  # fmt: skip
     _c("scipy-lu", lambda xp, a: _plu(xp, a), (4, 4), domains=("invertible",)),
+    # the matrix exponential (scaling and squaring: Padé degrees 3 to 13, squarings) and its Fréchet derivative
+    _c("expm", lambda xp, a: _sla(xp).expm(a), (3, 3)),
+    _c("expm-small", lambda xp, a: _sla(xp).expm(0.004 * a), (3, 3)),
+    _c("expm-squarings", lambda xp, a: _sla(xp).expm(4.0 * a), (3, 3)),
+    _c("expm-batched", lambda xp, a: _sla(xp).expm(0.3 * a), (2, 3, 3)),
+    _c("expm-frechet", lambda xp, a, e: _sla(xp).expm_frechet(a, e, compute_expm=False), (3, 3), (3, 3)),
     _c("gp-nll", lambda xp, p, X, y: _gp_nll(xp, p, X, y), (3,), (6, 2), (6,)),
     _c("matrix-power", lambda xp, a: xp.linalg.matrix_power(a, 5), (2, 3, 3)),
     _c("matrix-power-inverse", lambda xp, a: xp.linalg.matrix_power(a, -2), (3, 3), domains=("invertible",)),
