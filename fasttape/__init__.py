@@ -14,6 +14,7 @@ from . import numpy
 from ._version import __version__ as __version__
 from .api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace, value_and_grad, vjp
 from .config import get_options, options, set_options
+from .custom import custom_jvp, custom_vjp, stop_gradient
 from .errors import (
     BranchChangedError,
     ConcretizationError,
@@ -42,6 +43,9 @@ __all__ = [
     "jacrev",
     "hessian",
     "trace",
+    "custom_jvp",
+    "custom_vjp",
+    "stop_gradient",
     "load_tape",
     "set_options",
     "get_options",

@@ -363,6 +363,15 @@ def _plu(xp, a):
     return xp.concatenate([xp.ravel(P), xp.ravel(L), xp.ravel(U)])
 
 
+def _scaled(xp, a, norm):
+    """a scaled to the given 1-norm, matrix by matrix."""
+    return a * (norm / xp.linalg.norm(a, 1, axis=(-2, -1), keepdims=True))
+
+
+def _expm_at(xp, a, norm):
+    return _sla(xp).expm(_scaled(xp, a, norm))
+
+
 def _log_det_by_cholesky(xp, a):
     L = xp.linalg.cholesky(a)
     return 2.0 * xp.sum(xp.log(xp.diagonal(L)))
@@ -593,12 +602,26 @@ STRUCTURAL_CASES = [
         domains=("invertible", "real"),
     ),  # fmt: skip
     _c("scipy-lu", lambda xp, a: _plu(xp, a), (4, 4), domains=("invertible",)),
-    # the matrix exponential (scaling and squaring: Padé degrees 3 to 13, squarings) and its Fréchet derivative
-    _c("expm", lambda xp, a: _sla(xp).expm(a), (3, 3)),
-    _c("expm-small", lambda xp, a: _sla(xp).expm(0.004 * a), (3, 3)),
-    _c("expm-squarings", lambda xp, a: _sla(xp).expm(4.0 * a), (3, 3)),
-    _c("expm-batched", lambda xp, a: _sla(xp).expm(0.3 * a), (2, 3, 3)),
-    _c("expm-frechet", lambda xp, a, e: _sla(xp).expm_frechet(a, e, compute_expm=False), (3, 3), (3, 3)),
+    # the matrix exponential (scaling and squaring): each case scales its matrices to one 1-norm, so every
+    # draw takes the same Padé degree and number of squarings (the guards' branch): 3, 5, 7, 9, 13, 13 + 3
+    *[
+        _c(f"expm-{label}", lambda xp, a, norm=norm: _expm_at(xp, a, norm), shape)
+        for label, norm, shape in (
+            ("degree-3", 0.01, (3, 3)),
+            ("degree-5", 0.2, (3, 3)),
+            ("degree-7", 0.6, (3, 3)),
+            ("degree-9", 1.5, (3, 3)),
+            ("degree-13", 4.0, (3, 3)),
+            ("squarings", 30.0, (3, 3)),
+            ("batched", 1.0, (2, 3, 3)),
+        )
+    ],  # fmt: skip
+    _c(
+        "expm-frechet",
+        lambda xp, a, e: _sla(xp).expm_frechet(_scaled(xp, a, 0.05), _scaled(xp, e, 0.05), compute_expm=False),
+        (3, 3),
+        (3, 3),
+    ),  # fmt: skip
     _c("gp-nll", lambda xp, p, X, y: _gp_nll(xp, p, X, y), (3,), (6, 2), (6,)),
     _c("matrix-power", lambda xp, a: xp.linalg.matrix_power(a, 5), (2, 3, 3)),
     _c("matrix-power-inverse", lambda xp, a: xp.linalg.matrix_power(a, -2), (3, 3), domains=("invertible",)),

@@ -133,7 +133,13 @@ def check(f, *args, eager=False, **options) -> Report:
     Scalar-output functions get value, grad, vjp, jvp, hvp (one direction, and
     four in one sweep), jacobian (forward and reverse) and hessian; others
     value, vjp, jvp and jacobian.  ``options``: ``namespace``, ``kinds``,
-    ``rtol``, ``fd_rtol``, ``fd``, ``seed``, ``name``, ``exact_nonfinite``.
+    ``rtol``, ``fd_rtol``, ``fd``, ``seed``, ``name``, ``exact_nonfinite``, ``jax_fn``.
+
+    ``jax_fn``: JAX's version of ``f`` (the same arguments), the reference instead of the replayed tape:
+    for a function with custom rules (``ft.custom_jvp``, ``ft.custom_vjp``) pass the one written with
+    ``jax.custom_jvp`` / ``jax.custom_vjp`` to check the rules against JAX's; finite differences check
+    them against the function's values either way.  Its references are computed in reverse mode (a
+    ``jax.custom_vjp`` has no forward mode), second order as reverse over reverse.
 
     ``exact_nonfinite=False``: a non-finite entry matches any non-finite one (NaN, +inf, -inf), for
     programs whose adjoints and tangents may be infinite: each rule's arithmetic then decides between
@@ -183,9 +189,8 @@ def _hessian_columns(hvp, args):
     return tuple(tuple(row) for row in blocks)
 
 
-def _check(
-    f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None, exact_nonfinite=True
-):
+def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, fd=True, seed=0, name=None,
+           exact_nonfinite=True, jax_fn=None):  # fmt: skip
     jax, jnp, _ = _jax()
     error = functools.partial(_tree_error, exact_nonfinite=exact_nonfinite)
     rng = np.random.default_rng(seed)
@@ -193,7 +198,7 @@ def _check(
     argnums = tuple(range(len(args)))
     f_np = functools.partial(f, np) if namespace else f
     tape = record(f_np, args, argnums, name=name)
-    memo = MEMO[0]
+    memo = MEMO[0] if jax_fn is None else None  # the memo holds references of replayed tapes
     if memo is not None and not memo.reaches(tape):
         return Report(name or getattr(f, "__name__", "f"))
     point = None if memo is None else memo.point(tape, args, seed)
@@ -214,7 +219,7 @@ def _check(
 
     @jit
     def f_jax(*a):
-        return program(*a)[0]
+        return program(*a)[0] if jax_fn is None else jax_fn(*a)
 
     report = Report(name or getattr(f, "__name__", "f"))
     direct = jit(functools.partial(f, jnp)) if namespace else None
@@ -253,6 +258,9 @@ def _check(
         if direct is not None:  # the code run natively under jax.numpy: checks the tracer
             add("value:jnp", out0, reference("value:jnp", lambda: direct(*args)))
     jax_jvp = jit(lambda a, t: jax.jvp(f_jax, a, t)[1])
+    if jax_fn is not None:  # reverse mode only: the Jacobian by rows, contracted with the tangents
+        jax_jvp = jit(lambda a, t: sum(jnp.tensordot(J, ti, axes=np.ndim(ti)) for J, ti in
+                                       zip(jax.jacrev(f_jax, argnums=argnums)(*a), t)))  # fmt: skip
     if "jvp" in kinds:
         _, t_ft = ft.jvp(f_np, args, tangents)
         t_jax = reference("jvp", lambda: jax_jvp(args, tangents))
@@ -275,6 +283,9 @@ def _check(
     grad_ft = ft.grad(f_np, argnums=argnums)
     jax_grad = jit(jax.grad(f_jax, argnums=argnums))
     jax_hvp = jit(lambda a, t: jax.jvp(jax_grad, a, t)[1])
+    if jax_fn is not None:  # reverse over reverse: the gradient of <grad f, t>
+        jax_hvp = jit(lambda a, t: jax.grad(lambda *x: sum(jnp.vdot(g, ti) for g, ti in zip(jax_grad(*x), t)),
+                                            argnums=argnums)(*a))  # fmt: skip
     if "grad" in kinds:
         g = grad_ft(*args)
         jg = reference("grad", lambda: jax_grad(*args))

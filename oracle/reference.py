@@ -316,4 +316,10 @@ def _apply(prims, ins, row, row_operands, values, plans, jnp):
     op = int(ins[row, K.C_OP])
     prim = K.PRIMITIVE_BY_OPCODE[op]
     operands = [jnp.ravel(values[sid]) for sid in row_operands[row]]
+    if op != K.OP_GATHER:  # an operand the row does not differentiate (stop_gradient, LU's pivots) is stopped
+        flags = int(ins[row, K.C_FLAGS])
+        from jax import lax
+
+        operands = [x if k >= 3 or flags & (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)[k] else lax.stop_gradient(x)
+                    for k, x in enumerate(operands)]  # fmt: skip
     return families.of(op).jax_call(jnp, prims[prim.name], operands, ins[row].tolist(), plans.get(row))
