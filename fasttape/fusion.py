@@ -24,8 +24,9 @@ region, and the region position of each operand that the region itself produced 
 for operands read from the buffer).  ``S_STORE`` marks the outputs read after the region and
 ``S_GZERO`` the outputs whose adjoint one of the region's own instructions writes first (it
 assigns, so the tile does not load or zero that adjoint beforehand), and ``S_RECOMPUTE`` the rows
-whose values the first-order reverse reads (the others are not recomputed; the tangents and second
-partials read no others either), ``S_TANGENT`` the rows whose tangents the second-order reverse
+whose values the first-order reverse reads (the others are not recomputed there; the tangents read no
+others either, while the second-order reverse recomputes every value: sin'' = -z reads one that sin'
+does not), ``S_TANGENT`` the rows whose tangents the second-order reverse
 reads.  ``S_LOCAL`` on a region's first row says that only the caller reads its values (no later
 instruction, gather or guard): value_and_grad computes them in its reverse only, and an HVP, which
 returns none of them, skips the region in its forward and tangent sweeps (its second-order sweep

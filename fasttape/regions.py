@@ -297,8 +297,9 @@ def region_second(ins, code, buf, tan, adj2, N, k, e):
     grads2 = np.empty(k * span)
     for t0 in range(0, n, FUSE_TILE):
         size = min(FUSE_TILE, n - t0)
-        # second partials read no value that the first partials do not (S_RECOMPUTE covers both)
-        region_values(ins, code, buf, values, s, e, t0, size, False, True)
+        # every value: a second partial may read z where the first does not (sin'' = -z), so S_RECOMPUTE,
+        # which covers what the first-order reverse reads, is not enough here
+        region_values(ins, code, buf, values, s, e, t0, size, False, False)
         region_tangents(ins, code, buf, tan, N, k, values, tangents, s, e, t0, size, False)
         tile_adjoints_from_outside(ins, code, buf, adj2, N, k, grads, grads2, s, e, t0, size)
         for i in range(e, s - 1, -1):

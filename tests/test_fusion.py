@@ -172,6 +172,20 @@ def test_reverse_sweeps_recompute_only_what_their_partials_read(fuse_small):
     assert not (escaping_tape.code[0::4][starts] & K.S_LOCAL).all()
 
 
+@pytest.mark.parametrize("name", ["sin", "cos"])  # (exp, tanh, sinh, cosh keep NumPy's vector loops)
+def test_hvp_of_a_region_recomputes_the_values_only_second_partials_read(fuse_small, name):
+    """sin'' = -sin(x) = -z reads the row's own value, which sin' = cos(x) does not: the second-order sweep
+    must recompute it (not only S_RECOMPUTE's rows), or the HVP reads scratch that was never written."""
+
+    def f(xp, x):
+        return xp.sum(getattr(xp, name)(0.5 * x)) + xp.sum((x * 2.0 + 1.0) * x[::-1])
+
+    tape = ft.trace(lambda x: f(np, x), X)
+    assert (tape.code[0::4][tape.ins[:, K.C_OP] == getattr(K, f"OP_{name.upper()}")] & K.S_FUSED != 0).all()
+    v = RNG.normal(size=X.shape)
+    assert_close(tape.hvp(X, v), jax.jvp(jax.grad(lambda x: f(jnp, x)), (X,), (v,))[1])
+
+
 def test_value_and_grad_runs_a_region_only_the_caller_reads_once(fuse_small):
     """value_and_grad skips such a region in its forward and computes its values in the reverse: the
     value and the aux it returns are the forward replay's, bit for bit, call after call."""
