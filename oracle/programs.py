@@ -43,7 +43,7 @@ from fasttape import PRIMITIVES
 from .cases import NONFINITE_VALUES, TIED
 from .check import KINDS, Report, check
 
-SHAPES = ((), (3,), (2, 3), (1, 3), (2, 1))
+SHAPES = ((), (3,), (2, 3), (1, 3), (2, 1), (2, 2))
 MAX_SIZE = 24  # elements of any intermediate value
 MAX_NDIM = 3
 MAX_ABS = 1e6  # larger intermediate values make finite differences meaningless: such programs are skipped
@@ -138,6 +138,8 @@ class Step:
         if op in ("matmul", "dot"):
             y = f"xp.transpose({a[1]})" if p.get("transpose") else a[1]
             return f"xp.{op}({a[0]}, {y})"
+        if op in LINALG_STEPS:
+            return _linalg_expr(op, a[0], p)
         raise ValueError(op)
 
     def primitives(self) -> set[str]:
@@ -277,7 +279,36 @@ def _params(**kw) -> tuple:
     return tuple(sorted(kw.items()))
 
 
-KINDS_OF_STEP = ("unary", "binary", "where", "reduction", "cumsum", "broadcast", "gather", "matmul")
+KINDS_OF_STEP = ("unary", "binary", "where", "reduction", "cumsum", "broadcast", "gather", "matmul", "linalg")
+# numpy.linalg on a matrix value, mapped smoothly to where each is differentiable and well conditioned:
+# n I + tanh(V) / 2 is invertible (singular values of at least n / 2), T Tᵀ / n + I positive definite,
+# diag(1, ..., n) + (T + Tᵀ) / 50 keeps its eigenvalues apart, and D + tanh(V) / 20, with D diagonal
+# (m, m - 1, ...), its singular values (for the sizes MAX_SIZE allows)
+SQUARE_STEPS = ("solve", "inv", "slogdet", "cholesky", "eigvalsh")
+LINALG_STEPS = SQUARE_STEPS + ("svdvals", "qr", "norm")
+
+
+def _linalg_expr(op: str, v: str, p: dict) -> str:
+    n, m = p["n"], p["m"]
+    t = f"xp.tanh({v})"
+    invertible = f"{n}.0 * xp.eye({n}) + 0.5 * {t}"
+    separated = f"xp.eye({n}, {m}) * xp.arange({m}.0, 0.0, -1.0) + 0.05 * {t}"
+    return {
+        "solve": f"xp.linalg.solve({invertible}, {t})",
+        "inv": f"xp.linalg.inv({invertible})",
+        "slogdet": f"xp.linalg.slogdet({invertible})[1]",
+        "cholesky": f"xp.linalg.cholesky({t} @ xp.transpose({t}) / {n} + xp.eye({n}))",
+        "eigvalsh": f"xp.linalg.eigvalsh(xp.diag(xp.arange(1.0, {n + 1}.0)) + 0.02 * ({t} + xp.transpose({t})))",
+        "svdvals": f"xp.linalg.svd({separated}, compute_uv=False)",
+        "qr": f"xp.linalg.qr({separated})[1]",
+        "norm": f"xp.linalg.norm({separated}, {p.get('ord')!r})",
+    }[op]
+
+
+def _linalg_shape(op: str, n: int, m: int) -> tuple:
+    k = min(n, m)
+    return {"solve": (n, n), "inv": (n, n), "slogdet": (), "cholesky": (n, n), "eigvalsh": (n,), "svdvals": (k,),
+            "qr": (k, m), "norm": ()}[op]  # fmt: skip
 
 
 @st.composite
@@ -369,6 +400,11 @@ def _step(draw, shapes: list):
         if candidates:
             j, t, out = draw(st.sampled_from(candidates))
             return Step(op, (i, j), _params(transpose=t)), out
+    if kind == "linalg" and ndim == 2:
+        n, m = shape
+        op = draw(st.sampled_from(LINALG_STEPS if n == m else LINALG_STEPS[len(SQUARE_STEPS) :]))
+        ord_ = draw(st.sampled_from([2, "nuc"])) if op == "norm" else None
+        return Step(op, (i,), _params(n=n, m=m, ord=ord_)), _linalg_shape(op, n, m)
     # unary: always possible
     prim = draw(st.sampled_from(UNARY))
     params = {}

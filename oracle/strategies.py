@@ -15,6 +15,7 @@ The random programs of :mod:`oracle.programs` are built from the same table.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,22 @@ from hypothesis.extra import numpy as hnp
 from fasttape import PRIMITIVES
 from fasttape.primitives import EDGES
 
-from .cases import BESIDE_ZEROS, EDGE_EXPONENTS, NONFINITE, NONFINITE_VALUES, TIED, ZEROS, Case, checked_edges
+from .cases import (
+    BESIDE_ZEROS,
+    EDGE_EXPONENTS,
+    NONFINITE,
+    NONFINITE_VALUES,
+    TIED,
+    ZEROS,
+    Case,
+    _eigh_both,
+    _lu_factor_both,
+    _qr_all,
+    _sla,
+    _svd_all,
+    _sym,
+    checked_edges,
+)
 
 MAX_DIMS = 3
 MAX_SIDE = 4
@@ -174,8 +190,87 @@ def _reduction(draw, prim, edge=None):
     return Example(Case(label, fn, (x.shape,), (domain,), smooth=edge is None), (x,))
 
 
+def _generic(draw, shape):
+    """Entries in [-1, 1]: half drawn, half a fixed pseudo-random matrix of the shape, so that what hypothesis
+    shrinks to (zeros) is still a matrix in general position: at exactly aligned columns LAPACK's Householder
+    steps skip a reflection, and the signs of singular vectors jump there."""
+    fixed = np.random.default_rng(zlib.crc32(repr(shape).encode())).uniform(-1.0, 1.0, size=shape)
+    return 0.5 * draw(hnp.arrays(np.float64, shape, elements=_floats(-1.0, 1.0))) + 0.5 * fixed
+
+
+def _orthonormal(G):
+    """Orthonormal columns from drawn entries (the identity's where they are all zero, as hypothesis shrinks)."""
+    return np.linalg.qr(G)[0]
+
+
+@st.composite
+def matrices(draw, domain, batch, n, m=None):
+    """float64 matrices (*batch, n, n) (or (*batch, n, m)) in a linear-algebra domain, built from entries G
+    in [-1, 1] (``_generic``; hypothesis shrinks their drawn half): ``invertible`` 1.5 I + G / (2 √n)
+    (singular values in [0.5, 2.5]), ``positive_definite`` G Gᵀ / n + I, ``separated_spectrum``
+    Q diag(1, ..., n) Qᵀ and ``separated_singular`` U diag(k, ..., 1) Vᵀ (each value moved by at most 0.1:
+    eigenvalues and singular values stay 0.8 apart)."""
+    m = n if m is None else m
+    G = _generic(draw, batch + (n, m))
+    if domain == "real":
+        return G
+    if domain == "invertible":
+        return 1.5 * np.eye(n) + G / (2.0 * np.sqrt(n))
+    if domain == "positive_definite":
+        return G @ np.swapaxes(G, -1, -2) / n + np.eye(n)
+    k = min(n, m)
+    jitter = draw(hnp.arrays(np.float64, batch + (k,), elements=_floats(-0.1, 0.1)))
+    if domain == "separated_spectrum":
+        Q = _orthonormal(G)
+        return (Q * (np.arange(1.0, n + 1.0) + jitter)[..., None, :]) @ np.swapaxes(Q, -1, -2)
+    if domain == "separated_singular":
+        V = _orthonormal(_generic(draw, batch + (m, k)))
+        U = _orthonormal(G[..., :k] if n >= m else G[..., :, :k])
+        return (U * (np.arange(k, 0.0, -1.0) + jitter)[..., None, :]) @ np.swapaxes(V, -1, -2)
+    raise ValueError(f"unknown matrix domain {domain!r}")
+
+
+LINALG_KINDS = frozenset(("solve", "slogdet", "cholesky", "trisolve", "eigh", "svd", "qr", "lu", "permute"))
+_ONE_MATRIX = {
+    "slogdet": lambda xp, a: xp.linalg.slogdet(a)[1],
+    "cholesky": lambda xp, a: xp.linalg.cholesky(_sym(xp, a)),  # NumPy reads one triangle: symmetric steps
+    "eigh": lambda xp, a: _eigh_both(xp, xp.linalg.eigh(_sym(xp, a))),
+    "svd": _svd_all,
+    "qr": _qr_all,
+    "lu": _lu_factor_both,
+}
+
+
+@st.composite
+def _linalg(draw, prim, edge=None):
+    """A check of one linear-algebra primitive through the function users call, on drawn batch axes, sizes
+    and matrices inside its domain (the NaN and inf edge keeps its hand-written case)."""
+    batch = draw(st.sampled_from([(), (), (2,)]))
+    n, m = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    kind = prim.kind
+    if kind in _ONE_MATRIX:
+        a = draw(matrices(prim.domain, batch, n, m if kind in ("svd", "qr") else None))
+        return Example(Case(f"{prim.name}-drawn", _ONE_MATRIX[kind], (a.shape,), (prim.domain,)), (a,))
+    if kind == "permute":  # lu_solve, on one matrix
+        batch = ()
+    a = draw(matrices("invertible", batch, n))
+    rhs = (n,) if not batch and draw(st.booleans()) else batch + (n, m)
+    b = draw(hnp.arrays(np.float64, rhs, elements=_floats(-2.0, 2.0)))
+    lower, unit, trans = draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from([0, 1]))
+
+    def fn(xp, a, b):
+        if kind == "solve":
+            return xp.linalg.solve(a, b)
+        if kind == "trisolve":
+            return _sla(xp).solve_triangular(a, b, trans=trans, lower=lower, unit_diagonal=unit)
+        return _sla(xp).lu_solve(_sla(xp).lu_factor(a), b, trans=trans)
+
+    return Example(Case(f"{prim.name}-drawn", fn, (a.shape, b.shape), ("invertible", "real")), (a, b))
+
+
 _BY_KIND = {"unary": _unary, "binary": _binary, "comparison": _comparison, "reduction": _reduction}
-DRAWN = tuple(p for p in PRIMITIVES if p.kind in _BY_KIND)  # the structural primitives keep hand-written cases
+_BY_KIND |= dict.fromkeys(LINALG_KINDS, _linalg)
+DRAWN = tuple(p for p in PRIMITIVES if p.kind in _BY_KIND)  # the other structural primitives keep hand-written cases
 
 
 def primitive_examples(prim, edge=None) -> st.SearchStrategy:
@@ -183,4 +278,6 @@ def primitive_examples(prim, edge=None) -> st.SearchStrategy:
     one of the primitive's ``checked_edges``, when given)."""
     if edge is not None and edge not in checked_edges(prim):
         raise ValueError(f"{prim.name} has no edge {edge!r} (its edges: {checked_edges(prim)})")
+    if edge is not None and prim.kind in LINALG_KINDS:
+        raise ValueError(f"{prim.name}'s NaN and inf edge is its hand-written case; its drawn checks are smooth")
     return _BY_KIND[prim.kind](prim) if edge is None else _BY_KIND[prim.kind](prim, edge)

@@ -14,7 +14,7 @@ INSIDE = {
     "unit": lambda x: np.all(np.abs(x) <= 0.9),
     "above_one": lambda x: np.all(x >= 1.1),
     "nonzero": lambda x: np.all(np.abs(x) >= 0.2),
-    "off_integers": lambda x: np.all((x - np.floor(x) >= 0.1) & (x - np.floor(x) <= 0.9)),
+    "off_integers": lambda x: np.all((x - np.floor(x) >= 0.1 - 1e-12) & (x - np.floor(x) <= 0.9 + 1e-12)),
     "off_half_integers": lambda x: np.all(np.abs(x - np.round(x)) <= 0.4),
     "distinct": lambda x: len(np.unique(x)) == x.size,
 }
