@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", const="quick", dest="profile", help="the quick profile")
     group.add_argument("--profile", choices=sorted(PROFILES), dest="profile", help="quick, ci, dev or thorough")
-    parser.add_argument("--primitive", help="only cases using this primitive (or whose name starts with it)")
+    parser.add_argument("--primitive", help="only cases using this primitive (or named it, or it and a hyphen first)")
     parser.add_argument("--kind", choices=KINDS, help="only this derivative kind")
     parser.add_argument("--json", metavar="PATH", help="write a machine-readable report to PATH")
     parser.add_argument("--no-programs", action="store_true", help="skip the random-program search")

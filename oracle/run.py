@@ -312,14 +312,15 @@ def case_primitives(case, args) -> tuple:
 
 
 def select_cases(primitive=None, cases=None):
-    """Cases whose tape uses ``primitive``'s opcode, or whose name starts with it."""
+    """Cases whose tape uses ``primitive``'s opcode, or whose name is it or starts with it and a hyphen
+    (``exp`` is not a prefix of ``expm-...``, ``expm`` is)."""
     cases = PRIMITIVE_CASES if cases is None else cases
     if primitive is None:
         return list(cases)
     names = {p.name for p in PRIMITIVES}
     selected = []
     for case in cases:
-        if case.name.startswith(primitive):
+        if case.name == primitive or case.name.startswith(primitive + "-"):
             selected.append(case)
             continue
         if primitive in names:

@@ -50,10 +50,12 @@ def test_a_least_squares_model_has_jaxs_value_gradient_hvp_and_hessian(tier):
     def jax_fit(A):
         return low_rank_fit(A, B6, jnp)
 
-    np.testing.assert_allclose(value, jax_fit(TALL), rtol=1e-12)
-    np.testing.assert_allclose(grad, jax.grad(jax_fit)(TALL), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(hv, jax.jvp(jax.grad(jax_fit), (TALL,), (v,))[1], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(hessian, jax.hessian(jax_fit)(TALL), rtol=1e-10, atol=1e-12)
+    jit = jax.jit  # compiled, JAX's references take a second; op by op, fifteen
+    np.testing.assert_allclose(value, jit(jax_fit)(TALL), rtol=1e-12)
+    np.testing.assert_allclose(grad, jit(jax.grad(jax_fit))(TALL), rtol=1e-10, atol=1e-12)
+    hv_jax = jit(lambda A, v: jax.jvp(jax.grad(jax_fit), (A,), (v,))[1])(TALL, v)
+    np.testing.assert_allclose(hv, hv_jax, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hessian, jit(jax.hessian(jax_fit))(TALL), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("tier", TIERS)
