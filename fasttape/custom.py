@@ -129,9 +129,20 @@ class _Custom:
 
     def _check_argnums(self, args):
         for i in self.nondiff_argnums:
-            if not -len(args) <= i < len(args):
+            if not 0 <= i < len(args):
                 raise ValueError(f"{self.__name__}: nondiff_argnums {self.nondiff_argnums} names argument {i} of a "
                                  f"call with {len(args)} arguments")  # fmt: skip
+
+    def __call__(self, *args, **kwargs):
+        args = self._positional(args, kwargs)
+        self._check_argnums(args)
+        if recorder_of(args) is None or not self._needs_rule(args) or _DEPTH.levels.get(id(self), 0) >= MAX_RULE_DEPTH:
+            return self._plain(args)
+        if not self._defined():
+            kind, define = type(self).__name__, self._DEFINE.format(name=self.__name__)
+            raise TypeError(f"no {self._RULE} rule was defined for the {kind} function {self.__name__!r}: define one "
+                            f"with {define} before differentiating it")  # fmt: skip
+        return self._record(args)
 
     def _run_rule(self, rule, *args):
         key = id(self)
@@ -201,14 +212,12 @@ class custom_jvp(_Custom):  # noqa: N801  (JAX's name)
         self.jvp = jvp
         return self
 
-    def __call__(self, *args, **kwargs):
-        args = self._positional(args, kwargs)
-        self._check_argnums(args)
-        if recorder_of(args) is None or not self._needs_rule(args) or _DEPTH.levels.get(id(self), 0) >= MAX_RULE_DEPTH:
-            return self._plain(args)
-        if self.jvp is None:
-            raise TypeError(f"no JVP rule was defined for the custom_jvp function {self.__name__!r}: define one with "
-                            f"@{self.__name__}.defjvp before differentiating it")  # fmt: skip
+    _RULE, _DEFINE = "JVP", "@{name}.defjvp"
+
+    def _defined(self):
+        return self.jvp is not None
+
+    def _record(self, args):
         mids, deltas = self._split_args(args)
         nondiff = [mids[i] for i in self.nondiff_argnums]
         diff = [i for i in range(len(args)) if i not in self.nondiff_argnums]
@@ -257,14 +266,12 @@ class custom_vjp(_Custom):  # noqa: N801  (JAX's name)
             )
         self.fwd, self.bwd = fwd, bwd
 
-    def __call__(self, *args, **kwargs):
-        args = self._positional(args, kwargs)
-        self._check_argnums(args)
-        if recorder_of(args) is None or not self._needs_rule(args) or _DEPTH.levels.get(id(self), 0) >= MAX_RULE_DEPTH:
-            return self._plain(args)
-        if self.fwd is None:
-            raise TypeError(f"no VJP rule was defined for the custom_vjp function {self.__name__!r}: define one with "
-                            f"{self.__name__}.defvjp(fwd, bwd) before differentiating it")  # fmt: skip
+    _RULE, _DEFINE = "VJP", "{name}.defvjp(fwd, bwd)"
+
+    def _defined(self):
+        return self.fwd is not None
+
+    def _record(self, args):
         mids, deltas = self._split_args(args)
         result = self._run_rule(self.fwd, *mids)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
