@@ -434,14 +434,17 @@ def programs(draw, min_steps=2, max_steps=30, min_inputs=1, max_inputs=3):
 # -- checking and searching --------------------------------------------------------
 def well_defined(program: Program) -> bool:
     """All intermediate NumPy values finite and of moderate size at the program's inputs (with non-finite
-    inputs: the finite ones of moderate size)."""
+    inputs: the finite ones of moderate size), and none that NumPy refuses to compute."""
     values = list(program.inputs)
     names = program.names
     scope = {"xp": np, "np": np}
     with np.errstate(all="ignore"):
         for s in program.steps:
             scope.update({names[i]: values[i] for i in range(len(values))})
-            v = np.asarray(eval(s.expression(names), scope))  # noqa: S307
+            try:
+                v = np.asarray(eval(s.expression(names), scope))  # noqa: S307
+            except np.linalg.LinAlgError:  # NumPy's SVD refuses NaN, where JAX and fasttape give NaN: skipped
+                return False
             finite = np.isfinite(v)
             if not (program.nonfinite or np.all(finite)) or np.any(np.abs(v[finite]) > MAX_ABS):
                 return False
