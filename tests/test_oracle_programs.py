@@ -1,6 +1,7 @@
 """Random programs over fasttape's primitive table, checked against JAX (oracle.programs)."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, find, given, settings
 
 import oracle
@@ -53,7 +54,13 @@ def test_snippet_reproduces_callable(program):
         assert a.shape == x.shape
         np.testing.assert_array_equal(a, x)
     with np.errstate(all="ignore"):
-        np.testing.assert_array_equal(f(np, *args), program.callable(np, *program.inputs))
+        try:
+            expected = program.callable(np, *program.inputs)
+        except np.linalg.LinAlgError:  # NumPy's SVD refuses NaN (JAX and fasttape give NaN): so does the snippet's
+            with pytest.raises(np.linalg.LinAlgError):
+                f(np, *args)
+            return
+        np.testing.assert_array_equal(f(np, *args), expected)
 
 
 def test_some_programs_have_tied_inputs():
