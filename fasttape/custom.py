@@ -144,6 +144,20 @@ class _Custom:
                             f"with {define} before differentiating it")  # fmt: skip
         return self._record(args)
 
+    def _matched(self, rule, what, tree, like, reference):
+        """([(leaf, reference leaf)], structure): a rule's output tree against the tree it must match, leaf by
+        leaf in structure and shape (TypeError naming the rule otherwise)."""
+        leaves, treedef = optree.tree_flatten(tree, none_is_leaf=True)
+        ref_leaves, ref_def = optree.tree_flatten(reference, none_is_leaf=True)
+        if treedef != ref_def:
+            raise TypeError(f"{rule} of {self.__name__!r} returned {what} of structure {treedef} for {like} of "
+                            f"structure {ref_def}; they must match")  # fmt: skip
+        for leaf, ref in zip(leaves, ref_leaves):
+            if leaf is not None and ref is not None and np.shape(concrete(leaf)) != np.shape(concrete(ref)):
+                raise TypeError(f"{rule} of {self.__name__!r} returned {what} of shape {np.shape(concrete(leaf))} "
+                                f"for {like} of shape {np.shape(concrete(ref))}")  # fmt: skip
+        return list(zip(leaves, ref_leaves)), ref_def
+
     def _run_rule(self, rule, *args):
         key = id(self)
         _DEPTH.levels[key] = _DEPTH.levels.get(key, 0) + 1
@@ -228,16 +242,8 @@ class custom_jvp(_Custom):  # noqa: N801  (JAX's name)
             raise TypeError(f"the JVP rule of {self.__name__!r} must return a pair (primal_out, tangent_out), got "
                             f"{type(result).__name__}")  # fmt: skip
         primal_out, tangent_out = result
-        p_leaves, p_def = optree.tree_flatten(primal_out, none_is_leaf=True)
-        t_leaves, t_def = optree.tree_flatten(tangent_out, none_is_leaf=True)
-        if p_def != t_def:
-            raise TypeError(f"the JVP rule of {self.__name__!r} returned a primal output of structure {p_def} and a "
-                            f"tangent output of structure {t_def}; they must match")  # fmt: skip
-        for p, t in zip(p_leaves, t_leaves):
-            if np.shape(concrete(p)) != np.shape(concrete(t)):
-                raise TypeError(f"the JVP rule of {self.__name__!r} returned a primal output of shape "
-                                f"{np.shape(concrete(p))} with a tangent of shape {np.shape(concrete(t))}; they "
-                                "must be equal")  # fmt: skip
+        pairs, p_def = self._matched("the JVP rule", "a tangent output", tangent_out, "a primal output", primal_out)
+        p_leaves, t_leaves = [p for _, p in pairs], [t for t, _ in pairs]
         return optree.tree_unflatten(p_def, [_settled(p, t) for p, t in zip(p_leaves, t_leaves)])
 
 
@@ -304,17 +310,7 @@ class custom_vjp(_Custom):  # noqa: N801  (JAX's name)
         for ct, delta in zip(cotangents, deltas):
             if ct is None:
                 continue
-            ct_leaves, ct_def = optree.tree_flatten(ct, none_is_leaf=True)
-            d_leaves, d_def = optree.tree_flatten(delta, none_is_leaf=True)
-            if ct_def != d_def:
-                raise TypeError(f"the bwd rule of {self.__name__!r} returned a cotangent of structure {ct_def} for an "
-                                f"argument of structure {d_def}")  # fmt: skip
-            for c, d in zip(ct_leaves, d_leaves):
-                if c is None or d is None:
-                    continue
-                c_shape, d_shape = np.shape(concrete(c)), np.shape(concrete(d))
-                if c_shape != d_shape:
-                    raise TypeError(f"the bwd rule of {self.__name__!r} returned a cotangent of shape {c_shape} for an "
-                                    f"argument of shape {d_shape}")  # fmt: skip
-                total = total + np.sum(c * d)
+            for c, d in self._matched("the bwd rule", "a cotangent", ct, "an argument", delta)[0]:
+                if c is not None and d is not None:
+                    total = total + np.sum(c * d)
         return total
