@@ -243,8 +243,7 @@ class custom_jvp(_Custom):  # noqa: N801  (JAX's name)
                             f"{type(result).__name__}")  # fmt: skip
         primal_out, tangent_out = result
         pairs, p_def = self._matched("the JVP rule", "a tangent output", tangent_out, "a primal output", primal_out)
-        p_leaves, t_leaves = [p for _, p in pairs], [t for t, _ in pairs]
-        return optree.tree_unflatten(p_def, [_settled(p, t) for p, t in zip(p_leaves, t_leaves)])
+        return optree.tree_unflatten(p_def, [_settled(p, t) for t, p in pairs])
 
 
 def _zeros_for_none(delta, like):
