@@ -1,0 +1,346 @@
+"""The factorisations' derivative rules: the matrix identities for the tangent and the adjoint of
+``cholesky``, ``trisolve``, ``eigh``, ``svd``, ``qr`` and ``lu`` (the factor family, whose module
+docstring says what each primitive computes and how the rows are laid out).
+
+Each rule is written once, in ``fasttape.duals``' stack arithmetic: a stack's leading axis holds a
+value and its tangents (or a constant, or a stack of cotangents), so the same rule serves the
+compiled kernels and the executor, every direction count, and (applied to duals) second order.
+Solves go through the stored factors, never an explicit inverse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+from .. import duals as D
+
+LOWER, TRANSPOSED, UNIT = 1, 2, 4  # trisolve's mode bits
+
+
+# --------------------------------------------------------------------------
+# the rules (stacks: fasttape.duals)
+# --------------------------------------------------------------------------
+@register_jitable
+def _from_lower(A):
+    """The symmetric matrix whose lower triangle A holds, on every slot."""
+    return D.add(D.lower_part(A, 1.0), D.tr(D.lower_part(A, 0.0)), 1.0)
+
+
+@register_jitable
+def cholesky_tangent(L, dA):
+    # dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle with half the diagonal (dA read from its lower triangle)
+    Y, _ = D.solve_triangular(L, _from_lower(dA), True, False, False)
+    Z, _ = D.solve_triangular_right(L, Y, True, True, False)
+    return D.mm(L, D.lower_part(Z, 0.5))
+
+
+@register_jitable
+def cholesky_adjoint(L, L_bar):
+    # S = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹; the operand is A's lower triangle: Ā = S + Sᵀ below the diagonal, S on it.
+    # L's upper triangle is a constant zero: its cotangent (even an infinite one) takes no part
+    P = D.lower_part(D.mm(D.tr(L), D.lower_part(L_bar, 1.0)), 0.5)
+    Y, _ = D.solve_triangular(L, P, True, True, False)
+    S, _ = D.solve_triangular_right(L, Y, True, False, False)
+    return D.lower_part(D.add(S, D.tr(S), 1.0), 0.5)
+
+
+@register_jitable
+def _op(A, transposed):
+    return D.tr(A) if transposed else A
+
+
+@register_jitable
+def trisolve_tangent(T, X, dT, dB, mode, ga, gb):
+    # dX = op(T)⁻¹ (dB - op(dT) X), dT on T's triangle
+    lower, transposed, unit = (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0
+    R = dB.copy() if gb else np.zeros((dT.shape[0], X.shape[1], X.shape[2]))
+    if ga:
+        R = D.add(R, D.mm(_op(D.triangle(dT, lower, 0.0 if unit else 1.0), transposed), X), -1.0)
+    return D.solve_triangular(T, R, lower, transposed, unit)[0]
+
+
+@register_jitable
+def trisolve_adjoint(T, X, X_bar, mode):
+    # B̄ = op(T)⁻ᵀ X̄;  T̄ = -B̄ Xᵀ (or -X B̄ᵀ when op(T) = Tᵀ) on T's triangle
+    lower, transposed, unit = (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0
+    B_bar, _ = D.solve_triangular(T, X_bar, lower, not transposed, unit)
+    P = D.mm(X, D.tr(B_bar)) if transposed else D.mm(B_bar, D.tr(X))
+    return D.add(np.zeros((1, T.shape[1], T.shape[2])), D.triangle(P, lower, 0.0 if unit else 1.0), -1.0), B_bar
+
+
+@register_jitable
+def _inverse_gaps(w):
+    """F with F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it, from a stack w (D, 1, n); its tangent
+    is -(dw_j - dw_i) F_ij²."""
+    D_, n = w.shape[0], w.shape[2]
+    F = np.zeros((D_, n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                F[0, i, j] = 1.0 / (w[0, 0, j] - w[0, 0, i])
+                for d in range(1, D_):
+                    F[d, i, j] = -(w[d, 0, j] - w[d, 0, i]) * F[0, i, j] * F[0, i, j]
+    return F
+
+
+@register_jitable
+def _gap_product(F, C):
+    """F ∘ C on duals, an exact zero of C giving zero even where F is infinite (equal eigenvalues): as
+    JAX's symbolic zeros, so the eigenvalues alone (``eigvalsh``) keep finite derivatives there."""
+    D_ = max(F.shape[0], C.shape[0])
+    out = np.zeros((D_, F.shape[1], F.shape[2]))
+    for i in range(F.shape[1]):
+        for j in range(F.shape[2]):
+            if C[0, i, j] != 0.0:
+                out[0, i, j] = F[0, i, j] * C[0, i, j]
+            for d in range(1, D_):
+                s = 0.0
+                if F.shape[0] > 1 and C[0, i, j] != 0.0:
+                    s += F[d, i, j] * C[0, i, j]
+                if C.shape[0] > 1 and C[d, i, j] != 0.0:
+                    s += F[0, i, j] * C[d, i, j]
+                out[d, i, j] = s
+    return out
+
+
+@register_jitable
+def _diagonal_matrix(w):
+    """diag(w) on every slot of a stack w (D, 1, n)."""
+    D_, n = w.shape[0], w.shape[2]
+    out = np.zeros((D_, n, n))
+    for d in range(D_):
+        for i in range(n):
+            out[d, i, i] = w[d, 0, i]
+    return out
+
+
+@register_jitable
+def eigh_tangent(w, V, dA):
+    # C = Vᵀ dA V (dA the symmetric matrix of its lower triangle):  dw = diag C,  dV = V (F ∘ C)
+    C = D.mm(D.tr(V), D.mm(_from_lower(dA), V))
+    dw = np.empty((C.shape[0], 1, C.shape[1]))
+    for d in range(C.shape[0]):
+        for i in range(C.shape[1]):
+            dw[d, 0, i] = C[d, i, i]
+    return dw, D.mm(V, _gap_product(_inverse_gaps(w), C))
+
+
+@register_jitable
+def eigh_adjoint(w, V, w_bar, V_bar):
+    # M = V (diag w̄ + F ∘ Vᵀ V̄) Vᵀ; the operand is A's lower triangle: Ā = M + Mᵀ below the diagonal, M on it
+    K = D.add(_diagonal_matrix(w_bar), _gap_product(_inverse_gaps(w), D.mm(D.tr(V), V_bar)), 1.0)
+    M = D.mm(V, D.mm(K, D.tr(V)))
+    return D.lower_part(D.add(M, D.tr(M), 1.0), 0.5)
+
+
+# --------------------------------------------------------------------------
+# singular value and QR decompositions of A (n, m), k = min(n, m)
+# --------------------------------------------------------------------------
+@register_jitable
+def _diagonal(P):
+    """The diagonal of every slot of P (D, k, k), as a stack (D, 1, k)."""
+    out = np.empty((P.shape[0], 1, P.shape[1]))
+    for d in range(P.shape[0]):
+        for i in range(P.shape[1]):
+            out[d, 0, i] = P[d, i, i]
+    return out
+
+
+@register_jitable
+def _squares(s):
+    # d s² = 2 s ds
+    out = np.empty(s.shape)
+    for i in range(s.shape[2]):
+        out[0, 0, i] = s[0, 0, i] * s[0, 0, i]
+        for d in range(1, s.shape[0]):
+            out[d, 0, i] = 2.0 * s[0, 0, i] * s[d, 0, i]
+    return out
+
+
+@register_jitable
+def _scaled(A, s, columns):
+    """A diag(s) (``columns``) or diag(s) A, s a stack (D, 1, k): d(A S) = dA S + A dS."""
+    D_ = max(A.shape[0], s.shape[0])
+    out = np.zeros((D_, A.shape[1], A.shape[2]))
+    for i in range(A.shape[1]):
+        for j in range(A.shape[2]):
+            f = s[0, 0, j] if columns else s[0, 0, i]
+            out[0, i, j] = A[0, i, j] * f
+            for d in range(1, D_):
+                if A.shape[0] > 1:
+                    out[d, i, j] += A[d, i, j] * f
+                if s.shape[0] > 1:
+                    out[d, i, j] += A[0, i, j] * (s[d, 0, j] if columns else s[d, 0, i])
+    return out
+
+
+@register_jitable
+def _over_columns(A, s):
+    """A diag(s)⁻¹, an exact zero of A giving zero even where s is zero (as JAX's symbolic zeros: the
+    singular values alone keep finite derivatives for a rank-deficient A).  d(a/s) = da/s - a ds/s²."""
+    D_ = max(A.shape[0], s.shape[0])
+    out = np.zeros((D_, A.shape[1], A.shape[2]))
+    for i in range(A.shape[1]):
+        for j in range(A.shape[2]):
+            r = 1.0 / s[0, 0, j]
+            if A[0, i, j] != 0.0:
+                out[0, i, j] = A[0, i, j] * r
+            for d in range(1, D_):
+                v = 0.0
+                if A.shape[0] > 1 and A[d, i, j] != 0.0:
+                    v += A[d, i, j] * r
+                if s.shape[0] > 1 and A[0, i, j] != 0.0:
+                    v -= A[0, i, j] * s[d, 0, j] * r * r
+                out[d, i, j] = v
+    return out
+
+
+@register_jitable
+def _outside(U, X):
+    """(I - U Uᵀ) X: X's part outside the span of U's orthonormal columns."""
+    return D.add(X, D.mm(U, D.mm(D.tr(U), X)), -1.0)
+
+
+@register_jitable
+def _skew(C):
+    """C - Cᵀ."""
+    return D.add(C, D.tr(C), -1.0)
+
+
+@register_jitable
+def svd_tangent(s, U, Vt, dA):
+    # P = Uᵀ dA V, F_ij = 1 / (s_j² - s_i²):  ds = diag P,  dU = U (F ∘ (P S + S Pᵀ)) + (I - U Uᵀ) dA V S⁻¹,
+    # dV = V (F ∘ (S P + Pᵀ S)) + (I - V Vᵀ) dAᵀ U S⁻¹ (the last terms where U or V has more rows than k)
+    V = D.tr(Vt)
+    dA_V = D.mm(dA, V)
+    P = D.mm(D.tr(U), dA_V)
+    F = _inverse_gaps(_squares(s))
+    Pt = D.tr(P)
+    dU = D.mm(U, _gap_product(F, D.add(_scaled(P, s, True), _scaled(Pt, s, False), 1.0)))
+    dV = D.mm(V, _gap_product(F, D.add(_scaled(P, s, False), _scaled(Pt, s, True), 1.0)))
+    if U.shape[1] > U.shape[2]:
+        dU = D.add(dU, _over_columns(_outside(U, dA_V), s), 1.0)
+    if V.shape[1] > V.shape[2]:
+        dV = D.add(dV, _over_columns(_outside(V, D.mm(D.tr(dA), U)), s), 1.0)
+    return _diagonal(P), dU, D.tr(dV)
+
+
+@register_jitable
+def svd_adjoint(s, U, Vt, s_bar, U_bar, Vt_bar):
+    # Ā = U [diag s̄ + (F ∘ (UᵀŪ - ŪᵀU)) S + S (F ∘ (VᵀV̄ - V̄ᵀV))] Vᵀ
+    #     + (I - U Uᵀ) Ū S⁻¹ Vᵀ + U S⁻¹ V̄ᵀ (I - V Vᵀ)   (the transpose of svd_tangent)
+    V, V_bar = D.tr(Vt), D.tr(Vt_bar)
+    F = _inverse_gaps(_squares(s))
+    K = D.add(_diagonal_matrix(s_bar), _scaled(_gap_product(F, _skew(D.mm(D.tr(U), U_bar))), s, True), 1.0)
+    K = D.add(K, _scaled(_gap_product(F, _skew(D.mm(D.tr(V), V_bar))), s, False), 1.0)
+    A_bar = D.mm(U, D.mm(K, Vt))
+    if U.shape[1] > U.shape[2]:
+        A_bar = D.add(A_bar, D.mm(_over_columns(_outside(U, U_bar), s), Vt), 1.0)
+    if V.shape[1] > V.shape[2]:
+        A_bar = D.add(A_bar, D.mm(U, D.tr(_over_columns(_outside(V, V_bar), s))), 1.0)
+    return A_bar
+
+
+@register_jitable
+def _columns(A, start, stop):
+    return np.ascontiguousarray(A[:, :, start:stop])
+
+
+@register_jitable
+def _right_solve_or_nan(R, B, transposed):
+    """X op(R) = B for R's upper triangle; NaN where R has a zero on its diagonal (a rank-deficient A,
+    where the QR derivative does not exist: JAX's triangular solve gives inf or NaN)."""
+    X, ok = D.solve_triangular_right(R, B, False, transposed, False)
+    if not ok:
+        X[:, :, :] = np.nan
+    return X
+
+
+@register_jitable
+def _thin_qr_tangent(Q, R, dA):
+    # A = Q R with R square: C = Qᵀ dA R⁻¹, Ω = tril(C, -1) - tril(C, -1)ᵀ:  dQ = Q (Ω - C) + dA R⁻¹,
+    # dR = (C - Ω) R
+    dA_Rinv = _right_solve_or_nan(R, dA, False)
+    C = D.mm(D.tr(Q), dA_Rinv)
+    Omega = _skew(D.lower_part(C, 0.0))
+    return D.add(D.mm(Q, D.add(Omega, C, -1.0)), dA_Rinv, 1.0), D.mm(D.add(C, Omega, -1.0), R)
+
+
+@register_jitable
+def qr_tangent(Q, R, A, dA):
+    # a wide A = [A1 A2] (n < m) is Q [R1 R2]: (Q, R1) the QR of A1, R2 = Qᵀ A2, so dR2 = dQᵀ A2 + Qᵀ dA2
+    n, k, m = Q.shape[1], Q.shape[2], R.shape[2]
+    if n >= m:
+        return _thin_qr_tangent(Q, R, dA)
+    dQ, dR1 = _thin_qr_tangent(Q, _columns(R, 0, k), _columns(dA, 0, k))
+    dR2 = D.add(D.mm(D.tr(dQ), _columns(A, k, m)), D.mm(D.tr(Q), _columns(dA, k, m)), 1.0)
+    return dQ, np.concatenate((dR1, dR2), axis=2)
+
+
+@register_jitable
+def _thin_qr_adjoint(Q, R, Q_bar, R_bar):
+    # M = R̄ Rᵀ - Qᵀ Q̄, C̄ its upper triangle mirrored below the diagonal:  Ā = (Q̄ + Q C̄) R⁻ᵀ
+    M = D.add(D.mm(R_bar, D.tr(R)), D.mm(D.tr(Q), Q_bar), -1.0)
+    C_bar = D.add(M, D.lower_part(_skew(M), 0.0), -1.0)
+    return _right_solve_or_nan(R, D.add(Q_bar, D.mm(Q, C_bar), 1.0), True)
+
+
+@register_jitable
+def qr_adjoint(Q, R, A, Q_bar, R_bar):
+    """(Ā, whether A was read): a wide A's R2 = Qᵀ A2 gives Ā2 = Q R̄2 and adds A2 R̄2ᵀ to Q̄."""
+    n, k, m = Q.shape[1], Q.shape[2], R.shape[2]
+    if n >= m:
+        return _thin_qr_adjoint(Q, R, Q_bar, R_bar)
+    R2_bar = _columns(R_bar, k, m)
+    Q_bar = D.add(Q_bar, D.mm(_columns(A, k, m), D.tr(R2_bar)), 1.0)
+    A1_bar = _thin_qr_adjoint(Q, _columns(R, 0, k), Q_bar, _columns(R_bar, 0, k))
+    return np.concatenate((A1_bar, D.mm(Q, R2_bar)), axis=2)
+
+
+# --------------------------------------------------------------------------
+# LU factors with partial pivoting (A = P L U) and their row interchanges
+# --------------------------------------------------------------------------
+@register_jitable
+def swapped(X, piv, inverse):
+    """LAPACK's row interchanges (row i with row piv[i]) on every slot of X: in order, Pᵀ X (A = P L U), or
+    in reverse order with ``inverse``, P X."""
+    out = X.copy()
+    n = piv.shape[0]
+    for step in range(n):
+        i = n - 1 - step if inverse else step
+        p = piv[i]
+        if p != i:
+            for d in range(out.shape[0]):
+                for j in range(out.shape[2]):
+                    out[d, i, j], out[d, p, j] = out[d, p, j], out[d, i, j]
+    return out
+
+
+@register_jitable
+def _upper(A):
+    """The upper triangle of every slot, its diagonal included."""
+    return D.add(A, D.lower_part(A, 0.0), -1.0)
+
+
+@register_jitable
+def _unit_lower_times(LU, X):
+    """L X, L the unit lower triangle of LU: its part below the diagonal times X, plus X."""
+    return D.add(D.mm(D.lower_part(LU, 0.0), X), X, 1.0)
+
+
+@register_jitable
+def lu_tangent(LU, piv, dA):
+    # A = P L U: M = L⁻¹ Pᵀ dA U⁻¹, and dLU = dL + dU = L tril(M, -1) + triu(M) U
+    Y, _ = D.solve_triangular(LU, swapped(dA, piv, False), True, False, True)
+    M = _right_solve_or_nan(LU, Y, False)
+    return D.add(_unit_lower_times(LU, D.lower_part(M, 0.0)), D.mm(_upper(M), _upper(LU)), 1.0)
+
+
+@register_jitable
+def lu_adjoint(LU, piv, LU_bar):
+    # M̄ = tril(Lᵀ L̄U, -1) + triu(L̄U Uᵀ);  Ā = P L⁻ᵀ M̄ U⁻ᵀ  (the transpose of lu_tangent)
+    Lt_G = D.add(D.mm(D.tr(D.lower_part(LU, 0.0)), LU_bar), LU_bar, 1.0)
+    M_bar = D.add(D.lower_part(Lt_G, 0.0), _upper(D.mm(LU_bar, D.tr(_upper(LU)))), 1.0)
+    Y, _ = D.solve_triangular(LU, _right_solve_or_nan(LU, M_bar, True), True, True, True)
+    return swapped(Y, piv, True)
