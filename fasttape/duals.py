@@ -163,3 +163,49 @@ def solve_triangular(T, B, lower, transposed, unit):
 def solve_triangular_right(T, B, lower, transposed, unit):
     """(X, ok): X op(T) = B."""
     return _solve(T, B, lower, transposed, unit, True)
+
+
+@register_jitable
+def _swap_rows(X, piv, inverse):
+    """LAPACK's row interchanges on a matrix: in order (Pᵀ X), or in reverse order (P X)."""
+    n = piv.shape[0]
+    for step in range(n):
+        i = n - 1 - step if inverse else step
+        p = int(piv[i])
+        if p != i:
+            for j in range(X.shape[1]):
+                X[i, j], X[p, j] = X[p, j], X[i, j]
+
+
+@register_jitable
+def _lu_solve_one(L, U, piv, B0, transposed):
+    """op(P L U) X = B0 by the factors (L with its unit diagonal set, U upper)."""
+    if transposed:  # Uᵀ Lᵀ Pᵀ X = B
+        Y = lapack.solve_triangular(L, lapack.solve_triangular(U, B0, False, True)[0], True, True)[0]
+        _swap_rows(Y, piv, True)
+        return Y
+    Y = B0.copy()
+    _swap_rows(Y, piv, False)
+    return lapack.solve_triangular(U, lapack.solve_triangular(L, Y, True, False)[0], False, False)[0]
+
+
+@register_jitable
+def solve(A, B, transposed):
+    """op(A) X = B for a square A, by the LU factors (partial pivoting) of its value, op(A) = A or Aᵀ;
+    dX = op(A)⁻¹ (dB - op(dA) X).  A singular value gives NaN (an exact zero on U's diagonal)."""
+    LU, piv = lapack.lu(A[0])
+    L = LU.copy()
+    for i in range(L.shape[0]):
+        L[i, i] = 1.0
+    D = max(A.shape[0], B.shape[0])
+    R = np.zeros((D, B.shape[1], B.shape[2]))
+    _axpy(R[: B.shape[0]], B, 1.0)
+    X0 = _lu_solve_one(L, LU, piv, R[0], transposed)
+    R[0] = X0
+    if A.shape[0] > 1:  # the tangents need the value
+        dA = tr(A[1:]) if transposed else A[1:]
+        for d in range(1, D):
+            _axpy(R[d], np.dot(dA[d - 1], X0), -1.0)
+    for d in range(1, D):
+        R[d] = _lu_solve_one(L, LU, piv, R[d], transposed)
+    return R

@@ -278,17 +278,18 @@ def _svd_compiled(A):
     return impl
 
 
-def qr(A):
+def qr(A, complete):
     """(Q, R): the thin QR decomposition of A (n, m), k = min(n, m): Q (n, k) with orthonormal columns, R (k, m)
     upper triangular (trapezoidal when m > n), by LAPACK's ``dgeqrf`` and ``dorgqr`` as NumPy, SciPy and JAX
-    (signs included: R's diagonal may be negative)."""
-    Q, R = scipy.linalg.qr(A, mode="economic", check_finite=False)
-    return np.ascontiguousarray(Q), np.ascontiguousarray(R)
+    (signs included: R's diagonal may be negative).  With ``complete``, Q is (n, n): the same k columns, then
+    an orthonormal basis of their complement (``dorgqr`` on all n columns of the reflectors); R stays (k, m)."""
+    Q, R = scipy.linalg.qr(A, mode="full" if complete else "economic", check_finite=False)
+    return np.ascontiguousarray(Q), np.ascontiguousarray(R[: min(A.shape)])
 
 
 @overload(qr)
-def _qr_compiled(A):
-    def impl(A):
+def _qr_compiled(A, complete):
+    def impl(A, complete):
         n, m = A.shape
         k = min(n, m)
         F = np.ascontiguousarray(A.T)  # column-major A; its row j is A's column j
@@ -301,10 +302,12 @@ def _qr_compiled(A):
         for i in range(k):
             for j in range(i, m):
                 R[i, j] = F[j, i]
-        Qc = F[:k].copy()  # the reflectors of the first k columns, column-major (n, k)
-        dorgqr(n, k, k, Qc, n, tau, work, -1)
+        columns = n if complete else k
+        Qc = np.zeros((columns, n))  # the reflectors of the first k columns, column-major (n, columns)
+        Qc[:k] = F[:k]
+        dorgqr(n, columns, k, Qc, n, tau, work, -1)
         work = np.empty(max(int(work[0]), 1))
-        dorgqr(n, k, k, Qc, n, tau, work, work.size)
+        dorgqr(n, columns, k, Qc, n, tau, work, work.size)
         return np.ascontiguousarray(Qc.T), R
 
     return impl

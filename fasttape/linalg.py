@@ -385,8 +385,10 @@ def lstsq(a, b, rcond=None):
 
 def qr(a, mode="reduced"):
     """``numpy.linalg.qr``: (Q, R) with A = Q R ('reduced': Q (..., n, k), R (..., k, m), k = min(n, m);
-    'complete' for n <= m is the same), or R alone ('r'), by LAPACK's ``dgeqrf`` and ``dorgqr`` as NumPy and
-    JAX (R's diagonal may be negative).  The derivatives need A's first k columns independent."""
+    'complete': Q (..., n, n), R (..., n, m)), or R alone ('r'), by LAPACK's ``dgeqrf`` and ``dorgqr`` as
+    NumPy and JAX (R's diagonal may be negative; a complete Q's last n - k columns are the basis of the
+    complement that the Householder reflectors give, differentiated as JAX does).  The derivatives need A's
+    first k columns independent (and, for a complete Q of a tall A, no eigenvalue 1 of Q's leading k x k block)."""
     if recorder_of((a,)) is None:
         return np.linalg.qr(a, mode=mode)
     A = _matrix_operand("qr", a)
@@ -397,23 +399,21 @@ def qr(a, mode="reduced"):
             "numpy.linalg.qr(mode='raw'): the Householder reflectors have no derivative in fasttape (nor in JAX). "
             "Use mode='reduced' (Q, R) or mode='r'."
         )
-    if mode == "complete" and n > m:
-        raise NotImplementedError(
-            f"numpy.linalg.qr(mode='complete') of a {n}x{m} matrix: the {n - m} extra columns of Q are not yet "
-            f"differentiated. Use mode='reduced' (the same R, Q's first {m} columns)."
-        )
     if np.size(A) == 0:
         return type(value)(*(_empty(v) for v in value)) if mode != "r" else _empty(value)
     rec = recorder_of((a,))
-    Q, R = factor.qr_values(concrete(a))
-    k = min(n, m)
+    complete = mode == "complete" and n > m  # Q (n x n): its last n - m columns complete the first m's basis
+    Q, R = factor.qr_values(concrete(a), complete)
+    k, q = min(n, m), Q.shape[-1]
     batch = Q.shape[:-2]
-    out = rec.linalg(K.OP_QR, (a,), np.concatenate([Q.reshape(batch + (n * k,)), R.reshape(batch + (k * m,))],
-                                                    axis=-1), n=n, m=m)  # fmt: skip
-    R_out = fnp.reshape(out[..., n * k :], R.shape)
+    packed = np.concatenate([Q.reshape(batch + (n * q,)), R.reshape(batch + (k * m,))], axis=-1)
+    out = rec.linalg(K.OP_QR, (a,), packed, n=n, m=m, mode=factor.COMPLETE if complete else 0)
+    R_out = fnp.reshape(out[..., n * q :], R.shape)
+    if complete:  # NumPy's R is (n x m): zeros below the first m rows
+        R_out = fnp.concatenate([R_out, np.zeros(batch + (n - k, m))], axis=-2)
     if mode == "r":
         return R_out
-    return type(value)(fnp.reshape(out[..., : n * k], Q.shape), R_out)
+    return type(value)(fnp.reshape(out[..., : n * q], Q.shape), R_out)
 
 
 FUNCTIONS = {

@@ -236,7 +236,7 @@ def svdvals(a, overwrite_a=False, check_finite=True):
 
 
 def qr(a, overwrite_a=False, lwork=None, mode="full", pivoting=False, check_finite=True):
-    """``scipy.linalg.qr``: (Q, R) ('full' for a square or wide A, 'economic'), or (R,) ('r'), as
+    """``scipy.linalg.qr``: (Q, R) ('full', 'economic'), or (R,) ('r'), as
     ``numpy.linalg.qr``."""
     if recorder_of((a,)) is None:
         return _original("qr")(a, overwrite_a=overwrite_a, lwork=lwork, mode=mode, pivoting=pivoting,

@@ -327,8 +327,8 @@ def _svd_all(xp, a):
     return xp.concatenate([xp.reshape(U, batch + (-1,)), s, xp.reshape(Vt, batch + (-1,))], axis=-1)
 
 
-def _qr_all(xp, a):
-    Q, R = xp.linalg.qr(a)
+def _qr_all(xp, a, mode="reduced"):
+    Q, R = xp.linalg.qr(a, mode=mode)
     batch = Q.shape[:-2]
     return xp.concatenate([xp.reshape(Q, batch + (-1,)), xp.reshape(R, batch + (-1,))], axis=-1)
 
@@ -589,6 +589,8 @@ STRUCTURAL_CASES = [
     _c("qr-tall", lambda xp, a: _qr_all(xp, a), (5, 3), domains=("separated_singular",)),
     _c("qr-wide-batched", lambda xp, a: _qr_all(xp, a), (2, 3, 5), domains=("separated_singular",)),
     _c("qr-r", lambda xp, a: xp.linalg.qr(a, mode="r"), (4, 2), domains=("separated_singular",)),
+    _c("qr-complete", lambda xp, a: _qr_all(xp, a, "complete"), (5, 3), domains=("separated_singular",)),
+    _c("qr-complete-batched", lambda xp, a: _qr_all(xp, a, "complete"), (2, 4, 2), domains=("separated_singular",)),
     # LU with partial pivoting: the pivots are read during the sweep (lu_solve's interchanges, lu's P)
     _c("lu-factor", lambda xp, a: _lu_factor_both(xp, a), (4, 4), domains=("invertible",)),
     _c("lu-factor-batched", lambda xp, a: _lu_factor_both(xp, a), (2, 3, 3), domains=("invertible",)),

@@ -224,7 +224,8 @@ class _Rules:
         return self.jnp.concatenate([s, U.reshape(batch, -1), Vt.reshape(batch, -1)], axis=-1)
 
     def qr(self, a, batch, n, m, mode):
-        Q, R = self.jnp.linalg.qr(a.reshape(batch, n, m))
+        Q, R = self.jnp.linalg.qr(a.reshape(batch, n, m), mode="complete" if mode & 1 else "reduced")
+        R = R[:, : min(n, m)]  # a complete R's last rows are zeros, which the primitive leaves out
         return self.jnp.concatenate([Q.reshape(batch, -1), R.reshape(batch, -1)], axis=-1)
 
     def lu(self, a, batch, n, m, mode):

@@ -12,8 +12,8 @@ import pytest
 import scipy.linalg
 
 import fasttape as ft
+from fasttape import duals, tiers
 from fasttape import kernels as K
-from fasttape import tiers
 from tests.helpers import load_with_edited_row
 
 jax = pytest.importorskip("jax")
@@ -73,6 +73,51 @@ def test_wide_matrices_and_batches_have_jaxs_derivatives(tier):
         hv = ft.hvp(f, (A,), (v,))
     np.testing.assert_allclose(grad, jax.grad(lambda A: f(A, jnp))(A), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(hv, jax.jvp(jax.grad(lambda A: f(A, jnp)), (A,), (v,))[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_complete_q_of_a_tall_matrix_has_numpys_value_and_jaxs_derivatives(tier):
+    # Q's last n - m columns: the complement's basis that the Householder reflectors give (dorgqr on all n)
+    A = np.stack([TALL[:5], RNG.normal(size=(5, 3))])
+    W = RNG.normal(size=(5, 5))
+
+    def f(A, xp=np):
+        Q, R = xp.linalg.qr(A, mode="complete")
+        return xp.sum(W * xp.sin(Q)) + xp.sum(Q[..., -1] ** 3) + xp.sum(R**2 * A)
+
+    v = RNG.normal(size=A.shape)
+    with tiers.only(tier):
+        Q, R = ft.trace(lambda A: tuple(np.linalg.qr(A, mode="complete")), A)(A)
+        (R_sp,) = ft.trace(lambda A: scipy.linalg.qr(A, mode="r"), TALL)(TALL)
+        Q_sp, _ = ft.trace(lambda A: scipy.linalg.qr(A), TALL)(TALL)
+        grad = ft.grad(f)(A)
+        hv = ft.hvp(f, (A,), (v,))
+    for ours, numpys in zip((Q, R), np.linalg.qr(A, mode="complete")):
+        np.testing.assert_allclose(ours, numpys, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(Q_sp, scipy.linalg.qr(TALL)[0], rtol=1e-12, atol=1e-14)
+    assert Q_sp.shape == (6, 6) and R_sp.shape == (6, 3)
+    np.testing.assert_allclose(grad, jax.grad(lambda A: f(A, jnp))(A), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hv, jax.jvp(jax.grad(lambda A: f(A, jnp)), (A,), (v,))[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_stack_solve_under_the_complete_q_rule_is_a_solve_and_its_tangent(transposed):
+    # duals.solve (LU with pivoting of the value): slot 0 solves, slot d is its derivative along (dA_d, dB_d),
+    # against central differences of NumPy's solve
+    A, B = RNG.normal(size=(3, 4, 4)), RNG.normal(size=(3, 4, 2))
+    A[0, 0, 0] = 1e-3  # row interchanges on the first column
+
+    def solve(A0, B0):
+        return np.linalg.solve(A0.T if transposed else A0, B0)
+
+    X = duals.solve(A, B, transposed)
+    np.testing.assert_allclose(X[0], solve(A[0], B[0]), rtol=1e-12)
+    h = 1e-6
+    for d in (1, 2):
+        central = (solve(A[0] + h * A[d], B[0] + h * B[d]) - solve(A[0] - h * A[d], B[0] - h * B[d])) / (2 * h)
+        np.testing.assert_allclose(X[d], central, rtol=1e-6, atol=1e-8)
+    constant = duals.solve(A[:1], B, transposed)  # a constant matrix: every slot of B alike
+    np.testing.assert_allclose(constant[2], solve(A[0], B[2]), rtol=1e-12)
 
 
 def test_values_are_lapacks_as_numpy_scipy_and_jax_give_them():
@@ -163,8 +208,6 @@ def test_errors_name_the_problem_and_the_fix():
                                jax.grad(lambda A: jnp.sum(jnp.linalg.svd(A)[0] ** 3))(square), rtol=1e-10)  # fmt: skip
     with pytest.raises(NotImplementedError, match="mode='raw'.*Use mode='reduced'"):
         ft.grad(lambda A: np.sum(np.linalg.qr(A, mode="raw")[0]))(TALL)
-    with pytest.raises(NotImplementedError, match="mode='complete'.*6x3.*Use mode='reduced'"):
-        ft.grad(lambda A: np.sum(np.linalg.qr(A, mode="complete")[0]))(TALL)
     with pytest.raises(NotImplementedError, match=r"pivoting=True.*use pivoting=False"):
         ft.grad(lambda A: np.sum(scipy.linalg.qr(A, pivoting=True)[1]))(TALL)
     with pytest.raises(np.linalg.LinAlgError, match="at least two-dimensional"):

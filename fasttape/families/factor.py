@@ -89,6 +89,7 @@ OP_LU = opcode("lu")
 OP_PERMUTE = opcode("permute")
 
 INVERSE = 1  # permute's mode: P X rather than Pᵀ X
+COMPLETE = 1  # qr's mode: Q (n x n) of a tall A, its first k columns then their complement
 # trisolve's mode above those bits: the user's function that made the solve, which its error names
 CALLERS = ("scipy.linalg.solve_triangular", "scipy.linalg.cho_solve", "scipy.linalg.lu_solve", "scipy.linalg.solve")
 CALLER_SHIFT = 3
@@ -210,9 +211,16 @@ def _in_size(op, n, m):
 
 
 @register_jitable
-def _out_size(op, n, m):
+def _q_columns(n, m, mode):
+    """Columns of qr's Q: k = min(n, m), or n with COMPLETE."""
+    return n if (mode & COMPLETE) != 0 else min(n, m)
+
+
+@register_jitable
+def _out_size(op, n, m, mode):
     """Values of one batch element's output: L (n x n), X (n x m), (w, V) (n + n x n), (s, U, Vt)
-    (k + n x k + k x m), (Q, R) (n x k + k x m), k = min(n, m), (LU, piv) (n x n + n) or P X (n x m)."""
+    (k + n x k + k x m), (Q, R) (n x q + k x m, q = _q_columns), k = min(n, m), (LU, piv) (n x n + n) or
+    P X (n x m)."""
     k = min(n, m)
     if op == OP_CHOLESKY:
         return n * n
@@ -221,7 +229,7 @@ def _out_size(op, n, m):
     if op == OP_SVD:
         return k + n * k + k * m
     if op == OP_QR:
-        return n * k + k * m
+        return n * _q_columns(n, m, mode) + k * m
     if op == OP_LU:
         return n * n + n
     return n * m
@@ -246,11 +254,11 @@ def svd_values(A):
     return tuple(np.stack([x[i] for x in triples]).reshape(A.shape[:-2] + triples[0][i].shape) for i in range(3))
 
 
-def qr_values(A):
+def qr_values(A, complete):
     """``lapack.qr`` over the batch axes of A (..., n, m): (Q, R), as the kernels compute them."""
     A = np.asarray(A, dtype=np.float64)
     flat = A.reshape(-1, *A.shape[-2:])
-    pairs = [lapack.qr(flat[t]) for t in range(len(flat))]
+    pairs = [lapack.qr(flat[t], complete) for t in range(len(flat))]
     return tuple(np.stack([x[i] for x in pairs]).reshape(A.shape[:-2] + pairs[0][i].shape) for i in range(2))
 
 
@@ -275,7 +283,7 @@ def swapped_values(piv, B, inverse):
 @register_jitable
 def forward_rows(row, buf):
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
-    size_in, size_out, k = _in_size(op, n, m), _out_size(op, n, m), min(n, m)
+    size_in, size_out, k = _in_size(op, n, m), _out_size(op, n, m, mode), min(n, m)
     for t in range(batch):
         if op == OP_SVD or op == OP_QR:
             A = buf[a + t * size_in : a + (t + 1) * size_in].reshape(n, m)
@@ -286,9 +294,9 @@ def forward_rows(row, buf):
                 buf[start + k : start + k + n * k] = U.reshape(-1)
                 buf[start + k + n * k : start + size_out] = Vt.reshape(-1)
             else:
-                Q, R = lapack.qr(A)
-                buf[start : start + n * k] = Q.reshape(-1)
-                buf[start + n * k : start + size_out] = R.reshape(-1)
+                Q, R = lapack.qr(A, (mode & COMPLETE) != 0)
+                buf[start : start + Q.size] = Q.reshape(-1)
+                buf[start + Q.size : start + size_out] = R.reshape(-1)
             continue
         if op == OP_PERMUTE:
             piv = pivots(buf, a + t * n, n, t)
@@ -332,7 +340,7 @@ def tangent_rows(row, buf, T):
     k = T.shape[0]
     r = min(n, m)
     for t in range(batch):
-        A0, Y0 = a + t * _in_size(op, n, m), o + t * _out_size(op, n, m)
+        A0, Y0 = a + t * _in_size(op, n, m), o + t * _out_size(op, n, m, mode)
         if op == OP_SVD:
             ds, dU, dVt = svd_tangent(_const(buf, Y0, 1, r), _const(buf, Y0 + r, n, r),
                                       _const(buf, Y0 + r + n * r, r, m), _planes(T, A0, n, m))  # fmt: skip
@@ -340,10 +348,11 @@ def tangent_rows(row, buf, T):
             _put(T, Y0 + r, dU)
             _put(T, Y0 + r + n * r, dVt)
         elif op == OP_QR:
-            dQ, dR = qr_tangent(_const(buf, Y0, n, r), _const(buf, Y0 + n * r, r, m), _const(buf, A0, n, m),
+            q = _q_columns(n, m, mode)
+            dQ, dR = qr_tangent(_const(buf, Y0, n, q), _const(buf, Y0 + n * q, r, m), _const(buf, A0, n, m),
                                 _planes(T, A0, n, m))  # fmt: skip
             _put(T, Y0, dQ)
-            _put(T, Y0 + n * r, dR)
+            _put(T, Y0 + n * q, dR)
         elif op == OP_LU:
             piv = pivots(buf, Y0 + n * n, n, t)
             _put(T, Y0, lu_tangent(_const(buf, Y0, n, n), piv, _planes(T, A0, n, n)))
@@ -372,7 +381,7 @@ def _adjoint_once(row, t, buf, T, Y_bar, ga, gb):
     """The adjoint rule of batch element t on Y_bar (D, 1, size): the output cotangents of its D slots,
     the operands and output as duals over the rows of T (constants when T is empty): the stacks (Ā, B̄)."""
     op, o, a, b, batch, n, m, mode, _ = _fields(row)
-    A0, Y0 = a + t * _in_size(op, n, m), o + t * _out_size(op, n, m)
+    A0, Y0 = a + t * _in_size(op, n, m), o + t * _out_size(op, n, m, mode)
     depth = Y_bar.shape[0]
     no_b = np.zeros((0, n, m))
     k = min(n, m)
@@ -389,9 +398,10 @@ def _adjoint_once(row, t, buf, T, Y_bar, ga, gb):
         B_bar = swapped(Y_bar.reshape(depth, n, m), pivots(buf, A0, n, t), (mode & INVERSE) == 0)
         return np.zeros((1, 1, n)), B_bar
     if op == OP_QR:
-        Q_bar = np.ascontiguousarray(Y_bar[:, 0, : n * k]).reshape(depth, n, k)
-        R_bar = np.ascontiguousarray(Y_bar[:, 0, n * k :]).reshape(depth, k, m)
-        Q, R = _dual(buf, T, Y0, n, k, True), _dual(buf, T, Y0 + n * k, k, m, True)
+        q = _q_columns(n, m, mode)
+        Q_bar = np.ascontiguousarray(Y_bar[:, 0, : n * q]).reshape(depth, n, q)
+        R_bar = np.ascontiguousarray(Y_bar[:, 0, n * q :]).reshape(depth, k, m)
+        Q, R = _dual(buf, T, Y0, n, q, True), _dual(buf, T, Y0 + n * q, k, m, True)
         A = _dual(buf, T, A0, n, m, n < m)  # a wide A's right block takes part in R
         return qr_adjoint(Q, R, A, Q_bar, R_bar), no_b
     if op == OP_CHOLESKY:
@@ -423,7 +433,7 @@ def adjoint_rows(row, buf, G, G2, T, flat):
     structural zero).  G or G2 may be empty."""
     op, o, a, b, batch, n, m, mode, flags = _fields(row)
     ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
-    size = _out_size(op, n, m)
+    size = _out_size(op, n, m, mode)
     empty = np.zeros((0, buf.shape[0]))
     for t in range(batch):
         start = o + t * size
@@ -520,8 +530,9 @@ def validate(prim, row, n_values, pool_end):
         return None
     if prim.name in ("svd", "qr"):
         k = min(n, m)
-        size = k + n * k + k * m if prim.name == "svd" else n * k + k * m
-        if na != batch * n * m or n_out != batch * size or nb != 0 or mode != 0:
+        size = k + n * k + k * m if prim.name == "svd" else n * _q_columns(n, m, mode) + k * m
+        modes = (0, COMPLETE) if prim.name == "qr" else (0,)
+        if na != batch * n * m or n_out != batch * size or nb != 0 or mode not in modes:
             return f"sizes {na} -> {n_out} do not match {batch} {prim.name} decompositions of {n}x{m}"
         return None
     if na != batch * n * n:
@@ -544,7 +555,7 @@ def describe(prim, params):
     if prim.name == "permute":
         return f"[{params['batch']}x{n}x{m}{' inverse' if mode & INVERSE else ''}]"
     if prim.name in ("svd", "qr"):
-        return f"[{params['batch']}x{n}x{m}]"
+        return f"[{params['batch']}x{n}x{m}{' complete' if prim.name == 'qr' and mode & COMPLETE else ''}]"
     words = [w for bit, w in ((LOWER, "lower"), (TRANSPOSED, "transposed"), (UNIT, "unit")) if mode & bit]
     return f"[{params['batch']}x{n}x{n} \\ {n}x{m}{' ' if words else ''}{','.join(words)}]"
 

@@ -268,9 +268,48 @@ def _thin_qr_tangent(Q, R, dA):
 
 
 @register_jitable
+def _rows(A, start, stop):
+    return np.ascontiguousarray(A[:, start:stop, :])
+
+
+@register_jitable
+def _complement_terms(Q, k):
+    """A complete Q = [Q1 Q2] of a tall A (n x k): (Z, Zᵀ, W) with Z = Q1b (Q1t - I)⁻¹, Q1t and Q1b Q1's
+    first k and last n - k rows, and W = Q1 + Q2 Z."""
+    n = Q.shape[1]
+    Q1 = _columns(Q, 0, k)
+    Zt = D.solve(D.add(_rows(Q1, 0, k), D.const(np.eye(k)), -1.0), D.tr(_rows(Q1, k, n)), True)
+    Z = D.tr(Zt)
+    return Z, Zt, D.add(Q1, D.mm(_columns(Q, k, n), Z), 1.0)
+
+
+@register_jitable
+def _complement_tangent(Q, dQ1, k):
+    # the last n - k columns of a complete Q (Householder's, as LAPACK's dorgqr forms them) follow the
+    # first k:  dQ2 = dQ1 Zᵀ - W (dQ1b - Z dQ1t)ᵀ  (Roberts and Roberts, arXiv:2409.13374, eq. 32)
+    n = Q.shape[1]
+    Z, Zt, W = _complement_terms(Q, k)
+    E = D.add(_rows(dQ1, k, n), D.mm(Z, _rows(dQ1, 0, k)), -1.0)
+    return D.add(D.mm(dQ1, Zt), D.mm(W, D.tr(E)), -1.0)
+
+
+@register_jitable
+def _complement_adjoint(Q, Q1_bar, Q2_bar, k):
+    # the transpose of _complement_tangent:  Ē = -Q̄2ᵀ W,  Q̄1 += Q̄2 Z + [-Zᵀ Ē; Ē]  (rows t, b)
+    Z, Zt, W = _complement_terms(Q, k)
+    E_bar = D.mm(D.tr(Q2_bar), W)  # -Ē
+    rows = np.concatenate((D.mm(Zt, E_bar), D.add(np.zeros((1, E_bar.shape[1], k)), E_bar, -1.0)), axis=1)
+    return D.add(D.add(Q1_bar, D.mm(Q2_bar, Z), 1.0), rows, 1.0)
+
+
+@register_jitable
 def qr_tangent(Q, R, A, dA):
-    # a wide A = [A1 A2] (n < m) is Q [R1 R2]: (Q, R1) the QR of A1, R2 = Qᵀ A2, so dR2 = dQᵀ A2 + Qᵀ dA2
-    n, k, m = Q.shape[1], Q.shape[2], R.shape[2]
+    # a wide A = [A1 A2] (n < m) is Q [R1 R2]: (Q, R1) the QR of A1, R2 = Qᵀ A2, so dR2 = dQᵀ A2 + Qᵀ dA2;
+    # a complete Q of a tall A (more columns than R has rows): its first k columns, then their complement
+    n, k, m = Q.shape[1], R.shape[1], R.shape[2]
+    if Q.shape[2] > k:
+        dQ1, dR = _thin_qr_tangent(_columns(Q, 0, k), R, dA)
+        return np.concatenate((dQ1, _complement_tangent(Q, dQ1, k)), axis=2), dR
     if n >= m:
         return _thin_qr_tangent(Q, R, dA)
     dQ, dR1 = _thin_qr_tangent(Q, _columns(R, 0, k), _columns(dA, 0, k))
@@ -289,7 +328,10 @@ def _thin_qr_adjoint(Q, R, Q_bar, R_bar):
 @register_jitable
 def qr_adjoint(Q, R, A, Q_bar, R_bar):
     """(Ā, whether A was read): a wide A's R2 = Qᵀ A2 gives Ā2 = Q R̄2 and adds A2 R̄2ᵀ to Q̄."""
-    n, k, m = Q.shape[1], Q.shape[2], R.shape[2]
+    n, k, m = Q.shape[1], R.shape[1], R.shape[2]
+    if Q.shape[2] > k:  # a complete Q of a tall A
+        Q1_bar = _complement_adjoint(Q, _columns(Q_bar, 0, k), _columns(Q_bar, k, n), k)
+        return _thin_qr_adjoint(_columns(Q, 0, k), R, Q1_bar, R_bar)
     if n >= m:
         return _thin_qr_adjoint(Q, R, Q_bar, R_bar)
     R2_bar = _columns(R_bar, k, m)
