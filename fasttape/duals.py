@@ -82,6 +82,23 @@ def mm(A, B):
 
 
 @register_jitable
+def triangular_mm(T, B, lower, transposed):
+    """op(T) B for the triangle of T (the other is taken as zeros), op(T) = T or Tᵀ: as ``mm``, by BLAS's
+    triangular product."""
+    D = max(T.shape[0], B.shape[0])
+    out = np.empty((D, T.shape[2] if transposed else T.shape[1], B.shape[2]))
+    out[0] = lapack.triangular_times(T[0], B[0], lower, transposed)
+    for d in range(1, D):
+        if T.shape[0] > 1:
+            out[d] = lapack.triangular_times(T[d], B[0], lower, transposed)
+            if B.shape[0] > 1:
+                _axpy(out[d], lapack.triangular_times(T[0], B[d], lower, transposed), 1.0)
+        else:
+            out[d] = lapack.triangular_times(T[0], B[d], lower, transposed)
+    return out
+
+
+@register_jitable
 def add(A, B, s):
     """A + s B (s a number); a constant operand adds to the value only."""
     D = max(A.shape[0], B.shape[0])
@@ -166,8 +183,9 @@ def solve_triangular_right(T, B, lower, transposed, unit):
 
 
 @register_jitable
-def _swap_rows(X, piv, inverse):
-    """LAPACK's row interchanges on a matrix: in order (Pᵀ X), or in reverse order (P X)."""
+def swap_rows(X, piv, inverse):
+    """LAPACK's row interchanges on the matrix X, in place: row i with row piv[i] in order (Pᵀ X, for
+    A = P L U), or in reverse order (P X)."""
     n = piv.shape[0]
     for step in range(n):
         i = n - 1 - step if inverse else step
@@ -182,10 +200,10 @@ def _lu_solve_one(L, U, piv, B0, transposed):
     """op(P L U) X = B0 by the factors (L with its unit diagonal set, U upper)."""
     if transposed:  # Uᵀ Lᵀ Pᵀ X = B
         Y = lapack.solve_triangular(L, lapack.solve_triangular(U, B0, False, True)[0], True, True)[0]
-        _swap_rows(Y, piv, True)
+        swap_rows(Y, piv, True)
         return Y
     Y = B0.copy()
-    _swap_rows(Y, piv, False)
+    swap_rows(Y, piv, False)
     return lapack.solve_triangular(U, lapack.solve_triangular(L, Y, True, False)[0], False, False)[0]
 
 

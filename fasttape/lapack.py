@@ -26,13 +26,14 @@ import llvmlite.binding as ll
 import numba
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import scipy.linalg.lapack
 from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic, overload, register_jitable
 
 ROUTINES = ("dgetrf", "dgetrs", "dpotrf", "dsyevd", "dgesdd", "dgeqrf", "dorgqr")
-BLAS_ROUTINES = ("dtrsm",)
+BLAS_ROUTINES = ("dtrsm", "dtrmm")
 for _name in ROUTINES:
     ll.add_symbol(f"fasttape_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
 for _name in BLAS_ROUTINES:
@@ -116,6 +117,12 @@ def dtrsm(typingctx, side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
     return sig, _fortran("dtrsm", "cccciidaiai", info=False)
 
 
+@intrinsic
+def dtrmm(typingctx, side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
+    sig = numba.types.int32(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb)
+    return sig, _fortran("dtrmm", "cccciidaiai", info=False)
+
+
 _N, _T, _U, _L, _V, _R, _S = (ord(c) for c in "NTULVRS")
 
 
@@ -194,6 +201,28 @@ def _trsm(T, B, lower, transposed, right):
         dtrsm(_L if right else _R, _U if lower else _L, _T if transposed else _N, _N, n if right else others,
               others if right else n, 1.0, M, n, X, n if right else others)  # fmt: skip
     return X, True
+
+
+def triangular_times(T, B, lower, transposed):
+    """op(T) B for T triangular (only that triangle is read), op(T) = T or Tᵀ: BLAS's ``dtrmm``, half
+    the work of a general product."""
+    return np.ascontiguousarray(
+        scipy.linalg.blas.dtrmm(1.0, T, B, lower=int(lower), trans_a=int(transposed)) if B.size else B.copy()
+    )
+
+
+@overload(triangular_times)
+def _triangular_times_compiled(T, B, lower, transposed):
+    def impl(T, B, lower, transposed):
+        # on the buffers as _trsm reads them: op(T) B = X is Xᵀ = Bᵀ op(T)ᵀ, op(T)ᵀ = M (or Mᵀ), M = Tᵀ
+        M = np.ascontiguousarray(T)
+        X = np.ascontiguousarray(B).copy()
+        n, others = M.shape[0], B.shape[1]
+        if others > 0 and n > 0:
+            dtrmm(_R, _U if lower else _L, _T if transposed else _N, _N, others, n, 1.0, M, n, X, others)
+        return X
+
+    return impl
 
 
 @overload(solve_triangular)

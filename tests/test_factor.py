@@ -6,13 +6,14 @@ derivative kind."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import scipy.linalg
 
 import fasttape as ft
 from fasttape import kernels as K
-from fasttape import scipy_linalg, tiers
+from fasttape import lapack, scipy_linalg, tiers
 from tests.helpers import load_with_edited_row
 
 jax = pytest.importorskip("jax")
@@ -78,6 +79,18 @@ def test_triangular_solves_in_every_mode_have_jaxs_derivatives(tier):
                     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
                 want_hv = jax.jvp(jax.grad(lambda T: f_jax(T, B)), (T,), (V,))[1]
                 np.testing.assert_allclose(hv, want_hv, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_triangular_product_of_both_tiers_reads_one_triangle(lower, transposed):
+    # BLAS's dtrmm on the row-major buffers (compiled) and SciPy's (executor): op(tri(T)) B, the other
+    # triangle of T never read
+    T, B = RNG.normal(size=(4, 4)), RNG.normal(size=(4, 3))
+    expected = (np.tril(T) if lower else np.triu(T)).T @ B if transposed else (np.tril(T) if lower else np.triu(T)) @ B
+    compiled = numba.njit(lambda T, B: lapack.triangular_times(T, B, lower, transposed))
+    for product in (lapack.triangular_times(T, B, lower, transposed), compiled(T, B)):
+        np.testing.assert_allclose(product, expected, rtol=1e-13, atol=1e-14)
 
 
 def test_values_and_shapes_are_numpys_and_scipys():

@@ -32,14 +32,14 @@ def cholesky_tangent(L, dA):
     # dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle with half the diagonal (dA read from its lower triangle)
     Y, _ = D.solve_triangular(L, _from_lower(dA), True, False, False)
     Z, _ = D.solve_triangular_right(L, Y, True, True, False)
-    return D.mm(L, D.lower_part(Z, 0.5))
+    return D.triangular_mm(L, D.lower_part(Z, 0.5), True, False)
 
 
 @register_jitable
 def cholesky_adjoint(L, L_bar):
     # S = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹; the operand is A's lower triangle: Ā = S + Sᵀ below the diagonal, S on it.
     # L's upper triangle is a constant zero: its cotangent (even an infinite one) takes no part
-    P = D.lower_part(D.mm(D.tr(L), D.lower_part(L_bar, 1.0)), 0.5)
+    P = D.lower_part(D.triangular_mm(L, D.lower_part(L_bar, 1.0), True, True), 0.5)
     Y, _ = D.solve_triangular(L, P, True, True, False)
     S, _ = D.solve_triangular_right(L, Y, True, False, False)
     return D.lower_part(D.add(S, D.tr(S), 1.0), 0.5)
@@ -345,17 +345,10 @@ def qr_adjoint(Q, R, A, Q_bar, R_bar):
 # --------------------------------------------------------------------------
 @register_jitable
 def swapped(X, piv, inverse):
-    """LAPACK's row interchanges (row i with row piv[i]) on every slot of X: in order, Pᵀ X (A = P L U), or
-    in reverse order with ``inverse``, P X."""
+    """LAPACK's row interchanges on every slot of X: Pᵀ X, or P X with ``inverse`` (``duals.swap_rows``)."""
     out = X.copy()
-    n = piv.shape[0]
-    for step in range(n):
-        i = n - 1 - step if inverse else step
-        p = piv[i]
-        if p != i:
-            for d in range(out.shape[0]):
-                for j in range(out.shape[2]):
-                    out[d, i, j], out[d, p, j] = out[d, p, j], out[d, i, j]
+    for d in range(out.shape[0]):
+        D.swap_rows(out[d], piv, inverse)
     return out
 
 
