@@ -197,20 +197,23 @@ def swap_rows(X, piv, inverse):
 
 @register_jitable
 def _lu_solve_one(L, U, piv, B0, transposed):
-    """op(P L U) X = B0 by the factors (L with its unit diagonal set, U upper)."""
+    """(X, ok): op(P L U) X = B0 by the factors (L with its unit diagonal set, U upper); ok is False where
+    U has an exact zero on its diagonal."""
     if transposed:  # Uᵀ Lᵀ Pᵀ X = B
-        Y = lapack.solve_triangular(L, lapack.solve_triangular(U, B0, False, True)[0], True, True)[0]
+        Y, ok = lapack.solve_triangular(U, B0, False, True)
+        Y = lapack.solve_triangular(L, Y, True, True)[0]
         swap_rows(Y, piv, True)
-        return Y
+        return Y, ok
     Y = B0.copy()
     swap_rows(Y, piv, False)
-    return lapack.solve_triangular(U, lapack.solve_triangular(L, Y, True, False)[0], False, False)[0]
+    Y = lapack.solve_triangular(L, Y, True, False)[0]
+    return lapack.solve_triangular(U, Y, False, False)
 
 
 @register_jitable
 def solve(A, B, transposed):
     """op(A) X = B for a square A, by the LU factors (partial pivoting) of its value, op(A) = A or Aᵀ;
-    dX = op(A)⁻¹ (dB - op(dA) X).  A singular value gives NaN (an exact zero on U's diagonal)."""
+    dX = op(A)⁻¹ (dB - op(dA) X).  A singular value (an exact zero on U's diagonal) gives NaN."""
     LU, piv = lapack.lu(A[0])
     L = LU.copy()
     for i in range(L.shape[0]):
@@ -218,12 +221,15 @@ def solve(A, B, transposed):
     D = max(A.shape[0], B.shape[0])
     R = np.zeros((D, B.shape[1], B.shape[2]))
     _axpy(R[: B.shape[0]], B, 1.0)
-    X0 = _lu_solve_one(L, LU, piv, R[0], transposed)
+    X0, ok = _lu_solve_one(L, LU, piv, R[0], transposed)
+    if not ok:
+        R[:, :, :] = np.nan
+        return R
     R[0] = X0
     if A.shape[0] > 1:  # the tangents need the value
         dA = tr(A[1:]) if transposed else A[1:]
         for d in range(1, D):
             _axpy(R[d], np.dot(dA[d - 1], X0), -1.0)
     for d in range(1, D):
-        R[d] = _lu_solve_one(L, LU, piv, R[d], transposed)
+        R[d] = _lu_solve_one(L, LU, piv, R[d], transposed)[0]
     return R

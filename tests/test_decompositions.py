@@ -7,6 +7,7 @@ kind."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import scipy.linalg
@@ -118,6 +119,12 @@ def test_the_stack_solve_under_the_complete_q_rule_is_a_solve_and_its_tangent(tr
         np.testing.assert_allclose(X[d], central, rtol=1e-6, atol=1e-8)
     constant = duals.solve(A[:1], B, transposed)  # a constant matrix: every slot of B alike
     np.testing.assert_allclose(constant[2], solve(A[0], B[2]), rtol=1e-12)
+    singular = A.copy()
+    singular[0, :, 0] = [4.0, 2.0, 1.0, 0.5]
+    singular[0, :, 1] = 2.0 * singular[0, :, 0]  # U gets an exact zero on its diagonal
+    compiled = numba.njit(lambda A, B: duals.solve(A, B, transposed))
+    for X in (duals.solve(singular, B, transposed), compiled(singular, B)):
+        assert np.isnan(X).all()
 
 
 def test_values_are_lapacks_as_numpy_scipy_and_jax_give_them():
