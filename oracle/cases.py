@@ -641,6 +641,15 @@ STRUCTURAL_CASES = [
     _c("norm-fro", lambda xp, x: xp.linalg.norm(x, ord="fro"), (3, 4)),
     _c("norm-p3", lambda xp, x: xp.linalg.norm(x, ord=3, axis=0), (3, 4), domains=("nonzero",)),
     _c("norm-matrix-1", lambda xp, x: xp.linalg.norm(x, ord=1), (3, 4), domains=("distinct",)),
+    # einsum, tensordot and kron, lowered onto diagonals, sums, broadcast products and batched matmul
+    _c("einsum-matvec", lambda xp, a, x: xp.einsum("ij,j->i", a, x), (3, 4), (4,)),
+    _c("einsum-batched", lambda xp, a, b: xp.einsum("bij,bkj->bik", a, b), (2, 3, 4), (2, 5, 4)),
+    _c("einsum-diagonal", lambda xp, a, b: xp.einsum("iij,jk->ik", a, b), (3, 3, 4), (4, 2)),
+    _c("einsum-ellipsis", lambda xp, a, b: xp.einsum("...i,...i->...", a, b), (2, 1, 4), (3, 4)),
+    _c("einsum-three", lambda xp, a, b, c: xp.einsum("ab,cd,bd->ac", a, b, c), (2, 3), (4, 5), (3, 5)),
+    _c("einsum-implicit", lambda xp, a: xp.einsum("ii", a) + xp.einsum("ij", a).sum(), (3, 3)),
+    _c("tensordot", lambda xp, a, b: xp.tensordot(a, b, axes=([1, 2], [0, 1])), (2, 3, 4), (3, 4)),
+    _c("kron", lambda xp, a, b: xp.kron(a, b), (2, 3), (3, 2)),
     # lowered reductions and elementwise helpers
     _c("mean", lambda xp, x: xp.mean(x, axis=0), (3, 4)),
     _c("var", lambda xp, x: xp.var(x, axis=1, ddof=1), (3, 4)),
