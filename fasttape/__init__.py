@@ -9,6 +9,7 @@ sweep over that tape.
 array([0.839949, 0.839949, 0.839949])
 """
 
+from . import arrays as arrays
 from . import einsum as einsum
 from . import linalg as linalg
 from . import numpy

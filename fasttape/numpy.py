@@ -200,17 +200,31 @@ def _no_out(name, out, kwargs):
             )
 
 
+_IDENTITIES = {"sum": 0.0, "prod": 1.0}
+_select = where
+
+
 def _reduction(op, np_fn, name):
-    def fn(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        rec = recorder_of((a,))
+    def fn(a, axis=None, dtype=None, out=None, keepdims=False, initial=np._NoValue, where=True, **kwargs):
+        rec = recorder_of((a, where, initial))
         if rec is None:
-            return np_fn(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+            return np_fn(a, axis=axis, out=out, keepdims=keepdims, initial=initial, where=where, **kwargs)
         _no_out(name, out, kwargs)
-        value = np_fn(_float(a), axis=axis, keepdims=keepdims)
-        return rec.reduce(op, rec.as_tracer(a), axis, keepdims, value)
+        # NumPy's own errors: a mask that does not broadcast, max or min with a mask and no initial value
+        np_fn(_float(a), axis=axis, keepdims=keepdims, initial=concrete(initial), where=concrete(where))
+        if where is not True:  # masked-out elements take the identity (max and min: the initial value)
+            a = _select(where, a, _IDENTITIES.get(name, initial))
+        if recorder_of((a,)) is None:  # a constant reduced, a traced initial value combined below
+            reduced = np_fn(_float(a), axis=axis, keepdims=keepdims)
+        else:
+            reduced = rec.reduce(op, rec.as_tracer(a), axis, keepdims, np_fn(_float(a), axis=axis, keepdims=keepdims))
+        if initial is np._NoValue:
+            return reduced
+        combine = {"sum": add, "prod": multiply, "max": maximum, "min": minimum}[name]  # noqa: F821
+        return combine(reduced, initial)
 
     fn.__name__ = name
-    fn.__doc__ = f"Traced ``numpy.{name}`` (``axis`` int or tuple, ``keepdims``)."
+    fn.__doc__ = f"Traced ``numpy.{name}`` (``axis`` int or tuple, ``keepdims``, ``initial``, ``where``)."
     return fn
 
 
@@ -227,28 +241,40 @@ def _reduced_count(shape, axis):
     return math.prod(shape[a] for a in axes)
 
 
-def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-    if recorder_of((a,)) is None:
-        return np.mean(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+def _count(a, axis, keepdims, mask):
+    """How many elements each reduction takes: a number, or a (traced) sum of the mask."""
+    if mask is True:
+        return _reduced_count(np.shape(concrete(a)), axis)
+    return sum(_select(mask, np.ones(np.shape(concrete(a))), 0.0), axis=axis, keepdims=keepdims)
+
+
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=True, **kwargs):
+    if recorder_of((a, where)) is None:
+        return np.mean(a, axis=axis, out=out, keepdims=keepdims, where=where, **kwargs)
     _no_out("mean", out, kwargs)
-    n = _reduced_count(np.shape(concrete(a)), axis)
-    return multiply(sum(a, axis=axis, keepdims=keepdims), 1.0 / n if n else math.nan)  # noqa: F821
+    n = _count(a, axis, keepdims, where)
+    total = sum(a, axis=axis, keepdims=keepdims, where=where)
+    if where is True:
+        return multiply(total, 1.0 / n if n else math.nan)  # noqa: F821
+    return divide(total, n)  # noqa: F821
 
 
-def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
-    if recorder_of((a,)) is None:
-        return np.var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, **kwargs)
+def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True, **kwargs):
+    if recorder_of((a, where)) is None:
+        return np.var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, where=where, **kwargs)
     _no_out("var", out, kwargs)
-    n = _reduced_count(np.shape(concrete(a)), axis)
-    centred = subtract(a, mean(a, axis=axis, keepdims=True))  # noqa: F821
-    scale = 1.0 / (n - ddof) if n - ddof > 0 else math.inf
-    return multiply(sum(square(centred), axis=axis, keepdims=keepdims), scale)  # noqa: F821
+    n = _count(a, axis, keepdims, where)
+    centred = subtract(a, mean(a, axis=axis, keepdims=True, where=where))  # noqa: F821
+    squares = sum(square(centred), axis=axis, keepdims=keepdims, where=where)  # noqa: F821
+    if where is True:
+        return multiply(squares, 1.0 / (n - ddof) if n - ddof > 0 else math.inf)  # noqa: F821
+    return divide(squares, maximum(subtract(n, ddof), 0.0))  # noqa: F821
 
 
-def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
-    if recorder_of((a,)) is None:
-        return np.std(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, **kwargs)
-    return sqrt(var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, **kwargs))  # noqa: F821
+def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=True, **kwargs):
+    if recorder_of((a, where)) is None:
+        return np.std(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, where=where, **kwargs)
+    return sqrt(var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, where=where, **kwargs))  # noqa: F821
 
 
 def _logsumexp_value(v, axis, keepdims):

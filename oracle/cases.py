@@ -391,6 +391,9 @@ def _gp_nll(xp, log_params, X, y):
     return 0.5 * y @ alpha + xp.sum(xp.log(xp.diag(L)))
 
 
+_MASK_3x4 = np.array([[True, False, True, True], [True, True, False, False], [True, False, False, True]])
+
+
 def _c(name, fn, *shapes, domains=(), smooth=True, kinds=()):
     return Case(name, fn, tuple(shapes), tuple(domains), smooth, kinds=kinds)
 
@@ -650,6 +653,21 @@ STRUCTURAL_CASES = [
     _c("einsum-implicit", lambda xp, a: xp.einsum("ii", a) + xp.einsum("ij", a).sum(), (3, 3)),
     _c("tensordot", lambda xp, a, b: xp.tensordot(a, b, axes=([1, 2], [0, 1])), (2, 3, 4), (3, 4)),
     _c("kron", lambda xp, a, b: xp.kron(a, b), (2, 3), (3, 2)),
+    # array-building functions: slices, gathers, a Toeplitz product, Horner's rule
+    _c("diff", lambda xp, x: xp.diff(x, n=2, axis=0), (4, 3)),
+    _c("diff-ends", lambda xp, x: xp.diff(x, prepend=0.5, append=x[:1]), (5,)),
+    _c("pad-constant", lambda xp, x: xp.pad(x, ((1, 2), (0, 1)), constant_values=1.5), (2, 3)),
+    _c("pad-reflect", lambda xp, x: xp.pad(x, (2, 3), mode="reflect"), (5,)),
+    _c("pad-edge-wrap", lambda xp, x: xp.pad(x, 1, mode="edge") + xp.pad(x, 1, mode="wrap"), (2, 3)),
+    _c("convolve", lambda xp, a, v: xp.convolve(a, v), (6,), (3,)),
+    _c("convolve-same", lambda xp, a, v: xp.convolve(a, v, "same"), (3,), (5,)),
+    _c("correlate-valid", lambda xp, a, v: xp.correlate(a, v), (6,), (3,)),
+    _c("polyval", lambda xp, p, x: xp.polyval(p, x), (4,), (5,)),
+    _c("linspace", lambda xp, x: xp.linspace(x[0], x[1:3], 5, axis=-1), (3,)),
+    # masked reductions (where=, initial=)
+    _c("sum-where", lambda xp, x: xp.sum(x, axis=1, where=_MASK_3x4, initial=0.5), (3, 4)),
+    _c("max-where", lambda xp, x: xp.max(x, axis=0, where=_MASK_3x4, initial=-0.25), (3, 4), domains=("distinct",)),
+    _c("mean-var-where", lambda xp, x: xp.mean(x, 1, where=_MASK_3x4) + xp.var(x, 1, where=_MASK_3x4), (3, 4)),
     # lowered reductions and elementwise helpers
     _c("mean", lambda xp, x: xp.mean(x, axis=0), (3, 4)),
     _c("var", lambda xp, x: xp.var(x, axis=1, ddof=1), (3, 4)),
