@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from . import kernels as K
+from . import updates
 from .errors import ConcretizationError, TracerMutationError, UnsupportedFunctionError
 from .tracer import Tracer, concrete, move, normalize_axes, recorder_of
 
@@ -338,7 +339,7 @@ def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
         return np.reshape(a, shape, order=order)
     if order != "C":
         return move(lambda v: np.reshape(v, shape, order=order), [a])
-    return rec.reshape(rec.as_tracer(a), shape)
+    return updates.note_view(rec.reshape(rec.as_tracer(a), shape), a)
 
 
 def ravel(a, order="C"):
@@ -381,11 +382,15 @@ def broadcast_arrays(*args):
     return [broadcast_to(a, shape) for a in args]
 
 
+_VIEW_MOVERS = {"transpose", "swapaxes", "moveaxis", "flip", "fliplr", "flipud", "diagonal", "rot90"}
+
+
 def _mover(np_fn, name):
     def fn(a, *args, **kwargs):
         if recorder_of((a,)) is None:
             return np_fn(a, *args, **kwargs)
-        return move(np_fn, [a], *args, **kwargs)
+        result = move(np_fn, [a], *args, **kwargs)
+        return updates.note_view(result, a) if name in _VIEW_MOVERS else result  # NumPy gives a view
 
     fn.__name__ = name
     fn.__doc__ = f"Traced ``numpy.{name}`` (one gather, or a view when contiguous)."
@@ -486,7 +491,9 @@ def getitem(x, key):
                 "shape or contents depend on the traced values, which a tape cannot record. "
                 "Use np.where(mask, x, 0.0) to select values branch-free."
             )
-    return move(lambda v: v[key], [x])
+    result = move(lambda v: v[key], [x])
+    basic = builtins.all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in keys)
+    return updates.note_view(result, x) if basic and result.ndim > 0 else result  # NumPy's basic indexing: a view
 
 
 # --------------------------------------------------------------------------
@@ -669,8 +676,13 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
         return _REDUCE_METHODS[ufunc](inputs[0], axis=axis, **kwargs)
     elif method == "accumulate" and ufunc is np.add:
         return cumsum(inputs[0], axis=kwargs.get("axis", 0))
+    elif method == "at" and len(inputs) == 3 and updates.ufunc_at(ufunc, *inputs) is not NotImplemented:
+        return None
     elif method == "at":
-        raise TracerMutationError(f"{name} writes in place, which a tape cannot record; build a new array instead.")
+        raise TracerMutationError(
+            f"{name} is not supported on traced arrays (add, subtract, multiply, minimum and maximum are); "
+            "build the new array instead."
+        )
     raise UnsupportedFunctionError(unsupported_message(name))
 
 
@@ -714,6 +726,33 @@ def unsupported_message(name, why="no derivative rule is recorded for it"):
     return f"{name} is not supported on arrays traced by fasttape ({why}). {hint}"
 
 
+def _like(np_fn, name):
+    def fn(a, *args, dtype=None, **kwargs):
+        """Traced ``numpy.{name}``: a constant (or, for full_like, the traced fill value) of a's shape, traced so
+        that item assignment can write traced values into it."""
+        rec = recorder_of((a,) + args)
+        if rec is None or (dtype is not None and np.dtype(dtype).kind != "f"):
+            return np_fn(concrete(a), *[concrete(x) for x in args], dtype=dtype, **kwargs)
+        shape = kwargs.get("shape") or np.shape(concrete(a))
+        if name == "full_like" and recorder_of(args) is not None:
+            return broadcast_to(args[0], shape).copy()
+        return rec.as_tracer(np_fn(np.zeros(shape), *args, dtype=np.float64))
+
+    fn.__name__ = name
+    return fn
+
+
+zeros_like = _like(np.zeros_like, "zeros_like")
+ones_like = _like(np.ones_like, "ones_like")
+empty_like = _like(np.zeros_like, "empty_like")  # zeros: a traced array never holds garbage
+full_like = _like(np.full_like, "full_like")
+
+
+def copy(a, order="K", subok=False):
+    """``numpy.copy``: another array of the same values (a later assignment into either leaves the other)."""
+    return a.copy() if isinstance(a, Tracer) else np.copy(a, order=order, subok=subok)
+
+
 def round(a, decimals=0, out=None):  # noqa: A001
     """Round half to even; derivative zero, as JAX."""
     if recorder_of((a,)) is None:
@@ -729,11 +768,13 @@ def round(a, decimals=0, out=None):  # noqa: A001
 
 around = round
 FUNCTIONS[np.round] = round
+FUNCTIONS.update({np.zeros_like: zeros_like, np.ones_like: ones_like, np.empty_like: empty_like})
+FUNCTIONS.update({np.full_like: full_like, np.copy: copy})
 
 __all__ = sorted(
     set(_UFUNC_NAMES)
     | set(_FUNCTION_NAMES)
     | set(SCIPY_UFUNC_NAMES)
     | {"power", "float_power", "norm", "getitem", "logsumexp", "sigmoid", "softplus", "relu", "softmax"}
-    | {"log_softmax", "around"}
+    | {"log_softmax", "around", "zeros_like", "ones_like", "empty_like", "full_like", "copy"}
 )

@@ -467,7 +467,7 @@ def _library_caller() -> str | None:
 class Tracer:
     """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
 
-    __slots__ = ("_rec", "_sid", "_value")
+    __slots__ = ("_rec", "_sid", "_value", "_base", "_views", "__weakref__")
     __array_priority__ = 1000.0
 
     def __new__(cls, rec: Recorder, sid: int, value):
@@ -479,6 +479,7 @@ class Tracer:
         self._rec = rec
         self._sid = sid
         self._value = value
+        self._base, self._views = (), None  # NumPy aliasing, for item assignment (fasttape.updates)
 
     # -- properties ----------------------------------------------------------
     @property
@@ -511,6 +512,8 @@ class Tracer:
 
     # -- concretization: refused with a fix ----------------------------------
     def __array__(self, dtype=None, copy=None):
+        if updates.storing_into_plain_array():
+            raise TracerMutationError(f"{self!r}: " + updates.PLAIN_ARRAY_FIX)
         library = _library_caller()
         if library is not None:
             raise UnsupportedFunctionError(fnp.unsupported_message(library, "it converts its input with np.asarray"))
@@ -554,10 +557,12 @@ class Tracer:
         return outcome
 
     def __setitem__(self, key, value):
-        raise TracerMutationError(
-            "traced arrays are immutable: item assignment `x[...] = v` cannot be recorded. "
-            "Build the new array instead, e.g. np.where(mask, v, x) or np.concatenate([x[:i], v, x[i + 1:]])."
-        )
+        updates.assign(self, key, value)
+
+    @property
+    def at(self):
+        """JAX's functional updates: ``x.at[key].set(v)``, ``.add``, ``.multiply``, ``.min``, ``.max``, ``.get``."""
+        return updates.AtIndexer(self)
 
     # ndarray's in-place methods: present, as on an ndarray, but they cannot be recorded
     def sort(self, *args, **kwargs):
@@ -760,7 +765,7 @@ class Tracer:
     def astype(self, dtype, copy=True):
         kind = np.dtype(dtype).kind
         if kind == "f":
-            return self
+            return self.copy() if copy else self
         if kind == "b":
             return fnp.not_equal(self, 0.0)
         raise ConcretizationError(
@@ -769,7 +774,7 @@ class Tracer:
         )
 
     def copy(self):
-        return self
+        return Tracer(self._rec, self._sid, self._value)  # another object: a later x[...] = v leaves it alone
 
 
 class ArrayTracer(Tracer):
@@ -789,3 +794,4 @@ class ArrayTracer(Tracer):
 
 
 from . import numpy as fnp  # noqa: E402  (the NumPy surface needs Tracer)
+from . import updates  # noqa: E402
