@@ -391,6 +391,31 @@ def _gp_nll(xp, log_params, X, y):
     return 0.5 * y @ alpha + xp.sum(xp.log(xp.diag(L)))
 
 
+def _stencil(xp, u):
+    """A Laplacian written into a zero array: item assignment in NumPy, .at[].set in JAX."""
+    if xp.zeros_like is np.zeros_like:  # NumPy's namespace (fasttape traces it)
+        v = np.zeros_like(u)
+        v[1:-1] = u[2:] - 2 * u[1:-1] + u[:-2]
+        v[[0, 0]] = u[-1]  # a repeated index: the last write wins
+        return v
+    u = xp.asarray(u)
+    return xp.zeros_like(u).at[1:-1].set(u[2:] - 2 * u[1:-1] + u[:-2]).at[0].set(u[-1])
+
+
+_AT = np.array([0, 2, 2, 4, 0])
+
+
+def _scatters(xp, x, w):
+    """np.add.at and np.minimum.at (JAX: .at[].add / .min): repeated indices accumulate."""
+    if xp.zeros_like is np.zeros_like:
+        t, m = np.zeros_like(x), x.copy()
+        np.add.at(t, _AT, w)
+        np.minimum.at(m, _AT, w)
+        return t + m
+    x, w = xp.asarray(x), xp.asarray(w)
+    return xp.zeros_like(x).at[_AT].add(w) + x.at[_AT].min(w)
+
+
 _MASK_3x4 = np.array([[True, False, True, True], [True, True, False, False], [True, False, False, True]])
 
 
@@ -664,6 +689,9 @@ STRUCTURAL_CASES = [
     _c("correlate-valid", lambda xp, a, v: xp.correlate(a, v), (6,), (3,)),
     _c("polyval", lambda xp, p, x: xp.polyval(p, x), (4,), (5,)),
     _c("linspace", lambda xp, x: xp.linspace(x[0], x[1:3], 5, axis=-1), (3,)),
+    # item assignment and scatter updates
+    _c("setitem-stencil", lambda xp, u: _stencil(xp, u), (6,)),
+    _c("scatter-add-min", lambda xp, x, w: _scatters(xp, x, w), (5,), (5,), domains=("distinct", "distinct")),
     # masked reductions (where=, initial=)
     _c("sum-where", lambda xp, x: xp.sum(x, axis=1, where=_MASK_3x4, initial=0.5), (3, 4)),
     _c("max-where", lambda xp, x: xp.max(x, axis=0, where=_MASK_3x4, initial=-0.25), (3, 4), domains=("distinct",)),
