@@ -712,12 +712,14 @@ def dispatch_function(func, args, kwargs):
 def unsupported_message(name, why="no derivative rule is recorded for it"):
     """The error text for a function fasttape cannot trace, with the fasttape function to call where one exists."""
     short = name.rsplit(".", 1)[-1]
-    from . import scipy_linalg
+    module = name.rsplit(".", 1)[0]
+    from . import scipy_linalg, scipy_special
 
-    if name.startswith("scipy.linalg.") and short in scipy_linalg.FUNCTIONS:
-        hint = (f"fasttape records scipy.linalg.{short} when it is looked up on the module during the trace "
-                f"(scipy.linalg.{short}(...)); a name imported before the trace (from scipy.linalg import {short}) "
-                f"is SciPy's own: call fasttape.scipy_linalg.{short} there.")  # fmt: skip
+    intercepted = {"scipy.linalg": scipy_linalg.FUNCTIONS, "scipy.special": scipy_special.FUNCTIONS}
+    if short in intercepted.get(module, ()):
+        hint = (f"fasttape records {name} when it is looked up on the module during the trace "
+                f"({name}(...)); a name imported before the trace (from {module} import {short}) "
+                f"is SciPy's own: call fasttape.{module.replace('.', '_')}.{short} there.")  # fmt: skip
     elif short in __all__ and not name.startswith("numpy."):
         hint = f"Call fasttape.numpy.{short} instead, which records it on the tape."
     else:

@@ -18,10 +18,6 @@ upper one by default) and a triangular solve reads its triangle; operands may ca
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import threading
-
 import numpy as np
 
 from . import kernels as K
@@ -29,15 +25,10 @@ from . import lapack, linalg
 from . import numpy as fnp
 from .families import factor
 from .families.factor import LOWER, TRANSPOSED, UNIT
+from .interception import Interception
 from .linalg import _empty
 from .linalg import solve as _general_solve
 from .tracer import concrete, recorder_of
-
-
-def _scipy():
-    import scipy.linalg  # imported when first needed
-
-    return scipy.linalg
 
 
 def _square(name, a):
@@ -525,36 +516,6 @@ FUNCTIONS = {
     "expm": expm,
     "expm_frechet": expm_frechet,
 }
-_ORIGINAL: dict = {}
-_LOCK = threading.Lock()
-_DEPTH = [0]
-
-
-@contextlib.contextmanager
-def intercepting():
-    """While a function is traced: ``scipy.linalg``'s functions above are these (when SciPy is imported)."""
-    module = sys.modules.get("scipy.linalg")
-    if module is None:
-        yield
-        return
-    with _LOCK:
-        if _DEPTH[0] == 0:
-            for name, fn in FUNCTIONS.items():
-                current = getattr(module, name)
-                if current is not fn:  # what is there now is restored afterwards (a user's own patch too)
-                    _ORIGINAL[name] = current
-                setattr(module, name, fn)
-        _DEPTH[0] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _DEPTH[0] -= 1
-            if _DEPTH[0] == 0:
-                for name in FUNCTIONS:
-                    setattr(module, name, _ORIGINAL[name])
-
-
-def _original(name):
-    """SciPy's own function (for operands that are not traced)."""
-    return _ORIGINAL.get(name) or getattr(_scipy(), name)
+INTERCEPTION = Interception("scipy.linalg", FUNCTIONS)
+intercepting = INTERCEPTION.active  # while a function is traced, scipy.linalg's functions above are these
+_original = INTERCEPTION.original

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optree
 
-from . import adjoint_plan, families, fusion, scipy_linalg, tiers
+from . import adjoint_plan, families, fusion, scipy_linalg, scipy_special, tiers
 from . import kernels as K
 from .config import check_memory
 from .errors import (
@@ -619,7 +619,7 @@ def _record(f, args, argnums, has_aux, name) -> Tape:
         specs.append(ArgSpec(treedef, spec_leaves, i in diff))
         traced_args.append(treedef.unflatten(traced_leaves))
     try:
-        with scipy_linalg.intercepting():  # scipy.linalg's functions record onto the tape
+        with scipy_linalg.intercepting(), scipy_special.intercepting():  # SciPy's functions record onto the tape
             result = f(*traced_args)
     finally:
         rec.closed = True  # tracers kept after this point fail loudly
