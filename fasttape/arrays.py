@@ -1,6 +1,7 @@
 """NumPy's array-building functions on traced arrays, lowered onto slices, gathers, products and sums:
 ``diff``, ``pad`` (constant, edge, reflect, symmetric, wrap), ``convolve`` and ``correlate`` (full, same,
-valid), ``polyval`` and ``linspace`` with traced endpoints.
+valid), ``polyval``, ``linspace`` with traced endpoints, ``cumprod`` and ``ufunc.accumulate`` for multiply,
+maximum and minimum (a doubling scan).
 
 Each is written as a user would write it by hand with the primitives, so its derivatives in every kind
 are theirs: ``pad`` is one gather through the positions NumPy's own ``pad`` gives an index array (and a
@@ -146,7 +147,39 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     return (samples, step) if retstep else samples
 
 
+def accumulate(ufunc, a, axis=0):
+    """``ufunc.accumulate`` along ``axis`` for multiply, maximum and minimum: a doubling scan (Hillis and
+    Steele), log₂ n steps that each combine every element with the one 2^k before it, so each step is one
+    primitive whose own derivative applies: exact at zeros for products (no division), JAX's tie rule for
+    maximum and minimum."""
+    combine, identity = {np.multiply: (fnp.multiply, 1.0), np.maximum: (fnp.maximum, -np.inf),
+                         np.minimum: (fnp.minimum, np.inf)}[ufunc]  # fmt: skip
+    value = ufunc.accumulate(np.asarray(concrete(a), dtype=np.float64), axis=axis)  # NumPy's errors
+    axis = axis % value.ndim
+    n = value.shape[axis]
+    head = (slice(None),) * axis
+    shift = 1
+    while shift < n:
+        pad_shape = value.shape[:axis] + (shift,) + value.shape[axis + 1 :]
+        before = fnp.concatenate([np.full(pad_shape, identity), a[head + (slice(None, n - shift),)]], axis=axis)
+        a = combine(a, before)
+        shift *= 2
+    return a
+
+
+def cumprod(a, axis=None, dtype=None, out=None):
+    """``numpy.cumprod``: products of the prefixes along ``axis`` (the flattened array by default), correct
+    at zeros."""
+    if recorder_of((a,)) is None:
+        return np.cumprod(a, axis=axis, dtype=dtype, out=out)
+    fnp._no_out("cumprod", out, {})
+    if axis is None:
+        a, axis = fnp.ravel(a), 0
+    return accumulate(np.multiply, a, axis)
+
+
 FUNCTIONS = {
+    np.cumprod: cumprod,
     np.diff: diff,
     np.pad: pad,
     np.convolve: convolve,

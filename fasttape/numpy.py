@@ -676,6 +676,10 @@ def dispatch_ufunc(ufunc, method, inputs, kwargs):
         return _REDUCE_METHODS[ufunc](inputs[0], axis=axis, **kwargs)
     elif method == "accumulate" and ufunc is np.add:
         return cumsum(inputs[0], axis=kwargs.get("axis", 0))
+    elif method == "accumulate" and ufunc in (np.multiply, np.maximum, np.minimum) and len(inputs) == 1:
+        from . import arrays
+
+        return arrays.accumulate(ufunc, inputs[0], kwargs.get("axis", 0))
     elif method == "at" and len(inputs) == 3 and updates.ufunc_at(ufunc, *inputs) is not NotImplemented:
         return None
     elif method == "at":

@@ -416,6 +416,15 @@ def _scatters(xp, x, w):
     return xp.zeros_like(x).at[_AT].add(w) + x.at[_AT].min(w)
 
 
+def _running_max(xp, x):
+    """np.maximum.accumulate (JAX: lax.cummax)."""
+    if xp.zeros_like is np.zeros_like:
+        return np.maximum.accumulate(x)
+    import jax
+
+    return jax.lax.cummax(xp.asarray(x))
+
+
 _MASK_3x4 = np.array([[True, False, True, True], [True, True, False, False], [True, False, False, True]])
 
 
@@ -689,6 +698,8 @@ STRUCTURAL_CASES = [
     _c("correlate-valid", lambda xp, a, v: xp.correlate(a, v), (6,), (3,)),
     _c("polyval", lambda xp, p, x: xp.polyval(p, x), (4,), (5,)),
     _c("linspace", lambda xp, x: xp.linspace(x[0], x[1:3], 5, axis=-1), (3,)),
+    _c("cumprod", lambda xp, x: xp.cumprod(x, axis=1), (2, 6)),
+    _c("cummax", lambda xp, x: _running_max(xp, x), (7,), domains=("distinct",)),
     # item assignment and scatter updates
     _c("setitem-stencil", lambda xp, u: _stencil(xp, u), (6,)),
     _c("scatter-add-min", lambda xp, x, w: _scatters(xp, x, w), (5,), (5,), domains=("distinct", "distinct")),

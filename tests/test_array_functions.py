@@ -1,4 +1,5 @@
-"""NumPy's array-building functions on traced arrays (diff, pad, convolve, correlate, polyval, linspace) and
+"""NumPy's array-building functions on traced arrays (diff, pad, convolve, correlate, polyval, linspace, cumprod and
+ufunc.accumulate) and
 the masked reductions (``where=`` and ``initial=`` of sum, prod, max, min, mean, var, std): NumPy's values,
 JAX's gradients and HVPs in both tiers, NumPy's errors, and a clear error for the modes that are not a
 movement of elements.  The oracle checks their cases in every derivative kind."""
@@ -108,3 +109,27 @@ def test_errors_name_the_problem_and_the_fix():
         ft.grad(lambda x: np.sum(np.convolve(x, W)))(X)
     with pytest.raises(ValueError, match="order must be non-negative"):
         ft.grad(lambda u: np.sum(np.diff(u, -1)))(U)
+
+
+@pytest.mark.parametrize("tier", ["compiled", "executor"])
+def test_cumprod_and_accumulate_have_jaxs_derivatives_at_zeros_too(tier):
+    x = RNG.normal(size=(3, 7))
+    x[1, 3] = x[2, 2] = x[2, 5] = 0.0  # a prefix product through one zero, and through two
+
+    def f(x, xp=np):
+        if xp is np:
+            running = (np.maximum.accumulate(x, axis=1), np.minimum.accumulate(x), np.multiply.accumulate(x, axis=1))
+        else:
+            running = (jax.lax.cummax(x, axis=1), jax.lax.cummin(x, axis=0), jnp.cumprod(x, axis=1))
+        return (xp.sum(xp.sin(xp.cumprod(x, axis=1))) + xp.sum(xp.cumprod(x) ** 2) + xp.sum(running[0] ** 2)
+                + xp.sum(running[1] ** 3) + xp.sum(xp.cos(running[2])))  # fmt: skip
+
+    v = RNG.normal(size=x.shape)
+    with tiers.only(tier):
+        cumulative = ft.trace(lambda x: np.cumprod(x, axis=1), x)(x)
+        value, grad = ft.value_and_grad(f)(x)
+        hv = ft.hvp(f, (x,), (v,))
+    np.testing.assert_allclose(cumulative, np.cumprod(x, axis=1), rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(value, f(x, jnp), rtol=1e-12)
+    np.testing.assert_allclose(grad, jax.grad(lambda x: f(x, jnp))(x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hv, jax.jvp(jax.grad(lambda x: f(x, jnp)), (x,), (v,))[1], rtol=1e-10, atol=1e-12)
