@@ -100,7 +100,7 @@ def correlate(a, v, mode="valid"):
     """``numpy.correlate`` of two real 1-D arrays: the convolution with v reversed."""
     if recorder_of((a, v)) is None:
         return np.correlate(a, v, mode)
-    return convolve(a, fnp.flip(fnp.ravel(v), 0) if recorder_of((v,)) else np.ravel(v)[::-1], mode)
+    return convolve(a, fnp.flip(fnp.ravel(v), 0), mode)
 
 
 def _vector(x, name):

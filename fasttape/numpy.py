@@ -211,6 +211,8 @@ def _reduction(op, np_fn, name):
         if rec is None:
             return np_fn(a, axis=axis, out=out, keepdims=keepdims, initial=initial, where=where, **kwargs)
         _no_out(name, out, kwargs)
+        if where is True and initial is np._NoValue:  # the common case: one reduction row
+            return rec.reduce(op, rec.as_tracer(a), axis, keepdims, np_fn(_float(a), axis=axis, keepdims=keepdims))
         # NumPy's own errors: a mask that does not broadcast, max or min with a mask and no initial value
         np_fn(_float(a), axis=axis, keepdims=keepdims, initial=concrete(initial), where=concrete(where))
         if where is not True:  # masked-out elements take the identity (max and min: the initial value)

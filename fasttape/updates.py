@@ -122,9 +122,7 @@ def scattered(x, key, value, how):
     _check_key(key)
     shape = np.shape(x._value)
     targets = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[key]  # NumPy's IndexError
-    np.broadcast_to(np.asarray(concrete(value)), targets.shape)  # NumPy's error for a value that does not fit
-    v = fnp.ravel(fnp.broadcast_to(value, targets.shape)) if recorder_of((value,)) else None
-    v = v if v is not None else np.broadcast_to(np.asarray(value, dtype=np.float64), targets.shape).ravel()
+    v = fnp.ravel(fnp.broadcast_to(value, targets.shape))  # NumPy's error for a value that does not fit
     flat = targets.ravel()
     if flat.size == 0:
         return assigned(x, (), x)
