@@ -318,7 +318,7 @@ def any(a, axis=None, out=None, keepdims=False, **kwargs):
     _no_out("any", out, kwargs)
     nz = _bool(a)
     value = np.any(concrete(nz), axis=axis, keepdims=keepdims)
-    return rec.reduce(K.OP_MAX, nz, axis, keepdims, value, is_bool=True)
+    return rec.reduce(K.OP_MAX, nz, axis, keepdims, value, kind="b")
 
 
 def all(a, axis=None, out=None, keepdims=False, **kwargs):
@@ -328,7 +328,7 @@ def all(a, axis=None, out=None, keepdims=False, **kwargs):
     _no_out("all", out, kwargs)
     nz = _bool(a)
     value = np.all(concrete(nz), axis=axis, keepdims=keepdims)
-    return rec.reduce(K.OP_MIN, nz, axis, keepdims, value, is_bool=True)
+    return rec.reduce(K.OP_MIN, nz, axis, keepdims, value, kind="b")
 
 
 # --------------------------------------------------------------------------

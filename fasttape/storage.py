@@ -14,7 +14,7 @@ or code.  The members:
 ``ins``         int64[n_instructions, ROW]: the instruction table.
 ``aux``         int64: header, gather index pool, guard table, zero runs.
 ``values``      float64[n_values]: the constant values at their offsets (zeros elsewhere).
-``slots``       int64[n_slots, 7]: offset, size, ndim, active, is_bool,
+``slots``       int64[n_slots, 7]: offset, size, ndim, active, dtype (0 float64, 1 bool, 2 int64),
                 origin kind (0 input, 1 const, 2 view, 3 instruction), origin reference.
 ``slot_shapes`` int64: the slots' shapes, concatenated.
 ``operand_ptr``, ``operands`` int64: each instruction's operand slot ids (CSR).
@@ -59,6 +59,7 @@ VERSION = 2  # 2: side stores (max/min tie counts) after the values
 READABLE = (1, 2)  # version 1 files get their side stores on load
 SLOT_COLUMNS = 7
 _ORIGINS = ("input", "const", "view", "op")
+_KINDS = ("f", "b", "i")  # a slot's dtype column: saved files before integer slots hold 0 or 1
 _FLAG_MASK = (
     K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C | K.F_INIT_A | K.F_INIT_B | K.F_INIT_C | K.F_CONST_ADJOINT
 )
@@ -168,7 +169,7 @@ def _meta_of(tape: Tape) -> dict:
         if e[0] == "const":
             aux.append({"const": _encode_static(e[1], "an auxiliary (has_aux) output")})
         else:
-            aux.append({"offset": e[0], "shape": list(e[1]), "bool": len(e) == 3})
+            aux.append({"offset": e[0], "shape": list(e[1]), "bool": e[2:] == ("bool",), "int": e[2:] == ("int",)})
     input_names = [s.origin[1] for s in tape._slots if s.origin[0] == "input"]
     argnums = tape.argnums if isinstance(tape.argnums, int) else list(tape.argnums)
     return {
@@ -204,7 +205,7 @@ def _arrays_of(tape: Tape) -> dict:
             ref = s.origin[1]
         else:
             ref = 0
-        table[sid] = (s.offset, s.size, len(s.shape), s.active, s.is_bool, _ORIGINS.index(kind), ref)
+        table[sid] = (s.offset, s.size, len(s.shape), s.active, _KINDS.index(s.kind), _ORIGINS.index(kind), ref)
         shapes.extend(s.shape)
     ptr = np.zeros(len(tape._row_operands) + 1, dtype=np.int64)
     ptr[1:] = np.cumsum([len(ops) for ops in tape._row_operands])
@@ -648,9 +649,12 @@ def _build(meta, arrays) -> Tape:
             shape = _shape(e.get("shape"), what)
             offset = _int(e.get("offset"), f"{what} offset")
             _check_run(offset, math.prod(shape), N, what)
-            if allow_const and e.get("bool") is True:
-                out.append((offset, shape, "bool"))
-            elif e.get("bool", False) is False:
+            typed = [kind for kind in ("bool", "int") if e.get(kind, False) is not False]
+            if any(type(e.get(kind, False)) is not bool for kind in ("bool", "int")) or len(typed) > 1:
+                _fail(f"{what}: bad entry")
+            elif typed and allow_const:
+                out.append((offset, shape, typed[0]))
+            elif not typed:
                 out.append((offset, shape))
             else:
                 _fail(f"{what}: bad entry")
@@ -710,10 +714,10 @@ def _slots_of(arrays, N, n_rows, input_names, values) -> list:
     slots = []
     pos = 0
     shapes_list = shapes.tolist()
-    for sid, (offset, size, ndim, active, is_bool, kind, ref) in enumerate(table.tolist()):
+    for sid, (offset, size, ndim, active, dtype, kind, ref) in enumerate(table.tolist()):
         shape = tuple(shapes_list[pos : pos + ndim])
         pos += ndim
-        if math.prod(shape) != size or active not in (0, 1) or is_bool not in (0, 1) or not 0 <= kind < 4:
+        if math.prod(shape) != size or active not in (0, 1) or not 0 <= dtype < len(_KINDS) or not 0 <= kind < 4:
             _fail(f"slot {sid}: bad entry")
         _check_run(offset, size, N, f"slot {sid}")
         origin_kind = _ORIGINS[kind]
@@ -725,7 +729,7 @@ def _slots_of(arrays, N, n_rows, input_names, values) -> list:
             origin = ("view", _int(ref, f"slot {sid} parent", 0, sid - 1))
         else:
             origin = ("op", _int(ref, f"slot {sid} instruction", 0, n_rows - 1))
-        slot = Slot(offset, shape, bool(active), bool(is_bool), origin)
+        slot = Slot(offset, shape, bool(active), _KINDS[dtype], origin)
         slots.append(slot)
     return slots
 

@@ -30,7 +30,7 @@ from .errors import (
     InputTypeError,
     NonScalarOutputError,
 )
-from .tracer import Recorder, Tracer
+from .tracer import TYPE_NAMES, Recorder, Tracer
 
 _MAX_SPARE_BUFFERS = 4
 _SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4
@@ -254,8 +254,9 @@ class Tape:
         if entry[0] == "const":
             return entry[1]
         offset, shape = entry[:2]
-        if len(entry) == 3:  # a boolean aux value (a traced comparison)
-            return buf[offset : offset + math.prod(shape)].reshape(shape) != 0.0
+        if len(entry) == 3:  # a boolean or integer aux value (a traced comparison, an argmax)
+            run = buf[offset : offset + math.prod(shape)].reshape(shape)
+            return run != 0.0 if entry[2] == "bool" else run.astype(np.int64)
         if shape == ():
             return np.float64(buf[offset])
         return buf[offset : offset + math.prod(shape)].reshape(shape).copy()
@@ -449,8 +450,7 @@ class Tape:
         """A readable listing, one line per slot: ``%7 = multiply %3 %5   f64[40]``."""
         lines = [f"tape of {self.name!r}: {self.ins.shape[0]} instructions, {self.n_values} values"]
         for sid, s in enumerate(self._slots):
-            kind = "bool" if s.is_bool else "f64"
-            typ = f"{kind}[{','.join(map(str, s.shape))}]"
+            typ = f"{TYPE_NAMES[s.kind]}[{','.join(map(str, s.shape))}]"
             origin = s.origin
             if origin[0] == "input":
                 text = f"input {origin[1]}"
@@ -644,7 +644,8 @@ def _output_kind(rec: Recorder, result) -> str:
         return "f"
     leaf = leaves[0]
     if isinstance(leaf, Tracer):
-        return "b" if rec.slots[rec.slot_of(leaf)].is_bool else "f"
+        kind = rec.slots[rec.slot_of(leaf)].kind
+        return kind if kind in "bi" else "f"
     kind = np.asarray(leaf).dtype.kind if isinstance(leaf, (bool, int, float, np.generic, np.ndarray)) else "f"
     return {"b": "b", "i": "i", "u": "i"}.get(kind, "f")
 
@@ -656,7 +657,7 @@ def _function_name(f):
 
 
 def _record_results(rec: Recorder, tree, name, allow_static):
-    """(treedef, [(offset, shape[, "bool"]) | ("const", value)], slot ids) of a result tree."""
+    """(treedef, [(offset, shape[, "bool" | "int"]) | ("const", value)], slot ids) of a result tree."""
     leaves, treedef = _flatten(tree)
     entries = []
     sids = []
@@ -675,6 +676,7 @@ def _record_results(rec: Recorder, tree, name, allow_static):
                 )
             sid = rec.constant(arr.astype(np.float64))  # a constant output still gets a slot
         s = rec.slots[sid]
-        entries.append((s.offset, s.shape, "bool") if allow_static and s.is_bool else (s.offset, s.shape))
+        typed = allow_static and s.kind != "f"
+        entries.append((s.offset, s.shape, "bool" if s.is_bool else "int") if typed else (s.offset, s.shape))
         sids.append(sid)
     return treedef, entries, sids

@@ -44,12 +44,33 @@ class Slot:
     offset: int
     shape: tuple
     active: bool  # depends on a differentiated input
-    is_bool: bool
+    kind: str  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (every value is held as a float64)
     origin: tuple  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
     size: int = field(init=False)
 
     def __post_init__(self):
         self.size = math.prod(self.shape)
+
+    @property
+    def is_bool(self) -> bool:
+        return self.kind == "b"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return DTYPES[self.kind]
+
+
+# the dtypes a slot stands for, by kind; integers are held exactly in the float64 buffer up to 2**53
+DTYPES = {"f": np.dtype(np.float64), "b": np.dtype(bool), "i": np.dtype(np.int64)}
+
+
+TYPE_NAMES = {"f": "f64", "b": "bool", "i": "i64"}  # in listings and reprs
+
+
+def kind_of(dtype) -> str:
+    """The slot kind of a NumPy dtype: "b", "i" (any integer) or "f"."""
+    kind = np.dtype(dtype).kind
+    return "b" if kind == "b" else "i" if kind in "iu" else "f"
 
 
 class Recorder:
@@ -70,14 +91,15 @@ class Recorder:
         self.closed = False
 
     # -- slots -------------------------------------------------------------
-    def _new_slot(self, shape, active, is_bool, origin) -> int:
-        slot = Slot(self.n_values, tuple(shape), active, is_bool, origin)
+    def _new_slot(self, shape, active, kind, origin) -> int:
+        slot = Slot(self.n_values, tuple(shape), active, kind, origin)
         self.n_values += slot.size
         self.slots.append(slot)
         return len(self.slots) - 1
 
     def input(self, value: np.ndarray, active: bool, name: str) -> Tracer:
-        sid = self._new_slot(value.shape, active, False, ("input", name))
+        """An input slot; ``value``'s dtype is its kind (integer inputs are never differentiated)."""
+        sid = self._new_slot(value.shape, active, kind_of(value.dtype), ("input", name))
         return Tracer(self, sid, value)
 
     def constant(self, value) -> int:
@@ -99,7 +121,7 @@ class Recorder:
             if self.slots[sid].shape == value.shape:
                 return sid
         flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1).copy()
-        sid = self._new_slot(arr.shape, False, arr.dtype == bool, ("const", flat))
+        sid = self._new_slot(arr.shape, False, kind_of(arr.dtype), ("const", flat))
         self.constants.append((self.slots[sid].offset, flat))
         if arr.ndim == 0:
             self._scalar_constants[key] = sid
@@ -107,12 +129,14 @@ class Recorder:
             self._array_constants[id(value)] = (sid, value)
         return sid
 
-    def view(self, sid: int, offset: int, shape, value) -> Tracer:
-        """A new name for values already in the buffer: no instruction, no copy."""
+    def view(self, sid: int, offset: int, shape, value, kind=None) -> Tracer:
+        """A new name for values already in the buffer: no instruction, no copy (``kind``: another dtype
+        for the same values, as ``astype``)."""
         parent = self.slots[sid]
-        if offset == parent.offset and tuple(shape) == parent.shape:
+        kind = kind or parent.kind
+        if offset == parent.offset and tuple(shape) == parent.shape and kind == parent.kind:
             return Tracer(self, sid, value)
-        new = self._new_slot(shape, parent.active, parent.is_bool, ("view", sid))
+        new = self._new_slot(shape, parent.active, kind, ("view", sid))
         self.n_values -= self.slots[new].size  # shares memory with the parent
         self.slots[new].offset = offset
         return Tracer(self, new, value)
@@ -122,7 +146,8 @@ class Recorder:
         if isinstance(x, Tracer):
             self.slot_of(x)
             return x
-        return Tracer(self, self.constant(x), np.asarray(x, dtype=np.float64))
+        sid = self.constant(x)
+        return Tracer(self, sid, np.asarray(x, dtype=self.slots[sid].dtype))
 
     def reshape(self, x: Tracer, shape) -> Tracer:
         """Every slot is C-contiguous, so a reshape is always a free view."""
@@ -141,7 +166,7 @@ class Recorder:
         return self.constant(x)
 
     # -- instructions --------------------------------------------------------
-    def _emit(self, op, out_shape, operands, params=None, is_bool=False, value=None, grads=None):
+    def _emit(self, op, out_shape, operands, params=None, kind="f", value=None, grads=None):
         """Append one instruction writing a fresh slot; return its Tracer.  ``params``: the family's
         named parameters; a family's side store is allocated here, after the output."""
         if self.closed:
@@ -155,7 +180,7 @@ class Recorder:
             grads = [s.active for s in slots]
         grads = [g and prim.differentiable for g in grads]
         active = any(grads)
-        out = self._new_slot(out_shape, active, is_bool, ("op", len(self.rows)))
+        out = self._new_slot(out_shape, active, kind, ("op", len(self.rows)))
         o = self.slots[out]
         family = families.of(op)
         named = dict(params or {})
@@ -195,7 +220,7 @@ class Recorder:
         grads = [self.slots[s].active for s in operands]
         if op == K.OP_WHERE:
             grads[0] = False  # the condition is not differentiable
-        return self._emit(op, shape, operands, is_bool=value.dtype == bool, value=value, grads=grads)
+        return self._emit(op, shape, operands, kind=kind_of(value.dtype), value=value, grads=grads)
 
     def broadcast(self, x: Tracer, shape) -> Tracer:
         """Explicit broadcast; its reverse sweep sums the copies (unbroadcast)."""
@@ -225,7 +250,7 @@ class Recorder:
                     tuple(cur),
                     [result._sid],
                     {"pre": pre, "r": reps, "post": post},
-                    is_bool=self.slots[result._sid].is_bool,
+                    kind=self.slots[result._sid].kind,
                     value=np.array(value),
                 )
                 ax = end
@@ -235,7 +260,7 @@ class Recorder:
             return self.reshape(x, shape)
         return result
 
-    def reduce(self, op, x: Tracer, axis, keepdims, value, is_bool=False) -> Tracer:
+    def reduce(self, op, x: Tracer, axis, keepdims, value, kind="f") -> Tracer:
         """A reduction over ``axis`` (None, int or tuple), lowered to (pre, r, post) form."""
         value = _as_value(value)
         shape = self.slots[x._sid].shape
@@ -254,7 +279,7 @@ class Recorder:
             return self._emit(op, shape, [x._sid], {"pre": pre, "r": r, "post": post}, value=value)
         out_shape = tuple(d for a, d in enumerate(shape) if a not in axes)
         extents = {"pre": pre, "r": r, "post": post}
-        t = self._emit(op, out_shape, [x._sid], extents, is_bool=is_bool, value=value.reshape(out_shape))
+        t = self._emit(op, out_shape, [x._sid], extents, kind=kind, value=value.reshape(out_shape))
         if value.shape != out_shape:
             return self.reshape(t, value.shape)
         return t
@@ -273,13 +298,12 @@ class Recorder:
         start = self.pool_len
         self.pool.append(flat)
         self.pool_len += n
-        is_bool = value.dtype == bool
         return self._emit(
             K.OP_GATHER,
             value.shape,
             src_slots,
             {"start": start, "count": n},
-            is_bool=is_bool,
+            kind=kind_of(value.dtype),
             value=value,
             grads=[any(self.slots[s].active for s in src_slots)],
         )
@@ -410,7 +434,7 @@ def scalar_arithmetic(rec, op, fn, x, y):
     for v in (x, y):
         kind = type(v)
         if kind is Tracer:
-            if v._rec is not rec or slots[v._sid].is_bool:
+            if v._rec is not rec or slots[v._sid].kind != "f":
                 return None
             operands.append(v._sid)
             values.append(v._value)
@@ -427,7 +451,7 @@ def scalar_arithmetic(rec, op, fn, x, y):
     flags = (K.F_GRAD_A if sa.active else 0) | (K.F_GRAD_B if sb.active else 0)
     if flags:
         flags |= K.F_ACTIVE
-    out = rec._new_slot((), flags != 0, False, ("op", len(rec.rows)))
+    out = rec._new_slot((), flags != 0, "f", ("op", len(rec.rows)))
     rec.rows.append([op, slots[out].offset, 1, sa.offset, 1, sb.offset, 1, 0, 0, 0, 0, 0, 0, flags])
     rec.row_operands.append((operands[0], operands[1]))
     rec.slots_by_row.append(out)
@@ -496,7 +520,7 @@ class Tracer:
 
     @property
     def dtype(self):
-        return np.dtype(bool) if self._rec.slots[self._sid].is_bool else np.dtype(np.float64)
+        return self._rec.slots[self._sid].dtype
 
     @property
     def T(self):
@@ -507,8 +531,7 @@ class Tracer:
         return fnp.swapaxes(self, -1, -2)
 
     def __repr__(self):
-        kind = "bool" if self._rec.slots[self._sid].is_bool else "f64"
-        return f"Tracer<{kind}{list(self.shape)} %{self._sid}>"
+        return f"Tracer<{TYPE_NAMES[self._rec.slots[self._sid].kind]}{list(self.shape)} %{self._sid}>"
 
     # -- concretization: refused with a fix ----------------------------------
     def __array__(self, dtype=None, copy=None):
