@@ -13,6 +13,7 @@ from . import arrays as arrays
 from . import einsum as einsum
 from . import linalg as linalg
 from . import numpy
+from . import sorting as sorting
 from ._version import __version__ as __version__
 from .api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace, value_and_grad, vjp
 from .config import get_options, options, set_options

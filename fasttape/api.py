@@ -54,10 +54,40 @@ def _normalize_argnums(argnums, n_args, name):
     return nums[0] if isinstance(argnums, int) else nums
 
 
-def _leaf_key(leaf):
-    kind = classify_leaf(leaf)
+def _static_argnums(static_argnums, name) -> tuple:
+    """``static_argnums`` as a tuple of ints (JAX's name: arguments baked into the tape, one tape per value)."""
+    nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    for a in nums:
+        if not isinstance(a, int) or isinstance(a, bool):
+            raise TypeError(f"{name}: static_argnums must be an int or a tuple of ints, got {static_argnums!r}.")
+    return nums
+
+
+def _normalize_static(static_argnums, n_args, argnums, name) -> tuple:
+    """The static positions of a call with ``n_args`` arguments; none may be differentiated."""
+    nums = set()
+    for a in static_argnums:
+        if not -n_args <= a < n_args:
+            raise ValueError(
+                f"{name}: static_argnums {static_argnums!r} is out of bounds for a call with {n_args} positional "
+                "arguments."
+            )
+        nums.add(a % n_args)
+    diff = set(argnums) if isinstance(argnums, tuple) else {argnums}
+    if nums & diff:
+        raise ValueError(
+            f"{name}: argument {sorted(nums & diff)[0]} is in both argnums and static_argnums; a static argument "
+            "is a constant of the tape and has no derivative."
+        )
+    return tuple(sorted(nums))
+
+
+def _leaf_key(leaf, static=False):
+    kind = "static" if static else classify_leaf(leaf)
     if kind == "array":
         return (np.shape(leaf),)
+    if kind == "integers":
+        return (np.shape(leaf), "i")
     if kind == "scalar":
         return "s"
     if isinstance(leaf, np.ndarray):
@@ -69,8 +99,11 @@ def _leaf_key(leaf):
     return ("k", type(leaf), leaf)
 
 
-def signature_key(args, kind="transform"):
-    """Hashable description of everything a tape is specialised to."""
+def signature_key(args, kind="transform", static_argnums=()):
+    """Hashable description of everything a tape is specialised to (``static_argnums``: the positions whose
+    values are baked in whole)."""
+    if static_argnums:
+        return _general_key(args, kind, static_argnums)
     if len(args) == 1:  # one float array: the most common call, kept cheapest
         a = args[0]
         if type(a) is np.ndarray and a.dtype.kind == "f":
@@ -80,12 +113,17 @@ def signature_key(args, kind="transform"):
             break
     else:
         return tuple([a.shape for a in args])  # the common case, kept cheap
+    return _general_key(args, kind, static_argnums)
+
+
+def _general_key(args, kind, static_argnums):
     parts = []
-    for a in args:
+    for i, a in enumerate(args):
         leaves, treedef = optree.tree_flatten(a, none_is_leaf=True)
         if any(isinstance(leaf, Tracer) for leaf in leaves):
             raise NotImplementedError(_NESTED_MESSAGE.format(outer=kind, inner="a traced function"))
-        parts.append((treedef, tuple(_leaf_key(leaf) for leaf in leaves)))
+        static = i in static_argnums
+        parts.append((treedef, tuple(_leaf_key(leaf, static) for leaf in leaves)))
     return ("tree", tuple(parts))
 
 
@@ -151,12 +189,13 @@ class _Transformed:
 
     kind = "transform"
 
-    def __init__(self, fun, argnums, has_aux, cache_size=None):
+    def __init__(self, fun, argnums, has_aux, cache_size=None, static_argnums=()):
         if not callable(fun):
             raise TypeError(f"{self.kind} expects a callable, got {type(fun).__name__}.")
         self.fun = fun
         self.argnums = argnums
         self.has_aux = has_aux
+        self.static_argnums = _static_argnums(static_argnums, self.kind)
         self.cache = TapeCache(cache_size)
         self._record_lock = threading.RLock()
         if isinstance(fun, _Transformed):
@@ -164,13 +203,17 @@ class _Transformed:
         functools.update_wrapper(self, fun, updated=())
 
     def _record(self, args, argnums):
-        return record(self.fun, args, argnums, self.has_aux)
+        static = _normalize_static(self.static_argnums, len(args), argnums, self.kind)
+        return record(self.fun, args, argnums, self.has_aux, static_argnums=static)
 
     def _run(self, args, runner):
         """``runner(tape, args)`` returns None when a guard fails."""
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
-        key = signature_key(args, self.kind)
+        static = self.static_argnums
+        if static:
+            static = {a % len(args) for a in static if -len(args) <= a < len(args)}
+        key = signature_key(args, self.kind, static)
         tried = self.cache.get(key)
         for tape in tried:
             result = runner(tape, args)
@@ -215,19 +258,21 @@ class Grad(_Transformed):
         return (grads, aux) if self.has_aux else grads
 
 
-def grad(fun, argnums=0, has_aux=False):
+def grad(fun, argnums=0, has_aux=False, static_argnums=()):
     """Gradient of a scalar-valued ``fun`` with respect to ``argnums`` (int or tuple).
 
     Arguments may be float arrays, Python floats, or tuples/lists/dicts of them;
-    the gradient comes back in the same structure.  Non-float arguments are
-    static: part of the tape's signature.
+    the gradient comes back in the same structure.  Integer arrays are data of
+    the sweep (indices, labels: a new array of the same shape never re-traces);
+    Python ints, strings, None, booleans and the arguments at ``static_argnums``
+    are static: part of the tape's signature, one tape per value.
     """
-    return Grad(fun, argnums, has_aux)
+    return Grad(fun, argnums, has_aux, static_argnums=static_argnums)
 
 
-def value_and_grad(fun, argnums=0, has_aux=False):
+def value_and_grad(fun, argnums=0, has_aux=False, static_argnums=()):
     """``(fun(*args), grad(fun)(*args))`` from one forward and one reverse sweep."""
-    return ValueAndGrad(fun, argnums, has_aux)
+    return ValueAndGrad(fun, argnums, has_aux, static_argnums=static_argnums)
 
 
 _TRANSFORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -300,8 +345,8 @@ def hvp(fun, primals, tangents):
 class Jacobian(_Transformed):
     kind = "jacobian"
 
-    def __init__(self, fun, argnums, has_aux, mode):
-        super().__init__(fun, argnums, has_aux)
+    def __init__(self, fun, argnums, has_aux, mode, static_argnums=()):
+        super().__init__(fun, argnums, has_aux, static_argnums=static_argnums)
         self.mode = mode
         self.kind = {"fwd": "jacfwd", "rev": "jacrev"}.get(mode, "jacobian")
 
@@ -316,31 +361,32 @@ class Hessian(_Transformed):
         return self._run(args, D.returns_none_on_branch_change(D.hessian))
 
 
-def jacobian(fun, argnums=0, has_aux=False):
+def jacobian(fun, argnums=0, has_aux=False, static_argnums=()):
     """Dense Jacobian, JAX's layout (``out.shape + in.shape``); forward or reverse sweeps in
     blocks of directions, whichever needs fewer."""
-    return Jacobian(fun, argnums, has_aux, "auto")
+    return Jacobian(fun, argnums, has_aux, "auto", static_argnums)
 
 
-def jacfwd(fun, argnums=0, has_aux=False):
+def jacfwd(fun, argnums=0, has_aux=False, static_argnums=()):
     """Dense Jacobian by forward mode: blocks of tangent seeds."""
-    return Jacobian(fun, argnums, has_aux, "fwd")
+    return Jacobian(fun, argnums, has_aux, "fwd", static_argnums)
 
 
-def jacrev(fun, argnums=0, has_aux=False):
+def jacrev(fun, argnums=0, has_aux=False, static_argnums=()):
     """Dense Jacobian by reverse mode: blocks of adjoint seeds."""
-    return Jacobian(fun, argnums, has_aux, "rev")
+    return Jacobian(fun, argnums, has_aux, "rev", static_argnums)
 
 
-def hessian(fun, argnums=0):
+def hessian(fun, argnums=0, static_argnums=()):
     """Dense Hessian of a scalar function (nested blocks for several argnums, as JAX),
     from Hessian-vector products along blocks of unit vectors."""
-    return Hessian(fun, argnums, False)
+    return Hessian(fun, argnums, False, static_argnums=static_argnums)
 
 
-def trace(fun, *args, argnums=0, has_aux=False) -> Tape:
+def trace(fun, *args, argnums=0, has_aux=False, static_argnums=()) -> Tape:
     """Record ``fun`` on these arguments and return the :class:`Tape` itself."""
     if not callable(fun):
         raise TypeError(f"trace expects a callable, got {type(fun).__name__}.")
     argnums = _normalize_argnums(argnums, len(args), "trace")
-    return record(fun, args, argnums, has_aux)
+    static = _normalize_static(_static_argnums(static_argnums, "trace"), len(args), argnums, "trace")
+    return record(fun, args, argnums, has_aux, static_argnums=static)

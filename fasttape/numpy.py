@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
+from . import dynamic, updates
 from . import kernels as K
-from . import updates
-from .errors import ConcretizationError, TracerMutationError, UnsupportedFunctionError
+from .errors import TracerMutationError, UnsupportedFunctionError
 from .tracer import Tracer, concrete, move, normalize_axes, recorder_of
 
 
@@ -409,7 +409,25 @@ tile = _mover(np.tile, "tile")
 repeat = _mover(np.repeat, "repeat")
 diagonal = _mover(np.diagonal, "diagonal")
 roll = _mover(np.roll, "roll")
-take = _mover(np.take, "take")
+_take_static = _mover(np.take, "take")
+
+
+def take(a, indices, axis=None, out=None, mode=None):
+    """Traced ``numpy.take``: one gather for constant indices, one ``take`` read in the sweep for traced ones."""
+    if isinstance(indices, Tracer):
+        return dynamic.take(a, indices, axis, out, mode)
+    return _take_static(a, indices, axis=axis, out=out, mode=mode)
+
+
+def take_along_axis(arr, indices, axis=-1):
+    """Traced ``numpy.take_along_axis``: one gather for constant indices, one ``take`` for traced ones."""
+    if recorder_of((arr, indices)) is None:
+        return np.take_along_axis(arr, indices, axis)
+    if isinstance(indices, Tracer):
+        return dynamic.take_along_axis(arr, indices, axis)
+    return move(lambda v: np.take_along_axis(v, indices, axis), [arr])
+
+
 rot90 = _mover(np.rot90, "rot90")
 
 
@@ -484,15 +502,11 @@ column_stack = _sequence_mover(np.column_stack, "column_stack")
 
 
 def getitem(x, key):
-    """``x[key]``: basic slicing, integer arrays and constant boolean masks."""
+    """``x[key]``: basic slicing, integer arrays and constant boolean masks (one gather, or a view), and
+    traced integer arrays (read in the sweep: ``fasttape.dynamic``)."""
     keys = key if isinstance(key, tuple) else (key,)
-    for k in keys:
-        if isinstance(k, Tracer):
-            raise ConcretizationError(
-                "indexing with a traced array (a mask or indices computed from the inputs) gives a result whose "
-                "shape or contents depend on the traced values, which a tape cannot record. "
-                "Use np.where(mask, x, 0.0) to select values branch-free."
-            )
+    if dynamic.traced_key(keys):
+        return dynamic.getitem(x, key)
     result = move(lambda v: v[key], [x])
     basic = builtins.all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in keys)
     return updates.note_view(result, x) if basic and result.ndim > 0 else result  # NumPy's basic indexing: a view
@@ -642,8 +656,8 @@ _FUNCTION_NAMES = [
     "sum", "prod", "max", "min", "amax", "amin", "mean", "var", "std", "cumsum", "any", "all",
     "reshape", "ravel", "expand_dims", "squeeze", "atleast_1d", "atleast_2d", "broadcast_to", "broadcast_arrays",
     "transpose", "swapaxes", "moveaxis", "flip", "fliplr", "flipud", "tile", "repeat", "diagonal", "roll",
-    "take", "rot90", "diag", "trace", "tril", "triu", "concatenate", "stack", "hstack", "vstack", "column_stack",
-    "dot", "vdot", "inner", "outer", "where", "clip", "round",
+    "take", "take_along_axis", "rot90", "diag", "trace", "tril", "triu", "concatenate", "stack", "hstack", "vstack",
+    "column_stack", "dot", "vdot", "inner", "outer", "where", "clip", "round",
 ]  # fmt: skip
 FUNCTIONS = {getattr(np, n): globals()[n] for n in _FUNCTION_NAMES}
 FUNCTIONS[np.linalg.norm] = norm
@@ -778,6 +792,16 @@ around = round
 FUNCTIONS[np.round] = round
 FUNCTIONS.update({np.zeros_like: zeros_like, np.ones_like: ones_like, np.empty_like: empty_like})
 FUNCTIONS.update({np.full_like: full_like, np.copy: copy})
+
+
+def __getattr__(name):
+    """The functions other modules register (``fasttape.arrays``, ``fasttape.sorting``, ...) by their NumPy
+    name: ``fasttape.numpy.sort`` is what ``np.sort`` runs on a traced array."""
+    func = getattr(np, name, None)
+    if func is not None and func in FUNCTIONS:
+        return FUNCTIONS[func]
+    raise AttributeError(f"module 'fasttape.numpy' has no attribute {name!r}")
+
 
 __all__ = sorted(
     set(_UFUNC_NAMES)

@@ -26,10 +26,13 @@ from .scalar_math import VOCABULARY
 
 ELEMENTWISE_KINDS = ("unary", "binary", "comparison")
 KINDS = ("unary", "binary", "comparison", "select", "reduction", "scan", "broadcast", "gather", "matmul", "solve",
-         "slogdet", "cholesky", "trisolve", "eigh", "svd", "qr", "lu", "permute")  # fmt: skip
-ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2, "trisolve": 2, "permute": 2}
+         "slogdet", "cholesky", "trisolve", "eigh", "svd", "qr", "lu", "permute", "take", "scatter", "argsort",
+         "argreduce", "searchsorted")  # fmt: skip
+ARITY = {"binary": 2, "comparison": 2, "select": 3, "matmul": 2, "solve": 2, "trisolve": 2, "permute": 2, "take": 2,
+         "scatter": 3, "searchsorted": 2}  # fmt: skip
 DOMAINS = ("real", "positive", "unit", "above_one", "nonzero", "distinct", "off_integers", "off_half_integers",
-           "probability", "invertible", "positive_definite", "separated_spectrum", "separated_singular")  # fmt: skip
+           "probability", "invertible", "positive_definite", "separated_spectrum", "separated_singular", "index",
+           "off_multiples", "divisors", "sorted")  # fmt: skip
 # where a rule meets a convention or a numerical hazard, the oracle also draws inputs there (``edges``):
 # exact ties, exact zeros, magnitudes near 1e300 and near 1e-300
 EDGES = ("ties", "zeros", "huge", "tiny")
@@ -249,6 +252,16 @@ binary("logaddexp", "logaddexp(x, y)",
            "where(z == inf, where(y == inf, 0.0, dy), dx * dy)"),
        jax="ref.accurate_logaddexp()", vector="logaddexp",
        edges=("huge",))  # fmt: skip
+# NumPy's floored division (integer index arithmetic, wrap-around): remainder takes the divisor's sign.  JAX's
+# derivatives: 1 and -floor(x / y) for the remainder -- written as JAX's rule, -trunc(x / y) from its
+# truncated remainder plus 1 where it adds y, so inf and NaN give JAX's values too -- and none for the quotient.
+# Both jump where x / y is an integer: smooth for divisors ±1, ±2, ±3 ("divisors") and dividends k + 1/4
+# ("off_multiples")
+binary("remainder", "floor_mod(x, y)",
+       d1=("1.0", "where((fmod(x, y) != 0.0) & ((fmod(x, y) < 0.0) != (y < 0.0)), 1.0, 0.0) "
+                  "- sign(x / y) * floor(abs(x / y))"), numpy=("remainder", "mod"),
+       domains=("off_multiples", "divisors"), piecewise_linear=True)  # fmt: skip
+binary("floor_divide", "floor_quotient(x, y)", domains=("off_multiples", "divisors"), differentiable=False)
 comparison("less", "x < y")
 comparison("less_equal", "x <= y")
 comparison("greater", "x > y")
@@ -295,6 +308,19 @@ _declare("qr", "qr", numpy=(), jax="ref.qr", domains=("separated_singular",))
 # of a matrix during the sweep (lu_solve, lu's P): the pivots are data of the sweep, not of the trace
 _declare("lu", "lu", numpy=(), jax="ref.lu", domains=("invertible",))
 _declare("permute", "permute", numpy=(), jax="ref.permute", domains=("real", "real"), linear=True)
+# dynamic indexing: the indices (operand B) are integers computed in the sweep, "index" their domain: in range for
+# the axis they index.  take: A[..., B, ...] along one axis (np.take, take_along_axis); scatter: A with C added or
+# written at the flat positions B (np.add.at, x[idx] = v)
+_declare("take", "take", numpy=(), jax="ref.take", domains=("real", "index"), linear=True)
+_declare("scatter", "scatter", numpy=(), jax="ref.scatter", domains=("real", "index", "real"), linear=True)
+# sorting and selection: integer results with no derivative (sort is a take along argsort's order)
+_declare("argsort", "argsort", numpy=(), jax="ref.argsort", domains=("distinct",), differentiable=False)
+_declare("argmax", "argreduce", numpy=(), jax="ref.argreduce(jnp.argmax)", domains=("distinct",),
+         differentiable=False)  # fmt: skip
+_declare("argmin", "argreduce", numpy=(), jax="ref.argreduce(jnp.argmin)", domains=("distinct",),
+         differentiable=False)  # fmt: skip
+_declare("searchsorted", "searchsorted", numpy=(), jax="ref.searchsorted", domains=("sorted", "real"),
+         differentiable=False)  # fmt: skip
 
 
 # --------------------------------------------------------------------------

@@ -100,6 +100,40 @@ def tetragamma(x):
     return acc - w - w / x - s
 
 
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def _divmod(a, b):
+    """NumPy's float divmod (npy_divmod): the floored quotient and the remainder with the divisor's sign."""
+    mod = np.fmod(a, b)
+    if b == 0.0:
+        return a / b, mod
+    div = (a - mod) / b
+    if mod != 0.0:
+        if (b < 0.0) != (mod < 0.0):
+            mod += b
+            div -= 1.0
+    else:
+        mod = math.copysign(0.0, b)
+    if div != 0.0:
+        floordiv = np.floor(div)
+        if div - floordiv > 0.5:
+            floordiv += 1.0
+    else:
+        floordiv = math.copysign(0.0, a / b)
+    return floordiv, mod
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def floor_mod(a, b):
+    """``numpy.remainder``: a - b floor(a / b), exactly as NumPy computes it."""
+    return _divmod(a, b)[1]
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def floor_quotient(a, b):
+    """``numpy.floor_divide``: floor(a / b), exactly as NumPy computes it."""
+    return _divmod(a, b)[0]
+
+
 # name -> the compiled scalar function the generated code calls
 # the constants the formulas may name, the same in compiled and in NumPy code
 CONSTANTS = {
@@ -115,6 +149,9 @@ VOCABULARY = {
     "digamma": digamma,
     "trigamma": trigamma,
     "tetragamma": tetragamma,
+    "floor_mod": floor_mod,
+    "floor_quotient": floor_quotient,
+    "fmod": np.fmod,  # the truncated remainder, the dividend's sign
     "abs": abs,
     "sign": np.sign,
     "sqrt": math.sqrt,  # NaN below 0 in compiled code

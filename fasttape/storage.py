@@ -614,7 +614,7 @@ def _build(meta, arrays) -> Tape:
             if (
                 type(lf) is not dict
                 or type(lf.get("name")) is not str
-                or lf.get("kind") not in ("array", "scalar", "static")
+                or lf.get("kind") not in ("array", "integers", "scalar", "static")
             ):
                 _fail(f"{what}: bad leaf")  # fmt: skip
             if lf["kind"] == "static":
@@ -628,6 +628,8 @@ def _build(meta, arrays) -> Tape:
             _check_run(offset, size, N, what)
             if lf["kind"] == "scalar" and shape != ():
                 _fail(f"{what}: a scalar leaf of shape {shape}")
+            if lf["kind"] == "integers" and i in nums:
+                _fail(f"{what}: an integer leaf in a differentiated argument")
             leaves.append(Leaf(lf["kind"], lf["name"], offset, shape, size))
         specs.append(ArgSpec(treedef, leaves, i in nums))
 

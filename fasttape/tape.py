@@ -45,7 +45,7 @@ _F64 = np.dtype(np.float64)
 class Leaf:
     """One leaf of an argument: a dynamic float input or a static value."""
 
-    kind: str  # "array" | "scalar" (a Python float) | "static"
+    kind: str  # "array" | "integers" (an integer array: runtime data, never differentiated) | "scalar" | "static"
     name: str
     offset: int = -1
     shape: tuple = ()
@@ -69,14 +69,18 @@ def _flatten(tree):
 
 
 def classify_leaf(leaf):
-    """'array' / 'scalar' for float data that changes per call, else 'static'."""
+    """'array' / 'scalar' for float data that changes per call, 'integers' for an integer ndarray (data of
+    the sweep too, never differentiated: indices, labels), else 'static' (Python ints, strings, None, booleans,
+    NumPy scalars of other types: baked into the tape)."""
     if isinstance(leaf, bool) or leaf is None or isinstance(leaf, (str, bytes, int)):
         return "static"
     if isinstance(leaf, float):
         return "scalar"
-    if isinstance(leaf, np.ndarray) or isinstance(leaf, np.generic) or hasattr(leaf, "__array__"):
-        kind = np.asarray(leaf).dtype.kind if not isinstance(leaf, np.ndarray) else leaf.dtype.kind
-        return "array" if kind == "f" else "static"
+    if isinstance(leaf, np.ndarray):
+        kind = leaf.dtype.kind
+        return "array" if kind == "f" else "integers" if kind in "iu" else "static"
+    if isinstance(leaf, np.generic) or hasattr(leaf, "__array__"):
+        return "array" if np.asarray(leaf).dtype.kind == "f" else "static"
     return "static"
 
 
@@ -243,6 +247,12 @@ class Tape:
             return
         arr = np.asarray(value)
         kind = arr.dtype.kind
+        if leaf.kind == "integers" and kind not in "iu":
+            raise InputSignatureError(
+                f"{leaf.name} of {self.name!r} was recorded as an integer array; got dtype {arr.dtype}. Pass integers "
+                "(its values are read as indices and labels), or use ft.grad / ft.value_and_grad, which record one "
+                "tape per dtype."
+            )
         if kind != "f" and (differentiable or kind not in "biu"):
             raise leaf_type_error(value, leaf.name)
         if arr.shape != leaf.shape:
@@ -456,7 +466,8 @@ class Tape:
                 text = f"input {origin[1]}"
             elif origin[0] == "const":
                 flat = origin[1]
-                text = f"const {float(flat[0])!r}" if flat.size == 1 else f"const <{flat.size} values>"
+                number = int(flat[0]) if s.kind == "i" else float(flat[0])
+                text = f"const {number!r}" if flat.size == 1 else f"const <{flat.size} values>"
             elif origin[0] == "view":
                 parent = self._slots[origin[1]]
                 text = f"view %{origin[1]} +{s.offset - parent.offset}"
@@ -584,13 +595,14 @@ def _collector_paused():
             gc.enable()
 
 
-def record(f, args, argnums, has_aux=False, name=None) -> Tape:
-    """Run ``f`` once on tracers and freeze the result into a Tape."""
+def record(f, args, argnums, has_aux=False, name=None, static_argnums=()) -> Tape:
+    """Run ``f`` once on tracers and freeze the result into a Tape; the arguments at ``static_argnums`` are
+    baked in whole (as JAX's)."""
     with _collector_paused():
-        return _record(f, args, argnums, has_aux, name)
+        return _record(f, args, argnums, has_aux, name, frozenset(static_argnums))
 
 
-def _record(f, args, argnums, has_aux, name) -> Tape:
+def _record(f, args, argnums, has_aux, name, static_argnums) -> Tape:
     name = name or _function_name(f)
     diff = set(argnums if isinstance(argnums, tuple) else (argnums,))
     rec = Recorder()
@@ -602,8 +614,8 @@ def _record(f, args, argnums, has_aux, name) -> Tape:
         traced_leaves = []
         for path, leaf in zip(paths, leaves):
             leaf_name = _arg_name(i, path)
-            kind = classify_leaf(leaf)
-            if i in diff and kind == "static":
+            kind = "static" if i in static_argnums else classify_leaf(leaf)
+            if i in diff and kind in ("static", "integers"):
                 raise leaf_type_error(leaf, f"{leaf_name} (in argnums)")
             if kind == "static":
                 spec_leaves.append(Leaf("static", leaf_name, value=leaf))
@@ -611,7 +623,7 @@ def _record(f, args, argnums, has_aux, name) -> Tape:
                 continue
             if np.iscomplexobj(leaf):
                 raise leaf_type_error(leaf, leaf_name)
-            value = np.array(leaf, dtype=np.float64)
+            value = np.array(leaf, dtype=np.int64 if kind == "integers" else np.float64)
             tracer = rec.input(value, i in diff, leaf_name)
             slot = rec.slots[tracer._sid]
             spec_leaves.append(Leaf(kind, leaf_name, slot.offset, slot.shape, slot.size))

@@ -113,7 +113,7 @@ class Recorder:
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"cannot use a constant of dtype {arr.dtype} in a traced computation; use float arrays.")
         if arr.ndim == 0:
-            key = arr.astype(np.float64).tobytes()  # bit pattern: keeps 0.0 and -0.0 apart
+            key = arr.astype(np.float64).tobytes() + kind_of(arr.dtype).encode()  # bits (0.0 and -0.0 apart), kind
             if key in self._scalar_constants:
                 return self._scalar_constants[key]
         elif id(value) in self._array_constants and isinstance(value, np.ndarray):
@@ -308,6 +308,29 @@ class Recorder:
             grads=[any(self.slots[s].active for s in src_slots)],
         )
 
+    def take(self, x, index: Tracer, axis: int, along: bool, value) -> Tracer:
+        """``x`` indexed along ``axis`` by the integer tracer ``index``, read in the sweep: ``np.take`` (its
+        shape: x's with that axis replaced by index's) or, ``along``, ``np.take_along_axis`` (index already
+        of x's shape but for that axis)."""
+        value = _as_value(value)
+        x = self.as_tracer(x)
+        shape = x.shape
+        pre, n = math.prod(shape[:axis]), shape[axis]
+        params = {"pre": pre, "n": n, "mode": (1 if along else 0) | axis << 1}
+        grads = [self.slots[x._sid].active, False]
+        return self._emit(K.OP_TAKE, value.shape, [x._sid, index._sid], params, kind=kind_of(value.dtype),
+                          value=value, grads=grads)  # fmt: skip
+
+    def scatter(self, x, positions: Tracer, values, add: bool, value) -> Tracer:
+        """``x`` (flat) with ``values`` added (``add``) or written at the flat ``positions`` (an integer
+        tracer of the same size as ``values``), read in the sweep."""
+        value = _as_value(value)
+        x, values = self.as_tracer(x), self.as_tracer(values)
+        params = {"n": x.size, "mode": 0 if add else 1}
+        grads = [self.slots[x._sid].active, False, self.slots[values._sid].active]
+        return self._emit(K.OP_SCATTER, value.shape, [x._sid, positions._sid, values._sid], params,
+                          kind=kind_of(value.dtype), value=value, grads=grads)  # fmt: skip
+
     def matmul(self, a, b, value) -> Tracer:
         """Batched matrix product; 1-D operands are promoted as in np.matmul."""
         value = _as_value(value)
@@ -416,7 +439,8 @@ def move(fn, operands, *args, **kwargs) -> Tracer:
     return rec.gather(np.asarray(index), value, list(operands))
 
 
-_DOUBLE = struct.Struct("d")  # native bytes of a float64: the key of Recorder._scalar_constants
+_DOUBLE = struct.Struct("d")  # native bytes of a float64 and the kind: the key of Recorder._scalar_constants
+_KIND_BYTES = {int: b"i", float: b"f", np.float64: b"f"}
 _SCALAR_CONSTANTS = (float, int, np.float64)
 _EXACT_INT = 2**53
 
@@ -441,7 +465,7 @@ def scalar_arithmetic(rec, op, fn, x, y):
         elif kind in _SCALAR_CONSTANTS:
             if kind is int and not -_EXACT_INT <= v <= _EXACT_INT:
                 return None
-            sid = rec._scalar_constants.get(_DOUBLE.pack(v))
+            sid = rec._scalar_constants.get(_DOUBLE.pack(v) + _KIND_BYTES[kind])
             operands.append(rec.constant(v) if sid is None else sid)
             values.append(v)
         else:
@@ -466,6 +490,16 @@ def _in_place(method, fix):
     raise TracerMutationError(
         f"traced arrays are immutable: x.{method}() changes the array in place and cannot be recorded. {fix}"
     )
+
+
+def _numpy_caller() -> str | None:
+    """The NumPy function (``take``) whose Python code asked for this tracer as an array, or None."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("numpy."):
+        if frame.f_code.co_name in ("take",):
+            return frame.f_code.co_name
+        frame = frame.f_back
+    return None
 
 
 def _library_caller() -> str | None:
@@ -537,6 +571,17 @@ class Tracer:
     def __array__(self, dtype=None, copy=None):
         if updates.storing_into_plain_array():
             raise TracerMutationError(f"{self!r}: " + updates.PLAIN_ARRAY_FIX)
+        plain_index = updates.subscripting_plain_array() or _numpy_caller() == "take"
+        if plain_index and self._rec.slots[self._sid].is_bool:
+            raise ConcretizationError(
+                f"a plain NumPy array was indexed by the traced mask {self!r}: {dynamic.MASK_FIX}"
+            )
+        if plain_index:
+            raise ConcretizationError(
+                f"a plain NumPy array was indexed by the traced array {self!r}: NumPy converts the index to a "
+                "constant, which would detach it from the tape. Index through fasttape, which records it: "
+                "fasttape.numpy.take(a, k, axis=0) for a[k], np.take_along_axis(a, k, axis) for a row per index."
+            )
         library = _library_caller()
         if library is not None:
             raise UnsupportedFunctionError(fnp.unsupported_message(library, "it converts its input with np.asarray"))
@@ -546,10 +591,15 @@ class Tracer:
         )
 
     def _concretize(self, what):
+        static = ""
+        if self._rec.slots[self._sid].kind == "i":
+            static = (" An integer array argument is data of the tape (a new one never re-traces); where it sets "
+                      "a size, a loop bound or a Python index, mark it static: ft.grad(f, static_argnums=i) "
+                      "(one tape per value, as JAX's).")  # fmt: skip
         raise ConcretizationError(
             f"{what} of a traced array {self!r} needs a concrete value that changes with the inputs. "
             "A Python `if`/`while` on a traced comparison is fine (fasttape records a guard); "
-            "float()/int()/.item() are not. " + _CONCRETIZE_FIX
+            "float()/int()/.item() are not." + static + " " + _CONCRETIZE_FIX
         )
 
     def __float__(self):
@@ -587,12 +637,13 @@ class Tracer:
         """JAX's functional updates: ``x.at[key].set(v)``, ``.add``, ``.multiply``, ``.min``, ``.max``, ``.get``."""
         return updates.AtIndexer(self)
 
-    # ndarray's in-place methods: present, as on an ndarray, but they cannot be recorded
-    def sort(self, *args, **kwargs):
-        _in_place("sort", "Sorting has no derivative rule in fasttape: sort outside the traced function.")
+    # ndarray's in-place methods: sort and partition are functional updates (x names the sorted values
+    # afterwards); the others cannot be recorded
+    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
+        updates.assign(self, Ellipsis, fnp.sort(self, axis, kind, order, stable=stable), whole=True)
 
-    def partition(self, *args, **kwargs):
-        _in_place("partition", "Partitioning has no derivative rule in fasttape: do it outside the traced function.")
+    def partition(self, kth, axis=-1, kind="introselect", order=None):
+        updates.assign(self, Ellipsis, fnp.partition(self, kth, axis, kind, order), whole=True)
 
     def fill(self, value):
         _in_place("fill", "Build the new array instead, e.g. np.full(x.shape, value) or np.where(mask, value, x).")
@@ -653,6 +704,21 @@ class Tracer:
 
     def __rtruediv__(self, other):
         return fnp.divide(other, self)
+
+    def __mod__(self, other):
+        return fnp.remainder(self, other)
+
+    def __rmod__(self, other):
+        return fnp.remainder(other, self)
+
+    def __floordiv__(self, other):
+        return fnp.floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return fnp.floor_divide(other, self)
+
+    def __divmod__(self, other):
+        return fnp.floor_divide(self, other), fnp.remainder(self, other)
 
     def __pow__(self, other):
         return fnp.power(self, other)
@@ -786,15 +852,34 @@ class Tracer:
         return fnp.repeat(self, repeats, axis=axis)
 
     def astype(self, dtype, copy=True):
-        kind = np.dtype(dtype).kind
-        if kind == "f":
+        """Another dtype for the same values: float (a new name, no instruction), bool (``!= 0``), or integer
+        (truncated toward zero, as NumPy; no derivative)."""
+        kind = kind_of(dtype)
+        own = self._rec.slots[self._sid].kind
+        if np.dtype(dtype).kind not in "biuf":
+            raise TypeError(f"x.astype({np.dtype(dtype)}): a traced array holds real numbers; use float, int or bool.")
+        if kind == own:
             return self.copy() if copy else self
         if kind == "b":
-            return fnp.not_equal(self, 0.0)
-        raise ConcretizationError(
-            f"x.astype({np.dtype(dtype)}) of a traced array would make it non-differentiable and data-dependent. "
-            "Use np.floor/np.round (which keep a float value) instead."
-        )
+            return fnp.not_equal(self, 0)
+        x = self
+        if kind == "i" and own == "f":
+            x = fnp.where(fnp.less(self, 0.0), fnp.ceil(self), fnp.floor(self))  # toward zero
+        with np.errstate(invalid="ignore"):
+            value = self._value.astype(DTYPES[kind])
+        return self._rec.view(x._sid, self._rec.slots[x._sid].offset, self.shape, value, kind=kind)
+
+    def argsort(self, axis=-1, kind=None, order=None, *, stable=None):
+        return fnp.argsort(self, axis, kind, order, stable=stable)
+
+    def argmax(self, axis=None, out=None, *, keepdims=False):
+        return fnp.argmax(self, axis, out, keepdims=keepdims)
+
+    def argmin(self, axis=None, out=None, *, keepdims=False):
+        return fnp.argmin(self, axis, out, keepdims=keepdims)
+
+    def searchsorted(self, v, side="left", sorter=None):
+        return fnp.searchsorted(self, v, side, sorter)
 
     def copy(self):
         return Tracer(self._rec, self._sid, self._value)  # another object: a later x[...] = v leaves it alone
@@ -816,5 +901,5 @@ class ArrayTracer(Tracer):
         return fnp.getitem(self, key)
 
 
+from . import dynamic, updates  # noqa: E402
 from . import numpy as fnp  # noqa: E402  (the NumPy surface needs Tracer)
-from . import updates  # noqa: E402

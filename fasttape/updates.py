@@ -5,9 +5,9 @@ by running NumPy's own assignment on the buffer positions: NumPy's broadcasting,
 rule for repeated indices (the last write wins) come for free.  The Python object ``x`` then names the
 updated value, as an ndarray would.  ``np.add.at`` (subtract, multiply, minimum, maximum) and JAX's
 ``x.at[key].set / add / subtract / multiply / divide / min / max / get`` accumulate repeated indices:
-the contributions to each element are gathered into rows (the identity where a row has fewer) and
-reduced.  The keys are those of indexing at trace time: integers, slices, integer arrays and
-constant masks.
+additions are one scatter-add; for the others the contributions to each element are gathered into rows
+(the identity where a row has fewer) and reduced.  A key holding traced integer arrays (or a traced mask,
+for one value) is recorded with the dynamic indexing family (``fasttape.dynamic``): set, add and subtract.
 
 What a functional update cannot reproduce is NumPy's aliasing: a view taken earlier (``y = x[1:]``,
 ``x.T``, ``x.reshape(...)``) that is still alive would see the write in NumPy, and writing into a view
@@ -67,6 +67,18 @@ def storing_into_plain_array(depth=2) -> bool:
     return frame.f_code.co_code[frame.f_lasti] == dis.opmap["STORE_SUBSCR"]
 
 
+def subscripting_plain_array(depth=2) -> bool:
+    """Whether the Python code ``depth`` frames up is reading a subscript: ``plain[traced]`` asks the traced
+    index for ``__array__``."""
+    frame = sys._getframe(depth)
+    op = frame.f_code.co_code[frame.f_lasti]
+    if op == dis.opmap.get("BINARY_SUBSCR"):
+        return True
+    nb_ops = getattr(dis, "_nb_ops", ())  # Python 3.14: a subscript is BINARY_OP with the operator "[]"
+    arg = frame.f_code.co_code[frame.f_lasti + 1]
+    return op == dis.opmap.get("BINARY_OP") and arg < len(nb_ops) and nb_ops[arg][1] == "[]"
+
+
 PLAIN_ARRAY_FIX = (
     "a plain NumPy array cannot receive traced values (buf[...] = traced): the tape would lose them. Create the "
     "array from a traced one so that it is traced too: buf = np.zeros_like(traced) (or np.zeros_like(traced, "
@@ -74,27 +86,48 @@ PLAIN_ARRAY_FIX = (
 )
 
 
-def _check_key(key):
-    for k in key if isinstance(key, tuple) else (key,):
-        if isinstance(k, Tracer):
-            raise TracerMutationError(
-                "assigning at indices computed from the traced inputs (a traced mask or index array) cannot be "
-                "recorded as a movement through positions known at trace time; select branch-free with "
-                "np.where(mask, v, x) instead."
-            )
+def _dynamic_only(key, how):
+    """Refuse multiply / min / max at traced indices (add and set are recorded as scatters)."""
+    from . import dynamic
+
+    if dynamic.traced_key(key):
+        raise NotImplementedError(
+            f"a '{how}' update (np.{how}.at, x.at[key].{how}) at indices computed from the traced inputs is not "
+            "supported; add, subtract and set are, and every update at constant indices. Where the indices do not "
+            f"repeat, gather, combine and write back: x.at[k].set(combined(x[k], v))."
+        )
 
 
 def _rebind(x, new):
     x._sid, x._value, x._base, x._views = new._sid, new._value, (), None
 
 
+def assign(x, key, value, whole=False):
+    """``x[key] = value`` on a traced x: x names the updated value afterwards (``whole``: value replaces all
+    of x, as an in-place sort does)."""
+    _check_aliases(x, value)
+    _rebind(x, value if whole else assigned(x, key, value))
+
+
+def _at_traced(key) -> bool:
+    from . import dynamic
+
+    return dynamic.traced_key(key)
+
+
 def assigned(x, key, value):
     """The value of ``x`` after ``x[key] = value``, as a new tracer (``x`` is left as it was)."""
     rec = recorder_of((x, value))
     x = rec.as_tracer(x)
-    if rec.slots[x._sid].is_bool:
-        raise TracerMutationError(f"assigning into the boolean traced array {x!r}: build it with np.where instead.")
-    _check_key(key)
+    if rec.slots[x._sid].kind != "f":
+        raise TracerMutationError(
+            f"assigning into the {x.dtype} traced array {x!r}: build it with np.where instead, or assign into a "
+            "float array (x.astype(float))."
+        )
+    if _at_traced(key):
+        from . import dynamic
+
+        return dynamic.updated(x, key, value, add=False)
     new_value = np.array(x._value, dtype=np.float64)
     new_value[key] = concrete(value)  # NumPy's errors: shapes that do not broadcast, indices out of range
     v = rec.as_tracer(value)
@@ -103,23 +136,20 @@ def assigned(x, key, value):
     return rec.gather(positions, new_value, [x, v])
 
 
-def assign(x, key, value):
-    """``x[key] = value`` on a traced x: x names the updated value afterwards."""
-    _check_aliases(x, value)
-    _rebind(x, assigned(x, key, value))
-
-
 _IDENTITY = {"add": 0.0, "multiply": 1.0, "min": np.inf, "max": -np.inf}
 
 
 def scattered(x, key, value, how):
     """x with every element of ``value`` (broadcast to ``x[key]``) combined into its target by ``how``
     (add, multiply, min, max), repeated targets accumulating, as ``np.add.at`` and JAX's ``x.at[key].add``."""
+    from . import dynamic
     from . import numpy as fnp
 
+    if how == "add":  # one scatter-add, at constant or traced positions
+        return dynamic.updated(x, key, value, add=True)
+    _dynamic_only(key, how)
     rec = recorder_of((x, value))
     x = rec.as_tracer(x)
-    _check_key(key)
     shape = np.shape(x._value)
     targets = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[key]  # NumPy's IndexError
     v = fnp.ravel(fnp.broadcast_to(value, targets.shape))  # NumPy's error for a value that does not fit

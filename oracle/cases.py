@@ -148,6 +148,10 @@ def sample(domain, shape, rng):
         return rng.integers(-3, 3, size=shape) + rng.uniform(0.1, 0.9, size=shape)
     if domain == "off_half_integers":
         return rng.integers(-3, 3, size=shape) + rng.choice([0.2, 0.7], size=shape) + rng.uniform(-0.1, 0.1, shape)
+    if domain == "off_multiples":  # k + 1/4: x / y stays 1/12 or more from an integer for the "divisors"
+        return rng.integers(-3, 3, size=shape) + 0.25 + rng.uniform(-0.03, 0.03, size=shape)
+    if domain == "divisors":
+        return rng.choice([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], size=shape)
     if domain == "ties":
         return rng.choice(TIED, size=shape)
     if domain == "zeros":  # about a third exact zeros (and -0.0)
@@ -247,7 +251,15 @@ def _reduction(prim):
 
 
 # primitives whose cases are not named after them: their first cases
-_FIRST_CASE = {"gather": "index-int-array", "trisolve": "solve-triangular", "lu": "lu-factor", "permute": "lu-solve"}
+_FIRST_CASE = {
+    "gather": "index-int-array",
+    "trisolve": "solve-triangular",
+    "lu": "lu-factor",
+    "permute": "lu-solve",
+    "take": "take-argsort-rows",
+    "scatter": "scatter-at-argmax",
+    "searchsorted": "searchsorted-interp",
+}
 
 
 def first_case(prim, cases):
@@ -423,6 +435,39 @@ def _running_max(xp, x):
     import jax
 
     return jax.lax.cummax(xp.asarray(x))
+
+
+def _is_numpy(xp) -> bool:
+    """NumPy's namespace (which fasttape traces), not jax.numpy's."""
+    return xp.zeros_like is np.zeros_like
+
+
+def _scatter_at_argmax(xp, x, w):
+    """Updates at computed indices: w added at each row's argmax (repeated columns accumulate), and written
+    at the order of column 1; NumPy in place, JAX with .at[]."""
+    cols, order = xp.argmax(x, axis=1), xp.argsort(x[:, 1])
+    if _is_numpy(xp):
+        t = np.zeros_like(w, shape=(4,))
+        np.add.at(t, cols, w)
+        y = x[0].copy()
+        y[order] = w
+        return t + y
+    x, w = xp.asarray(x), xp.asarray(w)
+    return xp.zeros(4).at[cols].add(w) + x[0].at[order].set(w)  # a permutation: no repeated index to set
+
+
+def _rows_at_argmin(xp, d):
+    """k-means' pattern: each row's smallest entry, picked by an index array computed from the input."""
+    return d[xp.arange(d.shape[0]), xp.argmin(d, axis=1)] * 1.0
+
+
+def _quantiles(xp, x):
+    return xp.concatenate([xp.atleast_1d(xp.median(x)), xp.quantile(x, xp.asarray([0.1, 0.75])),
+                           xp.percentile(x.reshape(3, 4), 40.0, axis=0)])  # fmt: skip
+
+
+def _interp(xp, x, xp_, fp):
+    return xp.interp(x, xp.sort(xp_), fp)
 
 
 _MASK_3x4 = np.array([[True, False, True, True], [True, True, False, False], [True, False, False, True]])
@@ -703,6 +748,31 @@ STRUCTURAL_CASES = [
     # item assignment and scatter updates
     _c("setitem-stencil", lambda xp, u: _stencil(xp, u), (6,)),
     _c("scatter-add-min", lambda xp, x, w: _scatters(xp, x, w), (5,), (5,), domains=("distinct", "distinct")),
+    # indices computed in the sweep: sorting, argmax / argmin, take, scatters at computed positions
+    _c("take-argsort-rows", lambda xp, x: x[xp.argsort(x[:, 0])] * 1.0, (4, 3), domains=("distinct",)),
+    _c("take-axis-argmax", lambda xp, x: xp.take(x, xp.argmax(x, axis=0), axis=1), (3, 4), domains=("distinct",)),
+    _c("take-rows-argmin", lambda xp, d: _rows_at_argmin(xp, d), (5, 3), domains=("distinct",)),
+    _c(
+        "take-two-keys",
+        lambda xp, x: x[xp.argmax(x[:, :3], axis=1), xp.argmin(x[:2], axis=0)[:3]] * 1.0,
+        (3, 4),
+        domains=("distinct",),
+    ),  # fmt: skip
+    _c("sort", lambda xp, x: xp.sort(x, axis=0), (3, 4), domains=("distinct",)),
+    _c("sort-flat-top-k", lambda xp, x: xp.sort(x, axis=None)[-3:] * 1.0, (2, 3), domains=("distinct",)),
+    _c("argsort", lambda xp, x: x * xp.argsort(x, axis=-1), (3, 4), domains=("distinct",)),
+    _c("argmax", lambda xp, x: x * xp.argmax(x, axis=1, keepdims=True), (3, 4), domains=("distinct",)),
+    _c("argmin", lambda xp, x: x * xp.argmin(x), (3, 4), domains=("distinct",)),
+    _c("scatter-at-argmax", lambda xp, x, w: _scatter_at_argmax(xp, x, w), (3, 4), (3,), domains=("distinct", "real")),
+    _c("quantiles", lambda xp, x: _quantiles(xp, x), (12,), domains=("distinct",)),
+    _c(
+        "searchsorted-interp",
+        lambda xp, x, p, f: _interp(xp, x, p, f),
+        (7,),
+        (5,),
+        (5,),
+        domains=("real", "distinct", "real"),
+    ),  # fmt: skip
     # masked reductions (where=, initial=)
     _c("sum-where", lambda xp, x: xp.sum(x, axis=1, where=_MASK_3x4, initial=0.5), (3, 4)),
     _c("max-where", lambda xp, x: xp.max(x, axis=0, where=_MASK_3x4, initial=-0.25), (3, 4), domains=("distinct",)),

@@ -244,6 +244,36 @@ class _Rules:
             perm = self.jnp.argsort(perm, axis=-1)
         return self.jnp.take_along_axis(b, perm[:, :, None], axis=1)
 
+    def take(self, a, b, pre, n, mode, side):
+        # the indices are integers held as floats; negative ones count from the end
+        post = a.size // (pre * n) if pre * n else 0
+        k = b.astype(self.jnp.int64)
+        k = self.jnp.where(k < 0, k + n, k)
+        a = a.reshape(pre, n, post)
+        if mode & 1:
+            return self.jnp.take_along_axis(a, k.reshape(pre, -1, post), axis=1)
+        return self.jnp.take(a, k, axis=1)
+
+    def scatter(self, a, b, c, pre, n, mode, side):
+        jnp = self.jnp
+        k = b.astype(jnp.int64)
+        if mode == 0:  # add: repeated positions accumulate
+            return a.at[k].add(c)
+        # set, the last write winning (NumPy's x[k] = c; JAX leaves the winner of repeated indices unspecified)
+        last = jnp.full(n, -1).at[k].max(jnp.arange(k.size))
+        won = last[k] == jnp.arange(k.size)
+        kept = jnp.where(last < 0, a, 0.0)
+        return kept + jnp.zeros(n).at[k].add(jnp.where(won, c, 0.0))
+
+    def argsort(self, x, pre, r, post, mode):
+        return self.jnp.argsort(x.reshape(pre, r, post), axis=1, stable=True).astype(x.dtype)
+
+    def argreduce(self, fn):
+        return lambda x, pre, r, post, mode: fn(x.reshape(pre, r, post), axis=1).astype(x.dtype)
+
+    def searchsorted(self, a, v, pre, r, post, mode):
+        return self.jnp.searchsorted(a, v, side="right" if mode else "left").astype(a.dtype)
+
     def trisolve(self, a, b, batch, n, m, mode):
         from jax.lax import linalg
 

@@ -69,6 +69,10 @@ def domain_values(domain: str) -> st.SearchStrategy:
         return st.builds(lambda k, f: k + f, st.integers(-3, 2), _floats(0.1, 0.9))
     if domain == "off_half_integers":  # round is constant on (k - 0.4, k + 0.4)
         return st.builds(lambda k, f: k + f, st.integers(-3, 3), _floats(-0.4, 0.4))
+    if domain == "off_multiples":  # k + 1/4: x / y stays 1/12 or more from an integer for the "divisors"
+        return st.builds(lambda k, f: k + 0.25 + f, st.integers(-3, 2), _floats(-0.03, 0.03))
+    if domain == "divisors":
+        return st.sampled_from([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
     if domain == "grid":  # integers; with "offgrid" two operands are never within 0.5 of each other
         return st.integers(-3, 3).map(float)
     if domain == "offgrid":
@@ -146,7 +150,7 @@ def _binary(draw, prim, edge=None):
     beside = prim.domains
     if edge is not None:
         domains = (edge, edge)
-    elif prim.piecewise_linear:  # maximum/minimum: operands on interleaved grids, either one the larger
+    elif "ties" in prim.edges:  # maximum/minimum: operands on interleaved grids, either one the larger
         domains = draw(st.sampled_from([("grid", "offgrid"), ("offgrid", "grid")]))
     else:
         domains = prim.domains

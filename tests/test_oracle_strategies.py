@@ -17,6 +17,8 @@ INSIDE = {
     "off_integers": lambda x: np.all((x - np.floor(x) >= 0.1 - 1e-12) & (x - np.floor(x) <= 0.9 + 1e-12)),
     "off_half_integers": lambda x: np.all(np.abs(x - np.round(x)) <= 0.4),
     "distinct": lambda x: len(np.unique(x)) == x.size,
+    "off_multiples": lambda x: np.all(np.abs(x - np.floor(x) - 0.25) <= 0.03 + 1e-12),
+    "divisors": lambda x: np.all(np.isin(np.abs(x), [1.0, 2.0, 3.0])),
 }
 
 
@@ -36,7 +38,7 @@ def test_primitive_examples_are_well_formed(data):
     assert [a.shape for a in args] == list(example.case.shapes)
     if prim.kind in ("binary", "comparison"):
         np.broadcast_shapes(*(a.shape for a in args))  # raises if not broadcastable
-    if prim.kind == "binary" and prim.piecewise_linear:  # maximum, minimum: operands kept apart
+    if prim.kind == "binary" and "ties" in prim.edges:  # maximum, minimum: operands kept apart
         x, y = np.broadcast_arrays(*args)
         assert np.all(np.abs(x - y) >= 0.5)
     for domain, a in zip(example.case.domains, args):

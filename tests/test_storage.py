@@ -55,6 +55,7 @@ DOMAINS = {
     "off_integers": np.array([0.3, 1.6, -2.2]),
     "off_half_integers": np.array([0.2, 1.7, -2.3]),
     "probability": np.array([0.2, 0.5, 0.85]),
+    "off_multiples": np.array([0.25, 1.27, -2.76]),
 }
 
 
@@ -94,7 +95,10 @@ STRUCTURAL = {
     "rich-with-guard": (rich, (X3, M33)),
     "containers": (lambda p, n, tag: np.sum(p["w"] ** 2 * p["b"][0]) * n + p["b"][1], (
         {"w": X3, "b": [1.5, np.float64(2.0)]}, np.int64(3), "tag")),
-    "static-int-array": (lambda x, idx: np.sum(x[idx] ** 3), (X3, np.array([2, 0, 0]))),
+    "integer-array": (lambda x, idx: np.sum(x[idx] ** 3), (X3, np.array([2, 0, 0]))),
+    "sorting-and-scatter": (lambda x, idx: np.sum(np.sort(x) * x.at[idx].add(x[np.argmax(x)])[idx])
+                            + np.sum(np.searchsorted(np.sort(x), x) * x) + x[np.argmin(x)], (X3, np.array([2, 0, 0]))),
+    "remainder": (lambda x: np.sum(np.remainder(x + 3.25, 2.0) + np.floor_divide(x, 2.0) * x), (X3,)),
     "constant-output": (lambda x: 2.5, (X3,)),
     "empty-input": (lambda x, e: np.sum(x * x) + np.sum(e * 2.0), (X3, np.zeros(0))),
     "empty-operand-last": (_empty_operand_last, (X3,)),

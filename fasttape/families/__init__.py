@@ -53,10 +53,10 @@ import numpy as np
 
 from ..layout import C_P0, N_PARAMS
 from ..primitives import KINDS, N_OPCODES, PRIMITIVE_BY_OPCODE, PRIMITIVES
-from . import broadcast, elementwise, factor, gather, linalg, matmul, reductions, select
+from . import broadcast, elementwise, factor, gather, indexing, linalg, matmul, reductions, select, sorting
 
 # one line per family: its position here is its number in the compiled dispatch
-REGISTERED = (elementwise, select, reductions, broadcast, gather, matmul, linalg, factor)
+REGISTERED = (elementwise, select, reductions, broadcast, gather, matmul, linalg, factor, indexing, sorting)
 
 COMPILED = ("forward", "reverse", "tangent", "second")
 NUMPY = ("numpy_forward", "numpy_tangent", "numpy_reverse")

@@ -318,6 +318,9 @@ ARRAY_VOCABULARY = {
     "tetragamma": _polygamma(2),
     "erf": _special("erf"),
     "lgamma": _special("gammaln"),
+    "floor_mod": np.remainder,
+    "floor_quotient": np.floor_divide,
+    "fmod": np.fmod,
     **{name: getattr(np, name) for name in (
         "abs", "sign", "sqrt", "cbrt", "floor", "ceil", "rint", "maximum", "minimum", "exp", "exp2", "expm1", "log",
         "log2", "log10", "log1p", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh",
