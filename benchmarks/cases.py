@@ -14,28 +14,34 @@ from .workloads import (
     GMM_N,
     GMM_SIZES,
     GP_SIZES,
+    KMEANS_SIZES,
     LOGISTIC_SIZES,
     LORENZ_STEPS,
     MLP_SIZES,
     ROSENBROCK_SIZES,
     SOFTMAX_SIZES,
+    XENT_SIZES,
     directions,
     gmm_input,
     gp_input,
+    kmeans_input,
     logistic_input,
     lorenz,
     lorenz_input,
     make_gmm_objective,
     make_gp_nll,
+    make_kmeans,
     make_logistic_loss,
     make_lorenz_fori,
     make_mlp_loss,
     make_rosenbrock,
     make_softmax_loss,
+    make_xent_loss,
     mlp_input,
     rosenbrock_hvp,
     rosenbrock_input,
     softmax_input,
+    xent_input,
 )
 
 K = 4  # directions of the multi-direction HVP benchmarks
@@ -91,6 +97,7 @@ WORKLOADS = {
     ),
     "softmax": Workload(
         make_softmax_loss,
+        make_xent_loss,
         softmax_input,
         SOFTMAX_SIZES,
         "{}x{}x{}",
@@ -104,6 +111,16 @@ WORKLOADS = {
         lambda d, k: 15 if d * k >= 100 else None,
     ),
     "gp": Workload(make_gp_nll, gp_input, GP_SIZES, "n={}", lambda n: 15 if n >= 1000 else None),
+    "xent": Workload(
+        make_xent_loss,
+        xent_input,
+        XENT_SIZES,
+        "{}x{}x{} int labels",
+        lambda batch, features, classes: 15 if batch * features * classes >= 1_000_000 else None,
+    ),
+    "kmeans": Workload(
+        make_kmeans, kmeans_input, KMEANS_SIZES, "n={} d={} k={}", lambda n, d, k: 15 if n >= 10_000 else None
+    ),
 }
 
 

@@ -11,7 +11,9 @@ element folded in, under this model:
   n²m, eigh 9n³ (the textbook count of the symmetric QR algorithm with eigenvectors); for an n x m
   matrix, N = max(n, m) and k = min(n, m), svd 14Nk² + 8k³ (Golub and Van Loan's R-SVD with thin
   singular vectors), qr 4Nk² - 4k³/3 (Householder, then forming Q), lu 2n³/3; permute (applying
-  LU's row interchanges) one copy per output element.
+  LU's row interchanges) one copy per output element.  Take: one copy per output element; scatter: one
+  copy per element of the array updated and one add or write per value; argsort r log₂ r comparisons
+  per column of r, argmax and argmin one per input element, searchsorted log₂(n + 1) per value.
 * **reverse** (first-order adjoint): only active instructions (their output depends on a differentiated
   input), for each operand that needs an adjoint, the same unit of work as that operand's share of the
   forward: one multiply-accumulate per element (elementwise, reductions, scans, broadcasts' sums,
@@ -36,6 +38,8 @@ in one direction).  The ratios ``OPS(grad)/OPS(f)`` and ``OPS(hvp)/OPS(f)`` are 
 principle bounds (Griewank and Walther: about 4 for the gradient); the report shows them next to the
 measured time ratios.  Input writes, buffer zeroing and guard checks are not counted.
 """
+
+import math
 
 from fasttape import kernels as K
 
@@ -65,6 +69,14 @@ def _sizes(row, prim):
     if prim.kind == "matmul":
         work = int(row[K.C_P0] * row[K.C_P1] * row[K.C_P2] * row[K.C_P3])
         return work, work
+    if prim.kind == "scatter":
+        return int(row[K.C_NA] + row[K.C_NB]), int(row[K.C_NB])
+    if prim.kind == "argsort":
+        return n * max(1, math.ceil(math.log2(max(int(row[K.C_P1]), 1)))), n
+    if prim.kind == "argreduce":
+        return int(row[K.C_NA]), n
+    if prim.kind == "searchsorted":
+        return n * max(1, math.ceil(math.log2(int(row[K.C_NA]) + 1))), n
     if prim.kind in LINALG:  # batch, n, m: the first three parameters of both linear-algebra families
         batch, size, rhs = int(row[K.C_P0]), int(row[K.C_P1]), int(row[K.C_P2])
         forward, unit = LINALG[prim.kind](size, rhs)

@@ -60,7 +60,8 @@ FIRST_USE_COLUMNS = ("first_ft_trace", "first_ft_vg", "first_jax_vg", "first_jax
 HVP_K_COLUMNS = ("tape_hvp_4x1", "tape_hvp_k4")
 HESSIAN_COLUMNS = ("ft_hessian", "jax_jit_hessian", "jax_hessian")
 PER_INSTRUCTION = {"lorenz"}  # workloads whose tape is long and made of scalar instructions
-WORKLOAD_ORDER = {"rosenbrock": 0, "lorenz": 1, "logistic": 2, "mlp": 3, "softmax": 4, "gmm": 5, "gp": 6}
+WORKLOAD_ORDER = {"rosenbrock": 0, "lorenz": 1, "logistic": 2, "mlp": 3, "softmax": 4, "xent": 5, "gmm": 6,
+                  "kmeans": 7, "gp": 8}  # fmt: skip
 
 # (name, numerator, denominator): ratios of medians from the same run; "ops_*" are exact counts
 RATIOS = (

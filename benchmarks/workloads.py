@@ -179,6 +179,49 @@ def softmax_input(batch, features, classes, seed=0):
 
 
 # --------------------------------------------------------------------------
+# The same classifier with integer labels, picked by index (data of the tape: a new minibatch of
+# labels replays it), and k-means' objective (each point's nearest centre, picked by argmin)
+# --------------------------------------------------------------------------
+XENT_SIZES = ((128, 32, 10), (2048, 128, 100))  # batch x features x classes
+KMEANS_SIZES = ((1000, 2, 5), (10_000, 8, 32))  # points n x dimension d x centres k
+
+
+def make_xent_loss(xp=np):
+    """``loss(W, X, labels)``: mean of ``logsumexp(z) - z[label]`` over the batch, z = X @ W."""
+
+    def xent_loss(W, X, labels):
+        logits = X @ W
+        return xp.mean(logsumexp(logits, 1, xp) - logits[xp.arange(labels.shape[0]), labels])
+
+    return xent_loss
+
+
+def xent_input(batch, features, classes, seed=0):
+    """``(W, X, labels)``: small Gaussian weights, Gaussian inputs, integer labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, batch)
+    return rng.standard_normal((features, classes)) / np.sqrt(features), rng.standard_normal((batch, features)), labels
+
+
+def make_kmeans(xp=np):
+    """``objective(C, X)``: the squared distance of every point to its nearest centre, summed (GradBench's
+    kmeans objective, written as a NumPy user writes it)."""
+
+    def kmeans(C, X):
+        d = xp.sum((X[:, None, :] - C[None]) ** 2, axis=-1)
+        return xp.sum(d[xp.arange(X.shape[0]), xp.argmin(d, axis=1)])
+
+    return kmeans
+
+
+def kmeans_input(n, d, k, seed=0):
+    """``(C, X)``: k centres drawn among n Gaussian points."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    return X[rng.choice(n, k, replace=False)] + 0.01 * rng.standard_normal((k, d)), X
+
+
+# --------------------------------------------------------------------------
 # The ADBench / GradBench Gaussian mixture model objective
 # --------------------------------------------------------------------------
 GMM_N = 1000

@@ -43,12 +43,6 @@ def _check_complex(args):
 # --------------------------------------------------------------------------
 # elementwise primitives, generated from the table
 # --------------------------------------------------------------------------
-def _scipy_special():
-    import scipy.special  # imported when first needed: most programs never do
-
-    return scipy.special
-
-
 def _elementwise(prim):
     op = prim.opcode
     comparison = prim.kind == "comparison"
@@ -58,12 +52,21 @@ def _elementwise(prim):
     def fn(*args):
         nonlocal ufunc
         if ufunc is None:
-            ufunc = getattr(_scipy_special(), prim.scipy[0])
+            from . import scipy_special  # SciPy's own function, never the one put in its place while tracing
+
+            ufunc = scipy_special.INTERCEPTION.original(prim.scipy[0])
         rec = recorder_of(args)
         if rec is None:
             return ufunc(*args)
         if len(args) != prim.arity:
             raise TypeError(f"{prim.call_name}() takes {prim.arity} arguments, got {len(args)}")
+        for k in prim.static:
+            if isinstance(args[k], Tracer):
+                raise TypeError(
+                    f"{module}.{prim.call_name}: operand {k} (an order) must be a constant of the trace, not the "
+                    f"traced {args[k]!r}; pass a Python int, or mark the argument it comes from static "
+                    "(static_argnums)."
+                )
         _check_complex(args)
         vals = [concrete(a) for a in args] if comparison else [_float(a) for a in args]
         with np.errstate(all="ignore"):

@@ -52,7 +52,9 @@ class Primitive:
     ``hot``: gets loops of its own (the opcode a constant, so LLVM can vectorise them);
     ``edges``: the ``EDGES`` where the oracle checks it against JAX too (a tie or a kink, where
     the derivative is a convention both follow, or magnitudes where it must stay finite);
-    ``convention``: that convention in words, for a primitive with a tie or a kink among its edges.
+    ``convention``: that convention in words, for a primitive with a tie or a kink among its edges;
+    ``static``: the operands that are integer constants of the trace (an order): never traced, never
+    differentiated (the oracle holds them fixed).
     """
 
     name: str
@@ -74,6 +76,7 @@ class Primitive:
     reads: frozenset = field(default_factory=frozenset)
     edges: tuple[str, ...] = ()
     convention: str = ""
+    static: tuple[int, ...] = ()
 
     @property
     def arity(self) -> int:
@@ -191,6 +194,27 @@ unary("arctanh", "arctanh(x)", d1="1.0 / ((1.0 - x) * (1.0 + x))", d2="d1 * (1.0
       domains="unit", vector="arctanh")  # fmt: skip
 unary("erf", "erf(x)", d1="TWO_OVER_SQRT_PI * exp(-x * x)", d2="-2.0 * x * d1",  # d erf = 2/√π e^(-x²)
       numpy=(), scipy=("erf",), jax="jsp.erf")  # fmt: skip
+# d erfc = -2/√π e^(-x²);  d erfcx = 2x erfcx - 2/√π (JAX's rule, as is its cancellation for large x)
+unary("erfc", "erfc(x)", d1="-TWO_OVER_SQRT_PI * exp(-x * x)", d2="-2.0 * x * d1", numpy=(), scipy=("erfc",),
+      jax="jsp.erfc")  # fmt: skip
+unary("erfcx", "erfcx(x)", d1="2.0 * x * z - TWO_OVER_SQRT_PI", d2="2.0 * z + 2.0 * x * d1", numpy=(),
+      scipy=("erfcx",), jax="jsp.erfcx")  # fmt: skip
+# Φ(x) as Cephes and JAX compute it (1 + erf inside |x| < 1, erfc outside);  d Φ = φ = e^(-x²/2) / √(2π)
+unary("ndtr", "0.5 * where(abs(x * SQRT_HALF) < SQRT_HALF, 1.0 + erf(x * SQRT_HALF), "
+      "where(x > 0.0, 2.0 - erfc(abs(x * SQRT_HALF)), erfc(abs(x * SQRT_HALF))))",
+      d1="INV_SQRT_TWO_PI * exp(-0.5 * x * x)", d2="-x * d1", numpy=(), scipy=("ndtr",), jax="jsp.ndtr")  # fmt: skip
+# log Φ without underflow; d log Φ = φ / Φ, from erfcx in the lower tail (NaN at -inf, as JAX's);  d² = -d1 (x + d1)
+unary("log_ndtr", "log_ndtr(x)",
+      d1="where(x < -1.0, where(x == -inf, nan, 2.0 * INV_SQRT_TWO_PI / erfcx(-x * SQRT_HALF)), "
+         "INV_SQRT_TWO_PI * exp(-0.5 * x * x - z))",
+      d2="-d1 * (x + d1)", numpy=(), scipy=("log_ndtr",), jax="ref.log_ndtr()")  # fmt: skip
+# Φ⁻¹;  d Φ⁻¹ = 1 / φ(z) = √(2π) e^(z²/2);  d² = z d1²
+unary("ndtri", "ndtri(x)", d1="SQRT_TWO_PI * exp(0.5 * z * z)", d2="z * d1 * d1", numpy=(), scipy=("ndtri",),
+      jax="jsp.ndtri", domains="probability")  # fmt: skip
+# entr = -x log x (0 at 0, -inf below);  d = -(1 + log x), d² = -1/x: below 0, JAX's NaN and 0 (its rule reads
+# log x there, its second derivative does not)
+unary("entr", "where(x < 0.0, -inf, where(x == 0.0, 0.0, -x * log(x)))", d1="-1.0 - log(x)",
+      d2="where(x < 0.0, 0.0, -1.0 / x)", numpy=(), scipy=("entr",), jax="jsp.entr", domains="positive")  # fmt: skip
 unary("floor", "floor(x)", domains="off_integers", differentiable=False)
 unary("ceil", "ceil(x)", domains="off_integers", differentiable=False)
 unary("round", "rint(x)", numpy=("round", "rint"), domains="off_half_integers", differentiable=False)  # half to even
@@ -262,6 +286,26 @@ binary("remainder", "floor_mod(x, y)",
                   "- sign(x / y) * floor(abs(x / y))"), numpy=("remainder", "mod"),
        domains=("off_multiples", "divisors"), piecewise_linear=True)  # fmt: skip
 binary("floor_divide", "floor_quotient(x, y)", domains=("off_multiples", "divisors"), differentiable=False)
+# log B(x, y) = log Γ(x) + log Γ(y) - log Γ(x + y);  d = ψ(x) - ψ(x + y), ψ(y) - ψ(x + y)
+binary("betaln", "lgamma(x) + lgamma(y) - lgamma(x + y)",
+       d1=("digamma(x) - digamma(x + y)", "digamma(y) - digamma(x + y)"),
+       d2=("trigamma(x) - trigamma(x + y)", "-trigamma(x + y)", "trigamma(y) - trigamma(x + y)"),
+       numpy=(), scipy=("betaln",), jax="ref.betaln", domains="positive")  # fmt: skip
+# xlog1py(x, y) = x log(1 + y), 0 where x == 0 (NaN y propagates);  d = (log1p y, x / (1 + y))
+binary("xlog1py", "where((x == 0.0) & (y == y), 0.0, x * log1p(y))", d1=("log1p(y)", "x / (1.0 + y)"),
+       d2=("0.0", "1.0 / (1.0 + y)", "-x / ((1.0 + y) * (1.0 + y))"), numpy=(), scipy=("xlog1py",), jax="jsp.xlog1py",
+       domains=("real", "positive"))  # fmt: skip
+# rel_entr(x, y) = x log(x / y) for x, y > 0 (SciPy's formula), 0 at x = 0 <= y, inf elsewhere (NaN too, as JAX);
+# d = (log(x / y) + 1, -x / y) where both are positive, 0 elsewhere (JAX's selects)
+binary("rel_entr", "where((x > 0.0) & (y > 0.0), x * log(x / y), where((x == 0.0) & (y >= 0.0), 0.0, inf))",
+       d1=("where((x > 0.0) & (y > 0.0), log(x / y) + 1.0, 0.0)", "where((x > 0.0) & (y > 0.0), -x / y, 0.0)"),
+       d2=("where((x > 0.0) & (y > 0.0), 1.0 / x, 0.0)", "where((x > 0.0) & (y > 0.0), -1.0 / y, 0.0)",
+           "where((x > 0.0) & (y > 0.0), x / (y * y), 0.0)"),
+       numpy=(), scipy=("rel_entr",), jax="jsp.rel_entr", domains="positive")  # fmt: skip
+# ψ⁽ⁿ⁾(y) for a constant integer order x = n;  d = ψ⁽ⁿ⁺¹⁾, d² = ψ⁽ⁿ⁺²⁾
+binary("polygamma", "polygamma(x, y)", d1=("0.0", "polygamma(x + 1.0, y)"),
+       d2=("0.0", "0.0", "polygamma(x + 2.0, y)"), numpy=(), scipy=("polygamma",), jax="ref.polygamma",
+       domains=("real", "positive"), static=(0,))  # fmt: skip
 comparison("less", "x < y")
 comparison("less_equal", "x <= y")
 comparison("greater", "x > y")
@@ -348,6 +392,8 @@ def _checked(p: Primitive, opcode: int) -> Primitive:
         raise ValueError(f"{where}: domains {p.domains} must name one of {DOMAINS} per operand ({p.arity})")
     if any(e not in EDGES for e in p.edges):
         raise ValueError(f"{where}: edges {p.edges} must be among {EDGES}")
+    if any(not 0 <= k < p.arity for k in p.static):
+        raise ValueError(f"{where}: static operands {p.static} must be among its {p.arity} operands")
     if bool(set(p.edges) & {"ties", "zeros"}) != bool(p.convention):
         raise ValueError(f"{where}: a primitive with ties or zeros among its edges states its convention there "
                          "(convention=...), and only such a primitive")  # fmt: skip

@@ -100,6 +100,129 @@ def tetragamma(x):
     return acc - w - w / x - s
 
 
+# B_2k / (2k)!, k = 1 .. 8: the Euler-Maclaurin terms of the Hurwitz zeta function
+_B_OVER_FACTORIAL = np.array([_B[k] / math.factorial(2 * k + 2) for k in range(_B.size)])
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def hurwitz_zeta(s, x):
+    """ζ(s, x) = Σ_k (x + k)^-s for an integer s >= 2: the terms up to x + k >= 10 + s summed, then
+    Euler-Maclaurin's tail (relative error near 1e-16)."""
+    acc = 0.0
+    shift = 10.0 + s
+    while x < shift:
+        acc += (1.0 / x) ** s if x > 0.0 else math.pow(x, -s)
+        x += 1.0
+    tail = math.pow(x, 1.0 - s) / (s - 1.0) + 0.5 * math.pow(x, -s)
+    rising = s  # s (s + 1) ... (s + 2k - 2)
+    power = math.pow(x, -s - 1.0)  # x^(-s - 2k + 1)
+    w = 1.0 / (x * x)
+    for k in range(_B_OVER_FACTORIAL.size):
+        tail += _B_OVER_FACTORIAL[k] * rising * power
+        rising *= (s + 2.0 * k + 1.0) * (s + 2.0 * k + 2.0)
+        power *= w
+    return acc + tail
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def polygamma(n, x):
+    """ψ⁽ⁿ⁾(x) for an integer order n >= 0 (NaN for another n): ψ, ψ₁, ψ₂ as above, and beyond them
+    (-1)^(n+1) n! ζ(n + 1, x); at the poles 0, -1, ... +inf for odd n, NaN for even n (as ψ and ψ₂)."""
+    if not (n >= 0.0 and n == math.floor(n)) or x != x:
+        return math.nan
+    if n == 0.0:
+        return digamma(x)
+    if n == 1.0:
+        return trigamma(x)
+    if n == 2.0:
+        return tetragamma(x)
+    odd = n % 2.0 == 1.0
+    if x == math.inf:
+        return 0.0 if odd else -0.0
+    if _undefined(x):
+        return math.inf if odd and x > -math.inf else math.nan
+    return (1.0 if odd else -1.0) * math.gamma(n + 1.0) * hurwitz_zeta(n + 1.0, x)
+
+
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def exp_square(x):
+    """exp(x²) with x² carried exactly: x = h + l with h of 24 bits (h² is exact), exp(h²) exp(l (2h + l))."""
+    h = np.float64(np.float32(x))
+    if not math.isfinite(h):  # beyond float32's range: exp(x²) overflows anyway
+        return math.exp(x * x)
+    lo = x - h
+    return math.exp(h * h) * math.exp(lo * (2.0 * h + lo))
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def erfcx(x):
+    """exp(x²) erfc(x), the scaled complementary error function, to a few ulps: the product with exp(x²)
+    carried exactly below 26, the asymptotic series above (where erfc underflows), the reflection
+    erfcx(x) = 2 exp(x²) - erfcx(-x) below 0."""
+    if x != x:
+        return x
+    if x < 0.0:
+        return 2.0 * exp_square(x) - erfcx(-x) if x > -26.7 else math.inf
+    if x < 26.0:
+        return exp_square(x) * math.erfc(x)
+    w = 1.0 / (2.0 * x * x)
+    term, total = 1.0, 1.0
+    for k in range(1, 8):  # 1/(x√π) Σ (-1)^k (2k - 1)!! / (2x²)^k
+        term *= -(2.0 * k - 1.0) * w
+        total += term
+    return total * _INV_SQRT_PI / x
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def log_ndtr(x):
+    """log Φ(x): log1p of the upper tail above -1, log(erfcx / 2) - x²/2 below (no underflow)."""
+    if x < -1.0:
+        t = -x * _SQRT_HALF
+        return math.log(0.5 * erfcx(t)) - t * t
+    return math.log1p(-0.5 * math.erfc(x * _SQRT_HALF))
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def _ndtri_lower(p):
+    """Φ⁻¹(p) for 0 < p <= 1/2: Acklam's rational approximation (relative error 1.2e-9), then two Halley
+    steps on Φ(x) - p with erfc."""
+    if p < 0.02425:
+        q = math.sqrt(-2.0 * math.log(p))
+        x = (((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e00) * q
+               - 2.549732539343734e00) * q + 4.374664141464968e00) * q + 2.938163982698783e00) / (
+            (((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e00) * q
+             + 3.754408661907416e00) * q + 1.0)  # fmt: skip
+    else:
+        q = p - 0.5
+        r = q * q
+        x = (((((-3.969683028665376e01 * r + 2.209460984245205e02) * r - 2.759285104469687e02) * r
+               + 1.383577518672690e02) * r - 3.066479806614716e01) * r + 2.506628277459239e00) * q / (
+            ((((-5.447609879822406e01 * r + 1.615858368580409e02) * r - 1.556989798598866e02) * r
+              + 6.680131188771972e01) * r - 1.328068155288572e01) * r + 1.0)  # fmt: skip
+    for _ in range(2):
+        e = 0.5 * math.erfc(-x * _SQRT_HALF) - p
+        u = e * math.sqrt(2.0 * math.pi) * math.exp(0.5 * x * x)
+        x = x - u / (1.0 + 0.5 * x * u)
+    return x
+
+
+@numba.njit(nogil=True, error_model="numpy", cache=False)
+def ndtri(p):
+    """Φ⁻¹(p), the standard normal quantile: -inf at 0, +inf at 1, NaN outside [0, 1]; the upper half by
+    symmetry on 1 - p (exact there)."""
+    if not (0.0 <= p <= 1.0):
+        return math.nan
+    if p == 0.0:
+        return -math.inf
+    if p == 1.0:
+        return math.inf
+    return _ndtri_lower(p) if p <= 0.5 else -_ndtri_lower(1.0 - p)
+
+
 @numba.njit(nogil=True, error_model="numpy", cache=False)
 def _divmod(a, b):
     """NumPy's float divmod (npy_divmod): the floored quotient and the remainder with the divisor's sign."""
@@ -142,6 +265,9 @@ CONSTANTS = {
     "LN2": math.log(2.0),
     "LN10": math.log(10.0),
     "TWO_OVER_SQRT_PI": 2.0 / math.sqrt(math.pi),
+    "SQRT_HALF": math.sqrt(0.5),
+    "SQRT_TWO_PI": math.sqrt(2.0 * math.pi),
+    "INV_SQRT_TWO_PI": 1.0 / math.sqrt(2.0 * math.pi),
 }
 
 VOCABULARY = {
@@ -152,6 +278,11 @@ VOCABULARY = {
     "floor_mod": floor_mod,
     "floor_quotient": floor_quotient,
     "fmod": np.fmod,  # the truncated remainder, the dividend's sign
+    "erfc": math.erfc,
+    "polygamma": polygamma,
+    "erfcx": erfcx,
+    "log_ndtr": log_ndtr,
+    "ndtri": ndtri,
     "abs": abs,
     "sign": np.sign,
     "sqrt": math.sqrt,  # NaN below 0 in compiled code

@@ -1,8 +1,8 @@
 """``scipy.special``'s array functions on traced arrays: ``logsumexp`` (``axis``, ``keepdims``, ``b``),
-``softmax`` and ``log_softmax`` (SciPy's default ``axis=None``: over every element).
+``softmax`` and ``log_softmax`` (SciPy's default ``axis=None``: over every element), ``polygamma``.
 
 SciPy's ufuncs (``expit``, ``gammaln``, ``xlogy``, ...) reach fasttape through NumPy's protocols; these
-three are Python functions that convert their input with ``np.asarray``, so while a function is traced
+four are Python functions that convert their input with ``np.asarray``, so while a function is traced
 they are replaced on the ``scipy.special`` module (``fasttape.interception``), as ``scipy.linalg``'s are.
 Each is ``fasttape.numpy``'s, the stable forms JAX uses: its gradient is the softmax.
 """
@@ -43,7 +43,14 @@ def log_softmax(x, axis=None):
     return fnp.subtract(x, fnp.logsumexp(x, axis=axis, keepdims=True))
 
 
-FUNCTIONS = {"logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax}
+def polygamma(n, x):
+    """``scipy.special.polygamma``: ψ⁽ⁿ⁾(x) for a constant integer order n (one primitive per element)."""
+    if recorder_of((n, x)) is None:
+        return _original("polygamma")(n, x)
+    return fnp.polygamma(n, x)  # noqa  (generated from the declaration)
+
+
+FUNCTIONS = {"logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax, "polygamma": polygamma}
 INTERCEPTION = Interception("scipy.special", FUNCTIONS)
 intercepting = INTERCEPTION.active  # while a function is traced, scipy.special's functions above are these
 _original = INTERCEPTION.original

@@ -53,7 +53,7 @@ UNARY = tuple(p for p in PRIMITIVES if p.kind == "unary" and p.numpy)
 # remainder and floor_divide jump wherever x / y is an integer: no smooth map of two free operands avoids
 # that, so they are checked by their own cases (their operands drawn on "off_multiples" and "divisors")
 _JUMPING = ("remainder", "floor_divide")
-BINARY = tuple(p for p in PRIMITIVES if p.kind == "binary" and p.numpy and p.name not in _JUMPING)
+BINARY = tuple(p for p in PRIMITIVES if p.kind == "binary" and p.numpy and p.name not in _JUMPING and not p.static)
 COMPARISONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "comparison")
 REDUCTIONS = tuple(p.numpy[0] for p in PRIMITIVES if p.kind == "reduction" and p.numpy)
 # the unbounded unary primitives (and power's exponent) get an operand in [-2, 2] so that chains stay finite
@@ -143,6 +143,8 @@ class Step:
             return f"xp.{op}({a[0]}, {y})"
         if op in LINALG_STEPS:
             return _linalg_expr(op, a[0], p)
+        if op in INDEXING_STEPS:
+            return _indexing_expr(op, a[0], p)
         raise ValueError(op)
 
     def primitives(self) -> set[str]:
@@ -199,7 +201,7 @@ class Program:
     @functools.cached_property
     def callable(self):
         """``f(xp, *inputs)``: the source, executed."""
-        scope = {"np": np}
+        scope = {"np": np, "scatter_add": scatter_add}
         exec(compile(self.source(), "<oracle.programs>", "exec"), scope)  # noqa: S102
         return scope["f"]
 
@@ -212,8 +214,10 @@ class Program:
     def snippet(self, fd_rtol: float = FD_RTOL) -> str:
         with np.printoptions(precision=17, floatmode="unique", threshold=10**6):
             args = ", ".join(f"np.array({_literal(x)})" for x in self.inputs)
+        helper = "from oracle.programs import scatter_add\n" if any(s.op == "scatter_add" for s in self.steps) else ""
         return (
             "import numpy as np, oracle\n"
+            + helper
             + self.source()
             + f"print(oracle.check(f, {args}, namespace=True, fd_rtol={fd_rtol!r}, fd={self.smooth}, "
             + ("eager=True, exact_nonfinite=False))\n" if self.nonfinite else "eager=False))\n")
@@ -282,7 +286,11 @@ def _params(**kw) -> tuple:
     return tuple(sorted(kw.items()))
 
 
-KINDS_OF_STEP = ("unary", "binary", "where", "reduction", "cumsum", "broadcast", "gather", "matmul", "linalg")
+KINDS_OF_STEP = ("unary", "binary", "where", "reduction", "cumsum", "broadcast", "gather", "matmul", "linalg",
+                 "indexing")  # fmt: skip
+# indices computed in the sweep: a sort along an axis, each slice's largest element picked by argmax, the rows
+# of the largest elements (argsort, then integer arithmetic), a scatter-add at computed positions
+INDEXING_STEPS = ("sort", "argmax_pick", "argsort_rows", "scatter_add")
 # numpy.linalg on a matrix value, mapped smoothly to where each is differentiable and well conditioned:
 # n I + tanh(V) / 2 is invertible (singular values of at least n / 2), T Tᵀ / n + I positive definite,
 # diag(1, ..., n) + (T + Tᵀ) / 50 keeps its eigenvalues apart, and D + tanh(V) / 20, with D diagonal
@@ -306,6 +314,27 @@ def _linalg_expr(op: str, v: str, p: dict) -> str:
         "qr": f"xp.linalg.qr({separated})[1]",
         "norm": f"xp.linalg.norm({separated}, {p.get('ord')!r})",
     }[op]
+
+
+def _indexing_expr(op: str, v: str, p: dict) -> str:
+    if op == "sort":
+        return f"xp.sort({v}, axis={p['axis']!r})"
+    if op == "argmax_pick":
+        return f"xp.take_along_axis({v}, xp.argmax({v}, axis={p['axis']}, keepdims=True), axis={p['axis']})"
+    if op == "argsort_rows":  # the rows of the last elements in sorted order (ranks reduced modulo the rows)
+        return f"xp.take({v}, xp.argsort(xp.ravel({v}), stable=True)[-{p['k']}:] % {p['rows']}, axis=0)"
+    # scatter_add: every element added at its rank modulo k (repeated positions accumulate); stable sorts,
+    # as NumPy's finite differences must order ties (a broadcast's copies) as fasttape and JAX do
+    return f"scatter_add(xp.ravel({v}), xp.argsort(xp.ravel({v}), stable=True) % {p['k']}, xp.ravel({v}))"
+
+
+def scatter_add(x, index, values):
+    """``x.at[index].add(values)`` (JAX, fasttape's tracers), ``np.add.at`` on a copy for a plain array."""
+    if hasattr(x, "at"):
+        return x.at[index].add(values)
+    out = np.array(x, dtype=np.float64)
+    np.add.at(out, index, values)
+    return out
 
 
 def _linalg_shape(op: str, n: int, m: int) -> tuple:
@@ -408,6 +437,20 @@ def _step(draw, shapes: list):
         op = draw(st.sampled_from(LINALG_STEPS if n == m else LINALG_STEPS[len(SQUARE_STEPS) :]))
         ord_ = draw(st.sampled_from([2, "nuc"])) if op == "norm" else None
         return Step(op, (i,), _params(n=n, m=m, ord=ord_)), _linalg_shape(op, n, m)
+    if kind == "indexing" and ndim > 0:
+        op = draw(st.sampled_from(INDEXING_STEPS))
+        axis = draw(st.integers(-ndim, ndim - 1))
+        size = _size(shape)
+        if op == "sort":
+            return Step(op, (i,), _params(axis=axis)), shape
+        if op == "argmax_pick":
+            out = list(shape)
+            out[axis] = 1
+            return Step(op, (i,), _params(axis=axis)), tuple(out)
+        k = draw(st.integers(1, size))
+        if op == "argsort_rows":
+            return Step(op, (i,), _params(k=k, rows=shape[0])), (k,) + tuple(shape[1:])
+        return Step(op, (i,), _params(k=k)), (size,)
     # unary: always possible
     prim = draw(st.sampled_from(UNARY))
     params = {}
@@ -440,7 +483,7 @@ def well_defined(program: Program) -> bool:
     inputs: the finite ones of moderate size), and none that NumPy refuses to compute."""
     values = list(program.inputs)
     names = program.names
-    scope = {"xp": np, "np": np}
+    scope = {"xp": np, "np": np, "scatter_add": scatter_add}
     with np.errstate(all="ignore"):
         for s in program.steps:
             scope.update({names[i]: values[i] for i in range(len(values))})

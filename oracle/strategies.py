@@ -132,8 +132,10 @@ class Example:
 
 
 def _call(name, *fixed):
+    """``xp.<name>``, with ``fixed`` leading operands (an order) before the drawn ones."""
+
     def fn(xp, *args):
-        return getattr(xp, name)(*args, *fixed)
+        return getattr(xp, name)(*fixed, *args)
 
     return fn
 
@@ -147,6 +149,12 @@ def _unary(draw, prim, edge=None):
 
 @st.composite
 def _binary(draw, prim, edge=None):
+    if prim.static == (0,):  # an order: drawn, then held fixed
+        n = draw(st.integers(0, 6))
+        y = draw(shapes().flatmap(lambda s: domain_arrays(edge or prim.domains[1], s, prim.domains[1])))
+        case = Case(f"{prim.name}-order{n}", _call(prim.call_name, n), (y.shape,), (edge or prim.domains[1],),
+                    smooth=edge is None)  # fmt: skip
+        return Example(case, (y,))
     beside = prim.domains
     if edge is not None:
         domains = (edge, edge)

@@ -63,6 +63,8 @@ def _elementwise_program(prim):
     fn = getattr(fnp, prim.name)
     if prim.kind == "unary":
         return lambda x: np.sum(fn(x) * x)
+    if prim.static == (0,):  # an order: a constant
+        return lambda x: np.sum(fn(2, x) + fn(0, x))
     if prim.kind == "binary":
         return lambda x: np.sum(fn(x, x[::-1] + 3.0) + fn(x, 0.75))
     return lambda x: np.sum(np.where(fn(x, 0.1), x * x, -x))  # comparison

@@ -310,6 +310,23 @@ def _polygamma(order):
     return fn
 
 
+def _polygamma_n(n, x):
+    """ψ⁽ⁿ⁾(x) on arrays with the compiled function's conventions (scalar_math.polygamma): NaN for an order
+    that is not a non-negative integer, at -inf, and at the poles for even n; +inf there for odd n."""
+    n, x = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(x, dtype=np.float64))
+    out = np.full(x.shape, np.nan)
+    with np.errstate(all="ignore"):
+        valid = (n >= 0) & (n == np.floor(n))
+        for order in np.unique(n[valid]):
+            at = valid & (n == order)
+            out[at] = _polygamma(int(order))(x[at]) if order <= 2 else _special("polygamma", int(order))(x[at])
+            if order > 2:
+                pole = at & (x <= 0.0) & (x == np.floor(x)) & (x > -np.inf)
+                out[pole] = np.inf if order % 2 == 1 else np.nan
+                out[at & (x == -np.inf)] = np.nan
+    return out
+
+
 # name -> its meaning on arrays (the same names as scalar_math.VOCABULARY)
 ARRAY_VOCABULARY = {
     "where": np.where,
@@ -321,6 +338,11 @@ ARRAY_VOCABULARY = {
     "floor_mod": np.remainder,
     "floor_quotient": np.floor_divide,
     "fmod": np.fmod,
+    "erfc": _special("erfc"),
+    "polygamma": _polygamma_n,
+    "erfcx": _special("erfcx"),
+    "log_ndtr": _special("log_ndtr"),
+    "ndtri": _special("ndtri"),
     **{name: getattr(np, name) for name in (
         "abs", "sign", "sqrt", "cbrt", "floor", "ceil", "rint", "maximum", "minimum", "exp", "exp2", "expm1", "log",
         "log2", "log10", "log1p", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh",
