@@ -97,7 +97,6 @@ WORKLOADS = {
     ),
     "softmax": Workload(
         make_softmax_loss,
-        make_xent_loss,
         softmax_input,
         SOFTMAX_SIZES,
         "{}x{}x{}",
