@@ -522,8 +522,12 @@ def _library_caller() -> str | None:
     return f"{public}.{found[1]}"
 
 
+# ndarray methods a traced array has but refuses, with the fix: they need a concrete value or mutate in place
+REFUSED_METHODS = ("fill", "resize", "put", "itemset", "item", "tolist")
+
+
 class Tracer:
-    """A traced float64 (or boolean) array: NumPy code runs on it unchanged."""
+    """A traced float64 (or boolean or integer) array: NumPy code runs on it unchanged."""
 
     __slots__ = ("_rec", "_sid", "_value", "_base", "_views", "__weakref__")
     __array_priority__ = 1000.0
