@@ -113,6 +113,8 @@ def signature_key(args, kind="transform", static_argnums=()):
             break
     else:
         return tuple([a.shape for a in args])  # the common case, kept cheap
+    if all(type(a) is np.ndarray and a.dtype.kind in "fiu" for a in args):  # float arrays and integer labels
+        return ("arrays",) + tuple([(a.shape, a.dtype.kind == "f") for a in args])
     return _general_key(args, kind, static_argnums)
 
 

@@ -13,8 +13,11 @@ concrete inputs embedded.
 
 :func:`programs` is a hypothesis strategy drawing well-defined programs: unary
 operands are first mapped into the primitive's smooth domain, binary operands
-are broadcast-compatible, ``where`` conditions come from comparisons.  One
-program in four has *tied* inputs (a few values, repeated, no jitter), so ties reach
+are broadcast-compatible, ``where`` conditions come from comparisons; the steps also
+sort, pick by argmax, take the rows an argsort ranks and scatter-add at those ranks
+(indices computed in the sweep; stable sorts, as NumPy's finite differences must order
+ties as fasttape and JAX do), and call NumPy functions lowered onto the primitives
+(einsum, diff, pad, cumprod, median).  One program in four has *tied* inputs (a few values, repeated, no jitter), so ties reach
 max/min, maximum/minimum and the comparisons through the steps; those are checked
 against JAX alone (``Program.smooth`` is False: no finite differences at a kink).  One
 program in eight has NaN and ±inf among its inputs, checked against JAX run op by op
@@ -145,6 +148,8 @@ class Step:
             return _linalg_expr(op, a[0], p)
         if op in INDEXING_STEPS:
             return _indexing_expr(op, a[0], p)
+        if op in FUNCTION_STEPS:
+            return _function_expr(op, a[0], p)
         raise ValueError(op)
 
     def primitives(self) -> set[str]:
@@ -287,7 +292,10 @@ def _params(**kw) -> tuple:
 
 
 KINDS_OF_STEP = ("unary", "binary", "where", "reduction", "cumsum", "broadcast", "gather", "matmul", "linalg",
-                 "indexing")  # fmt: skip
+                 "indexing", "function")  # fmt: skip
+# NumPy functions lowered onto the primitives: einsum (a contraction with the value reversed along its last
+# axis), diff, pad (every mode), cumprod of a tame value, median (a sort and two picks)
+FUNCTION_STEPS = ("einsum", "diff", "pad", "cumprod", "median")
 # indices computed in the sweep: a sort along an axis, each slice's largest element picked by argmax, the rows
 # of the largest elements (argsort, then integer arithmetic), a scatter-add at computed positions
 INDEXING_STEPS = ("sort", "argmax_pick", "argsort_rows", "scatter_add")
@@ -335,6 +343,18 @@ def scatter_add(x, index, values):
     out = np.array(x, dtype=np.float64)
     np.add.at(out, index, values)
     return out
+
+
+def _function_expr(op: str, v: str, p: dict) -> str:
+    if op == "einsum":
+        return f"xp.einsum({p['subscripts']!r}, {v}, xp.flip({v}, axis=-1))"
+    if op == "diff":
+        return f"xp.diff({v}, axis={p['axis']})"
+    if op == "pad":
+        return f"xp.pad({v}, 1, mode={p['mode']!r})"
+    if op == "cumprod":
+        return f"xp.cumprod(1.0 + 0.5 * xp.tanh({v}), axis={p['axis']})"
+    return f"xp.median({v}, axis={p['axis']})"
 
 
 def _linalg_shape(op: str, n: int, m: int) -> tuple:
@@ -437,6 +457,28 @@ def _step(draw, shapes: list):
         op = draw(st.sampled_from(LINALG_STEPS if n == m else LINALG_STEPS[len(SQUARE_STEPS) :]))
         ord_ = draw(st.sampled_from([2, "nuc"])) if op == "norm" else None
         return Step(op, (i,), _params(n=n, m=m, ord=ord_)), _linalg_shape(op, n, m)
+    if kind == "function" and ndim > 0:
+        op = draw(st.sampled_from(FUNCTION_STEPS))
+        axis = draw(st.integers(-ndim, ndim - 1))
+        zeros = np.zeros(shape)
+        if op == "einsum":
+            letters = "ijk"[:ndim]
+            subscripts = draw(st.sampled_from([f"{letters},{letters}->{letters[:-1]}",  # the last axis contracted
+                                               f"...{letters[-1]},...{letters[-1]}->...",  # the same, by ellipsis
+                                               f"{letters},{letters}->"]))  # fmt: skip
+            out = np.einsum(subscripts, zeros, zeros).shape
+            return Step(op, (i,), _params(subscripts=subscripts)), out
+        if op == "diff" and shape[axis] >= 2:
+            return Step(op, (i,), _params(axis=axis)), np.diff(zeros, axis=axis).shape
+        if op == "pad":
+            mode = draw(st.sampled_from(["constant", "edge", "reflect", "symmetric", "wrap"]))
+            out = np.pad(zeros, 1, mode=mode).shape
+            if _ok(out) and (mode != "reflect" or min(shape) >= 2):
+                return Step(op, (i,), _params(mode=mode)), out
+        if op == "cumprod":
+            return Step(op, (i,), _params(axis=axis)), shape
+        if op == "median":
+            return Step(op, (i,), _params(axis=axis)), np.median(zeros, axis=axis).shape
     if kind == "indexing" and ndim > 0:
         op = draw(st.sampled_from(INDEXING_STEPS))
         axis = draw(st.integers(-ndim, ndim - 1))

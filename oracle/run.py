@@ -33,7 +33,7 @@ from fasttape.kernels import C_OP, PRIMITIVE_BY_NAME, PRIMITIVES
 from .cases import NP, PRIMITIVE_CASES, checked_edges, scalar_loss
 from .check import KINDS, Report, check
 from .programs import search
-from .strategies import DRAWN, LINALG_KINDS, primitive_examples
+from .strategies import DRAWN, INDEXING_KINDS, LINALG_KINDS, primitive_examples
 
 PROFILES = {
     # seeds: input draws per hand-written case; examples: hypothesis-drawn checks per elementwise, comparison
@@ -393,7 +393,7 @@ def run_matrix(
     if settings["examples"] and cases is None:  # hand-picked ``cases`` (tests of the runner) skip this phase
         drawn = [p for p in DRAWN if primitive is None or p.name == primitive]
         work += [("drawn", (prim, edge)) for prim in drawn for edge in (None, *checked_edges(prim))  # smooth, edges
-                 if edge is None or prim.kind not in LINALG_KINDS]  # fmt: skip
+                 if edge is None or prim.kind not in LINALG_KINDS | INDEXING_KINDS]  # fmt: skip
     programs = settings["programs"] if random_programs and primitive is None and kind is None else 0
     shares = [programs // jobs + (i < programs % jobs) for i in range(jobs)]  # seeds 0..jobs-1
     work += [("programs", (n, seed)) for seed, n in enumerate(shares) if n]

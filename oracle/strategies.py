@@ -280,8 +280,74 @@ def _linalg(draw, prim, edge=None):
     return Example(Case(f"{prim.name}-drawn", fn, (a.shape, b.shape), ("invertible", "real")), (a, b))
 
 
+INDEXING_KINDS = frozenset(("take", "scatter", "argsort", "argreduce", "searchsorted"))
+
+
+def _updated(x, index, values, add):
+    """``x.at[index].add / set(values)`` for traced and JAX arrays, NumPy's in-place update on a copy of a
+    plain one (whose output shape the oracle's loss reads)."""
+    if hasattr(x, "at"):
+        return x.at[index].add(values) if add else x.at[index].set(values)
+    out = np.array(x, dtype=np.float64)
+    if add:
+        np.add.at(out, index, values)
+    else:
+        out[index] = values
+    return out
+
+
+@st.composite
+def _indexing(draw, prim, edge=None):
+    """A check of one primitive of the indexing or sorting families on drawn shapes, axes and tie-free
+    operands (elements 0.25 apart); the indices are computed from the operand in the sweep -- an argsort's
+    ranks, reduced modulo the axis and shifted negative at will -- so they are in range by construction."""
+    x = draw(shapes(min_dims=1).flatmap(lambda s: domain_arrays("distinct", s)))
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    n = x.shape[axis]
+    kind = prim.kind
+    if kind == "argsort":
+
+        def fn(xp, a):
+            return a * xp.argsort(a, axis=axis, stable=True)
+
+    elif kind == "argreduce":
+        keepdims = draw(st.booleans())
+
+        def fn(xp, a):
+            return xp.sum(a) * getattr(xp, prim.name)(a, axis=axis, keepdims=keepdims)
+
+    elif kind == "take":
+        m, negative, along = draw(st.integers(1, 5)), draw(st.booleans()), draw(st.booleans())
+
+        def fn(xp, a):
+            if along:  # one index per element: a sort along the axis
+                return xp.take_along_axis(a, xp.argsort(a, axis=axis, stable=True), axis=axis)
+            ranks = xp.argsort(xp.ravel(a), stable=True)[:m] % n
+            return xp.take(a, ranks - n if negative else ranks, axis=axis)
+
+    elif kind == "scatter":
+        add = draw(st.booleans())
+        k = draw(st.integers(1, x.size))
+
+        def fn(xp, a):
+            flat = xp.ravel(a)
+            ranks = xp.argsort(flat, stable=True)  # a permutation: set writes each position once
+            return _updated(flat * flat, ranks % k if add else ranks, flat, add)
+
+    else:  # searchsorted, into the sorted operand: values 0.125 off its grid, so none sits on an element
+        v = np.round(4.0 * draw(domain_arrays("real", draw(shapes())))) / 4.0 + 0.125
+        right = draw(st.booleans())
+
+        def fn(xp, a, b):
+            return b * xp.searchsorted(xp.sort(xp.ravel(a)), b, side="right" if right else "left")
+
+        return Example(Case(f"{prim.name}-drawn", fn, (x.shape, v.shape), ("distinct", "offgrid")), (x, v))
+    return Example(Case(f"{prim.name}-drawn", fn, (x.shape,), ("distinct",)), (x,))
+
+
 _BY_KIND = {"unary": _unary, "binary": _binary, "comparison": _comparison, "reduction": _reduction}
 _BY_KIND |= dict.fromkeys(LINALG_KINDS, _linalg)
+_BY_KIND |= dict.fromkeys(INDEXING_KINDS, _indexing)
 DRAWN = tuple(p for p in PRIMITIVES if p.kind in _BY_KIND)  # the other structural primitives keep hand-written cases
 
 
@@ -290,6 +356,6 @@ def primitive_examples(prim, edge=None) -> st.SearchStrategy:
     one of the primitive's ``checked_edges``, when given)."""
     if edge is not None and edge not in checked_edges(prim):
         raise ValueError(f"{prim.name} has no edge {edge!r} (its edges: {checked_edges(prim)})")
-    if edge is not None and prim.kind in LINALG_KINDS:
+    if edge is not None and (prim.kind in LINALG_KINDS or prim.kind in INDEXING_KINDS):
         raise ValueError(f"{prim.name}'s NaN and inf edge is its hand-written case; its drawn checks are smooth")
     return _BY_KIND[prim.kind](prim) if edge is None else _BY_KIND[prim.kind](prim, edge)
