@@ -129,6 +129,14 @@ def _general_key(args, kind, static_argnums):
     return ("tree", tuple(parts))
 
 
+def _named_index_errors(runner, tape, args):
+    """``runner(tape, args)``, an index out of range read in the sweep named by the argument it came from."""
+    try:
+        return runner(tape, args)
+    except IndexError as e:
+        raise tape.index_error(e) from None
+
+
 class TapeCache:
     """An LRU map from input signature to the tapes recorded for it (one per branch).
 
@@ -218,19 +226,19 @@ class _Transformed:
         key = signature_key(args, self.kind, static)
         tried = self.cache.get(key)
         for tape in tried:
-            result = runner(tape, args)
+            result = _named_index_errors(runner, tape, args)
             if result is not None:
                 return result
         argnums = _normalize_argnums(self.argnums, len(args), self.kind)
         with self._record_lock:  # threads that miss together record once
             for tape in self.cache.get(key):
                 if tape not in tried:  # recorded meanwhile by another thread
-                    result = runner(tape, args)
+                    result = _named_index_errors(runner, tape, args)
                     if result is not None:
                         return result
             tape = self._record(args, argnums)
             self.cache.add(key, tape)
-        result = runner(tape, args)
+        result = _named_index_errors(runner, tape, args)
         if result is None:
             raise BranchChangedError(
                 f"{self.__name__!r}: a Python if/while on a traced value took one branch while tracing and "

@@ -31,8 +31,11 @@ def _guards_hold(aux, buf):
 
 
 def _forward(rows, aux, buf):
-    for row in rows:
-        FAMILY_BY_OPCODE[row[K.C_OP]].module.numpy_forward(row, aux, buf)
+    for i, row in enumerate(rows):
+        try:
+            FAMILY_BY_OPCODE[row[K.C_OP]].module.numpy_forward(row, aux, buf)
+        except IndexError as e:  # an index read in the sweep: the instruction, as the compiled kernels name it
+            raise IndexError(f"{e} (instruction {i})") from None
 
 
 def _tangent(rows, aux, buf, T):

@@ -211,10 +211,10 @@ unary("log_ndtr", "log_ndtr(x)",
 # Φ⁻¹;  d Φ⁻¹ = 1 / φ(z) = √(2π) e^(z²/2);  d² = z d1²
 unary("ndtri", "ndtri(x)", d1="SQRT_TWO_PI * exp(0.5 * z * z)", d2="z * d1 * d1", numpy=(), scipy=("ndtri",),
       jax="jsp.ndtri", domains="probability")  # fmt: skip
-# entr = -x log x (0 at 0, -inf below);  d = -(1 + log x), d² = -1/x: below 0, JAX's NaN and 0 (its rule reads
-# log x there, its second derivative does not)
-unary("entr", "where(x < 0.0, -inf, where(x == 0.0, 0.0, -x * log(x)))", d1="-1.0 - log(x)",
-      d2="where(x < 0.0, 0.0, -1.0 / x)", numpy=(), scipy=("entr",), jax="jsp.entr", domains="positive")  # fmt: skip
+# entr = -x log x (0 at 0, -inf below);  d = -(1 + log x), d² = -1/x, both 0 below 0 where entr is constant (JAX's
+# forward mode; its reverse mode gives NaN there, reading log x through a select)
+unary("entr", "where(x < 0.0, -inf, where(x == 0.0, 0.0, -x * log(x)))", d1="where(x < 0.0, 0.0, -1.0 - log(x))",
+      d2="where(x < 0.0, 0.0, -1.0 / x)", numpy=(), scipy=("entr",), jax="ref.entr()", domains="positive")  # fmt: skip
 unary("floor", "floor(x)", domains="off_integers", differentiable=False)
 unary("ceil", "ceil(x)", domains="off_integers", differentiable=False)
 unary("round", "rint(x)", numpy=("round", "rint"), domains="off_half_integers", differentiable=False)  # half to even

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import gc
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -455,6 +456,27 @@ class Tape:
             },
             "memory": "O(tape): the reverse sweep keeps every forward value; each concurrent call holds one buffer",
         }
+
+    def index_error(self, error: IndexError) -> IndexError:
+        """An IndexError from a sweep (which names the instruction) with the argument its index comes from:
+        ``index 7 is out of bounds for axis 0 with size 5 (indexing with arg2, instruction 12)``."""
+        found = re.search(r" \(instruction (\d+)\)$", str(error))
+        if found is None or int(found.group(1)) >= len(self._row_operands):
+            return error
+        row = int(found.group(1))
+        sid = self._row_operands[row][1]  # take's and scatter's indices: operand B
+        while self._slots[sid].origin[0] == "view":
+            sid = self._slots[sid].origin[1]
+        origin = self._slots[sid].origin
+        if origin[0] == "input":
+            source = f"the argument {origin[1]}"
+        elif origin[0] == "op":
+            producer = K.PRIMITIVE_BY_OPCODE[int(self.ins[origin[1], K.C_OP])].name
+            source = f"indices computed from the inputs (by {producer}, instruction {origin[1]})"
+        else:
+            source = "constant indices"
+        message = str(error)[: found.start()]
+        return IndexError(f"{message} in {self.name!r}: the indices come from {source} (instruction {row})")
 
     def listing(self) -> str:
         """A readable listing, one line per slot: ``%7 = multiply %3 %5   f64[40]``."""

@@ -217,6 +217,16 @@ class _Rules:
     def polygamma(self, n, x):
         return _polygamma()(n, x)
 
+    def entr(self):
+        """``jax.scipy.special.entr`` with one derivative in both modes: -(1 + log x), and 0 below 0 where entr
+        is the constant -inf -- JAX's own forward mode gives that 0, its reverse mode NaN (0 x log x)."""
+        import jax
+
+        jnp, jsp = self.jnp, self.jsp
+        f = jax.custom_jvp(jsp.entr)
+        f.defjvp(lambda p, t: (f(*p), jnp.where(p[0] < 0.0, 0.0, -1.0 - jnp.log(p[0])) * t[0]))
+        return f
+
     def betaln(self, a, b):
         """log B from JAX's gammaln: jax.scipy.special.betaln's own second derivatives are wrong in places
         (0.178 in every entry of its Hessian at a = b = 1, where the exact one is [[1, -0.645], [-0.645, 1]])."""

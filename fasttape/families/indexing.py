@@ -60,15 +60,16 @@ SET = 1
 
 
 @register_jitable
-def position(value, n, axis):
-    """An index read from the buffer, counted from the end when negative; IndexError (NumPy's message)
-    outside [-n, n)."""
+def position(value, n, axis, i):
+    """An index read from the buffer, counted from the end when negative; IndexError (NumPy's message, and
+    the instruction ``i``, which the API turns into the argument's name) outside [-n, n)."""
     k = value + n if value < 0.0 else value
     if not (0.0 <= k < n) or k != math.floor(k):
+        where = " (instruction " + str(i) + ")"
         if value != value or value != math.floor(value):
-            raise IndexError("an index holds " + str(value) + ", not an integer (axis " + str(axis) + ")")
+            raise IndexError("an index holds " + str(value) + ", not an integer (axis " + str(axis) + ")" + where)
         raise IndexError(
-            "index " + str(int(value)) + " is out of bounds for axis " + str(axis) + " with size " + str(n)
+            "index " + str(int(value)) + " is out of bounds for axis " + str(axis) + " with size " + str(n) + where
         )  # fmt: skip
     return int(k)
 
@@ -98,7 +99,7 @@ def take_run(src, dst, buf, ins, i, add_back):
         for j in range(m):
             for q in range(post):
                 e = (p * m + j) * post + q
-                k = position(buf[b + e] if along else buf[b + j], n, axis)
+                k = position(buf[b + e] if along else buf[b + j], n, axis, i)
                 s = a + (p * n + k) * post + q
                 if add_back:
                     dst[s] += src[o + e]
@@ -122,14 +123,14 @@ def scatter_run(ins, i, buf, src, dst, mode, reverse):
                     dst[a + p] += src[o + p]
         if grad_c:
             for j in range(m):
-                p = position(buf[b + j], n, 0)
+                p = position(buf[b + j], n, 0, i)
                 if mode == ADD or buf[side + p] == j:
                     dst[c + j] += src[o + p]
         return
     for p in range(n):
         dst[o + p] = src[a + p] if grad_a else 0.0
     for j in range(m):
-        p = position(buf[b + j], n, 0)
+        p = position(buf[b + j], n, 0, i)
         v = src[c + j] if grad_c else 0.0
         if mode == ADD:
             dst[o + p] += v
@@ -145,7 +146,7 @@ def forward(ins, i, aux, buf):
     mode = ins[i, P_MODE]
     o, a, b, c, n, m = ins[i, C_OUT], ins[i, C_A], ins[i, C_B], ins[i, C_C], ins[i, C_N], ins[i, C_NB]
     for j in range(m):  # every position checked before anything is written
-        position(buf[b + j], n, 0)
+        position(buf[b + j], n, 0, i)
     for p in range(n):
         buf[o + p] = buf[a + p]
     side = ins[i, P_SIDE]
@@ -153,7 +154,7 @@ def forward(ins, i, aux, buf):
         for p in range(n):
             buf[side + p] = -1.0
     for j in range(m):
-        p = position(buf[b + j], n, 0)
+        p = position(buf[b + j], n, 0, i)
         if mode == ADD:
             buf[o + p] += buf[c + j]
         else:
