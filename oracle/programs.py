@@ -17,10 +17,10 @@ are broadcast-compatible, ``where`` conditions come from comparisons; the steps 
 sort, pick by argmax, take the rows an argsort ranks and scatter-add at those ranks
 (indices computed in the sweep; stable sorts, as NumPy's finite differences must order
 ties as fasttape and JAX do), and call NumPy functions lowered onto the primitives
-(einsum, diff, pad, cumprod, median).  One program in four has *tied* inputs (a few values, repeated, no jitter), so ties reach
-max/min, maximum/minimum and the comparisons through the steps; those are checked
-against JAX alone (``Program.smooth`` is False: no finite differences at a kink).  One
-program in eight has NaN and ±inf among its inputs, checked against JAX run op by op
+(einsum, diff, pad, cumprod, median).  One program in four has *tied* inputs (a few
+values, repeated, no jitter), so ties reach max/min, maximum/minimum and the comparisons
+through the steps; those are checked against JAX alone (``Program.smooth`` is False: no
+finite differences at a kink).  One program in eight has NaN and ±inf among its inputs, checked against JAX run op by op
 (``Program.nonfinite``: ``check(eager=True)``).
 :func:`search` looks for a program whose :func:`oracle.check` fails and returns
 it shrunk.
