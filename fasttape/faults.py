@@ -72,7 +72,9 @@ def kinds_of(prim) -> tuple[str, ...]:
     """The fault kinds a primitive has: every kernel kind, and its formulas when elementwise."""
     if not prim.elementwise:
         return KERNEL_KINDS
-    formulas = ("formula-value", "formula-dx") + (("formula-dy",) if prim.arity == 2 else ())
+    partials = ("formula-dx", "formula-dy")[: prim.arity]
+    # a static operand (polygamma's order) is never differentiated: no sweep reads its partial
+    formulas = ("formula-value",) + tuple(kind for k, kind in enumerate(partials) if k not in prim.static)
     if any(prim.curvature):  # (second partials that are all structural zeros: no term is ever formed with them)
         formulas += ("formula-d2",)
     return KERNEL_KINDS + formulas
@@ -84,13 +86,14 @@ def sites() -> list[Site]:
 
 
 def parse(text: str) -> Site:
-    """A site from ``"<primitive>:<kind>[@<edge>]"`` (a bare name: its first partial, ``formula-dx``)."""
+    """A site from ``"<primitive>:<kind>[@<edge>]"`` (a bare name: its first partial, ``formula-dx``, or
+    ``formula-dy`` when the first operand is static)."""
     text, _, edge = text.strip().partition("@")
     name, _, kind = text.partition(":")
     prim = PRIMITIVE_BY_NAME.get(name)
     if prim is None:
         raise ValueError(f"fault {text!r}: no primitive named {name!r}; name one of fasttape's primitives, e.g. tanh")
-    kind = kind or "formula-dx"
+    kind = kind or ("formula-dy" if 0 in prim.static else "formula-dx")
     if kind not in kinds_of(prim):
         raise ValueError(
             f"fault {text!r}: {name} has no {kind!r} rule to break; its kinds are {', '.join(kinds_of(prim))} "
