@@ -136,7 +136,7 @@ def assigned(x, key, value):
     return rec.gather(positions, new_value, [x, v])
 
 
-_IDENTITY = {"add": 0.0, "multiply": 1.0, "min": np.inf, "max": -np.inf}
+_IDENTITY = {"multiply": 1.0, "min": np.inf, "max": -np.inf}  # additions are one scatter-add instead
 
 
 def scattered(x, key, value, how):
@@ -164,9 +164,9 @@ def scattered(x, key, value, how):
     table = np.full((rows.size, counts.max()), flat.size, dtype=np.int64)
     table[row_of[order], rank] = order
     contributions = fnp.concatenate([v, np.array([_IDENTITY[how]])])[table]
-    reduce = {"add": fnp.sum, "multiply": fnp.prod, "min": fnp.min, "max": fnp.max}[how]
+    reduce = {"multiply": fnp.prod, "min": fnp.min, "max": fnp.max}[how]
     combined = reduce(contributions, axis=1)
-    combine = {"add": fnp.add, "multiply": fnp.multiply, "min": fnp.minimum, "max": fnp.maximum}[how]
+    combine = {"multiply": fnp.multiply, "min": fnp.minimum, "max": fnp.maximum}[how]
     flat_x = fnp.ravel(x)
     updated = combine(flat_x[rows], combined)
     return fnp.reshape(assigned(flat_x, rows, updated), shape)
