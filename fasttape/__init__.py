@@ -15,7 +15,19 @@ from . import linalg as linalg
 from . import numpy
 from . import sorting as sorting
 from ._version import __version__ as __version__
-from .api import grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, trace, value_and_grad, vjp
+from .api import (
+    grad,
+    hessian,
+    hvp,
+    jacfwd,
+    jacobian,
+    jacrev,
+    jvp,
+    trace,
+    value_and_grad,
+    value_grad_and_hvp,
+    vjp,
+)
 from .config import get_options, options, set_options
 from .custom import custom_jvp, custom_vjp, stop_gradient
 from .errors import (
@@ -53,6 +65,7 @@ __all__ = [
     "set_options",
     "get_options",
     "options",
+    "value_grad_and_hvp",
     "scipy_objective",
     "Tape",
     "numpy",

@@ -18,21 +18,14 @@ import weakref
 import numpy as np
 import optree
 
-from . import config
+from . import config, nesting
 from . import derivatives as D
 from .errors import BranchChangedError
 from .tape import Tape, classify_leaf, record
-from .tracer import Tracer
+from .tracer import Tracer, active_recorder
 
 DEFAULT_CACHE_SIZE = config.DEFAULT_CACHE_SIZE
 _MAX_BRANCHES = 32
-
-
-_NESTED_MESSAGE = (
-    "{outer} of {inner}: nested differentiation (a transformation applied inside a traced function, such as "
-    "grad(grad(f))) is not supported; fasttape records one first-order tape per function. Differentiate the "
-    "outer function once, or write the derivative you need explicitly."
-)
 
 
 def _normalize_argnums(argnums, n_args, name):
@@ -123,7 +116,7 @@ def _general_key(args, kind, static_argnums):
     for i, a in enumerate(args):
         leaves, treedef = optree.tree_flatten(a, none_is_leaf=True)
         if any(isinstance(leaf, Tracer) for leaf in leaves):
-            raise NotImplementedError(_NESTED_MESSAGE.format(outer=kind, inner="a traced function"))
+            return None  # called inside a traced function: recorded onto that trace (fasttape.nesting)
         static = i in static_argnums
         parts.append((treedef, tuple(_leaf_key(leaf, static) for leaf in leaves)))
     return ("tree", tuple(parts))
@@ -208,8 +201,6 @@ class _Transformed:
         self.static_argnums = _static_argnums(static_argnums, self.kind)
         self.cache = TapeCache(cache_size)
         self._record_lock = threading.RLock()
-        if isinstance(fun, _Transformed):
-            raise NotImplementedError(_NESTED_MESSAGE.format(outer=self.kind, inner=fun.kind))
         functools.update_wrapper(self, fun, updated=())
 
     def _record(self, args, argnums):
@@ -224,6 +215,8 @@ class _Transformed:
         if static:
             static = {a % len(args) for a in static if -len(args) <= a < len(args)}
         key = signature_key(args, self.kind, static)
+        if key is None or active_recorder() is not None:
+            return self._nested(args, _normalize_argnums(self.argnums, len(args), self.kind))
         tried = self.cache.get(key)
         for tape in tried:
             result = _named_index_errors(runner, tape, args)
@@ -247,13 +240,25 @@ class _Transformed:
             )
         return result
 
+    def _nested(self, args, argnums):
+        """The transformation applied to tracers of an enclosing trace: recorded onto it."""
+        raise TypeError(
+            f"{self.kind} of {self.__name__!r} was called on traced values; a tape of its own cannot be recorded "
+            "inside a traced function. Call it outside, or use grad/jvp/vjp/jacobian there."
+        )
+
     def tape(self, *args) -> Tape:
         """The tape these arguments replay (recorded if needed)."""
+        if nesting.inside_trace(args):
+            return _Transformed._nested(self, args, None)
         return self._run(args, lambda tape, a: tape if tape.forward(*a) is not None else None)
 
 
 class ValueAndGrad(_Transformed):
     kind = "value_and_grad"
+
+    def _nested(self, args, argnums):  # (value, grads, aux), as Tape._value_and_grad
+        return nesting.value_and_grad(self.fun, args, argnums, self.has_aux, self.kind)
 
     def __call__(self, *args):
         value, grads, aux = self._run(args, Tape._value_and_grad)
@@ -262,6 +267,9 @@ class ValueAndGrad(_Transformed):
 
 class Grad(_Transformed):
     kind = "grad"
+
+    def _nested(self, args, argnums):
+        return nesting.value_and_grad(self.fun, args, argnums, self.has_aux, self.kind)
 
     def __call__(self, *args):
         value, grads, aux = self._run(args, Tape._value_and_grad)
@@ -320,6 +328,8 @@ def vjp(fun, *primals, has_aux=False):
     ``vjp_fn(cotangent)`` returns a tuple with one entry per primal; it may be
     called many times and reuses the forward values computed here.
     """
+    if nesting.inside_trace(primals):
+        return nesting.vjp(fun, primals, has_aux)
     transform = _cached_transform(fun, "vjp", tuple(range(len(primals))), has_aux)
     return transform._run(primals, D.returns_none_on_branch_change(lambda tape, a: tape.vjp(*a)))
 
@@ -330,6 +340,8 @@ def jvp(fun, primals, tangents, has_aux=False):
     tangents = _primals_tuple(tangents, "jvp")
     if len(tangents) != len(primals):
         raise ValueError(f"jvp: got {len(primals)} primals but {len(tangents)} tangents; pass one tangent per primal.")
+    if nesting.inside_trace((primals, tangents)):
+        return nesting.jvp(fun, primals, tangents, has_aux)
     transform = _cached_transform(fun, "jvp", tuple(range(len(primals))), has_aux)
     return transform._run(primals, D.returns_none_on_branch_change(lambda tape, a: D.jvp(tape, a, tangents)))
 
@@ -346,10 +358,32 @@ def hvp(fun, primals, tangents):
     tangents = _primals_tuple(tangents, "hvp")
     if len(tangents) != len(primals):
         raise ValueError(f"hvp: got {len(primals)} primals but {len(tangents)} tangents; pass one tangent per primal.")
+    if nesting.inside_trace((primals, tangents)):
+        return nesting.hvp(fun, primals, tangents)
     argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
     v = tangents[0] if len(primals) == 1 else tangents
     transform = _cached_transform(fun, "hvp", argnums, False)
     return transform._run(primals, D.returns_none_on_branch_change(lambda tape, a: D.hvp(tape, a, v)))
+
+
+def value_grad_and_hvp(fun, primals, tangents):
+    """``(f(primals), ∇f(primals), ∂²f(primals)·tangents)`` of a scalar function from one forward, one
+    tangent and one second-order sweep: what a Newton or trust-region step needs, at the cost of the HVP
+    alone.  Structured as :func:`hvp` (one primal: arrays; several: tuples)."""
+    primals = _primals_tuple(primals, "value_grad_and_hvp")
+    tangents = _primals_tuple(tangents, "value_grad_and_hvp")
+    if len(tangents) != len(primals):
+        raise ValueError(
+            f"value_grad_and_hvp: got {len(primals)} primals but {len(tangents)} tangents; pass one tangent per primal."
+        )
+    argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
+    v = tangents[0] if len(primals) == 1 else tangents
+    if nesting.inside_trace((primals, tangents)):
+        value, grads, _ = nesting.value_and_grad(fun, primals, argnums, False)
+        return value, grads, nesting.hvp(fun, primals, tangents)
+    transform = _cached_transform(fun, "hvp", argnums, False)
+    runner = D.returns_none_on_branch_change(lambda tape, a: D.value_grad_and_hvp(tape, a, v))
+    return transform._run(primals, runner)
 
 
 class Jacobian(_Transformed):
@@ -360,12 +394,18 @@ class Jacobian(_Transformed):
         self.mode = mode
         self.kind = {"fwd": "jacfwd", "rev": "jacrev"}.get(mode, "jacobian")
 
+    def _nested(self, args, argnums):
+        return nesting.jacobian(self.fun, args, argnums, self.has_aux, self.mode, self.kind)
+
     def __call__(self, *args):
         return self._run(args, D.returns_none_on_branch_change(lambda tape, a: D.jacobian(tape, a, self.mode)))
 
 
 class Hessian(_Transformed):
     kind = "hessian"
+
+    def _nested(self, args, argnums):
+        return nesting.hessian(self.fun, args, argnums)
 
     def __call__(self, *args):
         return self._run(args, D.returns_none_on_branch_change(D.hessian))

@@ -53,7 +53,9 @@ def _stop_leaf(x):
 
     sid = x._sid
     # where(x, x, x) is x whatever x is (NaN included); no operand is differentiated
-    return rec._emit(K.OP_WHERE, x.shape, [sid, sid, sid], value=concrete(x), grads=[False, False, False])
+    stopped = rec._emit(K.OP_WHERE, x.shape, [sid, sid, sid], value=concrete(x), grads=[False, False, False])
+    rec.frozen_rows.add(len(rec.rows) - 1)  # nested transformations do not differentiate it either
+    return stopped
 
 
 def _active(x) -> bool:

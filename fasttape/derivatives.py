@@ -225,6 +225,20 @@ def hvp(tape: Tape, args, v):
         tape._return_workspace(ws)
 
 
+def value_grad_and_hvp(tape: Tape, args, v):
+    """``(f(x), ∇f(x), H(x) v)``: the HVP sweep computes the first-order adjoints on its way, so the
+    gradient costs nothing more than the HVP."""
+    _require_scalar(tape, "value_grad_and_hvp")
+    matrix, multi = _split_directions(tape, v)
+    ws = tape._take_workspace()
+    try:
+        tape._bind(args, ws)
+        hv = _join_directions(tape, _hvp_matrix(tape, ws, matrix, True), multi)
+        return ws.buf[tape._out_position], tape._grad_structure(tape._grads_of(ws)), hv
+    finally:
+        tape._return_workspace(ws)
+
+
 def _hvp_one_array(tape: Tape, args, v):
     """The common case without containers: one array argument, v of its shape (+ k)."""
     leaf = tape._args[tape._diff_args[0]].leaves[0]

@@ -17,6 +17,7 @@ import gc
 import math
 import re
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ from .errors import (
     InputTypeError,
     NonScalarOutputError,
 )
-from .tracer import TYPE_NAMES, Recorder, Tracer
+from .tracer import TYPE_NAMES, Recorder, Tracer, recording
 
 _MAX_SPARE_BUFFERS = 4
 _SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4
@@ -354,12 +355,14 @@ class Tape:
 
     def vjp(self, *args):
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
-        ws = self._new_workspace()  # kept by vjp_fn
+        ws = self._take_workspace()  # kept by vjp_fn, and back to the spares when vjp_fn is gone
         self._bind(args, ws)
         if not tiers.run_forward(self.ins, self.code, self.aux, ws.buf, True):
+            self._return_workspace(ws)
             raise self._branch_error()
         out = self._outputs_of(ws.buf)
         vjp_fn = _VJPFunction(self, ws)
+        weakref.finalize(vjp_fn, self._return_workspace, ws)  # (a big tape's VJPs reuse one buffer)
         return (out, vjp_fn, self._aux_of(ws.buf)) if self.has_aux else (out, vjp_fn)
 
     # -- forward mode and second order (fasttape.derivatives) ----------------
@@ -377,6 +380,14 @@ class Tape:
 
         *args, v = args_and_v
         return derivatives.hvp(self, tuple(args), v)
+
+    def value_grad_and_hvp(self, *args_and_v):
+        """``tape.value_grad_and_hvp(*args, v)``: ``(f, ∇f, H v)`` from one forward, one tangent and one
+        second-order sweep (the gradient is the first-order adjoint that sweep computes anyway)."""
+        from . import derivatives
+
+        *args, v = args_and_v
+        return derivatives.value_grad_and_hvp(self, tuple(args), v)
 
     def hvp_at(self, *args):
         """``v ↦ H v`` at these arguments, reusing one forward sweep for every call."""
@@ -628,6 +639,7 @@ def _record(f, args, argnums, has_aux, name, static_argnums) -> Tape:
     name = name or _function_name(f)
     diff = set(argnums if isinstance(argnums, tuple) else (argnums,))
     rec = Recorder()
+    rec.name = f"the trace of {name!r}"
     specs: list[ArgSpec] = []
     traced_args = []
     for i, arg in enumerate(args):
@@ -653,7 +665,8 @@ def _record(f, args, argnums, has_aux, name, static_argnums) -> Tape:
         specs.append(ArgSpec(treedef, spec_leaves, i in diff))
         traced_args.append(treedef.unflatten(traced_leaves))
     try:
-        with scipy_linalg.intercepting(), scipy_special.intercepting():  # SciPy's functions record onto the tape
+        # SciPy's functions record onto the tape, and so do transformations called inside f
+        with scipy_linalg.intercepting(), scipy_special.intercepting(), recording(rec):
             result = f(*traced_args)
     finally:
         rec.closed = True  # tracers kept after this point fail loudly

@@ -10,10 +10,13 @@ a :class:`fasttape.tape.Tape`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import struct
 import sys
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +50,8 @@ class Slot:
     kind: str  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (every value is held as a float64)
     origin: tuple  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
     size: int = field(init=False)
+    level: object = None  # the nesting.Level of the deepest transformation it depends on; None: the trace's own
+    ref: object = None  # a weak reference to a tracer of it, for its value (nested transformations)
 
     def __post_init__(self):
         self.size = math.prod(self.shape)
@@ -89,10 +94,16 @@ class Recorder:
         self._array_constants: dict[int, tuple[int, object]] = {}
         self.guards: list[tuple[int, bool]] = []
         self.closed = False
+        self.name = "a traced function"  # the trace, in error messages
+        # nested transformations (fasttape.nesting): the innermost open level, each slot's value while one
+        # is open, and the rows that never pass a derivative (stop_gradient)
+        self.level = None
+        self.values: dict | None = None
+        self.frozen_rows: set[int] = set()
 
     # -- slots -------------------------------------------------------------
-    def _new_slot(self, shape, active, kind, origin) -> int:
-        slot = Slot(self.n_values, tuple(shape), active, kind, origin)
+    def _new_slot(self, shape, active, kind, origin, level=None) -> int:
+        slot = Slot(self.n_values, tuple(shape), active, kind, origin, level=level)
         self.n_values += slot.size
         self.slots.append(slot)
         return len(self.slots) - 1
@@ -134,12 +145,23 @@ class Recorder:
         for the same values, as ``astype``)."""
         parent = self.slots[sid]
         kind = kind or parent.kind
+        if parent.level is not None and parent.level.closed:
+            raise self.leak_error(parent.level)
         if offset == parent.offset and tuple(shape) == parent.shape and kind == parent.kind:
             return Tracer(self, sid, value)
-        new = self._new_slot(shape, parent.active, kind, ("view", sid))
+        new = self._new_slot(shape, parent.active, kind, ("view", sid), parent.level)
         self.n_values -= self.slots[new].size  # shares memory with the parent
         self.slots[new].offset = offset
         return Tracer(self, new, value)
+
+    def alias(self, x: Tracer, level) -> Tracer:
+        """A second name for ``x``'s values at another nesting level (a transformation's result handed to
+        the level that called it): no instruction, no copy."""
+        s = self.slots[x._sid]
+        new = self._new_slot(s.shape, s.active, s.kind, ("view", x._sid), level)
+        self.n_values -= s.size
+        self.slots[new].offset = s.offset
+        return Tracer(self, new, x._value)
 
     def as_tracer(self, x) -> Tracer:
         """``x`` itself if traced, else a (constant, inactive) tracer of its value."""
@@ -158,29 +180,54 @@ class Recorder:
         if isinstance(x, Tracer):
             if x._rec is not self:
                 raise TracerLeakError(
-                    "a traced value from another (or a finished) fasttape trace was mixed into this one. "
-                    "Tracers must not outlive the traced function: return them (or pass them as has_aux "
-                    "data) instead of storing them in globals, and do not nest transformations."
+                    f"a traced value of {x._rec.name} (another trace, or one that has finished) was mixed into "
+                    f"{self.name}. Tracers must not outlive the traced function: return them (or pass them as "
+                    "has_aux data) instead of storing them in globals."
                 )
             return x._sid
         return self.constant(x)
 
+    def where(self) -> str:
+        """The current level, in error messages."""
+        return self.level.name if self.level is not None else self.name
+
+    def leak_error(self, level) -> TracerLeakError:
+        """A tracer of ``level``, a transformation that has returned, used again."""
+        return TracerLeakError(
+            f"a traced value created inside {level.name} (level {level.depth}) was used after that "
+            f"transformation returned, in {self.where()}. A tracer must not outlive the transformation that made "
+            "it: return it from the function (or as has_aux data) instead of storing it."
+        )
+
     # -- instructions --------------------------------------------------------
-    def _emit(self, op, out_shape, operands, params=None, kind="f", value=None, grads=None):
+    def _emit(self, op, out_shape, operands, params=None, kind="f", value=None, grads=None, level=None):
         """Append one instruction writing a fresh slot; return its Tracer.  ``params``: the family's
-        named parameters; a family's side store is allocated here, after the output."""
+        named parameters; a family's side store is allocated here, after the output.  The slot's level is
+        the deepest of its operands' (or ``level``)."""
         if self.closed:
             raise TracerLeakError(
-                "this tracer belongs to a trace that has finished; tracers must not escape the traced function "
-                "(return them instead of storing them in globals)."
+                f"this tracer belongs to {self.name}, a trace that has finished; tracers must not escape the traced "
+                "function (return them instead of storing them in globals)."
             )
         prim = K.PRIMITIVE_BY_OPCODE[op]
         slots = [self.slots[s] for s in operands]
+        values = self.values
+        for s, slot in zip(operands, slots):
+            lv = slot.level
+            if lv is not None:
+                if lv.closed:
+                    raise self.leak_error(lv)
+                if level is None or lv.serial > level.serial:
+                    level = lv
+            if values is not None and s not in values:
+                value_of_operand = _value_of(slot)
+                if value_of_operand is not None:
+                    values[s] = value_of_operand
         if grads is None:
             grads = [s.active for s in slots]
         grads = [g and prim.differentiable for g in grads]
         active = any(grads)
-        out = self._new_slot(out_shape, active, kind, ("op", len(self.rows)))
+        out = self._new_slot(out_shape, active, kind, ("op", len(self.rows)), level)
         o = self.slots[out]
         family = families.of(op)
         named = dict(params or {})
@@ -375,6 +422,37 @@ class Recorder:
         self.guards.append((self.slots[x._sid].offset, bool(outcome)))
 
 
+_RECORDING = threading.local()  # the recorders running a function on this thread, innermost last
+
+
+@contextlib.contextmanager
+def recording(rec: Recorder):
+    """``rec`` is the trace of this thread while the block runs: a transformation called inside it
+    records onto it (fasttape.nesting), whether or not its arguments are traced."""
+    stack = getattr(_RECORDING, "stack", None)
+    if stack is None:
+        stack = _RECORDING.stack = []
+    stack.append(rec)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def active_recorder() -> Recorder | None:
+    """The innermost trace this thread is recording, or None."""
+    stack = getattr(_RECORDING, "stack", None)
+    return stack[-1] if stack else None
+
+
+def _value_of(slot: Slot):
+    """The value of a slot from a live tracer of it, or its constant (None if neither exists)."""
+    if slot.origin[0] == "const":
+        return slot.origin[1].reshape(slot.shape).astype(slot.dtype)
+    tracer = slot.ref() if slot.ref is not None else None
+    return None if tracer is None else tracer._value
+
+
 def _as_value(value):
     if isinstance(value, np.ndarray):
         return value
@@ -450,7 +528,7 @@ def scalar_arithmetic(rec, op, fn, x, y):
     numbers -- without the general elementwise path: the same instruction, slots and value, at a
     fraction of the cost per operation.  Returns None for any other operands (the caller then takes
     the general path, which also raises the errors).  ``rec``: the recorder of the tracer operand."""
-    if rec.closed:
+    if rec.closed or rec.values is not None:  # (inside a nested transformation: the general path keeps levels)
         return None
     slots = rec.slots
     operands = []
@@ -483,6 +561,7 @@ def scalar_arithmetic(rec, op, fn, x, y):
     result._rec = rec
     result._sid = out
     result._value = value
+    slots[out].ref = weakref.ref(result)  # its value, should a nested transformation read it later
     return result
 
 
@@ -542,6 +621,12 @@ class Tracer:
         self._sid = sid
         self._value = value
         self._base, self._views = (), None  # NumPy aliasing, for item assignment (fasttape.updates)
+        slot = rec.slots[sid]
+        ref = slot.ref
+        if ref is None or ref() is None:
+            slot.ref = weakref.ref(self)
+        if rec.values is not None:
+            rec.values[sid] = value
 
     # -- properties ----------------------------------------------------------
     @property

@@ -189,8 +189,24 @@ def _range_of_tracer(x):
     return total
 
 
-def _nested_grad_inside(x):
-    return np.sum(ft.grad(_cube_sum)(x))
+def _inner_tracer_kept():
+    kept = []
+
+    def _stash(y):
+        kept.append(y * 2.0)
+        return np.sum(y**2)
+
+    return ft.grad(lambda x: np.sum(ft.grad(_stash)(x) * kept[0]))(X3)
+
+
+def _finished_trace_passed_to_grad():
+    box = []
+    ft.grad(_leak(box))(X3)
+    return ft.grad(_cube_sum)(box[0])
+
+
+def _nested_integer_argnum(x):
+    return ft.grad(lambda k: np.sum(k * 1.0))(np.argsort(x))
 
 
 def _unsupported_on_second_branch():
@@ -256,7 +272,6 @@ def _unsupported(name, body, x=X3):
 
 
 _ANY_FIX = r"(np\.stack|np\.concatenate|np\.where|return the traced value)"
-_NESTED = (TypeError, NotImplementedError)
 
 # --------------------------------------------------------------------------
 # the table
@@ -869,32 +884,32 @@ ERROR_CASES = [
     ),
     # -- nested transformations ----------------------------------------------------------------------------------
     ErrorCase(
-        "nested-grad-of-grad",
+        "nested-grad-of-vector-gradient",
         lambda: ft.grad(ft.grad(_cube_sum))(X3),
-        _NESTED,
-        None,
-        r"nested differentiation",
+        TypeError,
+        NonScalarOutputError,
+        r"scalar output.*\(3,\)",
     ),
     ErrorCase(
-        "nested-grad-called-inside-grad",
-        lambda: shared().grad(X3, _nested_grad_inside),
-        _NESTED,
-        None,
-        r"nested differentiation",
+        "nested-inner-tracer-used-after-return",
+        _inner_tracer_kept,
+        TypeError,
+        TracerLeakError,
+        r"created inside grad of .*_stash.*\(level 1\).*used after that transformation returned, in the trace of",
     ),
     ErrorCase(
-        "nested-vjp-of-grad",
-        lambda: ft.vjp(ft.grad(_cube_sum), X3),
-        _NESTED,
-        None,
-        r"nested differentiation",
+        "nested-finished-trace-passed-to-transformation",
+        _finished_trace_passed_to_grad,
+        TypeError,
+        TracerLeakError,
+        r"the trace of .*a trace that has finished.*passed to a transformation",
     ),
     ErrorCase(
-        "nested-value_and_grad-of-grad",
-        lambda: ft.value_and_grad(ft.grad(lambda y: y**3))(2.0),
-        _NESTED,
-        None,
-        r"nested differentiation",
+        "nested-integer-argument-differentiated",
+        lambda: shared().grad(X3, _nested_integer_argnum),
+        TypeError,
+        InputTypeError,
+        r"arg0 \(in argnums\) is a traced int64 array.*only real floating-point",
     ),
     # -- vjp_fn cotangents ------------------------------------------------------------------------------------------
     ErrorCase(

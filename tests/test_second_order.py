@@ -933,3 +933,37 @@ def test_the_tangent_of_a_product_beside_an_infinite_factor_is_the_textbook_jvp(
         assert np.isnan(ft.jvp(lambda x: np.prod(x), (x,), (t,))[1])
         finite = np.array([-1.25, -1.25, 2.0])
         np.testing.assert_array_equal(ft.jvp(lambda x: np.prod(x), (finite,), (np.array([0.0, 0.0, 1.0]),))[1], 1.5625)
+
+
+@pytest.mark.parametrize("tier", ["compiled", "executor"])
+def test_value_grad_and_hvp_is_value_and_grad_and_hvp_from_one_sweep(tier):
+    from fasttape import tiers
+
+    f_np, f_jax = both(lambda xp, x, y: xp.sum(xp.tanh(x) ** 2 * xp.exp(y)) + xp.sum(x[:2] * y[1:]))
+    x, y = np.linspace(-1.0, 1.0, 3), np.linspace(0.5, -0.5, 3)
+    v, w = np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.0, -1.0])
+    with tiers.only(tier):
+        value, grads, hv = ft.value_grad_and_hvp(f_np, (x, y), (v, w))
+        tape = ft.trace(f_np, x, y, argnums=(0, 1))
+        value2, grads2, hv2 = tape.value_grad_and_hvp(x, y, (np.stack([v, 2 * v], -1), np.stack([w, 2 * w], -1)))
+    assert_close(value, f_jax(x, y))
+    assert_tree_close(grads, jax.grad(f_jax, argnums=(0, 1))(x, y))
+    assert_tree_close(hv, jax_hvp(f_jax, (x, y), (v, w)))
+    assert_close(value2, value)
+    assert_tree_close(grads2, grads)
+    assert_tree_close(tuple(h[..., 1] for h in hv2), tuple(2 * h for h in hv))
+
+
+def test_vjp_functions_that_are_gone_give_their_buffers_to_the_next_vjp():
+    import gc
+
+    tape = ft.trace(lambda x: np.tanh(x) * x, np.ones(4))
+    _, back = tape.vjp(np.ones(4))
+    first = back._ws
+    kept = back(np.ones(4))[0]
+    del back
+    gc.collect()
+    out, back = tape.vjp(np.full(4, 2.0))
+    assert back._ws is first  # reused, not a fresh value+adjoint buffer
+    assert_close(back(np.ones(4))[0], jax.vjp(lambda x: jnp.tanh(x) * x, jnp.full(4, 2.0))[1](jnp.ones(4))[0])
+    assert_close(kept, jax.vjp(lambda x: jnp.tanh(x) * x, jnp.ones(4))[1](jnp.ones(4))[0])

@@ -1,0 +1,771 @@
+"""Every primitive's derivative rules written in primitives: the JVP and the VJP of one instruction as
+traced NumPy code that records onto the tape (JAX's jvp and transpose rules).
+
+fasttape.nesting applies them to the instructions of a transformation called inside a traced function,
+so that the derivative program is itself a program of primitives, which the outer transformation
+differentiates again.  The compiled sweeps never use them: they have kernels of their own
+(fasttape.families).
+
+The elementwise primitives' rules are their declarations' first partials (``Primitive.d1``),
+evaluated on tracers: the formulas written once in fasttape.primitives.  Each structural kind has
+its rule below, written with NumPy calls on tracers and the recorder's take and scatter.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import families
+from .primitives import PRIMITIVE_BY_OPCODE
+from .scalar_math import CONSTANTS
+from .tracer import Recorder, Tracer
+
+# the operands a kind never differentiates: a selection's condition, integer positions, LU's pivots
+FROZEN = {"select": (0,), "take": (1,), "scatter": (1,), "permute": (0,)}
+
+
+def frozen_operands(prim) -> tuple:
+    return FROZEN.get(prim.kind, ()) + prim.static
+
+
+@dataclass
+class Instruction:
+    """One row of the tape as the rules see it: its primitive, its parameters, its operands and
+    result as tracers (values of the trace)."""
+
+    rec: Recorder
+    row: int
+    prim: object
+    params: dict
+    operands: list
+    out: Tracer
+
+    @classmethod
+    def at(cls, rec: Recorder, row: int, tracer_of) -> Instruction:
+        r = rec.rows[row]
+        prim = PRIMITIVE_BY_OPCODE[r[0]]
+        params = families.of(r[0]).unpack(r)
+        operands = [tracer_of(s) for s in rec.row_operands[row]]
+        return cls(rec, row, prim, params, operands, tracer_of(rec.slots_by_row[row]))
+
+
+def vjp(ins: Instruction, ct, wanted) -> list:
+    """The cotangents of the operands marked ``wanted`` (None where there is none), from the
+    cotangent ``ct`` of the result."""
+    rule = _VJP.get(ins.prim.kind)
+    if rule is None:
+        raise NotImplementedError(_unsupported(ins.prim))
+    cts = rule(ins, ct, wanted)
+    return [c if w else None for c, w in zip(cts, wanted)]
+
+
+def jvp(ins: Instruction, tangents):
+    """The tangent of the result from the operands' tangents (None: zero), or None if it is zero."""
+    if all(t is None for t in tangents):
+        return None
+    rule = _JVP.get(ins.prim.kind)
+    if rule is None:
+        raise NotImplementedError(_unsupported(ins.prim))
+    return rule(ins, tangents)
+
+
+def _unsupported(prim) -> str:
+    return (
+        f"a derivative of a derivative through {prim.name!r} (a transformation applied inside a traced function) "
+        "is not available yet; differentiate the outer function once, or move this step out of the inner "
+        "transformation."
+    )
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _shaped(x, shape):
+    return np.reshape(x, shape) if np.shape(x) != tuple(shape) else x
+
+
+def _unbroadcast(ct, operand):
+    """``ct`` (shaped like the result) summed down to ``operand``'s shape: an elementwise operand is either
+    the result's size or one element."""
+    if operand.size == 1 and np.size(ct) != 1:
+        return np.reshape(np.sum(ct), operand.shape)
+    return _shaped(ct, operand.shape)
+
+
+def _scale(ct, partial):
+    """``ct · partial`` without recording a product by a literal 1 or -1."""
+    if isinstance(partial, float):
+        if partial == 1.0:
+            return ct
+        if partial == -1.0:
+            return -ct
+    return ct * partial
+
+
+def _zeros(x):
+    return np.zeros(x.shape)
+
+
+# --------------------------------------------------------------------------
+# elementwise: the declarations' partials on tracers
+# --------------------------------------------------------------------------
+@functools.cache
+def _namespace() -> dict:
+    """The formulas' vocabulary (scalar_math.VOCABULARY) as traced functions."""
+    from . import numpy as fnp
+
+    def trunc(v):
+        return fnp.sign(v) * fnp.floor(abs(v))
+
+    names = {
+        "where": fnp.where,
+        "abs": abs,
+        "trigamma": lambda v: fnp.polygamma(1, v),
+        "tetragamma": lambda v: fnp.polygamma(2, v),
+        "lgamma": fnp.gammaln,
+        "floor_mod": fnp.remainder,
+        "floor_quotient": fnp.floor_divide,
+        "fmod": lambda a, b: a - b * trunc(a / b),
+    }
+    for name in ("digamma", "erfc", "erfcx", "log_ndtr", "ndtri", "polygamma", "sign", "sqrt", "cbrt", "floor",
+                 "ceil", "rint", "maximum", "minimum", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p",
+                 "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "arcsinh",
+                 "arccosh", "arctanh", "erf", "hypot", "logaddexp"):  # fmt: skip
+        names[name] = getattr(fnp, name)
+    return {"__builtins__": {}, **CONSTANTS, **names}
+
+
+@functools.cache
+def _compiled(expr: str):
+    return compile(expr, f"<partial {expr}>", "eval")
+
+
+def _elementwise_operands(ins: Instruction) -> list:
+    """The operands shaped for the formulas: a full-size one as the result, a single element as a
+    scalar, a static one (an order) as its concrete value."""
+    out_shape = ins.out.shape
+    shaped = []
+    for k, x in enumerate(ins.operands):
+        if k in ins.prim.static:
+            shaped.append(np.reshape(np.asarray(x._value, dtype=np.float64), ()))
+        elif x.size == 1 and ins.out.size != 1:
+            shaped.append(np.reshape(x, ()))
+        else:
+            shaped.append(_shaped(x, out_shape))
+    return shaped
+
+
+def partials(ins: Instruction, wanted) -> list:
+    """The first partials of an elementwise instruction (floats for constant ones), None where not wanted."""
+    shaped = _elementwise_operands(ins)
+    env = {"z": ins.out, "x": shaped[0]}
+    if len(shaped) > 1:
+        env["y"] = shaped[1]
+    ns = _namespace()
+    out = []
+    for expr, w in zip(ins.prim.d1, wanted):
+        if not w or expr == "0.0":
+            out.append(None)
+            continue
+        with np.errstate(all="ignore"):
+            value = eval(_compiled(expr), ns, env)
+        out.append(float(value) if isinstance(value, (int, float)) else value)
+    return out
+
+
+def _elementwise_vjp(ins, ct, wanted):
+    return [None if d is None else _unbroadcast(_scale(ct, d), x) for d, x in zip(partials(ins, wanted), ins.operands)]
+
+
+def _elementwise_jvp(ins, tangents):
+    total = None
+    ds = partials(ins, [t is not None for t in tangents])
+    for d, t, x in zip(ds, tangents, ins.operands):
+        if d is None:
+            continue
+        t = np.reshape(t, ()) if x.size == 1 and ins.out.size != 1 else _shaped(t, ins.out.shape)
+        term = _scale(t, d)
+        total = term if total is None else total + term
+    return None if total is None else _shaped(np.broadcast_to(total, ins.out.shape), ins.out.shape)
+
+
+# --------------------------------------------------------------------------
+# select: where(c, a, b)
+# --------------------------------------------------------------------------
+def _condition(ins):
+    c = ins.operands[0]
+    return np.reshape(c, ()) if c.size == 1 else _shaped(c, ins.out.shape)
+
+
+def _select_vjp(ins, ct, wanted):
+    c = _condition(ins)
+    _, a, b = ins.operands
+    ct_a = _unbroadcast(np.where(c, ct, 0.0), a) if wanted[1] else None
+    ct_b = _unbroadcast(np.where(c, 0.0, ct), b) if wanted[2] else None
+    return [None, ct_a, ct_b]
+
+
+def _select_jvp(ins, tangents):
+    c = _condition(ins)
+    _, ta, tb = tangents
+
+    def side(t, x):
+        if t is None:
+            return 0.0
+        return np.reshape(t, ()) if x.size == 1 else _shaped(t, ins.out.shape)
+
+    out = np.where(c, side(ta, ins.operands[1]), side(tb, ins.operands[2]))
+    return _shaped(np.broadcast_to(out, ins.out.shape), ins.out.shape)
+
+
+# --------------------------------------------------------------------------
+# reductions and scans over the middle axis of (pre, r, post)
+# --------------------------------------------------------------------------
+def _three(ins, x):
+    p = ins.params
+    return np.reshape(x, (p["pre"], p["r"], p["post"]))
+
+
+def _kept(ins, z):
+    p = ins.params
+    return np.reshape(z, (p["pre"], 1, p["post"]))
+
+
+def _weights(ins):
+    """∂z/∂x of a reduction, shaped (pre, r, post), for the nonlinear ones."""
+    name = ins.prim.name
+    x3, z3 = _three(ins, ins.operands[0]), _kept(ins, ins.out)
+    if name in ("max", "min"):  # tied extrema share equally
+        hit = np.where(x3 == z3, 1.0, 0.0)
+        return hit / np.sum(hit, axis=1, keepdims=True)
+    if name == "logsumexp":  # d logsumexp = softmax
+        return np.exp(x3 - z3)
+    if name == "prod":  # the product of the others, exact where one factor or more is zero
+        zero = x3 == 0.0
+        n_zero = np.sum(np.where(zero, 1.0, 0.0), axis=1, keepdims=True)
+        safe = np.where(zero, 1.0, x3)
+        rest = np.prod(safe, axis=1, keepdims=True)
+        return np.where(zero, np.where(n_zero == 1.0, rest, 0.0), np.where(n_zero == 0.0, z3 / safe, 0.0))
+    raise NotImplementedError(_unsupported(ins.prim))
+
+
+def _reduction_vjp(ins, ct, wanted):
+    p = ins.params
+    x = ins.operands[0]
+    if ins.prim.kind == "scan":  # the adjoint of a running sum is the running sum from the end
+        ct3 = np.reshape(ct, (p["pre"], p["r"], p["post"]))
+        return [np.reshape(np.flip(np.cumsum(np.flip(ct3, axis=1), axis=1), axis=1), x.shape)]
+    ct3 = _kept(ins, ct)
+    spread = np.broadcast_to(ct3, (p["pre"], p["r"], p["post"]))
+    if ins.prim.name == "sum":
+        return [np.reshape(spread, x.shape)]
+    return [np.reshape(spread * _weights(ins), x.shape)]
+
+
+def _reduction_jvp(ins, tangents):
+    t3 = _three(ins, tangents[0])
+    if ins.prim.kind == "scan":
+        return np.reshape(np.cumsum(t3, axis=1), ins.out.shape)
+    if ins.prim.name != "sum":
+        t3 = t3 * _weights(ins)
+    return np.reshape(np.sum(t3, axis=1), ins.out.shape)
+
+
+# --------------------------------------------------------------------------
+# broadcast: (pre, 1, post) repeated r times along the middle axis
+# --------------------------------------------------------------------------
+def _broadcast_vjp(ins, ct, wanted):
+    p = ins.params
+    ct3 = np.reshape(ct, (p["pre"], p["r"], p["post"]))
+    return [np.reshape(np.sum(ct3, axis=1), ins.operands[0].shape)]
+
+
+def _broadcast_jvp(ins, tangents):
+    p = ins.params
+    t3 = np.reshape(tangents[0], (p["pre"], 1, p["post"]))
+    return np.reshape(np.broadcast_to(t3, (p["pre"], p["r"], p["post"])), ins.out.shape)
+
+
+# --------------------------------------------------------------------------
+# gather: constant positions into the concatenated operands
+# --------------------------------------------------------------------------
+def _pool(rec: Recorder, start: int, count: int) -> np.ndarray:
+    """The positions a gather reads (absolute buffer offsets), from the recorder's pool."""
+    pos = rec.pool_len
+    for block in reversed(rec.pool):
+        pos -= block.size
+        if pos <= start:
+            if pos == start and block.size == count:
+                return block
+            raise ValueError("a gather's positions span two pool blocks")  # the recorder never writes that
+    raise ValueError("a gather's positions are not in the pool")
+
+
+def _sources(ins):
+    """Per element of the result: which operand it reads and where in it."""
+    index = _pool(ins.rec, ins.params["start"], ins.params["count"])
+    which = np.full(index.size, -1, dtype=np.int64)
+    local = np.zeros(index.size, dtype=np.int64)
+    for k, x in enumerate(ins.operands):
+        offset = ins.rec.slots[x._sid].offset
+        inside = (which < 0) & (index >= offset) & (index < offset + x.size)
+        which[inside] = k
+        local[inside] = index[inside] - offset
+    return which, local
+
+
+def _gather_jvp(ins, tangents):
+    which, local = _sources(ins)
+    parts, starts, at = [], [], 0
+    for t, x in zip(tangents, ins.operands):
+        parts.append(np.zeros(x.size) if t is None else np.ravel(t))
+        starts.append(at)
+        at += x.size
+    flat = np.concatenate(parts)
+    return np.reshape(flat[np.asarray(starts, dtype=np.int64)[which] + local], ins.out.shape)
+
+
+def _gather_vjp(ins, ct, wanted):
+    which, local = _sources(ins)
+    flat = np.ravel(ct)
+    cts = []
+    for k, (x, w) in enumerate(zip(ins.operands, wanted)):
+        if not w:
+            cts.append(None)
+            continue
+        reads = np.flatnonzero(which == k)
+        if reads.size == 0:
+            cts.append(None)
+            continue
+        at = local[reads]
+        if np.unique(at).size == at.size:  # each element read at most once: a gather of the cotangent
+            index = np.full(x.size, flat.size, dtype=np.int64)
+            index[at] = reads
+            padded = np.concatenate([flat, np.zeros(1)])
+            cts.append(np.reshape(padded[index], x.shape))
+        else:  # read several times: the reads add up
+            cts.append(np.reshape(_scatter(ins.rec, np.zeros(x.size), at, flat[reads], add=True), x.shape))
+    return cts
+
+
+# --------------------------------------------------------------------------
+# matmul: (batch, m, k) @ (batch, k, n)
+# --------------------------------------------------------------------------
+def _matrices(ins, a, b):
+    p = ins.params
+    return np.reshape(a, (p["batch"], p["m"], p["k"])), np.reshape(b, (p["batch"], p["k"], p["n"]))
+
+
+def _matmul_vjp(ins, ct, wanted):
+    p = ins.params
+    a, b = _matrices(ins, *ins.operands)
+    ct3 = np.reshape(ct, (p["batch"], p["m"], p["n"]))
+    ct_a = np.reshape(ct3 @ np.swapaxes(b, -1, -2), ins.operands[0].shape) if wanted[0] else None
+    ct_b = np.reshape(np.swapaxes(a, -1, -2) @ ct3, ins.operands[1].shape) if wanted[1] else None
+    return [ct_a, ct_b]
+
+
+def _matmul_jvp(ins, tangents):
+    a, b = _matrices(ins, *ins.operands)
+    ta, tb = tangents
+    total = None
+    if ta is not None:
+        total = _matrices(ins, ta, b)[0] @ b
+    if tb is not None:
+        term = a @ _matrices(ins, a, tb)[1]
+        total = term if total is None else total + term
+    return np.reshape(total, ins.out.shape)
+
+
+# --------------------------------------------------------------------------
+# take and scatter: integer positions read in the sweep
+# --------------------------------------------------------------------------
+def _take(rec, x, index, axis, along, shape=None):
+    """A take instruction (the family's (pre, n, post) reading of x and the indices); ``shape``: its result's."""
+    v = np.asarray(x._value)
+    pre, n = int(np.prod(v.shape[:axis])), v.shape[axis]
+    post = v.size // (pre * n) if pre * n else 0
+    k = index._value.astype(np.int64)
+    v3 = v.reshape(pre, n, post)
+    if along:
+        value = np.take_along_axis(v3, k.reshape(pre, -1, post), 1)
+    else:
+        value = np.take(v3, k.reshape(-1), axis=1)
+    if shape is None:
+        shape = k.shape if along else v.shape[:axis] + k.shape + v.shape[axis + 1 :]
+    return rec.take(x, index, axis, along, value.reshape(shape))
+
+
+def _scatter(rec, x, positions, values, add):
+    """``x`` (flat) with ``values`` added (``add``) or written at ``positions`` (constant or traced)."""
+    x, values = rec.as_tracer(x), rec.as_tracer(np.ravel(values))
+    positions = rec.as_tracer(np.ravel(positions))
+    value = np.array(x._value, dtype=np.float64 if x.dtype.kind == "f" else x.dtype).ravel()
+    at = positions._value.astype(np.int64)
+    if add:
+        np.add.at(value, at, values._value)
+    else:
+        value[at] = values._value
+    return rec.scatter(x, positions, values, add, value.reshape(x.shape))
+
+
+def _take_geometry(ins):
+    x = ins.operands[0]
+    axis, along = ins.params["mode"] >> 1, bool(ins.params["mode"] & 1)
+    pre, n = ins.params["pre"], ins.params["n"]
+    post = x.size // (pre * n) if pre * n else 0
+    return x, axis, along, pre, n, post
+
+
+def _take_jvp(ins, tangents):
+    x, axis, along, *_ = _take_geometry(ins)
+    return _take(ins.rec, _shaped(tangents[0], x.shape), ins.operands[1], axis, along, ins.out.shape)
+
+
+def _take_vjp(ins, ct, wanted):
+    x, axis, along, pre, n, post = _take_geometry(ins)
+    k = ins.operands[1]
+    k = np.where(k < 0, k + n, k)  # positions count from the end where negative
+    k3 = np.reshape(k, (pre, -1, post) if along else (1, -1, 1))
+    rows = np.arange(pre, dtype=np.int64).reshape(pre, 1, 1) * n
+    cols = np.arange(post, dtype=np.int64).reshape(1, 1, post)
+    positions = (rows + k3) * post + cols
+    flat_ct = np.ravel(np.broadcast_to(np.reshape(ct, (pre, -1, post)), positions.shape))
+    return [np.reshape(_scatter(ins.rec, np.zeros(x.size), positions, flat_ct, add=True), x.shape), None]
+
+
+def _scatter_jvp(ins, tangents):
+    x, positions, values = ins.operands
+    tx, _, tv = tangents
+    tx = np.zeros(x.size) if tx is None else np.ravel(tx)
+    tv = np.zeros(values.size) if tv is None else tv
+    return np.reshape(_scatter(ins.rec, tx, positions, tv, add=ins.params["mode"] == 0), ins.out.shape)
+
+
+def _scatter_vjp(ins, ct, wanted):
+    rec = ins.rec
+    x, positions, values = ins.operands
+    flat = rec.as_tracer(np.ravel(ct))
+    read = _take(rec, flat, rec.as_tracer(np.ravel(positions)), 0, False)
+    if ins.params["mode"] == 0:  # add: both cotangents pass through
+        return [np.reshape(flat, x.shape), None, np.reshape(read, values.shape)]
+    m = values.size  # set: only the last write to each position reaches the result
+    writes = np.arange(m, dtype=np.int64)
+    last = _scatter(rec, np.full(x.size, -1, dtype=np.int64), positions, writes, add=False)
+    won = _take(rec, last, rec.as_tracer(np.ravel(positions)), 0, False) == writes
+    ct_x = np.reshape(_scatter(rec, flat, positions, np.zeros(m), add=False), x.shape) if wanted[0] else None
+    ct_v = np.reshape(np.where(won, read, 0.0), values.shape) if wanted[2] else None
+    return [ct_x, None, ct_v]
+
+
+# --------------------------------------------------------------------------
+# linear algebra: each kind's tangent rule (fasttape.families.factor_rules' identities, on tracers); the
+# solves' adjoints are written out, the factorisations' come from transposing the tangent rule
+# --------------------------------------------------------------------------
+def _sw(a):
+    return np.swapaxes(a, -1, -2)
+
+
+def _mask(n, k, lower=True):
+    """The 0/1 matrix of a triangle: on and below (``lower``) or above the k-th diagonal."""
+    return np.tril(np.ones((n, n)), k) if lower else np.triu(np.ones((n, n)), k)
+
+
+def _tri_solve(t, b, lower, transposed, unit=False):
+    """op(T)⁻¹ B on T's triangle, one trisolve instruction."""
+    from .scipy_linalg import _solve_triangular
+
+    return _solve_triangular(t, b, lower, transposed, unit, "scipy.linalg.solve_triangular")
+
+
+def _right_upper_solve(r, b):
+    """B R⁻¹ for R's upper triangle."""
+    return _sw(_tri_solve(r, _sw(b), False, True))
+
+
+def _from_lower(a):
+    """The symmetric matrix whose lower triangle ``a`` holds (how cholesky and eigh read their operand)."""
+    n = a.shape[-1]
+    low = a * _mask(n, -1)
+    return low + _sw(low) + a * np.eye(n)
+
+
+def _onto_lower(a_bar):
+    """The cotangent of a lower-triangle operand from that of the symmetric matrix it stands for."""
+    n = a_bar.shape[-1]
+    return (a_bar + _sw(a_bar)) * _mask(n, -1) + a_bar * np.eye(n)
+
+
+def _diagonal(c):
+    return np.sum(c * np.eye(c.shape[-1]), axis=-1)
+
+
+def _inverse_gaps(w):
+    """F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it (the diagonal's denominators kept away from 0, so
+    that no derivative of F meets 0/0)."""
+    n = w.shape[-1]
+    eye = np.eye(n)
+    gaps = w[..., None, :] - w[..., :, None]
+    return np.where(eye == 1.0, 0.0, 1.0 / np.where(eye == 1.0, 1.0, gaps))
+
+
+def _linalg_shapes(ins):
+    p = ins.params
+    return p["batch"], p["n"], p["m"]
+
+
+def _solve_jvp(ins, tangents):
+    b, n, m = _linalg_shapes(ins)
+    a = np.reshape(ins.operands[0], (b, n, n))
+    x = np.reshape(ins.out, (b, n, m))
+    ta, tb = tangents
+    rhs = np.zeros((b, n, m)) if tb is None else np.reshape(tb, (b, n, m))
+    if ta is not None:  # dX = A⁻¹ (dB - dA X)
+        rhs = rhs - np.reshape(ta, (b, n, n)) @ x
+    return np.reshape(np.linalg.solve(a, rhs), ins.out.shape)
+
+
+def _solve_vjp(ins, ct, wanted):
+    b, n, m = _linalg_shapes(ins)
+    a = np.reshape(ins.operands[0], (b, n, n))
+    x = np.reshape(ins.out, (b, n, m))
+    ct_b = np.linalg.solve(_sw(a), np.reshape(ct, (b, n, m)))  # B̄ = A⁻ᵀ X̄, Ā = -B̄ Xᵀ
+    ct_a = np.reshape(-(ct_b @ _sw(x)), ins.operands[0].shape) if wanted[0] else None
+    return [ct_a, np.reshape(ct_b, ins.operands[1].shape)]
+
+
+def _slogdet_jvp(ins, tangents):
+    b, n, _ = _linalg_shapes(ins)
+    a = np.reshape(ins.operands[0], (b, n, n))
+    d_logabs = np.sum(_diagonal(np.linalg.solve(a, np.reshape(tangents[0], (b, n, n)))), axis=-1)  # tr(A⁻¹ dA)
+    return np.reshape(np.stack([np.zeros(b), d_logabs], axis=-1), ins.out.shape)
+
+
+def _slogdet_vjp(ins, ct, wanted):
+    b, n, _ = _linalg_shapes(ins)
+    a = np.reshape(ins.operands[0], (b, n, n))
+    c = np.reshape(ct, (b, 2))[:, 1]
+    inv_t = np.linalg.solve(_sw(a), np.broadcast_to(np.eye(n), (b, n, n)))  # A⁻ᵀ
+    return [np.reshape(c[:, None, None] * inv_t, ins.operands[0].shape)]
+
+
+def _trisolve_mode(ins):
+    mode = ins.params["mode"]
+    return bool(mode & 1), bool(mode & 2), bool(mode & 4)
+
+
+def _triangle_of(t, lower, unit):
+    n = t.shape[-1]
+    return t * _mask(n, -1 if unit else 0, lower) if lower else t * _mask(n, 1 if unit else 0, False)
+
+
+def _trisolve_jvp(ins, tangents):
+    b, n, m = _linalg_shapes(ins)
+    lower, transposed, unit = _trisolve_mode(ins)
+    t = np.reshape(ins.operands[0], (b, n, n))
+    x = np.reshape(ins.out, (b, n, m))
+    tt, tb = tangents
+    rhs = np.zeros((b, n, m)) if tb is None else np.reshape(tb, (b, n, m))
+    if tt is not None:  # dX = op(T)⁻¹ (dB - op(dT) X), dT on T's triangle
+        d = _triangle_of(np.reshape(tt, (b, n, n)), lower, unit)
+        rhs = rhs - (_sw(d) if transposed else d) @ x
+    return np.reshape(_tri_solve(t, rhs, lower, transposed, unit), ins.out.shape)
+
+
+def _trisolve_vjp(ins, ct, wanted):
+    b, n, m = _linalg_shapes(ins)
+    lower, transposed, unit = _trisolve_mode(ins)
+    t = np.reshape(ins.operands[0], (b, n, n))
+    x = np.reshape(ins.out, (b, n, m))
+    ct_b = _tri_solve(t, np.reshape(ct, (b, n, m)), lower, not transposed, unit)  # B̄ = op(T)⁻ᵀ X̄
+    ct_t = None
+    if wanted[0]:  # T̄ = -B̄ Xᵀ (-X B̄ᵀ for op(T) = Tᵀ) on T's triangle
+        outer = x @ _sw(ct_b) if transposed else ct_b @ _sw(x)
+        ct_t = np.reshape(-_triangle_of(outer, lower, unit), ins.operands[0].shape)
+    return [ct_t, np.reshape(ct_b, ins.operands[1].shape)]
+
+
+def _cholesky_jvp(ins, tangents):
+    b, n, _ = _linalg_shapes(ins)
+    low = np.reshape(ins.out, (b, n, n))
+    # dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle with half the diagonal
+    y = _tri_solve(low, _from_lower(np.reshape(tangents[0], (b, n, n))), True, False)
+    z = _sw(_tri_solve(low, _sw(y), True, False))
+    return np.reshape(low @ (z * (_mask(n, -1) + 0.5 * np.eye(n))), ins.out.shape)
+
+
+def _eigh_parts(ins):
+    b, n, _ = _linalg_shapes(ins)
+    packed = np.reshape(ins.out, (b, n + n * n))
+    return b, n, packed[:, :n], np.reshape(packed[:, n:], (b, n, n))
+
+
+def _eigh_jvp(ins, tangents):
+    # C = Vᵀ dA V:  dw = diag C,  dV = V (F ∘ C)
+    b, n, w, v = _eigh_parts(ins)
+    c = _sw(v) @ _from_lower(np.reshape(tangents[0], (b, n, n))) @ v
+    dv = v @ (_inverse_gaps(w) * c)
+    return np.reshape(np.concatenate([_diagonal(c), np.reshape(dv, (b, n * n))], axis=-1), ins.out.shape)
+
+
+def _outside(u, x):
+    """(I - U Uᵀ) X."""
+    return x - u @ (_sw(u) @ x)
+
+
+def _svd_jvp(ins, tangents):
+    b, n, m = _linalg_shapes(ins)
+    k = min(n, m)
+    packed = np.reshape(ins.out, (b, k + n * k + k * m))
+    s = packed[:, :k]
+    u = np.reshape(packed[:, k : k + n * k], (b, n, k))
+    v = _sw(np.reshape(packed[:, k + n * k :], (b, k, m)))
+    da = np.reshape(tangents[0], (b, n, m))
+    # P = Uᵀ dA V, F_ij = 1 / (s_j² - s_i²):  ds = diag P,  dU = U (F ∘ (P S + S Pᵀ)) + (I - U Uᵀ) dA V S⁻¹,
+    # dV = V (F ∘ (S P + Pᵀ S)) + (I - V Vᵀ) dAᵀ U S⁻¹
+    da_v = da @ v
+    p = _sw(u) @ da_v
+    f = _inverse_gaps(s * s)
+    col, row = s[:, None, :], s[:, :, None]
+    du = u @ (f * (p * col + row * _sw(p)))
+    dv = v @ (f * (row * p + _sw(p) * col))
+    if n > k:
+        du = du + _outside(u, da_v) / col
+    if m > k:
+        dv = dv + _outside(v, _sw(da) @ u) / col
+    parts = [_diagonal(p), np.reshape(du, (b, n * k)), np.reshape(_sw(dv), (b, k * m))]
+    return np.reshape(np.concatenate(parts, axis=-1), ins.out.shape)
+
+
+def _thin_qr_jvp(q, r, da):
+    # C = Qᵀ dA R⁻¹, Ω = tril(C, -1) - tril(C, -1)ᵀ:  dQ = Q (Ω - C) + dA R⁻¹,  dR = (C - Ω) R
+    da_rinv = _right_upper_solve(r, da)
+    c = _sw(q) @ da_rinv
+    low = c * _mask(c.shape[-1], -1)
+    omega = low - _sw(low)
+    return q @ (omega - c) + da_rinv, (c - omega) @ r
+
+
+def _qr_jvp(ins, tangents):
+    b, n, m = _linalg_shapes(ins)
+    k = min(n, m)
+    complete = bool(ins.params["mode"] & 1)
+    qn = n if complete else k
+    packed = np.reshape(ins.out, (b, n * qn + k * m))
+    q = np.reshape(packed[:, : n * qn], (b, n, qn))
+    r = np.reshape(packed[:, n * qn :], (b, k, m))
+    da = np.reshape(tangents[0], (b, n, m))
+    if complete and n > k:  # the last n - k columns follow the first k (factor_rules._complement_tangent)
+        q1 = q[:, :, :k]
+        dq1, dr = _thin_qr_jvp(q1, r, da)
+        zt = np.linalg.solve(_sw(q1[:, :k, :] - np.eye(k)), _sw(q1[:, k:, :]))
+        z = _sw(zt)
+        w = q1 + q[:, :, k:] @ z
+        e = dq1[:, k:, :] - z @ dq1[:, :k, :]
+        dq = np.concatenate([dq1, dq1 @ zt - w @ _sw(e)], axis=-1)
+    elif n >= m:
+        dq, dr = _thin_qr_jvp(q, r, da)
+    else:  # wide: (Q, R1) the QR of A1, R2 = Qᵀ A2
+        a = np.reshape(ins.operands[0], (b, n, m))
+        dq, dr1 = _thin_qr_jvp(q, r[:, :, :k], da[:, :, :k])
+        dr = np.concatenate([dr1, _sw(dq) @ a[:, :, k:] + _sw(q) @ da[:, :, k:]], axis=-1)
+    parts = [np.reshape(dq, (b, n * qn)), np.reshape(dr, (b, k * m))]
+    return np.reshape(np.concatenate(parts, axis=-1), ins.out.shape)
+
+
+def _permuted(piv, x, inverse):
+    from .scipy_linalg import _permuted as permuted
+
+    return permuted(piv, x, inverse)
+
+
+def _lu_jvp(ins, tangents):
+    b, n, _ = _linalg_shapes(ins)
+    packed = np.reshape(ins.out, (b, n * n + n))
+    lu = np.reshape(packed[:, : n * n], (b, n, n))
+    piv = packed[:, n * n :]
+    # A = P L U: M = L⁻¹ Pᵀ dA U⁻¹, and dLU = L tril(M, -1) + triu(M) U
+    y = _tri_solve(lu, _permuted(piv, np.reshape(tangents[0], (b, n, n)), False), True, False, True)
+    mm = _right_upper_solve(lu, y)
+    strict = mm * _mask(n, -1)
+    dlu = (lu * _mask(n, -1)) @ strict + strict + (mm * _mask(n, 0, False)) @ (lu * _mask(n, 0, False))
+    return np.reshape(np.concatenate([np.reshape(dlu, (b, n * n)), np.zeros((b, n))], axis=-1), ins.out.shape)
+
+
+def _permute_rows(ins, x, inverse):
+    b, n, m = _linalg_shapes(ins)
+    piv = np.reshape(ins.operands[0], (b, n))
+    return np.reshape(_permuted(piv, np.reshape(x, (b, n, m)), inverse), ins.out.shape)
+
+
+def _permute_jvp(ins, tangents):
+    return _permute_rows(ins, tangents[1], bool(ins.params["mode"] & 1))
+
+
+def _permute_vjp(ins, ct, wanted):  # the transpose of a permutation is its inverse
+    return [None, np.reshape(_permute_rows(ins, ct, not ins.params["mode"] & 1), ins.operands[1].shape)]
+
+
+def _transposed_vjp(ins, ct, wanted):
+    """The VJP as the transpose of the (linear) tangent rule: the rule recorded on fresh variables standing
+    for the operands' tangents, then pulled back (JAX's linearize-and-transpose)."""
+    from .nesting import Segment
+
+    seg = Segment(ins.rec, "transpose", f"the {ins.prim.name} rule")
+    try:
+        with seg.opened():
+            ts = [seg.variable(np.zeros(x.shape), "a tangent") if w else None for x, w in zip(ins.operands, wanted)]
+            seg.start = len(ins.rec.rows)
+            out = _JVP[ins.prim.kind](ins, ts)
+            seg.end = len(ins.rec.rows)
+            cts = seg.pull_back([(out, ct)])
+    finally:
+        seg.close()
+    return [None if t is None else seg.lift(cts.get(t._sid, np.zeros(t.shape))) for t in ts]
+
+
+_VJP = {
+    "unary": _elementwise_vjp,
+    "binary": _elementwise_vjp,
+    "select": _select_vjp,
+    "reduction": _reduction_vjp,
+    "scan": _reduction_vjp,
+    "broadcast": _broadcast_vjp,
+    "gather": _gather_vjp,
+    "matmul": _matmul_vjp,
+    "take": _take_vjp,
+    "scatter": _scatter_vjp,
+    "solve": _solve_vjp,
+    "slogdet": _slogdet_vjp,
+    "trisolve": _trisolve_vjp,
+    "permute": _permute_vjp,
+    "cholesky": _transposed_vjp,
+    "eigh": _transposed_vjp,
+    "svd": _transposed_vjp,
+    "qr": _transposed_vjp,
+    "lu": _transposed_vjp,
+}
+_JVP = {
+    "unary": _elementwise_jvp,
+    "binary": _elementwise_jvp,
+    "select": _select_jvp,
+    "reduction": _reduction_jvp,
+    "scan": _reduction_jvp,
+    "broadcast": _broadcast_jvp,
+    "gather": _gather_jvp,
+    "matmul": _matmul_jvp,
+    "take": _take_jvp,
+    "scatter": _scatter_jvp,
+    "solve": _solve_jvp,
+    "slogdet": _slogdet_jvp,
+    "trisolve": _trisolve_jvp,
+    "permute": _permute_jvp,
+    "cholesky": _cholesky_jvp,
+    "eigh": _eigh_jvp,
+    "svd": _svd_jvp,
+    "qr": _qr_jvp,
+    "lu": _lu_jvp,
+}
