@@ -25,7 +25,7 @@ from fasttape.tape import record
 
 from .reference import _jax, replay_in_jax
 
-KINDS = ("value", "grad", "vjp", "jvp", "hvp", "hvp_multi", "jacobian", "hessian")
+KINDS = ("value", "grad", "vjp", "jvp", "hvp", "hvp_multi", "jacobian", "hessian", "nested")
 RTOL = 1e-10  # exact AD against exact AD, scaled by the magnitude of the reference
 FD_RTOL = 1e-5  # central differences, order 2
 
@@ -329,4 +329,41 @@ def _check(f, *args, namespace=False, kinds=KINDS, rtol=RTOL, fd_rtol=FD_RTOL, f
     if "hessian" in kinds:  # jax.hessian's columns (jacfwd of the gradient), from the HVP compiled above
         hessian = reference("hessian", lambda: _hessian_columns(jax_hvp, args))
         add("hessian", ft.hessian(f_np, argnums=argnums)(*args), hessian)
+    # third order through transformations called inside the traced function; at smooth, moderate inputs
+    # only: beside inf, NaN or 1e300 each framework's third-order grouping of non-finite terms is its own.  Not
+    # for a jax_fn, which may be a custom_vjp (reverse mode only in JAX)
+    moderate = not nonfinite_input and all(np.all(np.abs(a) < 1e100) for a in args)
+    if "nested" in kinds and moderate and jax_fn is None:
+        t2 = tuple(rng.normal(size=a.shape) for a in args)
+        second_ft = _second_order(ft, f_np, np.sum, argnums, tangents, t2)
+        third = ft.grad(second_ft, argnums=argnums)(*args)
+        ref = reference("nested", lambda: jit(jax.grad(_second_order(jax, f_jax, jnp.sum, argnums, tangents, t2),
+                                                       argnums=argnums))(*args))  # fmt: skip
+        fd_third = None
+        if fd:  # the second-order function differenced along a random direction
+            t3 = tuple(rng.normal(size=a.shape) for a in args)
+            witness = fd_along(second_ft, t3)
+            fd_third = float(witness), float(sum(np.sum(np.asarray(d) * t) for d, t in zip(third, t3)))
+        err = error_hvp(third, ref)
+        err_fd = None if fd_third is None else scaled_error(fd_third[1], fd_third[0], exact_nonfinite)
+        passed = err <= rtol and (err_fd is None or err_fd <= fd_rtol)
+        message = (
+            ""
+            if passed
+            else f"differs from JAX by {err:.1e}"
+            + ("" if err_fd is None else f", from finite differences by {err_fd:.1e}")
+        )
+        report.results.append(KindResult("nested", passed, err, err_fd, message))
     return report
+
+
+def _second_order(T, f, total, argnums, t1, t2):
+    """a ↦ d²f(a)[t1, t2] by ``T``'s transformations nested in one function (T: fasttape or jax): the
+    jvp along t2 of <grad f, t1>, the gradient taken inside the function the jvp traces.  Its gradient
+    is a third derivative."""
+
+    def first(*a):
+        g = T.grad(f, argnums=argnums)(*a)
+        return sum(total(gi * ti) for gi, ti in zip(g, t1))
+
+    return lambda *a: T.jvp(first, a, t2)[1]
