@@ -348,21 +348,27 @@ def _by_argument(per_arg, values: dict, argnums_is_int):
     return out[0] if argnums_is_int else tuple(out)
 
 
-def value_and_grad(fun, args, argnums, has_aux, kind="grad"):
-    """(value, gradient, aux) of ``fun`` at traced ``args``, recorded as primitives on their trace."""
-    rec = _recorder(args)
-    seg = Segment(rec, kind, fun)
-    name = _function_name(fun)
+@contextlib.contextmanager
+def _inside(fun, args, argnums, has_aux, kind):
+    """A level for ``fun`` at ``args``, and ``fun`` run on its variables: yields (segment, the variables per
+    differentiated argument, output, aux); the level is closed on exit."""
+    seg = Segment(_recorder(args), kind, fun)
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     try:
         with seg.opened():
             inner, per_arg = seg.variables(args, nums)
-            out, aux = _split_aux(seg.run(fun, inner), has_aux, name)
-            out = _scalar_output(out, name)
-            cts = seg.pull_back([(out, np.ones(np.shape(out)))])
-            grads = _by_argument(per_arg, cts, isinstance(argnums, int))
+            out, aux = _split_aux(seg.run(fun, inner), has_aux, _function_name(fun))
+            yield seg, per_arg, out, aux
     finally:
         seg.close()
+
+
+def value_and_grad(fun, args, argnums, has_aux, kind="grad"):
+    """(value, gradient, aux) of ``fun`` at traced ``args``, recorded as primitives on their trace."""
+    with _inside(fun, args, argnums, has_aux, kind) as (seg, per_arg, out, aux):
+        out = _scalar_output(out, _function_name(fun))
+        cts = seg.pull_back([(out, np.ones(np.shape(out)))])
+        grads = _by_argument(per_arg, cts, isinstance(argnums, int))
     return seg.lift(out), seg.lift(grads), seg.lift(aux)
 
 
@@ -380,21 +386,13 @@ def _tangent_leaves(primals_tree, tangents, name):
 def jvp(fun, primals, tangents, has_aux=False):
     """``(fun(*primals), J·tangents)`` (and aux) at traced primals or tangents: one forward walk of
     tangents over the function's rows, recorded as primitives."""
-    rec = _recorder((primals, tangents))
-    seg = Segment(rec, "jvp", fun)
-    name = _function_name(fun)
     t_leaves = _tangent_leaves(tuple(primals), tuple(tangents), "jvp")
-    try:
-        with seg.opened():
-            inner, per_arg = seg.variables(primals, range(len(primals)))
-            fresh = [v for _, vs in per_arg for v in vs]
-            seeds = {v._sid: rec.as_tracer(np.asarray(t, dtype=np.float64) if not isinstance(t, Tracer) else t)
-                     for v, t in zip(fresh, t_leaves)}  # fmt: skip
-            out, aux = _split_aux(seg.run(fun, inner), has_aux, name)
-            tangents_by_root = seg.push_forward(seeds)
-            out_t = optree.tree_map(lambda o: _tangent_of(seg, o, tangents_by_root), out, none_is_leaf=True)
-    finally:
-        seg.close()
+    with _inside(fun, primals, tuple(range(len(primals))), has_aux, "jvp") as (seg, per_arg, out, aux):
+        fresh = [v for _, vs in per_arg for v in vs]
+        seeds = {v._sid: seg.rec.as_tracer(t if isinstance(t, Tracer) else np.asarray(t, dtype=np.float64))
+                 for v, t in zip(fresh, t_leaves)}  # fmt: skip
+        tangents_by_root = seg.push_forward(seeds)
+        out_t = optree.tree_map(lambda o: _tangent_of(seg, o, tangents_by_root), out, none_is_leaf=True)
     result = (seg.lift(out), seg.lift(out_t))
     return (*result, seg.lift(aux)) if has_aux else result
 
@@ -426,15 +424,8 @@ class VJPFunction:
 
 
 def vjp(fun, primals, has_aux=False):
-    rec = _recorder(primals)
-    seg = Segment(rec, "vjp", fun)
-    name = _function_name(fun)
-    try:
-        with seg.opened():
-            inner, per_arg = seg.variables(primals, range(len(primals)))
-            out, aux = _split_aux(seg.run(fun, inner), has_aux, name)
-    finally:
-        seg.close()
+    with _inside(fun, primals, tuple(range(len(primals))), has_aux, "vjp") as (seg, per_arg, out, aux):
+        pass
     result = (seg.lift(out), VJPFunction(seg, out, per_arg))
     return (*result, seg.lift(aux)) if has_aux else result
 
@@ -451,42 +442,33 @@ def hvp(fun, primals, tangents):
 def jacobian(fun, args, argnums, has_aux, mode, kind="jacobian"):
     """The dense Jacobian in JAX's layout at traced ``args``: one recorded JVP per input element
     (forward) or one recorded VJP per output element (reverse)."""
-    rec = _recorder(args)
-    seg = Segment(rec, kind, fun)
-    name = _function_name(fun)
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    try:
-        with seg.opened():
-            inner, per_arg = seg.variables(args, nums)
-            out, aux = _split_aux(seg.run(fun, inner), has_aux, name)
-            outs, out_tree = optree.tree_flatten(out, none_is_leaf=True)
-            fresh = [v for _, vs in per_arg for v in vs]
-            n_in = sum(v.size for v in fresh)
-            n_out = sum(int(np.size(o)) for o in outs)
-            if mode == "auto":
-                mode = "rev" if n_out < n_in else "fwd"
-            J = (
-                _forward_matrix(seg, fresh, outs, n_in, n_out)
-                if mode == "fwd"
-                else _reverse_matrix(seg, fresh, outs, n_in, n_out)
-            )
-            blocks = []
-            row = 0
-            for o in outs:
-                size = int(np.size(o))
-                per = []
-                col = 0
-                for treedef, vs in per_arg:
-                    leaves = []
-                    for v in vs:
-                        leaves.append(np.reshape(J[row : row + size, col : col + v.size], np.shape(o) + v.shape))
-                        col += v.size
-                    per.append(treedef.unflatten(leaves))
-                blocks.append(per[0] if isinstance(argnums, int) else tuple(per))
-                row += size
-            result = out_tree.unflatten(blocks)
-    finally:
-        seg.close()
+    with _inside(fun, args, argnums, has_aux, kind) as (seg, per_arg, out, aux):
+        outs, out_tree = optree.tree_flatten(out, none_is_leaf=True)
+        fresh = [v for _, vs in per_arg for v in vs]
+        n_in = sum(v.size for v in fresh)
+        n_out = sum(int(np.size(o)) for o in outs)
+        if mode == "auto":
+            mode = "rev" if n_out < n_in else "fwd"
+        J = (
+            _forward_matrix(seg, fresh, outs, n_in, n_out)
+            if mode == "fwd"
+            else _reverse_matrix(seg, fresh, outs, n_in, n_out)
+        )
+        blocks = []
+        row = 0
+        for o in outs:
+            size = int(np.size(o))
+            per = []
+            col = 0
+            for treedef, vs in per_arg:
+                leaves = []
+                for v in vs:
+                    leaves.append(np.reshape(J[row : row + size, col : col + v.size], np.shape(o) + v.shape))
+                    col += v.size
+                per.append(treedef.unflatten(leaves))
+            blocks.append(per[0] if isinstance(argnums, int) else tuple(per))
+            row += size
+        result = out_tree.unflatten(blocks)
     return (seg.lift(result), seg.lift(aux)) if has_aux else seg.lift(result)
 
 
