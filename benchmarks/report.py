@@ -59,6 +59,7 @@ CALL_COLUMNS = (
 FIRST_USE_COLUMNS = ("first_ft_trace", "first_ft_vg", "first_jax_vg", "first_jax_vg_pyloop", "first_pytensor_vg")
 HVP_K_COLUMNS = ("tape_hvp_4x1", "tape_hvp_k4")
 HESSIAN_COLUMNS = ("ft_hessian", "jax_jit_hessian", "jax_hessian")
+NESTED_COLUMNS = ("nested_ft", "nested_jax_jit", "nested_ft_hessian")  # benchmarks/test_nested.py
 PER_INSTRUCTION = {"lorenz"}  # workloads whose tape is long and made of scalar instructions
 WORKLOAD_ORDER = {"rosenbrock": 0, "lorenz": 1, "logistic": 2, "mlp": 3, "softmax": 4, "xent": 5, "gmm": 6,
                   "kmeans": 7, "gp": 8}  # fmt: skip
@@ -114,7 +115,7 @@ def medians(run):
             continue
         size = info.get("size", str(info["n"]))
         row = table.setdefault((info["workload"], info["n"], size), {"size": size})
-        for key in ("instructions", "ops_f", "ops_grad", "ops_hvp"):
+        for key in ("instructions", "ops_f", "ops_grad", "ops_hvp", "ops_nested"):
             if key in info:
                 row[key] = info[key]
         row[info["column"]] = bench["stats"]["median"]
@@ -222,6 +223,23 @@ def hessian_table(table):
             + fmt(ratio(row, "ft_hessian", "jax_jit_hessian"), ".2f", 11)
             + fmt(ratio(row, "ft_hessian", "jax_hessian"), ".3f", 8)
             + f"{sweeps:>12}"
+        )
+    return lines
+
+
+def nested_table(table):
+    """Transformations inside traced functions: fasttape's recorded program against jax.jit of JAX's
+    composition, and the nested program's exact cost in units of its function (OPS nested/f)."""
+    header = f"{'nested, median µs':<40}" + "".join(f"{c:>19}" for c in NESTED_COLUMNS)
+    header += f"{'ft/jax_jit':>11}{'OPS nested/f':>14}"
+    lines = [header, "-" * len(header)]
+    for (_, _, size), row in sorted_rows(table, NESTED_COLUMNS):
+        ops = row.get("ops_nested"), row.get("ops_f")
+        lines.append(
+            f"{size:<40}"
+            + "".join(fmt(row[c] * 1e6 if c in row else None, ".1f", 19) for c in NESTED_COLUMNS)
+            + fmt(ratio(row, "nested_ft", "nested_jax_jit"), ".2f", 11)
+            + fmt(ops[0] / ops[1] if all(ops) else None, ".1f", 14)
         )
     return lines
 
@@ -394,10 +412,10 @@ def main(argv):
         if len(lines) > 2:
             print()
             print("\n".join(lines))
-    lines = hessian_table(table)
-    if len(lines) > 2:
-        print()
-        print("\n".join(lines))
+    for lines in (hessian_table(table), nested_table(table)):
+        if len(lines) > 2:
+            print()
+            print("\n".join(lines))
     missing = [c for c in CALL_COLUMNS + FIRST_USE_COLUMNS if c not in present(table, CALL_COLUMNS + FIRST_USE_COLUMNS)]
     if missing:
         print(f"\nnot in this run (skipped or not selected): {', '.join(missing)}")
