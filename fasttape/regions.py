@@ -40,13 +40,18 @@ from .layout import (
 )
 from .loops import sum_contiguous, zero_adjoints
 from .runs import (
+    binary_partials_into,
     binary_reverse_slices,
     binary_slices,
+    combined_into,
+    partials_pay_off,
+    scaled_into,
     second_binary,
     second_unary,
     tangent_binary,
     tangent_unary,
     unary_forward_run,
+    unary_partials_into,
     unary_reverse_run,
 )
 
@@ -229,6 +234,7 @@ def region_tangents(ins, code, buf, tan, NV, k, values, tangents, s, e, t0, size
     the outputs read after the region (and a closing sum's) also go to ``tan``; without, only the
     tangents that the second-order reverse reads (``S_TANGENT``)."""
     span = (e - s + 1) * FUSE_TILE
+    partials = np.empty(2 * FUSE_TILE if k > 1 else 0)
     for i in range(s, e + 1):
         w = code[4 * i]
         flags = w >> S_FLAGS_SHIFT
@@ -244,17 +250,30 @@ def region_tangents(ins, code, buf, tan, NV, k, values, tangents, s, e, t0, size
         p = code[4 * i + 1]
         z = values[p * FUSE_TILE : p * FUSE_TILE + size]
         x, sx = tile_operand(ins, code, buf, values, i, 0, t0, size)
+        ga, gb = (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0
+        once = partials_pay_off(op, k)  # the partials of the tile once, for every direction
+        if once and UNARY[op]:
+            unary_partials_into(op, x, z, partials[:size])
+        elif once:
+            y, sy = tile_operand(ins, code, buf, values, i, 1, t0, size)
+            binary_partials_into(op, x, y, z, size, sx, sy, partials[:size], partials[FUSE_TILE : FUSE_TILE + size])
         for d in range(k):
             scratch = tangents[d * span : (d + 1) * span]
             plane = tan[d * NV : (d + 1) * NV]
             to = scratch[p * FUSE_TILE : p * FUSE_TILE + size]
             tx, _ = tile_operand(ins, code, plane, scratch, i, 0, t0, size)
-            if UNARY[op]:
+            if once and UNARY[op]:
+                scaled_into(to, partials[:size], tx)
+            elif UNARY[op]:
                 tangent_unary(op, x, z, tx, to)
             else:
                 y, sy = tile_operand(ins, code, buf, values, i, 1, t0, size)
                 ty, _ = tile_operand(ins, code, plane, scratch, i, 1, t0, size)
-                tangent_binary(op, x, y, z, tx, ty, to, size, sx, sy, (flags & F_GRAD_A) != 0, (flags & F_GRAD_B) != 0)
+                if once:
+                    combined_into(to, partials[:size], tx, sx, partials[FUSE_TILE : FUSE_TILE + size], ty, sy, size,
+                                  ga, gb)  # fmt: skip
+                else:
+                    tangent_binary(op, x, y, z, tx, ty, to, size, sx, sy, ga, gb)
             if store and (w & S_STORE):
                 o = ins[i, C_OUT] + t0
                 plane[o : o + size] = to

@@ -254,6 +254,64 @@ def tangent_unary(op, x, z, ta, to):
 
 
 @jit
+def unary_partials_into(op, x, z, out):
+    """out = op'(x), once for every direction of a k-direction tangent (not once per direction)."""
+    for j in range(x.size):
+        out[j] = unary_partial(op, x[j], z[j])
+
+
+@jit
+def scaled_into(to, d1, ta):
+    """to = d1 ta: one direction of a unary tangent from its precomputed partials (a vectorised loop)."""
+    for j in range(to.size):
+        to[j] = d1[j] * ta[j]
+
+
+@jit
+def accumulate_scaled(dst, d1, g):
+    """dst += d1 g: one seed of a unary k-seed reverse from its precomputed partials."""
+    for j in range(dst.size):
+        dst[j] += d1[j] * g[j]
+
+
+@jit
+def binary_partials_into(op, x, y, z, n, sa, sb, dx, dy):
+    """(dx, dy) = (f_x, f_y) of z = op(x, y) on a run, once for every direction."""
+    for j in range(n):
+        dx[j], dy[j] = binary_partials(op, x[j * sa], y[j * sb], z[j])
+
+
+@jit
+def combined_into(to, dx, tx, sa, dy, ty, sb, n, ga, gb):
+    """to = dx tx + dy ty (active operands only): one direction of a binary tangent from its partials."""
+    if ga and gb and sa and sb:
+        for j in range(n):
+            to[j] = dx[j] * tx[j] + dy[j] * ty[j]
+    elif ga and sa:
+        for j in range(n):
+            to[j] = dx[j] * tx[j] + (dy[j] * ty[0] if gb else 0.0)
+    elif gb and sb:
+        for j in range(n):
+            to[j] = (dx[j] * tx[0] if ga else 0.0) + dy[j] * ty[j]
+    else:
+        for j in range(n):
+            t = 0.0
+            if ga:
+                t += dx[j] * tx[j * sa]
+            if gb:
+                t += dy[j] * ty[j * sb]
+            to[j] = t
+
+
+@jit
+def partials_pay_off(op, k):
+    """Whether a k-direction tangent should compute the partials once (a pass of its own) rather than
+    inside each direction's loop: for several directions of anything but add, subtract, multiply,
+    negative and square, whose partials are the operands themselves or constants."""
+    return k > 1 and not ARITHMETIC[op] and op != OP_NEGATIVE and op != OP_SQUARE
+
+
+@jit
 def tangent_binary(op, x, y, z, tx, ty, to, n, sa, sb, ga, gb):
     """Tangent run of z = op(x, y): to = f_x tx + f_y ty (active operands only)."""
     if ARITHMETIC[op] and sa and sb and ga and gb:
@@ -294,6 +352,22 @@ def tangent_binary(op, x, y, z, tx, ty, to, n, sa, sb, ga, gb):
             else:
                 for j in range(n):
                     to[j] = ty[j]
+        return
+    if ARITHMETIC[op]:  # a one-element operand among them (a traced scalar times an array, ...)
+        sign = -1.0 if op == OP_SUBTRACT else 1.0
+        for j in range(n):
+            t = 0.0
+            if op == OP_MULTIPLY:
+                if ga:
+                    t += y[j * sb] * tx[j * sa]
+                if gb:
+                    t += x[j * sa] * ty[j * sb]
+            else:
+                if ga:
+                    t += tx[j * sa]
+                if gb:
+                    t += sign * ty[j * sb]
+            to[j] = t
         return
     for j in range(n):
         dx, dy = binary_partials(op, x[j * sa], y[j * sb], z[j])

@@ -42,14 +42,19 @@ from ..runs import (
     VECTOR_BINARY,
     VECTOR_RUN,
     VECTOR_UNARY,
+    accumulate_scaled,
     arithmetic_forward,
     arithmetic_reverse,
     binary_partials,
+    binary_partials_into,
     binary_second,
     binary_value,
+    combined_into,
     numpy_binary_run,
     numpy_unary_run,
+    partials_pay_off,
     reverse_unary_run,
+    scaled_into,
     second_binary,
     second_terms,
     second_unary,
@@ -57,6 +62,7 @@ from ..runs import (
     tangent_unary,
     unary_forward_run,
     unary_partial,
+    unary_partials_into,
     unary_reverse_run,
     unary_second,
     unary_value,
@@ -154,6 +160,12 @@ def tangent(ins, i, aux, buf, tan, NV, k):
     if UNARY[op]:
         x = buf[a : a + n]
         z = buf[o : o + n]
+        if partials_pay_off(op, k):  # op'(x) once, then one multiply per direction
+            d1 = np.empty(n)
+            unary_partials_into(op, x, z, d1)
+            for d in range(k):
+                scaled_into(tan[d * NV + o : d * NV + o + n], d1, tan[d * NV + a : d * NV + a + n])
+            return
         for d in range(k):
             tangent_unary(op, x, z, tan[d * NV + a : d * NV + a + n], tan[d * NV + o : d * NV + o + n])
         return
@@ -179,6 +191,15 @@ def tangent(ins, i, aux, buf, tan, NV, k):
     x = buf[a : a + la]
     y = buf[b : b + lb]
     z = buf[o : o + n]
+    if partials_pay_off(op, k):  # the partials once, then one multiply-add per direction
+        dx = np.empty(n)
+        dy = np.empty(n)
+        binary_partials_into(op, x, y, z, n, sa, sb, dx, dy)
+        for d in range(k):
+            base = d * NV
+            combined_into(tan[base + o : base + o + n], dx, tan[base + a : base + a + la], sa, dy,
+                          tan[base + b : base + b + lb], sb, n, ga, gb)  # fmt: skip
+        return
     for d in range(k):
         base = d * NV
         tangent_binary(
@@ -255,6 +276,12 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
         z = buf[o : o + n]
         g = buf[N + o : N + o + n]
         gx = buf[N + a : N + a + n]
+        if not second and partials_pay_off(op, k):  # k seeds: f' once, then one multiply-add per seed
+            d1 = np.empty(n)
+            unary_partials_into(op, x, z, d1)
+            for d in range(k):
+                accumulate_scaled(adj2[d * N + a : d * N + a + n], d1, adj2[d * N + o : d * N + o + n])
+            return
         for d in range(k):
             base = d * N
             if second:

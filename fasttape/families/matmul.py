@@ -107,10 +107,13 @@ def matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b, init_a, init
                             dB[p * n + j] += av * G[i * n + j]
 
 
+BLAS_SIZE = 32768  # multiply-adds from which a product goes to BLAS (below: plain loops, no call overhead)
+
+
 @jit
 def matmul_into(dst, A, B, m, k, n, accumulate):
     """dst (m x n) = or += A (m x k) @ B (k x n), all flat C-order runs."""
-    if m * k * n >= 32768:
+    if m * k * n >= BLAS_SIZE:
         blas_product(dst, A, B, m, n, k, False, False, 1.0 if accumulate else 0.0)
         return
     if not accumulate:
@@ -177,6 +180,10 @@ def reverse(ins, i, aux, buf, N):
 def tangent(ins, i, aux, buf, tan, NV, k):
     # d(A B) = dA B + A dB
     o, a, b, batch, m, kk, nn, ga, gb = fields(ins, i)
+    if k > 1 and m * kk * nn < BLAS_SIZE <= k * m * kk * nn:  # small products: together, one BLAS call
+        for bt in range(batch):
+            tangent_directions(buf, tan, NV, k, o + bt * m * nn, a + bt * m * kk, b + bt * kk * nn, m, kk, nn, ga, gb)
+        return
     for d in range(k):
         t = tan[d * NV : (d + 1) * NV]
         for bt in range(batch):
@@ -190,6 +197,35 @@ def tangent(ins, i, aux, buf, tan, NV, k):
                 dst[:] = 0.0
             if gb:
                 matmul_into(dst, buf[ao : ao + m * kk], t[bo : bo + kk * nn], m, kk, nn, True)
+
+
+@jit
+def tangent_directions(buf, tan, NV, k, oo, ao, bo, m, kk, nn, ga, gb):
+    """The k directions of one product's tangent as (at most) two products of k times the size, so that
+    BLAS sees one large product instead of k small ones: [dA_1; ...; dA_k] B stacks the tangents of A
+    as rows, A [dB_1 ... dB_k] those of B as columns."""
+    out = np.zeros(k * m * nn)
+    if ga:  # rows: direction d's dA is rows d m .. (d + 1) m
+        rows = np.empty(k * m * kk)
+        for d in range(k):
+            rows[d * m * kk : (d + 1) * m * kk] = tan[d * NV + ao : d * NV + ao + m * kk]
+        matmul_into(out, rows, buf[bo : bo + kk * nn], k * m, kk, nn, False)
+    if gb:  # columns: direction d's dB is columns d nn .. (d + 1) nn
+        cols = np.empty(kk * k * nn)
+        for d in range(k):
+            for p in range(kk):
+                cols[p * k * nn + d * nn : p * k * nn + (d + 1) * nn] = tan[
+                    d * NV + bo + p * nn : d * NV + bo + (p + 1) * nn
+                ]
+        wide = np.empty(m * k * nn)
+        matmul_into(wide, buf[ao : ao + m * kk], cols, m, kk, k * nn, False)
+        for d in range(k):
+            for r in range(m):
+                out[d * m * nn + r * nn : d * m * nn + (r + 1) * nn] += wide[
+                    r * k * nn + d * nn : r * k * nn + (d + 1) * nn
+                ]
+    for d in range(k):
+        tan[d * NV + oo : d * NV + oo + m * nn] = out[d * m * nn : (d + 1) * m * nn]
 
 
 @jit
