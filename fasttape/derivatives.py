@@ -16,6 +16,7 @@ is at ``[d * n_values + p]``.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import optree
@@ -291,39 +292,82 @@ class HVPOperator:
 # --------------------------------------------------------------------------
 # Jacobians and Hessians
 # --------------------------------------------------------------------------
+CLEAR_CHOICE = 8  # one mode needing this many times the other's directions: no need to measure
+
+
 def jacobian_matrix(tape: Tape, args, mode="auto"):
-    """The dense (n_out, n_in) Jacobian, by forward or reverse sweeps in blocks."""
+    """The dense (n_out, n_in) Jacobian, by forward or reverse sweeps in blocks of directions.
+
+    ``auto`` takes the mode that needs fewer directions when one needs ``CLEAR_CHOICE`` times fewer;
+    otherwise it times one block of each on the first call (both count: their columns and rows are
+    the Jacobian's) and keeps the measured cost per direction with the tape for the calls after."""
     n_in, n_out = _n_inputs(tape), _n_outputs(tape)
-    if mode == "auto":
-        mode = "rev" if n_out < n_in else "fwd"
     ws = _bound_workspace(tape, args)
-    N = tape.n_values
     J = np.zeros((n_out, n_in))
+    k_fwd, k_rev = block_size(tape, n_in), block_size(tape, n_out)
+    done = 0  # columns (forward) or rows (reverse) already in J
+    if mode == "auto":
+        mode = _known_cheaper(tape, n_in, n_out)
+    if mode == "auto":  # measure a block of each, then finish the cheaper
+        t0 = time.perf_counter()
+        _forward_block(tape, ws, J, 0, min(k_fwd, n_in))
+        t1 = time.perf_counter()
+        _reverse_block(tape, ws, J, 0, min(k_rev, n_out), forward=True)
+        t2 = time.perf_counter()
+        costs = ((t1 - t0) / min(k_fwd, n_in), (t2 - t1) / min(k_rev, n_out))
+        mode = "fwd" if n_in * costs[0] <= n_out * costs[1] else "rev"
+        status = tiers.status()
+        if tiers.mode() == "executor" or status["run_jvp"] == status["run_vector_reverse"] == "compiled":
+            tape._direction_costs = costs  # (a measurement that mixed the tiers, while kernels load, is not kept)
+        done = min(k_fwd, n_in) if mode == "fwd" else min(k_rev, n_out)  # (the later blocks overwrite the rest)
     if mode == "fwd":
-        k = block_size(tape, n_in)
-        for start in range(0, n_in, k):
-            kb = min(k, n_in - start)
-            seeds = np.zeros((kb, n_in))
-            seeds[np.arange(kb), start + np.arange(kb)] = 1.0
-            tan = np.zeros(kb * N)
-            _seed(tape, tan, seeds)
-            if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, kb):
-                raise tape._branch_error()
-            J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
+        for start in range(done, n_in, k_fwd):
+            _forward_block(tape, ws, J, start, min(k_fwd, n_in - start))
         return J
-    if not tiers.run_forward(tape.ins, tape.code, tape.aux, ws.buf, False):  # every value: k-seed reverse follows
-        raise tape._branch_error()
-    positions = np.concatenate([off + np.arange(size) for off, _, size in _out_leaves(tape)])
-    k = block_size(tape, n_out)
-    for start in range(0, n_out, k):
-        kb = min(k, n_out - start)
-        adj2 = np.zeros(kb * N)
-        view = adj2.reshape(kb, N)
-        for d in range(kb):
-            view[d, positions[start + d]] += 1.0
-        tiers.run_vector_reverse(tape.ins, tape.code, tape.aux, ws.buf, adj2, kb)
-        J[start : start + kb, :] = _read_inputs(tape, adj2, kb)
+    first = True
+    for start in range(done, n_out, k_rev):
+        _reverse_block(tape, ws, J, start, min(k_rev, n_out - start), forward=first and done == 0)
+        first = False
     return J
+
+
+def _known_cheaper(tape: Tape, n_in: int, n_out: int) -> str:
+    """'fwd' or 'rev' when the directions alone decide, or the tape holds measured costs; else 'auto'."""
+    if n_in * CLEAR_CHOICE <= n_out:
+        return "fwd"
+    if n_out * CLEAR_CHOICE <= n_in:
+        return "rev"
+    costs = getattr(tape, "_direction_costs", None)
+    if costs is None:
+        return "auto"
+    return "fwd" if n_in * costs[0] <= n_out * costs[1] else "rev"
+
+
+def _forward_block(tape: Tape, ws: _Workspace, J, start: int, kb: int):
+    """Columns start .. start + kb of J: one tangent sweep of kb unit seeds."""
+    n_in, N = J.shape[1], tape.n_values
+    seeds = np.zeros((kb, n_in))
+    seeds[np.arange(kb), start + np.arange(kb)] = 1.0
+    tan = np.zeros(kb * N)
+    _seed(tape, tan, seeds)
+    if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, kb):
+        raise tape._branch_error()
+    J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
+
+
+def _reverse_block(tape: Tape, ws: _Workspace, J, start: int, kb: int, forward: bool):
+    """Rows start .. start + kb of J: one reverse sweep of kb unit seeds (after a forward sweep that
+    keeps every value, run here when ``forward``)."""
+    if forward and not tiers.run_forward(tape.ins, tape.code, tape.aux, ws.buf, False):
+        raise tape._branch_error()
+    N = tape.n_values
+    positions = np.concatenate([off + np.arange(size) for off, _, size in _out_leaves(tape)])
+    adj2 = np.zeros(kb * N)
+    view = adj2.reshape(kb, N)
+    for d in range(kb):
+        view[d, positions[start + d]] += 1.0
+    tiers.run_vector_reverse(tape.ins, tape.code, tape.aux, ws.buf, adj2, kb)
+    J[start : start + kb, :] = _read_inputs(tape, adj2, kb)
 
 
 def _arg_blocks(tape: Tape, row_leaf_shape, row_slice, matrix):

@@ -234,6 +234,38 @@ def test_tape_jvp_with_k_directions_equals_separate_jvps():
         assert_close(single, jax.jvp(f_jx, (a, b), (Va[..., d], Vb[..., d]))[1])
 
 
+def products_and_partials(xp, a, b, w):
+    """Batched products with the left, the right and both operands varying (small ones, by loops, and one
+    large enough for BLAS), through elementwise steps whose partials the k-direction sweeps compute once."""
+    c = xp.tanh(a @ w)  # (2, 5, 64) @ (64, 64): left operand varying, BLAS-sized
+    d = xp.sin(w[:6, :6]) @ xp.arctan(b)  # right operand varying
+    e = (a[:, :3, :4] ** 1.5 + 2.0) @ xp.exp(b[:, :4, :2] / 3.0)  # both
+    return (
+        xp.sum(c**2) * xp.hypot(xp.sum(d), 1.0) + xp.sum(xp.log1p(e * e)) + xp.sum(xp.power(xp.abs(c) + 1.0, w[0, :64]))
+    )
+
+
+@pytest.mark.parametrize("tier", ["compiled", "executor"])
+def test_k_direction_jacobians_equal_one_direction_at_a_time(tier):
+    from fasttape import tiers
+
+    rng = rng_for(21)
+    a, b, w = rng.normal(size=(2, 5, 64)) ** 2, rng.normal(size=(2, 6, 3)), rng.normal(size=(64, 64)) / 8
+    f_np, f_jx = both(products_and_partials)
+    args = (a, b, w)
+    with tiers.only(tier):
+        tape = ft.trace(f_np, *args, argnums=(0, 1, 2))
+        V = tuple(rng.normal(size=x.shape + (5,)) for x in args)
+        _, many = tape.jvp(args, V)
+        for d in range(5):
+            _, one = tape.jvp(args, tuple(v[..., d] for v in V))
+            assert_close(many[..., d], one, rtol=1e-12, atol=1e-12)
+        assert_close(one, jax.jvp(f_jx, args, tuple(v[..., 4] for v in V))[1])
+        small = ft.trace(lambda b: f_np(a, b, w), b)
+        assert_close(small.jacobian(b, mode="fwd"), small.jacobian(b, mode="rev"))
+        assert_close(small.jacobian(b, mode="fwd"), jax.jacfwd(lambda b: f_jx(a, b, w))(b))
+
+
 # --------------------------------------------------------------------------
 # hvp
 # --------------------------------------------------------------------------
@@ -967,3 +999,25 @@ def test_vjp_functions_that_are_gone_give_their_buffers_to_the_next_vjp():
     assert back._ws is first  # reused, not a fresh value+adjoint buffer
     assert_close(back(np.ones(4))[0], jax.vjp(lambda x: jnp.tanh(x) * x, jnp.full(4, 2.0))[1](jnp.ones(4))[0])
     assert_close(kept, jax.vjp(lambda x: jnp.tanh(x) * x, jnp.ones(4))[1](jnp.ones(4))[0])
+
+
+def test_jacobian_auto_mode_measures_both_modes_once_when_the_shapes_do_not_decide():
+    from fasttape import derivatives, tiers
+
+    W = rng_for(22).normal(size=(40, 50))
+    f_np, f_jx = both(lambda xp, x: xp.tanh(W @ x) * x[:40])
+    x = rng_for(23).normal(size=50)
+    with tiers.only("compiled"):
+        tape = ft.trace(f_np, x)
+        J = tape.jacobian(x)  # 50 inputs, 40 outputs: within CLEAR_CHOICE of each other, so measured
+        assert 40 * derivatives.CLEAR_CHOICE > 50
+        costs = tape._direction_costs
+        assert len(costs) == 2 and all(c > 0 for c in costs)
+        assert_close(J, jax.jacfwd(f_jx)(x))
+        assert_close(tape.jacobian(x), J, rtol=1e-13, atol=1e-14)  # decided from the kept costs
+        assert tape._direction_costs is costs
+        for mode in ("fwd", "rev"):
+            assert_close(tape.jacobian(x, mode=mode), J, rtol=1e-13, atol=1e-14)
+    wide = ft.trace(lambda x: f_np(x)[:3], x)
+    assert_close(wide.jacobian(x), jax.jacrev(lambda x: f_jx(x)[:3])(x))
+    assert not hasattr(wide, "_direction_costs")  # 3 outputs against 50 inputs: reverse, nothing measured
