@@ -14,7 +14,7 @@ import numpy as np
 
 from . import families
 from . import kernels as K
-from .tracer import Recorder
+from .recorder import Recorder
 
 
 def _roots(slots) -> list[int]:

@@ -21,8 +21,9 @@ import optree
 from . import config, nesting
 from . import derivatives as D
 from .errors import BranchChangedError
+from .recorder import active_recorder
 from .tape import Tape, classify_leaf, record
-from .tracer import Tracer, active_recorder
+from .tracer import Tracer
 
 DEFAULT_CACHE_SIZE = config.DEFAULT_CACHE_SIZE
 _MAX_BRANCHES = 32

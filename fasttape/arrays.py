@@ -17,7 +17,7 @@ import numpy as np
 
 from . import numpy as fnp
 from .errors import UnsupportedFunctionError
-from .tracer import concrete, recorder_of
+from .recorder import concrete, recorder_of
 
 
 def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):

@@ -36,7 +36,8 @@ import numpy as np
 import optree
 
 from . import numpy as fnp
-from .tracer import Tracer, concrete, recorder_of
+from .recorder import concrete, recorder_of
+from .tracer import Tracer
 
 
 def stop_gradient(x):

@@ -25,7 +25,8 @@ import operator
 import numpy as np
 
 from .errors import ConcretizationError
-from .tracer import Tracer, concrete, recorder_of
+from .recorder import concrete, recorder_of
+from .tracer import Tracer
 
 MASK_FIX = (
     "a traced boolean mask selects a number of elements that depends on the inputs, which a tape cannot record "

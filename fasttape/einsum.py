@@ -20,7 +20,7 @@ import string
 import numpy as np
 
 from . import numpy as fnp
-from .tracer import concrete, recorder_of
+from .recorder import concrete, recorder_of
 
 _LETTERS = string.ascii_letters
 

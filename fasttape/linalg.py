@@ -18,7 +18,7 @@ import numpy as np
 from . import kernels as K
 from . import numpy as fnp
 from .families import factor
-from .tracer import concrete, recorder_of
+from .recorder import concrete, recorder_of
 
 
 def _empty(value):

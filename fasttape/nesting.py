@@ -29,7 +29,8 @@ from . import kernels as K
 from . import rules
 from .errors import InputTypeError, NonScalarOutputError, TracerLeakError
 from .primitives import PRIMITIVE_BY_OPCODE
-from .tracer import Recorder, Tracer, active_recorder
+from .recorder import Recorder, active_recorder
+from .tracer import Tracer
 
 _SERIALS = itertools.count(1)
 
@@ -224,7 +225,7 @@ class Segment:
         rec = self.rec
         value = rec.values.get(sid)
         if value is None:
-            from .tracer import _value_of
+            from .recorder import _value_of
 
             value = _value_of(rec.slots[sid])
             if value is None:

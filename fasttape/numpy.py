@@ -20,7 +20,8 @@ import numpy as np
 from . import dynamic, updates
 from . import kernels as K
 from .errors import TracerMutationError, UnsupportedFunctionError
-from .tracer import Tracer, concrete, move, normalize_axes, recorder_of
+from .recorder import concrete, move, normalize_axes, recorder_of
+from .tracer import Tracer
 
 
 def _float(x):

@@ -20,8 +20,9 @@ import numpy as np
 
 from . import families
 from .primitives import PRIMITIVE_BY_OPCODE
+from .recorder import Recorder
 from .scalar_math import CONSTANTS
-from .tracer import Recorder, Tracer
+from .tracer import Tracer
 
 # the operands a kind never differentiates: a selection's condition, integer positions, LU's pivots
 FROZEN = {"select": (0,), "take": (1,), "scatter": (1,), "permute": (0,)}

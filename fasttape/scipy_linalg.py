@@ -28,7 +28,7 @@ from .families.factor import LOWER, TRANSPOSED, UNIT
 from .interception import Interception
 from .linalg import _empty
 from .linalg import solve as _general_solve
-from .tracer import concrete, recorder_of
+from .recorder import concrete, recorder_of
 
 
 def _square(name, a):

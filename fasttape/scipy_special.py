@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import numpy as fnp
 from .errors import UnsupportedFunctionError
 from .interception import Interception
-from .tracer import recorder_of
+from .recorder import recorder_of
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):

@@ -24,7 +24,8 @@ from . import kernels as K
 from . import numpy as fnp
 from .dynamic import take_along_axis
 from .errors import UnsupportedFunctionError
-from .tracer import Tracer, concrete, recorder_of
+from .recorder import concrete, recorder_of
+from .tracer import Tracer
 
 
 def _axis(axis, ndim):

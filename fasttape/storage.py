@@ -51,8 +51,8 @@ from . import families
 from . import kernels as K
 from .config import check_memory
 from .errors import TapeFormatError
+from .recorder import Slot
 from .tape import ArgSpec, Leaf, Tape, tape_bytes
-from .tracer import Slot
 
 FORMAT = "fasttape.tape"
 VERSION = 2  # 2: side stores (max/min tie counts) after the values

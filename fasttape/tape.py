@@ -1,7 +1,7 @@
 """The ``Tape``: a recorded program in flat arrays, replayed by compiled sweeps.
 
 :func:`record` runs a user's function once on tracers and freezes what the
-:class:`~fasttape.tracer.Recorder` appended into a ``Tape``.  A ``Tape`` owns
+:class:`~fasttape.recorder.Recorder` appended into a ``Tape``.  A ``Tape`` owns
 the instruction table, the aux array (header, guards, gather indices), a
 template value buffer with the constants filled in, and the maps from the
 function's arguments and results to slots.  Calling it binds new inputs into a
@@ -32,7 +32,8 @@ from .errors import (
     InputTypeError,
     NonScalarOutputError,
 )
-from .tracer import TYPE_NAMES, Recorder, Tracer, recording
+from .recorder import TYPE_NAMES, Recorder, recording
+from .tracer import Tracer
 
 _MAX_SPARE_BUFFERS = 4
 _SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4

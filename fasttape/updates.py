@@ -24,7 +24,8 @@ import weakref
 import numpy as np
 
 from .errors import TracerMutationError
-from .tracer import Tracer, concrete, index_array, recorder_of
+from .recorder import concrete, index_array, recorder_of
+from .tracer import Tracer
 
 _ALIAS_FIX = (
     "A functional update cannot reproduce NumPy's shared memory: take a copy (y = x[1:].copy()) where the "

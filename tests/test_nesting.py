@@ -242,3 +242,11 @@ def test_third_order_through_each_kind_of_rule(name):
 def test_nested_case_names_exist():
     missing = [n for n in NESTED_CASES if _nested_case(n) is None]
     assert not missing, f"NESTED_CASES names no oracle case: {missing}"
+
+
+def test_every_differentiable_primitive_has_rules_in_primitives():
+    from fasttape import rules
+    from fasttape.primitives import PRIMITIVES
+
+    missing = [p.name for p in PRIMITIVES if p.differentiable and not (p.kind in rules._VJP and p.kind in rules._JVP)]
+    assert not missing, f"no JVP/VJP rule in fasttape/rules.py for {missing}"
