@@ -244,12 +244,12 @@ def _weights(ins):
         return hit / np.sum(hit, axis=1, keepdims=True)
     if name == "logsumexp":  # d logsumexp = softmax
         return np.exp(x3 - z3)
-    if name == "prod":  # the product of the others, exact where one factor or more is zero
-        zero = x3 == 0.0
-        n_zero = np.sum(np.where(zero, 1.0, 0.0), axis=1, keepdims=True)
-        safe = np.where(zero, 1.0, x3)
-        rest = np.prod(safe, axis=1, keepdims=True)
-        return np.where(zero, np.where(n_zero == 1.0, rest, 0.0), np.where(n_zero == 0.0, z3 / safe, 0.0))
+    if name == "prod":  # the product of the others: prefix times suffix products, exact at zeros to any order
+        p = ins.params
+        ones = np.ones((p["pre"], 1, p["post"]))
+        prefix = np.cumprod(x3, axis=1)
+        suffix = np.flip(np.cumprod(np.flip(x3, axis=1), axis=1), axis=1)
+        return np.concatenate([ones, prefix[:, :-1]], axis=1) * np.concatenate([suffix[:, 1:], ones], axis=1)
     raise NotImplementedError(_unsupported(ins.prim))
 
 
