@@ -380,8 +380,7 @@ def value_grad_and_hvp(fun, primals, tangents):
     argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
     v = tangents[0] if len(primals) == 1 else tangents
     if nesting.inside_trace((primals, tangents)):
-        value, grads, _ = nesting.value_and_grad(fun, primals, argnums, False)
-        return value, grads, nesting.hvp(fun, primals, tangents)
+        return nesting.value_grad_and_hvp(fun, primals, tangents)
     transform = _cached_transform(fun, "hvp", argnums, False)
     runner = D.returns_none_on_branch_change(lambda tape, a: D.value_grad_and_hvp(tape, a, v))
     return transform._run(primals, runner)

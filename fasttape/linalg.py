@@ -281,6 +281,50 @@ def singular_value_norm(x, ord, axes, keepdims):
     return value
 
 
+def norm(x, ord=None, axis=None, keepdims=False):
+    """``numpy.linalg.norm``: vector norms and the matrix norms (Frobenius, induced 1 and inf, and by the
+    singular values 2, -2 and 'nuc')."""
+    if recorder_of((x,)) is None:
+        return np.linalg.norm(x, ord=ord, axis=axis, keepdims=keepdims)
+    nd = np.ndim(concrete(x))
+    if axis is None and ord is None:
+        return fnp.sqrt(fnp.sum(fnp.square(x), axis=None, keepdims=keepdims))
+    if axis is None:
+        axis = tuple(range(nd)) if nd <= 2 else None
+        if axis is None:
+            raise ValueError("Improper number of dimensions to norm.")
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if len(axes) == 1:
+        if ord is None or ord == 2:
+            return fnp.sqrt(fnp.sum(fnp.square(x), axis=axes, keepdims=keepdims))
+        if ord == np.inf:
+            return fnp.max(fnp.abs(x), axis=axes, keepdims=keepdims)
+        if ord == -np.inf:
+            return fnp.min(fnp.abs(x), axis=axes, keepdims=keepdims)
+        if ord == 0:
+            return fnp.sum(fnp.not_equal(x, 0.0), axis=axes, keepdims=keepdims)
+        if ord == 1:
+            return fnp.sum(fnp.abs(x), axis=axes, keepdims=keepdims)
+        if isinstance(ord, str):
+            raise ValueError(f"Invalid norm order '{ord}' for vectors")
+        p = float(ord)
+        return fnp.power(fnp.sum(fnp.power(fnp.abs(x), p), axis=axes, keepdims=keepdims), 1.0 / p)
+    if len(axes) == 2:
+        r, c = (a % nd for a in axes)
+        if ord is None or ord == "fro":
+            return fnp.sqrt(fnp.sum(fnp.square(x), axis=axes, keepdims=keepdims))
+        if ord in (1, -1, np.inf, -np.inf):
+            sum_axis, pick_axis = (r, c) if ord in (1, -1) else (c, r)
+            sums = fnp.sum(fnp.abs(x), axis=sum_axis, keepdims=True)
+            pick = fnp.max if ord > 0 else fnp.min
+            res = pick(sums, axis=pick_axis, keepdims=True)
+            return res if keepdims else fnp.squeeze(res, axis=(r, c))
+        if ord in (2, -2, "nuc"):
+            return singular_value_norm(x, ord, (r, c), keepdims)
+        raise ValueError("Invalid norm order for matrices.")
+    raise ValueError("Improper number of dimensions to norm.")
+
+
 def cond(x, p=None):
     """``numpy.linalg.cond``: s_max / s_min for ``p`` None or 2 (s_min / s_max for -2), otherwise
     norm(A, p) · norm(A⁻¹, p)."""
@@ -291,7 +335,7 @@ def cond(x, p=None):
     if p is None or p in (2, -2):
         s = svd(x, compute_uv=False)
         return s[..., -1] / s[..., 0] if p == -2 else s[..., 0] / s[..., -1]
-    return fnp.norm(x, p, axis=(-2, -1)) * fnp.norm(inv(x), p, axis=(-2, -1))
+    return norm(x, p, axis=(-2, -1)) * norm(inv(x), p, axis=(-2, -1))
 
 
 def _inverted_large(s, cutoff):
@@ -417,6 +461,7 @@ def qr(a, mode="reduced"):
 
 
 FUNCTIONS = {
+    np.linalg.norm: norm,
     np.linalg.solve: solve,
     np.linalg.inv: inv,
     np.linalg.slogdet: slogdet,

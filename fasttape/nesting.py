@@ -331,7 +331,7 @@ def _scalar_output(out, name):
                 f"grad requires a real-valued (float) output, but {name!r} returned a "
                 f"{'boolean' if kind == 'b' else 'integer'}, which has no derivative."
             )
-        if isinstance(leaf, (Tracer, float, int, np.floating)) or isinstance(leaf, np.ndarray):
+        if isinstance(leaf, (Tracer, float, int, np.floating, np.ndarray)):
             return leaf
     shapes = [np.shape(v) for v in leaves]
     raise NonScalarOutputError(
@@ -438,6 +438,15 @@ def hvp(fun, primals, tangents):
     if len(primals) == 1:
         return jvp(grad(fun), (primals[0],), (tangents[0],))[1]
     return jvp(grad(fun, argnums=tuple(range(len(primals)))), tuple(primals), tuple(tangents))[1]
+
+
+def value_grad_and_hvp(fun, primals, tangents):
+    """(f, ∇f, ∂²f·v) at traced primals: the jvp of the recorded value_and_grad, one trace of f."""
+    from .api import value_and_grad as value_and_grad_of
+
+    argnums = 0 if len(primals) == 1 else tuple(range(len(primals)))
+    (value, grads), (_, hv) = jvp(value_and_grad_of(fun, argnums=argnums), tuple(primals), tuple(tangents))
+    return value, grads, hv
 
 
 def jacobian(fun, args, argnums, has_aux, mode, kind="jacobian"):

@@ -571,52 +571,6 @@ def outer(a, b, out=None):
     return matmul(reshape(a, (-1, 1)), reshape(b, (1, -1)))
 
 
-def norm(x, ord=None, axis=None, keepdims=False):
-    """``numpy.linalg.norm``: vector norms and the matrix norms (Frobenius, induced 1 and inf, and by the
-    singular values 2, -2 and 'nuc')."""
-    if recorder_of((x,)) is None:
-        return np.linalg.norm(x, ord=ord, axis=axis, keepdims=keepdims)
-    nd = np.ndim(concrete(x))
-    if axis is None and ord is None:
-        return sqrt(sum(square(x), axis=None, keepdims=keepdims))  # noqa: F821
-    if axis is None:
-        axis = tuple(range(nd)) if nd <= 2 else None
-        if axis is None:
-            raise ValueError("Improper number of dimensions to norm.")
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    if len(axes) == 1:
-        if ord is None or ord == 2:
-            return sqrt(sum(square(x), axis=axes, keepdims=keepdims))  # noqa: F821
-        if ord == np.inf:
-            return max(abs(x), axis=axes, keepdims=keepdims)  # noqa: F821
-        if ord == -np.inf:
-            return min(abs(x), axis=axes, keepdims=keepdims)  # noqa: F821
-        if ord == 0:
-            return sum(not_equal(x, 0.0), axis=axes, keepdims=keepdims)  # noqa: F821
-        if ord == 1:
-            return sum(abs(x), axis=axes, keepdims=keepdims)  # noqa: F821
-        if isinstance(ord, str):
-            raise ValueError(f"Invalid norm order '{ord}' for vectors")
-        p = float(ord)
-        return power(sum(power(abs(x), p), axis=axes, keepdims=keepdims), 1.0 / p)  # noqa: F821
-    if len(axes) == 2:
-        r, c = (a % nd for a in axes)
-        if ord is None or ord == "fro":
-            return sqrt(sum(square(x), axis=axes, keepdims=keepdims))  # noqa: F821
-        if ord in (1, -1, np.inf, -np.inf):
-            sum_axis, pick_axis = (r, c) if ord in (1, -1) else (c, r)
-            sums = sum(abs(x), axis=sum_axis, keepdims=True)  # noqa: F821
-            pick = max if ord > 0 else min
-            res = pick(sums, axis=pick_axis, keepdims=True)
-            return res if keepdims else squeeze(res, axis=(r, c))
-        if ord in (2, -2, "nuc"):
-            from .linalg import singular_value_norm
-
-            return singular_value_norm(x, ord, (r, c), keepdims)
-        raise ValueError("Invalid norm order for matrices.")
-    raise ValueError("Improper number of dimensions to norm.")
-
-
 # --------------------------------------------------------------------------
 # jax.nn-style extras
 # --------------------------------------------------------------------------
@@ -664,7 +618,6 @@ _FUNCTION_NAMES = [
     "column_stack", "dot", "vdot", "inner", "outer", "where", "clip", "round",
 ]  # fmt: skip
 FUNCTIONS = {getattr(np, n): globals()[n] for n in _FUNCTION_NAMES}
-FUNCTIONS[np.linalg.norm] = norm
 FUNCTIONS[np.shape] = lambda a: a.shape
 FUNCTIONS[np.ndim] = lambda a: a.ndim
 FUNCTIONS[np.size] = lambda a, axis=None: a.size if axis is None else a.shape[axis]
@@ -799,9 +752,10 @@ FUNCTIONS.update({np.full_like: full_like, np.copy: copy})
 
 
 def __getattr__(name):
-    """The functions other modules register (``fasttape.arrays``, ``fasttape.sorting``, ...) by their NumPy
-    name: ``fasttape.numpy.sort`` is what ``np.sort`` runs on a traced array."""
-    func = getattr(np, name, None)
+    """The functions other modules register (``fasttape.arrays``, ``fasttape.sorting``, ``fasttape.linalg``,
+    ...) by their NumPy name: ``fasttape.numpy.sort`` is what ``np.sort`` runs on a traced array,
+    ``fasttape.numpy.norm`` what ``np.linalg.norm`` runs."""
+    func = getattr(np, name, None) or getattr(np.linalg, name, None)
     if func is not None and func in FUNCTIONS:
         return FUNCTIONS[func]
     raise AttributeError(f"module 'fasttape.numpy' has no attribute {name!r}")

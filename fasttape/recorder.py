@@ -134,19 +134,20 @@ class Recorder:
             raise self.leak_error(parent.level)
         if offset == parent.offset and tuple(shape) == parent.shape and kind == parent.kind:
             return Tracer(self, sid, value)
-        new = self._new_slot(shape, parent.active, kind, ("view", sid), parent.level)
-        self.n_values -= self.slots[new].size  # shares memory with the parent
-        self.slots[new].offset = offset
-        return Tracer(self, new, value)
+        return Tracer(self, self._view_slot(sid, offset, shape, kind, parent.level), value)
 
     def alias(self, x: Tracer, level) -> Tracer:
         """A second name for ``x``'s values at another nesting level (a transformation's result handed to
         the level that called it): no instruction, no copy."""
         s = self.slots[x._sid]
-        new = self._new_slot(s.shape, s.active, s.kind, ("view", x._sid), level)
-        self.n_values -= s.size
-        self.slots[new].offset = s.offset
-        return Tracer(self, new, x._value)
+        return Tracer(self, self._view_slot(x._sid, s.offset, s.shape, s.kind, level), x._value)
+
+    def _view_slot(self, sid, offset, shape, kind, level) -> int:
+        """A slot over ``sid``'s memory (it takes no room of its own)."""
+        new = self._new_slot(shape, self.slots[sid].active, kind, ("view", sid), level)
+        self.n_values -= self.slots[new].size
+        self.slots[new].offset = offset
+        return new
 
     def as_tracer(self, x) -> Tracer:
         """``x`` itself if traced, else a (constant, inactive) tracer of its value."""

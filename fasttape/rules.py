@@ -106,10 +106,6 @@ def _scale(ct, partial):
     return ct * partial
 
 
-def _zeros(x):
-    return np.zeros(x.shape)
-
-
 # --------------------------------------------------------------------------
 # elementwise: the declarations' partials on tracers
 # --------------------------------------------------------------------------

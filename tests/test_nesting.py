@@ -250,3 +250,19 @@ def test_every_differentiable_primitive_has_rules_in_primitives():
 
     missing = [p.name for p in PRIMITIVES if p.differentiable and not (p.kind in rules._VJP and p.kind in rules._JVP)]
     assert not missing, f"no JVP/VJP rule in fasttape/rules.py for {missing}"
+
+
+def test_value_grad_and_hvp_inside_a_traced_function_matches_jax():
+    y = np.array([0.5, -1.0])
+
+    def outer(x, T, xp):
+        f = lambda a, b: xp.sum(xp.sin(a) * b**2)  # noqa: E731
+        if T is ft:
+            value, (ga, _), (_, hb) = ft.value_grad_and_hvp(f, (x, y), (x, y))
+        else:
+            value, (ga, _) = jax.value_and_grad(f, argnums=(0, 1))(x, y)
+            hb = jax.jvp(jax.grad(f, argnums=(0, 1)), (x, y), (x, y))[1][1]
+        return value + xp.sum(ga * hb)
+
+    x = np.array([0.3, 1.2])
+    assert_close(ft.grad(outer)(x, ft, np), jax.grad(lambda x: outer(x, jax, jnp))(x))
