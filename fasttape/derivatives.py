@@ -178,21 +178,26 @@ def jvp(tape: Tape, args, tangents):
     """``(f(args), J v)`` with ``tangents`` structured like the differentiated arguments."""
     matrix, multi = _split_directions(tape, tangents, "tangents")
     k = matrix.shape[0]
-    ws = _bound_workspace(tape, args)
-    tan = np.zeros(k * tape.n_values)
-    _seed(tape, tan, matrix)
-    if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k):
-        raise tape._branch_error()
-    out = tape._outputs_of(ws.buf)
     N = tape.n_values
-    leaves = []
-    for offset, shape, size in _out_leaves(tape):
-        block = tan.reshape(k, N)[:, offset : offset + size]
-        arr = block.T.reshape(shape + (k,)).copy() if multi else block[0].reshape(shape).copy()
-        leaves.append(arr if arr.ndim else np.float64(arr))
+    ws = tape._take_workspace()
+    try:
+        tape._bind(args, ws)
+        tan = ws.tangents(k, N)
+        _seed(tape, tan, matrix)
+        if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k):
+            raise tape._branch_error()
+        out = tape._outputs_of(ws.buf)
+        leaves = []
+        for offset, shape, size in _out_leaves(tape):
+            block = tan.reshape(k, N)[:, offset : offset + size]
+            arr = block.T.reshape(shape + (k,)).copy() if multi else block[0].reshape(shape).copy()
+            leaves.append(arr if arr.ndim else np.float64(arr))
+        aux = tape._aux_of(ws.buf) if tape.has_aux else None
+    finally:
+        tape._return_workspace(ws)
     tangent_out = tape._out_tree.unflatten(leaves)
     if tape.has_aux:
-        return out, tangent_out, tape._aux_of(ws.buf)
+        return out, tangent_out, aux
     return out, tangent_out
 
 
@@ -301,8 +306,16 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
     ``auto`` takes the mode that needs fewer directions when one needs ``CLEAR_CHOICE`` times fewer;
     otherwise it times one block of each on the first call (both count: their columns and rows are
     the Jacobian's) and keeps the measured cost per direction with the tape for the calls after."""
+    ws = tape._take_workspace()  # (with the direction buffers of earlier calls)
+    try:
+        tape._bind(args, ws)
+        return _jacobian_blocks(tape, ws, mode)
+    finally:
+        tape._return_workspace(ws)
+
+
+def _jacobian_blocks(tape: Tape, ws: _Workspace, mode):
     n_in, n_out = _n_inputs(tape), _n_outputs(tape)
-    ws = _bound_workspace(tape, args)
     J = np.zeros((n_out, n_in))
     k_fwd, k_rev = block_size(tape, n_in), block_size(tape, n_out)
     done = 0  # columns (forward) or rows (reverse) already in J
@@ -348,7 +361,7 @@ def _forward_block(tape: Tape, ws: _Workspace, J, start: int, kb: int):
     n_in, N = J.shape[1], tape.n_values
     seeds = np.zeros((kb, n_in))
     seeds[np.arange(kb), start + np.arange(kb)] = 1.0
-    tan = np.zeros(kb * N)
+    tan = ws.tangents(kb, N)
     _seed(tape, tan, seeds)
     if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, kb):
         raise tape._branch_error()
@@ -362,7 +375,7 @@ def _reverse_block(tape: Tape, ws: _Workspace, J, start: int, kb: int, forward: 
         raise tape._branch_error()
     N = tape.n_values
     positions = np.concatenate([off + np.arange(size) for off, _, size in _out_leaves(tape)])
-    adj2 = np.zeros(kb * N)
+    adj2 = ws.zeroed_adjoints(kb, N)
     view = adj2.reshape(kb, N)
     for d in range(kb):
         view[d, positions[start + d]] += 1.0
@@ -399,14 +412,18 @@ def hessian_matrix(tape: Tape, args):
     """The dense (n_in, n_in) Hessian from HVPs along blocks of unit vectors."""
     _require_scalar(tape, "hessian")
     n = _n_inputs(tape)
-    ws = _bound_workspace(tape, args)
     H = np.zeros((n, n))
     k = block_size(tape, n)
-    for start in range(0, n, k):
-        kb = min(k, n - start)
-        seeds = np.zeros((kb, n))
-        seeds[np.arange(kb), start + np.arange(kb)] = 1.0
-        H[:, start : start + kb] = _hvp_matrix(tape, ws, seeds, start == 0).T
+    ws = tape._take_workspace()
+    try:
+        tape._bind(args, ws)
+        for start in range(0, n, k):
+            kb = min(k, n - start)
+            seeds = np.zeros((kb, n))
+            seeds[np.arange(kb), start + np.arange(kb)] = 1.0
+            H[:, start : start + kb] = _hvp_matrix(tape, ws, seeds, start == 0).T
+    finally:
+        tape._return_workspace(ws)
     return H
 
 

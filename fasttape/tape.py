@@ -37,7 +37,7 @@ from .tracer import Tracer
 
 _MAX_SPARE_BUFFERS = 4
 _SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4
-_KEEP_DIRECTION_BYTES = 64 * 2**20
+_KEEP_DIRECTION_BYTES = 256 * 2**20  # per direction buffer kept with a workspace (a fresh one costs its page faults)
 _F64 = np.dtype(np.float64)
 
 
@@ -562,17 +562,35 @@ class _Workspace:
         self._directions: dict = {}
 
     def direction_buffers(self, k, n_values):
-        """(tangents, second-order adjoints) for k directions, kept for reuse when small.
+        """(tangents, second-order adjoints) for k directions: see :meth:`tangents`."""
+        return self.tangents(k, n_values), self.second_adjoints(k, n_values)
 
-        Reuse is safe: a tangent sweep rewrites every active position and leaves
-        the others at zero, and the second-order sweep zeroes its buffer first.
-        """
-        pair = self._directions.get(k)
-        if pair is None:
-            pair = (np.zeros(k * n_values), np.zeros(k * n_values))
-            if k <= 4 or 16 * k * n_values <= _KEEP_DIRECTION_BYTES:  # no fresh pages per call
-                self._directions[k] = pair
-        return pair
+    def tangents(self, k, n_values):
+        """A k-direction tangent buffer, kept for the next call with k directions when it is not huge.
+
+        Reuse is safe: a tangent sweep rewrites every active position and leaves the others at zero."""
+        return self._kept(0, k, n_values)
+
+    def second_adjoints(self, k, n_values):
+        """A k-direction adjoint buffer (kept like :meth:`tangents`): the HVP sweep zeroes what it
+        accumulates into; the k-seed reverse needs it zeroed by the caller (:meth:`zeroed_adjoints`)."""
+        return self._kept(1, k, n_values)
+
+    def zeroed_adjoints(self, k, n_values):
+        key = (1, k)
+        if key not in self._directions:
+            return self._kept(1, k, n_values)  # fresh: zero
+        adj2 = self._directions[key]
+        adj2.fill(0.0)  # (rewriting warm pages costs less than faulting in fresh ones)
+        return adj2
+
+    def _kept(self, which, k, n_values):
+        buffer = self._directions.get((which, k))
+        if buffer is None:
+            buffer = np.zeros(k * n_values)
+            if 8 * k * n_values <= _KEEP_DIRECTION_BYTES:
+                self._directions[(which, k)] = buffer
+        return buffer
 
 
 class _VJPFunction:

@@ -266,6 +266,24 @@ def test_k_direction_jacobians_equal_one_direction_at_a_time(tier):
         assert_close(small.jacobian(b, mode="fwd"), jax.jacfwd(lambda b: f_jx(a, b, w))(b))
 
 
+def test_direction_buffers_kept_between_calls_hold_nothing_of_the_last_call():
+    """jvp, jacfwd, jacrev and hessian keep their k-direction buffers with the tape's workspaces: a call
+    at a new point (and with other directions) equals JAX's, as the first did."""
+    f_np, f_jx = both(products_and_partials)
+    rng = rng_for(22)
+    a, w = rng.normal(size=(2, 5, 64)) ** 2, rng.normal(size=(64, 64)) / 8
+    tape = ft.trace(lambda b: f_np(a, b, w) * b, rng.normal(size=(2, 6, 3)))  # (2, 6, 3) out
+    scalar = ft.trace(lambda b: f_np(a, b, w), rng.normal(size=(2, 6, 3)))
+    for _ in range(2):
+        b, V = rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 6, 3, 4))
+        want_jac = jax.jacfwd(lambda b: f_jx(a, b, w) * b)(b)
+        assert_close(tape.jacobian(b, mode="fwd"), want_jac)
+        assert_close(tape.jacobian(b, mode="rev"), want_jac)
+        _, tangents = tape.jvp((b,), V)
+        assert_close(tangents, np.einsum("...ijk,ijkd->...d", want_jac, V))
+        assert_close(scalar.hessian(b), jax.hessian(lambda b: f_jx(a, b, w))(b))
+
+
 # --------------------------------------------------------------------------
 # hvp
 # --------------------------------------------------------------------------
