@@ -233,3 +233,130 @@ def solve(A, B, transposed):
     for d in range(1, D):
         R[d] = _lu_solve_one(L, LU, piv, R[d], transposed)[0]
     return R
+
+
+# --------------------------------------------------------------------------
+# the factorisations' elementwise pieces (fasttape.families.factor_rules)
+# --------------------------------------------------------------------------
+@register_jitable
+def inverse_gaps(w):
+    """F with F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it, from a stack w (D, 1, n); its tangent
+    is -(dw_j - dw_i) F_ij²."""
+    D_, n = w.shape[0], w.shape[2]
+    F = np.zeros((D_, n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                F[0, i, j] = 1.0 / (w[0, 0, j] - w[0, 0, i])
+                for d in range(1, D_):
+                    F[d, i, j] = -(w[d, 0, j] - w[d, 0, i]) * F[0, i, j] * F[0, i, j]
+    return F
+
+
+@register_jitable
+def gap_product(F, C):
+    """F ∘ C on duals, an exact zero of C giving zero even where F is infinite (equal eigenvalues): as
+    JAX's symbolic zeros, so the eigenvalues alone (``eigvalsh``) keep finite derivatives there."""
+    D_ = max(F.shape[0], C.shape[0])
+    out = np.zeros((D_, F.shape[1], F.shape[2]))
+    for i in range(F.shape[1]):
+        for j in range(F.shape[2]):
+            if C[0, i, j] != 0.0:
+                out[0, i, j] = F[0, i, j] * C[0, i, j]
+            for d in range(1, D_):
+                s = 0.0
+                if F.shape[0] > 1 and C[0, i, j] != 0.0:
+                    s += F[d, i, j] * C[0, i, j]
+                if C.shape[0] > 1 and C[d, i, j] != 0.0:
+                    s += F[0, i, j] * C[d, i, j]
+                out[d, i, j] = s
+    return out
+
+
+@register_jitable
+def diagonal_matrix(w):
+    """diag(w) on every slot of a stack w (D, 1, n)."""
+    D_, n = w.shape[0], w.shape[2]
+    out = np.zeros((D_, n, n))
+    for d in range(D_):
+        for i in range(n):
+            out[d, i, i] = w[d, 0, i]
+    return out
+
+
+@register_jitable
+def diagonal(P):
+    """The diagonal of every slot of P (D, k, k), as a stack (D, 1, k)."""
+    out = np.empty((P.shape[0], 1, P.shape[1]))
+    for d in range(P.shape[0]):
+        for i in range(P.shape[1]):
+            out[d, 0, i] = P[d, i, i]
+    return out
+
+
+@register_jitable
+def squares(s):
+    # d s² = 2 s ds
+    out = np.empty(s.shape)
+    for i in range(s.shape[2]):
+        out[0, 0, i] = s[0, 0, i] * s[0, 0, i]
+        for d in range(1, s.shape[0]):
+            out[d, 0, i] = 2.0 * s[0, 0, i] * s[d, 0, i]
+    return out
+
+
+@register_jitable
+def scaled(A, s, columns):
+    """A diag(s) (``columns``) or diag(s) A, s a stack (D, 1, k): d(A S) = dA S + A dS."""
+    D_ = max(A.shape[0], s.shape[0])
+    out = np.zeros((D_, A.shape[1], A.shape[2]))
+    for i in range(A.shape[1]):
+        for j in range(A.shape[2]):
+            f = s[0, 0, j] if columns else s[0, 0, i]
+            out[0, i, j] = A[0, i, j] * f
+            for d in range(1, D_):
+                if A.shape[0] > 1:
+                    out[d, i, j] += A[d, i, j] * f
+                if s.shape[0] > 1:
+                    out[d, i, j] += A[0, i, j] * (s[d, 0, j] if columns else s[d, 0, i])
+    return out
+
+
+@register_jitable
+def over_columns(A, s):
+    """A diag(s)⁻¹, an exact zero of A giving zero even where s is zero (as JAX's symbolic zeros: the
+    singular values alone keep finite derivatives for a rank-deficient A).  d(a/s) = da/s - a ds/s²."""
+    D_ = max(A.shape[0], s.shape[0])
+    out = np.zeros((D_, A.shape[1], A.shape[2]))
+    for i in range(A.shape[1]):
+        for j in range(A.shape[2]):
+            r = 1.0 / s[0, 0, j]
+            if A[0, i, j] != 0.0:
+                out[0, i, j] = A[0, i, j] * r
+            for d in range(1, D_):
+                v = 0.0
+                if A.shape[0] > 1 and A[d, i, j] != 0.0:
+                    v += A[d, i, j] * r
+                if s.shape[0] > 1 and A[0, i, j] != 0.0:
+                    v -= A[0, i, j] * s[d, 0, j] * r * r
+                out[d, i, j] = v
+    return out
+
+
+@register_jitable
+def columns(A, start, stop):
+    return np.ascontiguousarray(A[:, :, start:stop])
+
+
+@register_jitable
+def rows(A, start, stop):
+    return np.ascontiguousarray(A[:, start:stop, :])
+
+
+@register_jitable
+def swapped(X, piv, inverse):
+    """LAPACK's row interchanges on every slot of X: Pᵀ X, or P X with ``inverse`` (``duals.swap_rows``)."""
+    out = X.copy()
+    for d in range(out.shape[0]):
+        swap_rows(out[d], piv, inverse)
+    return out

@@ -514,16 +514,24 @@ def scalar_arithmetic(rec, op, fn, x, y):
     numbers -- without the general elementwise path: the same instruction, slots and value, at a
     fraction of the cost per operation.  Returns None for any other operands (the caller then takes
     the general path, which also raises the errors).  ``rec``: the recorder of the tracer operand."""
-    if rec.closed or rec.values is not None:  # (inside a nested transformation: the general path keeps levels)
+    if rec.closed:
         return None
     slots = rec.slots
     operands = []
     values = []
+    level = None  # the deepest operand level (a nested transformation's): the general path's rule
     for v in (x, y):
         kind = type(v)
         if kind is Tracer:
-            if v._rec is not rec or slots[v._sid].kind != "f":
+            slot = slots[v._sid]
+            if v._rec is not rec or slot.kind != "f":
                 return None
+            lv = slot.level
+            if lv is not None:
+                if lv.closed:
+                    return None  # (the general path raises the leak error)
+                if level is None or lv.serial > level.serial:
+                    level = lv
             operands.append(v._sid)
             values.append(v._value)
         elif kind in _SCALAR_CONSTANTS:
@@ -534,12 +542,17 @@ def scalar_arithmetic(rec, op, fn, x, y):
             values.append(v)
         else:
             return None
+    kept = rec.values
+    if kept is not None:  # (a nested transformation reads its operands' values)
+        for sid, v in zip(operands, values):
+            if sid not in kept:
+                kept[sid] = np.asarray(v, dtype=np.float64)
     value = np.asarray(fn(values[0], values[1]))
     sa, sb = slots[operands[0]], slots[operands[1]]
     flags = (K.F_GRAD_A if sa.active else 0) | (K.F_GRAD_B if sb.active else 0)
     if flags:
         flags |= K.F_ACTIVE
-    out = rec._new_slot((), flags != 0, "f", ("op", len(rec.rows)))
+    out = rec._new_slot((), flags != 0, "f", ("op", len(rec.rows)), level)
     rec.rows.append([op, slots[out].offset, 1, sa.offset, 1, sb.offset, 1, 0, 0, 0, 0, 0, 0, flags])
     rec.row_operands.append((operands[0], operands[1]))
     rec.slots_by_row.append(out)
@@ -547,5 +560,8 @@ def scalar_arithmetic(rec, op, fn, x, y):
     result._rec = rec
     result._sid = out
     result._value = value
+    result._base, result._views = (), None  # (as Tracer.__init__: no NumPy aliasing)
     slots[out].ref = weakref.ref(result)  # its value, should a nested transformation read it later
+    if kept is not None:
+        kept[out] = value
     return result

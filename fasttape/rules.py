@@ -8,7 +8,8 @@ differentiates again.  The compiled sweeps never use them: they have kernels of 
 
 The elementwise primitives' rules are their declarations' first partials (``Primitive.d1``),
 evaluated on tracers: the formulas written once in fasttape.primitives.  Each structural kind has
-its rule below, written with NumPy calls on tracers and the recorder's take and scatter.
+its rule below, written with NumPy calls on tracers and the recorder's take and scatter; trisolve and
+the factorisations run families/factor_rules (the kernels' rules) on tracers (fasttape.traced_duals).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import families
+from . import families, traced_duals
 from .primitives import PRIMITIVE_BY_OPCODE
 from .recorder import Recorder
 from .scalar_math import CONSTANTS
@@ -459,54 +460,15 @@ def _scatter_vjp(ins, ct, wanted):
 
 
 # --------------------------------------------------------------------------
-# linear algebra: each kind's tangent rule (fasttape.families.factor_rules' identities, on tracers); the
-# solves' adjoints are written out, the factorisations' come from transposing the tangent rule
+# linear algebra: solve and slogdet written out; trisolve and the factorisations run the kernels' own rules
+# (families/factor_rules) on tracers (fasttape.traced_duals)
 # --------------------------------------------------------------------------
 def _sw(a):
     return np.swapaxes(a, -1, -2)
 
 
-def _mask(n, k, lower=True):
-    """The 0/1 matrix of a triangle: on and below (``lower``) or above the k-th diagonal."""
-    return np.tril(np.ones((n, n)), k) if lower else np.triu(np.ones((n, n)), k)
-
-
-def _tri_solve(t, b, lower, transposed, unit=False):
-    """op(T)⁻¹ B on T's triangle, one trisolve instruction."""
-    from .scipy_linalg import _solve_triangular
-
-    return _solve_triangular(t, b, lower, transposed, unit, "scipy.linalg.solve_triangular")
-
-
-def _right_upper_solve(r, b):
-    """B R⁻¹ for R's upper triangle."""
-    return _sw(_tri_solve(r, _sw(b), False, True))
-
-
-def _from_lower(a):
-    """The symmetric matrix whose lower triangle ``a`` holds (how cholesky and eigh read their operand)."""
-    n = a.shape[-1]
-    low = a * _mask(n, -1)
-    return low + _sw(low) + a * np.eye(n)
-
-
-def _onto_lower(a_bar):
-    """The cotangent of a lower-triangle operand from that of the symmetric matrix it stands for."""
-    n = a_bar.shape[-1]
-    return (a_bar + _sw(a_bar)) * _mask(n, -1) + a_bar * np.eye(n)
-
-
 def _diagonal(c):
     return np.sum(c * np.eye(c.shape[-1]), axis=-1)
-
-
-def _inverse_gaps(w):
-    """F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it (the diagonal's denominators kept away from 0, so
-    that no derivative of F meets 0/0)."""
-    n = w.shape[-1]
-    eye = np.eye(n)
-    gaps = w[..., None, :] - w[..., :, None]
-    return np.where(eye == 1.0, 0.0, 1.0 / np.where(eye == 1.0, 1.0, gaps))
 
 
 def _linalg_shapes(ins):
@@ -549,153 +511,138 @@ def _slogdet_vjp(ins, ct, wanted):
     return [np.reshape(c[:, None, None] * inv_t, ins.operands[0].shape)]
 
 
-def _trisolve_mode(ins):
-    mode = ins.params["mode"]
-    return bool(mode & 1), bool(mode & 2), bool(mode & 4)
+def _factor_rules():
+    """families/factor_rules' functions, recording on tracers (the kernels' rule text, one copy)."""
+    from .families import factor_rules
+
+    return traced_duals.recording(factor_rules)
 
 
-def _triangle_of(t, lower, unit):
-    n = t.shape[-1]
-    return t * _mask(n, -1 if unit else 0, lower) if lower else t * _mask(n, 1 if unit else 0, False)
+def _trisolve_parts(ins):
+    b, n, m = _linalg_shapes(ins)
+    return np.reshape(ins.operands[0], (b, n, n)), np.reshape(ins.out, (b, n, m)), ins.params["mode"]
 
 
 def _trisolve_jvp(ins, tangents):
-    b, n, m = _linalg_shapes(ins)
-    lower, transposed, unit = _trisolve_mode(ins)
-    t = np.reshape(ins.operands[0], (b, n, n))
-    x = np.reshape(ins.out, (b, n, m))
-    tt, tb = tangents
-    rhs = np.zeros((b, n, m)) if tb is None else np.reshape(tb, (b, n, m))
-    if tt is not None:  # dX = op(T)⁻¹ (dB - op(dT) X), dT on T's triangle
-        d = _triangle_of(np.reshape(tt, (b, n, n)), lower, unit)
-        rhs = rhs - (_sw(d) if transposed else d) @ x
-    return np.reshape(_tri_solve(t, rhs, lower, transposed, unit), ins.out.shape)
+    t, x, mode = _trisolve_parts(ins)
+    dt, db = (np.zeros(t.shape) if d is None else np.reshape(d, s.shape) for d, s in zip(tangents, (t, x)))
+    dx = _factor_rules().trisolve_tangent(t, x, dt, db, mode, tangents[0] is not None, tangents[1] is not None)
+    return np.reshape(dx, ins.out.shape)
 
 
 def _trisolve_vjp(ins, ct, wanted):
-    b, n, m = _linalg_shapes(ins)
-    lower, transposed, unit = _trisolve_mode(ins)
-    t = np.reshape(ins.operands[0], (b, n, n))
-    x = np.reshape(ins.out, (b, n, m))
-    ct_b = _tri_solve(t, np.reshape(ct, (b, n, m)), lower, not transposed, unit)  # B̄ = op(T)⁻ᵀ X̄
-    ct_t = None
-    if wanted[0]:  # T̄ = -B̄ Xᵀ (-X B̄ᵀ for op(T) = Tᵀ) on T's triangle
-        outer = x @ _sw(ct_b) if transposed else ct_b @ _sw(x)
-        ct_t = np.reshape(-_triangle_of(outer, lower, unit), ins.operands[0].shape)
-    return [ct_t, np.reshape(ct_b, ins.operands[1].shape)]
+    t, x, mode = _trisolve_parts(ins)
+    ct_t, ct_b = _factor_rules().trisolve_adjoint(t, x, np.reshape(ct, x.shape), mode)
+    return [np.reshape(ct_t, ins.operands[0].shape) if wanted[0] else None, np.reshape(ct_b, ins.operands[1].shape)]
+
+
+def _square_operand(ins, x):
+    b, n, _ = _linalg_shapes(ins)
+    return np.reshape(x, (b, n, n))
 
 
 def _cholesky_jvp(ins, tangents):
-    b, n, _ = _linalg_shapes(ins)
-    low = np.reshape(ins.out, (b, n, n))
-    # dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle with half the diagonal
-    y = _tri_solve(low, _from_lower(np.reshape(tangents[0], (b, n, n))), True, False)
-    z = _sw(_tri_solve(low, _sw(y), True, False))
-    return np.reshape(low @ (z * (_mask(n, -1) + 0.5 * np.eye(n))), ins.out.shape)
+    low = _square_operand(ins, ins.out)
+    return np.reshape(_factor_rules().cholesky_tangent(low, _square_operand(ins, tangents[0])), ins.out.shape)
 
 
-def _eigh_parts(ins):
-    b, n, _ = _linalg_shapes(ins)
-    packed = np.reshape(ins.out, (b, n + n * n))
-    return b, n, packed[:, :n], np.reshape(packed[:, n:], (b, n, n))
+def _cholesky_vjp(ins, ct, wanted):
+    low = _square_operand(ins, ins.out)
+    return [np.reshape(_factor_rules().cholesky_adjoint(low, _square_operand(ins, ct)), ins.operands[0].shape)]
+
+
+def _packed(ins, x, shapes):
+    """The parts of a packed output (or of its tangent or cotangent), each (batch,) + shape."""
+    b = ins.params["batch"]
+    flat = np.reshape(x, (b, -1))
+    parts, at = [], 0
+    for shape in shapes:
+        size = shape[0] * shape[1]
+        parts.append(np.reshape(flat[:, at : at + size], (b,) + shape))
+        at += size
+    return parts
+
+
+def _pack(ins, parts):
+    b = ins.params["batch"]
+    return np.reshape(np.concatenate([np.reshape(p, (b, -1)) for p in parts], axis=-1), ins.out.shape)
+
+
+def _eigh_shapes(ins):
+    n = ins.params["n"]
+    return (1, n), (n, n)
 
 
 def _eigh_jvp(ins, tangents):
-    # C = Vᵀ dA V:  dw = diag C,  dV = V (F ∘ C)
-    b, n, w, v = _eigh_parts(ins)
-    c = _sw(v) @ _from_lower(np.reshape(tangents[0], (b, n, n))) @ v
-    dv = v @ (_inverse_gaps(w) * c)
-    return np.reshape(np.concatenate([_diagonal(c), np.reshape(dv, (b, n * n))], axis=-1), ins.out.shape)
+    w, v = _packed(ins, ins.out, _eigh_shapes(ins))
+    return _pack(ins, _factor_rules().eigh_tangent(w, v, _square_operand(ins, tangents[0])))
 
 
-def _outside(u, x):
-    """(I - U Uᵀ) X."""
-    return x - u @ (_sw(u) @ x)
+def _eigh_vjp(ins, ct, wanted):
+    w, v = _packed(ins, ins.out, _eigh_shapes(ins))
+    a_bar = _factor_rules().eigh_adjoint(w, v, *_packed(ins, ct, _eigh_shapes(ins)))
+    return [np.reshape(a_bar, ins.operands[0].shape)]
+
+
+def _svd_shapes(ins):
+    _, n, m = _linalg_shapes(ins)
+    k = min(n, m)
+    return (1, k), (n, k), (k, m)
 
 
 def _svd_jvp(ins, tangents):
     b, n, m = _linalg_shapes(ins)
+    parts = _packed(ins, ins.out, _svd_shapes(ins))
+    return _pack(ins, _factor_rules().svd_tangent(*parts, np.reshape(tangents[0], (b, n, m))))
+
+
+def _svd_vjp(ins, ct, wanted):
+    parts = _packed(ins, ins.out, _svd_shapes(ins))
+    a_bar = _factor_rules().svd_adjoint(*parts, *_packed(ins, ct, _svd_shapes(ins)))
+    return [np.reshape(a_bar, ins.operands[0].shape)]
+
+
+def _qr_shapes(ins):
+    _, n, m = _linalg_shapes(ins)
     k = min(n, m)
-    packed = np.reshape(ins.out, (b, k + n * k + k * m))
-    s = packed[:, :k]
-    u = np.reshape(packed[:, k : k + n * k], (b, n, k))
-    v = _sw(np.reshape(packed[:, k + n * k :], (b, k, m)))
-    da = np.reshape(tangents[0], (b, n, m))
-    # P = Uᵀ dA V, F_ij = 1 / (s_j² - s_i²):  ds = diag P,  dU = U (F ∘ (P S + S Pᵀ)) + (I - U Uᵀ) dA V S⁻¹,
-    # dV = V (F ∘ (S P + Pᵀ S)) + (I - V Vᵀ) dAᵀ U S⁻¹
-    da_v = da @ v
-    p = _sw(u) @ da_v
-    f = _inverse_gaps(s * s)
-    col, row = s[:, None, :], s[:, :, None]
-    du = u @ (f * (p * col + row * _sw(p)))
-    dv = v @ (f * (row * p + _sw(p) * col))
-    if n > k:
-        du = du + _outside(u, da_v) / col
-    if m > k:
-        dv = dv + _outside(v, _sw(da) @ u) / col
-    parts = [_diagonal(p), np.reshape(du, (b, n * k)), np.reshape(_sw(dv), (b, k * m))]
-    return np.reshape(np.concatenate(parts, axis=-1), ins.out.shape)
-
-
-def _thin_qr_jvp(q, r, da):
-    # C = Qᵀ dA R⁻¹, Ω = tril(C, -1) - tril(C, -1)ᵀ:  dQ = Q (Ω - C) + dA R⁻¹,  dR = (C - Ω) R
-    da_rinv = _right_upper_solve(r, da)
-    c = _sw(q) @ da_rinv
-    low = c * _mask(c.shape[-1], -1)
-    omega = low - _sw(low)
-    return q @ (omega - c) + da_rinv, (c - omega) @ r
+    return (n, n if ins.params["mode"] & 1 else k), (k, m)  # mode bit 1: a complete Q
 
 
 def _qr_jvp(ins, tangents):
     b, n, m = _linalg_shapes(ins)
-    k = min(n, m)
-    complete = bool(ins.params["mode"] & 1)
-    qn = n if complete else k
-    packed = np.reshape(ins.out, (b, n * qn + k * m))
-    q = np.reshape(packed[:, : n * qn], (b, n, qn))
-    r = np.reshape(packed[:, n * qn :], (b, k, m))
-    da = np.reshape(tangents[0], (b, n, m))
-    if complete and n > k:  # the last n - k columns follow the first k (factor_rules._complement_tangent)
-        q1 = q[:, :, :k]
-        dq1, dr = _thin_qr_jvp(q1, r, da)
-        zt = np.linalg.solve(_sw(q1[:, :k, :] - np.eye(k)), _sw(q1[:, k:, :]))
-        z = _sw(zt)
-        w = q1 + q[:, :, k:] @ z
-        e = dq1[:, k:, :] - z @ dq1[:, :k, :]
-        dq = np.concatenate([dq1, dq1 @ zt - w @ _sw(e)], axis=-1)
-    elif n >= m:
-        dq, dr = _thin_qr_jvp(q, r, da)
-    else:  # wide: (Q, R1) the QR of A1, R2 = Qᵀ A2
-        a = np.reshape(ins.operands[0], (b, n, m))
-        dq, dr1 = _thin_qr_jvp(q, r[:, :, :k], da[:, :, :k])
-        dr = np.concatenate([dr1, _sw(dq) @ a[:, :, k:] + _sw(q) @ da[:, :, k:]], axis=-1)
-    parts = [np.reshape(dq, (b, n * qn)), np.reshape(dr, (b, k * m))]
-    return np.reshape(np.concatenate(parts, axis=-1), ins.out.shape)
+    q, r = _packed(ins, ins.out, _qr_shapes(ins))
+    a = np.reshape(ins.operands[0], (b, n, m))
+    return _pack(ins, _factor_rules().qr_tangent(q, r, a, np.reshape(tangents[0], (b, n, m))))
 
 
-def _permuted(piv, x, inverse):
-    from .scipy_linalg import _permuted as permuted
+def _qr_vjp(ins, ct, wanted):
+    b, n, m = _linalg_shapes(ins)
+    q, r = _packed(ins, ins.out, _qr_shapes(ins))
+    a_bar = _factor_rules().qr_adjoint(q, r, np.reshape(ins.operands[0], (b, n, m)), *_packed(ins, ct, _qr_shapes(ins)))
+    return [np.reshape(a_bar, ins.operands[0].shape)]
 
-    return permuted(piv, x, inverse)
+
+def _lu_shapes(ins):
+    n = ins.params["n"]
+    return (n, n), (1, n)
 
 
 def _lu_jvp(ins, tangents):
-    b, n, _ = _linalg_shapes(ins)
-    packed = np.reshape(ins.out, (b, n * n + n))
-    lu = np.reshape(packed[:, : n * n], (b, n, n))
-    piv = packed[:, n * n :]
-    # A = P L U: M = L⁻¹ Pᵀ dA U⁻¹, and dLU = L tril(M, -1) + triu(M) U
-    y = _tri_solve(lu, _permuted(piv, np.reshape(tangents[0], (b, n, n)), False), True, False, True)
-    mm = _right_upper_solve(lu, y)
-    strict = mm * _mask(n, -1)
-    dlu = (lu * _mask(n, -1)) @ strict + strict + (mm * _mask(n, 0, False)) @ (lu * _mask(n, 0, False))
-    return np.reshape(np.concatenate([np.reshape(dlu, (b, n * n)), np.zeros((b, n))], axis=-1), ins.out.shape)
+    lu, piv = _packed(ins, ins.out, _lu_shapes(ins))
+    dlu = _factor_rules().lu_tangent(lu, piv[:, 0], _square_operand(ins, tangents[0]))
+    return _pack(ins, [dlu, np.zeros(piv.shape)])  # the pivots are integers: no tangent
+
+
+def _lu_vjp(ins, ct, wanted):
+    lu, piv = _packed(ins, ins.out, _lu_shapes(ins))
+    a_bar = _factor_rules().lu_adjoint(lu, piv[:, 0], _packed(ins, ct, _lu_shapes(ins))[0])
+    return [np.reshape(a_bar, ins.operands[0].shape)]
 
 
 def _permute_rows(ins, x, inverse):
     b, n, m = _linalg_shapes(ins)
     piv = np.reshape(ins.operands[0], (b, n))
-    return np.reshape(_permuted(piv, np.reshape(x, (b, n, m)), inverse), ins.out.shape)
+    return np.reshape(traced_duals.swapped(np.reshape(x, (b, n, m)), piv, inverse), ins.out.shape)
 
 
 def _permute_jvp(ins, tangents):
@@ -704,24 +651,6 @@ def _permute_jvp(ins, tangents):
 
 def _permute_vjp(ins, ct, wanted):  # the transpose of a permutation is its inverse
     return [None, np.reshape(_permute_rows(ins, ct, not ins.params["mode"] & 1), ins.operands[1].shape)]
-
-
-def _transposed_vjp(ins, ct, wanted):
-    """The VJP as the transpose of the (linear) tangent rule: the rule recorded on fresh variables standing
-    for the operands' tangents, then pulled back (JAX's linearize-and-transpose)."""
-    from .nesting import Segment
-
-    seg = Segment(ins.rec, "transpose", f"the {ins.prim.name} rule")
-    try:
-        with seg.opened():
-            ts = [seg.variable(np.zeros(x.shape), "a tangent") if w else None for x, w in zip(ins.operands, wanted)]
-            seg.start = len(ins.rec.rows)
-            out = _JVP[ins.prim.kind](ins, ts)
-            seg.end = len(ins.rec.rows)
-            cts = seg.pull_back([(out, ct)])
-    finally:
-        seg.close()
-    return [None if t is None else seg.lift(cts.get(t._sid, np.zeros(t.shape))) for t in ts]
 
 
 _VJP = {
@@ -739,11 +668,11 @@ _VJP = {
     "slogdet": _slogdet_vjp,
     "trisolve": _trisolve_vjp,
     "permute": _permute_vjp,
-    "cholesky": _transposed_vjp,
-    "eigh": _transposed_vjp,
-    "svd": _transposed_vjp,
-    "qr": _transposed_vjp,
-    "lu": _transposed_vjp,
+    "cholesky": _cholesky_vjp,
+    "eigh": _eigh_vjp,
+    "svd": _svd_vjp,
+    "qr": _qr_vjp,
+    "lu": _lu_vjp,
 }
 _JVP = {
     "unary": _elementwise_jvp,

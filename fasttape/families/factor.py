@@ -72,7 +72,6 @@ from .factor_rules import (
     qr_tangent,
     svd_adjoint,
     svd_tangent,
-    swapped,
     trisolve_adjoint,
     trisolve_tangent,
 )
@@ -276,7 +275,7 @@ def swapped_values(piv, B, inverse):
     piv = np.asarray(piv, dtype=np.float64)
     n = piv.shape[-1]
     flat_piv, flat_B = piv.reshape(-1, n), np.asarray(B, dtype=np.float64).reshape(-1, *np.shape(B)[-2:])
-    rows = [swapped(D.const(flat_B[t]), pivots(flat_piv[t], 0, n, t), inverse)[0] for t in range(len(flat_B))]
+    rows = [D.swapped(D.const(flat_B[t]), pivots(flat_piv[t], 0, n, t), inverse)[0] for t in range(len(flat_B))]
     return np.stack(rows).reshape(np.shape(B))
 
 
@@ -300,7 +299,7 @@ def forward_rows(row, buf):
             continue
         if op == OP_PERMUTE:
             piv = pivots(buf, a + t * n, n, t)
-            Y = swapped(_const(buf, b + t * n * m, n, m), piv, (mode & INVERSE) != 0)
+            Y = D.swapped(_const(buf, b + t * n * m, n, m), piv, (mode & INVERSE) != 0)
             buf[o + t * n * m : o + (t + 1) * n * m] = Y[0].reshape(-1)
             continue
         A = buf[a + t * n * n : a + (t + 1) * n * n].reshape(n, n)
@@ -360,7 +359,7 @@ def tangent_rows(row, buf, T):
         elif op == OP_PERMUTE:
             B0 = b + t * n * m
             if gb:
-                _put(T, Y0, swapped(_planes(T, B0, n, m), pivots(buf, A0, n, t), (mode & INVERSE) != 0))
+                _put(T, Y0, D.swapped(_planes(T, B0, n, m), pivots(buf, A0, n, t), (mode & INVERSE) != 0))
             else:
                 T[:, Y0 : Y0 + n * m] = 0.0
         elif op == OP_CHOLESKY:
@@ -395,7 +394,7 @@ def _adjoint_once(row, t, buf, T, Y_bar, ga, gb):
         LU_bar = np.ascontiguousarray(Y_bar[:, 0, : n * n]).reshape(depth, n, n)  # the pivots' is ignored
         return lu_adjoint(_dual(buf, T, Y0, n, n, True), pivots(buf, Y0 + n * n, n, t), LU_bar), no_b
     if op == OP_PERMUTE:  # linear in B; the pivots have no derivative
-        B_bar = swapped(Y_bar.reshape(depth, n, m), pivots(buf, A0, n, t), (mode & INVERSE) == 0)
+        B_bar = D.swapped(Y_bar.reshape(depth, n, m), pivots(buf, A0, n, t), (mode & INVERSE) == 0)
         return np.zeros((1, 1, n)), B_bar
     if op == OP_QR:
         q = _q_columns(n, m, mode)

@@ -5,6 +5,7 @@ docstring says what each primitive computes and how the rows are laid out).
 Each rule is written once, in ``fasttape.duals``' stack arithmetic: a stack's leading axis holds a
 value and its tangents (or a constant, or a stack of cotangents), so the same rule serves the
 compiled kernels and the executor, every direction count, and (applied to duals) second order.
+``fasttape.traced_duals`` runs the same text on tracers, for derivatives inside traced functions.
 Solves go through the stored factors, never an explicit inverse.
 """
 
@@ -54,7 +55,7 @@ def _op(A, transposed):
 def trisolve_tangent(T, X, dT, dB, mode, ga, gb):
     # dX = op(T)⁻¹ (dB - op(dT) X), dT on T's triangle
     lower, transposed, unit = (mode & LOWER) != 0, (mode & TRANSPOSED) != 0, (mode & UNIT) != 0
-    R = dB.copy() if gb else np.zeros((dT.shape[0], X.shape[1], X.shape[2]))
+    R = dB if gb else np.zeros((dT.shape[0], X.shape[1], X.shape[2]))  # (no operation writes into R)
     if ga:
         R = D.add(R, D.mm(_op(D.triangle(dT, lower, 0.0 if unit else 1.0), transposed), X), -1.0)
     return D.solve_triangular(T, R, lower, transposed, unit)[0]
@@ -70,66 +71,16 @@ def trisolve_adjoint(T, X, X_bar, mode):
 
 
 @register_jitable
-def _inverse_gaps(w):
-    """F with F_ij = 1 / (w_j - w_i) off the diagonal, 0 on it, from a stack w (D, 1, n); its tangent
-    is -(dw_j - dw_i) F_ij²."""
-    D_, n = w.shape[0], w.shape[2]
-    F = np.zeros((D_, n, n))
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                F[0, i, j] = 1.0 / (w[0, 0, j] - w[0, 0, i])
-                for d in range(1, D_):
-                    F[d, i, j] = -(w[d, 0, j] - w[d, 0, i]) * F[0, i, j] * F[0, i, j]
-    return F
-
-
-@register_jitable
-def _gap_product(F, C):
-    """F ∘ C on duals, an exact zero of C giving zero even where F is infinite (equal eigenvalues): as
-    JAX's symbolic zeros, so the eigenvalues alone (``eigvalsh``) keep finite derivatives there."""
-    D_ = max(F.shape[0], C.shape[0])
-    out = np.zeros((D_, F.shape[1], F.shape[2]))
-    for i in range(F.shape[1]):
-        for j in range(F.shape[2]):
-            if C[0, i, j] != 0.0:
-                out[0, i, j] = F[0, i, j] * C[0, i, j]
-            for d in range(1, D_):
-                s = 0.0
-                if F.shape[0] > 1 and C[0, i, j] != 0.0:
-                    s += F[d, i, j] * C[0, i, j]
-                if C.shape[0] > 1 and C[d, i, j] != 0.0:
-                    s += F[0, i, j] * C[d, i, j]
-                out[d, i, j] = s
-    return out
-
-
-@register_jitable
-def _diagonal_matrix(w):
-    """diag(w) on every slot of a stack w (D, 1, n)."""
-    D_, n = w.shape[0], w.shape[2]
-    out = np.zeros((D_, n, n))
-    for d in range(D_):
-        for i in range(n):
-            out[d, i, i] = w[d, 0, i]
-    return out
-
-
-@register_jitable
 def eigh_tangent(w, V, dA):
     # C = Vᵀ dA V (dA the symmetric matrix of its lower triangle):  dw = diag C,  dV = V (F ∘ C)
     C = D.mm(D.tr(V), D.mm(_from_lower(dA), V))
-    dw = np.empty((C.shape[0], 1, C.shape[1]))
-    for d in range(C.shape[0]):
-        for i in range(C.shape[1]):
-            dw[d, 0, i] = C[d, i, i]
-    return dw, D.mm(V, _gap_product(_inverse_gaps(w), C))
+    return D.diagonal(C), D.mm(V, D.gap_product(D.inverse_gaps(w), C))
 
 
 @register_jitable
 def eigh_adjoint(w, V, w_bar, V_bar):
     # M = V (diag w̄ + F ∘ Vᵀ V̄) Vᵀ; the operand is A's lower triangle: Ā = M + Mᵀ below the diagonal, M on it
-    K = D.add(_diagonal_matrix(w_bar), _gap_product(_inverse_gaps(w), D.mm(D.tr(V), V_bar)), 1.0)
+    K = D.add(D.diagonal_matrix(w_bar), D.gap_product(D.inverse_gaps(w), D.mm(D.tr(V), V_bar)), 1.0)
     M = D.mm(V, D.mm(K, D.tr(V)))
     return D.lower_part(D.add(M, D.tr(M), 1.0), 0.5)
 
@@ -137,65 +88,6 @@ def eigh_adjoint(w, V, w_bar, V_bar):
 # --------------------------------------------------------------------------
 # singular value and QR decompositions of A (n, m), k = min(n, m)
 # --------------------------------------------------------------------------
-@register_jitable
-def _diagonal(P):
-    """The diagonal of every slot of P (D, k, k), as a stack (D, 1, k)."""
-    out = np.empty((P.shape[0], 1, P.shape[1]))
-    for d in range(P.shape[0]):
-        for i in range(P.shape[1]):
-            out[d, 0, i] = P[d, i, i]
-    return out
-
-
-@register_jitable
-def _squares(s):
-    # d s² = 2 s ds
-    out = np.empty(s.shape)
-    for i in range(s.shape[2]):
-        out[0, 0, i] = s[0, 0, i] * s[0, 0, i]
-        for d in range(1, s.shape[0]):
-            out[d, 0, i] = 2.0 * s[0, 0, i] * s[d, 0, i]
-    return out
-
-
-@register_jitable
-def _scaled(A, s, columns):
-    """A diag(s) (``columns``) or diag(s) A, s a stack (D, 1, k): d(A S) = dA S + A dS."""
-    D_ = max(A.shape[0], s.shape[0])
-    out = np.zeros((D_, A.shape[1], A.shape[2]))
-    for i in range(A.shape[1]):
-        for j in range(A.shape[2]):
-            f = s[0, 0, j] if columns else s[0, 0, i]
-            out[0, i, j] = A[0, i, j] * f
-            for d in range(1, D_):
-                if A.shape[0] > 1:
-                    out[d, i, j] += A[d, i, j] * f
-                if s.shape[0] > 1:
-                    out[d, i, j] += A[0, i, j] * (s[d, 0, j] if columns else s[d, 0, i])
-    return out
-
-
-@register_jitable
-def _over_columns(A, s):
-    """A diag(s)⁻¹, an exact zero of A giving zero even where s is zero (as JAX's symbolic zeros: the
-    singular values alone keep finite derivatives for a rank-deficient A).  d(a/s) = da/s - a ds/s²."""
-    D_ = max(A.shape[0], s.shape[0])
-    out = np.zeros((D_, A.shape[1], A.shape[2]))
-    for i in range(A.shape[1]):
-        for j in range(A.shape[2]):
-            r = 1.0 / s[0, 0, j]
-            if A[0, i, j] != 0.0:
-                out[0, i, j] = A[0, i, j] * r
-            for d in range(1, D_):
-                v = 0.0
-                if A.shape[0] > 1 and A[d, i, j] != 0.0:
-                    v += A[d, i, j] * r
-                if s.shape[0] > 1 and A[0, i, j] != 0.0:
-                    v -= A[0, i, j] * s[d, 0, j] * r * r
-                out[d, i, j] = v
-    return out
-
-
 @register_jitable
 def _outside(U, X):
     """(I - U Uᵀ) X: X's part outside the span of U's orthonormal columns."""
@@ -215,15 +107,15 @@ def svd_tangent(s, U, Vt, dA):
     V = D.tr(Vt)
     dA_V = D.mm(dA, V)
     P = D.mm(D.tr(U), dA_V)
-    F = _inverse_gaps(_squares(s))
+    F = D.inverse_gaps(D.squares(s))
     Pt = D.tr(P)
-    dU = D.mm(U, _gap_product(F, D.add(_scaled(P, s, True), _scaled(Pt, s, False), 1.0)))
-    dV = D.mm(V, _gap_product(F, D.add(_scaled(P, s, False), _scaled(Pt, s, True), 1.0)))
+    dU = D.mm(U, D.gap_product(F, D.add(D.scaled(P, s, True), D.scaled(Pt, s, False), 1.0)))
+    dV = D.mm(V, D.gap_product(F, D.add(D.scaled(P, s, False), D.scaled(Pt, s, True), 1.0)))
     if U.shape[1] > U.shape[2]:
-        dU = D.add(dU, _over_columns(_outside(U, dA_V), s), 1.0)
+        dU = D.add(dU, D.over_columns(_outside(U, dA_V), s), 1.0)
     if V.shape[1] > V.shape[2]:
-        dV = D.add(dV, _over_columns(_outside(V, D.mm(D.tr(dA), U)), s), 1.0)
-    return _diagonal(P), dU, D.tr(dV)
+        dV = D.add(dV, D.over_columns(_outside(V, D.mm(D.tr(dA), U)), s), 1.0)
+    return D.diagonal(P), dU, D.tr(dV)
 
 
 @register_jitable
@@ -231,20 +123,15 @@ def svd_adjoint(s, U, Vt, s_bar, U_bar, Vt_bar):
     # Ā = U [diag s̄ + (F ∘ (UᵀŪ - ŪᵀU)) S + S (F ∘ (VᵀV̄ - V̄ᵀV))] Vᵀ
     #     + (I - U Uᵀ) Ū S⁻¹ Vᵀ + U S⁻¹ V̄ᵀ (I - V Vᵀ)   (the transpose of svd_tangent)
     V, V_bar = D.tr(Vt), D.tr(Vt_bar)
-    F = _inverse_gaps(_squares(s))
-    K = D.add(_diagonal_matrix(s_bar), _scaled(_gap_product(F, _skew(D.mm(D.tr(U), U_bar))), s, True), 1.0)
-    K = D.add(K, _scaled(_gap_product(F, _skew(D.mm(D.tr(V), V_bar))), s, False), 1.0)
+    F = D.inverse_gaps(D.squares(s))
+    K = D.add(D.diagonal_matrix(s_bar), D.scaled(D.gap_product(F, _skew(D.mm(D.tr(U), U_bar))), s, True), 1.0)
+    K = D.add(K, D.scaled(D.gap_product(F, _skew(D.mm(D.tr(V), V_bar))), s, False), 1.0)
     A_bar = D.mm(U, D.mm(K, Vt))
     if U.shape[1] > U.shape[2]:
-        A_bar = D.add(A_bar, D.mm(_over_columns(_outside(U, U_bar), s), Vt), 1.0)
+        A_bar = D.add(A_bar, D.mm(D.over_columns(_outside(U, U_bar), s), Vt), 1.0)
     if V.shape[1] > V.shape[2]:
-        A_bar = D.add(A_bar, D.mm(U, D.tr(_over_columns(_outside(V, V_bar), s))), 1.0)
+        A_bar = D.add(A_bar, D.mm(U, D.tr(D.over_columns(_outside(V, V_bar), s))), 1.0)
     return A_bar
-
-
-@register_jitable
-def _columns(A, start, stop):
-    return np.ascontiguousarray(A[:, :, start:stop])
 
 
 @register_jitable
@@ -268,19 +155,14 @@ def _thin_qr_tangent(Q, R, dA):
 
 
 @register_jitable
-def _rows(A, start, stop):
-    return np.ascontiguousarray(A[:, start:stop, :])
-
-
-@register_jitable
 def _complement_terms(Q, k):
     """A complete Q = [Q1 Q2] of a tall A (n x k): (Z, Zᵀ, W) with Z = Q1b (Q1t - I)⁻¹, Q1t and Q1b Q1's
     first k and last n - k rows, and W = Q1 + Q2 Z."""
     n = Q.shape[1]
-    Q1 = _columns(Q, 0, k)
-    Zt = D.solve(D.add(_rows(Q1, 0, k), D.const(np.eye(k)), -1.0), D.tr(_rows(Q1, k, n)), True)
+    Q1 = D.columns(Q, 0, k)
+    Zt = D.solve(D.add(D.rows(Q1, 0, k), D.const(np.eye(k)), -1.0), D.tr(D.rows(Q1, k, n)), True)
     Z = D.tr(Zt)
-    return Z, Zt, D.add(Q1, D.mm(_columns(Q, k, n), Z), 1.0)
+    return Z, Zt, D.add(Q1, D.mm(D.columns(Q, k, n), Z), 1.0)
 
 
 @register_jitable
@@ -289,7 +171,7 @@ def _complement_tangent(Q, dQ1, k):
     # first k:  dQ2 = dQ1 Zᵀ - W (dQ1b - Z dQ1t)ᵀ  (Roberts and Roberts, arXiv:2409.13374, eq. 32)
     n = Q.shape[1]
     Z, Zt, W = _complement_terms(Q, k)
-    E = D.add(_rows(dQ1, k, n), D.mm(Z, _rows(dQ1, 0, k)), -1.0)
+    E = D.add(D.rows(dQ1, k, n), D.mm(Z, D.rows(dQ1, 0, k)), -1.0)
     return D.add(D.mm(dQ1, Zt), D.mm(W, D.tr(E)), -1.0)
 
 
@@ -308,12 +190,12 @@ def qr_tangent(Q, R, A, dA):
     # a complete Q of a tall A (more columns than R has rows): its first k columns, then their complement
     n, k, m = Q.shape[1], R.shape[1], R.shape[2]
     if Q.shape[2] > k:
-        dQ1, dR = _thin_qr_tangent(_columns(Q, 0, k), R, dA)
+        dQ1, dR = _thin_qr_tangent(D.columns(Q, 0, k), R, dA)
         return np.concatenate((dQ1, _complement_tangent(Q, dQ1, k)), axis=2), dR
     if n >= m:
         return _thin_qr_tangent(Q, R, dA)
-    dQ, dR1 = _thin_qr_tangent(Q, _columns(R, 0, k), _columns(dA, 0, k))
-    dR2 = D.add(D.mm(D.tr(dQ), _columns(A, k, m)), D.mm(D.tr(Q), _columns(dA, k, m)), 1.0)
+    dQ, dR1 = _thin_qr_tangent(Q, D.columns(R, 0, k), D.columns(dA, 0, k))
+    dR2 = D.add(D.mm(D.tr(dQ), D.columns(A, k, m)), D.mm(D.tr(Q), D.columns(dA, k, m)), 1.0)
     return dQ, np.concatenate((dR1, dR2), axis=2)
 
 
@@ -330,28 +212,19 @@ def qr_adjoint(Q, R, A, Q_bar, R_bar):
     """(Ā, whether A was read): a wide A's R2 = Qᵀ A2 gives Ā2 = Q R̄2 and adds A2 R̄2ᵀ to Q̄."""
     n, k, m = Q.shape[1], R.shape[1], R.shape[2]
     if Q.shape[2] > k:  # a complete Q of a tall A
-        Q1_bar = _complement_adjoint(Q, _columns(Q_bar, 0, k), _columns(Q_bar, k, n), k)
-        return _thin_qr_adjoint(_columns(Q, 0, k), R, Q1_bar, R_bar)
+        Q1_bar = _complement_adjoint(Q, D.columns(Q_bar, 0, k), D.columns(Q_bar, k, n), k)
+        return _thin_qr_adjoint(D.columns(Q, 0, k), R, Q1_bar, R_bar)
     if n >= m:
         return _thin_qr_adjoint(Q, R, Q_bar, R_bar)
-    R2_bar = _columns(R_bar, k, m)
-    Q_bar = D.add(Q_bar, D.mm(_columns(A, k, m), D.tr(R2_bar)), 1.0)
-    A1_bar = _thin_qr_adjoint(Q, _columns(R, 0, k), Q_bar, _columns(R_bar, 0, k))
+    R2_bar = D.columns(R_bar, k, m)
+    Q_bar = D.add(Q_bar, D.mm(D.columns(A, k, m), D.tr(R2_bar)), 1.0)
+    A1_bar = _thin_qr_adjoint(Q, D.columns(R, 0, k), Q_bar, D.columns(R_bar, 0, k))
     return np.concatenate((A1_bar, D.mm(Q, R2_bar)), axis=2)
 
 
 # --------------------------------------------------------------------------
 # LU factors with partial pivoting (A = P L U) and their row interchanges
 # --------------------------------------------------------------------------
-@register_jitable
-def swapped(X, piv, inverse):
-    """LAPACK's row interchanges on every slot of X: Pᵀ X, or P X with ``inverse`` (``duals.swap_rows``)."""
-    out = X.copy()
-    for d in range(out.shape[0]):
-        D.swap_rows(out[d], piv, inverse)
-    return out
-
-
 @register_jitable
 def _upper(A):
     """The upper triangle of every slot, its diagonal included."""
@@ -367,7 +240,7 @@ def _unit_lower_times(LU, X):
 @register_jitable
 def lu_tangent(LU, piv, dA):
     # A = P L U: M = L⁻¹ Pᵀ dA U⁻¹, and dLU = dL + dU = L tril(M, -1) + triu(M) U
-    Y, _ = D.solve_triangular(LU, swapped(dA, piv, False), True, False, True)
+    Y, _ = D.solve_triangular(LU, D.swapped(dA, piv, False), True, False, True)
     M = _right_solve_or_nan(LU, Y, False)
     return D.add(_unit_lower_times(LU, D.lower_part(M, 0.0)), D.mm(_upper(M), _upper(LU)), 1.0)
 
@@ -378,4 +251,4 @@ def lu_adjoint(LU, piv, LU_bar):
     Lt_G = D.add(D.mm(D.tr(D.lower_part(LU, 0.0)), LU_bar), LU_bar, 1.0)
     M_bar = D.add(D.lower_part(Lt_G, 0.0), _upper(D.mm(LU_bar, D.tr(_upper(LU)))), 1.0)
     Y, _ = D.solve_triangular(LU, _right_solve_or_nan(LU, M_bar, True), True, True, True)
-    return swapped(Y, piv, True)
+    return D.swapped(Y, piv, True)
