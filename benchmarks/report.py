@@ -60,6 +60,7 @@ FIRST_USE_COLUMNS = ("first_ft_trace", "first_ft_vg", "first_jax_vg", "first_jax
 HVP_K_COLUMNS = ("tape_hvp_4x1", "tape_hvp_k4")
 HESSIAN_COLUMNS = ("ft_hessian", "jax_jit_hessian", "jax_hessian")
 NESTED_COLUMNS = ("nested_ft", "nested_jax_jit", "nested_ft_hessian")  # benchmarks/test_nested.py
+DIRECTION_COLUMNS = ("dir_ft_fwd", "dir_ft_jvp", "dir_ft_jacfwd", "dir_jax_fwd", "dir_jax_jacfwd")  # test_directions
 PER_INSTRUCTION = {"lorenz"}  # workloads whose tape is long and made of scalar instructions
 WORKLOAD_ORDER = {"rosenbrock": 0, "lorenz": 1, "logistic": 2, "mlp": 3, "softmax": 4, "xent": 5, "gmm": 6,
                   "kmeans": 7, "gp": 8}  # fmt: skip
@@ -244,6 +245,23 @@ def nested_table(table):
     return lines
 
 
+def directions_table(table):
+    """28 tangent directions in one sweep against one forward, fasttape's and JAX's (same run)."""
+    header = f"{'28 directions, median µs':<32}" + "".join(f"{c[4:]:>11}" for c in DIRECTION_COLUMNS)
+    header += f"{'ft jvp/fwd':>11}{'jacfwd/fwd':>11}{'JAX j/f':>9}{'ft/JAX':>8}"
+    lines = [header, "-" * len(header)]
+    for (_, _, size), row in sorted_rows(table, DIRECTION_COLUMNS):
+        lines.append(
+            f"{size:<32}"
+            + "".join(fmt(row[c] * 1e6 if c in row else None, ".0f", 11) for c in DIRECTION_COLUMNS)
+            + fmt(ratio(row, "dir_ft_jvp", "dir_ft_fwd"), ".1f", 11)
+            + fmt(ratio(row, "dir_ft_jacfwd", "dir_ft_fwd"), ".1f", 11)
+            + fmt(ratio(row, "dir_jax_jacfwd", "dir_jax_fwd"), ".1f", 9)
+            + fmt(ratio(row, "dir_ft_jacfwd", "dir_jax_jacfwd"), ".2f", 8)
+        )
+    return lines
+
+
 # --------------------------------------------------------------------------
 # the issue-5 targets and where fasttape loses to JAX
 # --------------------------------------------------------------------------
@@ -412,7 +430,7 @@ def main(argv):
         if len(lines) > 2:
             print()
             print("\n".join(lines))
-    for lines in (hessian_table(table), nested_table(table)):
+    for lines in (hessian_table(table), nested_table(table), directions_table(table)):
         if len(lines) > 2:
             print()
             print("\n".join(lines))
