@@ -176,6 +176,7 @@ class Tape:
         fusion.mark_regions(self.code, self.ins, self.aux, read_by_caller)
         argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
+        self._block_sizes: dict = {}  # Jacobian directions per sweep, by mode: {size: time, 'chosen': size}
         self._max_spare = max(_MAX_SPARE_BUFFERS, min(32, _SPARE_BYTES // max(16 * self.n_values, 1)))
         self._diff_args = list(argnums) if isinstance(argnums, tuple) else [argnums]  # in argnums order
         self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
@@ -584,11 +585,16 @@ class _Workspace:
         adj2.fill(0.0)  # (rewriting warm pages costs less than faulting in fresh ones)
         return adj2
 
+    def keep_directions_of(self, k):
+        """Drop the kept direction buffers of every count but k."""
+        self._directions = {key: b for key, b in self._directions.items() if key[1] == k}
+
     def _kept(self, which, k, n_values):
         buffer = self._directions.get((which, k))
         if buffer is None:
             buffer = np.zeros(k * n_values)
             if 8 * k * n_values <= _KEEP_DIRECTION_BYTES:
+                buffer.fill(0.0)  # its pages now, not in the first sweep (which a Jacobian may be timing)
                 self._directions[(which, k)] = buffer
         return buffer
 

@@ -284,6 +284,27 @@ def test_direction_buffers_kept_between_calls_hold_nothing_of_the_last_call():
         assert_close(scalar.hessian(b), jax.hessian(lambda b: f_jx(a, b, w))(b))
 
 
+def test_jacobian_tries_block_sizes_in_turn_then_keeps_the_cheapest():
+    """Each call after the first runs its Jacobian in blocks of the next untried size (24, 12, 6, 4 directions
+    per sweep here), timing it; then the cheapest stays.  Every call's Jacobian is JAX's."""
+    from fasttape import derivatives, tiers
+
+    f_np, f_jx = both(products_and_partials)
+    rng = rng_for(23)
+    a, w, b = rng.normal(size=(2, 5, 64)) ** 2, rng.normal(size=(64, 64)) / 8, rng.normal(size=(2, 6, 2))
+    tape = ft.trace(lambda b: f_np(a, b, w) * b, b)  # 24 inputs, 24 outputs
+    want = jax.jacfwd(lambda b: f_jx(a, b, w) * b)(b)
+    assert derivatives._block_candidates(24) == [24, 12, 6, 4]
+    for mode in ("fwd", "rev"):
+        assert_close(tape.jacobian(b, mode=mode), want)
+        tiers.wait()
+        for _ in range(6):
+            assert_close(tape.jacobian(b, mode=mode), want)
+        trials = tape._block_sizes[mode]
+        assert set(trials) == {"warm", "chosen", 24, 12, 6, 4}
+        assert trials[trials["chosen"]] == min(trials[k] for k in (24, 12, 6, 4))
+
+
 # --------------------------------------------------------------------------
 # hvp
 # --------------------------------------------------------------------------
