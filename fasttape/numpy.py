@@ -20,7 +20,7 @@ import numpy as np
 from . import dynamic, updates
 from . import kernels as K
 from .errors import TracerMutationError, UnsupportedFunctionError
-from .recorder import concrete, move, normalize_axes, recorder_of
+from .recorder import concrete, move, normalize_axes, recorder_of, scalar_unary
 from .tracer import Tracer
 
 
@@ -47,6 +47,7 @@ def _check_complex(args):
 def _elementwise(prim):
     op = prim.opcode
     comparison = prim.kind == "comparison"
+    scalar = prim.kind == "unary" and prim.arity == 1 and not prim.static  # 0-d float operands: the fast path
     module = "numpy" if prim.numpy else "scipy.special"
     ufunc = getattr(np, prim.numpy[0]) if prim.numpy else None
 
@@ -59,6 +60,10 @@ def _elementwise(prim):
         rec = recorder_of(args)
         if rec is None:
             return ufunc(*args)
+        if scalar and len(args) == 1:
+            out = scalar_unary(rec, op, ufunc, args[0])
+            if out is not None:
+                return out
         if len(args) != prim.arity:
             raise TypeError(f"{prim.call_name}() takes {prim.arity} arguments, got {len(args)}")
         for k in prim.static:

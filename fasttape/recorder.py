@@ -21,6 +21,7 @@ import numpy as np
 from . import families
 from . import kernels as K
 from .errors import TracerLeakError
+from .primitives import opcode
 
 Tracer = None  # the class of the values the recorder hands out: set by fasttape.tracer, which defines it
 
@@ -507,31 +508,23 @@ _DOUBLE = struct.Struct("d")  # native bytes of a float64 and the kind: the key 
 _KIND_BYTES = {int: b"i", float: b"f", np.float64: b"f"}
 _SCALAR_CONSTANTS = (float, int, np.float64)
 _EXACT_INT = 2**53
+_OP_DIVIDE = opcode("divide")
 
 
 def scalar_arithmetic(rec, op, fn, x, y):
-    """Record ``fn(x, y)`` (add, subtract or multiply) for scalar code -- 0-d float tracers and Python
-    numbers -- without the general elementwise path: the same instruction, slots and value, at a
+    """Record ``fn(x, y)`` (add, subtract, multiply or divide) for scalar code -- 0-d float tracers and
+    Python numbers -- without the general elementwise path: the same instruction, slots and value, at a
     fraction of the cost per operation.  Returns None for any other operands (the caller then takes
     the general path, which also raises the errors).  ``rec``: the recorder of the tracer operand."""
     if rec.closed:
         return None
-    slots = rec.slots
-    operands = []
-    values = []
-    level = None  # the deepest operand level (a nested transformation's): the general path's rule
+    operands, values, level = [], [], None
     for v in (x, y):
         kind = type(v)
         if kind is Tracer:
-            slot = slots[v._sid]
-            if v._rec is not rec or slot.kind != "f":
+            level = _scalar_level(rec, v, level)
+            if level is False:
                 return None
-            lv = slot.level
-            if lv is not None:
-                if lv.closed:
-                    return None  # (the general path raises the leak error)
-                if level is None or lv.serial > level.serial:
-                    level = lv
             operands.append(v._sid)
             values.append(v._value)
         elif kind in _SCALAR_CONSTANTS:
@@ -542,19 +535,64 @@ def scalar_arithmetic(rec, op, fn, x, y):
             values.append(v)
         else:
             return None
+    a, b = float(values[0]), float(values[1])  # IEEE doubles as NumPy's, and silent: no overflow warnings
+    if op == _OP_DIVIDE and b == 0.0:
+        return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
+    return _scalar_row(rec, op, operands, values, np.asarray(fn(a, b)), level)
+
+
+def scalar_unary(rec, op, ufunc, x):
+    """Record ``ufunc(x)`` for a 0-d float tracer without the general elementwise path (as
+    :func:`scalar_arithmetic`); None for anything else."""
+    if rec.closed or type(x) is not Tracer:
+        return None
+    level = _scalar_level(rec, x, None)
+    if level is False:
+        return None
+    with np.errstate(all="ignore"):  # (as the general path: a value outside the domain is NaN, silently)
+        value = np.asarray(ufunc(x._value))
+    if value.dtype != np.float64:
+        return None
+    return _scalar_row(rec, op, [x._sid], [x._value], value, level)
+
+
+def _scalar_level(rec, v, level):
+    """The deeper of ``level`` and the 0-d float tracer v's level (a nested transformation's), or False
+    when v does not qualify for the scalar paths or belongs to a closed level (whose error the general
+    path raises)."""
+    slot = rec.slots[v._sid]
+    if v._rec is not rec or slot.kind != "f":
+        return False
+    lv = slot.level
+    if lv is not None:
+        if lv.closed:
+            return False
+        if level is None or lv.serial > level.serial:
+            return lv
+    return level
+
+
+def _scalar_row(rec, op, operands, values, value, level):
+    """Append the elementwise row of a 0-d result and return its tracer."""
+    slots = rec.slots
     kept = rec.values
     if kept is not None:  # (a nested transformation reads its operands' values)
         for sid, v in zip(operands, values):
             if sid not in kept:
                 kept[sid] = np.asarray(v, dtype=np.float64)
-    value = np.asarray(fn(values[0], values[1]))
-    sa, sb = slots[operands[0]], slots[operands[1]]
-    flags = (K.F_GRAD_A if sa.active else 0) | (K.F_GRAD_B if sb.active else 0)
+    sa = slots[operands[0]]
+    flags = K.F_GRAD_A if sa.active else 0
+    row = [op, 0, 1, sa.offset, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    if len(operands) == 2:
+        sb = slots[operands[1]]
+        row[K.C_B], row[K.C_NB] = sb.offset, 1
+        flags |= K.F_GRAD_B if sb.active else 0
     if flags:
         flags |= K.F_ACTIVE
     out = rec._new_slot((), flags != 0, "f", ("op", len(rec.rows)), level)
-    rec.rows.append([op, slots[out].offset, 1, sa.offset, 1, sb.offset, 1, 0, 0, 0, 0, 0, 0, flags])
-    rec.row_operands.append((operands[0], operands[1]))
+    row[K.C_OUT], row[K.C_FLAGS] = slots[out].offset, flags
+    rec.rows.append(row)
+    rec.row_operands.append(tuple(operands))
     rec.slots_by_row.append(out)
     result = object.__new__(Tracer)
     result._rec = rec

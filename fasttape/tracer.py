@@ -21,7 +21,10 @@ from .errors import (
     UnsupportedFunctionError,
     UnsupportedMethodError,
 )
+from .primitives import opcode
 from .recorder import DTYPES, TYPE_NAMES, Recorder, kind_of, scalar_arithmetic
+
+OP_DIVIDE = opcode("divide")
 
 _CONCRETIZE_FIX = (
     "Inside a function traced by fasttape, values that depend on the inputs stay "
@@ -256,10 +259,12 @@ class Tracer:
         return fnp.multiply(other, self) if out is None else out
 
     def __truediv__(self, other):
-        return fnp.divide(self, other)
+        out = scalar_arithmetic(self._rec, OP_DIVIDE, operator.truediv, self, other)
+        return fnp.divide(self, other) if out is None else out
 
     def __rtruediv__(self, other):
-        return fnp.divide(other, self)
+        out = scalar_arithmetic(self._rec, OP_DIVIDE, operator.truediv, other, self)
+        return fnp.divide(other, self) if out is None else out
 
     def __mod__(self, other):
         return fnp.remainder(self, other)

@@ -1,5 +1,5 @@
-"""Scalar code -- loops over Python floats: the tracer's fast path for ``+ - *`` on 0-d tracers and
-Python numbers, and the compact scalar code the sweeps stream for one-element add/subtract/multiply."""
+"""Scalar code -- loops over Python floats: the tracer's fast path for ``+ - * /`` and unary functions on
+0-d tracers and Python numbers, and the compact scalar code the sweeps stream for one-element add/subtract/multiply."""
 
 from __future__ import annotations
 
@@ -53,6 +53,35 @@ def _operator_arithmetic(xp, u):
     t = np.float64(-0.0) * t
     t = t + a * b
     return t * a - (1 + b)
+
+
+def _scalar_functions(u):
+    """Division (by a tracer, by an int, by zero), unary functions (in and outside their domain), overflow."""
+    a, b = u[0], u[1]
+    t = np.sin(a) / b + 3 / a - a / 4
+    t = t + np.exp(np.tanh(b)) * np.sqrt(np.abs(a)) - np.log(b - 10.0)  # log of a negative: NaN, silently
+    t = t + (a * 1e300) * (b * 1e300) + a / 0.0 + (a * 1e-300) / 1e300  # inf, ±inf, 0: silently
+    return np.arctan(t) + np.cos(b) / (1.0 + a * a)
+
+
+def test_scalar_division_and_unary_fast_paths_record_the_general_paths_tape(monkeypatch):
+    import warnings
+
+    from fasttape import numpy as fnp
+    from fasttape import tracer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's warnings stay silent, as in the general path
+        fast = ft.trace(_scalar_functions, U)
+        monkeypatch.setattr(tracer, "scalar_arithmetic", lambda *args: None)
+        monkeypatch.setattr(fnp, "scalar_unary", lambda *args: None)
+        general = ft.trace(_scalar_functions, U)
+    np.testing.assert_array_equal(fast.ins, general.ins)
+    np.testing.assert_array_equal(fast._template, general._template)
+    assert [(s.offset, s.shape, s.active) for s in fast._slots] == [
+        (s.offset, s.shape, s.active) for s in general._slots
+    ]
+    np.testing.assert_array_equal(fast(U), general(U))
 
 
 def test_operator_fast_path_records_the_same_tape_as_the_general_path():
