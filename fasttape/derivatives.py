@@ -305,20 +305,14 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
 
     ``auto`` takes the mode that needs fewer directions when one needs ``CLEAR_CHOICE`` times fewer;
     otherwise it times one block of each on the first call (both count: their columns and rows are
-    the Jacobian's) and keeps the measured cost per direction with the tape for the calls after.
-    The block size is measured too (:func:`_blocks`)."""
+    the Jacobian's) and keeps the cheaper mode with the tape for the calls after.
+    The measured choice stays with the tape (see :func:`_blocks`)."""
     ws = tape._take_workspace()  # (with the direction buffers of earlier calls)
     try:
         tape._bind(args, ws)
         return _jacobian_blocks(tape, ws, mode)
     finally:
         tape._return_workspace(ws)
-
-
-def _compiled_timing(*entry_points) -> bool:
-    """Whether a timing measured the tier that later calls run (not the executor while kernels load)."""
-    status = tiers.status()
-    return tiers.mode() == "executor" or all(status[e] == "compiled" for e in entry_points)
 
 
 def _jacobian_blocks(tape: Tape, ws: _Workspace, mode):
@@ -332,12 +326,14 @@ def _jacobian_blocks(tape: Tape, ws: _Workspace, mode):
         t0 = time.perf_counter()
         _forward_block(tape, ws, J, 0, min(k_fwd, n_in))
         t1 = time.perf_counter()
+        columns = J[:, : min(k_fwd, n_in)].copy()  # (the reverse block's rows overwrite their part)
         _reverse_block(tape, ws, J, 0, min(k_rev, n_out), forward=True)
         t2 = time.perf_counter()
         costs = ((t1 - t0) / min(k_fwd, n_in), (t2 - t1) / min(k_rev, n_out))
         mode = "fwd" if n_in * costs[0] <= n_out * costs[1] else "rev"
-        if _compiled_timing("run_jvp", "run_vector_reverse"):
-            tape._direction_costs = costs
+        tape._jacobian_mode = mode  # kept, even when kernels were still loading: the same bits call after call
+        if mode == "fwd":
+            J[:, : columns.shape[1]] = columns  # every entry by the chosen mode, as in the calls after
         done = min(k_fwd, n_in) if mode == "fwd" else min(k_rev, n_out)  # (the later blocks overwrite the rest)
     if mode == "fwd":
         _blocks(tape, ws, J, "fwd", done, n_in, k_fwd)
@@ -348,57 +344,25 @@ def _jacobian_blocks(tape: Tape, ws: _Workspace, mode):
     return J
 
 
-SMALLEST_BLOCK = 4  # the smallest block size a Jacobian tries
-
-
-def _block_candidates(k_max: int) -> list[int]:
-    """The block sizes tried, one per call: k_max, then halving down to SMALLEST_BLOCK."""
-    sizes = [k_max]
-    while sizes[-1] > SMALLEST_BLOCK:
-        sizes.append(max(SMALLEST_BLOCK, (sizes[-1] + 1) // 2))
-    return sizes
-
-
-def _blocks(tape: Tape, ws: _Workspace, J, mode, start, n, k_max):
-    """Directions ``start`` .. n in blocks of one size.  More directions per sweep share its fixed costs;
-    fewer keep a block's tangents in cache from one block to the next: which wins depends on the tape
-    (a memory-bound sweep of 28 directions measured 20% faster in blocks of 4 than in one block).  So
-    the calls after the first try the sizes of ``_block_candidates`` in turn, one size per call (each
-    call's Jacobian complete and the same), timing each, and the calls after those use the cheapest per
-    direction."""
-    trials = tape._block_sizes.setdefault(mode, {})
-    chosen = trials.get("chosen")
-    candidates = _block_candidates(k_max)
-    kb = chosen or next((c for c in candidates if c not in trials), candidates[0])
-    buffers = ws.tangents if mode == "fwd" else ws.second_adjoints
-    for size in {kb, (n - start) % kb} - {0}:  # allocated (and their pages faulted in) before the timing
-        buffers(size, tape.n_values)
-    t0 = time.perf_counter()
-    for begin in range(start, n, kb):
-        size = min(kb, n - begin)
+def _blocks(tape: Tape, ws: _Workspace, J, mode, start, n, k):
+    """Directions ``start`` .. n in blocks of k, as many as the memory bound allows: the block size never
+    changes between calls, nor does the mode, so that a tape's Jacobian is the same to the last bit call
+    after call (another grouping of the matrix products' directions would round differently)."""
+    for begin in range(start, n, k):
+        size = min(k, n - begin)
         if mode == "fwd":
             _forward_block(tape, ws, J, begin, size)
         else:
             _reverse_block(tape, ws, J, begin, size, forward=False)
-    compiled = _compiled_timing("run_jvp" if mode == "fwd" else "run_vector_reverse")
-    if chosen is None and n > start and compiled and trials.setdefault("warm", False):
-        trials[kb] = (time.perf_counter() - t0) / (n - start)
-        if all(c in trials for c in candidates):
-            trials["chosen"] = min(candidates, key=trials.get)
-            ws.keep_directions_of(trials["chosen"])  # (the buffers of the other sizes go)
-    trials["warm"] = compiled  # (the first call of the compiled sweeps, cold, is not timed)
 
 
 def _known_cheaper(tape: Tape, n_in: int, n_out: int) -> str:
-    """'fwd' or 'rev' when the directions alone decide, or the tape holds measured costs; else 'auto'."""
+    """'fwd' or 'rev' when the directions alone decide, or the tape holds the mode it measured; else 'auto'."""
     if n_in * CLEAR_CHOICE <= n_out:
         return "fwd"
     if n_out * CLEAR_CHOICE <= n_in:
         return "rev"
-    costs = getattr(tape, "_direction_costs", None)
-    if costs is None:
-        return "auto"
-    return "fwd" if n_in * costs[0] <= n_out * costs[1] else "rev"
+    return getattr(tape, "_jacobian_mode", "auto")
 
 
 def _forward_block(tape: Tape, ws: _Workspace, J, start: int, kb: int):

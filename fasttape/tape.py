@@ -176,7 +176,6 @@ class Tape:
         fusion.mark_regions(self.code, self.ins, self.aux, read_by_caller)
         argnums, args = self.argnums, self._args
         self._spare: collections.deque = collections.deque()
-        self._block_sizes: dict = {}  # Jacobian directions per sweep, by mode: {size: time, 'chosen': size}
         self._max_spare = max(_MAX_SPARE_BUFFERS, min(32, _SPARE_BYTES // max(16 * self.n_values, 1)))
         self._diff_args = list(argnums) if isinstance(argnums, tuple) else [argnums]  # in argnums order
         self._all_simple = all(spec.simple and spec.leaves[0].shape != () for spec in args)
@@ -584,10 +583,6 @@ class _Workspace:
         adj2 = self._directions[key]
         adj2.fill(0.0)  # (rewriting warm pages costs less than faulting in fresh ones)
         return adj2
-
-    def keep_directions_of(self, k):
-        """Drop the kept direction buffers of every count but k."""
-        self._directions = {key: b for key, b in self._directions.items() if key[1] == k}
 
     def _kept(self, which, k, n_values):
         buffer = self._directions.get((which, k))
