@@ -305,8 +305,7 @@ def jacobian_matrix(tape: Tape, args, mode="auto"):
 
     ``auto`` takes the mode that needs fewer directions when one needs ``CLEAR_CHOICE`` times fewer;
     otherwise it times one block of each on the first call (both count: their columns and rows are
-    the Jacobian's) and keeps the cheaper mode with the tape for the calls after.
-    The measured choice stays with the tape (see :func:`_blocks`)."""
+    the Jacobian's) and keeps the cheaper mode with the tape for the calls after (see :func:`_blocks`)."""
     ws = tape._take_workspace()  # (with the direction buffers of earlier calls)
     try:
         tape._bind(args, ws)
