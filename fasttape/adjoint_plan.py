@@ -40,13 +40,15 @@ def _differentiated(ins: np.ndarray, slots, row_operands):
     return out
 
 
-def unreached_rows_inactive(rec: Recorder, ins: np.ndarray, output_slots) -> None:
+def unreached_rows_inactive(rec: Recorder, ins: np.ndarray, output_slots):
     """Clear the activity bits of the rows from which no differentiable path leads to an output.
 
     A value read only by rows whose derivative is zero wherever it exists (``sign(tanh(x))``, a
     comparison) has an adjoint that is a structural zero, as in JAX (its cotangent is symbolic): no
     sweep runs its rule, so 0 x NaN (tanh' at a NaN) never reaches the gradient.  Mutates
-    ``ins[:, C_FLAGS]``; runs before the adjoint plan, which then never counts on such a row.
+    ``ins[:, C_FLAGS]``; runs before the adjoint plan, which then never counts on such a row.  Returns
+    the slots' roots and the rows' differentiated operands, which the later passes reuse (their
+    activity is unchanged on every row that stays active, the only rows those passes read).
     """
     slots = rec.slots
     root = _roots(slots)
@@ -64,9 +66,10 @@ def unreached_rows_inactive(rec: Recorder, ins: np.ndarray, output_slots) -> Non
         for _, sid in differentiated[i]:
             reached.add(root[sid])
     ins[:, K.C_FLAGS] = all_flags
+    return root, differentiated
 
 
-def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) -> list[tuple[int, int]]:
+def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots, root=None) -> list[tuple[int, int]]:
     """Decide which adjoints the reverse sweep assigns instead of accumulating.
 
     Walks the tape in reverse-sweep order.  The first instruction to write a
@@ -76,10 +79,10 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     written by a scatter (gather), shared with another operand of the same
     instruction, never written, or seeded by the caller (the outputs) are zeroed
     whole.  Returns the (offset, length) runs to zero before the sweep; mutates
-    ``ins[:, C_FLAGS]``.
+    ``ins[:, C_FLAGS]``.  ``root``: the slots' roots, when already known.
     """
     slots = rec.slots
-    root = _roots(slots)
+    root = _roots(slots) if root is None else root
     # per slot, as Python lists (attribute lookups per operand cost more than the walk itself)
     empty = [s.size == 0 for s in slots]
     covers = [s.offset == slots[r].offset and s.size == slots[r].size for s, r in zip(slots, root)]
@@ -134,15 +137,16 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots) ->
     return merged
 
 
-def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots) -> None:
+def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots, known=None) -> None:
     """Set ``F_CONST_ADJOINT`` on the rows whose output's adjoint is a constant of the sweep.
 
     Walking backwards from the outputs (whose seeds are constants), an operand's adjoint varies with
     the differentiated inputs when its consumer's adjoint does, or when the consumer's partial with
     respect to it does: a second partial with an active operand (``K.CURVATURE``) is not structurally
-    zero.  Derived, never trusted from a file: a saved bit is cleared and recomputed.
+    zero.  Derived, never trusted from a file: a saved bit is cleared and recomputed.  ``known``: the
+    (roots, differentiated operands) that ``unreached_rows_inactive`` returned for this tape, if any.
     """
-    root = _roots(slots)
+    root, differentiated = known if known is not None else (_roots(slots), None)
     out_slot = [-1] * ins.shape[0]
     for sid, s in enumerate(slots):
         if s.origin[0] == "op":
@@ -150,7 +154,8 @@ def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots) -
     varying = set()  # roots whose adjoint varies
     all_flags = (ins[:, K.C_FLAGS] & ~K.F_CONST_ADJOINT).tolist()
     curvature = K.CURVATURE[ins[:, K.C_OP]].tolist()
-    differentiated = _differentiated(ins, slots, row_operands)
+    if differentiated is None:
+        differentiated = _differentiated(ins, slots, row_operands)
     pair = ((0, 1), (1, 2))  # the CURVATURE entry of operands (k, m): xx, xy / xy, yy
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = all_flags[i]
