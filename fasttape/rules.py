@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import families, traced_duals
+from .families import factor
 from .primitives import PRIMITIVE_BY_OPCODE
 from .recorder import Recorder
 from .scalar_math import CONSTANTS
@@ -463,14 +464,6 @@ def _scatter_vjp(ins, ct, wanted):
 # linear algebra: solve and slogdet written out; trisolve and the factorisations run the kernels' own rules
 # (families/factor_rules) on tracers (fasttape.traced_duals)
 # --------------------------------------------------------------------------
-def _sw(a):
-    return np.swapaxes(a, -1, -2)
-
-
-def _diagonal(c):
-    return np.sum(c * np.eye(c.shape[-1]), axis=-1)
-
-
 def _linalg_shapes(ins):
     p = ins.params
     return p["batch"], p["n"], p["m"]
@@ -484,22 +477,23 @@ def _solve_jvp(ins, tangents):
     rhs = np.zeros((b, n, m)) if tb is None else np.reshape(tb, (b, n, m))
     if ta is not None:  # dX = A⁻¹ (dB - dA X)
         rhs = rhs - np.reshape(ta, (b, n, n)) @ x
-    return np.reshape(np.linalg.solve(a, rhs), ins.out.shape)
+    return np.reshape(traced_duals.solve(a, rhs, False), ins.out.shape)
 
 
 def _solve_vjp(ins, ct, wanted):
     b, n, m = _linalg_shapes(ins)
     a = np.reshape(ins.operands[0], (b, n, n))
     x = np.reshape(ins.out, (b, n, m))
-    ct_b = np.linalg.solve(_sw(a), np.reshape(ct, (b, n, m)))  # B̄ = A⁻ᵀ X̄, Ā = -B̄ Xᵀ
-    ct_a = np.reshape(-(ct_b @ _sw(x)), ins.operands[0].shape) if wanted[0] else None
+    ct_b = traced_duals.solve(a, np.reshape(ct, (b, n, m)), True)  # B̄ = A⁻ᵀ X̄, Ā = -B̄ Xᵀ
+    ct_a = np.reshape(-(ct_b @ traced_duals.tr(x)), ins.operands[0].shape) if wanted[0] else None
     return [ct_a, np.reshape(ct_b, ins.operands[1].shape)]
 
 
 def _slogdet_jvp(ins, tangents):
     b, n, _ = _linalg_shapes(ins)
     a = np.reshape(ins.operands[0], (b, n, n))
-    d_logabs = np.sum(_diagonal(np.linalg.solve(a, np.reshape(tangents[0], (b, n, n)))), axis=-1)  # tr(A⁻¹ dA)
+    inv_da = traced_duals.solve(a, np.reshape(tangents[0], (b, n, n)), False)
+    d_logabs = np.sum(traced_duals.diagonal(inv_da), axis=(-2, -1))  # tr(A⁻¹ dA)
     return np.reshape(np.stack([np.zeros(b), d_logabs], axis=-1), ins.out.shape)
 
 
@@ -507,7 +501,7 @@ def _slogdet_vjp(ins, ct, wanted):
     b, n, _ = _linalg_shapes(ins)
     a = np.reshape(ins.operands[0], (b, n, n))
     c = np.reshape(ct, (b, 2))[:, 1]
-    inv_t = np.linalg.solve(_sw(a), np.broadcast_to(np.eye(n), (b, n, n)))  # A⁻ᵀ
+    inv_t = traced_duals.solve(a, np.broadcast_to(np.eye(n), (b, n, n)), True)  # A⁻ᵀ
     return [np.reshape(c[:, None, None] * inv_t, ins.operands[0].shape)]
 
 
@@ -551,14 +545,15 @@ def _cholesky_vjp(ins, ct, wanted):
     return [np.reshape(_factor_rules().cholesky_adjoint(low, _square_operand(ins, ct)), ins.operands[0].shape)]
 
 
-def _packed(ins, x, shapes):
-    """The parts of a packed output (or of its tangent or cotangent), each (batch,) + shape."""
-    b = ins.params["batch"]
-    flat = np.reshape(x, (b, -1))
+def _packed(ins, x):
+    """The parts of a factorisation's packed output (or of its tangent or cotangent), each (batch,) + shape,
+    in the family's layout (``factor.output_parts``)."""
+    p = ins.params
+    flat = np.reshape(x, (p["batch"], -1))
     parts, at = [], 0
-    for shape in shapes:
+    for shape in factor.output_parts(ins.prim.opcode, p["n"], p["m"], p["mode"]):
         size = shape[0] * shape[1]
-        parts.append(np.reshape(flat[:, at : at + size], (b,) + shape))
+        parts.append(np.reshape(flat[:, at : at + size], (p["batch"],) + shape))
         at += size
     return parts
 
@@ -568,74 +563,52 @@ def _pack(ins, parts):
     return np.reshape(np.concatenate([np.reshape(p, (b, -1)) for p in parts], axis=-1), ins.out.shape)
 
 
-def _eigh_shapes(ins):
-    n = ins.params["n"]
-    return (1, n), (n, n)
-
-
 def _eigh_jvp(ins, tangents):
-    w, v = _packed(ins, ins.out, _eigh_shapes(ins))
+    w, v = _packed(ins, ins.out)
     return _pack(ins, _factor_rules().eigh_tangent(w, v, _square_operand(ins, tangents[0])))
 
 
 def _eigh_vjp(ins, ct, wanted):
-    w, v = _packed(ins, ins.out, _eigh_shapes(ins))
-    a_bar = _factor_rules().eigh_adjoint(w, v, *_packed(ins, ct, _eigh_shapes(ins)))
+    w, v = _packed(ins, ins.out)
+    a_bar = _factor_rules().eigh_adjoint(w, v, *_packed(ins, ct))
     return [np.reshape(a_bar, ins.operands[0].shape)]
-
-
-def _svd_shapes(ins):
-    _, n, m = _linalg_shapes(ins)
-    k = min(n, m)
-    return (1, k), (n, k), (k, m)
 
 
 def _svd_jvp(ins, tangents):
     b, n, m = _linalg_shapes(ins)
-    parts = _packed(ins, ins.out, _svd_shapes(ins))
+    parts = _packed(ins, ins.out)
     return _pack(ins, _factor_rules().svd_tangent(*parts, np.reshape(tangents[0], (b, n, m))))
 
 
 def _svd_vjp(ins, ct, wanted):
-    parts = _packed(ins, ins.out, _svd_shapes(ins))
-    a_bar = _factor_rules().svd_adjoint(*parts, *_packed(ins, ct, _svd_shapes(ins)))
+    parts = _packed(ins, ins.out)
+    a_bar = _factor_rules().svd_adjoint(*parts, *_packed(ins, ct))
     return [np.reshape(a_bar, ins.operands[0].shape)]
-
-
-def _qr_shapes(ins):
-    _, n, m = _linalg_shapes(ins)
-    k = min(n, m)
-    return (n, n if ins.params["mode"] & 1 else k), (k, m)  # mode bit 1: a complete Q
 
 
 def _qr_jvp(ins, tangents):
     b, n, m = _linalg_shapes(ins)
-    q, r = _packed(ins, ins.out, _qr_shapes(ins))
+    q, r = _packed(ins, ins.out)
     a = np.reshape(ins.operands[0], (b, n, m))
     return _pack(ins, _factor_rules().qr_tangent(q, r, a, np.reshape(tangents[0], (b, n, m))))
 
 
 def _qr_vjp(ins, ct, wanted):
     b, n, m = _linalg_shapes(ins)
-    q, r = _packed(ins, ins.out, _qr_shapes(ins))
-    a_bar = _factor_rules().qr_adjoint(q, r, np.reshape(ins.operands[0], (b, n, m)), *_packed(ins, ct, _qr_shapes(ins)))
+    q, r = _packed(ins, ins.out)
+    a_bar = _factor_rules().qr_adjoint(q, r, np.reshape(ins.operands[0], (b, n, m)), *_packed(ins, ct))
     return [np.reshape(a_bar, ins.operands[0].shape)]
 
 
-def _lu_shapes(ins):
-    n = ins.params["n"]
-    return (n, n), (1, n)
-
-
 def _lu_jvp(ins, tangents):
-    lu, piv = _packed(ins, ins.out, _lu_shapes(ins))
+    lu, piv = _packed(ins, ins.out)
     dlu = _factor_rules().lu_tangent(lu, piv[:, 0], _square_operand(ins, tangents[0]))
     return _pack(ins, [dlu, np.zeros(piv.shape)])  # the pivots are integers: no tangent
 
 
 def _lu_vjp(ins, ct, wanted):
-    lu, piv = _packed(ins, ins.out, _lu_shapes(ins))
-    a_bar = _factor_rules().lu_adjoint(lu, piv[:, 0], _packed(ins, ct, _lu_shapes(ins))[0])
+    lu, piv = _packed(ins, ins.out)
+    a_bar = _factor_rules().lu_adjoint(lu, piv[:, 0], _packed(ins, ct)[0])
     return [np.reshape(a_bar, ins.operands[0].shape)]
 
 

@@ -141,8 +141,8 @@ class Tape:
         self.n_values = n_values
         check_memory(tape_bytes(n_values, len(rec.rows), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
         self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
-        self._plan_known = adjoint_plan.unreached_rows_inactive(rec, self.ins, self.output_slots)
-        zero_runs = adjoint_plan.plan_adjoint_initialisation(rec, self.ins, self.output_slots, self._plan_known[0])
+        known = adjoint_plan.unreached_rows_inactive(rec, self.ins, self.output_slots)
+        zero_runs = adjoint_plan.plan_adjoint_initialisation(rec, self.ins, self.output_slots, known[0])
         guard_start = rec.pool_len
         zeros_start = guard_start + 2 * len(rec.guards)
         aux = np.zeros(zeros_start + 2 * len(zero_runs), dtype=np.int64)
@@ -166,11 +166,11 @@ class Tape:
         for offset, flat in rec.constants:
             template[offset : offset + flat.size] = flat
         self._template = template
-        self._finish()
+        self._finish(known)
 
-    def _finish(self):
-        """Derived attributes (shared by recording and loading from a file)."""
-        known = self.__dict__.pop("_plan_known", None)  # (recorded: from the plan; loaded from a file: none)
+    def _finish(self, known=None):
+        """Derived attributes (shared by recording and loading from a file).  ``known``: what the adjoint
+        plan's first pass found, when the tape was just recorded."""
         adjoint_plan.mark_constant_adjoints(self.ins, self._slots, self._row_operands, self.output_slots, known)
         self.code = K.scalar_code(self.ins)
         read_by_caller = [(e[0], math.prod(e[1])) for e in (*self._outputs, *self._aux) if e[0] != "const"]

@@ -19,6 +19,7 @@ inf or NaN at second order).
 from __future__ import annotations
 
 import functools
+import sys
 import types
 
 import numpy as np
@@ -128,7 +129,7 @@ def recording(module: types.ModuleType) -> types.SimpleNamespace:
     """The functions of ``module`` (written with ``D`` for ``fasttape.duals``), each with ``D`` bound to
     this module: the same rule text, recording primitives on tracers."""
     namespace = dict(vars(module))
-    namespace["D"] = __import__(__name__, fromlist=["_"])
+    namespace["D"] = sys.modules[__name__]
     functions = {
         name: value
         for name, value in vars(module).items()

@@ -267,3 +267,16 @@ def test_the_interception_restores_whatever_scipy_linalg_held_before_the_trace(m
     monkeypatch.setattr(scipy.linalg, "cho_solve", users_own)
     ft.grad(lambda A: np.sum(scipy.linalg.cho_solve((np.linalg.cholesky(A), True), np.ones(3))))(SPD3)
     assert scipy.linalg.cho_solve is users_own
+
+
+def test_output_parts_are_the_packed_layout_the_kernels_size():
+    """``factor.output_parts`` (how nested derivatives unpack a factorisation's output) adds up to the
+    kernels' own size of one batch element's output, for every primitive and shape."""
+    from fasttape.families import factor
+
+    for op in (factor.OP_CHOLESKY, factor.OP_TRISOLVE, factor.OP_EIGH, factor.OP_SVD, factor.OP_QR, factor.OP_LU,
+               factor.OP_PERMUTE):  # fmt: skip
+        for n, m in ((3, 3), (4, 2), (2, 5)):
+            for mode in (0, factor.COMPLETE):
+                parts = factor.output_parts(op, n, m, mode)
+                assert sum(r * c for r, c in parts) == factor._out_size(op, n, m, mode), (op, n, m, mode)

@@ -215,6 +215,23 @@ def _q_columns(n, m, mode):
     return n if (mode & COMPLETE) != 0 else min(n, m)
 
 
+def output_parts(op, n, m, mode) -> tuple:
+    """(rows, columns) of each part of one batch element's packed output, in order: the layout that
+    ``_out_size`` sums and the kernels address (nested derivatives unpack their operands by it)."""
+    k = min(n, m)
+    if op == OP_CHOLESKY:
+        return ((n, n),)
+    if op == OP_EIGH:
+        return ((1, n), (n, n))
+    if op == OP_SVD:
+        return ((1, k), (n, k), (k, m))
+    if op == OP_QR:
+        return ((n, _q_columns(n, m, mode)), (k, m))
+    if op == OP_LU:
+        return ((n, n), (1, n))
+    return ((n, m),)
+
+
 @register_jitable
 def _out_size(op, n, m, mode):
     """Values of one batch element's output: L (n x n), X (n x m), (w, V) (n + n x n), (s, U, Vt)
