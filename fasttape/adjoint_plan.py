@@ -26,7 +26,7 @@ def _roots(slots) -> list[int]:
     return root
 
 
-def _differentiated(ins: np.ndarray, slots, row_operands):
+def differentiated_operands(ins: np.ndarray, slots, row_operands):
     """Per row, the (position, slot id) of the operands that carry derivatives: by the row's F_GRAD
     bits, but every active source of a gather, whose reverse scatters into its sources by index."""
     scatters = [f.scatters for f in families.FAMILY_BY_OPCODE]
@@ -54,7 +54,7 @@ def unreached_rows_inactive(rec: Recorder, ins: np.ndarray, output_slots):
     root = _roots(slots)
     reached = {root[sid] for sid in output_slots}
     all_flags = ins[:, K.C_FLAGS].tolist()
-    differentiated = _differentiated(ins, slots, rec.row_operands)
+    differentiated = differentiated_operands(ins, slots, rec.row_operands)
     activity = K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = all_flags[i]
@@ -155,7 +155,7 @@ def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots, k
     all_flags = (ins[:, K.C_FLAGS] & ~K.F_CONST_ADJOINT).tolist()
     curvature = K.CURVATURE[ins[:, K.C_OP]].tolist()
     if differentiated is None:
-        differentiated = _differentiated(ins, slots, row_operands)
+        differentiated = differentiated_operands(ins, slots, row_operands)
     pair = ((0, 1), (1, 2))  # the CURVATURE entry of operands (k, m): xx, xy / xy, yy
     for i in range(ins.shape[0] - 1, -1, -1):
         flags = all_flags[i]

@@ -202,7 +202,8 @@ def _install_notice():  # the listener, or None where Numba has no event API
             module = getattr(getattr(data.get("dispatcher"), "py_func", None), "__module__", "") or ""
             # (an object-mode block -- NumPy's SIMD loops called from a kernel -- is lifted at its first run)
             lifted = any(str(a) == "ffi_forced_object" for a in data.get("args") or ())
-            if module.startswith("fasttape.") and not lifted:
+            tape = module.startswith("fasttape.tape_")  # a tape's own kernels (fasttape.tape_kernels): seconds
+            if module.startswith("fasttape.") and not lifted and not tape:
                 announce()
 
         def on_end(self, ev):

@@ -126,10 +126,11 @@ def elementwise_source(instrumented: bool = False) -> str:
     return "\n".join(out)
 
 
-def load_generated(name: str, source: str, namespace: dict) -> types.ModuleType:
+def load_generated(name: str, source: str, namespace: dict, filename: str | None = None) -> types.ModuleType:
     """Execute generated ``source`` as the module ``name`` (registered, so that Numba can pickle
-    references to its functions; its lines shown by tracebacks and ``inspect``)."""
-    filename = f"<{name}>"
+    references to its functions; its lines shown by tracebacks and ``inspect``).  ``filename``: the
+    name its code objects carry (by default ``<name>``)."""
+    filename = filename or f"<{name}>"
     module = types.ModuleType(name)
     module.__file__ = filename
     module.__dict__.update(namespace)

@@ -1,11 +1,13 @@
-"""Process-wide options: the memory budget of one tape and the size of each tape cache.
+"""Process-wide options: the memory budget of one tape, the size of each tape cache, and when a
+tape gets compiled kernels of its own.
 
-``ft.set_options(memory_budget=..., cache_size=...)`` changes them (and returns
-the previous values), ``ft.get_options()`` reads them, and ``with
+``ft.set_options(memory_budget=..., cache_size=..., tape_kernels=...)`` changes them (and
+returns the previous values), ``ft.get_options()`` reads them, and ``with
 ft.options(...):`` changes them for a block.  Without a call, the environment
 decides: ``FASTTAPE_MEMORY_BUDGET`` (bytes, or with a suffix: ``512M``,
-``8GiB``; ``0``/``none`` for no limit) and ``FASTTAPE_CACHE_SIZE`` (tapes kept
-per transformed function, one per input signature).
+``8GiB``; ``0``/``none`` for no limit), ``FASTTAPE_CACHE_SIZE`` (tapes kept
+per transformed function, one per input signature) and ``FASTTAPE_TAPE_KERNELS``
+(``auto``, ``always`` or ``never``; see ``fasttape.tape_kernels``).
 
 The memory budget bounds the buffers of one tape: its values and adjoints
 (16 bytes per recorded value), its instruction table and its index arrays.  It
@@ -77,6 +79,18 @@ def _check_budget(value):
     return None if value == 0 or value == float("inf") else int(value)
 
 
+TAPE_KERNELS = ("auto", "always", "never")
+
+
+def _check_tape_kernels(value):
+    if value not in TAPE_KERNELS:
+        raise ValueError(
+            f"tape_kernels must be one of {TAPE_KERNELS} (auto: compile a tape's own kernels in the background "
+            f"once it is hot; always: at its first call, waiting; never: interpreter only), got {value!r}."
+        )
+    return value
+
+
 def _check_cache_size(value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"cache_size must be a positive int (tapes kept per transformed function), got {value!r}.")
@@ -96,21 +110,28 @@ class _Options:
                 raise ValueError(f"FASTTAPE_CACHE_SIZE={env_cache!r} must be a positive integer.") from None
         else:
             self.cache_size = DEFAULT_CACHE_SIZE
+        env_kernels = os.environ.get("FASTTAPE_TAPE_KERNELS", "").strip().lower()
+        try:
+            self.tape_kernels = _check_tape_kernels(env_kernels or "auto")
+        except ValueError:
+            raise ValueError(f"FASTTAPE_TAPE_KERNELS={env_kernels!r}: use one of {TAPE_KERNELS}.") from None
 
 
 _OPTIONS = _Options()
-_CHECKS = {"memory_budget": _check_budget, "cache_size": _check_cache_size}
+_CHECKS = {"memory_budget": _check_budget, "cache_size": _check_cache_size, "tape_kernels": _check_tape_kernels}
 
 
 def get_options() -> dict:
-    """The current options: ``{"memory_budget": bytes or None, "cache_size": int}``."""
-    return {"memory_budget": _OPTIONS.memory_budget, "cache_size": _OPTIONS.cache_size}
+    """The current options: ``{"memory_budget": bytes or None, "cache_size": int, "tape_kernels": str}``."""
+    return {name: getattr(_OPTIONS, name) for name in _CHECKS}
 
 
 def set_options(**options) -> dict:
-    """Set ``memory_budget`` (bytes, a string such as ``"8GiB"``, or None for no limit)
-    and/or ``cache_size`` (tapes kept per transformed function, LRU); returns the
-    previous values of the options given, so they can be restored."""
+    """Set ``memory_budget`` (bytes, a string such as ``"8GiB"``, or None for no limit),
+    ``cache_size`` (tapes kept per transformed function, LRU) and/or ``tape_kernels``
+    (``"auto"``, ``"always"`` or ``"never"``: when a tape gets compiled kernels of its own,
+    see ``fasttape.tape_kernels``); returns the previous values of the options given, so
+    they can be restored."""
     unknown = sorted(set(options) - set(_CHECKS))
     if unknown:
         raise TypeError(f"set_options: unknown option(s) {unknown}; the options are {sorted(_CHECKS)}.")
@@ -138,6 +159,10 @@ def memory_budget() -> int | None:
 
 def cache_size() -> int:
     return _OPTIONS.cache_size
+
+
+def tape_kernels() -> str:
+    return _OPTIONS.tape_kernels
 
 
 def _format_bytes(n: int) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import optree
 
-from . import adjoint_plan, families, fusion, scipy_linalg, scipy_special, tiers
+from . import adjoint_plan, families, fusion, scipy_linalg, scipy_special, tape_kernels, tiers
 from . import kernels as K
 from .config import check_memory
 from .errors import (
@@ -185,6 +185,7 @@ class Tape:
         self._scalar_out = len(self._outputs) == 1 and self._outputs[0][1] == ()
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
         self._grad_ok = self._scalar_out and self._out_kind == "f"
+        self._kernels = tape_kernels.Kernels()  # its own compiled sweeps, once it is hot
 
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
@@ -311,7 +312,15 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not tiers.run_forward(self.ins, self.code, self.aux, buf, True):
+            kernels = self._kernels
+            if kernels.forward is None:
+                kernels.called(self)
+            run = kernels.forward
+            if not (
+                run(self.ins, self.aux, buf)
+                if run is not None
+                else tiers.run_forward(self.ins, self.code, self.aux, buf, True)
+            ):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
@@ -332,7 +341,14 @@ class Tape:
         try:
             self._bind(args, ws)
             buf = ws.buf
-            if not tiers.run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
+            kernels = self._kernels
+            if kernels.value_and_grad is None:
+                kernels.called(self)
+            run = kernels.value_and_grad
+            if run is not None:
+                if not run(self.ins, self.aux, buf):
+                    return None
+            elif not tiers.run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
                 return None
             if self._single_grad:
                 grads = ws.simple_adjoints[self._diff_args[0]].copy()

@@ -29,3 +29,14 @@ def warm_kernels():
     if tiers.mode() != "executor":  # FASTTAPE_TIERS=executor: nothing is compiled
         warm(quiet=True)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interpreter_unless_asked():
+    """Tapes stay in the interpreter (tests/test_tape_kernels.py holds the tier of per-tape kernels to it),
+    unless FASTTAPE_TAPE_KERNELS asks otherwise (``always``: the whole suite on per-tape kernels)."""
+    import fasttape as ft
+
+    if not os.environ.get("FASTTAPE_TAPE_KERNELS"):
+        ft.set_options(tape_kernels="never")
+    yield

@@ -1,0 +1,155 @@
+"""Per-tape kernels, the tier: a hot tape gets compiled sweeps of its own, built in the background.
+
+Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy executor while
+that loads).  When one of its entry points (``forward``, ``value_and_grad``) has been called
+``HOT_CALLS`` times, a background thread writes the tape's own kernels (``fasttape.tape_plan``,
+``fasttape.tape_source``) and compiles them with Numba; the calls after that run them.  Nothing
+waits for the build, and the switch is invisible: the same buffers, the same guards, the same
+errors, the same results to rounding (a fused loop may add a gradient's contributions in another
+order).
+
+The kernels are cached on disk beside the interpreter's (``fasttape.cache``), named by a hash of
+their source, which is a function of the tape's structure and not of its values: the next process
+that records the same tape loads them when the tape gets hot (milliseconds) instead of compiling.
+
+A cost model declines a tape whose straight-line code would take long to compile (more than
+``MAX_ROWS`` rows, about 6 ms of LLVM time each).  ``ft.set_options(tape_kernels=...)`` (or
+``FASTTAPE_TAPE_KERNELS``) chooses: ``"auto"`` (the default, as above), ``"always"`` (build at a
+tape's first call and wait for it: tests and benchmarks) or ``"never"`` (interpreter only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import queue
+import threading
+
+from numba import types
+
+from . import adjoint_plan, config, faults, loops, scalar_math, tiers
+from .codegen import load_generated
+from .families import FAMILIES
+from .jit import jit
+from .tape_plan import plan_tape
+from .tape_source import tape_source
+
+HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
+MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it: ~6 ms per row)
+ENTRY_POINTS = ("forward", "value_and_grad")
+SIGNATURE = (types.int64[:, ::1], types.int64[::1], types.float64[::1])  # (ins, aux, buf)
+LOG = logging.getLogger("fasttape")
+
+
+def _namespace() -> dict:
+    namespace = dict(scalar_math.VOCABULARY)
+    namespace.update(jit=jit, zero=loops.zero)
+    for family in FAMILIES:
+        namespace[f"{family.name}_forward"] = family.module.forward
+        namespace[f"{family.name}_reverse"] = family.module.reverse
+    return namespace
+
+
+_NAMESPACE = _namespace()
+
+
+def kernel_source(tape) -> str:
+    """The source of ``tape``'s own kernels (readable: ``print(ft.tape_kernels.kernel_source(tape))``)."""
+    slots = tape._slots
+    ranges = [[(slots[s].offset, slots[s].size) for s in operands] for operands in tape._row_operands]
+    caller = [(e[0], math.prod(e[1])) for e in (*tape._outputs, *tape._aux) if e[0] != "const"]
+    plan = plan_tape(tape.ins, tape.aux, ranges, caller)
+    differentiated = adjoint_plan.differentiated_operands(tape.ins, slots, tape._row_operands)
+    written = [[(slots[s].offset, slots[s].size) for _, s in row] for row in differentiated]
+    out = tape._out_position if tape._grad_ok else -1
+    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name)[0]
+
+
+def worth_building(tape) -> bool:
+    """The cost model: small enough to compile in seconds."""
+    return 0 < tape.ins.shape[0] <= MAX_ROWS
+
+
+class Kernels:
+    """One tape's kernels: ``forward`` and ``value_and_grad`` once built (None before), and the build."""
+
+    def __init__(self):
+        self.forward = None
+        self.value_and_grad = None
+        self.calls = 0
+        self.state = "cold"  # "queued", "ready", "declined" or "failed"
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def called(self, tape):
+        """Count a call of the interpreter for ``tape``; start the build when it gets hot."""
+        self.calls += 1
+        if self.state == "cold" and (self.calls >= HOT_CALLS or config.tape_kernels() == "always"):
+            request(tape, wait=config.tape_kernels() == "always")
+
+
+def enabled() -> bool:
+    """Whether tapes may get kernels of their own now: the option allows it, no fault is planted (faults
+    live in the interpreter's kernels) and the interpreter's kernels are compiled (the tape's call them)."""
+    choice = config.tape_kernels()
+    if choice == "never" or faults.INSTRUMENTED or tiers.mode() == "executor":
+        return False
+    return choice == "always" or all(tiers.status()[name] == "compiled" for name in ("run_value_and_grad",))
+
+
+_QUEUE: queue.SimpleQueue = queue.SimpleQueue()
+_WORKER: list = []
+_LOCK = threading.Lock()
+
+
+def request(tape, wait: bool = False):
+    """Build ``tape``'s kernels in the background (``wait``: here, now)."""
+    kernels = tape._kernels
+    with _LOCK:
+        if kernels.state != "cold":
+            return
+        if not enabled():
+            kernels.calls = 0  # ask again after another HOT_CALLS calls (the interpreter may be loading)
+            return
+        if not worth_building(tape):
+            kernels.state = "declined"
+            kernels.done.set()
+            return
+        kernels.state = "queued"
+    if wait:
+        _build(tape)
+        return
+    _QUEUE.put(tape)
+    if not _WORKER:
+        worker = threading.Thread(target=_work, name="fasttape-tape-kernels", daemon=True)
+        _WORKER.append(worker)
+        worker.start()
+
+
+def _work():
+    while True:
+        _build(_QUEUE.get())
+
+
+def _build(tape):
+    kernels = tape._kernels
+    try:
+        source = kernel_source(tape)
+        digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+        # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
+        module = load_generated(f"fasttape.tape_{digest}", source, _NAMESPACE, filename=f"tape_{digest}.py")
+        for name in ENTRY_POINTS:
+            function = getattr(module, name, None)
+            if function is not None:
+                function.compile(SIGNATURE)  # (or loads it from the disk cache)
+        kernels.forward = module.forward
+        kernels.value_and_grad = getattr(module, "value_and_grad", None)
+        kernels.state = "ready"
+    except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
+        kernels.state = "failed"
+        kernels.error = e
+        LOG.warning("fasttape: the kernels of the tape of %r could not be built (%s); it stays interpreted.",
+                    tape.name, e)  # fmt: skip
+    finally:
+        kernels.done.set()

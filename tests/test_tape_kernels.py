@@ -1,0 +1,215 @@
+"""A tape's own kernels (fasttape.tape_kernels): the same values, gradients and errors as the interpreter.
+
+Each program is recorded once and replayed in both tiers on the same tape: the interpreter (itself held
+to JAX by the oracle) and the tape's generated kernels, which must agree to 1e-12 relative.  The programs
+cover what the code generator distinguishes: every elementwise primitive written out in a loop and in
+straight-line code, scalar operands summed over a loop, one adjoint written through overlapping views,
+one-element values kept in locals across family calls, guards, non-differentiated inputs, and several
+outputs.  Hand-written programs are also checked against JAX directly.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+
+import fasttape as ft
+from fasttape import tape_kernels
+from fasttape.errors import BranchChangedError, InputSignatureError
+from fasttape.primitives import PRIMITIVES
+from oracle.cases import sample
+
+from .helpers import assert_close, assert_tree_close
+
+RTOL = 1e-12
+ELEMENTWISE = [p for p in PRIMITIVES if p.kind in ("unary", "binary", "comparison") and not p.static]
+
+
+def user_function(prim):
+    """The NumPy or scipy.special function a user calls for ``prim``."""
+    return getattr(np, prim.numpy[0]) if prim.numpy else getattr(scipy.special, prim.scipy[0])
+
+
+def both_tiers(f, *args, **trace_options):
+    """``f``'s tape replayed by the interpreter and by its own kernels: (tape, interpreted, generated), each
+    ``(value_and_grad, forward)`` (value_and_grad None for a non-scalar output)."""
+    tape = ft.trace(f, *args, **trace_options)
+
+    def replay():
+        vg = tape.value_and_grad(*args) if tape._grad_ok else None
+        return vg, tape(*args)
+
+    with ft.options(tape_kernels="never"):
+        interpreted = replay()
+    assert tape._kernels.forward is None
+    with ft.options(tape_kernels="always"):
+        generated = replay()
+    assert tape._kernels.state == "ready", tape._kernels.error
+    return tape, interpreted, generated
+
+
+def assert_same(interpreted, generated, rtol=RTOL):
+    assert_tree_close(generated, interpreted, rtol=rtol, atol=1e-300)
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(7)
+
+
+def _elementwise_program(primitives, n):
+    """One term per primitive: sum(c_k * prim(x_k, y_k)) over arrays of ``n`` elements (a loop block), or
+    over Python-float-like 0-d elements when n == 1 (straight-line code)."""
+
+    def f(xs, ys):
+        total = 0.0
+        for k, prim in enumerate(primitives):
+            fn = user_function(prim)
+            z = fn(xs[k]) if prim.kind == "unary" else fn(xs[k], ys[k])
+            total = total + (0.1 * k + 0.3) * z
+        return np.sum(total)
+
+    return f
+
+
+def _elementwise_inputs(primitives, shape, rng):
+    xs = [sample(p.domains[0], shape, rng) for p in primitives]
+    ys = [sample(p.domains[1], shape, rng) if len(p.domains) > 1 else np.zeros(shape) for p in primitives]
+    return xs, ys
+
+
+@pytest.mark.parametrize("shape", [(6,), (1,)], ids=["loop", "straight-line"])
+@pytest.mark.parametrize("kinds", [("unary",), ("binary", "comparison")])
+def test_every_elementwise_formula_matches_the_interpreter(kinds, shape, rng):
+    primitives = [p for p in ELEMENTWISE if p.kind in kinds]
+    xs, ys = _elementwise_inputs(primitives, shape, rng)
+    tape, interpreted, generated = both_tiers(_elementwise_program(primitives, shape[0]), xs, ys, argnums=(0, 1))
+    assert_same(interpreted, generated)
+
+
+@pytest.mark.parametrize("side", ["scalar-array", "array-scalar"])
+def test_binary_formulas_with_a_scalar_operand_sum_its_adjoint_over_the_loop(side, rng):
+    primitives = [p for p in ELEMENTWISE if p.kind == "binary"]
+    xs, ys = _elementwise_inputs(primitives, (5,), rng)
+    if side == "scalar-array":
+        xs = [x[:1].reshape(()) for x in xs]
+    else:
+        ys = [y[:1].reshape(()) for y in ys]
+    tape, interpreted, generated = both_tiers(_elementwise_program(primitives, 5), xs, ys, argnums=(0, 1))
+    assert_same(interpreted, generated)
+
+
+def rosenbrock(xp, x):
+    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def mlp(xp, w, x):
+    h = xp.tanh(x @ w[:8].reshape(2, 4) + w[8:12])
+    return xp.sum(h**2) + xp.sum(xp.sin(w)) * w[3]
+
+
+def scalar_loop(xp, x):
+    s = 0.0
+    for k in range(5):
+        s = s + x[k] * x[k + 1] - xp.sin(x[k]) / (1.0 + x[k] ** 2)
+    return s * s
+
+
+def mixed(xp, x):
+    """One-element values feeding vector loops as scalars, a family row (stack) between them, and a
+    vector reduced to a scalar that flows back into straight-line code."""
+    a = x[0] * x[1]
+    v = xp.exp(x[2:] * a) - a  # a: a scalar operand of the loop (its adjoint summed over it)
+    m = xp.sum(v * v)  # a family row reads the loop
+    b = xp.stack([a, m, a * m])  # a family row reads the locals a and m
+    c = xp.sin(b) * x[:3]
+    return xp.sum(c) + m * a
+
+
+PROGRAMS = {
+    "rosenbrock-10": (rosenbrock, (np.linspace(-1.2, 1.0, 10),)),
+    "rosenbrock-20000": (rosenbrock, (np.linspace(-1.2, 1.0, 20000),)),
+    "mlp": (mlp, (np.linspace(-1.0, 1.0, 12), np.linspace(-2.0, 2.0, 6).reshape(3, 2))),
+    "scalar-loop": (scalar_loop, (np.linspace(0.1, 1.0, 6),)),
+    "mixed": (mixed, (np.linspace(0.2, 0.9, 7),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_programs_match_the_interpreter_and_jax(name):
+    f, args = PROGRAMS[name]
+    argnums = tuple(range(len(args)))
+    tape, interpreted, generated = both_tiers(lambda *a: f(np, *a), *args, argnums=argnums)
+    assert_same(interpreted, generated)
+    value, grads = generated[0]
+    jax_value, jax_grads = jax.value_and_grad(lambda *a: f(jnp, *a), argnums=argnums)(*args)
+    assert_close(value, jax_value, rtol=1e-10)
+    assert_tree_close(grads, jax_grads, rtol=1e-10, atol=1e-10)
+
+
+def test_an_input_not_differentiated_and_a_guard_taking_the_other_branch():
+    def f(x, y):
+        s = np.sum(x * y)
+        if s > 0:  # a guard
+            return np.sum(np.sin(x) * y) + s
+        return np.sum(np.cos(x))
+
+    x, y = np.linspace(0.1, 1.0, 4), np.linspace(1.0, 2.0, 4)
+    tape, interpreted, generated = both_tiers(f, x, y, argnums=0)
+    assert_same(interpreted, generated)
+    with pytest.raises(BranchChangedError):
+        tape.value_and_grad(x, -y)
+    with pytest.raises(BranchChangedError):
+        tape(x, -y)
+    with pytest.raises(InputSignatureError):
+        tape.value_and_grad(np.ones(5), y)
+
+
+def test_several_outputs_and_aux_through_the_generated_forward():
+    def f(x):
+        y = np.tanh(x) * 2.0
+        return np.sum(y * y), {"y": y, "first": y[0] * x[1]}
+
+    x = np.linspace(-1.0, 1.0, 5)
+    tape, interpreted, generated = both_tiers(f, x, has_aux=True)
+    assert_same(interpreted, generated)
+
+
+def test_the_kernels_source_is_readable_and_names_its_rows():
+    f, args = PROGRAMS["mixed"]
+    tape = ft.trace(lambda x: f(np, x), *args)
+    source = tape_kernels.kernel_source(tape)
+    assert "def forward(ins, aux, buf):" in source and "def value_and_grad(ins, aux, buf):" in source
+    assert "# gather" in source  # a family row (the stack): a call of its kernel, named
+    compile(source, "<kernels>", "exec")
+
+
+def test_a_hot_tape_switches_in_the_background_and_keeps_its_results():
+    x = np.linspace(-1.0, 1.0, 8)
+    g = ft.grad(lambda x: rosenbrock(np, x))
+    with ft.options(tape_kernels="auto"):
+        first = g(x)
+        tape = g.tape(x)
+        for _ in range(tape_kernels.HOT_CALLS + 1):
+            g(x)
+        if tape._kernels.state == "cold":  # the interpreter's kernels were still loading: not hot yet
+            pytest.skip("the interpreter's kernels are not compiled in this session")
+        assert tape._kernels.done.wait(120)
+        assert tape._kernels.state == "ready", tape._kernels.error
+        assert_close(g(x), first, rtol=RTOL, atol=0)
+
+
+def test_a_tape_recorded_again_loads_its_kernels_from_the_disk_cache():
+    from fasttape import cache
+
+    if not cache.ENABLED:
+        pytest.skip("the disk cache is off")
+    f, args = PROGRAMS["scalar-loop"]
+    tapes = [ft.trace(lambda x: f(np, x), *args) for _ in range(2)]
+    with ft.options(tape_kernels="always"):
+        for tape in tapes:
+            tape.value_and_grad(*args)
+    first, second = (t._kernels.value_and_grad for t in tapes)
+    assert first is not second  # two modules, one source
+    assert second.stats.cache_hits, "the second tape compiled its kernels again"
