@@ -316,11 +316,10 @@ class Tape:
             if kernels.forward is None:
                 kernels.called(self)
             run = kernels.forward
-            if not (
-                run(self.ins, self.aux, buf)
-                if run is not None
-                else tiers.run_forward(self.ins, self.code, self.aux, buf, True)
-            ):
+            if run is not None:
+                if not run(self.ins, self.aux, buf, kernels.fns):
+                    return None
+            elif not tiers.run_forward(self.ins, self.code, self.aux, buf, True):
                 return None
             out = self._outputs_of(buf)
             return (out, self._aux_of(buf)) if self.has_aux else out
@@ -346,7 +345,7 @@ class Tape:
                 kernels.called(self)
             run = kernels.value_and_grad
             if run is not None:
-                if not run(self.ins, self.aux, buf):
+                if not run(self.ins, self.aux, buf, kernels.fns):
                     return None
             elif not tiers.run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
                 return None

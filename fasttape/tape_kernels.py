@@ -26,55 +26,68 @@ import math
 import queue
 import threading
 
+import numpy as np
 from numba import types
 
-from . import adjoint_plan, config, faults, loops, scalar_math, tiers
+from . import adjoint_plan, config, faults, scalar_math, tiers
 from .codegen import load_generated
 from .families import FAMILIES
 from .jit import jit
+from .kernel_calls import address, call_forward, call_reverse, slot
 from .tape_plan import plan_tape
 from .tape_source import tape_source
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
 MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it: ~6 ms per row)
 ENTRY_POINTS = ("forward", "value_and_grad")
-SIGNATURE = (types.int64[:, ::1], types.int64[::1], types.float64[::1])  # (ins, aux, buf)
+SIGNATURE = (types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1])  # (ins, aux, buf, fns)
 LOG = logging.getLogger("fasttape")
 
 
-def _namespace() -> dict:
-    namespace = dict(scalar_math.VOCABULARY)
-    namespace.update(jit=jit, zero=loops.zero)
-    for family in FAMILIES:
-        namespace[f"{family.name}_forward"] = family.module.forward
-        namespace[f"{family.name}_reverse"] = family.module.reverse
-    return namespace
+_NAMESPACE = {**scalar_math.VOCABULARY, "jit": jit, "call_forward": call_forward, "call_reverse": call_reverse}
+# the family kernels' native entry points, filled in as tapes need them (fasttape.kernel_calls)
+ADDRESSES = np.zeros(2 * len(FAMILIES), dtype=np.int64)
 
 
-_NAMESPACE = _namespace()
+def _resolve(families):
+    for family in families:
+        for sweep in ("forward", "reverse"):
+            k = slot(family, sweep)
+            if not ADDRESSES[k]:
+                ADDRESSES[k] = address(getattr(family.module, sweep), sweep)
 
 
 def kernel_source(tape) -> str:
     """The source of ``tape``'s own kernels (readable: ``print(ft.tape_kernels.kernel_source(tape))``)."""
+    return _source(_plan(tape), tape)[0]
+
+
+def _plan(tape):
     slots = tape._slots
     ranges = [[(slots[s].offset, slots[s].size) for s in operands] for operands in tape._row_operands]
     caller = [(e[0], math.prod(e[1])) for e in (*tape._outputs, *tape._aux) if e[0] != "const"]
-    plan = plan_tape(tape.ins, tape.aux, ranges, caller)
     differentiated = adjoint_plan.differentiated_operands(tape.ins, slots, tape._row_operands)
     written = [[(slots[s].offset, slots[s].size) for _, s in row] for row in differentiated]
     out = tape._out_position if tape._grad_ok else -1
-    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name)[0]
+    return plan_tape(tape.ins, tape.aux, ranges, written, caller, out), written, out
 
 
-def worth_building(tape) -> bool:
-    """The cost model: small enough to compile in seconds."""
-    return 0 < tape.ins.shape[0] <= MAX_ROWS
+def _source(planned, tape) -> tuple[str, set]:
+    plan, written, out = planned
+    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name)
+
+
+def worth_building(plan) -> bool:
+    """The cost model: rows written out (a period's body once) few enough to compile in seconds."""
+    rows = len(plan.outs) - sum((p.count - 1) * p.length for p in plan.periods)
+    return 0 < rows <= MAX_ROWS
 
 
 class Kernels:
     """One tape's kernels: ``forward`` and ``value_and_grad`` once built (None before), and the build."""
 
     def __init__(self):
+        self.fns = ADDRESSES  # the last argument of both
         self.forward = None
         self.value_and_grad = None
         self.calls = 0
@@ -112,10 +125,6 @@ def request(tape, wait: bool = False):
         if not enabled():
             kernels.calls = 0  # ask again after another HOT_CALLS calls (the interpreter may be loading)
             return
-        if not worth_building(tape):
-            kernels.state = "declined"
-            kernels.done.set()
-            return
         kernels.state = "queued"
     if wait:
         _build(tape)
@@ -135,7 +144,12 @@ def _work():
 def _build(tape):
     kernels = tape._kernels
     try:
-        source = kernel_source(tape)
+        planned = _plan(tape)
+        if not worth_building(planned[0]):
+            kernels.state = "declined"
+            return
+        source, families = _source(planned, tape)
+        _resolve(families)
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
         # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
         module = load_generated(f"fasttape.tape_{digest}", source, _NAMESPACE, filename=f"tape_{digest}.py")

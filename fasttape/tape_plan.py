@@ -9,23 +9,46 @@
   output of an earlier row of the block (a view into the middle of one ends the block);
 * a **call** block is one row of any other family, run by that family's compiled kernel;
 * a row of one element (the arithmetic of a Python loop) keeps its value and its adjoint in
-  locals of the whole function: straight-line code, nothing read from or written to the buffer
-  unless a family kernel, a guard or the caller reads it.
+  locals: straight-line code, nothing read from or written to the buffer unless another scope
+  reads it;
+* a **period** (``fasttape.tape_periods``) is a loop body recorded K times: its first iteration's
+  rows (the *body*) are written once, inside a loop over the iterations.
 
-A value is *stored* (written to the buffer by the forward) when anything reads it from the buffer:
-a family kernel, a guard, the caller, or an elementwise row of another block.
+A *scope* is the whole function for rows outside periods, one iteration of its period for the
+others.  A value read from another scope, by a family kernel, a guard or the caller is *stored*
+(written to the buffer by the forward); an adjoint written from another scope is *carried*: it
+lives in the buffer and every write to it follows the tape's adjoint plan (``F_INIT`` assigns,
+the rest accumulates), as in the interpreter.  Facts about a body row hold for all its iterations.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .layout import BINARY, C_A, C_B, C_N, C_NA, C_NB, C_OP, C_OUT, M_GUARDS, M_NGUARDS, UNARY
+from .layout import (
+    BINARY,
+    C_A,
+    C_B,
+    C_FLAGS,
+    C_N,
+    C_NA,
+    C_NB,
+    C_OP,
+    C_OUT,
+    F_ACTIVE,
+    F_GRAD_A,
+    F_GRAD_B,
+    M_GUARDS,
+    M_NGUARDS,
+    UNARY,
+)
+from .tape_periods import Period, find_periods
 
 ELEMENTWISE = UNARY | BINARY
+_GRAD = (F_GRAD_A, F_GRAD_B)
 
 
 @dataclass(frozen=True)
@@ -45,16 +68,20 @@ class Block:
 
 @dataclass
 class Plan:
-    blocks: list[Block]
-    operands: list[tuple[tuple[int, int], ...]]  # per elementwise row: its (offset, size) operands
-    block_of: np.ndarray  # per row: the index of its block
-    producer: list[int]  # per elementwise row's operand k: the elementwise row whose output it reads, or -1
-    stored: np.ndarray  # per row: the forward writes its value to the buffer
-    guards: list[tuple[int, bool]]  # (position, outcome) of each recorded branch condition
     outs: list[int]  # per row: its output's offset
     sizes: list[int]  # per row: its output's size
-    _starts: list[int]  # the elementwise rows' output offsets, sorted
-    _order: list[int]  # the elementwise rows in that order
+    elementwise: np.ndarray  # per row
+    guards: list[tuple[int, bool]]  # (position, outcome) of each recorded branch condition
+    periods: list[Period]
+    operands: list = field(default_factory=list)  # per elementwise row: its (offset, size) operands
+    producer: list = field(default_factory=list)  # per elementwise row's operand: the producing elementwise row, or -1
+    blocks: list = field(default_factory=list)
+    block_of: np.ndarray = None  # per row: the index of its block
+    period_of: np.ndarray = None  # per row: the index of its period, or -1
+    stored: np.ndarray = None  # per row: the forward writes its value to the buffer
+    carried: np.ndarray = None  # per row: its adjoint lives in the buffer (see the module docstring)
+    _starts: list = field(default_factory=list)  # the elementwise rows' output offsets, sorted
+    _order: list = field(default_factory=list)  # the elementwise rows in that order
 
     def producer_of(self, p: int) -> int:
         """The elementwise row whose output holds position ``p``, or -1."""
@@ -65,20 +92,47 @@ class Plan:
                 return q
         return -1
 
-    def is_local(self, row: int) -> bool:
-        """A one-element elementwise row: value and adjoint live in locals of the whole function."""
-        return self.sizes[row] == 1 and not self.blocks[self.block_of[row]].is_call
+    def period(self, row: int) -> Period | None:
+        k = self.period_of[row]
+        return self.periods[k] if k >= 0 else None
 
-    def reads_local(self, row: int, k: int) -> int:
-        """The row whose local the operand k of elementwise ``row`` is (its exact output), else -1."""
+    def strided(self, row: int, k: int) -> bool:
+        """Operand k of a body row moves by the period's stride from one iteration to the next."""
+        period = self.period(row)
+        return period is not None and period.strided[row - period.start][k]
+
+    def scope(self, row: int) -> tuple:
+        period = self.period(row)
+        return (-1, 0) if period is None else (int(self.period_of[row]), period.iteration(row))
+
+    def body(self, row: int) -> int:
+        period = self.period(row)
+        return row if period is None else period.body_row(row)
+
+    def is_scalar(self, row: int) -> bool:
+        """A one-element elementwise row: value and adjoint in locals of its scope."""
+        return self.sizes[row] == 1 and bool(self.elementwise[row])
+
+    def value_local(self, row: int, k: int) -> int:
+        """The row whose local is operand k of elementwise ``row`` (a body row or a row outside periods;
+        the operand its exact output, in the same scope), else -1: read from the buffer."""
         q = self.producer[row][k]
         if q < 0:
             return -1
         p, m = self.operands[row][k]
-        if self.is_local(q):
+        if p != self.outs[q] or m != self.sizes[q]:
+            return -1
+        if self.scope(q) == self.scope(row) and (self.is_scalar(q) or self.block_of[q] == self.block_of[row]):
             return q
-        same_block = self.block_of[q] == self.block_of[row]
-        return q if same_block and p == self.outs[q] and m == self.sizes[q] else -1
+        # a one-element value from outside every period, read whole by every iteration: a local of the function
+        if self.period_of[q] < 0 and self.is_scalar(q) and not self.strided(row, k):
+            return q
+        return -1
+
+    def adjoint_local(self, row: int, k: int) -> int:
+        """The row whose local adjoint operand k of ``row`` adds to, else -1 (the buffer)."""
+        q = self.value_local(row, k)
+        return q if q >= 0 and not self.carried[q] and self.scope(q) == self.scope(row) else -1
 
 
 def _operands(ins: np.ndarray, i: int) -> tuple[tuple[int, int], ...]:
@@ -89,39 +143,58 @@ def _operands(ins: np.ndarray, i: int) -> tuple[tuple[int, int], ...]:
     return (a, (int(ins[i, C_B]), int(ins[i, C_NB])))
 
 
-def plan_tape(ins: np.ndarray, aux: np.ndarray, family_reads, caller_reads) -> Plan:
-    """The blocks of ``ins``.  ``family_reads``: per row, the (offset, size) ranges a family row reads
-    (its operand slots); ``caller_reads``: the (offset, size) ranges the caller reads after a sweep."""
+def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, periods=None) -> Plan:
+    """The plan of ``ins``.  ``family_reads`` / ``family_writes``: per row, the (offset, size) ranges a
+    family row reads / whose adjoints its reverse writes; ``caller_reads``: the ranges the caller reads
+    after a sweep; ``seeded``: the position whose adjoint the caller seeds (-1: none); ``periods``: the
+    periodic regions (found here when None)."""
     n_rows = ins.shape[0]
     ops = ins[:, C_OP]
     elementwise = ELEMENTWISE[ops] if n_rows else np.zeros(0, dtype=bool)
     outs = ins[:, C_OUT].tolist()
     sizes = ins[:, C_N].tolist()
-    # the elementwise rows' outputs, sorted by offset (disjoint): who produced a position
-    ew_rows = [i for i in range(n_rows) if elementwise[i]]
-    order = sorted(ew_rows, key=lambda i: outs[i])
+    flags = ins[:, C_FLAGS].tolist()
     guard_start, n_guards = int(aux[M_GUARDS]), int(aux[M_NGUARDS])
     guards = [(int(aux[guard_start + 2 * g]), bool(aux[guard_start + 2 * g + 1])) for g in range(n_guards)]
-    plan = Plan([], [()] * n_rows, np.full(n_rows, -1, dtype=np.int64), [()] * n_rows,
-                np.zeros(n_rows, dtype=bool), guards, outs, sizes, [outs[i] for i in order], order)  # fmt: skip
-    producer_of = plan.producer_of
-    operands, producer = plan.operands, plan.producer
+    plan = Plan(outs, sizes, elementwise, guards, find_periods(ins) if periods is None else periods)
+    ew_rows = [i for i in range(n_rows) if elementwise[i]]
+    plan._order = sorted(ew_rows, key=lambda i: outs[i])
+    plan._starts = [outs[i] for i in plan._order]
+    plan.operands = [()] * n_rows
+    plan.producer = [()] * n_rows
     for i in ew_rows:
-        operands[i] = _operands(ins, i)
-        producer[i] = tuple(producer_of(p) for p, _ in operands[i])
+        plan.operands[i] = _operands(ins, i)
+        plan.producer[i] = tuple(plan.producer_of(p) for p, _ in plan.operands[i])
+    plan.period_of = np.full(n_rows, -1, dtype=np.int64)
+    breaks = set()  # rows that start a block: every iteration of a period, and the row after it
+    for k, period in enumerate(plan.periods):
+        plan.period_of[period.start : period.stop] = k
+        breaks.update(range(period.start, period.stop + 1, period.length))
+    _blocks(plan, breaks)
+    _storage(plan, flags, family_reads, family_writes, caller_reads)
+    if seeded >= 0 and plan.producer_of(seeded) >= 0:
+        plan.carried[plan.body(plan.producer_of(seeded))] = True  # its adjoint starts as the seed, in the buffer
+    return plan
 
-    blocks, block_of = plan.blocks, plan.block_of
+
+def _blocks(plan: Plan, breaks):
+    n_rows = len(plan.outs)
+    blocks = plan.blocks
     start, n = 0, None  # the open loop block
     for i in range(n_rows):
-        if not elementwise[i]:
+        if not plan.elementwise[i]:
             if n is not None:
                 blocks.append(Block(start, i, n))
                 n = None
             blocks.append(Block(i, i + 1, -1))
             continue
-        size = sizes[i]
-        fits = n == size and all(
-            q < start or (p == outs[q] and m == size) for (p, m), q in zip(operands[i], producer[i])
+        size = plan.sizes[i]
+        fits = (
+            n == size
+            and i not in breaks
+            and all(
+                q < start or (p == plan.outs[q] and m == size) for (p, m), q in zip(plan.operands[i], plan.producer[i])
+            )
         )
         if not fits:
             if n is not None:
@@ -129,25 +202,47 @@ def plan_tape(ins: np.ndarray, aux: np.ndarray, family_reads, caller_reads) -> P
             start, n = i, size
     if n is not None:
         blocks.append(Block(start, n_rows, n))
+    plan.block_of = np.full(n_rows, -1, dtype=np.int64)
     for b, block in enumerate(blocks):
-        block_of[block.start : block.stop] = b
+        plan.block_of[block.start : block.stop] = b
 
-    # stored: read from the buffer by a family row, a guard, the caller or another block's elementwise row
-    def store(p: int, m: int):
-        q = producer_of(p)
+
+def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
+    """``stored`` and ``carried``, decided on every row (every iteration) and held by the body rows."""
+    n_rows = len(plan.outs)
+    stored = np.zeros(n_rows, dtype=bool)
+    carried = np.zeros(n_rows, dtype=bool)
+
+    def read_from_buffer(p: int, m: int):
+        q = plan.producer_of(p)
         if q >= 0 and m > 0:
-            plan.stored[q] = True
+            stored[plan.body(q)] = True
+        return q
 
     for i in range(n_rows):
-        if elementwise[i]:
-            for k, (p, m) in enumerate(operands[i]):
-                if plan.reads_local(i, k) < 0:
-                    store(p, m)
+        scope = plan.scope(i)
+        if plan.elementwise[i]:
+            active = flags[i] & F_ACTIVE
+            body = plan.body(i)
+            for k in range(len(plan.operands[i])):
+                q = plan.producer[i][k]
+                if q < 0:
+                    continue
+                # does the body row read its local? (in iteration terms: the same decision for row i)
+                local = plan.value_local(body, k) if body != i else plan.value_local(i, k)
+                if local < 0:
+                    stored[plan.body(q)] = True
+                if active and flags[i] & _GRAD[k] and (local < 0 or plan.scope(q) != scope):
+                    carried[plan.body(q)] = True
         else:
             for p, m in family_reads[i]:
-                store(p, m)
-    for p, _ in guards:
-        store(p, 1)
+                read_from_buffer(p, m)
+            for p, m in family_writes[i]:
+                q = plan.producer_of(p)
+                if q >= 0 and m > 0 and plan.scope(q) != scope:
+                    carried[plan.body(q)] = True
+    for p, _ in plan.guards:
+        read_from_buffer(p, 1)
     for p, m in caller_reads:
-        store(p, m)
-    return plan
+        read_from_buffer(p, m)
+    plan.stored, plan.carried = stored, carried

@@ -15,7 +15,7 @@ import pytest
 import scipy.special
 
 import fasttape as ft
-from fasttape import tape_kernels
+from fasttape import tape_kernels, tape_periods
 from fasttape.errors import BranchChangedError, InputSignatureError
 from fasttape.primitives import PRIMITIVES
 from oracle.cases import sample
@@ -127,12 +127,46 @@ def mixed(xp, x):
     return xp.sum(c) + m * a
 
 
+def lorenz(xp, p, steps=200):
+    """A Python loop over floats: one period of 14 rows, recorded 200 times."""
+    x, y, z = 1.0, 1.0, 1.0
+    s, r, b = p[0], p[1], p[2]
+    for _ in range(steps):
+        x, y, z = x + 0.01 * s * (y - x), y + 0.01 * (x * (r - z) - y), z + 0.01 * (x * y - b * z)
+    return x * x + y * y + z * z
+
+
+def recurrent(xp, w, h0):
+    """A period whose body holds family rows (matmul, sum) and a loop block: h = tanh(W h + b)."""
+    W, b = w[:16].reshape(4, 4), w[16:20]
+    h, total = h0, 0.0
+    for _ in range(12):
+        h = xp.tanh(W @ h + b)
+        total = total + xp.sum(h * h) * w[0]
+    return total
+
+
+def guarded_pendulum(xp, theta):
+    """A guard in every iteration (a comparison row and a recorded branch)."""
+    a, w = theta[0], theta[1]
+    for _ in range(60):
+        w = w - 0.05 * 9.81 * xp.sin(a)
+        if w > -10.0:
+            a = a + 0.05 * w
+        else:
+            a = a - 0.05 * w
+    return a * a + w
+
+
 PROGRAMS = {
     "rosenbrock-10": (rosenbrock, (np.linspace(-1.2, 1.0, 10),)),
     "rosenbrock-20000": (rosenbrock, (np.linspace(-1.2, 1.0, 20000),)),
     "mlp": (mlp, (np.linspace(-1.0, 1.0, 12), np.linspace(-2.0, 2.0, 6).reshape(3, 2))),
     "scalar-loop": (scalar_loop, (np.linspace(0.1, 1.0, 6),)),
     "mixed": (mixed, (np.linspace(0.2, 0.9, 7),)),
+    "lorenz": (lorenz, (np.array([10.0, 28.0, 8.0 / 3.0]),)),
+    "recurrent": (recurrent, (np.linspace(-0.5, 0.5, 20), np.linspace(0.1, 0.4, 4))),
+    "guarded-pendulum": (guarded_pendulum, (np.array([0.4, 0.1]),)),
 }
 
 
@@ -146,6 +180,30 @@ def test_programs_match_the_interpreter_and_jax(name):
     jax_value, jax_grads = jax.value_and_grad(lambda *a: f(jnp, *a), argnums=argnums)(*args)
     assert_close(value, jax_value, rtol=1e-10)
     assert_tree_close(grads, jax_grads, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["lorenz", "recurrent", "guarded-pendulum"])
+def test_a_loop_recorded_many_times_is_written_once(name):
+    f, args = PROGRAMS[name]
+    tape = ft.trace(lambda *a: f(np, *a), *args)
+    periods = tape_periods.find_periods(tape.ins)
+    assert len(periods) == 1 and periods[0].count >= 10
+    covered = periods[0].count * periods[0].length
+    assert covered >= 0.8 * tape.ins.shape[0]
+    source = tape_kernels.kernel_source(tape)
+    assert source.count("for it in range(") == 3  # the period: forward, and forward and reverse of value_and_grad
+
+
+def test_the_code_of_a_period_does_not_grow_with_its_iterations():
+    x = np.array([10.0, 28.0, 8.0 / 3.0])
+    sources = [tape_kernels.kernel_source(ft.trace(lambda p: lorenz(np, p, n), x)) for n in (50, 400)]
+    assert len(sources[0].splitlines()) == len(sources[1].splitlines())
+    assert "range(398)" in sources[1]  # (the first iteration reads the initial values: written out)
+
+
+def test_rows_that_do_not_repeat_make_no_period():
+    f, args = PROGRAMS["mixed"]
+    assert tape_periods.find_periods(ft.trace(lambda x: f(np, x), *args).ins) == []
 
 
 def test_an_input_not_differentiated_and_a_guard_taking_the_other_branch():
@@ -180,7 +238,7 @@ def test_the_kernels_source_is_readable_and_names_its_rows():
     f, args = PROGRAMS["mixed"]
     tape = ft.trace(lambda x: f(np, x), *args)
     source = tape_kernels.kernel_source(tape)
-    assert "def forward(ins, aux, buf):" in source and "def value_and_grad(ins, aux, buf):" in source
+    assert "def forward(ins, aux, buf, fns):" in source and "def value_and_grad(ins, aux, buf, fns):" in source
     assert "# gather" in source  # a family row (the stack): a call of its kernel, named
     compile(source, "<kernels>", "exec")
 
