@@ -196,7 +196,7 @@ def test_a_loop_recorded_many_times_is_written_once(name):
 
 def test_the_code_of_a_period_does_not_grow_with_its_iterations():
     x = np.array([10.0, 28.0, 8.0 / 3.0])
-    sources = [tape_kernels.kernel_source(ft.trace(lambda p: lorenz(np, p, n), x)) for n in (50, 400)]
+    sources = [tape_kernels.kernel_source(ft.trace(lambda p, n=n: lorenz(np, p, n), x)) for n in (50, 400)]
     assert len(sources[0].splitlines()) == len(sources[1].splitlines())
     assert "range(398)" in sources[1]  # (the first iteration reads the initial values: written out)
 
