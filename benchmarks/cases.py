@@ -170,7 +170,10 @@ class Case:
     """One workload at one size.
 
     ``args`` are the function's arguments (the first is differentiated), ``tape`` and ``api`` (the
-    cached ``ft.value_and_grad`` transform) are recorded and warm, ``v`` is one HVP direction and
+    cached ``ft.value_and_grad`` transform) are recorded and warm and stay in the interpreter (the
+    benchmarks run with ``tape_kernels="never"``); ``kernel_tape`` and ``kernel_api`` are the same
+    with their tape's own kernels built (``fasttape.tape_kernels``), what a hot tape runs by default;
+    ``v`` is one HVP direction and
     ``V`` the same structure with a trailing axis of K directions.  ``rounds`` is None (let
     pytest-benchmark calibrate) or a fixed number of rounds for the expensive sizes.  ``ops`` holds
     the tape's exact operation counts (see ``opcount``).
@@ -192,6 +195,23 @@ class Case:
         self.V = directions(self.args[0], K)
         self.v_separate = [direction(self.V, j) for j in range(K)]
         self.jax_reference = None  # jax.grad's gradient, once verify_against_jax has run
+
+    @functools.cached_property
+    def kernel_tape(self):
+        """A tape of its own with its kernels built (or declined by the cost model: then interpreted)."""
+        tape = ft.trace(self.f, *self.args)
+        with ft.options(tape_kernels="always"):
+            tape(*self.args)
+            tape.value_and_grad(*self.args)
+        return tape
+
+    @functools.cached_property
+    def kernel_api(self):
+        api = ft.value_and_grad(self.f)
+        with ft.options(tape_kernels="always"):
+            api(*self.args)
+            api.tape(*self.args)  # (its forward, too)
+        return api
 
     def plain(self):
         """(function, arguments) of the ``numpy`` column: Lorenz runs fastest on Python floats."""

@@ -47,13 +47,18 @@ limit_loaded_openblas()
 def warm_kernels():
     """Compile (or load from the on-disk cache) every sweep before anything is timed, and time the
     compiled tier only: no call is served by the NumPy executor while a kernel builds."""
+    import fasttape as ft
     from fasttape import tiers
     from fasttape.warm import warm
 
     previous = tiers.set_mode("compiled")
     warm(quiet=True)
     limit_loaded_openblas()  # any OpenBLAS that Numba's np.dot (SciPy's BLAS) has loaded meanwhile
+    # a tape's own kernels only where a column asks for them (cases.Case.kernel_tape): the interpreter's
+    # columns never switch tier in the middle of their rounds
+    kernels = ft.set_options(tape_kernels="never")
     yield
+    ft.set_options(**kernels)
     tiers.set_mode(previous)
 
 

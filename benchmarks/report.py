@@ -12,7 +12,8 @@ Times are medians, in microseconds per call (first-use times in milliseconds).  
 
 * **per call**: every column of the run, in µs.  fasttape: ``numpy`` (the plain function; Lorenz on
   Python floats), ``tape_fwd`` (forward replay), ``tape_vg`` (tape.value_and_grad), ``tape_hvp``
-  (tape.hvp, one direction), ``api_vg`` (ft.value_and_grad(f), cache warm); peers: ``fused_vg``
+  (tape.hvp, one direction), ``api_vg`` (ft.value_and_grad(f), cache warm), all interpreted, and
+  ``kern_fwd``, ``kern_vg``, ``kern_api_vg`` the same on the tape's own kernels; peers: ``fused_vg``
   (hand-written fused Numba adjoint), ``jax_jit`` / ``jax_jit_vg`` / ``jax_jit_hvp`` (jit of f, of
   value_and_grad, of jvp(grad)), ``pytensor_f`` / ``pytensor_vg`` / ``pytensor_hvp`` (Numba mode).
 * **ratios**, all from the same run: ``vg/fwd`` and ``hvp/fwd`` (over the tape's forward replay),
@@ -20,8 +21,11 @@ Times are medians, in microseconds per call (first-use times in milliseconds).  
   gradient and HVP sweeps over the forward's, see ``opcount.py``; machine-independent), ``J vg/f`` and
   ``J hvp/f`` (JAX's own ratios), ``ft/J f``, ``ft/J vg``, ``ft/J hvp`` (fasttape over JAX per call:
   above 1 means fasttape is slower), ``vg/fused`` (over the hand-written floor), ``ft/PT vg`` (over
-  PyTensor's), ``api/vg`` (the transform's overhead over the bare tape), ``ns/instr`` (Lorenz: reverse-sweep
-  time per instruction).
+  PyTensor's), ``api/vg`` (the transform's overhead over the bare tape), ``K ...`` the tape kernels' (over
+  their forward, the interpreter, JAX, PyTensor, the floor), ``ns/instr`` (Lorenz: reverse-sweep time per
+  instruction).
+* **gradient vs peers**: ``kern_api_vg`` (what a user's hot ft.value_and_grad runs) against JAX, PyTensor and
+  the hand-written floor, with the fastest peer and the ratios to it and to the floor.
 * **first use**: ``ft trace`` (ft.trace), ``ft first vg`` (a fresh ft.value_and_grad(f)'s first call:
   trace plus first gradient), ``jax first vg`` (a fresh jit(value_and_grad(f))'s first call: trace,
   compile, one call), ``jax/ft``; PyTensor's compile plus first call when installed.
@@ -48,6 +52,9 @@ CALL_COLUMNS = (
     "tape_vg",
     "tape_hvp",
     "api_vg",
+    "kern_fwd",
+    "kern_vg",
+    "kern_api_vg",
     "fused_vg",
     "jax_jit",
     "jax_jit_vg",
@@ -80,7 +87,17 @@ RATIOS = (
     ("vg/fused", "tape_vg", "fused_vg"),
     ("ft/PT vg", "tape_vg", "pytensor_vg"),
     ("api/vg", "api_vg", "tape_vg"),
+    ("K vg/fwd", "kern_vg", "kern_fwd"),
+    ("K/int vg", "kern_vg", "tape_vg"),
+    ("K/J vg", "kern_vg", "jax_jit_vg"),
+    ("K/PT vg", "kern_vg", "pytensor_vg"),
+    ("K/fused", "kern_vg", "fused_vg"),
 )
+# the peer table: fasttape's gradient as a user gets it (ft.value_and_grad, the tape's own kernels once hot),
+# against the peers' in the same run, and the hand-written Numba floor
+PEER_COLUMNS = ("kern_api_vg", "api_vg", "jax_jit_vg", "pytensor_vg", "fused_vg")
+ROSENBROCK_10_API_TARGET = 1.5e-6
+LORENZ_KERNELS_VG_TARGET = 20e-6
 
 LORENZ_VG_TARGET = 60e-6
 ROSENBROCK_10_VG_TARGET = 2e-6
@@ -179,6 +196,29 @@ def ratio_table(table):
         if workload in PER_INSTRUCTION and "tape_vg" in row and "tape_fwd" in row and "instructions" in row:
             per_instr = (row["tape_vg"] - row["tape_fwd"]) / row["instructions"] * 1e9
         lines.append(label(workload, row) + cells + fmt(per_instr, ".1f", 9))
+    return lines
+
+
+def best_peer(row):
+    """(name, seconds) of the fastest peer gradient in ``row`` (JAX, PyTensor), or (None, None)."""
+    peers = [(c, row[c]) for c in ("jax_jit_vg", "pytensor_vg") if c in row]
+    return min(peers, key=lambda p: p[1]) if peers else (None, None)
+
+
+def peer_table(table):
+    """Issue 16's table: ft.value_and_grad (its tape's own kernels) against the fastest peer, the floor."""
+    columns = present(table, PEER_COLUMNS)
+    if "kern_api_vg" not in columns:
+        return []
+    header = f"{'gradient vs peers, median µs':<28}" + "".join(f"{c:>13}" for c in columns)
+    header += f"{'best peer':>13}{'ft/best':>9}{'ft/floor':>9}"
+    lines = [header, "-" * len(header)]
+    for (workload, _, _), row in sorted_rows(table, ("kern_api_vg",)):
+        cells = "".join(fmt(row[c] * 1e6 if c in row else None, time_spec(row.get(c, 0)), 13) for c in columns)
+        name, seconds = best_peer(row)
+        best = ratio(row, "kern_api_vg", name) if name else None
+        lines.append(label(workload, row) + cells + f"{(name or '-').replace('_jit_vg', '').replace('_vg', ''):>13}"
+                     + fmt(best, ".2f", 9) + fmt(ratio(row, "kern_api_vg", "fused_vg"), ".2f", 9))  # fmt: skip
     return lines
 
 
@@ -332,11 +372,55 @@ def targets(table):
             ("first_ft_vg", "first_jax_vg"),
         ),
     ]
+    results += targets_of_issue_16(table)
     return [(title, failing, checked) for title, failing, checked in results if checked]
 
 
+def targets_of_issue_16(table):
+    """Per-tape kernels: the fastest gradient of the measured peers, and two absolute targets."""
+    rows = sorted_rows(table, ("kern_api_vg",))
+
+    def check(title, test):
+        checked, failing = [], []
+        for key, row in rows:
+            verdict = test(key, row)
+            if verdict is None:
+                continue
+            ok, text = verdict
+            checked.append(f"{key[0]} {key[2]}")
+            if not ok:
+                failing.append(f"{key[0]} {key[2]}: {text}")
+        return title, failing, checked
+
+    def fastest(key, row):
+        name, seconds = best_peer(row)
+        if name is None:
+            return None
+        return row["kern_api_vg"] <= seconds, f"{row['kern_api_vg'] / seconds:.2f}x {name}"
+
+    return [
+        check("ft.value_and_grad (tape kernels) fastest of the measured peers", fastest),
+        check(
+            "Rosenbrock n=10 ft.value_and_grad <= 1.5 µs",
+            lambda k, r: (
+                (r["kern_api_vg"] <= ROSENBROCK_10_API_TARGET, f"{r['kern_api_vg'] * 1e6:.2f} µs")
+                if k[:2] == ("rosenbrock", 10)
+                else None
+            ),
+        ),
+        check(
+            "Lorenz tape kernels value_and_grad <= 20 µs",
+            lambda k, r: (
+                (r["kern_vg"] <= LORENZ_KERNELS_VG_TARGET, f"{r['kern_vg'] * 1e6:.1f} µs")
+                if k[0] == "lorenz" and "kern_vg" in r
+                else None
+            ),
+        ),
+    ]
+
+
 def target_lines(table):
-    lines = ["issue-5 targets (this run)", "-" * 26]
+    lines = ["targets (this run): issue 5's, then issue 16's", "-" * 46]
     for title, failing, checked in targets(table):
         status = "ok  " if not failing else "FAIL"
         lines.append(f"{status} {title}  ({len(checked) - len(failing)}/{len(checked)} rows)")
@@ -426,7 +510,7 @@ def main(argv):
     print(f"{path}: {describe_run(run)}")
     print("medians of the same run; ratios and ns/instr from that run; OPS counts exact")
     table = medians(run)
-    for lines in (call_table(table), ratio_table(table), first_use_table(table), hvp_k_table(table)):
+    for lines in (call_table(table), ratio_table(table), peer_table(table), first_use_table(table), hvp_k_table(table)):
         if len(lines) > 2:
             print()
             print("\n".join(lines))

@@ -4,7 +4,9 @@ Workloads (``cases.WORKLOADS``): Rosenbrock (n = 10 to 10⁶), Lorenz (1 000 sca
 logistic regression, a tanh MLP, softmax cross-entropy and the ADBench GMM objective, each at two or
 more sizes.  Columns: ``numpy`` (the plain function), ``tape_fwd`` (``tape(*args)``), ``tape_vg``
 (``tape.value_and_grad(*args)``), ``tape_hvp`` (``tape.hvp(*args, v)``, one direction,
-forward-over-reverse), ``api_vg`` (``ft.value_and_grad(f)(*args)`` with its tape cache warm)
+forward-over-reverse), ``api_vg`` (``ft.value_and_grad(f)(*args)`` with its tape cache warm), all in
+the interpreter; ``kern_fwd``, ``kern_vg`` and ``kern_api_vg`` the same with the tape's own kernels
+(``fasttape.tape_kernels``: what a hot tape runs)
 and, when JAX is installed, ``jax_jit`` / ``jax_jit_vg`` / ``jax_jit_hvp``
 (``jit(jvp(grad(f)))``), float64, each call ending in ``block_until_ready``.  Everything is traced,
 compiled and called once before timing starts, every fasttape gradient has been checked against
@@ -19,7 +21,7 @@ import pytest
 
 from .cases import all_cases, case, case_id, describe, first_value, jax_hvp, jax_timed, relative_error, run
 
-FASTTAPE_COLUMNS = ("numpy", "tape_fwd", "tape_vg", "tape_hvp", "api_vg")
+FASTTAPE_COLUMNS = ("numpy", "tape_fwd", "tape_vg", "tape_hvp", "api_vg", "kern_fwd", "kern_vg", "kern_api_vg")
 JAX_COLUMNS = ("jax_jit", "jax_jit_vg", "jax_jit_hvp")
 CASES = all_cases()
 IDS = [case_id(*c) for c in CASES]
@@ -43,6 +45,11 @@ def bench_fasttape(benchmark, c, column):
         fn, args = c.plain()
     elif column == "tape_hvp":
         fn, args = c.tape.hvp, (*c.args, c.v)
+    elif column.startswith("kern"):  # the tape's own kernels
+        tape = c.kernel_tape
+        fn = {"kern_fwd": tape, "kern_vg": tape.value_and_grad, "kern_api_vg": c.kernel_api}[column]
+        args = c.args
+        benchmark.extra_info["tier"] = tape._kernels.state  # "ready", or "declined" (then interpreted)
     else:
         fn, args = {"tape_fwd": c.tape, "tape_vg": c.tape.value_and_grad, "api_vg": c.api}[column], c.args
     result = run(benchmark, fn, args, c.rounds)
@@ -50,7 +57,7 @@ def bench_fasttape(benchmark, c, column):
         c.check_hvp(result, c.v)
     else:
         assert first_value(result) == pytest.approx(c.value, rel=1e-12)
-    if column in ("tape_vg", "api_vg"):  # the same sweeps as the gradient checked against JAX at setup
+    if column in ("tape_vg", "api_vg", "kern_vg", "kern_api_vg"):  # the gradient checked against JAX at setup
         assert relative_error(result[1], c.gradient) <= 1e-12
 
 

@@ -209,9 +209,21 @@ def _hvp_matrix(tape: Tape, ws: _Workspace, matrix, with_values):
     N = tape.n_values
     tan, adj2 = ws.direction_buffers(k, N)
     _seed(tape, tan, matrix)
-    if not tiers.run_hvp(tape.ins, tape.code, tape.aux, ws.buf, tan, adj2, k, tape._out_position, with_values):
+    if not _run_hvp(tape, ws.buf, tan, adj2, k, with_values):
         raise tape._branch_error()
     return _read_inputs(tape, adj2, k)
+
+
+def _run_hvp(tape: Tape, buf, tan, adj2, k, with_values=True) -> bool:
+    """The HVP sweep: the tape's own kernel for one direction at a new point once it is built
+    (``fasttape.tape_kernels``), else the interpreter's; False when a guard fails."""
+    if k == 1 and with_values:
+        kernels = tape._kernels
+        if kernels.hvp is None:
+            kernels.called(tape)
+        if kernels.hvp is not None:
+            return kernels.hvp(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
+    return tiers.run_hvp(tape.ins, tape.code, tape.aux, buf, tan, adj2, k, tape._out_position, with_values)
 
 
 def hvp(tape: Tape, args, v):
@@ -264,7 +276,7 @@ def _hvp_one_array(tape: Tape, args, v):
             tan[off : off + size] = v.reshape(-1)
         else:
             tan.reshape(k, N)[:, off : off + size] = v.reshape(size, k).T
-        if not tiers.run_hvp(tape.ins, tape.code, tape.aux, ws.buf, tan, adj2, k, tape._out_position, True):
+        if not _run_hvp(tape, ws.buf, tan, adj2, k):
             raise tape._branch_error()
         if not multi:  # copies: the buffers are reused by the next call
             return adj2[off : off + size].reshape(leaf.shape).copy() if leaf.shape else np.float64(adj2[off])

@@ -6,8 +6,9 @@ family took 1.4 s to compile, against 0.1 s without the call.  So ``fasttape.tap
 family kernel through its native entry point instead: ``address(kernel, signature)`` is that
 entry point (compiled, or loaded from the disk cache, first), the generated function receives the
 addresses in an int64 array at run time (so its cached machine code holds no address of this
-process), and ``call_forward`` / ``call_reverse`` call through them with Numba's own calling
-convention, an exception raised in the kernel propagating as from a direct call.
+process), and ``call_forward``, ``call_reverse``, ``call_tangent`` and ``call_second`` call through
+them with Numba's own calling convention, an exception raised in the kernel propagating as from a
+direct call.
 """
 
 from __future__ import annotations
@@ -21,35 +22,54 @@ from numba.extending import intrinsic
 INS = types.int64[:, ::1]
 AUX = types.int64[::1]
 BUF = types.float64[::1]
+SWEEPS = ("forward", "reverse", "tangent", "second")
 SIGNATURES = {
     "forward": (INS, types.int64, AUX, BUF),
     "reverse": (INS, types.int64, AUX, BUF, types.int64),
+    "tangent": (INS, types.int64, AUX, BUF, BUF, types.int64, types.int64),
+    "second": (INS, types.int64, AUX, BUF, BUF, BUF, types.int64, types.int64, types.boolean),
 }
 
 
 def slot(family, sweep: str) -> int:
     """Where the address of ``family``'s kernel for ``sweep`` is in the array a tape's kernels receive."""
-    return 2 * family.number + (sweep == "reverse")
+    return len(SWEEPS) * family.number + SWEEPS.index(sweep)
 
 
 def address(kernel, sweep: str) -> int:
-    """The native entry point of ``kernel`` (a family's ``forward`` or ``reverse``) for the tape types."""
+    """The native entry point of ``kernel`` (a family's kernel for ``sweep``) for the tape's types."""
     signature = SIGNATURES[sweep]
     kernel.compile(signature)
     result = kernel.overloads[signature]
     return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
-def _call(context, builder, argtypes, address, args):
-    """Call the Numba function at ``address`` (returning None) and propagate its exception, if any."""
+def _typed(sweep: str, given):
+    """The intrinsic's signature when ``given`` (the argument types after the address) fit ``sweep``'s."""
+    expected = SIGNATURES[sweep]
+    if len(given) != len(expected):
+        return None
+    for got, want in zip(given, expected):
+        got = types.unliteral(got)
+        if isinstance(want, types.Array) and got != want:
+            return None  # (the kernel was compiled for exactly these arrays)
+        if not isinstance(want, types.Array) and not isinstance(got, (types.Integer, types.Boolean)):
+            return None
+    return types.none(types.int64, *given)
+
+
+def _call(context, builder, sweep, signature, args):
+    """Call the Numba function at ``args[0]`` (returning None) and propagate its exception, if any."""
+    argtypes = SIGNATURES[sweep]
+    values = [context.cast(builder, v, t, want) for v, t, want in zip(args[1:], signature.args[1:], argtypes)]
     call_conv = context.call_conv
     fnty = call_conv.get_function_type(types.none, argtypes)
-    callee = builder.inttoptr(address, fnty.as_pointer())
+    callee = builder.inttoptr(args[0], fnty.as_pointer())
     retty = call_conv.get_return_type(types.none).pointee
     result = cgutils.alloca_once(builder, retty)
     builder.store(cgutils.get_null_value(retty), result)
     excinfo = cgutils.alloca_once(builder, ir.PointerType(excinfo_t), name="excinfo")
-    packed = list(call_conv._get_arg_packer(argtypes).as_arguments(builder, args))
+    packed = list(call_conv._get_arg_packer(argtypes).as_arguments(builder, values))
     code = builder.call(callee, [result, excinfo, *packed])
     status = call_conv._get_return_status(builder, code, builder.load(excinfo))
     with cgutils.if_unlikely(builder, status.is_error):
@@ -60,24 +80,25 @@ def _call(context, builder, argtypes, address, args):
 @intrinsic
 def call_forward(typingctx, address, ins, i, aux, buf):
     """``forward(ins, i, aux, buf)`` of the kernel at ``address``."""
-    argtypes = SIGNATURES["forward"]
-    if (ins, i, aux, buf) != argtypes:
-        return None  # (a typing error: the kernel was compiled for exactly these types)
-
-    def codegen(context, builder, signature, args):
-        return _call(context, builder, argtypes, args[0], args[1:])
-
-    return types.none(types.int64, *argtypes), codegen
+    return _typed("forward", (ins, i, aux, buf)), lambda c, b, sig, args: _call(c, b, "forward", sig, args)
 
 
 @intrinsic
 def call_reverse(typingctx, address, ins, i, aux, buf, n_values):
     """``reverse(ins, i, aux, buf, N)`` of the kernel at ``address``."""
-    argtypes = SIGNATURES["reverse"]
-    if (ins, i, aux, buf, n_values) != argtypes:
-        return None
+    signature = _typed("reverse", (ins, i, aux, buf, n_values))
+    return signature, lambda c, b, sig, args: _call(c, b, "reverse", sig, args)
 
-    def codegen(context, builder, signature, args):
-        return _call(context, builder, argtypes, args[0], args[1:])
 
-    return types.none(types.int64, *argtypes), codegen
+@intrinsic
+def call_tangent(typingctx, address, ins, i, aux, buf, tan, n_values, k):
+    """``tangent(ins, i, aux, buf, tan, NV, k)`` of the kernel at ``address``."""
+    signature = _typed("tangent", (ins, i, aux, buf, tan, n_values, k))
+    return signature, lambda c, b, sig, args: _call(c, b, "tangent", sig, args)
+
+
+@intrinsic
+def call_second(typingctx, address, ins, i, aux, buf, tan, adj2, n_values, k, second):
+    """``second(ins, i, aux, buf, tan, adj2, N, k, second)`` of the kernel at ``address``."""
+    signature = _typed("second", (ins, i, aux, buf, tan, adj2, n_values, k, second))
+    return signature, lambda c, b, sig, args: _call(c, b, "second", sig, args)

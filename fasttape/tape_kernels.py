@@ -29,29 +29,34 @@ import threading
 import numpy as np
 from numba import types
 
-from . import adjoint_plan, config, faults, scalar_math, tiers
+from . import adjoint_plan, config, faults, kernel_calls, scalar_math, tiers
 from .codegen import load_generated
 from .families import FAMILIES
 from .jit import jit
-from .kernel_calls import address, call_forward, call_reverse, slot
+from .kernel_calls import address, slot
 from .tape_plan import plan_tape
 from .tape_source import tape_source
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
 MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it: ~6 ms per row)
-ENTRY_POINTS = ("forward", "value_and_grad")
-SIGNATURE = (types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1])  # (ins, aux, buf, fns)
+_INS, _AUX, _BUF, _FNS = types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1]
+SIGNATURES = {
+    "forward": (_INS, _AUX, _BUF, _FNS),  # (ins, aux, buf, fns)
+    "value_and_grad": (_INS, _AUX, _BUF, _FNS),
+    "hvp": (_INS, _AUX, _BUF, _BUF, _BUF, _FNS),  # (ins, aux, buf, tan, adj2, fns): one direction
+}
 LOG = logging.getLogger("fasttape")
 
 
-_NAMESPACE = {**scalar_math.VOCABULARY, "jit": jit, "call_forward": call_forward, "call_reverse": call_reverse}
+_NAMESPACE = {**scalar_math.VOCABULARY, "jit": jit}
+_NAMESPACE.update({f"call_{sweep}": getattr(kernel_calls, f"call_{sweep}") for sweep in kernel_calls.SWEEPS})
 # the family kernels' native entry points, filled in as tapes need them (fasttape.kernel_calls)
-ADDRESSES = np.zeros(2 * len(FAMILIES), dtype=np.int64)
+ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES), dtype=np.int64)
 
 
 def _resolve(families):
     for family in families:
-        for sweep in ("forward", "reverse"):
+        for sweep in kernel_calls.SWEEPS:
             k = slot(family, sweep)
             if not ADDRESSES[k]:
                 ADDRESSES[k] = address(getattr(family.module, sweep), sweep)
@@ -84,12 +89,14 @@ def worth_building(plan) -> bool:
 
 
 class Kernels:
-    """One tape's kernels: ``forward`` and ``value_and_grad`` once built (None before), and the build."""
+    """One tape's kernels: ``forward``, ``value_and_grad`` and ``hvp`` (one direction) once built (None
+    before), and the build."""
 
     def __init__(self):
         self.fns = ADDRESSES  # the last argument of both
         self.forward = None
         self.value_and_grad = None
+        self.hvp = None
         self.calls = 0
         self.state = "cold"  # "queued", "ready", "declined" or "failed"
         self.done = threading.Event()
@@ -153,12 +160,13 @@ def _build(tape):
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
         # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
         module = load_generated(f"fasttape.tape_{digest}", source, _NAMESPACE, filename=f"tape_{digest}.py")
-        for name in ENTRY_POINTS:
+        for name, signature in SIGNATURES.items():
             function = getattr(module, name, None)
             if function is not None:
-                function.compile(SIGNATURE)  # (or loads it from the disk cache)
+                function.compile(signature)  # (or loads it from the disk cache)
         kernels.forward = module.forward
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
+        kernels.hvp = getattr(module, "hvp", None)
         kernels.state = "ready"
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
         kernels.state = "failed"

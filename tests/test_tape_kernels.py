@@ -33,12 +33,19 @@ def user_function(prim):
 
 def both_tiers(f, *args, **trace_options):
     """``f``'s tape replayed by the interpreter and by its own kernels: (tape, interpreted, generated), each
-    ``(value_and_grad, forward)`` (value_and_grad None for a non-scalar output)."""
+    ``(value_and_grad, forward, hvp)`` (value_and_grad and hvp None for a non-scalar output; the HVP's
+    direction a fixed pattern over the differentiated arguments)."""
     tape = ft.trace(f, *args, **trace_options)
+    argnums = trace_options.get("argnums", 0)
+    differentiated = [args[a] for a in argnums] if isinstance(argnums, tuple) else args[argnums]
+    direction = jax.tree_util.tree_map(
+        lambda a: np.cos(np.arange(np.size(a)) + 1.0).reshape(np.shape(a)), differentiated
+    )
 
     def replay():
         vg = tape.value_and_grad(*args) if tape._grad_ok else None
-        return vg, tape(*args)
+        hvp = tape.hvp(*args, direction) if tape._grad_ok else None
+        return vg, tape(*args), hvp
 
     with ft.options(tape_kernels="never"):
         interpreted = replay()
@@ -180,6 +187,9 @@ def test_programs_match_the_interpreter_and_jax(name):
     jax_value, jax_grads = jax.value_and_grad(lambda *a: f(jnp, *a), argnums=argnums)(*args)
     assert_close(value, jax_value, rtol=1e-10)
     assert_tree_close(grads, jax_grads, rtol=1e-10, atol=1e-10)
+    direction = tuple(np.cos(np.arange(a.size) + 1.0).reshape(a.shape) for a in args)
+    jax_hvp = jax.jvp(jax.grad(lambda *a: f(jnp, *a), argnums=argnums), args, direction)[1]
+    assert_tree_close(generated[2], jax_hvp, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["lorenz", "recurrent", "guarded-pendulum"])
@@ -191,7 +201,7 @@ def test_a_loop_recorded_many_times_is_written_once(name):
     covered = periods[0].count * periods[0].length
     assert covered >= 0.8 * tape.ins.shape[0]
     source = tape_kernels.kernel_source(tape)
-    assert source.count("for it in range(") == 3  # the period: forward, and forward and reverse of value_and_grad
+    assert source.count("for it in range(") == 5  # the period: forward, value_and_grad (two), hvp (two)
 
 
 def test_the_code_of_a_period_does_not_grow_with_its_iterations():
@@ -271,3 +281,9 @@ def test_a_tape_recorded_again_loads_its_kernels_from_the_disk_cache():
     first, second = (t._kernels.value_and_grad for t in tapes)
     assert first is not second  # two modules, one source
     assert second.stats.cache_hits, "the second tape compiled its kernels again"
+
+
+def test_a_wrong_choice_of_tier_names_the_choices():
+    with pytest.raises(ValueError, match=r"tape_kernels must be one of \('auto', 'always', 'never'\)"):
+        ft.set_options(tape_kernels="sometimes")
+    assert ft.get_options()["tape_kernels"] in ("auto", "always", "never")
