@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     warm.add_argument("--quiet", action="store_true", help="no progress bar")
     commands.add_parser("cache", help="print the kernel cache directory and whether it holds compiled kernels")
     build = commands.add_parser("build", help="(a build worker's job) compile the named sweeps and entry points")
-    build.add_argument("names", nargs="+", help="sweeps and entry points of fasttape.sweeps")
+    build.add_argument("names", nargs="+", help="sweeps and entry points of fasttape.sweeps, calls:<family>")
     readme = commands.add_parser("readme", help="regenerate the README's primitive list from the declarations")
     readme.add_argument("path", nargs="?", default="README.md", help="the README to update (default: ./README.md)")
     args = parser.parse_args(argv)
@@ -37,9 +37,10 @@ def main(argv=None) -> int:
     if args.command == "build":
         from . import builds
 
-        unknown = [n for n in args.names if n not in builds.SWEEPS and n not in builds.NEEDS]
+        known = builds.SWEEPS + tuple(builds.NEEDS) + builds.FAMILY_CALLS
+        unknown = [n for n in args.names if n not in known]
         if unknown:
-            parser.error(f"unknown kernel(s) {unknown}; known: {builds.SWEEPS + tuple(builds.NEEDS)}")
+            parser.error(f"unknown kernel(s) {unknown}; known: {known}")
         logging.getLogger("fasttape").setLevel(logging.ERROR)
         builds.build_here(args.names)
         return 0

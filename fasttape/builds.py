@@ -24,7 +24,8 @@ import threading
 import numba
 import numpy as np
 
-from . import cache, jit, sweeps
+from . import cache, jit, kernel_calls, sweeps
+from .families import FAMILIES
 from .layout import ROW
 
 # the compiled sweeps the entry points call (second_order_sweep twice: as the HVP's forward-over-reverse
@@ -77,9 +78,18 @@ def sweep_signature(name: str) -> tuple[str, tuple]:
     }[name]
 
 
+# the families' kernels as tapes' own kernels call them, by address (fasttape.kernel_calls): one name each
+FAMILY_CALLS = tuple(f"calls:{f.name}" for f in FAMILIES)
+
+
 def build_here(names) -> None:
-    """Compile (or load) the named sweeps and entry points in this process (a worker's job)."""
+    """Compile (or load) the named sweeps, entry points and family kernels in this process (a worker's job)."""
     for name in names:
+        if name in FAMILY_CALLS:
+            family = FAMILIES[FAMILY_CALLS.index(name)]
+            for sweep in kernel_calls.SWEEPS:
+                kernel_calls.address(getattr(family.module, sweep), sweep)
+            continue
         function, types = sweep_signature(name) if name in SWEEPS else (name, signature(name))
         getattr(sweeps, function).compile(types)
 

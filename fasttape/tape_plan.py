@@ -7,7 +7,8 @@
   instead of one per row); its reverse is one loop too, which recomputes those values and keeps
   the block's own adjoints in locals.  An operand read from inside the block must be exactly the
   output of an earlier row of the block (a view into the middle of one ends the block);
-* a **call** block is one row of any other family, run by that family's compiled kernel;
+* a **call** block is one row of any other family, run by that family's compiled kernel (and a long
+  run of a function NumPy computes with SIMD loops, ``LIBRARY``, run by the elementwise family's);
 * a row of one element (the arithmetic of a Python loop) keeps its value and its adjoint in
   locals: straight-line code, nothing read from or written to the buffer unless another scope
   reads it;
@@ -23,6 +24,7 @@ the rest accumulates), as in the interpreter.  Facts about a body row hold for a
 
 from __future__ import annotations
 
+import ast
 import bisect
 from dataclasses import dataclass, field
 
@@ -44,10 +46,29 @@ from .layout import (
     M_GUARDS,
     M_NGUARDS,
     UNARY,
+    group,
 )
+from .runs import VECTOR_BINARY, VECTOR_RUN, VECTOR_UNARY
 from .tape_periods import Period, find_periods
 
 ELEMENTWISE = UNARY | BINARY
+
+
+_CHEAP_CALLS = {"where", "abs", "sign", "sqrt", "floor", "ceil", "rint", "maximum", "minimum"}  # a few instructions
+
+
+def _costly(prim) -> bool:
+    """Its value calls a library function or raises to a power (tens of cycles per element, or more)."""
+    tree = ast.parse(prim.value or "0", mode="eval")
+    calls = [getattr(node.func, "id", "") for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    return any(name not in _CHEAP_CALLS for name in calls) or any(isinstance(n, ast.Pow) for n in ast.walk(tree))
+
+
+COSTLY = group(lambda p: p.kind in ("unary", "binary", "comparison") and _costly(p))
+# functions whose long runs NumPy computes with SIMD library loops (the interpreter calls them, fasttape.runs),
+# which a generated loop (a scalar libm call per element) cannot match: a row of VECTOR_RUN elements or more
+# of one of these runs as a call of the elementwise family, outside loop blocks
+LIBRARY = (VECTOR_UNARY | VECTOR_BINARY) & ~group(lambda p: p.name in ("abs", "sqrt", "reciprocal"))
 _GRAD = (F_GRAD_A, F_GRAD_B)
 
 
@@ -68,6 +89,7 @@ class Block:
 
 @dataclass
 class Plan:
+    ops: list[int]  # per row: its opcode
     outs: list[int]  # per row: its output's offset
     sizes: list[int]  # per row: its output's size
     elementwise: np.ndarray  # per row
@@ -150,13 +172,13 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     periodic regions (found here when None)."""
     n_rows = ins.shape[0]
     ops = ins[:, C_OP]
-    elementwise = ELEMENTWISE[ops] if n_rows else np.zeros(0, dtype=bool)
+    elementwise = ELEMENTWISE[ops] & ~(LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN)) if n_rows else np.zeros(0, bool)
     outs = ins[:, C_OUT].tolist()
     sizes = ins[:, C_N].tolist()
     flags = ins[:, C_FLAGS].tolist()
     guard_start, n_guards = int(aux[M_GUARDS]), int(aux[M_NGUARDS])
     guards = [(int(aux[guard_start + 2 * g]), bool(aux[guard_start + 2 * g + 1])) for g in range(n_guards)]
-    plan = Plan(outs, sizes, elementwise, guards, find_periods(ins) if periods is None else periods)
+    plan = Plan(ops.tolist(), outs, sizes, elementwise, guards, find_periods(ins) if periods is None else periods)
     ew_rows = [i for i in range(n_rows) if elementwise[i]]
     plan._order = sorted(ew_rows, key=lambda i: outs[i])
     plan._starts = [outs[i] for i in plan._order]
@@ -212,6 +234,7 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
     n_rows = len(plan.outs)
     stored = np.zeros(n_rows, dtype=bool)
     carried = np.zeros(n_rows, dtype=bool)
+    costly = COSTLY
 
     def read_from_buffer(p: int, m: int):
         q = plan.producer_of(p)
@@ -241,6 +264,9 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
                 q = plan.producer_of(p)
                 if q >= 0 and m > 0 and plan.scope(q) != scope:
                     carried[plan.body(q)] = True
+        # a costly value (a function call, a power) that a reverse would compute again is kept instead
+        if plan.elementwise[i] and costly[plan.ops[i]] and (plan.sizes[i] > 1 or plan.period_of[i] >= 0):
+            stored[plan.body(i)] = True
     for p, _ in plan.guards:
         read_from_buffer(p, 1)
     for p, m in caller_reads:

@@ -127,10 +127,22 @@ class _Writer:
             names[name] = f"{name}{i}" if src.startswith("buf") else src
         return names
 
-    def value_lines(self, i: int, loop: bool) -> list[str]:
+    def value_lines(self, i: int, loop: bool, again: bool = False) -> list[str]:
         """``v{i} = formula`` with its operands loaded (buffer reads into locals first); in a
-        forward-over-reverse kernel also its tangent ``u{i}`` when the row is active."""
+        forward-over-reverse kernel also its tangent ``u{i}`` when the row is active.  ``again``: in a
+        reverse, which reads a stored value (and tangent) back instead of computing it again."""
         lines = []
+        active = self.second and self.flags[i] & F_ACTIVE
+        if again and self.plan.stored[i]:
+            lines.append(f"v{i} = {self.at(i, self.plan.outs[i], None, loop)}")
+            if active:
+                lines.append(f"u{i} = {self.at(i, self.plan.outs[i], None, loop, 'tan')}")
+            # (the operands as the formulas below name them)
+            for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
+                src = self.operand(i, k, loop)
+                if src.startswith("buf"):
+                    lines.append(f"{name}{i} = {src}")
+            return lines
         for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
             src = self.operand(i, k, loop)
             if src.startswith("buf"):
@@ -138,7 +150,7 @@ class _Writer:
         prim = PRIMITIVE_BY_OPCODE[self.ops[i]]
         names = self.names(i, loop)
         lines.append(f"v{i} = {_formula(prim.value, names)}")
-        if self.second and self.flags[i] & F_ACTIVE:
+        if active:
             # z' = f_x x' + f_y y' over the differentiated operands
             terms = [f"({_formula(prim.d1[k], names)}) * {self.operand(i, k, loop, 'tan')}"
                      for k in range(len(self.plan.operands[i])) if self.flags[i] & _GRAD[k]]  # fmt: skip
@@ -225,7 +237,7 @@ class _Writer:
             if isinstance(item, tuple):
                 period, body = item
                 lines = [line for block in body if not block.is_call and block.n == 1 for i in block.rows
-                         for line in self.value_lines(i, False)]  # fmt: skip
+                         for line in self.value_lines(i, False, again=True)]  # fmt: skip
                 for block in reversed(body):
                     lines += self.reverse_block(block)
                 out += self.period_loop(period, reverse=True) + _indent(lines)
@@ -392,7 +404,7 @@ class _Writer:
                 accumulators["demoted"].add((p, m))
                 for plane in self.planes:
                     before += self.zero(p, m, plane.array, moves)
-        body = [line for i in block.rows for line in self.value_lines(i, loop=True)]
+        body = [line for i in block.rows for line in self.value_lines(i, loop=True, again=True)]
         block_rows = [set() for _ in self.planes]
         for i in reversed(block.rows):
             body += self.reverse_row(i, True, block_rows, accumulators)

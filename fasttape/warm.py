@@ -1,7 +1,8 @@
 """``python -m fasttape warm``: compile every kernel ahead of time, into the on-disk cache.
 
-First the four sweeps, then the six entry points, are compiled in worker processes, one
-per core (``fasttape.builds``); then each step runs one kind of sweep on a small program
+First the four sweeps, then the six entry points, then the families' kernels as a tape's own
+kernels call them (``fasttape.kernel_calls``), are compiled in worker processes, one per core
+(``fasttape.builds``); then each step runs one kind of sweep on a small program
 that reaches every family (elementwise, select, reductions, cumsum, broadcast, gather,
 matmul), and the two special paths (the scalar code of loops over Python floats, and the
 fused regions of long elementwise chains), loading the kernels the workers built.  With
@@ -99,6 +100,7 @@ def warm(quiet=False, stream=None) -> float:
     if builds.usable():  # the slow part, on every core: sweeps first, then the entry points that link them
         _build_in_workers("sweeps", builds.SWEEPS, quiet, stream, start)
         _build_in_workers("entry points", tuple(builds.NEEDS), quiet, stream, start)
+        _build_in_workers("family kernels", builds.FAMILY_CALLS, quiet, stream, start)  # (for tapes' own kernels)
     with tiers.only("compiled"):
         for i, (label, run) in enumerate(steps):
             if not quiet:
