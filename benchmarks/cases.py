@@ -203,6 +203,7 @@ class Case:
         with ft.options(tape_kernels="always"):
             tape(*self.args)
             tape.value_and_grad(*self.args)
+            tape.hvp(*self.args, self.v)
         return tape
 
     @functools.cached_property

@@ -54,6 +54,7 @@ CALL_COLUMNS = (
     "api_vg",
     "kern_fwd",
     "kern_vg",
+    "kern_hvp",
     "kern_api_vg",
     "fused_vg",
     "jax_jit",
@@ -90,6 +91,7 @@ RATIOS = (
     ("K vg/fwd", "kern_vg", "kern_fwd"),
     ("K/int vg", "kern_vg", "tape_vg"),
     ("K/J vg", "kern_vg", "jax_jit_vg"),
+    ("K/J hvp", "kern_hvp", "jax_jit_hvp"),
     ("K/PT vg", "kern_vg", "pytensor_vg"),
     ("K/fused", "kern_vg", "fused_vg"),
 )
@@ -98,6 +100,7 @@ RATIOS = (
 PEER_COLUMNS = ("kern_api_vg", "api_vg", "jax_jit_vg", "pytensor_vg", "fused_vg")
 ROSENBROCK_10_API_TARGET = 1.5e-6
 LORENZ_KERNELS_VG_TARGET = 20e-6
+LORENZ_KERNELS_HVP_TARGET = 45e-6
 
 LORENZ_VG_TARGET = 60e-6
 ROSENBROCK_10_VG_TARGET = 2e-6
@@ -405,6 +408,22 @@ def targets_of_issue_16(table):
             lambda k, r: (
                 (r["kern_api_vg"] <= ROSENBROCK_10_API_TARGET, f"{r['kern_api_vg'] * 1e6:.2f} µs")
                 if k[:2] == ("rosenbrock", 10)
+                else None
+            ),
+        ),
+        check(
+            "tape kernels' HVP no slower than JAX's",
+            lambda k, r: (
+                (r["kern_hvp"] <= r["jax_jit_hvp"], f"{r['kern_hvp'] / r['jax_jit_hvp']:.2f}x JAX")
+                if "kern_hvp" in r and "jax_jit_hvp" in r
+                else None
+            ),
+        ),
+        check(
+            "Lorenz tape kernels HVP <= 45 µs",
+            lambda k, r: (
+                (r["kern_hvp"] <= LORENZ_KERNELS_HVP_TARGET, f"{r['kern_hvp'] * 1e6:.1f} µs")
+                if k[0] == "lorenz" and "kern_hvp" in r
                 else None
             ),
         ),

@@ -5,7 +5,7 @@ logistic regression, a tanh MLP, softmax cross-entropy and the ADBench GMM objec
 more sizes.  Columns: ``numpy`` (the plain function), ``tape_fwd`` (``tape(*args)``), ``tape_vg``
 (``tape.value_and_grad(*args)``), ``tape_hvp`` (``tape.hvp(*args, v)``, one direction,
 forward-over-reverse), ``api_vg`` (``ft.value_and_grad(f)(*args)`` with its tape cache warm), all in
-the interpreter; ``kern_fwd``, ``kern_vg`` and ``kern_api_vg`` the same with the tape's own kernels
+the interpreter; ``kern_fwd``, ``kern_vg``, ``kern_hvp`` and ``kern_api_vg`` the same with the tape's own kernels
 (``fasttape.tape_kernels``: what a hot tape runs)
 and, when JAX is installed, ``jax_jit`` / ``jax_jit_vg`` / ``jax_jit_hvp``
 (``jit(jvp(grad(f)))``), float64, each call ending in ``block_until_ready``.  Everything is traced,
@@ -21,7 +21,17 @@ import pytest
 
 from .cases import all_cases, case, case_id, describe, first_value, jax_hvp, jax_timed, relative_error, run
 
-FASTTAPE_COLUMNS = ("numpy", "tape_fwd", "tape_vg", "tape_hvp", "api_vg", "kern_fwd", "kern_vg", "kern_api_vg")
+FASTTAPE_COLUMNS = (
+    "numpy",
+    "tape_fwd",
+    "tape_vg",
+    "tape_hvp",
+    "api_vg",
+    "kern_fwd",
+    "kern_vg",
+    "kern_hvp",
+    "kern_api_vg",
+)
 JAX_COLUMNS = ("jax_jit", "jax_jit_vg", "jax_jit_hvp")
 CASES = all_cases()
 IDS = [case_id(*c) for c in CASES]
@@ -39,7 +49,7 @@ def verified(workload, size):
 
 
 def bench_fasttape(benchmark, c, column):
-    extra = {"k": 1} if column == "tape_hvp" else {}
+    extra = {"k": 1} if column in ("tape_hvp", "kern_hvp") else {}
     describe(benchmark, c, column, **extra)
     if column == "numpy":
         fn, args = c.plain()
@@ -47,13 +57,15 @@ def bench_fasttape(benchmark, c, column):
         fn, args = c.tape.hvp, (*c.args, c.v)
     elif column.startswith("kern"):  # the tape's own kernels
         tape = c.kernel_tape
-        fn = {"kern_fwd": tape, "kern_vg": tape.value_and_grad, "kern_api_vg": c.kernel_api}[column]
-        args = c.args
+        fn = {"kern_fwd": tape, "kern_vg": tape.value_and_grad, "kern_hvp": tape.hvp, "kern_api_vg": c.kernel_api}[
+            column
+        ]
+        args = (*c.args, c.v) if column == "kern_hvp" else c.args
         benchmark.extra_info["tier"] = tape._kernels.state  # "ready", or "declined" (then interpreted)
     else:
         fn, args = {"tape_fwd": c.tape, "tape_vg": c.tape.value_and_grad, "api_vg": c.api}[column], c.args
     result = run(benchmark, fn, args, c.rounds)
-    if column == "tape_hvp":
+    if column in ("tape_hvp", "kern_hvp"):
         c.check_hvp(result, c.v)
     else:
         assert first_value(result) == pytest.approx(c.value, rel=1e-12)

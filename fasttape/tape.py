@@ -186,6 +186,7 @@ class Tape:
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
         self._grad_ok = self._scalar_out and self._out_kind == "f"
         self._kernels = tape_kernels.Kernels()  # its own compiled sweeps, once it is hot
+        self._io_shape = self._args[0].leaves[0].shape if len(self._args) == 1 and self._all_simple else None
 
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
@@ -334,6 +335,20 @@ class Tape:
 
     def _value_and_grad(self, args):
         """(value, grads, aux) or None when a guard fails."""
+        io = self._kernels.value_and_grad_io
+        if io is not None and len(args) == 1:  # one float64 array in, its gradient out: the kernel copies both
+            x = args[0]
+            if type(x) is np.ndarray and x.dtype is _F64 and x.shape == self._io_shape:
+                ws = self._take_workspace()
+                try:
+                    g = np.empty(self._io_shape)
+                    if io(self.ins, self.aux, ws.buf, self._kernels.fns, x, g):
+                        return ws.buf[self._out_position], g, None
+                    return None
+                except TypeError:  # a layout it was not compiled for (non-contiguous): the general path
+                    pass
+                finally:
+                    self._return_workspace(ws)
         if not self._grad_ok:
             self._raise_non_scalar()
         ws = self._take_workspace()

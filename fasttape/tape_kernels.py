@@ -77,9 +77,18 @@ def _plan(tape):
     return plan_tape(tape.ins, tape.aux, ranges, written, caller, out), written, out
 
 
+def _single(tape):
+    """(offset, size, shape) of a tape's one float array argument, when it has no other and no aux."""
+    if tape._single_grad and len(tape._args) == 1 and not tape.has_aux and tape._grad_ok:
+        leaf = tape._args[0].leaves[0]
+        return leaf.offset, leaf.size, leaf.shape
+    return None
+
+
 def _source(planned, tape) -> tuple[str, set]:
     plan, written, out = planned
-    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name)
+    single = _single(tape)
+    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, single and single[:2])
 
 
 def worth_building(plan) -> bool:
@@ -97,6 +106,7 @@ class Kernels:
         self.forward = None
         self.value_and_grad = None
         self.hvp = None
+        self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
         self.calls = 0
         self.state = "cold"  # "queued", "ready", "declined" or "failed"
         self.done = threading.Event()
@@ -164,6 +174,12 @@ def _build(tape):
             function = getattr(module, name, None)
             if function is not None:
                 function.compile(signature)  # (or loads it from the disk cache)
+        single = _single(tape)
+        if single is not None:
+            array = types.Array(types.float64, len(single[2]), "C")
+            module.value_and_grad_io.compile((*SIGNATURES["forward"], array, array))
+            module.value_and_grad_io.disable_compile()  # another layout: the general path, never a compile
+            kernels.value_and_grad_io = module.value_and_grad_io
         kernels.forward = module.forward
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.hvp = getattr(module, "hvp", None)

@@ -287,3 +287,30 @@ def test_a_wrong_choice_of_tier_names_the_choices():
     with pytest.raises(ValueError, match=r"tape_kernels must be one of \('auto', 'always', 'never'\)"):
         ft.set_options(tape_kernels="sometimes")
     assert ft.get_options()["tape_kernels"] in ("auto", "always", "never")
+
+
+def test_one_array_in_and_its_gradient_out_through_the_kernel():
+    """A tape of one array argument copies it in and its gradient out inside its kernel; any other layout,
+    shape or branch takes the general path, with the same results and errors."""
+
+    def f(x):
+        s = np.sum(np.sin(x) * x)
+        return s * s if s > 0 else -s
+
+    x = np.linspace(0.1, 1.0, 12).reshape(3, 4)
+    with ft.options(tape_kernels="never"):
+        expected = ft.value_and_grad(f)(x)
+        expected_negative = ft.value_and_grad(f)(-x)
+        expected_strided = ft.value_and_grad(f)(np.asfortranarray(x))
+    g = ft.value_and_grad(f)
+    with ft.options(tape_kernels="always"):
+        g(x)
+    tape = g.tape(x)
+    assert tape._kernels.value_and_grad_io is not None
+    assert_same(expected, g(x))
+    assert_same(expected, g(x.copy()))
+    assert_same(expected_strided, g(np.asfortranarray(x)))  # (not C-contiguous: the general path)
+    assert_same(expected_negative, g(-x))  # the other branch: a second tape
+    assert_same(expected, g(x))
+    with pytest.raises(InputSignatureError):
+        tape.value_and_grad(np.ones(5))
