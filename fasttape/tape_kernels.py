@@ -1,8 +1,8 @@
 """Per-tape kernels, the tier: a hot tape gets compiled sweeps of its own, built in the background.
 
 Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy executor while
-that loads).  When one of its entry points (``forward``, ``value_and_grad``) has been called
-``HOT_CALLS`` times, a background thread writes the tape's own kernels (``fasttape.tape_plan``,
+that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``value_and_grad`` and
+one-direction ``hvp`` calls together), a background thread writes the tape's own kernels (``fasttape.tape_plan``,
 ``fasttape.tape_source``) and compiles them with Numba; the calls after that run them.  Nothing
 waits for the build, and the switch is invisible: the same buffers, the same guards, the same
 errors, the same results to rounding (a fused loop may add a gradient's contributions in another
@@ -102,7 +102,7 @@ class Kernels:
     before), and the build."""
 
     def __init__(self):
-        self.fns = ADDRESSES  # the last argument of both
+        self.fns = ADDRESSES  # an argument of every kernel
         self.forward = None
         self.value_and_grad = None
         self.hvp = None
@@ -125,9 +125,10 @@ def enabled() -> bool:
     choice = config.tape_kernels()
     if choice == "never" or faults.INSTRUMENTED or tiers.mode() == "executor":
         return False
-    return choice == "always" or all(tiers.status()[name] == "compiled" for name in ("run_value_and_grad",))
+    return choice == "always" or tiers.status()["run_value_and_grad"] == "compiled"
 
 
+_MODULES: dict = {}  # the kernels built in this process, by the name their source's hash gives them
 _QUEUE: queue.SimpleQueue = queue.SimpleQueue()
 _WORKER: list = []
 _LOCK = threading.Lock()
@@ -168,8 +169,11 @@ def _build(tape):
         source, families = _source(planned, tape)
         _resolve(families)
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-        # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
-        module = load_generated(f"fasttape.tape_{digest}", source, _NAMESPACE, filename=f"tape_{digest}.py")
+        name = f"fasttape.tape_{digest}"
+        module = _MODULES.get(name)  # a tape of the same structure, built before in this process
+        if module is None:
+            # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
+            module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
         for name, signature in SIGNATURES.items():
             function = getattr(module, name, None)
             if function is not None:
@@ -180,6 +184,7 @@ def _build(tape):
             module.value_and_grad_io.compile((*SIGNATURES["forward"], array, array))
             module.value_and_grad_io.disable_compile()  # another layout: the general path, never a compile
             kernels.value_and_grad_io = module.value_and_grad_io
+        _MODULES[name] = module
         kernels.forward = module.forward
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.hvp = getattr(module, "hvp", None)
