@@ -109,7 +109,15 @@ def signature_key(args, kind="transform", static_argnums=()):
         return tuple([a.shape for a in args])  # the common case, kept cheap
     if all(type(a) is np.ndarray and a.dtype.kind in "fiu" for a in args):  # float arrays and integer labels
         return ("arrays",) + tuple([(a.shape, a.dtype.kind == "f") for a in args])
-    return _general_key(args, kind, static_argnums)
+    parts = []  # float arrays and tuples or lists of them (parameters): kept cheap too
+    for a in args:
+        if type(a) is np.ndarray and a.dtype.kind == "f":
+            parts.append(a.shape)
+        elif (type(a) is tuple or type(a) is list) and all(type(b) is np.ndarray and b.dtype.kind == "f" for b in a):
+            parts.append((type(a), tuple([b.shape for b in a])))
+        else:
+            return _general_key(args, kind, static_argnums)
+    return ("sequences",) + tuple(parts)
 
 
 def _general_key(args, kind, static_argnums):

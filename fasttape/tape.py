@@ -62,9 +62,13 @@ class ArgSpec:
     leaves: list[Leaf]
     differentiable: bool
     simple: bool = field(init=False)  # the argument is one plain array
+    sequence: type | None = field(init=False)  # tuple or list when it is one of float arrays, nothing nested
 
     def __post_init__(self):
         self.simple = self.treedef.num_leaves == 1 and self.treedef.num_nodes == 1 and self.leaves[0].kind == "array"
+        flat = self.treedef.num_nodes == self.treedef.num_leaves + 1 and self.treedef.type in (tuple, list)
+        arrays = all(leaf.kind == "array" for leaf in self.leaves)
+        self.sequence = self.treedef.type if flat and arrays and self.leaves else None
 
 
 def _flatten(tree):
@@ -224,6 +228,13 @@ class Tape:
                 if arg.shape != view.shape:
                     raise self._shape_error(spec.leaves[0], arg.shape)
                 view[...] = arg
+                continue
+            if type(arg) is spec.sequence and len(arg) == len(spec.leaves):  # a tuple or list of float arrays
+                for value, leaf, view in zip(arg, spec.leaves, ws.inputs[i]):
+                    if type(value) is np.ndarray and value.dtype is _F64 and value.shape == view.shape:
+                        view[...] = value
+                    else:
+                        self._write_leaf(value, leaf, spec.differentiable, view)
                 continue
             leaves, treedef = _flatten(arg)
             if treedef != spec.treedef:
