@@ -270,6 +270,18 @@ def _hvp_one_array(tape: Tape, args, v):
     off, size = leaf.offset, leaf.size
     ws = tape._take_workspace()
     try:
+        io = tape._kernels.hvp_io
+        if io is not None and not multi and len(args) == 1 and v.dtype is _F64:  # the kernel copies x, v and H v
+            x = args[0]
+            if type(x) is np.ndarray and x.dtype is _F64 and x.shape == leaf.shape:
+                hv = np.empty(leaf.shape)
+                tan, adj2 = ws.direction_buffers(1, N)
+                try:
+                    if not io(tape.ins, tape.aux, ws.buf, tan, adj2, tape._kernels.fns, x, v, hv):
+                        raise tape._branch_error()
+                    return hv
+                except TypeError:  # a layout it was not compiled for: the general path
+                    pass
         tape._bind(args, ws)
         tan, adj2 = ws.direction_buffers(k, N)
         if k == 1:

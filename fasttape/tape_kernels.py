@@ -107,6 +107,7 @@ class Kernels:
         self.value_and_grad = None
         self.hvp = None
         self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
+        self.hvp_io = None  # (the same) x and a direction in, H v out
         self.calls = 0
         self.state = "cold"  # "queued", "ready", "declined" or "failed"
         self.done = threading.Event()
@@ -182,8 +183,10 @@ def _build(tape):
         if single is not None:
             array = types.Array(types.float64, len(single[2]), "C")
             module.value_and_grad_io.compile((*SIGNATURES["forward"], array, array))
-            module.value_and_grad_io.disable_compile()  # another layout: the general path, never a compile
-            kernels.value_and_grad_io = module.value_and_grad_io
+            module.hvp_io.compile((*SIGNATURES["hvp"], array, array, array))
+            for function in (module.value_and_grad_io, module.hvp_io):
+                function.disable_compile()  # another layout: the general path, never a compile
+            kernels.value_and_grad_io, kernels.hvp_io = module.value_and_grad_io, module.hvp_io
         _MODULES[name] = module
         kernels.forward = module.forward
         kernels.value_and_grad = getattr(module, "value_and_grad", None)

@@ -294,14 +294,16 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
     shape or branch takes the general path, with the same results and errors."""
 
     def f(x):
-        s = np.sum(np.sin(x) * x)
-        return s * s if s > 0 else -s
+        s = np.sum(np.sin(x))
+        return s * np.sum(x * x) if s > 0 else -s
 
     x = np.linspace(0.1, 1.0, 12).reshape(3, 4)
+    v = np.cos(np.arange(12.0)).reshape(3, 4)
     with ft.options(tape_kernels="never"):
         expected = ft.value_and_grad(f)(x)
         expected_negative = ft.value_and_grad(f)(-x)
         expected_strided = ft.value_and_grad(f)(np.asfortranarray(x))
+        expected_hvp = ft.trace(f, x).hvp(x, v)
     g = ft.value_and_grad(f)
     with ft.options(tape_kernels="always"):
         g(x)
@@ -314,3 +316,8 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
     assert_same(expected, g(x))
     with pytest.raises(InputSignatureError):
         tape.value_and_grad(np.ones(5))
+    assert tape._kernels.hvp_io is not None
+    assert_same(expected_hvp, tape.hvp(x, v))
+    assert_same(expected_hvp, tape.hvp(np.asfortranarray(x), np.asfortranarray(v)))  # (the general path)
+    with pytest.raises(BranchChangedError):
+        tape.hvp(-x, v)
