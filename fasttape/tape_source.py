@@ -1,8 +1,10 @@
-"""Per-tape kernels, the code: a tape's own forward and ``value_and_grad`` as Numba source.
+"""Per-tape kernels, the code: a tape's own forward, ``value_and_grad`` and HVP as Numba source.
 
-From a ``fasttape.tape_plan.Plan`` this writes one module with two functions,
-``forward(ins, aux, buf, fns)`` and ``value_and_grad(ins, aux, buf, fns)``, each returning False
-when a recorded branch is not taken.  Every offset, length and flag of the tape is a constant of
+From a ``fasttape.tape_plan.Plan`` this writes one module: ``forward(ins, aux, buf, fns)``,
+``value_and_grad(ins, aux, buf, fns)`` and ``hvp(ins, aux, buf, tangents, adj2, fns)`` (one
+direction, forward-over-reverse), each returning False when a recorded branch is not taken, and
+for a tape of one array argument the same two with that argument (and the direction) copied in
+and the result copied out.  Every offset, length and flag of the tape is a constant of
 the source, so there is no dispatch per instruction: an elementwise row is its declaration's
 formula written out, a loop block one ``for j`` loop, a one-element row a line of straight-line
 code on locals, a period one loop over its iterations (offsets ``+ base``), and every other row a
