@@ -72,12 +72,18 @@ def bench(session):
 
 @nox.session(python=None)
 def oracle(session):
-    """The oracle's full matrix (thorough profile): every primitive × derivative kind against JAX and FD."""
+    """The oracle's full matrix (thorough profile): every primitive × derivative kind against JAX and FD, in
+    the compiled interpreter; then the quick profile with every tape on its own kernels (fasttape.tape_kernels,
+    built at each tape's first call: compiling one per case makes this pass slower than its size suggests)."""
     session.install("-e", ".[test]")
     jobs = str(os.cpu_count() or 1)  # the oracle's checks run on a pool of processes
     session.run(
         "python", "-m", "oracle", "--profile", "thorough", "--jobs", jobs, "--json", "oracle-report.json",
         *session.posargs, env={"FASTTAPE_TIERS": "compiled"},
+    )  # fmt: skip
+    session.run(
+        "python", "-m", "oracle", "--profile", "quick", "--jobs", jobs, "--json", "oracle-report-tape-kernels.json",
+        *session.posargs, env={"FASTTAPE_TIERS": "compiled", "FASTTAPE_TAPE_KERNELS": "always"},
     )  # fmt: skip
 
 
