@@ -293,6 +293,8 @@ def _broadcast_jvp(ins, tangents):
 # --------------------------------------------------------------------------
 def _pool(rec: Recorder, start: int, count: int) -> np.ndarray:
     """The positions a gather reads (absolute buffer offsets), from the recorder's pool."""
+    if count == 0:  # an empty gather reads nothing (its empty block may share its start with the next one)
+        return np.zeros(0, dtype=np.int64)
     pos = rec.pool_len
     for block in reversed(rec.pool):
         pos -= block.size

@@ -266,3 +266,20 @@ def test_value_grad_and_hvp_inside_a_traced_function_matches_jax():
 
     x = np.array([0.3, 1.2])
     assert_close(ft.grad(outer)(x, ft, np), jax.grad(lambda x: outer(x, jax, jnp))(x))
+
+
+def test_an_empty_gather_inside_a_nested_jvp_finds_its_empty_positions():
+    """An empty gather's pool block starts where the next block does (the oracle's random programs found
+    a nested JVP that could not record one)."""
+
+    def f(x):
+        empty = np.concatenate([x[:, :0], x[:, :0]], axis=1)  # a gather of no positions
+        return np.sum(np.tanh(np.concatenate([x, x], axis=1))) + np.sum(empty)
+
+    x = np.array([[0.3, -0.7, 1.1]])
+    v = np.array([[1.0, 0.5, -2.0]])
+    inner = lambda y: ft.jvp(f, (y,), (v,))[1]  # noqa: E731
+    got = ft.grad(inner)(x)
+    doubled = lambda z: jnp.sum(jnp.tanh(jnp.concatenate([z, z], axis=1)))  # noqa: E731
+    expected = jax.grad(lambda y: jax.jvp(doubled, (y,), (v,))[1])(x)
+    assert_close(got, expected)
