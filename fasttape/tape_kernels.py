@@ -172,20 +172,22 @@ def _build(tape):
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
         name = f"fasttape.tape_{digest}"
         module = _MODULES.get(name)  # a tape of the same structure, built before in this process
-        if module is None:
+        fresh = module is None
+        if fresh:
             # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
             module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
-        for name, signature in SIGNATURES.items():
-            function = getattr(module, name, None)
+        for entry, signature in SIGNATURES.items():
+            function = getattr(module, entry, None)
             if function is not None:
                 function.compile(signature)  # (or loads it from the disk cache)
         single = _single(tape)
         if single is not None:
-            array = types.Array(types.float64, len(single[2]), "C")
-            module.value_and_grad_io.compile((*SIGNATURES["forward"], array, array))
-            module.hvp_io.compile((*SIGNATURES["hvp"], array, array, array))
-            for function in (module.value_and_grad_io, module.hvp_io):
-                function.disable_compile()  # another layout: the general path, never a compile
+            if fresh:
+                array = types.Array(types.float64, len(single[2]), "C")
+                module.value_and_grad_io.compile((*SIGNATURES["forward"], array, array))
+                module.hvp_io.compile((*SIGNATURES["hvp"], array, array, array))
+                for function in (module.value_and_grad_io, module.hvp_io):
+                    function.disable_compile()  # another layout: the general path, never a compile
             kernels.value_and_grad_io, kernels.hvp_io = module.value_and_grad_io, module.hvp_io
         _MODULES[name] = module
         kernels.forward = module.forward

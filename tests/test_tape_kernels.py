@@ -274,13 +274,16 @@ def test_a_tape_recorded_again_loads_its_kernels_from_the_disk_cache():
     if not cache.ENABLED:
         pytest.skip("the disk cache is off")
     f, args = PROGRAMS["scalar-loop"]
-    tapes = [ft.trace(lambda x: f(np, x), *args) for _ in range(2)]
+    tapes = [ft.trace(lambda x: f(np, x), *args) for _ in range(3)]
     with ft.options(tape_kernels="always"):
-        for tape in tapes:
-            tape.value_and_grad(*args)
-    first, second = (t._kernels.value_and_grad for t in tapes)
+        tapes[0].value_and_grad(*args)
+        tape_kernels._MODULES.clear()  # as in a new process: only the disk cache holds the kernels
+        tapes[1].value_and_grad(*args)
+        tapes[2].value_and_grad(*args)  # the same structure again in this process: the same module
+    first, second, third = (t._kernels.value_and_grad for t in tapes)
     assert first is not second  # two modules, one source
     assert second.stats.cache_hits, "the second tape compiled its kernels again"
+    assert third is second
 
 
 def test_a_wrong_choice_of_tier_names_the_choices():
