@@ -10,8 +10,9 @@ Two programs with 28 inputs, the size of GradBench's hand-tracking pose:
   over every direction at once (28 times the forward's multiply-adds: no method does fewer).
 
 Columns: ``dir_ft_fwd`` (the tape's forward), ``dir_ft_jvp`` (``tape.jvp`` with 28 directions in
-one sweep), ``dir_ft_jacfwd`` (``ft.jacfwd``), ``dir_jax_fwd`` and ``dir_jax_jacfwd`` (``jax.jit``,
-blocked).  The report divides each sweep by its own forward.
+one sweep), ``dir_ft_jacfwd`` (``ft.jacfwd``), the same three on the tape's own kernels
+(``dir_kern_*``, ``fasttape.tape_kernels``: a hot tape's tier), ``dir_jax_fwd`` and
+``dir_jax_jacfwd`` (``jax.jit``, blocked).  The report divides each sweep by its own forward.
 """
 
 import numpy as np
@@ -52,7 +53,9 @@ THETA = RNG.normal(size=K) * 0.3
 
 
 @pytest.mark.parametrize("row", list(PROGRAMS))
-@pytest.mark.parametrize("column", ("ft_fwd", "ft_jvp", "ft_jacfwd", "jax_fwd", "jax_jacfwd"))
+@pytest.mark.parametrize(
+    "column", ("ft_fwd", "ft_jvp", "ft_jacfwd", "kern_fwd", "kern_jvp", "kern_jacfwd", "jax_fwd", "jax_jacfwd")
+)
 def test_directions(benchmark, request, column, row):
     program = PROGRAMS[row]
     benchmark.group = f"directions {row}"
@@ -67,13 +70,17 @@ def test_directions(benchmark, request, column, row):
                                        atol=1e-12)  # fmt: skip
         return
     tape = ft.trace(lambda x: program(x, np), THETA)
+    jacfwd = ft.jacfwd(lambda x: program(x, np))
+    if column.startswith("kern"):  # the tape's own kernels, built before the timing
+        with ft.options(tape_kernels="always"):
+            tape(THETA), tape.jvp((THETA,), np.eye(K)), jacfwd(THETA)
     fn = {
-        "ft_fwd": lambda x: tape(x),
-        "ft_jvp": lambda x: tape.jvp((x,), np.eye(K)),
-        "ft_jacfwd": ft.jacfwd(lambda x: program(x, np)),
-    }[column]
+        "fwd": lambda x: tape(x),
+        "jvp": lambda x: tape.jvp((x,), np.eye(K)),
+        "jacfwd": jacfwd,
+    }[column.split("_")[1]]
     result = run(benchmark, fn, (THETA,))
-    if column == "ft_jvp":  # the 28 directions' tangents against central differences along each
+    if column.endswith("_jvp"):  # the 28 directions' tangents against central differences along each
         h = 1e-6
         for d in (0, 13, 27):
             e = np.eye(K)[d]

@@ -184,7 +184,7 @@ def jvp(tape: Tape, args, tangents):
         tape._bind(args, ws)
         tan = ws.tangents(k, N)
         _seed(tape, tan, matrix)
-        if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k):
+        if not _run_jvp(tape, ws.buf, tan, k):
             raise tape._branch_error()
         out = tape._outputs_of(ws.buf)
         leaves = []
@@ -199,6 +199,17 @@ def jvp(tape: Tape, args, tangents):
     if tape.has_aux:
         return out, tangent_out, aux
     return out, tangent_out
+
+
+def _run_jvp(tape: Tape, buf, tan, k) -> bool:
+    """The forward and k tangent sweeps: the tape's own kernel once it is built (``fasttape.tape_kernels``),
+    else the interpreter's; False when a guard fails."""
+    kernels = tape._kernels
+    if kernels.jvp is None:
+        kernels.called(tape)
+    if kernels.jvp is not None:
+        return kernels.jvp(tape.ins, tape.aux, buf, tan, k, kernels.fns)
+    return tiers.run_jvp(tape.ins, tape.code, tape.aux, buf, tan, k)
 
 
 # --------------------------------------------------------------------------
@@ -395,7 +406,7 @@ def _forward_block(tape: Tape, ws: _Workspace, J, start: int, kb: int):
     seeds[np.arange(kb), start + np.arange(kb)] = 1.0
     tan = ws.tangents(kb, N)
     _seed(tape, tan, seeds)
-    if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, kb):
+    if not _run_jvp(tape, ws.buf, tan, kb):
         raise tape._branch_error()
     J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
 

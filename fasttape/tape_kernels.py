@@ -1,9 +1,9 @@
 """Per-tape kernels, the tier: a hot tape gets compiled sweeps of its own, built in the background.
 
 Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy executor while
-that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``value_and_grad`` and
-one-direction ``hvp`` calls together), a background thread writes the tape's own kernels (``fasttape.tape_plan``,
-``fasttape.tape_source``) and compiles them with Numba; the calls after that run them.  Nothing
+that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``jvp``, ``value_and_grad``
+and one-direction ``hvp`` calls together), a background thread writes the tape's own kernels
+(``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles them with Numba; the calls after that run them.  Nothing
 waits for the build, and the switch is invisible: the same buffers, the same guards, the same
 errors, the same results to rounding (a fused loop may add a gradient's contributions in another
 order).
@@ -42,13 +42,14 @@ MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it
 _INS, _AUX, _BUF, _FNS = types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1]
 SIGNATURES = {
     "forward": (_INS, _AUX, _BUF, _FNS),  # (ins, aux, buf, fns)
+    "jvp": (_INS, _AUX, _BUF, _BUF, types.int64, _FNS),  # (ins, aux, buf, tangents, k, fns)
     "value_and_grad": (_INS, _AUX, _BUF, _FNS),
     "hvp": (_INS, _AUX, _BUF, _BUF, _BUF, _FNS),  # (ins, aux, buf, tan, adj2, fns): one direction
 }
 LOG = logging.getLogger("fasttape")
 
 
-_NAMESPACE = {**scalar_math.VOCABULARY, "jit": jit}
+_NAMESPACE = {**scalar_math.VOCABULARY, "jit": jit, "np": np}
 _NAMESPACE.update({f"call_{sweep}": getattr(kernel_calls, f"call_{sweep}") for sweep in kernel_calls.SWEEPS})
 # the family kernels' native entry points, filled in as tapes need them (fasttape.kernel_calls)
 ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES), dtype=np.int64)
@@ -98,12 +99,13 @@ def worth_building(plan) -> bool:
 
 
 class Kernels:
-    """One tape's kernels: ``forward``, ``value_and_grad`` and ``hvp`` (one direction) once built (None
-    before), and the build."""
+    """One tape's kernels: ``forward``, ``jvp``, ``value_and_grad`` and ``hvp`` (one direction) once built
+    (None before), and the build."""
 
     def __init__(self):
         self.fns = ADDRESSES  # an argument of every kernel
         self.forward = None
+        self.jvp = None  # k directions (tangents direction-major, as the interpreter's)
         self.value_and_grad = None
         self.hvp = None
         self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
@@ -191,6 +193,7 @@ def _build(tape):
             kernels.value_and_grad_io, kernels.hvp_io = module.value_and_grad_io, module.hvp_io
         _MODULES[name] = module
         kernels.forward = module.forward
+        kernels.jvp = module.jvp
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.hvp = getattr(module, "hvp", None)
         kernels.state = "ready"

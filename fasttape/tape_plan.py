@@ -6,7 +6,9 @@
   ``j`` computes all of them, their values held in locals of the loop body (one pass over memory
   instead of one per row); its reverse is one loop too, which recomputes those values and keeps
   the block's own adjoints in locals.  An operand read from inside the block must be exactly the
-  output of an earlier row of the block (a view into the middle of one ends the block);
+  output of an earlier row of the block (a view into the middle of one ends the block).  A ``sum``
+  of all of one such output (outside periods) ends the block as its last row, *fused*: added up in
+  the loop, and its adjoint handed to every element in the reverse loop;
 * a **call** block is one row of any other family, run by that family's compiled kernel (and a long
   run of a function NumPy computes with SIMD loops, ``LIBRARY``, run by the elementwise family's);
 * a row of one element (the arithmetic of a Python loop) keeps its value and its adjoint in
@@ -47,9 +49,12 @@ from .layout import (
     M_NGUARDS,
     UNARY,
     group,
+    opcode,
 )
 from .runs import VECTOR_BINARY, VECTOR_RUN, VECTOR_UNARY
 from .tape_periods import Period, find_periods
+
+OP_SUM = opcode("sum")
 
 ELEMENTWISE = UNARY | BINARY
 
@@ -57,14 +62,14 @@ ELEMENTWISE = UNARY | BINARY
 _CHEAP_CALLS = {"where", "abs", "sign", "sqrt", "floor", "ceil", "rint", "maximum", "minimum"}  # a few instructions
 
 
-def _costly(prim) -> bool:
-    """Its value calls a library function or raises to a power (tens of cycles per element, or more)."""
-    tree = ast.parse(prim.value or "0", mode="eval")
+def costly(expr: str) -> bool:
+    """A formula that calls a library function or raises to a power (tens of cycles per element, or more)."""
+    tree = ast.parse(expr or "0", mode="eval")
     calls = [getattr(node.func, "id", "") for node in ast.walk(tree) if isinstance(node, ast.Call)]
     return any(name not in _CHEAP_CALLS for name in calls) or any(isinstance(n, ast.Pow) for n in ast.walk(tree))
 
 
-COSTLY = group(lambda p: p.kind in ("unary", "binary", "comparison") and _costly(p))
+COSTLY = group(lambda p: p.kind in ("unary", "binary", "comparison") and costly(p.value))
 # functions whose long runs NumPy computes with SIMD library loops (the interpreter calls them, fasttape.runs),
 # which a generated loop (a scalar libm call per element) cannot match: a row of VECTOR_RUN elements or more
 # of one of these runs as a call of the elementwise family, outside loop blocks
@@ -99,17 +104,30 @@ class Plan:
     producer: list = field(default_factory=list)  # per elementwise row's operand: the producing elementwise row, or -1
     blocks: list = field(default_factory=list)
     block_of: np.ndarray = None  # per row: the index of its block
+    fused: np.ndarray = None  # per row: a sum added up in its loop block's loop (the block's last row)
     period_of: np.ndarray = None  # per row: the index of its period, or -1
     stored: np.ndarray = None  # per row: the forward writes its value to the buffer
     carried: np.ndarray = None  # per row: its adjoint lives in the buffer (see the module docstring)
+    caller_reads: list = field(default_factory=list)  # the (offset, size) ranges the caller reads after a sweep
     _starts: list = field(default_factory=list)  # the elementwise rows' output offsets, sorted
     _order: list = field(default_factory=list)  # the elementwise rows in that order
+    _all_starts: list = field(default_factory=list)  # every row's output offset, sorted
+    _all_order: list = field(default_factory=list)  # the rows in that order
 
     def producer_of(self, p: int) -> int:
         """The elementwise row whose output holds position ``p``, or -1."""
         k = bisect.bisect_right(self._starts, p) - 1
         if k >= 0:
             q = self._order[k]
+            if p < self.outs[q] + self.sizes[q]:
+                return q
+        return -1
+
+    def row_of(self, p: int) -> int:
+        """The row (of any family) whose output holds position ``p``, or -1 (an input or a constant)."""
+        k = bisect.bisect_right(self._all_starts, p) - 1
+        if k >= 0:
+            q = self._all_order[k]
             if p < self.outs[q] + self.sizes[q]:
                 return q
         return -1
@@ -184,26 +202,40 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     plan._starts = [outs[i] for i in plan._order]
     plan.operands = [()] * n_rows
     plan.producer = [()] * n_rows
-    for i in ew_rows:
-        plan.operands[i] = _operands(ins, i)
+    for i in range(n_rows):  # (a LIBRARY row's too: a tangent pass writes its loop, fasttape.tape_source)
+        if ELEMENTWISE[ops[i]]:
+            plan.operands[i] = _operands(ins, i)
+    plan._all_order = sorted(range(n_rows), key=lambda i: (outs[i], sizes[i]))  # (an empty row first)
+    plan._all_starts = [outs[i] for i in plan._all_order]
+    plan.caller_reads = list(caller_reads)
+    for i in range(n_rows):
         plan.producer[i] = tuple(plan.producer_of(p) for p, _ in plan.operands[i])
     plan.period_of = np.full(n_rows, -1, dtype=np.int64)
     breaks = set()  # rows that start a block: every iteration of a period, and the row after it
     for k, period in enumerate(plan.periods):
         plan.period_of[period.start : period.stop] = k
         breaks.update(range(period.start, period.stop + 1, period.length))
-    _blocks(plan, breaks)
+    plan.fused = np.zeros(n_rows, dtype=bool)
+    _blocks(plan, breaks, ins)
     _storage(plan, flags, family_reads, family_writes, caller_reads)
     if seeded >= 0 and plan.producer_of(seeded) >= 0:
         plan.carried[plan.body(plan.producer_of(seeded))] = True  # its adjoint starts as the seed, in the buffer
     return plan
 
 
-def _blocks(plan: Plan, breaks):
+def _blocks(plan: Plan, breaks, ins):
     n_rows = len(plan.outs)
     blocks = plan.blocks
     start, n = 0, None  # the open loop block
     for i in range(n_rows):
+        if n is not None and n > 1 and _ends_with_sum(plan, ins, i, start, breaks):
+            # the sum of a value of the open block: added up in its loop (and its adjoint a local of the reverse)
+            plan.fused[i] = True
+            plan.operands[i] = (_operands(ins, i)[0],)
+            plan.producer[i] = (plan.producer_of(plan.operands[i][0][0]),)
+            blocks.append(Block(start, i + 1, n))
+            n = None
+            continue
         if not plan.elementwise[i]:
             if n is not None:
                 blocks.append(Block(start, i, n))
@@ -229,6 +261,15 @@ def _blocks(plan: Plan, breaks):
         plan.block_of[block.start : block.stop] = b
 
 
+def _ends_with_sum(plan: Plan, ins, i: int, start: int, breaks) -> bool:
+    """Row i sums every element of the output of a row of the open loop block (from ``start``), outside
+    periods."""
+    if plan.ops[i] != OP_SUM or plan.sizes[i] != 1 or i in breaks or plan.period_of[i] >= 0:
+        return False
+    q = plan.producer_of(int(ins[i, C_A]))
+    return start <= q < i and int(ins[i, C_A]) == plan.outs[q] and int(ins[i, C_NA]) == plan.sizes[q]
+
+
 def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
     """``stored`` and ``carried``, decided on every row (every iteration) and held by the body rows."""
     n_rows = len(plan.outs)
@@ -244,7 +285,7 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
 
     for i in range(n_rows):
         scope = plan.scope(i)
-        if plan.elementwise[i]:
+        if plan.elementwise[i] or plan.fused[i]:
             active = flags[i] & F_ACTIVE
             body = plan.body(i)
             for k in range(len(plan.operands[i])):

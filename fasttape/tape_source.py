@@ -1,6 +1,7 @@
 """Per-tape kernels, the code: a tape's own forward, ``value_and_grad`` and HVP as Numba source.
 
 From a ``fasttape.tape_plan.Plan`` this writes one module: ``forward(ins, aux, buf, fns)``,
+``jvp(ins, aux, buf, tangents_all, k, fns)`` (k directions, one after another),
 ``value_and_grad(ins, aux, buf, fns)`` and ``hvp(ins, aux, buf, tangents, adj2, fns)`` (one
 direction, forward-over-reverse), each returning False when a recorded branch is not taken, and
 for a tape of one array argument the same two with that argument (and the direction) copied in
@@ -13,14 +14,20 @@ declarations' and the families' own; nothing is restated.
 
 The reverse follows the tape's adjoint plan (``fasttape.adjoint_plan``): the same runs are zeroed
 and a row with ``F_INIT`` assigns, except where a loop block writes one adjoint through two
-different views (``x[1:]`` and ``x[:-1]``): there the assigning view is zeroed before the loop
-and accumulates, since the loop interleaves the two.  Adjoints kept in locals reach the buffer
-just before a family kernel adds to them.
+different views.  Views a few elements apart (``x[1:]`` and ``x[:-1]``, outside periods) are
+written one element per iteration from delay lines (``shifted_views``), assigned when one of them
+is the adjoint's first write; other overlapping views: the assigning view is zeroed before the
+loop and accumulates, since the loop interleaves the two.  Adjoints kept in locals reach the
+buffer just before a family kernel adds to them.  A loop that adds up sums (a fused ``sum``, a
+scalar operand's adjoint) is a function of its own compiled with reassociation (``reduction``),
+so that LLVM vectorises it.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import re
 from dataclasses import dataclass, field
 
 from . import kernel_calls
@@ -41,7 +48,8 @@ from .layout import (
     M_ZEROS,
 )
 from .primitives import PRIMITIVE_BY_OPCODE
-from .tape_plan import Plan
+from .scalar_math import VOCABULARY
+from .tape_plan import Plan, costly
 
 _GRAD = (F_GRAD_A, F_GRAD_B)
 _INIT = (F_INIT_A, F_INIT_B)
@@ -49,6 +57,9 @@ _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
 _ARRAYS = {"adj": "buf", "tan": "tangents"}
 _DECORATOR = "@jit"
+MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
+# a reduction's loop: its sums reassociated (and the sign of a zero sum not kept), so that LLVM vectorises them
+_REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
 
 
 class _Rename(ast.NodeTransformer):
@@ -72,6 +83,20 @@ def _indent(lines: list[str], by: str = "    ") -> list[str]:
     return [by + line for line in lines]
 
 
+_INVARIANT_READ = re.compile(r"^(\w+) = (\w+)\[([^\]]*)\]$")
+
+
+def _loop(n: int, body: list[str]) -> list[str]:
+    """``for j in range(n)`` over ``body``, its reads of one fixed position (a scalar operand) before the
+    loop: the loop writes the same array, and LLVM vectorises it only when it need not prove that no
+    iteration writes what such a read reads (a loop never writes a position it reads whole)."""
+    hoisted, rest = [], []
+    for line in body:
+        read = _INVARIANT_READ.match(line)
+        (hoisted if read and "j" not in re.findall(r"\w+", read.group(3)) else rest).append(line)
+    return hoisted + [f"for j in range({n}):"] + _indent(rest)
+
+
 @dataclass
 class _Plane:
     """One order of adjoints in the reverse: its local names and its array.  The first order's live in
@@ -89,13 +114,22 @@ class _Plane:
 
 
 class _Writer:
-    def __init__(self, plan: Plan, ins, aux, n_values: int, written, out: int, second: bool = False):
+    def __init__(self, plan: Plan, ins, aux, n_values: int, written, out: int, second: bool = False,
+                 tangent_pass: bool = False, partials=None):  # fmt: skip
         self.plan = plan
         self.aux = aux
         self.N = n_values
         self.written = written  # per family row: the (offset, size) operand ranges its reverse writes
         self.out = out
-        self.second = second  # forward-over-reverse: tangents in the forward, a second-order plane
+        self.second = second or tangent_pass  # tangents in the forward (forward-over-reverse: a second plane)
+        # a JVP's tangent pass, one direction at a time after the forward: values read back or computed
+        # again (as a reverse does), only tangents written
+        self.tangent_pass = tangent_pass
+        self.inputs: dict = {}  # (offset, size) of a differentiated input range -> its flag in a tangent pass
+        self.partials = partials or {}  # (row, operand) -> offset in ``part`` of a JVP's kept costly partials
+        self.helpers: dict = {}  # a reduction's loop, compiled apart (see ``reduction``): its source -> name
+        self.shifted: dict = {}  # in a reverse loop: (offset, size) of an adjoint view -> (group, shift)
+        self.groups: dict = {}  # group -> (first offset, largest shift, assigns)
         self.flags = ins[:, C_FLAGS].tolist()
         self.ops = ins[:, C_OP].tolist()
         self.families: set = set()
@@ -134,29 +168,126 @@ class _Writer:
         forward-over-reverse kernel also its tangent ``u{i}`` when the row is active.  ``again``: in a
         reverse, which reads a stored value (and tangent) back instead of computing it again."""
         lines = []
+        if self.plan.fused[i]:  # (a sum of the block: its total is written after the loop)
+            return lines
         active = self.second and self.flags[i] & F_ACTIVE
-        if again and self.plan.stored[i]:
+        if again and (self.plan.stored[i] or not self.plan.elementwise[i]):  # (a family wrote the latter)
             lines.append(f"v{i} = {self.at(i, self.plan.outs[i], None, loop)}")
-            if active:
+            if active and not self.tangent_pass:
                 lines.append(f"u{i} = {self.at(i, self.plan.outs[i], None, loop, 'tan')}")
             # (the operands as the formulas below name them)
             for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
                 src = self.operand(i, k, loop)
                 if src.startswith("buf"):
                     lines.append(f"{name}{i} = {src}")
-            return lines
+            return lines + (self.tangent_line(i, loop) if active and self.tangent_pass else [])
         for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
             src = self.operand(i, k, loop)
             if src.startswith("buf"):
                 lines.append(f"{name}{i} = {src}")
         prim = PRIMITIVE_BY_OPCODE[self.ops[i]]
+        lines.append(f"v{i} = {_formula(prim.value, self.names(i, loop))}")
+        return lines + (self.tangent_line(i, loop) if active else [])
+
+    def tangent_line(self, i: int, loop: bool) -> list[str]:
+        """``u{i} = f_x x' + f_y y'`` over the differentiated operands (their values loaded as
+        ``value_lines`` loads them)."""
+        prim = PRIMITIVE_BY_OPCODE[self.ops[i]]
         names = self.names(i, loop)
-        lines.append(f"v{i} = {_formula(prim.value, names)}")
-        if active:
-            # z' = f_x x' + f_y y' over the differentiated operands
-            terms = [f"({_formula(prim.d1[k], names)}) * {self.operand(i, k, loop, 'tan')}"
-                     for k in range(len(self.plan.operands[i])) if self.flags[i] & _GRAD[k]]  # fmt: skip
-            lines.append(f"u{i} = {' + '.join(terms) or '0.0'}")
+        terms = []
+        for k in range(len(self.plan.operands[i])):
+            if not self.flags[i] & _GRAD[k]:
+                continue
+            tangent = self.operand(i, k, loop, "tan")
+            live = self.live_source(i, self.plan.operands[i][k][0]) if self.tangent_pass else None
+            if live not in (None, "input", "same") and tangent.startswith("tangents"):  # (a block skipped here)
+                tangent = f"({tangent} if {live} else 0.0)"
+            offset = self.partials.get((i, k))
+            partial = f"part[{offset}{' + j' if loop else ''}]" if offset is not None else _formula(prim.d1[k], names)
+            terms.append(f"({partial}) * {tangent}")
+        return [f"u{i} = {' + '.join(terms) or '0.0'}"]
+
+    # -- a JVP's tangent pass: blocks whose tangents are zero in a direction are skipped ----------------
+    def live_source(self, row: int, p: int) -> str | None:
+        """The flag that says whether the tangent at position ``p``, read by ``row``, may be nonzero in
+        this direction: its block's ``l{b}`` (a block outside periods, other than row's), "input" (an
+        input's flag, ``n{p}_{m}``, is set at the start of the direction), "same" (row's own block) or
+        None (a period's row: computed whatever the direction)."""
+        q = self.plan.row_of(p)
+        if q < 0:
+            return "input"
+        if self.plan.block_of[q] == self.plan.block_of[row]:
+            return "same"
+        if self.plan.period_of[q] >= 0:
+            return None
+        return f"l{self.plan.block_of[q]}"
+
+    def block_sources(self, block) -> list:
+        """(offset, size, flag) of every differentiated operand range a block's tangents read from outside it."""
+        sources = []
+        for i in block.rows:
+            if not self.flags[i] & F_ACTIVE:
+                continue
+            if block.is_call:
+                ranges = self.written[i]
+            else:
+                ranges = [r for k, r in enumerate(self.plan.operands[i]) if self.flags[i] & _GRAD[k]]
+            for p, m in ranges:
+                live = self.live_source(i, p)
+                if live == "input":
+                    live = self.inputs.setdefault((p, m), f"n{p}_{m}")
+                if live != "same":
+                    sources.append((p, m, live))
+        return sources
+
+    def liveness(self, block) -> list[str]:
+        """``l{b} = ...``: whether a block outside periods has a nonzero tangent in this direction."""
+        flags = {live for _, _, live in self.block_sources(block)}
+        expr = "True" if None in flags else " or ".join(sorted(flags)) or "False"
+        return [f"l{self.plan.block_of[block.start]} = {expr}"]
+
+    def zero_dead_operands(self, block) -> list[str]:
+        """Before a family kernel reads its operands' tangents: zero those of blocks skipped in this direction."""
+        lines = []
+        for p, m, live in self.block_sources(block):
+            if live is not None and live.startswith("l") and m > 0:
+                lines += [f"if not {live}:"] + _indent(self.zero(p, m, "tan"))
+        return lines
+
+    def input_flags(self) -> list[str]:
+        """``n{p}_{m}``: whether a differentiated input range's seed in this direction has a nonzero."""
+        lines = []
+        for (p, m), name in self.inputs.items():
+            if m == 1:
+                lines.append(f"{name} = tangents[{p}] != 0.0")
+                continue
+            lines += [f"{name} = False", f"for j in range({m}):", f"    if tangents[{p} + j] != 0.0:",
+                      f"        {name} = True", "        break"]  # fmt: skip
+        return lines
+
+    def zero_dead_results(self) -> list[str]:
+        """After a direction: the caller reads zeros where a skipped block's tangents are results."""
+        lines = []
+        for p, m in self.plan.caller_reads:
+            q = self.plan.row_of(p)
+            if m > 0 and q >= 0 and self.plan.period_of[q] < 0 and self.flags[q] & F_ACTIVE:
+                lines += [f"if not l{self.plan.block_of[q]}:"] + _indent(self.zero(p, m, "tan"))
+        return lines
+
+    def tangent_block(self, block, in_period: bool) -> list[str]:
+        """A block's tangent pass: outside periods, skipped (its one-element locals zero) when none of its
+        sources has a nonzero tangent in this direction."""
+        body = self.forward_block(block, in_period)
+        if not body:
+            return []
+        if block.is_call and not self.plan.operands[block.start]:  # (a family kernel reads the buffer)
+            body = self.zero_dead_operands(block) + body
+        if in_period:
+            return body
+        lines = self.liveness(block) + [f"if l{self.plan.block_of[block.start]}:"] + _indent(body)
+        if block.n == 1:  # the locals later blocks read
+            zeros = [f"u{i} = 0.0" for i in block.rows if self.flags[i] & F_ACTIVE]
+            lines += ["else:"] + _indent(zeros)
         return lines
 
     def call(self, i: int, sweep: str, args: str) -> str:
@@ -191,36 +322,93 @@ class _Writer:
         return [f"for it in {iterations}:", f"    base = it * {period.stride}", f"    rb = it * {period.length}"]
 
     def forward(self) -> list[str]:
+        """The forward sweep (with tangents when ``second``); a tangent pass: the tangents alone."""
         out = []
         for item in self.items():
+            block_lines = self.tangent_block if self.tangent_pass else self.forward_block
             if isinstance(item, tuple):
                 period, body = item
                 out += self.period_loop(period, reverse=False)
-                out += _indent([line for block in body for line in self.forward_block(block)])
+                out += _indent([line for block in body for line in block_lines(block, in_period=True)])
             else:
-                out += self.forward_block(item)
-        for p, outcome in self.plan.guards:
-            out += [f"if (buf[{p}] != 0.0) != {outcome}:", "    return False"]
+                out += block_lines(item, in_period=False)
+        if self.tangent_pass:
+            out = self.input_flags() + out + self.zero_dead_results()
+        else:
+            for p, outcome in self.plan.guards:
+                out += [f"if (buf[{p}] != 0.0) != {outcome}:", "    return False"]
         return out
 
-    def forward_block(self, block) -> list[str]:
+    def forward_block(self, block, in_period: bool = False) -> list[str]:
         i = block.start
+        active = self.second and self.flags[i] & F_ACTIVE
+        if block.is_call and self.tangent_pass and self.plan.operands[i]:
+            # an elementwise row run by its family (LIBRARY): its tangent is a loop on its stored value
+            if not active:
+                return []
+            body = self.value_lines(i, True, again=True)
+            body.append(f"{self.at(i, self.plan.outs[i], None, True, 'tan')} = u{i}")
+            return _loop(self.plan.sizes[i], body)
         if block.is_call:
-            lines = [self.call(i, "forward", "ins, {i}, aux, buf")]
-            if self.second and self.flags[i] & F_ACTIVE:
-                lines.append(self.call(i, "tangent", "ins, {i}, aux, buf, tangents, N, r0 + 1"))
+            tangent_call = self.call(i, "tangent", "ins, {i}, aux, buf, tangents, N, r0 + 1")
+            if self.tangent_pass:
+                return [tangent_call] if active else []
+            lines = [self.call(i, "forward", "ins, {i}, aux, buf")] + ([tangent_call] if active else [])
+            kept = [line for k in range(len(self.plan.operands[i])) for line in self.keep_partial(i, k, True)]
+            if kept:  # a JVP's forward keeps the costly partials of a LIBRARY row for every direction
+                lines += _loop(self.plan.sizes[i], self.value_lines(i, True, again=True) + kept)
             return lines
         loop = block.n > 1
-        body = []
+        body, before, after = [], [], []
         for i in block.rows:
-            body += self.value_lines(i, loop)
-            if self.plan.stored[i]:
-                body.append(f"{self.at(i, self.plan.outs[i], None, loop)} = v{i}")
-                if self.second and self.flags[i] & F_ACTIVE:
-                    body.append(f"{self.at(i, self.plan.outs[i], None, loop, 'tan')} = u{i}")
-        if block.n == 0:
+            active = self.second and self.flags[i] & F_ACTIVE
+            if self.plan.fused[i]:  # a sum: added up in the loop
+                for total, array, operand, on in (("acc", "buf", "buf", not self.tangent_pass),
+                                                  ("uacc", "tan", "tan", active)):  # fmt: skip
+                    if on:
+                        before.append(f"{total}{i} = 0.0")
+                        body.append(f"{total}{i} += {self.operand(i, 0, loop, operand)}")
+                        after.append(f"{self.at(i, self.plan.outs[i], None, False, array)} = {total}{i}")
+                continue
+            if not self.tangent_pass:
+                body += self.value_lines(i, loop)
+                if self.plan.stored[i]:
+                    body.append(f"{self.at(i, self.plan.outs[i], None, loop)} = v{i}")
+                body += [line for k in range(len(self.plan.operands[i])) for line in self.keep_partial(i, k, loop)]
+            elif loop or in_period:  # values read back or computed again, as a reverse does
+                body += self.value_lines(i, loop, again=True)
+            elif active:  # a one-element value outside periods: still the forward's local
+                body += self.tangent_line(i, loop)
+            if active and self.plan.stored[i]:
+                body.append(f"{self.at(i, self.plan.outs[i], None, loop, 'tan')} = u{i}")
+        if block.n == 0 or (self.tangent_pass and not any(self.flags[i] & F_ACTIVE for i in block.rows)):
             return []
-        return [f"for j in range({block.n}):"] + _indent(body) if loop else body
+        if not loop:
+            return body
+        totals = [line.split(" = ")[0] for line in before]
+        return self.reduction(before + _loop(block.n, body), totals) + after
+
+    def reduction(self, lines: list[str], totals: list[str]) -> list[str]:
+        """A loop that adds up ``totals`` (scalars it starts at zero), as a function of its own compiled to
+        reassociate those sums (``REDUCE``: LLVM vectorises a floating-point sum only when it may reorder
+        it; every other function is compiled without) and called with the names the loop reads."""
+        if not totals:
+            return lines
+        tree = ast.parse("\n".join(lines))
+        assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        read = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+        free = sorted({name for name in read if name not in assigned and name not in VOCABULARY} - {"range"})
+        source = "\n".join([f"def {{name}}({', '.join(free)}):"] + _indent(lines + [f"return {', '.join(totals)}"]))
+        name = self.helpers.setdefault(source, f"reduce_{len(self.helpers)}")
+        return [f"{', '.join(totals)} = {name}({', '.join(free)})"]
+
+    def keep_partial(self, i: int, k: int, loop: bool) -> list[str]:
+        """``part[...] = f_x``: a costly partial a JVP's forward keeps for every direction's tangent pass."""
+        offset = self.partials.get((i, k))
+        if offset is None:
+            return []
+        formula = _formula(PRIMITIVE_BY_OPCODE[self.ops[i]].d1[k], self.names(i, loop))
+        return [f"part[{offset}{' + j' if loop else ''}] = {formula}"]
 
     # -- adjoints ------------------------------------------------------------
     def reverse(self) -> list[str]:
@@ -307,6 +495,12 @@ class _Writer:
         flags = self.flags[i]
         if not flags & F_ACTIVE:
             return []
+        if self.plan.fused[i]:  # d sum / d x_j = 1: the sum's adjoint (read before the loop) to every element
+            out = self.deliver(i, 0, f"ts{i}", self.planes[0], loop, block_rows, accumulators)
+            if self.second:  # (linear: x̄' += z̄', a structural zero when z̄ is a constant of the sweep)
+                second = None if flags & F_CONST_ADJOINT else f"tts{i}"
+                out += self.deliver(i, 0, second, self.planes[1], loop, block_rows, accumulators)
+            return out
         totals = [self.total_adjoint(i, loop, plane, block_rows[n] if loop else plane.pending)
                   for n, plane in enumerate(self.planes)]  # fmt: skip
         if totals[0] is None:
@@ -374,6 +568,9 @@ class _Writer:
             line = f"{plane.g}{q} {'+=' if q in plane.pending else '='} {contribution}"
             plane.pending.add(q)
             return [line]
+        if loop and (p, m) in self.shifted:  # this iteration's contribution to a shifted view (see shifted_views)
+            group, c = self.shifted[p, m]
+            return [] if contribution is None else [f"{_stream(group, n, c)} += {contribution}"]
         assign = self.flags[i] & _INIT[k] and not (loop and (p, m) in accumulators["demoted"])
         if contribution is None:  # a first write still starts the adjoint
             return [f"{self.at(i, p, k, loop, plane.array)} = 0.0"] if assign else []
@@ -391,25 +588,36 @@ class _Writer:
                 if self.flags[i] & _GRAD[k] and not (q >= 0 and not plan.is_scalar(q)):
                     targets.append((i, k, p, m, bool(self.flags[i] & _INIT[k])))
         accumulators: dict = {"demoted": set(), "used": set()}
-        before, after = [], []
+        before, after, sums = [], [], []
+        self.shifted = self.shifted_views(block, targets)
         for i, k, p, m, assigns in targets:
             moves = plan.period(i) is not None and plan.strided(i, k)
+            if (p, m) in self.shifted:
+                continue
             if m == 1:
                 for n, plane in enumerate(self.planes):
                     key = (p, plan.strided(i, k), n)
                     if key not in accumulators:
                         accumulators[key] = f"{plane.s}{len(accumulators) - 2}"
-                        before.append(f"{accumulators[key]} = 0.0")
+                        sums.append(accumulators[key])
                 continue
             overlapped = any((p2, m2) != (p, m) and p2 < p + m and p < p2 + m2 for _, _, p2, m2, _ in targets)
             if assigns and overlapped and (p, m) not in accumulators["demoted"]:
                 accumulators["demoted"].add((p, m))
                 for plane in self.planes:
                     before += self.zero(p, m, plane.array, moves)
+        for i in block.rows:  # a fused sum's adjoint, in the buffer (its readers are outside the block)
+            if plan.fused[i] and self.flags[i] & F_ACTIVE:
+                before.append(f"ts{i} = {self.at(i, plan.outs[i], None, False, 'adj')}")
+                if self.second:
+                    before.append(f"tts{i} = {self.at(i, plan.outs[i], None, False, 'adj2')}")
         body = [line for i in block.rows for line in self.value_lines(i, loop=True, again=True)]
+        delay_lines, streams, written, tail = self.gathered_writes(block.n)
+        body = streams + body
         block_rows = [set() for _ in self.planes]
         for i in reversed(block.rows):
             body += self.reverse_row(i, True, block_rows, accumulators)
+        body += written
         # the scalar operands' sums, after the loop
         for i, k, p, m, _ in targets:
             for n, plane in enumerate(self.planes):
@@ -431,7 +639,77 @@ class _Writer:
                     assigns = False
                 if used or assigns:
                     after.append(f"{target} {'=' if assigns else '+='} {name}")
-        return before + [f"for j in range({block.n}):"] + _indent(body) + after
+        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body) + tail
+        self.shifted, self.groups = {}, {}
+        return before + self.reduction(loop, sums) + after
+
+    def shifted_views(self, block, targets) -> dict:
+        """Adjoints a loop block (outside periods) writes through views of one array shifted by a few
+        elements (``x[1:]``, ``x[:-1]``): (offset, size) -> (group, shift).  Written one element per
+        iteration instead (``gathered_writes``): accumulating through both views would make each
+        iteration read what the one before wrote, which keeps LLVM from vectorising the loop."""
+        if self.plan.period(block.start) is not None:
+            return {}
+        views = sorted({(p, m) for _, _, p, m, _ in targets if m == block.n and m > 1})
+        shifted, g, run = {}, 0, []
+        for view in views + [None]:
+            if run and (view is None or view[0] - run[-1][0] >= min(MAX_SHIFT + 1, block.n)):
+                if len(run) > 1 and run[-1][0] - run[0][0] <= MAX_SHIFT:
+                    assigns = any(a for _, _, p, m, a in targets if (p, m) in run)
+                    self.groups[g] = (run[0][0], run[-1][0] - run[0][0], assigns)
+                    shifted.update({v: (g, v[0] - run[0][0]) for v in run})
+                    g += 1
+                run = []
+            if view is not None:
+                run.append(view)
+        return shifted
+
+    def gathered_writes(self, n: int):
+        """For each group of shifted views: (lines before the loop: empty delay lines; lines starting an
+        iteration: the per-view sums of its contributions; lines ending it: element ``start + j`` written
+        once, from view 0's sum and view c's of c iterations ago, kept in a delay line; lines after the
+        loop: the last ``span`` elements, from what the delay lines still hold)."""
+        init, starts, ends, tail = [], [], [], []
+        for g, (start, span, assigns) in self.groups.items():
+            shifts = sorted({c for (group, c) in self.shifted.values() if group == g})
+            op = "=" if assigns else "+="
+            for n_plane, plane in enumerate(self.planes):
+                name = functools.partial(_stream, g, n_plane)
+                first = self.N + start if plane.array == "adj" else start
+                array = _ARRAYS.get(plane.array, plane.array)
+                starts += [f"{name(c)} = 0.0" for c in shifts]
+                delayed = " + ".join([name(0)] + [name(c, c) for c in shifts[1:]])
+                ends.append(f"{array}[{first} + j] {op} {delayed}")
+                for c in shifts[1:]:
+                    init += [f"{name(c, k)} = 0.0" for k in range(1, c + 1)]  # (nothing before iteration 0)
+                    ends += [f"{name(c, k)} = {name(c, k - 1)}" for k in range(c, 1, -1)]
+                    ends.append(f"{name(c, 1)} = {name(c)}")
+                for t in range(span):  # elements start + n + t: from the views c > t, iteration n + t - c
+                    tail.append(f"{array}[{first + n + t}] {op} {' + '.join(name(c, c - t) for c in shifts if c > t)}")
+        return init, starts, ends, tail
+
+
+def _stream(group: int, plane: int, shift: int, delay: int = 0) -> str:
+    """The local summing one iteration's contributions to a shifted view (``delay`` > 0: as it was that
+    many iterations ago)."""
+    return f"gs{group}_{shift}_{plane}" + (f"_{delay}" if delay else "")
+
+
+def _kept_partials(plan: Plan, ins) -> tuple[dict, int]:
+    """The costly partials (a library call per element: sin's cos, power's log) of the rows of more than
+    one element outside periods, which a JVP computes once instead of once per direction: (row, operand)
+    -> offset in its scratch array, and the array's size."""
+    flags = ins[:, C_FLAGS].tolist()
+    partials, size = {}, 0
+    for i, operands in enumerate(plan.operands):
+        if not operands or plan.fused[i] or plan.sizes[i] < 2 or plan.period_of[i] >= 0 or not flags[i] & F_ACTIVE:
+            continue
+        prim = PRIMITIVE_BY_OPCODE[plan.ops[i]]
+        for k in range(len(operands)):
+            if flags[i] & _GRAD[k] and costly(prim.d1[k]):
+                partials[i, k] = size
+                size += plan.sizes[i]
+    return partials, size
 
 
 def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", single=None):
@@ -447,11 +725,25 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     start = [f"N = aux[{M_NVALS}]", "r0 = N - N"]
     lines += ["", _DECORATOR, "def forward(ins, aux, buf, fns):"]
     lines += _indent(start + w.forward() + ["return True"]) + [""]
+    # k JVPs: the forward, then the tangent pass once per direction on that direction's plane of
+    # tangents_all (direction-major, as the interpreter's): one plane (N values) stays in cache while a
+    # direction runs, where k planes at once would stream every intermediate's k tangents through memory
+    partials, size = _kept_partials(plan, ins)
+    f = _Writer(plan, ins, aux, n_values, written, out, partials=partials)
+    t = _Writer(plan, ins, aux, n_values, written, out, tangent_pass=True, partials=partials)
+    f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions)
+    lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, fns):"]
+    scratch = [f"part = np.empty({size})"] if size else []
+    per_direction = ["tangents = tangents_all[d * N : (d + 1) * N]"] + t.forward()
+    lines += _indent(start + scratch + f.forward() + ["for d in range(k):"] + _indent(per_direction) + ["return True"])
+    lines += [""]
+    w.families |= t.families | f.families
     if out >= 0:
         lines += ["", _DECORATOR, "def value_and_grad(ins, aux, buf, fns):"]
         lines += _indent(start + w.forward() + w.reverse() + ["return True"]) + [""]
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
         h = _Writer(plan, ins, aux, n_values, written, out, second=True)
+        h.helpers = w.helpers
         lines += ["", _DECORATOR, "def hvp(ins, aux, buf, tangents, adj2, fns):"]
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
         w.families |= h.families
@@ -468,4 +760,6 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
             result = [f"hs = hv.reshape({size})", f"for j in range({size}):", f"    hs[j] = adj2[{offset} + j]"]
             lines += _indent(copy_in + seed + ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"] + result + ["return ok"])
             lines += [""]
+    for source, helper in w.helpers.items():  # (module-level names: resolved when the entry points compile)
+        lines += ["", _REDUCE, source.replace("{name}", helper), ""]
     return "\n".join(lines), w.families

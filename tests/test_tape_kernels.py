@@ -31,21 +31,39 @@ def user_function(prim):
     return getattr(np, prim.numpy[0]) if prim.numpy else getattr(scipy.special, prim.scipy[0])
 
 
+def jvp_directions(differentiated):
+    """Three tangent directions per differentiated leaf (a trailing axis): a pattern over every element,
+    the first element of the first leaf alone (what that input does not reach is skipped), and zero."""
+    first = []
+
+    def three(a):
+        pattern = np.cos(np.arange(np.size(a)) + 1.0)
+        unit = np.zeros(np.size(a))
+        if not first:
+            unit[:1] = 1.0
+            first.append(a)
+        return np.stack([pattern, unit, np.zeros(np.size(a))], axis=-1).reshape(np.shape(a) + (3,))
+
+    return jax.tree_util.tree_map(three, differentiated)
+
+
 def both_tiers(f, *args, **trace_options):
     """``f``'s tape replayed by the interpreter and by its own kernels: (tape, interpreted, generated), each
-    ``(value_and_grad, forward, hvp)`` (value_and_grad and hvp None for a non-scalar output; the HVP's
-    direction a fixed pattern over the differentiated arguments)."""
+    ``(value_and_grad, forward, hvp, jvp)`` (value_and_grad and hvp None for a non-scalar output; the HVP's
+    direction a fixed pattern over the differentiated arguments, the JVP's three directions those of
+    ``jvp_directions``)."""
     tape = ft.trace(f, *args, **trace_options)
     argnums = trace_options.get("argnums", 0)
     differentiated = [args[a] for a in argnums] if isinstance(argnums, tuple) else args[argnums]
     direction = jax.tree_util.tree_map(
         lambda a: np.cos(np.arange(np.size(a)) + 1.0).reshape(np.shape(a)), differentiated
     )
+    directions = jvp_directions(tuple(differentiated) if isinstance(argnums, tuple) else differentiated)
 
     def replay():
         vg = tape.value_and_grad(*args) if tape._grad_ok else None
         hvp = tape.hvp(*args, direction) if tape._grad_ok else None
-        return vg, tape(*args), hvp
+        return vg, tape(*args), hvp, tape.jvp(args, directions)
 
     with ft.options(tape_kernels="never"):
         interpreted = replay()
@@ -165,6 +183,16 @@ def guarded_pendulum(xp, theta):
     return a * a + w
 
 
+def stencil(xp, x, more=True):
+    """An adjoint written through three shifted views in one loop (x[2:], x[1:-1], x[:-2]).  ``more``: a
+    scalar operand inside their range (x[0]) and another term write x's adjoint first in the reverse, so
+    the loop adds to it; else the loop writes it first (assigns), then a one-element value adds to x[0]."""
+    scale = x[0] if more else x[0] * 2.0
+    lap = x[2:] - 2.0 * x[1:-1] + x[:-2]
+    energy = xp.sum(lap * lap * scale)
+    return energy + xp.sum(xp.sin(x) * x) if more else energy
+
+
 PROGRAMS = {
     "rosenbrock-10": (rosenbrock, (np.linspace(-1.2, 1.0, 10),)),
     "rosenbrock-20000": (rosenbrock, (np.linspace(-1.2, 1.0, 20000),)),
@@ -174,6 +202,8 @@ PROGRAMS = {
     "lorenz": (lorenz, (np.array([10.0, 28.0, 8.0 / 3.0]),)),
     "recurrent": (recurrent, (np.linspace(-0.5, 0.5, 20), np.linspace(0.1, 0.4, 4))),
     "guarded-pendulum": (guarded_pendulum, (np.array([0.4, 0.1]),)),
+    "stencil": (stencil, (np.linspace(-1.0, 1.3, 40),)),
+    "stencil-alone": (lambda xp, x: stencil(xp, x, more=False), (np.linspace(-1.0, 1.3, 40),)),
 }
 
 
@@ -201,7 +231,20 @@ def test_a_loop_recorded_many_times_is_written_once(name):
     covered = periods[0].count * periods[0].length
     assert covered >= 0.8 * tape.ins.shape[0]
     source = tape_kernels.kernel_source(tape)
-    assert source.count("for it in range(") == 5  # the period: forward, value_and_grad (two), hvp (two)
+    # the period: forward, jvp (its forward and its tangent pass), value_and_grad (two), hvp (two)
+    assert source.count("for it in range(") == 7
+
+
+@pytest.mark.parametrize("name", ["stencil", "stencil-alone"])
+def test_shifted_views_of_one_adjoint_are_written_once_per_element(name):
+    """The reverse loop writes x's adjoint element by element, from delay lines (no zeroing pass, no
+    element written twice), assigning it when the loop writes it first and adding to it otherwise."""
+    f, args = PROGRAMS[name]
+    source = tape_kernels.kernel_source(ft.trace(lambda x: f(np, x), *args))
+    reverse = source[source.index("def value_and_grad") :]
+    assert "gs0_2_0_2 = gs0_2_0_1" in reverse  # (view x[2:]'s contributions, two iterations late)
+    assigned = ("] = gs0_0_0 + " in reverse, "] += gs0_0_0 + " in reverse)
+    assert assigned == ((False, True) if name == "stencil" else (True, False))
 
 
 def test_the_code_of_a_period_does_not_grow_with_its_iterations():
@@ -324,3 +367,47 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
     assert_same(expected_hvp, tape.hvp(np.asfortranarray(x), np.asfortranarray(v)))  # (the general path)
     with pytest.raises(BranchChangedError):
         tape.hvp(-x, v)
+
+
+def bones(xp, theta, points, weights):
+    """Rigid pieces moving points (issue 15's many-direction program, small): each intermediate depends on a
+    few of the inputs, a family row (stack) joins them, a long run of a library function (tanh) ends it."""
+    moved = 0.0
+    for b in range(3):
+        c, s = xp.cos(theta[b]), xp.sin(theta[b])
+        x = c * points[0] - s * points[1] + theta[3 + b]
+        y = s * points[0] + c * points[1]
+        z = points[2] * xp.exp(0.1 * theta[6 + b])
+        moved = moved + xp.stack([x, y, z]) * weights[:, b]
+    return xp.ravel(xp.tanh(moved) * xp.sqrt(1.0 + moved * moved) + xp.sin(moved) - points)
+
+
+def test_a_jvp_runs_each_direction_through_what_it_reaches_and_matches_jax():
+    """k directions, one after another: blocks a direction does not reach are skipped (a family row reading
+    one gets zeros, a result of one reads zeros), a library row's costly partial (sin's cos, over 4 500
+    values) is computed once for every direction."""
+    rng = np.random.default_rng(3)
+    points, weights = rng.normal(size=(3, 1500)), rng.random(size=(1500, 3))
+    theta = rng.normal(size=9) * 0.3
+    f = lambda t: bones(np, t, points, weights)  # noqa: E731
+    tape = ft.trace(f, theta)
+    source = tape_kernels.kernel_source(tape)
+    assert "part[" in source and "if not l" in source  # (kept partials; zeros for a skipped block's reader)
+    eye = np.eye(9)
+    with ft.options(tape_kernels="never"):
+        interpreted = tape.jvp((theta,), eye), ft.jacfwd(f)(theta)
+    with ft.options(tape_kernels="always"):
+        generated = tape.jvp((theta,), eye), ft.jacfwd(f)(theta)
+    assert tape._kernels.jvp is not None
+    assert_same(interpreted, generated)
+    expected = jax.jacfwd(lambda t: bones(jnp, t, points, weights))(theta)
+    assert_close(generated[0][1], expected, rtol=1e-10, atol=1e-12)
+    assert_close(generated[1], expected, rtol=1e-10, atol=1e-12)
+    # after a call whose directions wrote every tangent (the buffer is kept between calls), a direction that
+    # reaches nothing but one piece's offset, and one that reaches nothing at all: no stale tangent is read
+    v = np.zeros((9, 2))
+    v[4, 0] = 2.0
+    with ft.options(tape_kernels="always"):
+        tape.jvp((theta,), np.ones((9, 2)))
+        sparse = tape.jvp((theta,), v)[1]
+    assert_close(sparse, 2.0 * np.asarray(expected)[:, 4:5] * np.array([1.0, 0.0]), rtol=1e-10, atol=1e-12)
