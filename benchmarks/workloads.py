@@ -327,3 +327,58 @@ def gp_input(n, seed=0):
     X = rng.uniform(-3.0, 3.0, size=(n, 2))
     y = np.sin(X[:, 0]) * np.cos(X[:, 1]) + 0.1 * rng.standard_normal(n)
     return np.array([0.0, 0.0, math.log(0.1)]), X, y
+
+
+# --------------------------------------------------------------------------
+# GradBench's lse and ode objectives
+# --------------------------------------------------------------------------
+LSE_SIZES = (10_000, 1_280_000)  # GradBench's lse runs n = 2 500 ... 1 280 000
+# unknowns n x Runge-Kutta steps s.  GradBench runs n = 1e3 ... 1e5 with s <= 100, where the last component
+# is exactly zero (s steps reach y_i for i < 4 s only): the second size is such a run (gradient zero, cost
+# the same); at n = 100 it is not (about 1e-128)
+ODE_SIZES = ((100, 100), (10_000, 100))
+ODE_END = 2.0  # integrated over [0, 2]
+
+
+def make_lse(xp=np):
+    """GradBench's lse: a stable logsumexp of one long vector."""
+
+    def lse(x):
+        top = xp.max(x)
+        return xp.log(xp.sum(xp.exp(x - top))) + top
+
+    return lse
+
+
+def lse_input(n, seed=31337):
+    return (np.random.default_rng(seed).random(n),)
+
+
+def ode_rhs(x, y, xp=np):
+    """GradBench's ode: y_0' = x_0, y_i' = x_i y_{i-1}."""
+    return x * xp.concatenate([xp.ones(1), y[:-1]])
+
+
+def make_ode(xp=np):
+    """GradBench's ode objective: ``ode(x, ticks)`` integrates y' = f(x, y) from y = 0 over [0, 2] by
+    ``len(ticks)`` classical Runge-Kutta steps (a Python loop: its count is a shape, static for every
+    tool) and returns the last component (whose gradient the eval asks for)."""
+
+    def ode(x, ticks):
+        steps = ticks.shape[0]
+        h = ODE_END / steps
+        y = xp.zeros(x.shape[0])
+        for _ in range(steps):
+            k1 = ode_rhs(x, y, xp)
+            k2 = ode_rhs(x, y + h / 2 * k1, xp)
+            k3 = ode_rhs(x, y + h / 2 * k2, xp)
+            k4 = ode_rhs(x, y + h * k3, xp)
+            y = y + h / 6 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        return y[-1]
+
+    return ode
+
+
+def ode_input(n, steps, seed=31337):
+    """``(x, ticks)``: x uniform in [0, 1) as GradBench draws it; ``ticks`` only carries the step count."""
+    return np.random.default_rng(seed).random(n), np.zeros(steps)

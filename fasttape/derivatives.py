@@ -184,7 +184,7 @@ def jvp(tape: Tape, args, tangents):
         tape._bind(args, ws)
         tan = ws.tangents(k, N)
         _seed(tape, tan, matrix)
-        if not _run_jvp(tape, ws.buf, tan, k):
+        if not _run_jvp(tape, ws, tan, k):
             raise tape._branch_error()
         out = tape._outputs_of(ws.buf)
         leaves = []
@@ -201,15 +201,15 @@ def jvp(tape: Tape, args, tangents):
     return out, tangent_out
 
 
-def _run_jvp(tape: Tape, buf, tan, k) -> bool:
-    """The forward and k tangent sweeps: the tape's own kernel once it is built (``fasttape.tape_kernels``),
-    else the interpreter's; False when a guard fails."""
+def _run_jvp(tape: Tape, ws: _Workspace, tan, k) -> bool:
+    """The forward and k tangent sweeps: the tape's own kernel once it is built (``fasttape.tape_kernels``:
+    the directions one after another in one plane of tangents), else the interpreter's; False when a
+    guard fails."""
     kernels = tape._kernels
-    if kernels.jvp is None:
-        kernels.called(tape)
-    if kernels.jvp is not None:
-        return kernels.jvp(tape.ins, tape.aux, buf, tan, k, kernels.fns)
-    return tiers.run_jvp(tape.ins, tape.code, tape.aux, buf, tan, k)
+    run = kernels.entry(tape, "jvp")
+    if run is not None:
+        return run(tape.ins, tape.aux, ws.buf, tan, k, ws.plane(tape.n_values), kernels.fns)
+    return tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k)
 
 
 # --------------------------------------------------------------------------
@@ -230,10 +230,9 @@ def _run_hvp(tape: Tape, buf, tan, adj2, k, with_values=True) -> bool:
     (``fasttape.tape_kernels``), else the interpreter's; False when a guard fails."""
     if k == 1 and with_values:
         kernels = tape._kernels
-        if kernels.hvp is None:
-            kernels.called(tape)
-        if kernels.hvp is not None:
-            return kernels.hvp(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
+        run = kernels.entry(tape, "hvp")
+        if run is not None:
+            return run(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
     return tiers.run_hvp(tape.ins, tape.code, tape.aux, buf, tan, adj2, k, tape._out_position, with_values)
 
 
@@ -406,7 +405,7 @@ def _forward_block(tape: Tape, ws: _Workspace, J, start: int, kb: int):
     seeds[np.arange(kb), start + np.arange(kb)] = 1.0
     tan = ws.tangents(kb, N)
     _seed(tape, tan, seeds)
-    if not _run_jvp(tape, ws.buf, tan, kb):
+    if not _run_jvp(tape, ws, tan, kb):
         raise tape._branch_error()
     J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
 

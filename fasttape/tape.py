@@ -613,6 +613,12 @@ class _Workspace:
         Reuse is safe: a tangent sweep rewrites every active position and leaves the others at zero."""
         return self._kept(0, k, n_values)
 
+    def plane(self, n_values):
+        """A plane of tangents in which a tape's own JVP kernel runs one direction after another, and a
+        plane of zeros that it reads for the tangents of what a direction does not reach (kept like
+        :meth:`tangents`; nothing writes the second half)."""
+        return self._kept(2, 2, n_values)
+
     def second_adjoints(self, k, n_values):
         """A k-direction adjoint buffer (kept like :meth:`tangents`): the HVP sweep zeroes what it
         accumulates into; the k-seed reverse needs it zeroed by the caller (:meth:`zeroed_adjoints`)."""

@@ -3,10 +3,11 @@
 Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy executor while
 that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``jvp``, ``value_and_grad``
 and one-direction ``hvp`` calls together), a background thread writes the tape's own kernels
-(``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles them with Numba; the calls after that run them.  Nothing
-waits for the build, and the switch is invisible: the same buffers, the same guards, the same
-errors, the same results to rounding (a fused loop may add a gradient's contributions in another
-order).
+(``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles ``forward`` and ``value_and_grad``
+with Numba (``jvp`` and ``hvp`` the same way when first asked for); the calls after that run them.
+Nothing waits for the build, and the switch is invisible: the same buffers, the same guards, the
+same errors, the same results to rounding (a fused loop may add a gradient's contributions in
+another order).
 
 The kernels are cached on disk beside the interpreter's (``fasttape.cache``), named by a hash of
 their source, which is a function of the tape's structure and not of its values: the next process
@@ -42,10 +43,11 @@ MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it
 _INS, _AUX, _BUF, _FNS = types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1]
 SIGNATURES = {
     "forward": (_INS, _AUX, _BUF, _FNS),  # (ins, aux, buf, fns)
-    "jvp": (_INS, _AUX, _BUF, _BUF, types.int64, _FNS),  # (ins, aux, buf, tangents, k, fns)
+    "jvp": (_INS, _AUX, _BUF, _BUF, types.int64, _BUF, _FNS),  # (ins, aux, buf, tangents, k, plane, fns)
     "value_and_grad": (_INS, _AUX, _BUF, _FNS),
     "hvp": (_INS, _AUX, _BUF, _BUF, _BUF, _FNS),  # (ins, aux, buf, tan, adj2, fns): one direction
 }
+EAGER = ("forward", "value_and_grad")  # compiled when a tape gets hot; "jvp" and "hvp" when first asked for
 LOG = logging.getLogger("fasttape")
 
 
@@ -89,7 +91,9 @@ def _single(tape):
 def _source(planned, tape) -> tuple[str, set]:
     plan, written, out = planned
     single = _single(tape)
-    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, single and single[:2])
+    seeds = [(leaf.offset, leaf.size) for i in tape._diff_args for leaf in tape._args[i].leaves]
+    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, single and single[:2],
+                       seeds)  # fmt: skip
 
 
 def worth_building(plan) -> bool:
@@ -110,6 +114,9 @@ class Kernels:
         self.hvp = None
         self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
         self.hvp_io = None  # (the same) x and a direction in, H v out
+        self.module = None  # the generated module, once loaded
+        self.single = None  # (offset, size, shape) of a tape's one array argument (see _single)
+        self.asked: set = set()  # the lazy entry points asked for
         self.calls = 0
         self.state = "cold"  # "queued", "ready", "declined" or "failed"
         self.done = threading.Event()
@@ -120,6 +127,20 @@ class Kernels:
         self.calls += 1
         if self.state == "cold" and (self.calls >= HOT_CALLS or config.tape_kernels() == "always"):
             request(tape, wait=config.tape_kernels() == "always")
+
+    def entry(self, tape, name: str):
+        """The compiled ``jvp`` or ``hvp`` (compiled when first asked for, in the background, once the
+        tape's kernels are built: a tape made hot by its gradients does not wait for them), or None:
+        the interpreter runs this call."""
+        function = getattr(self, name)
+        if function is None:
+            if self.state == "cold":
+                self.called(tape)
+            if self.state == "ready" and name not in self.asked:
+                self.asked.add(name)
+                request_entry(tape, name, wait=config.tape_kernels() == "always")
+            function = getattr(self, name)
+        return function
 
 
 def enabled() -> bool:
@@ -151,6 +172,19 @@ def request(tape, wait: bool = False):
         _build(tape)
         return
     _QUEUE.put(tape)
+    _start_worker()
+
+
+def request_entry(tape, name: str, wait: bool = False):
+    """Compile a lazy entry point (``LAZY``) of ``tape``'s built kernels in the background (``wait``: now)."""
+    if wait:
+        _compile_entry(tape, name)
+        return
+    _QUEUE.put((tape, name))
+    _start_worker()
+
+
+def _start_worker():
     if not _WORKER:
         worker = threading.Thread(target=_work, name="fasttape-tape-kernels", daemon=True)
         _WORKER.append(worker)
@@ -159,7 +193,43 @@ def request(tape, wait: bool = False):
 
 def _work():
     while True:
-        _build(_QUEUE.get())
+        item = _QUEUE.get()
+        if isinstance(item, tuple):
+            _compile_entry(*item)
+        else:
+            _build(item)
+
+
+_COMPILE_LOCK = threading.RLock()
+
+
+def _compile(module, entry: str, single):
+    """Compile one entry point of a generated module (with its io form for a tape of one array argument,
+    which never compiles again: another layout takes the general path), once per module."""
+    with _COMPILE_LOCK:
+        done = module.__dict__.setdefault("_compiled", set())
+        function = getattr(module, entry, None)
+        if entry in done or function is None:
+            return
+        function.compile(SIGNATURES[entry])  # (or loads it from the disk cache)
+        io = getattr(module, f"{entry}_io", None) if single is not None else None
+        if io is not None:
+            array = types.Array(types.float64, len(single[2]), "C")
+            io.compile((*SIGNATURES[entry], *(array,) * (2 if entry == "value_and_grad" else 3)))
+            io.disable_compile()
+        done.add(entry)
+
+
+def _compile_entry(tape, name: str):
+    kernels = tape._kernels
+    try:
+        _compile(kernels.module, name, kernels.single)
+        if kernels.single is not None and name == "hvp":
+            kernels.hvp_io = getattr(kernels.module, "hvp_io", None)
+        setattr(kernels, name, getattr(kernels.module, name, None))
+    except Exception as e:  # noqa: BLE001  (the interpreter keeps serving these calls; say why once)
+        LOG.warning("fasttape: the %s kernel of the tape of %r could not be built (%s); it stays interpreted.",
+                    name, tape.name, e)  # fmt: skip
 
 
 def _build(tape):
@@ -174,28 +244,17 @@ def _build(tape):
         digest = hashlib.sha256(source.encode()).hexdigest()[:24]
         name = f"fasttape.tape_{digest}"
         module = _MODULES.get(name)  # a tape of the same structure, built before in this process
-        fresh = module is None
-        if fresh:
+        if module is None:
             # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
             module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
-        for entry, signature in SIGNATURES.items():
-            function = getattr(module, entry, None)
-            if function is not None:
-                function.compile(signature)  # (or loads it from the disk cache)
+            _MODULES[name] = module
         single = _single(tape)
-        if single is not None:
-            if fresh:
-                array = types.Array(types.float64, len(single[2]), "C")
-                module.value_and_grad_io.compile((*SIGNATURES["forward"], array, array))
-                module.hvp_io.compile((*SIGNATURES["hvp"], array, array, array))
-                for function in (module.value_and_grad_io, module.hvp_io):
-                    function.disable_compile()  # another layout: the general path, never a compile
-            kernels.value_and_grad_io, kernels.hvp_io = module.value_and_grad_io, module.hvp_io
-        _MODULES[name] = module
+        for entry in EAGER:
+            _compile(module, entry, single)
+        kernels.module, kernels.single = module, single
         kernels.forward = module.forward
-        kernels.jvp = module.jvp
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
-        kernels.hvp = getattr(module, "hvp", None)
+        kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if single is not None else None
         kernels.state = "ready"
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
         kernels.state = "failed"

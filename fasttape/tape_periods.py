@@ -53,9 +53,13 @@ def find_periods(ins: np.ndarray) -> list[Period]:
     signature = np.ascontiguousarray(ins[:, [C_OP, C_FLAGS, C_N, C_NA, C_NB, C_NC]])
     _, ids = np.unique(signature, axis=0, return_inverse=True)
     ids = ids.ravel()
-    found = []
-    for length in _candidate_lengths(ids):
+    found, tried = [], _candidate_lengths(ids)
+    for length in tried:
         found += _periods_of_length(ins, ids, length)
+    if 2 * max((p.length * p.count for p in found), default=0) < n:  # most rows in no period yet
+        for length in _self_similar(ids):
+            if length not in tried:
+                found += _periods_of_length(ins, ids, length)
     chosen: list[Period] = []
     taken = np.zeros(n, dtype=bool)
     for period in sorted(found, key=lambda p: -(p.length * p.count)):
@@ -66,7 +70,7 @@ def find_periods(ins: np.ndarray) -> list[Period]:
 
 
 def _candidate_lengths(ids: np.ndarray) -> list[int]:
-    """The distances at which equal rows recur most often (the body lengths worth trying)."""
+    """The body lengths worth trying first: the distances at which equal rows recur most often."""
     order = np.lexsort((np.arange(ids.size), ids))
     same = ids[order[1:]] == ids[order[:-1]]
     distances = (order[1:] - order[:-1])[same]
@@ -75,6 +79,27 @@ def _candidate_lengths(ids: np.ndarray) -> list[int]:
         return []
     values, counts = np.unique(distances, return_counts=True)
     return [int(v) for v in values[np.argsort(-counts, kind="stable")][:CANDIDATES]]
+
+
+def _self_similar(ids: np.ndarray) -> list[int]:
+    """The shifts d (up to a 1 / MIN_ITERATIONS of the rows) at which ids[i] == ids[i + d] for the largest
+    share of rows, best first.  A body whose rows repeat inside it (a Runge-Kutta step evaluates one
+    right-hand side four times) recurs at short distances more often than at its own length, which this
+    finds: every class of rows gets a random phase, and the autocorrelation of the phases (one FFT)
+    counts the equal pairs at every shift at once (pairs of different classes add noise of mean zero)."""
+    n = ids.size
+    longest = n // MIN_ITERATIONS
+    if longest < 2:
+        return []
+    rng = np.random.default_rng(0)  # (the same candidates every time for the same rows)
+    score = np.zeros(longest + 1)
+    size = 1 << (2 * n - 1).bit_length()  # (a power of two: a fast FFT; zero padding, no wrap-around)
+    for _ in range(2):
+        phases = np.exp(2j * np.pi * rng.random(int(ids.max()) + 1))[ids]
+        spectrum = np.fft.fft(phases, size)
+        score += np.fft.ifft(spectrum * np.conj(spectrum)).real[: longest + 1]
+    share = score[1:] / (2 * (n - np.arange(1, longest + 1)))
+    return [int(d) + 1 for d in np.argsort(-share, kind="stable")[:CANDIDATES]]
 
 
 def _periods_of_length(ins: np.ndarray, ids: np.ndarray, length: int) -> list[Period]:

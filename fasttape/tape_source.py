@@ -1,7 +1,7 @@
 """Per-tape kernels, the code: a tape's own forward, ``value_and_grad`` and HVP as Numba source.
 
 From a ``fasttape.tape_plan.Plan`` this writes one module: ``forward(ins, aux, buf, fns)``,
-``jvp(ins, aux, buf, tangents_all, k, fns)`` (k directions, one after another),
+``jvp(ins, aux, buf, tangents_all, k, plane, fns)`` (k directions, one after another in ``plane``),
 ``value_and_grad(ins, aux, buf, fns)`` and ``hvp(ins, aux, buf, tangents, adj2, fns)`` (one
 direction, forward-over-reverse), each returning False when a recorded branch is not taken, and
 for a tape of one array argument the same two with that argument (and the direction) copied in
@@ -93,7 +93,10 @@ def _loop(n: int, body: list[str]) -> list[str]:
     hoisted, rest = [], []
     for line in body:
         read = _INVARIANT_READ.match(line)
-        (hoisted if read and "j" not in re.findall(r"\w+", read.group(3)) else rest).append(line)
+        if line.endswith(" else zeros"):  # (a JVP's choice of an array: tangents, or zeros for a skipped block)
+            hoisted += [] if line in hoisted else [line]
+        else:
+            (hoisted if read and "j" not in re.findall(r"\w+", read.group(3)) else rest).append(line)
     return hoisted + [f"for j in range({n}):"] + _indent(rest)
 
 
@@ -201,11 +204,17 @@ class _Writer:
             tangent = self.operand(i, k, loop, "tan")
             live = self.live_source(i, self.plan.operands[i][k][0]) if self.tangent_pass else None
             if live not in (None, "input", "same") and tangent.startswith("tangents"):  # (a block skipped here)
-                tangent = f"({tangent} if {live} else 0.0)"
+                if loop:  # read from the zeros instead (an array chosen before the loop: no branch in it)
+                    terms.append(f"{live.replace('l', 'g')} = tangents if {live} else zeros")
+                    tangent = tangent.replace("tangents[", f"{live.replace('l', 'g')}[", 1)
+                else:
+                    tangent = f"({tangent} if {live} else 0.0)"
             offset = self.partials.get((i, k))
             partial = f"part[{offset}{' + j' if loop else ''}]" if offset is not None else _formula(prim.d1[k], names)
             terms.append(f"({partial}) * {tangent}")
-        return [f"u{i} = {' + '.join(terms) or '0.0'}"]
+        chosen = [term for term in terms if " else zeros" in term]
+        terms = [term for term in terms if " else zeros" not in term]
+        return chosen + [f"u{i} = {' + '.join(terms) or '0.0'}"]
 
     # -- a JVP's tangent pass: blocks whose tangents are zero in a direction are skipped ----------------
     def live_source(self, row: int, p: int) -> str | None:
@@ -695,29 +704,52 @@ def _stream(group: int, plane: int, shift: int, delay: int = 0) -> str:
     return f"gs{group}_{shift}_{plane}" + (f"_{delay}" if delay else "")
 
 
+def _slow(expr: str) -> bool:
+    """Tens of cycles per element or more: a library call, a power, a square root or a division."""
+    nodes = list(ast.walk(ast.parse(expr or "0", mode="eval")))
+    return costly(expr) or any(isinstance(n, ast.Div) or getattr(getattr(n, "func", None), "id", "") == "sqrt"
+                               for n in nodes)  # fmt: skip
+
+
 def _kept_partials(plan: Plan, ins) -> tuple[dict, int]:
-    """The costly partials (a library call per element: sin's cos, power's log) of the rows of more than
-    one element outside periods, which a JVP computes once instead of once per direction: (row, operand)
-    -> offset in its scratch array, and the array's size."""
+    """The partials that are slow to compute again (sin's cos, sqrt's 1 / 2z; or a product's partial when
+    it is the other factor and that factor is a slow value of the same loop, not stored) of the rows of
+    more than one element outside periods, which a JVP computes once instead of once per direction:
+    (row, operand) -> offset in its scratch array, and the array's size."""
     flags = ins[:, C_FLAGS].tolist()
     partials, size = {}, 0
     for i, operands in enumerate(plan.operands):
         if not operands or plan.fused[i] or plan.sizes[i] < 2 or plan.period_of[i] >= 0 or not flags[i] & F_ACTIVE:
             continue
         prim = PRIMITIVE_BY_OPCODE[plan.ops[i]]
+        recomputed = {"z": plan.elementwise[i] and not plan.stored[i] and _slow(prim.value)}
+        for k, name in enumerate(_NAMES[: len(operands)]):
+            q = plan.value_local(i, k)
+            recomputed[name] = q >= 0 and plan.sizes[q] > 1 and not plan.stored[q] and _slow(
+                PRIMITIVE_BY_OPCODE[plan.ops[q]].value)  # fmt: skip
         for k in range(len(operands)):
-            if flags[i] & _GRAD[k] and costly(prim.d1[k]):
+            if not flags[i] & _GRAD[k]:
+                continue
+            named = {n.id for n in ast.walk(ast.parse(prim.d1[k], mode="eval")) if isinstance(n, ast.Name)}
+            if _slow(prim.d1[k]) or any(recomputed.get(name) for name in named):
                 partials[i, k] = size
                 size += plan.sizes[i]
     return partials, size
 
 
-def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", single=None):
+def _copy(target: str, source: str, size: int) -> list[str]:
+    """``target = source`` for ``j`` in ``range(size)`` (both indexed by ``j``)."""
+    return [f"for j in range({size}):", f"    {target} = {source}"]
+
+
+def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", single=None,
+                seeds=None):  # fmt: skip
     """The module's source and the families it calls.  ``written``: per row, the operand ranges a
     family row's reverse writes; ``out``: the position of the scalar output (-1: no gradient, no HVP);
     ``single``: (offset, size) of the one array argument of a tape that has only that one, which gets
     ``value_and_grad_io(ins, aux, buf, fns, x, g)`` (x copied in, its gradient copied out to g) and
-    ``hvp_io(ins, aux, buf, tangents, adj2, fns, x, v, hv)`` (x and v in, H v out to hv)."""
+    ``hvp_io(ins, aux, buf, tangents, adj2, fns, x, v, hv)`` (x and v in, H v out to hv); ``seeds``: the
+    (offset, size) of the differentiated inputs, whose tangents a JVP's directions seed."""
     w = _Writer(plan, ins, aux, n_values, written, out)
     lines = [f'"""Generated by fasttape.tape_source for a tape of {name!r}: do not edit."""', ""]
     # N (the number of values) and r0 (zero) read at run time: the family kernels' int arguments.
@@ -725,17 +757,23 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     start = [f"N = aux[{M_NVALS}]", "r0 = N - N"]
     lines += ["", _DECORATOR, "def forward(ins, aux, buf, fns):"]
     lines += _indent(start + w.forward() + ["return True"]) + [""]
-    # k JVPs: the forward, then the tangent pass once per direction on that direction's plane of
-    # tangents_all (direction-major, as the interpreter's): one plane (N values) stays in cache while a
-    # direction runs, where k planes at once would stream every intermediate's k tangents through memory
+    # k JVPs: the forward, then the tangent pass once per direction, in one plane of N tangents that
+    # every direction reuses (it stays in cache, where k planes at once would stream every intermediate's
+    # k tangents through memory): the direction's seeds copied in from tangents_all (direction-major, as
+    # the interpreter's), the tangents the caller reads copied out to it
     partials, size = _kept_partials(plan, ins)
     f = _Writer(plan, ins, aux, n_values, written, out, partials=partials)
     t = _Writer(plan, ins, aux, n_values, written, out, tangent_pass=True, partials=partials)
     f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions)
-    lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, fns):"]
+    lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, fns):"]
     scratch = [f"part = np.empty({size})"] if size else []
-    per_direction = ["tangents = tangents_all[d * N : (d + 1) * N]"] + t.forward()
-    lines += _indent(start + scratch + f.forward() + ["for d in range(k):"] + _indent(per_direction) + ["return True"])
+    seeds_in = [_copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
+    results_out = [_copy(f"tangents_all[dN + {p} + j]", f"plane[{p} + j]", m) for p, m in plan.caller_reads if m]
+    per_direction = ["dN = d * N"] + [line for c in seeds_in for line in c] + t.forward()
+    per_direction += [line for c in results_out for line in c]
+    planes = ["tangents = plane[:N]", "zeros = plane[N:]"]  # (the second half: zeros, never written)
+    lines += _indent(start + scratch + planes + f.forward() + ["for d in range(k):"] + _indent(per_direction))
+    lines += _indent(["return True"])
     lines += [""]
     w.families |= t.families | f.families
     if out >= 0:

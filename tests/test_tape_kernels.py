@@ -8,6 +8,8 @@ one-element values kept in locals across family calls, guards, non-differentiate
 outputs.  Hand-written programs are also checked against JAX directly.
 """
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -193,6 +195,21 @@ def stencil(xp, x, more=True):
     return energy + xp.sum(xp.sin(x) * x) if more else energy
 
 
+def runge_kutta(xp, x, steps=12):
+    """GradBench's ode (classical Runge-Kutta on y' = x * (1, y_0, ..., y_{n-2})): a period whose body
+    evaluates one right-hand side four times (its rows recur inside it), with a family row (the
+    concatenation) reading a constant made afresh in every iteration."""
+    h, y = 2.0 / steps, xp.zeros(x.shape[0])
+    rhs = lambda y: x * xp.concatenate([xp.ones(1), y[:-1]])  # noqa: E731
+    for _ in range(steps):
+        k1 = rhs(y)
+        k2 = rhs(y + h / 2 * k1)
+        k3 = rhs(y + h / 2 * k2)
+        k4 = rhs(y + h * k3)
+        y = y + h / 6 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    return y[-1] + xp.sum(y * y)
+
+
 PROGRAMS = {
     "rosenbrock-10": (rosenbrock, (np.linspace(-1.2, 1.0, 10),)),
     "rosenbrock-20000": (rosenbrock, (np.linspace(-1.2, 1.0, 20000),)),
@@ -203,6 +220,7 @@ PROGRAMS = {
     "recurrent": (recurrent, (np.linspace(-0.5, 0.5, 20), np.linspace(0.1, 0.4, 4))),
     "guarded-pendulum": (guarded_pendulum, (np.array([0.4, 0.1]),)),
     "stencil": (stencil, (np.linspace(-1.0, 1.3, 40),)),
+    "runge-kutta": (runge_kutta, (np.linspace(0.2, 0.9, 8),)),
     "stencil-alone": (lambda xp, x: stencil(xp, x, more=False), (np.linspace(-1.0, 1.3, 40),)),
 }
 
@@ -222,7 +240,7 @@ def test_programs_match_the_interpreter_and_jax(name):
     assert_tree_close(generated[2], jax_hvp, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["lorenz", "recurrent", "guarded-pendulum"])
+@pytest.mark.parametrize("name", ["lorenz", "recurrent", "guarded-pendulum", "runge-kutta"])
 def test_a_loop_recorded_many_times_is_written_once(name):
     f, args = PROGRAMS[name]
     tape = ft.trace(lambda *a: f(np, *a), *args)
@@ -296,6 +314,28 @@ def test_the_kernels_source_is_readable_and_names_its_rows():
     compile(source, "<kernels>", "exec")
 
 
+def test_a_tape_hot_for_its_gradient_compiles_its_jvp_and_hvp_when_first_asked_for():
+    """Only forward and value_and_grad are compiled when a tape gets hot; jvp and hvp in the background on
+    their first call, which the interpreter answers meanwhile (with the same results)."""
+    x = np.linspace(-1.0, 1.0, 8)
+    tape = ft.trace(lambda x: rosenbrock(np, x), x)
+    with ft.options(tape_kernels="never"):
+        expected = tape.hvp(x, x), tape.jvp((x,), np.eye(8))
+    with ft.options(tape_kernels="always"):
+        tape.value_and_grad(x)
+    kernels = tape._kernels
+    assert kernels.state == "ready" and kernels.hvp is None and kernels.jvp is None
+    with ft.options(tape_kernels="auto"):
+        first = tape.hvp(x, x), tape.jvp((x,), np.eye(8))  # (asks for them: compiled in the background)
+        assert kernels.asked == {"hvp", "jvp"}
+        deadline = time.monotonic() + 120
+        while (kernels.hvp is None or kernels.jvp is None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert kernels.hvp is not None and kernels.jvp is not None
+        assert_same(expected, first)
+        assert_same(expected, (tape.hvp(x, x), tape.jvp((x,), np.eye(8))))
+
+
 def test_a_hot_tape_switches_in_the_background_and_keeps_its_results():
     x = np.linspace(-1.0, 1.0, 8)
     g = ft.grad(lambda x: rosenbrock(np, x))
@@ -362,6 +402,9 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
     assert_same(expected, g(x))
     with pytest.raises(InputSignatureError):
         tape.value_and_grad(np.ones(5))
+    assert tape._kernels.hvp_io is None  # (compiled when an HVP is first asked for)
+    with ft.options(tape_kernels="always"):
+        assert_same(expected_hvp, tape.hvp(x, v))
     assert tape._kernels.hvp_io is not None
     assert_same(expected_hvp, tape.hvp(x, v))
     assert_same(expected_hvp, tape.hvp(np.asfortranarray(x), np.asfortranarray(v)))  # (the general path)
