@@ -39,6 +39,7 @@ from .workloads import (
     make_lse,
     make_mlp_loss,
     make_ode,
+    make_ode_scan,
     make_rosenbrock,
     make_softmax_loss,
     make_xent_loss,
@@ -59,6 +60,11 @@ def _make_lorenz(xp=np):
     """The Python loop for NumPy and fasttape; for JAX the same steps in a ``fori_loop`` (tracing the
     Python loop takes JAX seconds, a cost the first-use benchmark measures separately)."""
     return lorenz if xp is np else make_lorenz_fori()
+
+
+def _make_ode(xp=np):
+    """The Python loop for NumPy and fasttape, a ``fori_loop`` for JAX (as ``_make_lorenz``)."""
+    return make_ode(xp) if xp is np else make_ode_scan()
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ WORKLOADS = {
         make_kmeans, kmeans_input, KMEANS_SIZES, "n={} d={} k={}", lambda n, d, k: 15 if n >= 10_000 else None
     ),
     "lse": Workload(make_lse, lse_input, LSE_SIZES, "n={}", lambda n: 30 if n >= 1_000_000 else None),
-    "ode": Workload(make_ode, ode_input, ODE_SIZES, "n={} s={}", lambda n, s: 15 if n * s >= 100_000 else None),
+    "ode": Workload(_make_ode, ode_input, ODE_SIZES, "n={} s={}", lambda n, s: 15 if n * s >= 100_000 else None),
 }
 
 

@@ -70,7 +70,9 @@ def bench_fasttape(benchmark, c, column):
     else:
         assert first_value(result) == pytest.approx(c.value, rel=1e-12)
     if column in ("tape_vg", "api_vg", "kern_vg", "kern_api_vg"):  # the gradient checked against JAX at setup
-        assert relative_error(result[1], c.gradient) <= 1e-12
+        # the tape's own kernels add a sum's terms in another order (in chunks, where the interpreter adds
+        # a scalar operand's adjoint one term after another): exact AD against exact AD, 1e-10
+        assert relative_error(result[1], c.gradient) <= (1e-10 if column.startswith("kern") else 1e-12)
 
 
 def bench_jax(benchmark, jax, c, column):

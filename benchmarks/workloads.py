@@ -379,6 +379,28 @@ def make_ode(xp=np):
     return ode
 
 
+def make_ode_scan():
+    """``make_ode(jax.numpy)`` with the steps as ``jax.lax.fori_loop`` (as GradBench's JAX tool writes it:
+    XLA took minutes to compile the unrolled Python loop at n = 10 000)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    def ode(x, ticks):
+        steps = ticks.shape[0]
+        h = ODE_END / steps
+
+        def step(_, y):
+            k1 = ode_rhs(x, y, jnp)
+            k2 = ode_rhs(x, y + h / 2 * k1, jnp)
+            k3 = ode_rhs(x, y + h / 2 * k2, jnp)
+            k4 = ode_rhs(x, y + h * k3, jnp)
+            return y + h / 6 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+        return lax.fori_loop(0, steps, step, jnp.zeros(x.shape[0]))[-1]
+
+    return ode
+
+
 def ode_input(n, steps, seed=31337):
     """``(x, ticks)``: x uniform in [0, 1) as GradBench draws it; ``ticks`` only carries the step count."""
     return np.random.default_rng(seed).random(n), np.zeros(steps)

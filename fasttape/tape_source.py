@@ -26,6 +26,7 @@ so that LLVM vectorises it.
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import re
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
 _ARRAYS = {"adj": "buf", "tan": "tangents"}
 _DECORATOR = "@jit"
+CHUNK, CHUNKS = 256, 64  # a long sum in a loop: chunks of this many elements, blocks of this many chunks
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
 # a reduction's loop: its sums reassociated (and the sign of a zero sum not kept), so that LLVM vectorises them
 _REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
@@ -83,13 +85,17 @@ def _indent(lines: list[str], by: str = "    ") -> list[str]:
     return [by + line for line in lines]
 
 
+_BUILTINS = set(dir(builtins))
 _INVARIANT_READ = re.compile(r"^(\w+) = (\w+)\[([^\]]*)\]$")
 
 
-def _loop(n: int, body: list[str]) -> list[str]:
+def _loop(n: int, body: list[str], totals=()) -> list[str]:
     """``for j in range(n)`` over ``body``, its reads of one fixed position (a scalar operand) before the
     loop: the loop writes the same array, and LLVM vectorises it only when it need not prove that no
-    iteration writes what such a read reads (a loop never writes a position it reads whole)."""
+    iteration writes what such a read reads (a loop never writes a position it reads whole).  ``totals``:
+    the sums the body adds to (``total += ...``), added up in chunks of ``CHUNK`` elements, the chunks'
+    sums in blocks of ``CHUNKS``, the blocks' sums into the total: a long sum's rounding error stays
+    near that of NumPy's pairwise sum instead of growing with its length."""
     hoisted, rest = [], []
     for line in body:
         read = _INVARIANT_READ.match(line)
@@ -97,7 +103,14 @@ def _loop(n: int, body: list[str]) -> list[str]:
             hoisted += [] if line in hoisted else [line]
         else:
             (hoisted if read and "j" not in re.findall(r"\w+", read.group(3)) else rest).append(line)
-    return hoisted + [f"for j in range({n}):"] + _indent(rest)
+    if not totals or n <= CHUNK:
+        return hoisted + [f"for j in range({n}):"] + _indent(rest)
+    rest = [re.sub(rf"^({'|'.join(totals)}) \+= ", r"chunk_\1 += ", line) for line in rest]
+    chunk = [f"chunk_{t} = 0.0" for t in totals] + [f"for j in range(j0, min(j0 + {CHUNK}, {n})):"] + _indent(rest)
+    chunk += [f"block_{t} += chunk_{t}" for t in totals]
+    block = [f"block_{t} = 0.0" for t in totals] + [f"for j0 in range(j1, min(j1 + {CHUNK * CHUNKS}, {n}), {CHUNK}):"]
+    block += _indent(chunk) + [f"{t} += block_{t}" for t in totals]
+    return hoisted + [f"for j1 in range(0, {n}, {CHUNK * CHUNKS}):"] + _indent(block)
 
 
 @dataclass
@@ -395,7 +408,7 @@ class _Writer:
         if not loop:
             return body
         totals = [line.split(" = ")[0] for line in before]
-        return self.reduction(before + _loop(block.n, body), totals) + after
+        return self.reduction(before + _loop(block.n, body, totals), totals) + after
 
     def reduction(self, lines: list[str], totals: list[str]) -> list[str]:
         """A loop that adds up ``totals`` (scalars it starts at zero), as a function of its own compiled to
@@ -406,7 +419,7 @@ class _Writer:
         tree = ast.parse("\n".join(lines))
         assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         read = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
-        free = sorted({name for name in read if name not in assigned and name not in VOCABULARY} - {"range"})
+        free = sorted({name for name in read if name not in assigned and name not in VOCABULARY} - _BUILTINS)
         source = "\n".join([f"def {{name}}({', '.join(free)}):"] + _indent(lines + [f"return {', '.join(totals)}"]))
         name = self.helpers.setdefault(source, f"reduce_{len(self.helpers)}")
         return [f"{', '.join(totals)} = {name}({', '.join(free)})"]
@@ -648,7 +661,7 @@ class _Writer:
                     assigns = False
                 if used or assigns:
                     after.append(f"{target} {'=' if assigns else '+='} {name}")
-        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body) + tail
+        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, sums) + tail
         self.shifted, self.groups = {}, {}
         return before + self.reduction(loop, sums) + after
 
