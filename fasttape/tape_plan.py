@@ -116,18 +116,16 @@ class Plan:
 
     def producer_of(self, p: int) -> int:
         """The elementwise row whose output holds position ``p``, or -1."""
-        k = bisect.bisect_right(self._starts, p) - 1
-        if k >= 0:
-            q = self._order[k]
-            if p < self.outs[q] + self.sizes[q]:
-                return q
-        return -1
+        return self._holder(self._starts, self._order, p)
 
     def row_of(self, p: int) -> int:
         """The row (of any family) whose output holds position ``p``, or -1 (an input or a constant)."""
-        k = bisect.bisect_right(self._all_starts, p) - 1
+        return self._holder(self._all_starts, self._all_order, p)
+
+    def _holder(self, starts, order, p: int) -> int:
+        k = bisect.bisect_right(starts, p) - 1
         if k >= 0:
-            q = self._all_order[k]
+            q = order[k]
             if p < self.outs[q] + self.sizes[q]:
                 return q
         return -1
