@@ -176,7 +176,8 @@ def request(tape, wait: bool = False):
 
 
 def request_entry(tape, name: str, wait: bool = False):
-    """Compile a lazy entry point (``LAZY``) of ``tape``'s built kernels in the background (``wait``: now)."""
+    """Compile an entry point of ``tape``'s built kernels that is not in ``EAGER`` (``jvp``, ``hvp``) in the
+    background (``wait``: here, now)."""
     if wait:
         _compile_entry(tape, name)
         return
