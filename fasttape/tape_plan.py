@@ -51,6 +51,7 @@ from .layout import (
     group,
     opcode,
 )
+from .primitives import PRIMITIVE_BY_OPCODE
 from .runs import VECTOR_BINARY, VECTOR_RUN, VECTOR_UNARY
 from .tape_periods import Period, find_periods
 
@@ -311,3 +312,36 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
     for p, m in caller_reads:
         read_from_buffer(p, m)
     plan.stored, plan.carried = stored, carried
+
+
+def slow(expr: str) -> bool:
+    """Tens of cycles per element or more: a library call, a power, a square root or a division."""
+    nodes = list(ast.walk(ast.parse(expr or "0", mode="eval")))
+    return costly(expr) or any(isinstance(n, ast.Div) or getattr(getattr(n, "func", None), "id", "") == "sqrt"
+                               for n in nodes)  # fmt: skip
+
+
+def kept_partials(plan: Plan, ins) -> tuple[dict, int]:
+    """The partials that are slow to compute again (sin's cos, sqrt's 1 / 2z; or a product's partial when
+    it is the other factor and that factor is a slow value of the same loop, not stored) of the rows of
+    more than one element outside periods, which a JVP computes once instead of once per direction:
+    (row, operand) -> offset in its scratch array, and the array's size."""
+    flags = ins[:, C_FLAGS].tolist()
+    partials, size = {}, 0  # (a fact of the plan, like ``stored``: fasttape.tape_source writes the JVP by it)
+    for i, operands in enumerate(plan.operands):
+        if not operands or plan.fused[i] or plan.sizes[i] < 2 or plan.period_of[i] >= 0 or not flags[i] & F_ACTIVE:
+            continue
+        prim = PRIMITIVE_BY_OPCODE[plan.ops[i]]
+        recomputed = {"z": plan.elementwise[i] and not plan.stored[i] and slow(prim.value)}
+        for k, name in enumerate(("x", "y")[: len(operands)]):
+            q = plan.value_local(i, k)
+            recomputed[name] = q >= 0 and plan.sizes[q] > 1 and not plan.stored[q] and slow(
+                PRIMITIVE_BY_OPCODE[plan.ops[q]].value)  # fmt: skip
+        for k in range(len(operands)):
+            if not flags[i] & _GRAD[k]:
+                continue
+            named = {n.id for n in ast.walk(ast.parse(prim.d1[k], mode="eval")) if isinstance(n, ast.Name)}
+            if slow(prim.d1[k]) or any(recomputed.get(name) for name in named):
+                partials[i, k] = size
+                size += plan.sizes[i]
+    return partials, size

@@ -50,7 +50,7 @@ from .layout import (
 )
 from .primitives import PRIMITIVE_BY_OPCODE
 from .scalar_math import VOCABULARY
-from .tape_plan import Plan, costly
+from .tape_plan import Plan, kept_partials
 
 _GRAD = (F_GRAD_A, F_GRAD_B)
 _INIT = (F_INIT_A, F_INIT_B)
@@ -717,39 +717,6 @@ def _stream(group: int, plane: int, shift: int, delay: int = 0) -> str:
     return f"gs{group}_{shift}_{plane}" + (f"_{delay}" if delay else "")
 
 
-def _slow(expr: str) -> bool:
-    """Tens of cycles per element or more: a library call, a power, a square root or a division."""
-    nodes = list(ast.walk(ast.parse(expr or "0", mode="eval")))
-    return costly(expr) or any(isinstance(n, ast.Div) or getattr(getattr(n, "func", None), "id", "") == "sqrt"
-                               for n in nodes)  # fmt: skip
-
-
-def _kept_partials(plan: Plan, ins) -> tuple[dict, int]:
-    """The partials that are slow to compute again (sin's cos, sqrt's 1 / 2z; or a product's partial when
-    it is the other factor and that factor is a slow value of the same loop, not stored) of the rows of
-    more than one element outside periods, which a JVP computes once instead of once per direction:
-    (row, operand) -> offset in its scratch array, and the array's size."""
-    flags = ins[:, C_FLAGS].tolist()
-    partials, size = {}, 0
-    for i, operands in enumerate(plan.operands):
-        if not operands or plan.fused[i] or plan.sizes[i] < 2 or plan.period_of[i] >= 0 or not flags[i] & F_ACTIVE:
-            continue
-        prim = PRIMITIVE_BY_OPCODE[plan.ops[i]]
-        recomputed = {"z": plan.elementwise[i] and not plan.stored[i] and _slow(prim.value)}
-        for k, name in enumerate(_NAMES[: len(operands)]):
-            q = plan.value_local(i, k)
-            recomputed[name] = q >= 0 and plan.sizes[q] > 1 and not plan.stored[q] and _slow(
-                PRIMITIVE_BY_OPCODE[plan.ops[q]].value)  # fmt: skip
-        for k in range(len(operands)):
-            if not flags[i] & _GRAD[k]:
-                continue
-            named = {n.id for n in ast.walk(ast.parse(prim.d1[k], mode="eval")) if isinstance(n, ast.Name)}
-            if _slow(prim.d1[k]) or any(recomputed.get(name) for name in named):
-                partials[i, k] = size
-                size += plan.sizes[i]
-    return partials, size
-
-
 def _copy(target: str, source: str, size: int) -> list[str]:
     """``target = source`` for ``j`` in ``range(size)`` (both indexed by ``j``)."""
     return [f"for j in range({size}):", f"    {target} = {source}"]
@@ -774,7 +741,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     # every direction reuses (it stays in cache, where k planes at once would stream every intermediate's
     # k tangents through memory): the direction's seeds copied in from tangents_all (direction-major, as
     # the interpreter's), the tangents the caller reads copied out to it
-    partials, size = _kept_partials(plan, ins)
+    partials, size = kept_partials(plan, ins)
     f = _Writer(plan, ins, aux, n_values, written, out, partials=partials)
     t = _Writer(plan, ins, aux, n_values, written, out, tangent_pass=True, partials=partials)
     f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions)
