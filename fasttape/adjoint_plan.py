@@ -6,70 +6,144 @@
   accumulating), and which adjoints need zeroing before a reverse sweep;
 * ``mark_constant_adjoints``: rows whose output adjoint is a constant of the sweep, whose
   second-order term is a structural zero (``F_CONST_ADJOINT``).
+
+Each is one walk over the rows in reverse-sweep order, compiled: a scalar loop traced for 10⁵ steps
+records 10⁵ rows, and these walks are part of recording it.  They read the tape as a :class:`Graph` of
+flat arrays (rows' operands, slots' roots and extents), built once per tape.  Tapes of fewer than
+``COMPILED_FROM`` rows take the same walks uncompiled (no compiled code to load for a small trace).
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
+from typing import NamedTuple
+
 import numpy as np
+from numba.extending import register_jitable
 
 from . import families
 from . import kernels as K
-from .recorder import Recorder
+from .jit import jit
+
+COMPILED_FROM = 2000  # rows: below, the walks run as Python (loading compiled code would cost more)
+
+# per opcode: whether its reverse scatters into every active source (a gather's), never assigning
+_SCATTERS = np.array([f.scatters for f in families.FAMILY_BY_OPCODE], dtype=np.bool_)
+_ACTIVITY = K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C
+# operand k's bits are F_GRAD_A << k and F_INIT_A << k
+assert (K.F_GRAD_B, K.F_GRAD_C) == (K.F_GRAD_A << 1, K.F_GRAD_A << 2)
+assert (K.F_INIT_B, K.F_INIT_C) == (K.F_INIT_A << 1, K.F_INIT_A << 2)
 
 
-def _roots(slots) -> list[int]:
-    """Per slot, the slot whose buffer it is: itself, or for a view its parent's root."""
-    root = list(range(len(slots)))
-    for sid, s in enumerate(slots):
-        if s.origin[0] == "view":
-            root[sid] = root[s.origin[1]]  # parents are created before their views
-    return root
+class Graph(NamedTuple):
+    """A tape's rows and slots as flat arrays: what the walks read."""
+
+    row_out: np.ndarray  # per row, its output slot
+    operand_start: np.ndarray  # per row (and one past the last), where its operands start in operand_slot
+    operand_slot: np.ndarray  # the operands' slot ids, row after row
+    root: np.ndarray  # per slot, the slot whose buffer it is (itself, or for a view its parent's root)
+    offset: np.ndarray  # per slot
+    size: np.ndarray  # per slot
+    active: np.ndarray  # per slot: depends on a differentiated input
+    active_input: np.ndarray  # per slot: a differentiated input
+
+
+_OFFSET, _SIZE, _ACTIVE, _ORIGIN = (operator.attrgetter(name) for name in ("offset", "size", "active", "origin"))
+
+
+def graph(slots, row_operands, row_out=None) -> Graph:
+    """The flat arrays of a tape's slots and rows' operands; ``row_out``: each row's output slot, when known
+    (a recorded tape's), else read from the slots' origins."""
+    n_slots = len(slots)
+    origins = list(map(_ORIGIN, slots))
+    kinds = [o[0] for o in origins]
+    root = np.arange(n_slots, dtype=np.int64)
+    for sid in (sid for sid, kind in enumerate(kinds) if kind == "view"):
+        root[sid] = root[origins[sid][1]]  # parents are created before their views
+    if row_out is None:
+        row_out = np.full(len(row_operands), -1, dtype=np.int64)
+        for sid in (sid for sid, kind in enumerate(kinds) if kind == "op"):
+            row_out[origins[sid][1]] = sid
+    lengths = np.fromiter(map(len, row_operands), dtype=np.int64, count=len(row_operands))
+    start = np.zeros(len(row_operands) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=start[1:])
+    active = np.fromiter(map(_ACTIVE, slots), dtype=np.bool_, count=n_slots)
+    return Graph(
+        row_out=np.asarray(row_out, dtype=np.int64),
+        operand_start=start,
+        operand_slot=np.fromiter(itertools.chain.from_iterable(row_operands), dtype=np.int64, count=int(start[-1])),
+        root=root,
+        offset=np.fromiter(map(_OFFSET, slots), dtype=np.int64, count=n_slots),
+        size=np.fromiter(map(_SIZE, slots), dtype=np.int64, count=n_slots),
+        active=active,
+        active_input=active & np.array([kind == "input" for kind in kinds], dtype=np.bool_),
+    )
 
 
 def differentiated_operands(ins: np.ndarray, slots, row_operands):
     """Per row, the (position, slot id) of the operands that carry derivatives: by the row's F_GRAD
     bits, but every active source of a gather, whose reverse scatters into its sources by index."""
-    scatters = [f.scatters for f in families.FAMILY_BY_OPCODE]
     grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
     out = []
     for op, flags, operands in zip(ins[:, K.C_OP].tolist(), ins[:, K.C_FLAGS].tolist(), row_operands):
-        if scatters[op]:
+        if _SCATTERS[op]:
             out.append([(k, sid) for k, sid in enumerate(operands) if slots[sid].active])
         else:
             out.append([(k, sid) for k, sid in enumerate(operands[:3]) if flags & grad_bits[k]])
     return out
 
 
-def unreached_rows_inactive(rec: Recorder, ins: np.ndarray, output_slots):
+def _walk(kernel, ins, *args):
+    """Run a walk on the tape's flags (written back into ``ins``): compiled for a long tape."""
+    flags = np.ascontiguousarray(ins[:, K.C_FLAGS])
+    ops = np.ascontiguousarray(ins[:, K.C_OP])
+    run = kernel if ins.shape[0] >= COMPILED_FROM else kernel.py_func
+    result = run(ops, flags, _SCATTERS, *args)
+    ins[:, K.C_FLAGS] = flags
+    return result
+
+
+def unreached_rows_inactive(g: Graph, ins: np.ndarray, output_slots) -> None:
     """Clear the activity bits of the rows from which no differentiable path leads to an output.
 
     A value read only by rows whose derivative is zero wherever it exists (``sign(tanh(x))``, a
     comparison) has an adjoint that is a structural zero, as in JAX (its cotangent is symbolic): no
     sweep runs its rule, so 0 x NaN (tanh' at a NaN) never reaches the gradient.  Mutates
-    ``ins[:, C_FLAGS]``; runs before the adjoint plan, which then never counts on such a row.  Returns
-    the slots' roots and the rows' differentiated operands, which the later passes reuse (their
-    activity is unchanged on every row that stays active, the only rows those passes read).
+    ``ins[:, C_FLAGS]``; runs before the adjoint plan, which then never counts on such a row.
     """
-    slots = rec.slots
-    root = _roots(slots)
-    reached = {root[sid] for sid in output_slots}
-    all_flags = ins[:, K.C_FLAGS].tolist()
-    differentiated = differentiated_operands(ins, slots, rec.row_operands)
-    activity = K.F_ACTIVE | K.F_GRAD_A | K.F_GRAD_B | K.F_GRAD_C
-    for i in range(ins.shape[0] - 1, -1, -1):
-        flags = all_flags[i]
-        if not flags & K.F_ACTIVE:
-            continue
-        if root[rec.slots_by_row[i]] not in reached:
-            all_flags[i] = flags & ~activity
-            continue
-        for _, sid in differentiated[i]:
-            reached.add(root[sid])
-    ins[:, K.C_FLAGS] = all_flags
-    return root, differentiated
+    outputs = np.asarray(output_slots, dtype=np.int64)
+    _walk(_unreached, ins, g.row_out, g.operand_start, g.operand_slot, g.root, g.active, outputs)
 
 
-def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots, root=None) -> list[tuple[int, int]]:
+@register_jitable  # (a plain function too: the uncompiled walks call it as Python)
+def _differentiated(scatters, flags, k, sid, active):
+    """Whether operand k (slot sid) of a row carries a derivative: by the row's F_GRAD bits, but every
+    active source of a gather."""
+    if scatters:
+        return active[sid]
+    return k < 3 and flags & (K.F_GRAD_A << k) != 0
+
+
+@jit
+def _unreached(ops, flags, scatters, row_out, start, operand, root, active, outputs):
+    reached = np.zeros(root.size, dtype=np.bool_)
+    for sid in outputs:
+        reached[root[sid]] = True
+    for i in range(ops.size - 1, -1, -1):
+        f = flags[i]
+        if not f & K.F_ACTIVE:
+            continue
+        if not reached[root[row_out[i]]]:
+            flags[i] = f & ~_ACTIVITY
+            continue
+        for k in range(start[i + 1] - start[i]):
+            sid = operand[start[i] + k]
+            if _differentiated(scatters[ops[i]], f, k, sid, active):
+                reached[root[sid]] = True
+
+
+def plan_adjoint_initialisation(g: Graph, ins: np.ndarray, output_slots) -> np.ndarray:
     """Decide which adjoints the reverse sweep assigns instead of accumulating.
 
     Walks the tape in reverse-sweep order.  The first instruction to write a
@@ -78,94 +152,124 @@ def plan_adjoint_initialisation(rec: Recorder, ins: np.ndarray, output_slots, ro
     (an operand that is a view), only the rest needs zeroing.  Adjoints first
     written by a scatter (gather), shared with another operand of the same
     instruction, never written, or seeded by the caller (the outputs) are zeroed
-    whole.  Returns the (offset, length) runs to zero before the sweep; mutates
-    ``ins[:, C_FLAGS]``.  ``root``: the slots' roots, when already known.
+    whole.  Returns the (offset, length) runs to zero before the sweep, sorted and
+    merged, as rows of an int64 array; mutates ``ins[:, C_FLAGS]``.
     """
-    slots = rec.slots
-    root = _roots(slots) if root is None else root
-    # per slot, as Python lists (attribute lookups per operand cost more than the walk itself)
-    empty = [s.size == 0 for s in slots]
-    covers = [s.offset == slots[r].offset and s.size == slots[r].size for s, r in zip(slots, root)]
-    grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
-    init_bits = (K.F_INIT_A, K.F_INIT_B, K.F_INIT_C)
-    first_writer: dict[int, tuple[int, int]] = {}  # root -> (row, operand position or -1)
-    zero_whole = {root[sid] for sid in output_slots}  # seeded by the caller
-    read = set(zero_whole) | {sid for sid, s in enumerate(slots) if s.origin[0] == "input" and s.active}
-    all_flags = ins[:, K.C_FLAGS].tolist()  # Python ints: indexing the array per row costs more than the loop
-    opcodes = ins[:, K.C_OP].tolist()
-    scatters = [f.scatters for f in families.FAMILY_BY_OPCODE]  # a scatter-add never assigns a first write
-    row_operands, slots_by_row = rec.row_operands, rec.slots_by_row
-    for i in range(ins.shape[0] - 1, -1, -1):
-        flags = all_flags[i]
-        if not flags & K.F_ACTIVE:
+    outputs = np.asarray(output_slots, dtype=np.int64)
+    slots = (g.root, g.offset, g.size, g.active_input)
+    return _walk(_first_writers, ins, g.row_out, g.operand_start, g.operand_slot, *slots, outputs)
+
+
+@jit
+def _first_writers(ops, flags, scatters, row_out, start, operand, root, offset, size, active_input, outputs):
+    n_slots = root.size
+    writer_row = np.full(n_slots, -1, dtype=np.int64)  # per root: the row that writes its adjoint first
+    writer_operand = np.full(n_slots, -1, dtype=np.int64)  # and the operand it writes (-1: none assigns)
+    zero_whole = np.zeros(n_slots, dtype=np.bool_)
+    read = active_input.copy()
+    for sid in outputs:
+        zero_whole[root[sid]] = True  # seeded by the caller
+        read[root[sid]] = True
+    for i in range(ops.size - 1, -1, -1):
+        f = flags[i]
+        if not f & K.F_ACTIVE:
             continue
-        read.add(slots_by_row[i])
-        operands = row_operands[i]
-        gather = scatters[opcodes[i]]
-        for k, sid in enumerate(operands):
-            if empty[sid]:
+        read[row_out[i]] = True
+        gather = scatters[ops[i]]
+        first, last = start[i], start[i + 1]
+        for k in range(last - first):
+            sid = operand[first + k]
+            if size[sid] == 0:
                 continue  # an empty adjoint needs no initialisation (and the sweeps would write one element)
             r = root[sid]
-            if r in first_writer:
+            if writer_row[r] >= 0:
                 continue  # written later in tape order: this instruction accumulates
             if gather or k >= 3:
-                first_writer[r] = (i, -1)
-            elif flags & grad_bits[k]:
-                # overlapping views of one slot in the same instruction: zero it whole instead
-                shared = not covers[sid] and sum(root[other] == r for other in operands) > 1
-                first_writer[r] = (i, -1 if shared else k)
-    runs: list[tuple[int, int]] = []
-    for r, (i, k) in first_writer.items():
-        if r in zero_whole or k < 0:
-            zero_whole.add(r)
+                writer_row[r] = i
+            elif f & (K.F_GRAD_A << k):
+                writer_row[r] = i
+                covers = offset[sid] == offset[r] and size[sid] == size[r]
+                shared = 0
+                for j in range(first, last):
+                    shared += root[operand[j]] == r
+                if covers or shared == 1:  # overlapping views of one slot in one instruction: zeroed whole
+                    writer_operand[r] = k
+    runs = np.empty((3 * n_slots, 2), dtype=np.int64)
+    n = 0
+    for r in range(n_slots):
+        i = writer_row[r]
+        if i < 0:
+            if read[r]:
+                zero_whole[r] = True
             continue
-        all_flags[i] |= init_bits[k]
-        part = slots[row_operands[i][k]]
-        whole = slots[r]
-        runs.append((whole.offset, part.offset - whole.offset))  # zero only what it leaves out
-        runs.append((part.offset + part.size, whole.offset + whole.size - part.offset - part.size))
-    ins[:, K.C_FLAGS] = all_flags
-    zero_whole |= {r for r in read if r not in first_writer}
-    runs += [(slots[r].offset, slots[r].size) for r in zero_whole]
-    merged: list[tuple[int, int]] = []
-    for offset, size in sorted(run for run in runs if run[1] > 0):
-        if merged and merged[-1][0] + merged[-1][1] >= offset:
-            end = max(merged[-1][0] + merged[-1][1], offset + size)
-            merged[-1] = (merged[-1][0], end - merged[-1][0])
+        k = writer_operand[r]
+        if zero_whole[r] or k < 0:
+            zero_whole[r] = True
+            continue
+        flags[i] |= K.F_INIT_A << k
+        part = operand[start[i] + k]
+        runs[n, 0], runs[n, 1] = offset[r], offset[part] - offset[r]  # zero only what it leaves out
+        runs[n + 1, 0] = offset[part] + size[part]
+        runs[n + 1, 1] = offset[r] + size[r] - offset[part] - size[part]
+        n += 2
+    for r in range(n_slots):
+        if zero_whole[r]:
+            runs[n, 0], runs[n, 1] = offset[r], size[r]
+            n += 1
+    return _merged(runs[:n])
+
+
+@register_jitable
+def _merged(runs):
+    """The runs (offset, length) of positive length, sorted, overlapping or touching ones joined."""
+    order = np.argsort(runs[:, 0], kind="mergesort")
+    out = np.empty_like(runs)
+    n = 0
+    for j in order:
+        begin, end = runs[j, 0], runs[j, 0] + runs[j, 1]
+        if begin == end:
+            continue
+        if n > 0 and out[n - 1, 0] + out[n - 1, 1] >= begin:
+            out[n - 1, 1] = max(out[n - 1, 0] + out[n - 1, 1], end) - out[n - 1, 0]
         else:
-            merged.append((offset, size))
-    return merged
+            out[n, 0], out[n, 1] = begin, end - begin
+            n += 1
+    return out[:n]
 
 
-def mark_constant_adjoints(ins: np.ndarray, slots, row_operands, output_slots, known=None) -> None:
+def mark_constant_adjoints(g: Graph, ins: np.ndarray) -> None:
     """Set ``F_CONST_ADJOINT`` on the rows whose output's adjoint is a constant of the sweep.
 
     Walking backwards from the outputs (whose seeds are constants), an operand's adjoint varies with
     the differentiated inputs when its consumer's adjoint does, or when the consumer's partial with
     respect to it does: a second partial with an active operand (``K.CURVATURE``) is not structurally
-    zero.  Derived, never trusted from a file: a saved bit is cleared and recomputed.  ``known``: the
-    (roots, differentiated operands) that ``unreached_rows_inactive`` returned for this tape, if any.
+    zero.  Derived, never trusted from a file: a saved bit is cleared and recomputed.
     """
-    root, differentiated = known if known is not None else (_roots(slots), None)
-    out_slot = [-1] * ins.shape[0]
-    for sid, s in enumerate(slots):
-        if s.origin[0] == "op":
-            out_slot[s.origin[1]] = sid
-    varying = set()  # roots whose adjoint varies
-    all_flags = (ins[:, K.C_FLAGS] & ~K.F_CONST_ADJOINT).tolist()
-    curvature = K.CURVATURE[ins[:, K.C_OP]].tolist()
-    if differentiated is None:
-        differentiated = differentiated_operands(ins, slots, row_operands)
-    pair = ((0, 1), (1, 2))  # the CURVATURE entry of operands (k, m): xx, xy / xy, yy
-    for i in range(ins.shape[0] - 1, -1, -1):
-        flags = all_flags[i]
-        if not flags & K.F_ACTIVE:
+    _walk(_constant_adjoints, ins, g.row_out, g.operand_start, g.operand_slot, g.root, g.active, K.CURVATURE)
+
+
+@jit
+def _constant_adjoints(ops, flags, scatters, row_out, start, operand, root, active, curvature):
+    varying = np.zeros(root.size, dtype=np.bool_)  # per root: its adjoint varies
+    for i in range(ops.size - 1, -1, -1):
+        f = flags[i] & ~K.F_CONST_ADJOINT
+        flags[i] = f
+        if not f & K.F_ACTIVE:
             continue
-        out_varies = out_slot[i] >= 0 and root[out_slot[i]] in varying
+        out_varies = row_out[i] >= 0 and varying[root[row_out[i]]]
         if not out_varies:
-            all_flags[i] = flags | K.F_CONST_ADJOINT
-        active = {k for k, _ in differentiated[i]}
-        for k, sid in differentiated[i]:
-            if out_varies or (k < 2 and any(curvature[i][pair[k][m]] and m in active for m in range(2))):
-                varying.add(root[sid])
-    ins[:, K.C_FLAGS] = all_flags
+            flags[i] = f | K.F_CONST_ADJOINT
+        first, n = start[i], start[i + 1] - start[i]
+        op = ops[i]
+        # operands 0 and 1 carry derivatives (m in active)? the CURVATURE entries of (k, m): xx, xy / xy, yy
+        d0 = n > 0 and _differentiated(scatters[op], f, 0, operand[first], active)
+        d1 = n > 1 and _differentiated(scatters[op], f, 1, operand[first + 1], active)
+        for k in range(n):
+            sid = operand[first + k]
+            if not _differentiated(scatters[op], f, k, sid, active):
+                continue
+            curved = (k == 0 and ((curvature[op, 0] and d0) or (curvature[op, 1] and d1))) or (
+                k == 1 and ((curvature[op, 1] and d0) or (curvature[op, 2] and d1))
+            )
+            if out_varies or curved:
+                varying[root[sid]] = True

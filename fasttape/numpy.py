@@ -17,10 +17,11 @@ import sys
 
 import numpy as np
 
-from . import dynamic, updates
+from . import dynamic, scalar_recording, updates
 from . import kernels as K
 from .errors import TracerMutationError, UnsupportedFunctionError
-from .recorder import concrete, move, normalize_axes, recorder_of, scalar_unary
+from .primitives import opcode
+from .recorder import concrete, move, normalize_axes, recorder_of
 from .tracer import Tracer
 
 
@@ -61,7 +62,7 @@ def _elementwise(prim):
         if rec is None:
             return ufunc(*args)
         if scalar and len(args) == 1:
-            out = scalar_unary(rec, op, ufunc, args[0])
+            out = scalar_recording.unary(rec, op, ufunc, args[0])
             if out is not None:
                 return out
         if len(args) != prim.arity:
@@ -612,6 +613,20 @@ _UFUNC_NAMES += ["logical_not", "logical_and", "logical_or", "logical_xor", "mat
 UFUNCS = {getattr(np, n): globals()[n] for n in _UFUNC_NAMES}
 UFUNCS[np.power] = power
 UFUNCS[np.float_power] = power
+
+# the ufuncs a 0-d float tracer records by the short path (fasttape.scalar_recording): unary, by opcode
+SCALAR_UNARY = {
+    getattr(np, n): p.opcode
+    for p in K.PRIMITIVES
+    if p.elementwise and p.kind == "unary" and p.arity == 1 and not p.static
+    for n in p.numpy
+}
+SCALAR_ARITHMETIC = {  # and the four arithmetic ufuncs, with the Python operator that computes the value
+    np.add: (K.OP_ADD, operator.add),
+    np.subtract: (K.OP_SUBTRACT, operator.sub),
+    np.multiply: (K.OP_MULTIPLY, operator.mul),
+    np.divide: (opcode("divide"), operator.truediv),
+}
 
 _REDUCE_METHODS = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
 

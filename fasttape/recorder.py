@@ -11,36 +11,34 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
-import struct
 import threading
-import weakref
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import families
 from . import kernels as K
 from .errors import TracerLeakError
-from .primitives import opcode
 
 Tracer = None  # the class of the values the recorder hands out: set by fasttape.tracer, which defines it
 
 
-@dataclass
 class Slot:
     """A contiguous run of values in the tape's buffer."""
 
-    offset: int
-    shape: tuple
-    active: bool  # depends on a differentiated input
-    kind: str  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (every value is held as a float64)
-    origin: tuple  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
-    size: int = field(init=False)
-    level: object = None  # the nesting.Level of the deepest transformation it depends on; None: the trace's own
-    ref: object = None  # a weak reference to a tracer of it, for its value (nested transformations)
+    __slots__ = ("offset", "shape", "active", "kind", "origin", "size", "level", "ref")
 
-    def __post_init__(self):
-        self.size = math.prod(self.shape)
+    def __init__(self, offset: int, shape: tuple, active: bool, kind: str, origin: tuple, level=None, size=None):
+        self.offset = offset
+        self.shape = shape
+        self.active = active  # depends on a differentiated input
+        self.kind = kind  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (each held as a float64)
+        self.origin = origin  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
+        self.size = math.prod(shape) if size is None else size
+        self.level = level  # the nesting.Level of the deepest transformation it depends on; None: the trace's own
+        self.ref = None  # a weak reference to a tracer of it, for its value (nested transformations)
+
+    def __repr__(self):
+        return f"Slot(offset={self.offset}, shape={self.shape}, kind={self.kind!r}, origin={self.origin[0]!r})"
 
     @property
     def is_bool(self) -> bool:
@@ -49,6 +47,13 @@ class Slot:
     @property
     def dtype(self) -> np.dtype:
         return DTYPES[self.kind]
+
+class ScalarSlot(Slot):
+    """The 0-d float64 output of a row recorded by the scalar path (:mod:`fasttape.scalar_recording`) while
+    no nested transformation is open: its shape, kind, size and level are those of every such slot."""
+
+    __slots__ = ()
+    shape, kind, size, level = (), "f", 1, None  # (class attributes in front of Slot's: never per instance)
 
 
 # the dtypes a slot stands for, by kind; integers are held exactly in the float64 buffer up to 2**53
@@ -77,6 +82,8 @@ class Recorder:
         self.n_values = 0
         self.constants: list[tuple[int, np.ndarray]] = []
         self._scalar_constants: dict[bytes, int] = {}
+        self._float_constants: dict[float, int] = {}  # the scalar path's lookup for plain floats
+        self._elements: dict[tuple[int, int], int] = {}  # (slot, element) -> its 0-d view (scalar_recording)
         self._array_constants: dict[int, tuple[int, object]] = {}
         self.guards: list[tuple[int, bool]] = []
         self.closed = False
@@ -502,104 +509,3 @@ def move(fn, operands, *args, **kwargs) -> Tracer:
         value = fn(*[concrete(o) for o in operands], *args, **kwargs)
         index = fn(*[index_array(rec, o) for o in operands], *args, **kwargs)
     return rec.gather(np.asarray(index), value, list(operands))
-
-
-_DOUBLE = struct.Struct("d")  # native bytes of a float64 and the kind: the key of Recorder._scalar_constants
-_KIND_BYTES = {int: b"i", float: b"f", np.float64: b"f"}
-_SCALAR_CONSTANTS = (float, int, np.float64)
-_EXACT_INT = 2**53
-_OP_DIVIDE = opcode("divide")
-
-
-def scalar_arithmetic(rec, op, fn, x, y):
-    """Record ``fn(x, y)`` (add, subtract, multiply or divide) for scalar code -- 0-d float tracers and
-    Python numbers -- without the general elementwise path: the same instruction, slots and value, at a
-    fraction of the cost per operation.  Returns None for any other operands (the caller then takes
-    the general path, which also raises the errors).  ``rec``: the recorder of the tracer operand."""
-    if rec.closed:
-        return None
-    operands, values, level = [], [], None
-    for v in (x, y):
-        kind = type(v)
-        if kind is Tracer:
-            level = _scalar_level(rec, v, level)
-            if level is False:
-                return None
-            operands.append(v._sid)
-            values.append(v._value)
-        elif kind in _SCALAR_CONSTANTS:
-            if kind is int and not -_EXACT_INT <= v <= _EXACT_INT:
-                return None
-            sid = rec._scalar_constants.get(_DOUBLE.pack(v) + _KIND_BYTES[kind])
-            operands.append(rec.constant(v) if sid is None else sid)
-            values.append(v)
-        else:
-            return None
-    a, b = float(values[0]), float(values[1])  # IEEE doubles as NumPy's, and silent: no overflow warnings
-    if op == _OP_DIVIDE and b == 0.0:
-        return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
-    return _scalar_row(rec, op, operands, values, np.asarray(fn(a, b)), level)
-
-
-def scalar_unary(rec, op, ufunc, x):
-    """Record ``ufunc(x)`` for a 0-d float tracer without the general elementwise path (as
-    :func:`scalar_arithmetic`); None for anything else."""
-    if rec.closed or type(x) is not Tracer:
-        return None
-    level = _scalar_level(rec, x, None)
-    if level is False:
-        return None
-    with np.errstate(all="ignore"):  # (as the general path: a value outside the domain is NaN, silently)
-        value = np.asarray(ufunc(x._value))
-    if value.dtype != np.float64:
-        return None
-    return _scalar_row(rec, op, [x._sid], [x._value], value, level)
-
-
-def _scalar_level(rec, v, level):
-    """The deeper of ``level`` and the 0-d float tracer v's level (a nested transformation's), or False
-    when v does not qualify for the scalar paths or belongs to a closed level (whose error the general
-    path raises)."""
-    slot = rec.slots[v._sid]
-    if v._rec is not rec or slot.kind != "f":
-        return False
-    lv = slot.level
-    if lv is not None:
-        if lv.closed:
-            return False
-        if level is None or lv.serial > level.serial:
-            return lv
-    return level
-
-
-def _scalar_row(rec, op, operands, values, value, level):
-    """Append the elementwise row of a 0-d result and return its tracer."""
-    slots = rec.slots
-    kept = rec.values
-    if kept is not None:  # (a nested transformation reads its operands' values)
-        for sid, v in zip(operands, values):
-            if sid not in kept:
-                kept[sid] = np.asarray(v, dtype=np.float64)
-    sa = slots[operands[0]]
-    flags = K.F_GRAD_A if sa.active else 0
-    row = [op, 0, 1, sa.offset, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    if len(operands) == 2:
-        sb = slots[operands[1]]
-        row[K.C_B], row[K.C_NB] = sb.offset, 1
-        flags |= K.F_GRAD_B if sb.active else 0
-    if flags:
-        flags |= K.F_ACTIVE
-    out = rec._new_slot((), flags != 0, "f", ("op", len(rec.rows)), level)
-    row[K.C_OUT], row[K.C_FLAGS] = slots[out].offset, flags
-    rec.rows.append(row)
-    rec.row_operands.append(tuple(operands))
-    rec.slots_by_row.append(out)
-    result = object.__new__(Tracer)
-    result._rec = rec
-    result._sid = out
-    result._value = value
-    result._base, result._views = (), None  # (as Tracer.__init__: no NumPy aliasing)
-    slots[out].ref = weakref.ref(result)  # its value, should a nested transformation read it later
-    if kept is not None:
-        kept[out] = value
-    return result

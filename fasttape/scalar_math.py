@@ -318,3 +318,35 @@ VOCABULARY = {
     "logaddexp": np.logaddexp,
     **CONSTANTS,
 }
+
+# The same names for Python floats, where the ``math`` module has the function: what the tracer's scalar
+# path (fasttape.scalar_recording) computes a unary row's value with while recording.  Each raises
+# (ValueError, OverflowError) where NumPy would return NaN or inf with a warning, and the tracer then
+# takes NumPy's path; a name missing here (where, the polygammas, NumPy-only functions) leaves its
+# primitive on NumPy's path.
+PYTHON_MATH = {
+    "abs": abs,
+    "sqrt": math.sqrt,
+    "exp": math.exp,
+    "expm1": math.expm1,
+    "log": math.log,
+    "log2": math.log2,
+    "log10": math.log10,
+    "log1p": math.log1p,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "arcsin": math.asin,
+    "arccos": math.acos,
+    "arctan": math.atan,
+    "sinh": math.sinh,
+    "cosh": math.cosh,
+    "tanh": math.tanh,
+    "arcsinh": math.asinh,
+    "arccosh": math.acosh,
+    "arctanh": math.atanh,
+    "erf": math.erf,
+    "erfc": math.erfc,
+    "lgamma": math.lgamma,
+    **CONSTANTS,
+}

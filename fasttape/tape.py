@@ -14,6 +14,7 @@ import collections
 import contextlib
 import functools
 import gc
+import itertools
 import math
 import re
 import threading
@@ -144,9 +145,11 @@ class Tape:
         n_values = rec.n_values
         self.n_values = n_values
         check_memory(tape_bytes(n_values, len(rec.rows), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
-        self.ins = np.array(rec.rows, dtype=np.int64).reshape(len(rec.rows), K.ROW)
-        known = adjoint_plan.unreached_rows_inactive(rec, self.ins, self.output_slots)
-        zero_runs = adjoint_plan.plan_adjoint_initialisation(rec, self.ins, self.output_slots, known[0])
+        n_rows = len(rec.rows)
+        self.ins = np.fromiter(itertools.chain.from_iterable(rec.rows), np.int64, n_rows * K.ROW).reshape(n_rows, K.ROW)
+        graph = adjoint_plan.graph(rec.slots, rec.row_operands, rec.slots_by_row)
+        adjoint_plan.unreached_rows_inactive(graph, self.ins, self.output_slots)
+        zero_runs = adjoint_plan.plan_adjoint_initialisation(graph, self.ins, self.output_slots)
         guard_start = rec.pool_len
         zeros_start = guard_start + 2 * len(rec.guards)
         aux = np.zeros(zeros_start + 2 * len(zero_runs), dtype=np.int64)
@@ -155,9 +158,7 @@ class Tape:
         aux[K.M_NGUARDS] = len(rec.guards)
         aux[K.M_ZEROS] = zeros_start
         aux[K.M_NZEROS] = len(zero_runs)
-        for z, (offset, length) in enumerate(zero_runs):
-            aux[zeros_start + 2 * z] = offset
-            aux[zeros_start + 2 * z + 1] = length
+        aux[zeros_start:] = zero_runs.reshape(-1)
         pos = K.HEADER
         for idx in rec.pool:
             aux[pos : pos + idx.size] = idx
@@ -170,12 +171,13 @@ class Tape:
         for offset, flat in rec.constants:
             template[offset : offset + flat.size] = flat
         self._template = template
-        self._finish(known)
+        self._finish(graph)
 
-    def _finish(self, known=None):
-        """Derived attributes (shared by recording and loading from a file).  ``known``: what the adjoint
-        plan's first pass found, when the tape was just recorded."""
-        adjoint_plan.mark_constant_adjoints(self.ins, self._slots, self._row_operands, self.output_slots, known)
+    def _finish(self, graph=None):
+        """Derived attributes (shared by recording and loading from a file).  ``graph``: the tape's
+        :class:`adjoint_plan.Graph`, when the recording already built it."""
+        graph = adjoint_plan.graph(self._slots, self._row_operands) if graph is None else graph
+        adjoint_plan.mark_constant_adjoints(graph, self.ins)
         self.code = K.scalar_code(self.ins)
         read_by_caller = [(e[0], math.prod(e[1])) for e in (*self._outputs, *self._aux) if e[0] != "const"]
         fusion.mark_regions(self.code, self.ins, self.aux, read_by_caller)

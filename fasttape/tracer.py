@@ -14,7 +14,7 @@ import weakref
 import numpy as np
 
 from . import kernels as K
-from . import recorder
+from . import recorder, scalar_recording
 from .errors import (
     ConcretizationError,
     TracerMutationError,
@@ -22,7 +22,7 @@ from .errors import (
     UnsupportedMethodError,
 )
 from .primitives import opcode
-from .recorder import DTYPES, TYPE_NAMES, Recorder, kind_of, scalar_arithmetic
+from .recorder import DTYPES, TYPE_NAMES, Recorder, kind_of
 
 OP_DIVIDE = opcode("divide")
 
@@ -228,6 +228,16 @@ class Tracer:
 
     # -- NumPy protocols -----------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "__call__" and not kwargs:  # scalar code's short path first
+            if len(inputs) == 1 and ufunc in fnp.SCALAR_UNARY:
+                out = scalar_recording.unary(self._rec, fnp.SCALAR_UNARY[ufunc], ufunc, inputs[0])
+                if out is not None:
+                    return out
+            elif len(inputs) == 2 and ufunc in fnp.SCALAR_ARITHMETIC:
+                op, fn = fnp.SCALAR_ARITHMETIC[ufunc]
+                out = scalar_recording.arithmetic(self._rec, op, fn, inputs[0], inputs[1])
+                if out is not None:
+                    return out
         return fnp.dispatch_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -235,35 +245,35 @@ class Tracer:
 
     # -- operators -------------------------------------------------------------
     def __add__(self, other):
-        out = scalar_arithmetic(self._rec, K.OP_ADD, operator.add, self, other)
+        out = scalar_recording.arithmetic(self._rec, K.OP_ADD, operator.add, self, other)
         return fnp.add(self, other) if out is None else out
 
     def __radd__(self, other):
-        out = scalar_arithmetic(self._rec, K.OP_ADD, operator.add, other, self)
+        out = scalar_recording.arithmetic(self._rec, K.OP_ADD, operator.add, other, self)
         return fnp.add(other, self) if out is None else out
 
     def __sub__(self, other):
-        out = scalar_arithmetic(self._rec, K.OP_SUBTRACT, operator.sub, self, other)
+        out = scalar_recording.arithmetic(self._rec, K.OP_SUBTRACT, operator.sub, self, other)
         return fnp.subtract(self, other) if out is None else out
 
     def __rsub__(self, other):
-        out = scalar_arithmetic(self._rec, K.OP_SUBTRACT, operator.sub, other, self)
+        out = scalar_recording.arithmetic(self._rec, K.OP_SUBTRACT, operator.sub, other, self)
         return fnp.subtract(other, self) if out is None else out
 
     def __mul__(self, other):
-        out = scalar_arithmetic(self._rec, K.OP_MULTIPLY, operator.mul, self, other)
+        out = scalar_recording.arithmetic(self._rec, K.OP_MULTIPLY, operator.mul, self, other)
         return fnp.multiply(self, other) if out is None else out
 
     def __rmul__(self, other):
-        out = scalar_arithmetic(self._rec, K.OP_MULTIPLY, operator.mul, other, self)
+        out = scalar_recording.arithmetic(self._rec, K.OP_MULTIPLY, operator.mul, other, self)
         return fnp.multiply(other, self) if out is None else out
 
     def __truediv__(self, other):
-        out = scalar_arithmetic(self._rec, OP_DIVIDE, operator.truediv, self, other)
+        out = scalar_recording.arithmetic(self._rec, OP_DIVIDE, operator.truediv, self, other)
         return fnp.divide(self, other) if out is None else out
 
     def __rtruediv__(self, other):
-        out = scalar_arithmetic(self._rec, OP_DIVIDE, operator.truediv, other, self)
+        out = scalar_recording.arithmetic(self._rec, OP_DIVIDE, operator.truediv, other, self)
         return fnp.divide(other, self) if out is None else out
 
     def __mod__(self, other):
@@ -459,10 +469,11 @@ class ArrayTracer(Tracer):
             yield self[i]
 
     def __getitem__(self, key):
-        return fnp.getitem(self, key)
+        out = scalar_recording.element(self, key)  # x[i, j]: scalar code's short path
+        return fnp.getitem(self, key) if out is None else out
 
 
-recorder.Tracer = Tracer  # the recorder makes tracers of this class
+recorder.Tracer = scalar_recording.Tracer = Tracer  # the recorders make tracers of this class
 
 from . import dynamic, updates  # noqa: E402
 from . import numpy as fnp  # noqa: E402  (the NumPy surface needs Tracer)

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import fasttape as ft
+from fasttape import adjoint_plan, scalar_recording
 from fasttape import kernels as K
+from fasttape.scalar_recording import _python_value
+from oracle.programs import programs
 
 from .helpers import assert_close, both
 
@@ -67,14 +72,13 @@ def _scalar_functions(u):
 def test_scalar_division_and_unary_fast_paths_record_the_general_paths_tape(monkeypatch):
     import warnings
 
-    from fasttape import numpy as fnp
-    from fasttape import tracer
+    from fasttape import scalar_recording
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # NumPy's warnings stay silent, as in the general path
         fast = ft.trace(_scalar_functions, U)
-        monkeypatch.setattr(tracer, "scalar_arithmetic", lambda *args: None)
-        monkeypatch.setattr(fnp, "scalar_unary", lambda *args: None)
+        for name in ("arithmetic", "unary", "element"):
+            monkeypatch.setattr(scalar_recording, name, lambda *args: None)
         general = ft.trace(_scalar_functions, U)
     np.testing.assert_array_equal(fast.ins, general.ins)
     np.testing.assert_array_equal(fast._template, general._template)
@@ -179,3 +183,107 @@ def test_tracing_pauses_the_collector_and_restores_it():
         assert not gc.isenabled()  # left as the caller had it
     finally:
         gc.enable()
+
+
+# -- the scalar path's own values and element reads ----------------------------------------------------
+_PYTHON_VALUED = [p for p in K.PRIMITIVES if p.elementwise and p.kind == "unary" and _python_value(p) is not None]
+
+
+def _numpy_function(prim):
+    if prim.numpy:
+        return getattr(np, prim.numpy[0])
+    import scipy.special
+
+    return getattr(scipy.special, prim.scipy[0])
+
+
+@pytest.mark.parametrize("prim", _PYTHON_VALUED, ids=lambda p: p.name)
+def test_unary_values_from_python_math_agree_with_numpy(prim):
+    """Inside the domain Python's math gives NumPy's value (to rounding); outside it (log of a negative,
+    exp's overflow, a pole) the scalar path falls back to NumPy's NaN or inf, silently."""
+    import warnings
+
+    fn = _numpy_function(prim)
+    points = [-1000.0, -3.0, -1.0, -0.5, -1e-300, -0.0, 0.0, 0.25, 0.5, 1.0, 1.5, 3.0, 50.0, 1000.0, np.inf, np.nan]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = [float(scalar_recording._unary_value(prim.opcode, fn, np.asarray(x))) for x in points]
+    with np.errstate(all="ignore"):
+        expected = [float(fn(np.float64(x))) for x in points]
+    np.testing.assert_allclose(ours, expected, rtol=1e-13, atol=0, equal_nan=True)
+
+
+def laplace_det(A):
+    """The determinant by expansion along the first row, as GradBench's det writes it."""
+
+    def minor(rows, cols):
+        if len(rows) == 1:
+            return A[rows[0], cols[0]]
+        total = 0.0
+        for k, c in enumerate(cols):
+            term = A[rows[0], c] * minor(rows[1:], cols[:k] + cols[k + 1 :])
+            total = total + term if k % 2 == 0 else total - term
+        return total
+
+    return minor(list(range(A.shape[0])), list(range(A.shape[1])))
+
+
+def test_element_reads_share_one_view_per_element():
+    A = np.arange(1.0, 10.0).reshape(3, 3)
+    seen = {}
+
+    def reads(a):
+        first, again, negative = a[1, 2], a[1, 2], a[-2, -1]
+        seen["ids"] = (first._sid, again._sid, negative._sid, a[2, 1]._sid)
+        seen["distinct objects"] = first is not again
+        with pytest.raises(IndexError):
+            a[3, 0]  # NumPy's error, from the general path
+        return first * again + negative + a[0][0]
+
+    tape = ft.trace(reads, A)
+    first, again, negative, other = seen["ids"]
+    assert first == again == negative != other and seen["distinct objects"]
+    assert tape.ins.shape[0] == 3  # no row for an element read: a view
+    value, grad = tape.value_and_grad(A)
+    expected = jax.value_and_grad(lambda a: a[1, 2] * a[1, 2] + a[-2, -1] + a[0][0])(A)
+    assert_close(value, expected[0])
+    assert_close(grad, expected[1])
+
+
+def test_laplace_determinant_matches_jax():
+    A = np.random.default_rng(3).standard_normal((5, 5))
+    value, grad = ft.value_and_grad(laplace_det)(A)
+    expected = jax.value_and_grad(laplace_det)(jnp.asarray(A))
+    assert_close(value, expected[0], rtol=1e-12)
+    assert_close(grad, expected[1], rtol=1e-10)
+    assert_close(value, np.linalg.det(A), rtol=1e-10)
+
+
+def test_element_reads_of_integer_and_boolean_arrays_keep_their_kind():
+    def f(x, n, mask):
+        return x[0] * n[1] + x[1] * mask[0]
+
+    n, mask = np.array([3, 4]), np.array([True, False])
+    value, grad = ft.value_and_grad(f)(np.array([0.5, 2.0]), n, mask)
+    assert value == 0.5 * 4 + 2.0 * 1.0
+    np.testing.assert_array_equal(grad, [4.0, 1.0])
+
+
+# -- the adjoint plan's walks, compiled and as Python --------------------------------------------------
+@settings(max_examples=30, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(programs(min_steps=2, max_steps=10))
+def test_adjoint_plan_walks_compiled_and_as_python_agree(program):
+    f = functools.partial(program.callable, np)
+    argnums = tuple(range(len(program.inputs)))
+    with np.errstate(all="ignore"):
+        try:
+            tapes = []
+            for threshold in (0, 10**9):  # every walk compiled, then every walk as Python
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(adjoint_plan, "COMPILED_FROM", threshold)
+                    tapes.append(ft.trace(f, *program.inputs, argnums=argnums))
+        except np.linalg.LinAlgError:
+            return
+    compiled, python = tapes
+    np.testing.assert_array_equal(compiled.ins, python.ins)
+    np.testing.assert_array_equal(compiled.aux, python.aux)

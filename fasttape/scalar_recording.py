@@ -1,0 +1,261 @@
+"""Recording scalar code: the short path for ``+ - * /`` and unary ufuncs on 0-d float tracers.
+
+A scalar loop (an integrator, a recursion, a Laplace expansion) records one row per Python operation,
+so the cost of recording one row is the cost of tracing it.  These functions write the same row, slot
+and tracer as the general elementwise path (:meth:`fasttape.recorder.Recorder.elementwise`) with none of
+its generality: no broadcasting, no dtype rules, one lookup per constant.  They return None for
+anything they do not handle, and the caller takes the general path (which also raises the errors).
+
+While no nested transformation has opened (``rec.values is None``) no slot has a level and no value
+need be kept: that case runs without either.  Otherwise the levelled variant records the same row
+and keeps what :mod:`fasttape.nesting` reads.
+"""
+
+from __future__ import annotations
+
+import struct
+import weakref
+
+import numpy as np
+
+from . import layout as L
+from .primitives import PRIMITIVES, names, opcode
+from .recorder import ScalarSlot, Slot
+from .scalar_math import PYTHON_MATH
+
+Tracer = None  # the 0-d tracer class: set by fasttape.tracer, which defines it
+
+_OP_DIVIDE = opcode("divide")
+_EXACT_INT = 2**53  # integers the float64 buffer holds exactly
+_DOUBLE = struct.Struct("d")
+_KIND_BYTES = {int: b"i", float: b"f", np.float64: b"f"}  # the kind byte of Recorder._scalar_constants' keys
+
+# the row a scalar instruction writes: (op, out, 1, a, 1, b, nb, 0, 0, 0, 0, 0, 0, flags)
+assert (L.C_OP, L.C_OUT, L.C_N, L.C_A, L.C_NA, L.C_B, L.C_NB, L.C_FLAGS, L.ROW) == (0, 1, 2, 3, 4, 5, 6, 13, 14)
+_GRAD_A = L.F_GRAD_A | L.F_ACTIVE
+_GRAD_B = L.F_GRAD_B | L.F_ACTIVE
+_new, _asarray = object.__new__, np.asarray
+
+
+def _constant(rec, v) -> int:
+    """The slot id of a Python or NumPy scalar constant, or -1 if ``v`` is not one."""
+    kind = type(v)
+    if kind is float:
+        sid = rec._float_constants.get(v, -1)
+        if sid >= 0:
+            return sid
+        sid = rec.constant(v)
+        if v == v and v != 0.0:  # (0.0 and -0.0 are one dict key, and NaN is never found again)
+            rec._float_constants[v] = sid
+        return sid
+    if kind is int or kind is np.float64:
+        if kind is int and not -_EXACT_INT <= v <= _EXACT_INT:
+            return -1
+        sid = rec._scalar_constants.get(_DOUBLE.pack(v) + _KIND_BYTES[kind])
+        return rec.constant(v) if sid is None else sid
+    return -1
+
+
+def arithmetic(rec, op, fn, x, y):
+    """Record ``fn(x, y)`` (add, subtract, multiply or divide) for 0-d float tracers and Python numbers;
+    None for any other operands."""
+    if rec.values is not None or rec.closed:
+        return _levelled_arithmetic(rec, op, fn, x, y)
+    if type(x) is Tracer:
+        if x._rec is not rec:
+            return None
+        sx = x._sid
+        a = float(x._value)
+    else:
+        sx = _constant(rec, x)
+        if sx < 0:
+            return None
+        a = float(x)
+    if type(y) is Tracer:
+        if y._rec is not rec:
+            return None
+        sy = y._sid
+        b = float(y._value)
+    else:
+        sy = _constant(rec, y)
+        if sy < 0:
+            return None
+        b = float(y)
+    slots = rec.slots
+    slot_x, slot_y = slots[sx], slots[sy]
+    if slot_x.kind != "f" or slot_y.kind != "f" or (b == 0.0 and op == _OP_DIVIDE):
+        return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
+    flags = (_GRAD_A if slot_x.active else 0) | (_GRAD_B if slot_y.active else 0)
+    row = (op, rec.n_values, 1, slot_x.offset, 1, slot_y.offset, 1, 0, 0, 0, 0, 0, 0, flags)
+    return _new_row(rec, row, (sx, sy), _asarray(fn(a, b)))  # IEEE doubles as NumPy's, silent on overflow
+
+
+def unary(rec, op, ufunc, x):
+    """Record ``ufunc(x)`` for a 0-d float tracer; None for anything else."""
+    if type(x) is not Tracer:
+        return None
+    if rec.values is not None or rec.closed:
+        return _levelled_unary(rec, op, ufunc, x)
+    slot = rec.slots[x._sid]
+    if x._rec is not rec or slot.kind != "f":
+        return None
+    value = _unary_value(op, ufunc, x._value)
+    if value is None:
+        return None
+    flags = _GRAD_A if slot.active else 0
+    return _new_row(rec, (op, rec.n_values, 1, slot.offset, 1, 0, 0, 0, 0, 0, 0, 0, 0, flags), (x._sid,), value)
+
+
+def _python_value(prim):
+    """A unary primitive's value formula as a function of a Python float, or None when it names a
+    function that only NumPy (or compiled code) has."""
+    if not names(prim.value) <= {"x", *PYTHON_MATH}:
+        return None
+    return eval(f"lambda x: {prim.value}", {"__builtins__": {}, **PYTHON_MATH})  # noqa: S307 (the declarations')
+
+
+_PYTHON_VALUES = {p.opcode: _python_value(p) for p in PRIMITIVES if p.elementwise and p.kind == "unary"}
+
+
+def _unary_value(op, ufunc, value):
+    """``ufunc(value)`` as a 0-d float64 array (None if it is not a float): from Python's math when it has
+    the function and the value is inside its domain (NumPy's errstate costs more than the rest of a
+    row), else from NumPy, silently (as the general path: a value outside the domain is NaN)."""
+    python = _PYTHON_VALUES.get(op)
+    if python is not None:
+        try:
+            return np.asarray(float(python(float(value))))
+        except (ValueError, OverflowError, ZeroDivisionError):
+            pass
+    with np.errstate(all="ignore"):
+        value = np.asarray(ufunc(value))
+    return value if value.dtype == np.float64 else None
+
+
+def _new_row(rec, row, operands, value, level=None):
+    """Append ``row`` (its output: a fresh 0-d slot at the end of the buffer) and return its tracer."""
+    offset = row[L.C_OUT]
+    rec.n_values = offset + 1
+    slots, rows = rec.slots, rec.rows
+    out = len(slots)
+    if level is None:
+        slot = _new(ScalarSlot)
+        slot.offset, slot.active, slot.origin = offset, row[L.C_FLAGS] != 0, ("op", len(rows))
+    else:
+        slot = Slot(offset, (), row[L.C_FLAGS] != 0, "f", ("op", len(rows)), level, size=1)
+    slots.append(slot)
+    rows.append(row)
+    rec.row_operands.append(operands)
+    rec.slots_by_row.append(out)
+    result = _new(Tracer)
+    result._rec = rec
+    result._sid = out
+    result._value = value
+    result._base, result._views = (), None  # (as Tracer.__init__: no NumPy aliasing)
+    slot.ref = weakref.ref(result)  # its value, should a nested transformation read it later
+    return result
+
+
+# -- with nested transformations: levels, and the values they read ------------------------------------
+def _levelled_arithmetic(rec, op, fn, x, y):
+    if rec.closed:
+        return None
+    operands, values, level = [], [], None
+    for v in (x, y):
+        if type(v) is Tracer:
+            level = _level(rec, v, level)
+            if level is False:
+                return None
+            operands.append(v._sid)
+            values.append(v._value)
+        else:
+            sid = _constant(rec, v)
+            if sid < 0:
+                return None
+            operands.append(sid)
+            values.append(v)
+    if rec.slots[operands[0]].kind != "f" or rec.slots[operands[1]].kind != "f":
+        return None
+    a, b = float(values[0]), float(values[1])
+    if op == _OP_DIVIDE and b == 0.0:
+        return None
+    return _levelled_row(rec, op, operands, values, np.asarray(fn(a, b)), level)
+
+
+def _levelled_unary(rec, op, ufunc, x):
+    if rec.closed:
+        return None
+    level = _level(rec, x, None)
+    if level is False:
+        return None
+    value = _unary_value(op, ufunc, x._value)
+    if value is None:
+        return None
+    return _levelled_row(rec, op, [x._sid], [x._value], value, level)
+
+
+def _level(rec, v, level):
+    """The deeper of ``level`` and the 0-d float tracer v's level (a nested transformation's), or False
+    when v does not qualify for the scalar paths or belongs to a closed level (whose error the general
+    path raises)."""
+    slot = rec.slots[v._sid]
+    if v._rec is not rec or slot.kind != "f":
+        return False
+    lv = slot.level
+    if lv is not None:
+        if lv.closed:
+            return False
+        if level is None or lv.serial > level.serial:
+            return lv
+    return level
+
+
+def _levelled_row(rec, op, operands, values, value, level):
+    kept = rec.values
+    for sid, v in zip(operands, values):  # (a nested transformation reads its operands' values)
+        if sid not in kept:
+            kept[sid] = np.asarray(v, dtype=np.float64)
+    slot_a = rec.slots[operands[0]]
+    row = [op, rec.n_values, 1, slot_a.offset, 1, 0, 0, 0, 0, 0, 0, 0, 0, _GRAD_A if slot_a.active else 0]
+    if len(operands) == 2:
+        slot_b = rec.slots[operands[1]]
+        row[L.C_B], row[L.C_NB] = slot_b.offset, 1
+        row[L.C_FLAGS] |= _GRAD_B if slot_b.active else 0
+    result = _new_row(rec, tuple(row), tuple(operands), value, level)
+    kept[result._sid] = value
+    return result
+
+
+def element(x, key):
+    """``x[i, j, ...]`` with one Python int per axis: a 0-d view of that element (no row), the same view
+    each time the element is read; None for any other key (the general path, which also raises)."""
+    rec = x._rec
+    if rec.values is not None or rec.closed:
+        return None
+    slot = rec.slots[x._sid]
+    shape = slot.shape
+    if type(key) is int:
+        key = (key,)
+    elif type(key) is not tuple:
+        return None
+    if len(key) != len(shape):
+        return None
+    flat = 0
+    for k, n in zip(key, shape):
+        if type(k) is not int or not -n <= k < n:
+            return None
+        flat = flat * n + (k if k >= 0 else k + n)
+    value = np.asarray(x._value[key])
+    sid = rec._elements.get((x._sid, flat))
+    if sid is None:
+        sid = rec._view_slot(x._sid, slot.offset + flat, (), slot.kind, None)
+        rec._elements[(x._sid, flat)] = sid
+    result = object.__new__(Tracer)
+    result._rec = rec
+    result._sid = sid
+    result._value = value
+    result._base, result._views = (), None
+    ref = rec.slots[sid].ref
+    if ref is None or ref() is None:
+        rec.slots[sid].ref = weakref.ref(result)
+    return result
