@@ -104,6 +104,8 @@ PEER_COLUMNS = ("kern_api_vg", "api_vg", "jax_jit_vg", "pytensor_vg", "fused_vg"
 ROSENBROCK_10_API_TARGET = 1.5e-6
 LORENZ_KERNELS_VG_TARGET = 20e-6
 LORENZ_KERNELS_HVP_TARGET = 45e-6
+TRACING_PER_ROW_TARGET = 2e-6  # issue 16: tracing scalar code, per recorded row
+TRACING_COLUMNS = ("trace_ft", "trace_jax")  # test_tracing
 
 LORENZ_VG_TARGET = 60e-6
 ROSENBROCK_10_VG_TARGET = 2e-6
@@ -309,6 +311,23 @@ def directions_table(table):
     return lines
 
 
+def tracing_table(table):
+    """Recording a tape, per recorded row, beside JAX's make_jaxpr of the same Python (same run)."""
+    header = f"{'tracing, median':<28}{'rows':>8}{'ft ms':>9}{'µs/row':>8}{'JAX ms':>9}{'µs/row':>8}{'ft/JAX':>8}"
+    lines = [header, "-" * len(header)]
+    for (_, rows, size), row in sorted_rows(table, TRACING_COLUMNS):
+        per_row = {c: row[c] / rows * 1e6 if c in row else None for c in TRACING_COLUMNS}
+        lines.append(
+            f"{size:<28}{rows:>8}"
+            + fmt(row.get("trace_ft", 0) * 1e3 if "trace_ft" in row else None, ".1f", 9)
+            + fmt(per_row["trace_ft"], ".2f", 8)
+            + fmt(row.get("trace_jax", 0) * 1e3 if "trace_jax" in row else None, ".1f", 9)
+            + fmt(per_row["trace_jax"], ".2f", 8)
+            + fmt(ratio(row, "trace_ft", "trace_jax"), ".2f", 8)
+        )
+    return lines
+
+
 # --------------------------------------------------------------------------
 # the issue-5 targets and where fasttape loses to JAX
 # --------------------------------------------------------------------------
@@ -405,7 +424,14 @@ def targets_of_issue_16(table):
             return None
         return row["kern_api_vg"] <= seconds, f"{row['kern_api_vg'] / seconds:.2f}x {name}"
 
+    tracing = [(f"{size}", row["trace_ft"] / rows) for (_, rows, size), row in sorted_rows(table, ("trace_ft",))]
+    tracing_check = (
+        "tracing <= 2 µs per recorded row",
+        [f"{size}: {seconds * 1e6:.2f} µs" for size, seconds in tracing if seconds > TRACING_PER_ROW_TARGET],
+        [size for size, _ in tracing],
+    )
     return [
+        tracing_check,
         check("ft.value_and_grad (tape kernels) fastest of the measured peers", fastest),
         check(
             "Rosenbrock n=10 ft.value_and_grad <= 1.5 µs",
@@ -537,7 +563,7 @@ def main(argv):
         if len(lines) > 2:
             print()
             print("\n".join(lines))
-    for lines in (hessian_table(table), nested_table(table), directions_table(table)):
+    for lines in (hessian_table(table), nested_table(table), directions_table(table), tracing_table(table)):
         if len(lines) > 2:
             print()
             print("\n".join(lines))

@@ -25,6 +25,7 @@ from numba.extending import register_jitable
 from . import families
 from . import kernels as K
 from .jit import jit
+from .recorder import ScalarSlot
 
 COMPILED_FROM = 2000  # rows: below, the walks run as Python (loading compiled code would cost more)
 
@@ -49,26 +50,30 @@ class Graph(NamedTuple):
     active_input: np.ndarray  # per slot: a differentiated input
 
 
-_OFFSET, _SIZE, _ACTIVE, _ORIGIN = (operator.attrgetter(name) for name in ("offset", "size", "active", "origin"))
+_OFFSET, _SIZE, _ACTIVE = (operator.attrgetter(name) for name in ("offset", "size", "active"))
 
 
 def graph(slots, row_operands, row_out=None) -> Graph:
     """The flat arrays of a tape's slots and rows' operands; ``row_out``: each row's output slot, when known
     (a recorded tape's), else read from the slots' origins."""
     n_slots = len(slots)
-    origins = list(map(_ORIGIN, slots))
-    kinds = [o[0] for o in origins]
+    # the origins that matter here (views' parents, inputs), of the slots that are not a scalar row's output
+    origins = [(sid, s.origin) for sid, s in enumerate(slots) if type(s) is not ScalarSlot]
     root = np.arange(n_slots, dtype=np.int64)
-    for sid in (sid for sid, kind in enumerate(kinds) if kind == "view"):
-        root[sid] = root[origins[sid][1]]  # parents are created before their views
+    for sid, origin in origins:
+        if origin[0] == "view":
+            root[sid] = root[origin[1]]  # parents are created before their views
     if row_out is None:
         row_out = np.full(len(row_operands), -1, dtype=np.int64)
-        for sid in (sid for sid, kind in enumerate(kinds) if kind == "op"):
-            row_out[origins[sid][1]] = sid
+        for sid, s in enumerate(slots):
+            if s.origin[0] == "op":
+                row_out[s.origin[1]] = sid
     lengths = np.fromiter(map(len, row_operands), dtype=np.int64, count=len(row_operands))
     start = np.zeros(len(row_operands) + 1, dtype=np.int64)
     np.cumsum(lengths, out=start[1:])
     active = np.fromiter(map(_ACTIVE, slots), dtype=np.bool_, count=n_slots)
+    active_input = np.zeros(n_slots, dtype=np.bool_)
+    active_input[[sid for sid, origin in origins if origin[0] == "input"]] = True
     return Graph(
         row_out=np.asarray(row_out, dtype=np.int64),
         operand_start=start,
@@ -77,7 +82,7 @@ def graph(slots, row_operands, row_out=None) -> Graph:
         offset=np.fromiter(map(_OFFSET, slots), dtype=np.int64, count=n_slots),
         size=np.fromiter(map(_SIZE, slots), dtype=np.int64, count=n_slots),
         active=active,
-        active_input=active & np.array([kind == "input" for kind in kinds], dtype=np.bool_),
+        active_input=active & active_input,
     )
 
 

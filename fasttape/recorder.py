@@ -12,6 +12,7 @@ import contextlib
 import math
 import operator
 import threading
+import weakref
 
 import numpy as np
 
@@ -48,12 +49,35 @@ class Slot:
     def dtype(self) -> np.dtype:
         return DTYPES[self.kind]
 
-class ScalarSlot(Slot):
-    """The 0-d float64 output of a row recorded by the scalar path (:mod:`fasttape.scalar_recording`) while
-    no nested transformation is open: its shape, kind, size and level are those of every such slot."""
+    def remember(self, tracer) -> None:
+        """Keep a weak reference to ``tracer``, a tracer of this slot, unless a live one is kept already."""
+        if self.ref is None or self.ref() is None:
+            self.ref = weakref.ref(tracer)
 
-    __slots__ = ()
+    def value(self):
+        """The slot's value, from a live tracer of it (None if there is none)."""
+        tracer = self.ref() if self.ref is not None else None
+        return None if tracer is None else tracer._value
+
+
+class ScalarSlot(Slot):
+    """The 0-d float64 output of row ``row``, recorded by the scalar path (:mod:`fasttape.scalar_recording`)
+    while no nested transformation was open: its shape, kind, size and level are those of every such slot,
+    and it keeps its value (a 0-d array, which the cyclic collector does not track; a weak reference would be
+    one more object for it per row, and a scalar loop records 10⁵ rows)."""
+
+    __slots__ = ("row", "kept")
     shape, kind, size, level = (), "f", 1, None  # (class attributes in front of Slot's: never per instance)
+
+    @property
+    def origin(self):
+        return ("op", self.row)
+
+    def remember(self, tracer) -> None:
+        pass
+
+    def value(self):
+        return self.kept
 
 
 # the dtypes a slot stands for, by kind; integers are held exactly in the float64 buffer up to 2**53
@@ -82,8 +106,8 @@ class Recorder:
         self.n_values = 0
         self.constants: list[tuple[int, np.ndarray]] = []
         self._scalar_constants: dict[bytes, int] = {}
-        self._float_constants: dict[float, int] = {}  # the scalar path's lookup for plain floats
-        self._elements: dict[tuple[int, int], int] = {}  # (slot, element) -> its 0-d view (scalar_recording)
+        self._float_constants: dict[float | str, int] = {}  # the scalar path's lookup for plain floats
+        self._elements: dict[tuple, tuple] = {}  # (slot, index) -> (its 0-d view, value): scalar_recording
         self._array_constants: dict[int, tuple[int, object]] = {}
         self.guards: list[tuple[int, bool]] = []
         self.closed = False
@@ -443,8 +467,7 @@ def _value_of(slot: Slot):
     """The value of a slot from a live tracer of it, or its constant (None if neither exists)."""
     if slot.origin[0] == "const":
         return slot.origin[1].reshape(slot.shape).astype(slot.dtype)
-    tracer = slot.ref() if slot.ref is not None else None
-    return None if tracer is None else tracer._value
+    return slot.value()
 
 
 def _as_value(value):

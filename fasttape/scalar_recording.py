@@ -13,8 +13,8 @@ and keeps what :mod:`fasttape.nesting` reads.
 
 from __future__ import annotations
 
+import math
 import struct
-import weakref
 
 import numpy as np
 
@@ -35,18 +35,20 @@ assert (L.C_OP, L.C_OUT, L.C_N, L.C_A, L.C_NA, L.C_B, L.C_NB, L.C_FLAGS, L.ROW) 
 _GRAD_A = L.F_GRAD_A | L.F_ACTIVE
 _GRAD_B = L.F_GRAD_B | L.F_ACTIVE
 _new, _asarray = object.__new__, np.asarray
+_ZERO_KEYS = {1.0: "+0.0", -1.0: "-0.0"}  # Recorder._float_constants' keys of the two zeros
 
 
 def _constant(rec, v) -> int:
     """The slot id of a Python or NumPy scalar constant, or -1 if ``v`` is not one."""
     kind = type(v)
     if kind is float:
-        sid = rec._float_constants.get(v, -1)
+        key = v if v != 0.0 else _ZERO_KEYS[math.copysign(1.0, v)]  # (0.0 and -0.0: one dict key otherwise)
+        sid = rec._float_constants.get(key, -1)
         if sid >= 0:
             return sid
         sid = rec.constant(v)
-        if v == v and v != 0.0:  # (0.0 and -0.0 are one dict key, and NaN is never found again)
-            rec._float_constants[v] = sid
+        if v == v:  # (NaN is never found again)
+            rec._float_constants[key] = sid
         return sid
     if kind is int or kind is np.float64:
         if kind is int and not -_EXACT_INT <= v <= _EXACT_INT:
@@ -140,7 +142,7 @@ def _new_row(rec, row, operands, value, level=None):
     out = len(slots)
     if level is None:
         slot = _new(ScalarSlot)
-        slot.offset, slot.active, slot.origin = offset, row[L.C_FLAGS] != 0, ("op", len(rows))
+        slot.offset, slot.active, slot.row, slot.kept = offset, row[L.C_FLAGS] != 0, len(rows), value
     else:
         slot = Slot(offset, (), row[L.C_FLAGS] != 0, "f", ("op", len(rows)), level, size=1)
     slots.append(slot)
@@ -152,7 +154,8 @@ def _new_row(rec, row, operands, value, level=None):
     result._sid = out
     result._value = value
     result._base, result._views = (), None  # (as Tracer.__init__: no NumPy aliasing)
-    slot.ref = weakref.ref(result)  # its value, should a nested transformation read it later
+    if level is not None:
+        slot.remember(result)  # its value, should a nested transformation read it later (a ScalarSlot keeps it)
     return result
 
 
@@ -232,30 +235,30 @@ def element(x, key):
     rec = x._rec
     if rec.values is not None or rec.closed:
         return None
-    slot = rec.slots[x._sid]
-    shape = slot.shape
     if type(key) is int:
         key = (key,)
     elif type(key) is not tuple:
         return None
-    if len(key) != len(shape):
-        return None
-    flat = 0
-    for k, n in zip(key, shape):
-        if type(k) is not int or not -n <= k < n:
+    for k in key:
+        if type(k) is not int:
             return None
-        flat = flat * n + (k if k >= 0 else k + n)
-    value = np.asarray(x._value[key])
-    sid = rec._elements.get((x._sid, flat))
-    if sid is None:
+    found = rec._elements.get((x._sid, key))
+    if found is None:
+        slot = rec.slots[x._sid]
+        if len(key) != len(slot.shape):
+            return None
+        flat = 0
+        for k, n in zip(key, slot.shape):
+            if not -n <= k < n:
+                return None
+            flat = flat * n + (k if k >= 0 else k + n)
         sid = rec._view_slot(x._sid, slot.offset + flat, (), slot.kind, None)
-        rec._elements[(x._sid, flat)] = sid
-    result = object.__new__(Tracer)
+        found = rec._elements[(x._sid, key)] = (sid, np.asarray(x._value[key]))  # (values never change)
+    sid, value = found
+    result = _new(Tracer)
     result._rec = rec
     result._sid = sid
     result._value = value
     result._base, result._views = (), None
-    ref = rec.slots[sid].ref
-    if ref is None or ref() is None:
-        rec.slots[sid].ref = weakref.ref(result)
+    rec.slots[sid].remember(result)
     return result

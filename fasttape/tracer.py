@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import operator
 import sys
-import weakref
 
 import numpy as np
 
@@ -91,10 +90,7 @@ class Tracer:
         self._sid = sid
         self._value = value
         self._base, self._views = (), None  # NumPy aliasing, for item assignment (fasttape.updates)
-        slot = rec.slots[sid]
-        ref = slot.ref
-        if ref is None or ref() is None:
-            slot.ref = weakref.ref(self)
+        rec.slots[sid].remember(self)
         if rec.values is not None:
             rec.values[sid] = value
 
