@@ -19,30 +19,7 @@ import pytest
 import fasttape as ft
 
 from .cases import run
-
-
-def pendulum(theta, xp):
-    a, w = theta[0], theta[1]
-    for _ in range(5000):
-        w = w - 0.01 * 9.81 * xp.sin(a)
-        a = a + 0.01 * w
-    return a * a + w
-
-
-def laplace_det(A, xp):
-    """The determinant by expansion along the first row (GradBench's ``det``)."""
-
-    def minor(rows, cols):
-        if len(rows) == 1:
-            return A[rows[0], cols[0]]
-        total = 0.0
-        for k, c in enumerate(cols):
-            term = A[rows[0], c] * minor(rows[1:], cols[:k] + cols[k + 1 :])
-            total = total + term if k % 2 == 0 else total - term
-        return total
-
-    return minor(list(range(A.shape[0])), list(range(A.shape[1])))
-
+from .workloads import laplace_det, pendulum
 
 PROGRAMS = {
     "pendulum 5000 steps": (pendulum, np.array([0.4, 0.1])),

@@ -404,3 +404,28 @@ def make_ode_scan():
 def ode_input(n, steps, seed=31337):
     """``(x, ticks)``: x uniform in [0, 1) as GradBench draws it; ``ticks`` only carries the step count."""
     return np.random.default_rng(seed).random(n), np.zeros(steps)
+
+
+def pendulum(theta, xp=np, steps=5000):
+    """A Python loop of scalar Euler steps of a pendulum (``sin`` and four arithmetic rows a step)."""
+    a, w = theta[0], theta[1]
+    for _ in range(steps):
+        w = w - 0.01 * 9.81 * xp.sin(a)
+        a = a + 0.01 * w
+    return a * a + w
+
+
+def laplace_det(A, xp=np):
+    """The determinant by expansion along the first row, as GradBench's ``det`` computes it: a deep
+    recursion of element reads, products and sums (``xp`` unused: indexing and arithmetic only)."""
+
+    def minor(rows, cols):
+        if len(rows) == 1:
+            return A[rows[0], cols[0]]
+        total = 0.0
+        for k, c in enumerate(cols):
+            term = A[rows[0], c] * minor(rows[1:], cols[:k] + cols[k + 1 :])
+            total = total + term if k % 2 == 0 else total - term
+        return total
+
+    return minor(list(range(A.shape[0])), list(range(A.shape[1])))

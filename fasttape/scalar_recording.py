@@ -63,6 +63,7 @@ def arithmetic(rec, op, fn, x, y):
     None for any other operands."""
     if rec.values is not None or rec.closed:
         return _levelled_arithmetic(rec, op, fn, x, y)
+    # (the two operands' cases written out: a helper called twice costs a tenth of the row)
     if type(x) is Tracer:
         if x._rec is not rec:
             return None
@@ -242,18 +243,22 @@ def element(x, key):
     for k in key:
         if type(k) is not int:
             return None
-    found = rec._elements.get((x._sid, key))
+    elements = rec._elements
+    found = elements.get((x._sid, key))
     if found is None:
         slot = rec.slots[x._sid]
         if len(key) != len(slot.shape):
             return None
-        flat = 0
         for k, n in zip(key, slot.shape):
             if not -n <= k < n:
                 return None
-            flat = flat * n + (k if k >= 0 else k + n)
-        sid = rec._view_slot(x._sid, slot.offset + flat, (), slot.kind, None)
-        found = rec._elements[(x._sid, key)] = (sid, np.asarray(x._value[key]))  # (values never change)
+        index = tuple(k if k >= 0 else k + n for k, n in zip(key, slot.shape))  # (a[-1] is a[n - 1])
+        found = elements.get((x._sid, index))
+        if found is None:
+            flat = int(np.ravel_multi_index(index, slot.shape)) if index else 0
+            sid = rec._view_slot(x._sid, slot.offset + flat, (), slot.kind, None)
+            found = elements[(x._sid, index)] = (sid, np.asarray(x._value[index]))  # (values never change)
+        elements[(x._sid, key)] = found
     sid, value = found
     result = _new(Tracer)
     result._rec = rec

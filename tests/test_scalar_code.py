@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fasttape as ft
+from benchmarks.workloads import laplace_det
 from fasttape import adjoint_plan, scalar_recording
 from fasttape import kernels as K
 from fasttape.scalar_recording import _python_value
@@ -211,21 +212,6 @@ def test_unary_values_from_python_math_agree_with_numpy(prim):
     with np.errstate(all="ignore"):
         expected = [float(fn(np.float64(x))) for x in points]
     np.testing.assert_allclose(ours, expected, rtol=1e-13, atol=0, equal_nan=True)
-
-
-def laplace_det(A):
-    """The determinant by expansion along the first row, as GradBench's det writes it."""
-
-    def minor(rows, cols):
-        if len(rows) == 1:
-            return A[rows[0], cols[0]]
-        total = 0.0
-        for k, c in enumerate(cols):
-            term = A[rows[0], c] * minor(rows[1:], cols[:k] + cols[k + 1 :])
-            total = total + term if k % 2 == 0 else total - term
-        return total
-
-    return minor(list(range(A.shape[0])), list(range(A.shape[1])))
 
 
 def test_element_reads_share_one_view_per_element():
