@@ -106,7 +106,8 @@ class Recorder:
         self.n_values = 0
         self.constants: list[tuple[int, np.ndarray]] = []
         self._scalar_constants: dict[bytes, int] = {}
-        self._float_constants: dict[float | str, int] = {}  # the scalar path's lookup for plain floats
+        self._float_constants: dict[float | str, int] = {}  # the scalar path's lookups for Python floats
+        self._int_constants: dict[int, int] = {}  # and ints
         self._elements: dict[tuple, tuple] = {}  # (slot, index) -> (its 0-d view, value): scalar_recording
         self._array_constants: dict[int, tuple[int, object]] = {}
         self.guards: list[tuple[int, bool]] = []

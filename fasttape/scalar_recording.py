@@ -28,7 +28,6 @@ Tracer = None  # the 0-d tracer class: set by fasttape.tracer, which defines it
 _OP_DIVIDE = opcode("divide")
 _EXACT_INT = 2**53  # integers the float64 buffer holds exactly
 _DOUBLE = struct.Struct("d")
-_KIND_BYTES = {int: b"i", float: b"f", np.float64: b"f"}  # the kind byte of Recorder._scalar_constants' keys
 
 # the row a scalar instruction writes: (op, out, 1, a, 1, b, nb, 0, 0, 0, 0, 0, 0, flags)
 assert (L.C_OP, L.C_OUT, L.C_N, L.C_A, L.C_NA, L.C_B, L.C_NB, L.C_FLAGS, L.ROW) == (0, 1, 2, 3, 4, 5, 6, 13, 14)
@@ -50,10 +49,15 @@ def _constant(rec, v) -> int:
         if v == v:  # (NaN is never found again)
             rec._float_constants[key] = sid
         return sid
-    if kind is int or kind is np.float64:
-        if kind is int and not -_EXACT_INT <= v <= _EXACT_INT:
-            return -1
-        sid = rec._scalar_constants.get(_DOUBLE.pack(v) + _KIND_BYTES[kind])
+    if kind is int:
+        sid = rec._int_constants.get(v, -1)
+        if sid < 0:
+            if not -_EXACT_INT <= v <= _EXACT_INT:
+                return -1
+            sid = rec._int_constants[v] = rec.constant(v)
+        return sid
+    if kind is np.float64:
+        sid = rec._scalar_constants.get(_DOUBLE.pack(v) + b"f")
         return rec.constant(v) if sid is None else sid
     return -1
 
@@ -64,29 +68,36 @@ def arithmetic(rec, op, fn, x, y):
     if rec.values is not None or rec.closed:
         return _levelled_arithmetic(rec, op, fn, x, y)
     # (the two operands' cases written out: a helper called twice costs a tenth of the row)
+    slots = rec.slots
     if type(x) is Tracer:
         if x._rec is not rec:
             return None
         sx = x._sid
+        slot_x = slots[sx]
+        if slot_x.kind != "f":
+            return None
         a = float(x._value)
     else:
-        sx = _constant(rec, x)
+        sx = _constant(rec, x)  # (an int constant too: NumPy's result is float64 all the same)
         if sx < 0:
             return None
+        slot_x = slots[sx]
         a = float(x)
     if type(y) is Tracer:
         if y._rec is not rec:
             return None
         sy = y._sid
+        slot_y = slots[sy]
+        if slot_y.kind != "f":
+            return None
         b = float(y._value)
     else:
         sy = _constant(rec, y)
         if sy < 0:
             return None
+        slot_y = slots[sy]
         b = float(y)
-    slots = rec.slots
-    slot_x, slot_y = slots[sx], slots[sy]
-    if slot_x.kind != "f" or slot_y.kind != "f" or (b == 0.0 and op == _OP_DIVIDE):
+    if b == 0.0 and op == _OP_DIVIDE:
         return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
     flags = (_GRAD_A if slot_x.active else 0) | (_GRAD_B if slot_y.active else 0)
     row = (op, rec.n_values, 1, slot_x.offset, 1, slot_y.offset, 1, 0, 0, 0, 0, 0, 0, flags)
@@ -178,8 +189,6 @@ def _levelled_arithmetic(rec, op, fn, x, y):
                 return None
             operands.append(sid)
             values.append(v)
-    if rec.slots[operands[0]].kind != "f" or rec.slots[operands[1]].kind != "f":
-        return None
     a, b = float(values[0]), float(values[1])
     if op == _OP_DIVIDE and b == 0.0:
         return None

@@ -117,6 +117,24 @@ def test_fast_path_declines_what_it_does_not_cover():
     assert_close(grad, expected[1])
 
 
+def test_fast_path_takes_python_and_numpy_numbers(monkeypatch):
+    """Ints, floats (signed zeros included) and NumPy float64 constants: no row of this function reaches
+    the general path."""
+    from fasttape import numpy as fnp
+
+    for name in ("add", "subtract", "multiply", "divide"):
+        monkeypatch.setattr(fnp, name, lambda *args: pytest.fail("took the general path"))
+
+    def f(u):
+        a = u[0]
+        return 2 * a + 1 - a / 4 - 3 * a * np.float64(0.5) + (-0.0) * a + 0.0 - a * 2.5
+
+    value, grad = ft.value_and_grad(f)(U)
+    expected = jax.value_and_grad(f)(U)
+    assert_close(value, expected[0])
+    assert_close(grad, expected[1])
+
+
 @pytest.mark.parametrize("kind", ["value_and_grad", "jvp", "hvp", "vjp"])
 def test_scalar_loops_match_jax(kind):
     if kind == "value_and_grad":
