@@ -1,14 +1,16 @@
-"""Recording scalar code: the short path for ``+ - * /`` and unary ufuncs on 0-d float tracers.
+"""Recording scalar code: the short path for ``+ - * /`` and unary ufuncs on 0-d float tracers, and
+for element reads ``A[i, j]``.
 
 A scalar loop (an integrator, a recursion, a Laplace expansion) records one row per Python operation,
 so the cost of recording one row is the cost of tracing it.  These functions write the same row, slot
 and tracer as the general elementwise path (:meth:`fasttape.recorder.Recorder.elementwise`) with none of
-its generality: no broadcasting, no dtype rules, one lookup per constant.  They return None for
-anything they do not handle, and the caller takes the general path (which also raises the errors).
+its generality: no broadcasting, no dtype rules, one lookup per constant; an element read is a 0-d view
+(no row), one per element.  They return None for anything they do not handle, and the caller takes the
+general path (which also raises the errors).
 
-While no nested transformation has opened (``rec.values is None``) no slot has a level and no value
-need be kept: that case runs without either.  Otherwise the levelled variant records the same row
-and keeps what :mod:`fasttape.nesting` reads.
+While no nested transformation has opened (``rec.values is None``) no slot has a level: a row's output
+is a :class:`~fasttape.recorder.ScalarSlot`, which keeps its own value.  Otherwise the levelled variant
+records the same row and keeps the values :mod:`fasttape.nesting` reads.
 """
 
 from __future__ import annotations
@@ -110,8 +112,10 @@ def unary(rec, op, ufunc, x):
         return None
     if rec.values is not None or rec.closed:
         return _levelled_unary(rec, op, ufunc, x)
+    if x._rec is not rec:
+        return None
     slot = rec.slots[x._sid]
-    if x._rec is not rec or slot.kind != "f":
+    if slot.kind != "f":
         return None
     value = _unary_value(op, ufunc, x._value)
     if value is None:
