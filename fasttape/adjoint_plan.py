@@ -87,16 +87,12 @@ def graph(slots, row_operands, row_out=None) -> Graph:
 
 
 def differentiated_operands(ins: np.ndarray, slots, row_operands):
-    """Per row, the (position, slot id) of the operands that carry derivatives: by the row's F_GRAD
-    bits, but every active source of a gather, whose reverse scatters into its sources by index."""
-    grad_bits = (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)
-    out = []
-    for op, flags, operands in zip(ins[:, K.C_OP].tolist(), ins[:, K.C_FLAGS].tolist(), row_operands):
-        if _SCATTERS[op]:
-            out.append([(k, sid) for k, sid in enumerate(operands) if slots[sid].active])
-        else:
-            out.append([(k, sid) for k, sid in enumerate(operands[:3]) if flags & grad_bits[k]])
-    return out
+    """Per row, the (position, slot id) of the operands that carry derivatives (``_differentiated``)."""
+    active = [s.active for s in slots]
+    return [
+        [(k, sid) for k, sid in enumerate(operands) if _differentiated(_SCATTERS[op], flags, k, sid, active)]
+        for op, flags, operands in zip(ins[:, K.C_OP].tolist(), ins[:, K.C_FLAGS].tolist(), row_operands)
+    ]
 
 
 def _walk(kernel, ins, *args):
