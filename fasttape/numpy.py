@@ -45,10 +45,15 @@ def _check_complex(args):
 # --------------------------------------------------------------------------
 # elementwise primitives, generated from the table
 # --------------------------------------------------------------------------
+def _scalar_path(prim) -> bool:
+    """Whether 0-d float operands of this elementwise primitive take the short path (scalar_recording)."""
+    return prim.kind == "unary" and prim.arity == 1 and not prim.static
+
+
 def _elementwise(prim):
     op = prim.opcode
     comparison = prim.kind == "comparison"
-    scalar = prim.kind == "unary" and prim.arity == 1 and not prim.static  # 0-d float operands: the fast path
+    scalar = _scalar_path(prim)
     module = "numpy" if prim.numpy else "scipy.special"
     ufunc = getattr(np, prim.numpy[0]) if prim.numpy else None
 
@@ -615,12 +620,7 @@ UFUNCS[np.power] = power
 UFUNCS[np.float_power] = power
 
 # the ufuncs a 0-d float tracer records by the short path (fasttape.scalar_recording): unary, by opcode
-SCALAR_UNARY = {
-    getattr(np, n): p.opcode
-    for p in K.PRIMITIVES
-    if p.elementwise and p.kind == "unary" and p.arity == 1 and not p.static
-    for n in p.numpy
-}
+SCALAR_UNARY = {getattr(np, n): p.opcode for p in K.PRIMITIVES if p.elementwise and _scalar_path(p) for n in p.numpy}
 SCALAR_ARITHMETIC = {  # and the four arithmetic ufuncs, with the Python operator that computes the value
     np.add: (K.OP_ADD, operator.add),
     np.subtract: (K.OP_SUBTRACT, operator.sub),
