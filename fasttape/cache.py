@@ -134,8 +134,9 @@ def _install_locator() -> bool:
         return False
 
     class KernelLocator(base):
-        def __init__(self, py_func):
+        def __init__(self, py_func, py_file):
             self._lineno = py_func.__code__.co_firstlineno
+            self._py_file = py_file  # (Numba names it in its warning about a function it cannot cache)
 
         def ensure_cache_path(self):
             pass  # checked once, below
@@ -153,7 +154,7 @@ def _install_locator() -> bool:
         def from_function(cls, py_func, py_file):
             if not (getattr(py_func, "__module__", None) or "").startswith("fasttape."):
                 return None
-            return cls(py_func)
+            return cls(py_func, py_file)
 
     locators.insert(0, KernelLocator)
     return True

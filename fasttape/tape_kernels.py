@@ -36,7 +36,7 @@ from .families import FAMILIES
 from .jit import jit
 from .kernel_calls import address, slot
 from .tape_plan import plan_tape
-from .tape_source import tape_source
+from .tape_source import HELPERS, tape_source
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
 MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it: ~6 ms per row)
@@ -51,7 +51,7 @@ EAGER = ("forward", "value_and_grad")  # compiled when a tape gets hot; "jvp" an
 LOG = logging.getLogger("fasttape")
 
 
-_NAMESPACE = {**scalar_math.VOCABULARY, "jit": jit, "np": np}
+_NAMESPACE = {**scalar_math.VOCABULARY, **HELPERS, "jit": jit, "np": np}
 _NAMESPACE.update({f"call_{sweep}": getattr(kernel_calls, f"call_{sweep}") for sweep in kernel_calls.SWEEPS})
 # the family kernels' native entry points, filled in as tapes need them (fasttape.kernel_calls)
 ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES), dtype=np.int64)

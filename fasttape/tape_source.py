@@ -49,6 +49,7 @@ from .layout import (
     M_ZEROS,
 )
 from .primitives import PRIMITIVE_BY_OPCODE
+from .runs import second_terms
 from .scalar_math import VOCABULARY
 from .tape_plan import Plan, kept_partials
 
@@ -85,7 +86,9 @@ def _indent(lines: list[str], by: str = "    ") -> list[str]:
     return [by + line for line in lines]
 
 
-_BUILTINS = set(dir(builtins))
+# what the generated module finds besides the declarations' vocabulary (a reduction reads them as globals)
+HELPERS = {"second_terms": second_terms}
+_GLOBALS = {*dir(builtins), *HELPERS}
 _INVARIANT_READ = re.compile(r"^(\w+) = (\w+)\[([^\]]*)\]$")
 
 
@@ -419,7 +422,7 @@ class _Writer:
         tree = ast.parse("\n".join(lines))
         assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         read = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
-        free = sorted({name for name in read if name not in assigned and name not in VOCABULARY} - _BUILTINS)
+        free = sorted({name for name in read if name not in assigned and name not in VOCABULARY} - _GLOBALS)
         source = "\n".join([f"def {{name}}({', '.join(free)}):"] + _indent(lines + [f"return {', '.join(totals)}"]))
         name = self.helpers.setdefault(source, f"reduce_{len(self.helpers)}")
         return [f"{', '.join(totals)} = {name}({', '.join(free)})"]
@@ -546,26 +549,28 @@ class _Writer:
         return out
 
     def second_term(self, i, k, total2, partials, names, loop) -> str | None:
-        """x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y'), without the structural zeros: z̄' f_x when z̄' is a
-        constant (F_CONST_ADJOINT) or has no contribution, f_xx / f_xy where the declaration's
-        curvature says so or the other operand is not differentiated (JAX's symbolic zeros)."""
+        """x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y') as a call of ``runs.second_terms`` with constant flags
+        (LLVM folds them): z̄' f_x is a structural zero when z̄' is a constant (F_CONST_ADJOINT) or has no
+        contribution, f_xx / f_xy where the declaration's curvature says so or the other operand is not
+        differentiated (JAX's symbolic zeros).  None when every term is one."""
         op, flags = self.ops[i], self.flags[i]
         prim = PRIMITIVE_BY_OPCODE[op]
-        parts = []
-        if total2 is not None and not flags & F_CONST_ADJOINT:
-            parts.append(f"tt{i} * {partials[k]}")
+        flat = total2 is None or bool(flags & F_CONST_ADJOINT)
         names = dict(names, d1=partials[0], dx=partials[0], dy=partials[-1])
         arity = len(self.plan.operands[i])
         own, cross = (0, None) if arity == 1 else ((0, 1) if k == 0 else (2, 1))
-        curvature = []
-        if CURVATURE[op, own]:
-            curvature.append(f"({_formula(prim.d2[own], names)}) * {self.operand(i, k, loop, 'tan')}")
         other = 1 - k
-        if cross is not None and CURVATURE[op, cross] and flags & _GRAD[other]:
-            curvature.append(f"({_formula(prim.d2[cross], names)}) * {self.operand(i, other, loop, 'tan')}")
-        if curvature:
-            parts.append(f"t{i} * ({' + '.join(curvature)})")
-        return " + ".join(parts) if parts else None
+        curved = bool(CURVATURE[op, own])
+        crossed = cross is not None and bool(CURVATURE[op, cross]) and bool(flags & _GRAD[other])
+        if flat and not curved and not crossed:
+            return None
+        d_own = f"({_formula(prim.d2[own], names)})" if curved else "0.0"
+        t_own = self.operand(i, k, loop, "tan") if curved else "0.0"
+        d_cross = f"({_formula(prim.d2[cross], names)})" if crossed else "0.0"
+        t_other = self.operand(i, other, loop, "tan") if crossed else "0.0"
+        gd = "0.0" if flat else f"tt{i}"
+        return (f"second_terms({flat}, {gd}, {partials[k]}, t{i}, {curved}, {d_own}, {t_own}, "
+                f"{crossed}, {d_cross}, {t_other})")  # fmt: skip
 
     def deliver(self, i, k, contribution, plane, loop, block_rows, accumulators) -> list[str]:
         """Add ``contribution`` (None: a structural zero) to operand k's adjoint of ``plane``."""

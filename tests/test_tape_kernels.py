@@ -73,7 +73,19 @@ def both_tiers(f, *args, **trace_options):
     with ft.options(tape_kernels="always"):
         generated = replay()
     assert tape._kernels.state == "ready", tape._kernels.error
+    assert_compiled_and_cacheable(tape, ["forward", "jvp", *(["value_and_grad", "hvp"] if tape._grad_ok else [])])
     return tape, interpreted, generated
+
+
+def assert_compiled_and_cacheable(tape, entries):
+    """Each entry point ran as the tape's own kernel (a failed build leaves the interpreter answering,
+    with the same results) and can be saved to the disk cache (Numba refuses code with dynamic globals,
+    such as a function passed as an argument)."""
+    for entry in entries:
+        kernel = getattr(tape._kernels, entry)
+        assert kernel is not None, f"the {entry} kernel was not built"
+        for compiled in kernel.overloads.values():
+            assert not compiled.library.has_dynamic_globals, f"the {entry} kernel cannot be cached"
 
 
 def assert_same(interpreted, generated, rtol=RTOL):
