@@ -15,8 +15,6 @@ flat arrays (rows' operands, slots' roots and extents), built once per tape.  Ta
 
 from __future__ import annotations
 
-import itertools
-import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -25,7 +23,7 @@ from numba.extending import register_jitable
 from . import families
 from . import kernels as K
 from .jit import jit
-from .recorder import ScalarSlot
+from .row_log import RowOperands
 
 COMPILED_FROM = 2000  # rows: below, the walks run as Python (loading compiled code would cost more)
 
@@ -50,39 +48,50 @@ class Graph(NamedTuple):
     active_input: np.ndarray  # per slot: a differentiated input
 
 
-_OFFSET, _SIZE, _ACTIVE = (operator.attrgetter(name) for name in ("offset", "size", "active"))
-
-
-def graph(slots, row_operands, row_out=None) -> Graph:
-    """The flat arrays of a tape's slots and rows' operands; ``row_out``: each row's output slot, when known
-    (a recorded tape's), else read from the slots' origins."""
+def graph(slots, row_operands: RowOperands, ins: np.ndarray, row_out=None) -> Graph:
+    """The flat arrays of a tape's slots and rows' operands.  ``row_out``: each row's output slot, given
+    for a tape just recorded, whose rows' outputs have the extent and activity the rows say (the recorder
+    wrote both), so only the other slots (inputs, constants, views) are read one by one; else (a loaded
+    tape) read from the slots' origins, and every slot read."""
     n_slots = len(slots)
-    # the origins that matter here (views' parents, inputs), of the slots that are not a scalar row's output
-    origins = [(sid, s.origin) for sid, s in enumerate(slots) if type(s) is not ScalarSlot]
-    root = np.arange(n_slots, dtype=np.int64)
-    for sid, origin in origins:
-        if origin[0] == "view":
-            root[sid] = root[origin[1]]  # parents are created before their views
     if row_out is None:
         row_out = np.full(len(row_operands), -1, dtype=np.int64)
         for sid, s in enumerate(slots):
             if s.origin[0] == "op":
                 row_out[s.origin[1]] = sid
-    lengths = np.fromiter(map(len, row_operands), dtype=np.int64, count=len(row_operands))
-    start = np.zeros(len(row_operands) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=start[1:])
-    active = np.fromiter(map(_ACTIVE, slots), dtype=np.bool_, count=n_slots)
+        others = range(n_slots)
+    else:
+        others = np.ones(n_slots, dtype=np.bool_)
+        others[row_out] = False
+        others = np.flatnonzero(others).tolist()
+    offset = np.empty(n_slots, dtype=np.int64)
+    size = np.empty(n_slots, dtype=np.int64)
+    active = np.empty(n_slots, dtype=np.bool_)
+    if len(others) < n_slots:
+        offset[row_out] = ins[:, K.C_OUT]
+        size[row_out] = ins[:, K.C_N]
+        active[row_out] = ins[:, K.C_FLAGS] != 0
+    other_slots = [slots[sid] for sid in others]
+    offset[others] = [s.offset for s in other_slots]
+    size[others] = [s.size for s in other_slots]
+    active[others] = [s.active for s in other_slots]
+    root = np.arange(n_slots, dtype=np.int64)
     active_input = np.zeros(n_slots, dtype=np.bool_)
-    active_input[[sid for sid, origin in origins if origin[0] == "input"]] = True
+    for sid, s in zip(others, other_slots):
+        kind = s.origin[0]
+        if kind == "view":
+            root[sid] = root[s.origin[1]]  # parents are created before their views
+        elif kind == "input":
+            active_input[sid] = s.active
     return Graph(
-        row_out=np.asarray(row_out, dtype=np.int64),
-        operand_start=start,
-        operand_slot=np.fromiter(itertools.chain.from_iterable(row_operands), dtype=np.int64, count=int(start[-1])),
+        row_out=row_out,
+        operand_start=row_operands.start,
+        operand_slot=row_operands.slot,
         root=root,
-        offset=np.fromiter(map(_OFFSET, slots), dtype=np.int64, count=n_slots),
-        size=np.fromiter(map(_SIZE, slots), dtype=np.int64, count=n_slots),
+        offset=offset,
+        size=size,
         active=active,
-        active_input=active & active_input,
+        active_input=active_input,
     )
 
 
@@ -195,35 +204,33 @@ def _first_writers(ops, flags, scatters, row_out, start, operand, root, offset, 
                     shared += root[operand[j]] == r
                 if covers or shared == 1:  # overlapping views of one slot in one instruction: zeroed whole
                     writer_operand[r] = k
-    runs = np.empty((3 * n_slots, 2), dtype=np.int64)
+    runs = np.empty((2 * n_slots, 2), dtype=np.int64)
     n = 0
-    for r in range(n_slots):
+    for r in range(n_slots):  # (in the order of the roots, which is their offsets' for a recorded tape)
         i = writer_row[r]
-        if i < 0:
-            if read[r]:
-                zero_whole[r] = True
-            continue
         k = writer_operand[r]
-        if zero_whole[r] or k < 0:
-            zero_whole[r] = True
-            continue
-        flags[i] |= K.F_INIT_A << k
-        part = operand[start[i] + k]
-        runs[n, 0], runs[n, 1] = offset[r], offset[part] - offset[r]  # zero only what it leaves out
-        runs[n + 1, 0] = offset[part] + size[part]
-        runs[n + 1, 1] = offset[r] + size[r] - offset[part] - size[part]
-        n += 2
-    for r in range(n_slots):
-        if zero_whole[r]:
+        if zero_whole[r] or (i < 0 and read[r]) or (i >= 0 and k < 0):
             runs[n, 0], runs[n, 1] = offset[r], size[r]
             n += 1
+        elif i >= 0:
+            flags[i] |= K.F_INIT_A << k
+            part = operand[start[i] + k]
+            runs[n, 0], runs[n, 1] = offset[r], offset[part] - offset[r]  # zero only what it leaves out
+            runs[n + 1, 0] = offset[part] + size[part]
+            runs[n + 1, 1] = offset[r] + size[r] - offset[part] - size[part]
+            n += 2
     return _merged(runs[:n])
 
 
 @register_jitable
 def _merged(runs):
     """The runs (offset, length) of positive length, sorted, overlapping or touching ones joined."""
-    order = np.argsort(runs[:, 0], kind="mergesort")
+    ordered = True
+    for j in range(1, runs.shape[0]):
+        if runs[j, 0] < runs[j - 1, 0]:
+            ordered = False
+            break
+    order = np.arange(runs.shape[0]) if ordered else np.argsort(runs[:, 0], kind="mergesort")
     out = np.empty_like(runs)
     n = 0
     for j in order:

@@ -55,7 +55,7 @@ def _stop_leaf(x):
     sid = x._sid
     # where(x, x, x) is x whatever x is (NaN included); no operand is differentiated
     stopped = rec._emit(K.OP_WHERE, x.shape, [sid, sid, sid], value=concrete(x), grads=[False, False, False])
-    rec.frozen_rows.add(len(rec.rows) - 1)  # nested transformations do not differentiate it either
+    rec.frozen_rows.add(len(rec.log) - 1)  # nested transformations do not differentiate it either
     return stopped
 
 

@@ -106,7 +106,7 @@ class Segment:
         if rec.values is None:
             rec.values = {}  # from now on every slot's value is kept: the rules read them
         self.inputs: list[int] = []
-        self.start = self.end = len(rec.rows)
+        self.start = self.end = len(rec.log)
         self._walk = None
         self._roots: dict[int, tuple[int, int]] = {}
         self._aliases: dict[int, Tracer] = {}
@@ -178,11 +178,11 @@ class Segment:
         return args, per_arg
 
     def run(self, fun, args):
-        self.start = len(self.rec.rows)
+        self.start = len(self.rec.log)
         try:
             return fun(*args)
         finally:
-            self.end = len(self.rec.rows)
+            self.end = len(self.rec.log)
 
     # -- the walks -----------------------------------------------------------
     def root(self, sid: int) -> tuple[int, int]:
@@ -199,9 +199,9 @@ class Segment:
 
     def _wanted(self, row: int, active: set) -> list[bool]:
         rec = self.rec
-        prim = PRIMITIVE_BY_OPCODE[rec.rows[row][0]]
-        operands = rec.row_operands[row]
-        if not prim.differentiable or row in rec.frozen_rows or rec.slots[rec.slots_by_row[row]].kind != "f":
+        prim = PRIMITIVE_BY_OPCODE[rec.log.row(row)[0]]
+        operands = rec.log.operands(row)
+        if not prim.differentiable or row in rec.frozen_rows or rec.slots[rec.log.out(row)].kind != "f":
             return [False] * len(operands)
         frozen = rules.frozen_operands(prim)
         return [
@@ -216,7 +216,7 @@ class Segment:
             for row in range(self.start, self.end):
                 wanted = self._wanted(row, active)
                 if any(wanted):
-                    active.add(self.rec.slots_by_row[row])
+                    active.add(self.rec.log.out(row))
                     rows.append((row, wanted))
             self._walk = (rows, active)
         return self._walk
@@ -256,13 +256,13 @@ class Segment:
                 add(out._sid, ct)
         rec = self.rec
         for row, wanted in reversed(rows):
-            out_sid = rec.slots_by_row[row]
+            out_sid = rec.log.out(row)
             pieces = adjoints.pop(out_sid, None)
             if pieces is None:
                 continue
             ins = rules.Instruction.at(rec, row, self.tracer)
             cts = rules.vjp(ins, self._assemble(out_sid, pieces), wanted)
-            for sid, ct in zip(rec.row_operands[row], cts):
+            for sid, ct in zip(rec.log.operands(row), cts):
                 if ct is not None:
                     add(sid, ct)
         return {sid: self._assemble(sid, adjoints[sid]) for sid in self.inputs if sid in adjoints}
@@ -286,13 +286,13 @@ class Segment:
         tangents = dict(seeds)
         rec = self.rec
         for row, wanted in rows:
-            operands = rec.row_operands[row]
+            operands = rec.log.operands(row)
             ts = [self.tangent(s, tangents) if w else None for s, w in zip(operands, wanted)]
             if all(t is None for t in ts):
                 continue
             t = rules.jvp(rules.Instruction.at(rec, row, self.tracer), ts)
             if t is not None:
-                tangents[rec.slots_by_row[row]] = t
+                tangents[rec.log.out(row)] = t
         return tangents
 
     def tangent(self, sid: int, tangents: dict):

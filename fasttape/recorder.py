@@ -19,24 +19,15 @@ import numpy as np
 from . import families
 from . import kernels as K
 from .errors import TracerLeakError
+from .row_log import RowLog
 
 Tracer = None  # the class of the values the recorder hands out: set by fasttape.tracer, which defines it
 
 
-class Slot:
-    """A contiguous run of values in the tape's buffer."""
+class _Slot:
+    """What every slot has: a place in the tape's buffer and whether it depends on a differentiated input."""
 
-    __slots__ = ("offset", "shape", "active", "kind", "origin", "size", "level", "ref")
-
-    def __init__(self, offset: int, shape: tuple, active: bool, kind: str, origin: tuple, level=None, size=None):
-        self.offset = offset
-        self.shape = shape
-        self.active = active  # depends on a differentiated input
-        self.kind = kind  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (each held as a float64)
-        self.origin = origin  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
-        self.size = math.prod(shape) if size is None else size
-        self.level = level  # the nesting.Level of the deepest transformation it depends on; None: the trace's own
-        self.ref = None  # a weak reference to a tracer of it, for its value (nested transformations)
+    __slots__ = ("offset", "active")
 
     def __repr__(self):
         return f"Slot(offset={self.offset}, shape={self.shape}, kind={self.kind!r}, origin={self.origin[0]!r})"
@@ -49,6 +40,22 @@ class Slot:
     def dtype(self) -> np.dtype:
         return DTYPES[self.kind]
 
+
+class Slot(_Slot):
+    """A contiguous run of values in the tape's buffer."""
+
+    __slots__ = ("shape", "kind", "origin", "size", "level", "ref")
+
+    def __init__(self, offset: int, shape: tuple, active: bool, kind: str, origin: tuple, level=None, size=None):
+        self.offset = offset
+        self.shape = shape
+        self.active = active  # depends on a differentiated input
+        self.kind = kind  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (each held as a float64)
+        self.origin = origin  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
+        self.size = math.prod(shape) if size is None else size
+        self.level = level  # the nesting.Level of the deepest transformation it depends on; None: the trace's own
+        self.ref = None  # a weak reference to a tracer of it, for its value (nested transformations)
+
     def remember(self, tracer) -> None:
         """Keep a weak reference to ``tracer``, a tracer of this slot, unless a live one is kept already."""
         if self.ref is None or self.ref() is None:
@@ -59,15 +66,33 @@ class Slot:
         tracer = self.ref() if self.ref is not None else None
         return None if tracer is None else tracer._value
 
+    def hold(self, value) -> None:
+        """Keep ``value`` itself, for a slot read often whose tracers live briefly (an element ``A[i, j]``):
+        ``remember`` need not be called for each of them."""
+        self.ref = _Held(value)
 
-class ScalarSlot(Slot):
+
+class _Held:
+    """Stands where a weak reference to a tracer would: calling it gives back an object with the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value):
+        self._value = value
+
+    def __call__(self):
+        return self
+
+
+class ScalarSlot(_Slot):
     """The 0-d float64 output of row ``row``, recorded by the scalar path (:mod:`fasttape.scalar_recording`)
-    while no nested transformation was open: its shape, kind, size and level are those of every such slot,
-    and it keeps its value (a 0-d array, which the cyclic collector does not track; a weak reference would be
-    one more object for it per row, and a scalar loop records 10⁵ rows)."""
+    while no nested transformation was open: its shape, kind, size and level are those of every such slot
+    (class attributes), and it keeps its value as a Python float.  Four fields and no weak reference: a
+    scalar loop records 10⁵ rows, and each object and byte kept per row costs tracing time (memory first
+    touched costs a page fault; the cyclic collector walks every container)."""
 
     __slots__ = ("row", "kept")
-    shape, kind, size, level = (), "f", 1, None  # (class attributes in front of Slot's: never per instance)
+    shape, kind, size, level = (), "f", 1, None
 
     @property
     def origin(self):
@@ -77,7 +102,7 @@ class ScalarSlot(Slot):
         pass
 
     def value(self):
-        return self.kept
+        return np.asarray(self.kept)
 
 
 # the dtypes a slot stands for, by kind; integers are held exactly in the float64 buffer up to 2**53
@@ -97,9 +122,7 @@ class Recorder:
     """Appends instructions while a function runs on tracers."""
 
     def __init__(self):
-        self.rows: list[list[int]] = []
-        self.row_operands: list[tuple] = []  # operand slot ids per row
-        self.slots_by_row: list[int] = []  # output slot id per row
+        self.log = RowLog()  # the rows, their operands' and outputs' slot ids
         self.pool: list[np.ndarray] = []
         self.pool_len = K.HEADER
         self.slots: list[Slot] = []
@@ -246,7 +269,7 @@ class Recorder:
             grads = [s.active for s in slots]
         grads = [g and prim.differentiable for g in grads]
         active = any(grads)
-        out = self._new_slot(out_shape, active, kind, ("op", len(self.rows)), level)
+        out = self._new_slot(out_shape, active, kind, ("op", len(self.log)), level)
         o = self.slots[out]
         family = families.of(op)
         named = dict(params or {})
@@ -263,9 +286,7 @@ class Recorder:
             if g:
                 flags |= (K.F_GRAD_A, K.F_GRAD_B, K.F_GRAD_C)[k]
         row[K.C_FLAGS] = flags
-        self.rows.append(row)
-        self.row_operands.append(tuple(operands))
-        self.slots_by_row.append(out)
+        self.log.append(row, operands, out)
         return Tracer(self, out, value)
 
     def elementwise(self, op, args, value) -> Tracer:

@@ -48,11 +48,11 @@ class Instruction:
 
     @classmethod
     def at(cls, rec: Recorder, row: int, tracer_of) -> Instruction:
-        r = rec.rows[row]
+        r = rec.log.row(row)
         prim = PRIMITIVE_BY_OPCODE[r[0]]
         params = families.of(r[0]).unpack(r)
-        operands = [tracer_of(s) for s in rec.row_operands[row]]
-        return cls(rec, row, prim, params, operands, tracer_of(rec.slots_by_row[row]))
+        operands = [tracer_of(s) for s in rec.log.operands(row)]
+        return cls(rec, row, prim, params, operands, tracer_of(rec.log.out(row)))
 
 
 def vjp(ins: Instruction, ct, wanted) -> list:

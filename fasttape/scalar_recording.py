@@ -21,6 +21,7 @@ import struct
 import numpy as np
 
 from . import layout as L
+from . import row_log
 from .primitives import PRIMITIVES, names, opcode
 from .recorder import ScalarSlot, Slot
 from .scalar_math import PYTHON_MATH
@@ -31,8 +32,15 @@ _OP_DIVIDE = opcode("divide")
 _EXACT_INT = 2**53  # integers the float64 buffer holds exactly
 _DOUBLE = struct.Struct("d")
 
-# the row a scalar instruction writes: (op, out, 1, a, 1, b, nb, 0, 0, 0, 0, 0, 0, flags)
+# the record a scalar instruction appends: its row (op, out, 1, a, 1, b, nb, 0, 0, 0, 0, 0, 0, flags), its
+# output slot, its number of operands and their slots (fasttape.row_log)
 assert (L.C_OP, L.C_OUT, L.C_N, L.C_A, L.C_NA, L.C_B, L.C_NB, L.C_FLAGS, L.ROW) == (0, 1, 2, 3, 4, 5, 6, 13, 14)
+assert (row_log.OUT, row_log.COUNT, row_log.FIRST, row_log.WIDTH) == (14, 15, 16, 19)
+# (its zero columns are struct's padding, which it writes as zeros: fewer arguments to convert)
+_BINARY = struct.Struct("=7q48x5q8x").pack  # op, out, 1, a, 1, b, 1, flags, out slot, 2, sx, sy
+_UNARY = struct.Struct("=5q64x4q16x").pack  # op, out, 1, a, 1, flags, out slot, 1, sx
+assert struct.calcsize("=7q48x5q8x") == struct.calcsize("=5q64x4q16x") == row_log.RECORD.size
+_RECORD_SIZE = row_log.RECORD.size
 _GRAD_A = L.F_GRAD_A | L.F_ACTIVE
 _GRAD_B = L.F_GRAD_B | L.F_ACTIVE
 _new, _asarray = object.__new__, np.asarray
@@ -102,8 +110,8 @@ def arithmetic(rec, op, fn, x, y):
     if b == 0.0 and op == _OP_DIVIDE:
         return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
     flags = (_GRAD_A if slot_x.active else 0) | (_GRAD_B if slot_y.active else 0)
-    row = (op, rec.n_values, 1, slot_x.offset, 1, slot_y.offset, 1, 0, 0, 0, 0, 0, 0, flags)
-    return _new_row(rec, row, (sx, sy), _asarray(fn(a, b)))  # IEEE doubles as NumPy's, silent on overflow
+    # (Python's float arithmetic: IEEE doubles as NumPy's, silent on overflow)
+    return _new_row(rec, op, slot_x.offset, slot_y.offset, flags, sx, sy, fn(a, b))
 
 
 def unary(rec, op, ufunc, x):
@@ -120,8 +128,7 @@ def unary(rec, op, ufunc, x):
     value = _unary_value(op, ufunc, x._value)
     if value is None:
         return None
-    flags = _GRAD_A if slot.active else 0
-    return _new_row(rec, (op, rec.n_values, 1, slot.offset, 1, 0, 0, 0, 0, 0, 0, 0, 0, flags), (x._sid,), value)
+    return _new_row(rec, op, slot.offset, 0, _GRAD_A if slot.active else 0, x._sid, -1, value)
 
 
 def _python_value(prim):
@@ -136,39 +143,43 @@ _PYTHON_VALUES = {p.opcode: _python_value(p) for p in PRIMITIVES if p.elementwis
 
 
 def _unary_value(op, ufunc, value):
-    """``ufunc(value)`` as a 0-d float64 array (None if it is not a float): from Python's math when it has
-    the function and the value is inside its domain (NumPy's errstate costs more than the rest of a
-    row), else from NumPy, silently (as the general path: a value outside the domain is NaN)."""
+    """``ufunc(value)`` as a Python float (None if NumPy's result is not a float): from Python's math when
+    it has the function and the value is inside its domain (NumPy's errstate costs more than the rest of
+    a row), else from NumPy, silently (as the general path: a value outside the domain is NaN)."""
     python = _PYTHON_VALUES.get(op)
     if python is not None:
         try:
-            return np.asarray(float(python(float(value))))
+            return float(python(float(value)))
         except (ValueError, OverflowError, ZeroDivisionError):
             pass
     with np.errstate(all="ignore"):
         value = np.asarray(ufunc(value))
-    return value if value.dtype == np.float64 else None
+    return float(value) if value.dtype == np.float64 else None
 
 
-def _new_row(rec, row, operands, value, level=None):
-    """Append ``row`` (its output: a fresh 0-d slot at the end of the buffer) and return its tracer."""
-    offset = row[L.C_OUT]
+def _new_row(rec, op, a, b, flags, sx, sy, value, level=None):
+    """Append the row ``op`` reading the 0-d operands at offsets ``a`` and ``b``, of slots ``sx`` and ``sy``
+    (-1: a unary row), writing a fresh 0-d slot at the end of the buffer; return its tracer, of the float
+    ``value``."""
+    offset = rec.n_values
     rec.n_values = offset + 1
-    slots, rows = rec.slots, rec.rows
+    slots, log = rec.slots, rec.log
     out = len(slots)
+    row = len(log.table) // _RECORD_SIZE
     if level is None:
         slot = _new(ScalarSlot)
-        slot.offset, slot.active, slot.row, slot.kept = offset, row[L.C_FLAGS] != 0, len(rows), value
+        slot.offset, slot.active, slot.row, slot.kept = offset, flags != 0, row, value
     else:
-        slot = Slot(offset, (), row[L.C_FLAGS] != 0, "f", ("op", len(rows)), level, size=1)
+        slot = Slot(offset, (), flags != 0, "f", ("op", row), level, size=1)
     slots.append(slot)
-    rows.append(row)
-    rec.row_operands.append(operands)
-    rec.slots_by_row.append(out)
+    if sy >= 0:
+        log.table += _BINARY(op, offset, 1, a, 1, b, 1, flags, out, 2, sx, sy)
+    else:
+        log.table += _UNARY(op, offset, 1, a, 1, flags, out, 1, sx)
     result = _new(Tracer)
     result._rec = rec
     result._sid = out
-    result._value = value
+    result._value = _asarray(value)
     result._base, result._views = (), None  # (as Tracer.__init__: no NumPy aliasing)
     if level is not None:
         slot.remember(result)  # its value, should a nested transformation read it later (a ScalarSlot keeps it)
@@ -196,7 +207,7 @@ def _levelled_arithmetic(rec, op, fn, x, y):
     a, b = float(values[0]), float(values[1])
     if op == _OP_DIVIDE and b == 0.0:
         return None
-    return _levelled_row(rec, op, operands, values, np.asarray(fn(a, b)), level)
+    return _levelled_row(rec, op, operands, values, fn(a, b), level)
 
 
 def _levelled_unary(rec, op, ufunc, x):
@@ -233,13 +244,14 @@ def _levelled_row(rec, op, operands, values, value, level):
         if sid not in kept:
             kept[sid] = np.asarray(v, dtype=np.float64)
     slot_a = rec.slots[operands[0]]
-    row = [op, rec.n_values, 1, slot_a.offset, 1, 0, 0, 0, 0, 0, 0, 0, 0, _GRAD_A if slot_a.active else 0]
+    flags, b, sb = _GRAD_A if slot_a.active else 0, 0, -1
     if len(operands) == 2:
-        slot_b = rec.slots[operands[1]]
-        row[L.C_B], row[L.C_NB] = slot_b.offset, 1
-        row[L.C_FLAGS] |= _GRAD_B if slot_b.active else 0
-    result = _new_row(rec, tuple(row), tuple(operands), value, level)
-    kept[result._sid] = value
+        sb = operands[1]
+        slot_b = rec.slots[sb]
+        b = slot_b.offset
+        flags |= _GRAD_B if slot_b.active else 0
+    result = _new_row(rec, op, slot_a.offset, b, flags, operands[0], sb, value, level)
+    kept[result._sid] = result._value
     return result
 
 
@@ -271,6 +283,7 @@ def element(x, key):
             flat = int(np.ravel_multi_index(index, slot.shape)) if index else 0
             sid = rec._view_slot(x._sid, slot.offset + flat, (), slot.kind, None)
             found = elements[(x._sid, index)] = (sid, np.asarray(x._value[index]))  # (values never change)
+            rec.slots[sid].hold(found[1])  # (for nested transformations, should one open later)
         elements[(x._sid, key)] = found
     sid, value = found
     result = _new(Tracer)
@@ -278,5 +291,4 @@ def element(x, key):
     result._sid = sid
     result._value = value
     result._base, result._views = (), None
-    rec.slots[sid].remember(result)
     return result

@@ -52,6 +52,7 @@ from . import kernels as K
 from .config import check_memory
 from .errors import TapeFormatError
 from .recorder import Slot
+from .row_log import RowOperands
 from .tape import ArgSpec, Leaf, Tape, tape_bytes
 
 FORMAT = "fasttape.tape"
@@ -207,9 +208,7 @@ def _arrays_of(tape: Tape) -> dict:
             ref = 0
         table[sid] = (s.offset, s.size, len(s.shape), s.active, _KINDS.index(s.kind), _ORIGINS.index(kind), ref)
         shapes.extend(s.shape)
-    ptr = np.zeros(len(tape._row_operands) + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum([len(ops) for ops in tape._row_operands])
-    operands = [sid for ops in tape._row_operands for sid in ops]
+    ptr, operands = tape._row_operands.start, tape._row_operands.slot
     meta = json.dumps(_meta_of(tape), sort_keys=True, separators=(",", ":")).encode("utf-8")
     return {
         "meta": np.frombuffer(meta, dtype=np.uint8),
@@ -219,7 +218,7 @@ def _arrays_of(tape: Tape) -> dict:
         "slots": table,
         "slot_shapes": np.array(shapes, dtype=np.int64),
         "operand_ptr": ptr,
-        "operands": np.array(operands, dtype=np.int64),
+        "operands": operands,
     }
 
 
@@ -736,11 +735,10 @@ def _slots_of(arrays, N, n_rows, input_names, values) -> list:
     return slots
 
 
-def _row_operands_of(arrays, n_rows, n_slots) -> list:
+def _row_operands_of(arrays, n_rows, n_slots) -> RowOperands:
     ptr, operands = arrays["operand_ptr"], arrays["operands"]
     if ptr.size != n_rows + 1 or ptr[0] != 0 or ptr[-1] != operands.size or (np.diff(ptr) < 0).any():
         _fail("operand_ptr does not index operands")
     if operands.size and (operands.min() < 0 or operands.max() >= n_slots):
         _fail("an operand slot id is out of range")
-    ops = operands.tolist()
-    return [tuple(ops[s:e]) for s, e in zip(ptr[:-1].tolist(), ptr[1:].tolist())]
+    return RowOperands(np.array(ptr, dtype=np.int64), np.array(operands, dtype=np.int64))

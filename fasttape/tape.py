@@ -14,7 +14,6 @@ import collections
 import contextlib
 import functools
 import gc
-import itertools
 import math
 import re
 import threading
@@ -140,14 +139,12 @@ class Tape:
         self._out_tree, self._outputs, self.output_slots = outputs  # every output is a slot
         self._aux_tree, self._aux, _ = aux_out
         self._slots = rec.slots
-        self._row_operands = rec.row_operands
         self._guards = rec.guards
         n_values = rec.n_values
         self.n_values = n_values
-        check_memory(tape_bytes(n_values, len(rec.rows), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
-        n_rows = len(rec.rows)
-        self.ins = np.fromiter(itertools.chain.from_iterable(rec.rows), np.int64, n_rows * K.ROW).reshape(n_rows, K.ROW)
-        graph = adjoint_plan.graph(rec.slots, rec.row_operands, rec.slots_by_row)
+        check_memory(tape_bytes(n_values, len(rec.log), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
+        self.ins, self._row_operands, row_out = rec.log.frozen()
+        graph = adjoint_plan.graph(rec.slots, self._row_operands, self.ins, row_out)
         adjoint_plan.unreached_rows_inactive(graph, self.ins, self.output_slots)
         zero_runs = adjoint_plan.plan_adjoint_initialisation(graph, self.ins, self.output_slots)
         guard_start = rec.pool_len
@@ -176,7 +173,7 @@ class Tape:
     def _finish(self, graph=None):
         """Derived attributes (shared by recording and loading from a file).  ``graph``: the tape's
         :class:`adjoint_plan.Graph`, when the recording already built it."""
-        graph = adjoint_plan.graph(self._slots, self._row_operands) if graph is None else graph
+        graph = adjoint_plan.graph(self._slots, self._row_operands, self.ins) if graph is None else graph
         adjoint_plan.mark_constant_adjoints(graph, self.ins)
         self.code = K.scalar_code(self.ins)
         read_by_caller = [(e[0], math.prod(e[1])) for e in (*self._outputs, *self._aux) if e[0] != "const"]

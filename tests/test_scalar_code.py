@@ -14,9 +14,11 @@ from hypothesis import HealthCheck, given, settings
 
 import fasttape as ft
 from benchmarks.workloads import laplace_det
-from fasttape import adjoint_plan, scalar_recording
+from fasttape import adjoint_plan, row_log, scalar_recording
 from fasttape import kernels as K
+from fasttape.recorder import Recorder
 from fasttape.scalar_recording import _python_value
+from fasttape.tape import recording
 from oracle.programs import programs
 
 from .helpers import assert_close, both
@@ -82,6 +84,7 @@ def test_scalar_division_and_unary_fast_paths_record_the_general_paths_tape(monk
             monkeypatch.setattr(scalar_recording, name, lambda *args: None)
         general = ft.trace(_scalar_functions, U)
     np.testing.assert_array_equal(fast.ins, general.ins)
+    assert list(fast._row_operands) == list(general._row_operands)
     np.testing.assert_array_equal(fast._template, general._template)
     assert [(s.offset, s.shape, s.active) for s in fast._slots] == [
         (s.offset, s.shape, s.active) for s in general._slots
@@ -93,6 +96,7 @@ def test_operator_fast_path_records_the_same_tape_as_the_general_path():
     fast = ft.trace(lambda u: _operator_arithmetic(np, u), U)
     general = ft.trace(lambda u: _ufunc_arithmetic(np, u), U)
     np.testing.assert_array_equal(fast.ins, general.ins)
+    assert list(fast._row_operands) == list(general._row_operands)
     np.testing.assert_array_equal(fast.aux, general.aux)
     np.testing.assert_array_equal(fast._template, general._template)
     assert [(s.offset, s.shape, s.active, s.is_bool) for s in fast._slots] == [
@@ -291,3 +295,56 @@ def test_adjoint_plan_walks_compiled_and_as_python_agree(program):
     compiled, python = tapes
     np.testing.assert_array_equal(compiled.ins, python.ins)
     np.testing.assert_array_equal(compiled.aux, python.aux)
+
+
+# -- the row log, and the graph the adjoint plan reads from it -------------------------------------------
+def _recorded(program):
+    """A program recorded on a bare Recorder (None when its linear algebra fails at these inputs)."""
+    rec = Recorder()
+    tracers = [rec.input(np.asarray(v, dtype=np.float64), True, f"x{k}") for k, v in enumerate(program.inputs)]
+    with np.errstate(all="ignore"), recording(rec):
+        try:
+            program.callable(np, *tracers)
+        except np.linalg.LinAlgError:
+            return None
+    return rec
+
+
+@settings(max_examples=30, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(programs(min_steps=2, max_steps=10))
+def test_the_row_log_reads_back_what_it_freezes_and_the_graph_what_the_slots_say(program):
+    """Each row as written (its integers, operands and output slot), read back while recording and from
+    the frozen arrays; the adjoint plan's graph of a recording (output slots' extents and activity from
+    the rows) equal to the one read from every slot (a loaded tape's)."""
+    rec = _recorded(program)
+    if rec is None:
+        return
+    log = rec.log
+    ins, operands, row_out = log.frozen()
+    assert ins.shape == (len(log), K.ROW) and len(operands) == row_out.size == len(log)
+    for i in range(len(log)):
+        assert log.row(i) == tuple(ins[i].tolist())
+        assert log.operands(i) == operands[i]
+        assert log.out(i) == row_out[i] and rec.slots[row_out[i]].origin == ("op", i)
+    assert list(operands) == [operands[i] for i in range(len(operands))]
+    recorded = adjoint_plan.graph(rec.slots, operands, ins, row_out)
+    read = adjoint_plan.graph(rec.slots, operands, ins)
+    for name in adjoint_plan.Graph._fields:
+        np.testing.assert_array_equal(getattr(recorded, name), getattr(read, name), err_msg=name)
+
+
+def test_a_row_of_many_operands_keeps_them_beside_the_log():
+    rec = Recorder()
+    x = rec.input(np.linspace(0.1, 1.0, 5), True, "x")
+    with recording(rec):
+        stacked = np.stack([x, x * 2.0, x + 1.0, np.sin(x), x])  # one row of five operands
+        np.sum(stacked) + x[0] * x[1]
+    ins, operands, _ = rec.log.frozen()
+    wide = [i for i in range(len(operands)) if len(operands[i]) > row_log.INLINE]
+    assert len(wide) == 1
+    five = operands[wide[0]]
+    assert five == rec.log.operands(wide[0]) and len(five) == 5 and five[0] == five[4] == x._sid
+    with pytest.raises(IndexError):
+        rec.log.row(len(rec.log))
+    with pytest.raises(IndexError):
+        operands[len(operands)]

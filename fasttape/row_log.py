@@ -1,0 +1,102 @@
+"""The rows a recording appends, in one flat buffer: each row's integers (the instruction table's
+layout, :mod:`fasttape.layout`), its output's slot id and its operands'.
+
+A scalar loop records one row per Python operation, 10⁵ rows and more, so what a row keeps is part of
+the cost of tracing it.  Here a row is one ``RECORD`` appended to a ``bytearray``: the row, its output
+slot, its number of operands and the first ``INLINE`` of them (a row with more keeps them all in
+``more``, by row).  No object per row for the allocator to place (memory first touched costs a page
+fault) or for the cyclic collector to walk, one ``struct`` call to append it, and freezing the tape
+copies columns instead of converting tuples.  While recording, nested transformations read rows back
+(``row``, ``operands``, ``out``); a frozen tape keeps its rows' operands as :class:`RowOperands`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .layout import ROW as ROW_LENGTH
+
+INLINE = 3  # operands kept in a row's record (more: in RowLog.more)
+OUT, COUNT, FIRST = ROW_LENGTH, ROW_LENGTH + 1, ROW_LENGTH + 2  # a record's columns after the row's
+WIDTH = FIRST + INLINE
+RECORD = struct.Struct(f"={WIDTH}q")  # native int64s, as the frozen arrays hold them
+_PADDING = (0,) * INLINE
+
+
+class RowLog:
+    """The rows of a recording, appended in order."""
+
+    __slots__ = ("table", "more")
+
+    def __init__(self):
+        self.table = bytearray()  # the records, RECORD.size bytes each
+        self.more: dict[int, tuple] = {}  # the operands of the rows that have more than INLINE
+
+    def __len__(self) -> int:
+        return len(self.table) // RECORD.size
+
+    def append(self, row, operands, out: int) -> None:
+        n = len(operands)
+        if n > INLINE:
+            self.more[len(self)] = tuple(operands)
+            inline = _PADDING
+        else:
+            inline = (*operands, *_PADDING)[:INLINE]
+        self.table += RECORD.pack(*row, out, n, *inline)
+
+    def _record(self, i: int) -> tuple:
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)}")
+        return RECORD.unpack_from(self.table, i * RECORD.size)
+
+    def row(self, i: int) -> tuple:
+        return self._record(i)[:ROW_LENGTH]
+
+    def operands(self, i: int) -> tuple:
+        record = self._record(i)
+        n = record[COUNT]
+        return record[FIRST : FIRST + n] if n <= INLINE else self.more[i]
+
+    def out(self, i: int) -> int:
+        return self._record(i)[OUT]
+
+    def frozen(self) -> tuple[np.ndarray, RowOperands, np.ndarray]:
+        """The rows as an int64 array of shape (n, ROW_LENGTH), their operands and output slots (copies:
+        the log may grow again)."""
+        records = np.frombuffer(self.table, dtype=np.int64).reshape(len(self), WIDTH)
+        counts = records[:, COUNT]
+        start = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(counts, out=start[1:])
+        slot = np.empty(int(start[-1]), dtype=np.int64)
+        for k in range(INLINE):  # the k-th operand of every row that has one, kept inline
+            rows = np.flatnonzero((counts > k) & (counts <= INLINE))
+            slot[start[rows] + k] = records[rows, FIRST + k]
+        for i, operands in self.more.items():
+            slot[start[i] : start[i + 1]] = operands
+        return records[:, :ROW_LENGTH].copy(), RowOperands(start, slot), records[:, OUT].copy()
+
+
+class RowOperands:
+    """Each row's operand slot ids, read as a sequence of tuples; held as ``start`` (per row, and one
+    past the last) and ``slot`` (row after row), the form the adjoint plan and saved tapes use."""
+
+    __slots__ = ("start", "slot")
+
+    def __init__(self, start: np.ndarray, slot: np.ndarray):
+        self.start, self.slot = start, slot
+
+    def __len__(self) -> int:
+        return self.start.size - 1
+
+    def __getitem__(self, i: int) -> tuple:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} of a tape of {n} rows")
+        i %= n
+        return tuple(self.slot[self.start[i] : self.start[i + 1]].tolist())
+
+    def __iter__(self):
+        slot, bounds = self.slot.tolist(), self.start.tolist()
+        return (tuple(slot[begin:end]) for begin, end in zip(bounds, bounds[1:]))
