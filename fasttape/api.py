@@ -226,15 +226,34 @@ class _Transformed:
         static = _normalize_static(self.static_argnums, len(args), argnums, self.kind)
         return record(self.fun, args, argnums, self.has_aux, static_argnums=static)
 
-    def _run(self, args, runner):
-        """``runner(tape, args)`` returns None when a guard fails."""
+    def _fast_tape(self, args):
+        """The one tape of the latest call when ``args`` is one float64 array of its shape and no trace is
+        being recorded (the repeated call's short path), else None."""
         fast = self.cache.fast
-        if fast is not None and len(args) == 1:  # one float64 array of the shape called last: its one tape
+        if fast is not None and len(args) == 1:
             a = args[0]
             if type(a) is np.ndarray and a.dtype is _F64 and a.shape == fast[0] and active_recorder() is None:
-                result = _named_index_errors(runner, fast[1], args)
-                if result is not None:
-                    return result
+                return fast[1]
+        return None
+
+    def _value_and_grad_io(self, args):
+        """``(value, grad)`` through the short path and the tape's kernel that copies the argument in and
+        the gradient out, or None (the general path answers)."""
+        tape = self._fast_tape(args)
+        if tape is None or self.has_aux:
+            return None
+        try:
+            return tape._value_and_grad_io(args[0]) or None
+        except IndexError as e:
+            raise tape.index_error(e) from None
+
+    def _run(self, args, runner):
+        """``runner(tape, args)`` returns None when a guard fails."""
+        tape = self._fast_tape(args)
+        if tape is not None:
+            result = _named_index_errors(runner, tape, args)
+            if result is not None:
+                return result
         if not args:
             raise TypeError(f"{self.kind} of {self.__name__!r} needs at least one positional argument.")
         static = self.static_argnums
@@ -287,6 +306,9 @@ class ValueAndGrad(_Transformed):
         return nesting.value_and_grad(self.fun, args, argnums, self.has_aux, self.kind)
 
     def __call__(self, *args):
+        done = self._value_and_grad_io(args)
+        if done is not None:
+            return done
         value, grads, aux = self._run(args, Tape._value_and_grad)
         return ((value, aux), grads) if self.has_aux else (value, grads)
 
@@ -298,6 +320,9 @@ class Grad(_Transformed):
         return nesting.value_and_grad(self.fun, args, argnums, self.has_aux, self.kind)
 
     def __call__(self, *args):
+        done = self._value_and_grad_io(args)
+        if done is not None:
+            return done[1]
         value, grads, aux = self._run(args, Tape._value_and_grad)
         return (grads, aux) if self.has_aux else grads
 

@@ -463,24 +463,33 @@ class Recorder:
 
 
 _RECORDING = threading.local()  # the recorders running a function on this thread, innermost last
+_OPEN = 0  # recordings in progress in any thread: while none is, no thread has an active recorder
+_OPEN_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def recording(rec: Recorder):
     """``rec`` is the trace of this thread while the block runs: a transformation called inside it
     records onto it (fasttape.nesting), whether or not its arguments are traced."""
+    global _OPEN
     stack = getattr(_RECORDING, "stack", None)
     if stack is None:
         stack = _RECORDING.stack = []
+    with _OPEN_LOCK:
+        _OPEN += 1
     stack.append(rec)
     try:
         yield
     finally:
         stack.pop()
+        with _OPEN_LOCK:
+            _OPEN -= 1
 
 
 def active_recorder() -> Recorder | None:
     """The innermost trace this thread is recording, or None."""
+    if not _OPEN:  # (no recording anywhere: the thread-local lookup is the dearer test)
+        return None
     stack = getattr(_RECORDING, "stack", None)
     return stack[-1] if stack else None
 

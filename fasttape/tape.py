@@ -343,22 +343,30 @@ class Tape:
             raise self._branch_error()
         return result
 
+    def _value_and_grad_io(self, x):
+        """``(value, grad)`` of ``x``, one float64 array of the recorded shape, through the kernel that
+        copies x in and its gradient out; False when a guard fails; None without that kernel or for a layout
+        it was not compiled for (non-contiguous): the general path answers."""
+        io = self._kernels.value_and_grad_io
+        if io is None:
+            return None
+        ws = self._take_workspace()
+        try:
+            g = np.empty(self._io_shape)
+            return (ws.buf[self._out_position], g) if io(self.ins, self.aux, ws.buf, self._kernels.fns, x, g) else False
+        except TypeError:
+            return None
+        finally:
+            self._return_workspace(ws)
+
     def _value_and_grad(self, args):
         """(value, grads, aux) or None when a guard fails."""
-        io = self._kernels.value_and_grad_io
-        if io is not None and len(args) == 1:  # one float64 array in, its gradient out: the kernel copies both
+        if len(args) == 1:
             x = args[0]
             if type(x) is np.ndarray and x.dtype is _F64 and x.shape == self._io_shape:
-                ws = self._take_workspace()
-                try:
-                    g = np.empty(self._io_shape)
-                    if io(self.ins, self.aux, ws.buf, self._kernels.fns, x, g):
-                        return ws.buf[self._out_position], g, None
-                    return None
-                except TypeError:  # a layout it was not compiled for (non-contiguous): the general path
-                    pass
-                finally:
-                    self._return_workspace(ws)
+                done = self._value_and_grad_io(x)
+                if done is not None:
+                    return (*done, None) if done else None
         if not self._grad_ok:
             self._raise_non_scalar()
         ws = self._take_workspace()

@@ -424,6 +424,29 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
         tape.hvp(-x, v)
 
 
+def test_grad_goes_straight_to_the_kernel_and_still_names_an_index_out_of_range():
+    """ft.grad and ft.value_and_grad of one array argument call the tape's kernel directly (the repeated
+    call's short path); an index computed out of range is named by where it came from, as elsewhere."""
+
+    def f(x):
+        i = (x > 0).astype(np.int64) * 10  # index 10 (out of range) wherever x > 0
+        return np.sum(x[i] * x)
+
+    x = -np.linspace(1.0, 2.0, 5)
+    with ft.options(tape_kernels="never"):
+        expected = ft.value_and_grad(f)(x)
+    g, vg = ft.grad(f), ft.value_and_grad(f)
+    with ft.options(tape_kernels="always"):
+        g(x), vg(x)
+    assert g.tape(x)._kernels.value_and_grad_io is not None and vg.tape(x)._kernels.value_and_grad_io is not None
+    assert_same(expected[1], g(x))
+    assert_same(expected, vg(x))
+    named = r"out of bounds .*\.f': the indices come from indices computed from the inputs"
+    for transformed in (g, vg):
+        with pytest.raises(IndexError, match=named):
+            transformed(-x)
+
+
 def bones(xp, theta, points, weights):
     """Rigid pieces moving points (issue 15's many-direction program, small): each intermediate depends on a
     few of the inputs, a family row (stack) joins them, a long run of a library function (tanh) ends it."""
