@@ -347,17 +347,25 @@ class Tape:
         """``(value, grad)`` of ``x``, one float64 array of the recorded shape, through the kernel that
         copies x in and its gradient out; False when a guard fails; None without that kernel or for a layout
         it was not compiled for (non-contiguous): the general path answers."""
-        io = self._kernels.value_and_grad_io
+        kernels = self._kernels
+        io = kernels.value_and_grad_io
         if io is None:
             return None
-        ws = self._take_workspace()
+        spare = self._spare  # (_take_workspace and _return_workspace written out: the short path)
         try:
+            ws = spare.pop()
+        except IndexError:
+            ws = self._new_workspace()
+        try:
+            buf = ws.buf
             g = np.empty(self._io_shape)
-            return (ws.buf[self._out_position], g) if io(self.ins, self.aux, ws.buf, self._kernels.fns, x, g) else False
+            ok = io(buf, x, g) if kernels.short_io else io(self.ins, self.aux, buf, kernels.fns, x, g)
+            return (buf[self._out_position], g) if ok else False
         except TypeError:
             return None
         finally:
-            self._return_workspace(ws)
+            if len(spare) < self._max_spare:
+                spare.append(ws)
 
     def _value_and_grad(self, args):
         """(value, grads, aux) or None when a guard fails."""

@@ -113,6 +113,7 @@ class Kernels:
         self.value_and_grad = None
         self.hvp = None
         self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
+        self.short_io = False  # value_and_grad_io takes (buf, x, g) (else ins, aux, buf, fns, x, g)
         self.hvp_io = None  # (the same) x and a direction in, H v out
         self.module = None  # the generated module, once loaded
         self.single = None  # (offset, size, shape) of a tape's one array argument (see _single)
@@ -216,7 +217,10 @@ def _compile(module, entry: str, single):
         io = getattr(module, f"{entry}_io", None) if single is not None else None
         if io is not None:
             array = types.Array(types.float64, len(single[2]), "C")
-            io.compile((*SIGNATURES[entry], *(array,) * (2 if entry == "value_and_grad" else 3)))
+            if entry == "value_and_grad":
+                io.compile(((_BUF,) if module.SHORT_IO else SIGNATURES[entry]) + (array, array))
+            else:
+                io.compile((*SIGNATURES[entry], array, array, array))
             io.disable_compile()
         done.add(entry)
 
@@ -256,6 +260,7 @@ def _build(tape):
         kernels.forward = module.forward
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if single is not None else None
+        kernels.short_io = module.SHORT_IO
         kernels.state = "ready"
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
         kernels.state = "failed"

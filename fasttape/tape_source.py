@@ -5,7 +5,8 @@ From a ``fasttape.tape_plan.Plan`` this writes one module: ``forward(ins, aux, b
 ``value_and_grad(ins, aux, buf, fns)`` and ``hvp(ins, aux, buf, tangents, adj2, fns)`` (one
 direction, forward-over-reverse), each returning False when a recorded branch is not taken, and
 for a tape of one array argument the same two with that argument (and the direction) copied in
-and the result copied out.  Every offset, length and flag of the tape is a constant of
+and the result copied out (``value_and_grad_io`` of only ``buf``, ``x`` and ``g`` when the gradient
+calls no family kernel: ``SHORT_IO``).  Every offset, length and flag of the tape is a constant of
 the source, so there is no dispatch per instruction: an elementwise row is its declaration's
 formula written out, a loop block one ``for j`` loop, a one-element row a line of straight-line
 code on locals, a period one loop over its iterations (offsets ``+ base``), and every other row a
@@ -761,9 +762,18 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     lines += _indent(["return True"])
     lines += [""]
     w.families |= t.families | f.families
+    short = False
     if out >= 0:
+        body = w.forward() + w.reverse() + ["return True"]
+        # a tape of one array whose gradient calls no family kernel: its body reads buf alone (not ins, aux,
+        # fns), so the io form takes only what varies (Numba's call costs ~40 ns per array passed)
+        short = single is not None and not any("fns[" in line for line in body)
         lines += ["", _DECORATOR, "def value_and_grad(ins, aux, buf, fns):"]
-        lines += _indent(start + w.forward() + w.reverse() + ["return True"]) + [""]
+        if short:
+            lines += _indent(["return value_and_grad_body(buf)"])
+            lines += ["", "", _DECORATOR, "def value_and_grad_body(buf):"] + _indent(body) + [""]
+        else:
+            lines += _indent(start + body) + [""]
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
         h = _Writer(plan, ins, aux, n_values, written, out, second=True)
         h.helpers = w.helpers
@@ -772,11 +782,13 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         w.families |= h.families
         if single is not None:
             offset, size = single
-            lines += ["", _DECORATOR, "def value_and_grad_io(ins, aux, buf, fns, x, g):"]
+            io = "value_and_grad_io(buf, x, g)" if short else "value_and_grad_io(ins, aux, buf, fns, x, g)"
+            lines += ["", _DECORATOR, f"def {io}:"]
             copy_in = [f"xs = x.reshape({size})", f"for j in range({size}):", f"    buf[{offset} + j] = xs[j]"]
             gradient = f"buf[{n_values + offset} + j]"
             copy_out = [f"gs = g.reshape({size})", f"for j in range({size}):", f"    gs[j] = {gradient}"]
-            lines += _indent(copy_in + ["ok = value_and_grad(ins, aux, buf, fns)"] + copy_out + ["return ok"])
+            run = "value_and_grad_body(buf)" if short else "value_and_grad(ins, aux, buf, fns)"
+            lines += _indent(copy_in + [f"ok = {run}"] + copy_out + ["return ok"])
             # and an HVP: x and the direction v in, H v out
             lines += ["", _DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x, v, hv):"]
             seed = [f"vs = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = vs[j]"]
@@ -785,4 +797,5 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
             lines += [""]
     for source, helper in w.helpers.items():  # (module-level names: resolved when the entry points compile)
         lines += ["", _REDUCE, source.replace("{name}", helper), ""]
+    lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)", ""]
     return "\n".join(lines), w.families

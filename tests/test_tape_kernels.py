@@ -407,6 +407,7 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
         g(x)
     tape = g.tape(x)
     assert tape._kernels.value_and_grad_io is not None
+    assert tape._kernels.short_io  # (no family kernel in its gradient: the io kernel takes buf, x and g)
     assert_same(expected, g(x))
     assert_same(expected, g(x.copy()))
     assert_same(expected_strided, g(np.asfortranarray(x)))  # (not C-contiguous: the general path)
@@ -439,6 +440,7 @@ def test_grad_goes_straight_to_the_kernel_and_still_names_an_index_out_of_range(
     with ft.options(tape_kernels="always"):
         g(x), vg(x)
     assert g.tape(x)._kernels.value_and_grad_io is not None and vg.tape(x)._kernels.value_and_grad_io is not None
+    assert not g.tape(x)._kernels.short_io  # (the gather's kernel reads ins and aux: the io kernel takes them)
     assert_same(expected[1], g(x))
     assert_same(expected, vg(x))
     named = r"out of bounds .*\.f': the indices come from indices computed from the inputs"
