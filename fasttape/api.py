@@ -22,8 +22,9 @@ from . import config, nesting
 from . import derivatives as D
 from .errors import BranchChangedError
 from .recorder import active_recorder
-from .tape import Tape, classify_leaf, record
+from .tape import Tape, classify_leaf
 from .tracer import Tracer
+from .tracing import record
 
 DEFAULT_CACHE_SIZE = config.DEFAULT_CACHE_SIZE
 _MAX_BRANCHES = 32

@@ -37,9 +37,22 @@ class _Conditionals(ast.NodeTransformer):
         return node
 
 
-def scalar(expr: str) -> str:
-    """A declaration's formula as compiled scalar code."""
-    return ast.unparse(_Conditionals().visit(ast.parse(expr, mode="eval")))
+class _Rename(ast.NodeTransformer):
+    """A formula's operand names (x, y, z) replaced by the generated code's names."""
+
+    def __init__(self, names: dict):
+        self.names = names
+
+    def visit_Name(self, node):
+        if node.id in self.names:
+            return ast.copy_location(ast.Name(id=self.names[node.id], ctx=node.ctx), node)
+        return node
+
+
+def scalar(expr: str, names: dict | None = None) -> str:
+    """A declaration's formula as compiled scalar code (``names``: its operands' names in that code)."""
+    tree = _Conditionals().visit(ast.parse(expr, mode="eval"))
+    return ast.unparse(_Rename(names).visit(tree) if names else tree)
 
 
 def _switch(name, args, kind, body_of):

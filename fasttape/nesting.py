@@ -49,7 +49,7 @@ class Level:
 
 
 def _function_name(f):
-    from .tape import _function_name as name
+    from .tracing import _function_name as name
 
     return name(f)
 

@@ -1,6 +1,6 @@
 """The recorder: appends one row of the flat instruction table (:mod:`fasttape.layout`) per primitive
 while a user's function runs on tracers (:mod:`fasttape.tracer`), and the slots those rows read and
-write.  :func:`fasttape.tape.record` freezes it into a :class:`fasttape.tape.Tape`.
+write.  :func:`fasttape.tracing.record` freezes it into a :class:`fasttape.tape.Tape`.
 
 It also keeps what nested transformations (:mod:`fasttape.nesting`) need: the level each slot depends
 on, and, once one is open, every slot's value.

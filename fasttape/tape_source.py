@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import kernel_calls
-from .codegen import _Conditionals
+from .codegen import scalar
 from .families import FAMILY_BY_OPCODE
 from .layout import (
     C_FLAGS,
@@ -64,23 +64,6 @@ CHUNK, CHUNKS = 256, 64  # a long sum in a loop: chunks of this many elements, b
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
 # a reduction's loop: its sums reassociated (and the sign of a zero sum not kept), so that LLVM vectorises them
 _REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
-
-
-class _Rename(ast.NodeTransformer):
-    """A formula's operand names (x, y, z) replaced by the generated code's names."""
-
-    def __init__(self, names: dict):
-        self.names = names
-
-    def visit_Name(self, node):
-        if node.id in self.names:
-            return ast.copy_location(ast.Name(id=self.names[node.id], ctx=node.ctx), node)
-        return node
-
-
-def _formula(expr: str, names: dict) -> str:
-    tree = _Conditionals().visit(ast.parse(expr, mode="eval"))
-    return ast.unparse(_Rename(names).visit(tree))
 
 
 def _indent(lines: list[str], by: str = "    ") -> list[str]:
@@ -153,6 +136,7 @@ class _Writer:
         self.flags = ins[:, C_FLAGS].tolist()
         self.ops = ins[:, C_OP].tolist()
         self.families: set = set()
+        self.calls = 0  # family kernel calls written so far
 
     # -- positions ---------------------------------------------------------
     def at(self, row: int, p: int, k: int | None, loop: bool, array: str = "buf") -> str:
@@ -206,7 +190,7 @@ class _Writer:
             if src.startswith("buf"):
                 lines.append(f"{name}{i} = {src}")
         prim = PRIMITIVE_BY_OPCODE[self.ops[i]]
-        lines.append(f"v{i} = {_formula(prim.value, self.names(i, loop))}")
+        lines.append(f"v{i} = {scalar(prim.value, self.names(i, loop))}")
         return lines + (self.tangent_line(i, loop) if active else [])
 
     def tangent_line(self, i: int, loop: bool) -> list[str]:
@@ -227,7 +211,7 @@ class _Writer:
                 else:
                     tangent = f"({tangent} if {live} else 0.0)"
             offset = self.partials.get((i, k))
-            partial = f"part[{offset}{' + j' if loop else ''}]" if offset is not None else _formula(prim.d1[k], names)
+            partial = f"part[{offset}{' + j' if loop else ''}]" if offset is not None else scalar(prim.d1[k], names)
             terms.append(f"({partial}) * {tangent}")
         chosen = [term for term in terms if " else zeros" in term]
         terms = [term for term in terms if " else zeros" not in term]
@@ -319,6 +303,7 @@ class _Writer:
     def call(self, i: int, sweep: str, args: str) -> str:
         family = FAMILY_BY_OPCODE[self.ops[i]]
         self.families.add(family)
+        self.calls += 1
         row = f"r0 + {i}" + (" + rb" if self.plan.period(i) is not None else "")
         # by address (fasttape.kernel_calls); the row a run-time int, as the kernel was compiled for
         address = f"fns[{kernel_calls.slot(family, sweep)}]"
@@ -433,7 +418,7 @@ class _Writer:
         offset = self.partials.get((i, k))
         if offset is None:
             return []
-        formula = _formula(PRIMITIVE_BY_OPCODE[self.ops[i]].d1[k], self.names(i, loop))
+        formula = scalar(PRIMITIVE_BY_OPCODE[self.ops[i]].d1[k], self.names(i, loop))
         return [f"part[{offset}{' + j' if loop else ''}] = {formula}"]
 
     # -- adjoints ------------------------------------------------------------
@@ -537,9 +522,7 @@ class _Writer:
         arity = len(self.plan.operands[i])
         partials = [f"d{k}_{i}" for k in range(arity)]
         # (forward-over-reverse: every partial, which the second derivatives' formulas may name)
-        out += [
-            f"{partials[k]} = {_formula(prim.d1[k], names)}" for k in range(arity) if flags & _GRAD[k] or self.second
-        ]
+        out += [f"{partials[k]} = {scalar(prim.d1[k], names)}" for k in range(arity) if flags & _GRAD[k] or self.second]
         for k in range(arity):
             if not flags & _GRAD[k]:
                 continue
@@ -565,9 +548,9 @@ class _Writer:
         crossed = cross is not None and bool(CURVATURE[op, cross]) and bool(flags & _GRAD[other])
         if flat and not curved and not crossed:
             return None
-        d_own = f"({_formula(prim.d2[own], names)})" if curved else "0.0"
+        d_own = f"({scalar(prim.d2[own], names)})" if curved else "0.0"
         t_own = self.operand(i, k, loop, "tan") if curved else "0.0"
-        d_cross = f"({_formula(prim.d2[cross], names)})" if crossed else "0.0"
+        d_cross = f"({scalar(prim.d2[cross], names)})" if crossed else "0.0"
         t_other = self.operand(i, other, loop, "tan") if crossed else "0.0"
         gd = "0.0" if flat else f"tt{i}"
         return (f"second_terms({flat}, {gd}, {partials[k]}, t{i}, {curved}, {d_own}, {t_own}, "
@@ -764,10 +747,11 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     w.families |= t.families | f.families
     short = False
     if out >= 0:
+        calls = w.calls
         body = w.forward() + w.reverse() + ["return True"]
         # a tape of one array whose gradient calls no family kernel: its body reads buf alone (not ins, aux,
         # fns), so the io form takes only what varies (Numba's call costs ~40 ns per array passed)
-        short = single is not None and not any("fns[" in line for line in body)
+        short = single is not None and w.calls == calls
         lines += ["", _DECORATOR, "def value_and_grad(ins, aux, buf, fns):"]
         if short:
             lines += _indent(["return value_and_grad_body(buf)"])

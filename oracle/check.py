@@ -21,7 +21,7 @@ import optree
 import fasttape as ft
 from fasttape import storage
 from fasttape.layout import C_OP
-from fasttape.tape import record
+from fasttape.tracing import record
 
 from .reference import _jax, replay_in_jax
 

@@ -6,7 +6,7 @@ import functools
 import pytest
 
 import fasttape as ft
-from fasttape.tape import record
+from fasttape.tracing import record
 from oracle.cases import FIRST_CASES, NP, scalar_loss
 
 from .helpers import assert_close

@@ -12,7 +12,7 @@ import pytest
 
 import fasttape as ft
 from fasttape import kernels as K
-from fasttape.tape import record
+from fasttape.tracing import record
 from oracle.cases import NP, PRIMITIVE_CASES, Case, jax_namespace, sample, scalar_loss
 
 jax = pytest.importorskip("jax")

@@ -16,9 +16,8 @@ import fasttape as ft
 from benchmarks.workloads import laplace_det
 from fasttape import adjoint_plan, row_log, scalar_recording
 from fasttape import kernels as K
-from fasttape.recorder import Recorder
+from fasttape.recorder import Recorder, recording
 from fasttape.scalar_recording import _python_value
-from fasttape.tape import recording
 from oracle.programs import programs
 
 from .helpers import assert_close, both
