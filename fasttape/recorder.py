@@ -12,7 +12,6 @@ import contextlib
 import math
 import operator
 import threading
-import weakref
 
 import numpy as np
 
@@ -20,102 +19,9 @@ from . import families
 from . import kernels as K
 from .errors import TracerLeakError
 from .row_log import RowLog
+from .slots import Slot, SlotTable, kind_of
 
 Tracer = None  # the class of the values the recorder hands out: set by fasttape.tracer, which defines it
-
-
-class _Slot:
-    """What every slot has: a place in the tape's buffer and whether it depends on a differentiated input."""
-
-    __slots__ = ("offset", "active")
-
-    def __repr__(self):
-        return f"Slot(offset={self.offset}, shape={self.shape}, kind={self.kind!r}, origin={self.origin[0]!r})"
-
-    @property
-    def is_bool(self) -> bool:
-        return self.kind == "b"
-
-    @property
-    def dtype(self) -> np.dtype:
-        return DTYPES[self.kind]
-
-
-class Slot(_Slot):
-    """A contiguous run of values in the tape's buffer."""
-
-    __slots__ = ("shape", "kind", "origin", "size", "level", "ref")
-
-    def __init__(self, offset: int, shape: tuple, active: bool, kind: str, origin: tuple, level=None, size=None):
-        self.offset = offset
-        self.shape = shape
-        self.active = active  # depends on a differentiated input
-        self.kind = kind  # the dtype it stands for: "f" float64, "b" bool, "i" int64 (each held as a float64)
-        self.origin = origin  # ("input", name) | ("const", value) | ("view", parent) | ("op", row)
-        self.size = math.prod(shape) if size is None else size
-        self.level = level  # the nesting.Level of the deepest transformation it depends on; None: the trace's own
-        self.ref = None  # a weak reference to a tracer of it, for its value (nested transformations)
-
-    def remember(self, tracer) -> None:
-        """Keep a weak reference to ``tracer``, a tracer of this slot, unless a live one is kept already."""
-        if self.ref is None or self.ref() is None:
-            self.ref = weakref.ref(tracer)
-
-    def value(self):
-        """The slot's value, from a live tracer of it (None if there is none)."""
-        tracer = self.ref() if self.ref is not None else None
-        return None if tracer is None else tracer._value
-
-    def hold(self, value) -> None:
-        """Keep ``value`` itself, for a slot read often whose tracers live briefly (an element ``A[i, j]``):
-        ``remember`` need not be called for each of them."""
-        self.ref = _Held(value)
-
-
-class _Held:
-    """Stands where a weak reference to a tracer would: calling it gives back an object with the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value):
-        self._value = value
-
-    def __call__(self):
-        return self
-
-
-class ScalarSlot(_Slot):
-    """The 0-d float64 output of row ``row``, recorded by the scalar path (:mod:`fasttape.scalar_recording`)
-    while no nested transformation was open: its shape, kind, size and level are those of every such slot
-    (class attributes), and it keeps its value as a Python float.  Four fields and no weak reference: a
-    scalar loop records 10⁵ rows, and each object and byte kept per row costs tracing time (memory first
-    touched costs a page fault; the cyclic collector walks every container)."""
-
-    __slots__ = ("row", "kept")
-    shape, kind, size, level = (), "f", 1, None
-
-    @property
-    def origin(self):
-        return ("op", self.row)
-
-    def remember(self, tracer) -> None:
-        pass
-
-    def value(self):
-        return np.asarray(self.kept)
-
-
-# the dtypes a slot stands for, by kind; integers are held exactly in the float64 buffer up to 2**53
-DTYPES = {"f": np.dtype(np.float64), "b": np.dtype(bool), "i": np.dtype(np.int64)}
-
-
-TYPE_NAMES = {"f": "f64", "b": "bool", "i": "i64"}  # in listings and reprs
-
-
-def kind_of(dtype) -> str:
-    """The slot kind of a NumPy dtype: "b", "i" (any integer) or "f"."""
-    kind = np.dtype(dtype).kind
-    return "b" if kind == "b" else "i" if kind in "iu" else "f"
 
 
 class Recorder:
@@ -125,13 +31,13 @@ class Recorder:
         self.log = RowLog()  # the rows, their operands' and outputs' slot ids
         self.pool: list[np.ndarray] = []
         self.pool_len = K.HEADER
-        self.slots: list[Slot] = []
+        self.slots = SlotTable(self.log)  # by id; the scalar path's outputs made when first read
         self.n_values = 0
         self.constants: list[tuple[int, np.ndarray]] = []
         self._scalar_constants: dict[bytes, int] = {}
         self._float_constants: dict[float | str, int] = {}  # the scalar path's lookups for Python floats
         self._int_constants: dict[int, int] = {}  # and ints
-        self._elements: dict[tuple, tuple] = {}  # (slot, index) -> (its 0-d view, value): scalar_recording
+        self._elements: dict[tuple, tuple] = {}  # (slot, index) -> (its 0-d view, its tracer): scalar_recording
         self._array_constants: dict[int, tuple[int, object]] = {}
         self.guards: list[tuple[int, bool]] = []
         self.closed = False
@@ -146,8 +52,7 @@ class Recorder:
     def _new_slot(self, shape, active, kind, origin, level=None) -> int:
         slot = Slot(self.n_values, tuple(shape), active, kind, origin, level=level)
         self.n_values += slot.size
-        self.slots.append(slot)
-        return len(self.slots) - 1
+        return self.slots.add(slot)
 
     def input(self, value: np.ndarray, active: bool, name: str) -> Tracer:
         """An input slot; ``value``'s dtype is its kind (integer inputs are never differentiated)."""

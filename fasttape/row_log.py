@@ -8,20 +8,29 @@ slot, its number of operands and the first ``INLINE`` of them (a row with more k
 fault) or for the cyclic collector to walk, one ``struct`` call to append it, and freezing the tape
 copies columns instead of converting tuples.  While recording, nested transformations read rows back
 (``row``, ``operands``, ``out``); a frozen tape keeps its rows' operands as :class:`RowOperands`.
+
+A row recorded by the scalar path (two operands at most) keeps its output's value, a float64, where a
+third operand would be (``VALUE``): its output slot is made from the row when first read
+(:class:`fasttape.slots.SlotTable`), by ``scalar_output`` here or, once frozen, by
+:class:`ScalarOutputs`.
 """
 
 from __future__ import annotations
 
+import bisect
 import struct
 
 import numpy as np
 
+from .layout import C_FLAGS, C_OUT
 from .layout import ROW as ROW_LENGTH
 
 INLINE = 3  # operands kept in a row's record (more: in RowLog.more)
 OUT, COUNT, FIRST = ROW_LENGTH, ROW_LENGTH + 1, ROW_LENGTH + 2  # a record's columns after the row's
 WIDTH = FIRST + INLINE
 RECORD = struct.Struct(f"={WIDTH}q")  # native int64s, as the frozen arrays hold them
+VALUE = WIDTH - 1  # a scalar-path row's output value (float64 bits), where a third operand would be
+_VALUE = struct.Struct("=d")
 _PADDING = (0,) * INLINE
 
 
@@ -62,9 +71,21 @@ class RowLog:
     def out(self, i: int) -> int:
         return self._record(i)[OUT]
 
-    def frozen(self) -> tuple[np.ndarray, RowOperands, np.ndarray]:
-        """The rows as an int64 array of shape (n, ROW_LENGTH), their operands and output slots (copies:
-        the log may grow again)."""
+    def scalar_output(self, sid: int) -> tuple[int, int, bool, float]:
+        """(row, offset, active, value) of ``sid``, the output slot of a row the scalar path recorded."""
+        n = len(self)
+        with memoryview(self.table).cast("q") as columns:  # (released: the table may grow again)
+            # rows' output slots increase with the rows: each row's is made just before it is appended
+            row = bisect.bisect_left(range(n), sid, key=lambda r: columns[r * WIDTH + OUT])
+            if row == n or columns[row * WIDTH + OUT] != sid:
+                raise KeyError(f"slot {sid} is not the output of a row")
+            offset, flags = columns[row * WIDTH + C_OUT], columns[row * WIDTH + C_FLAGS]
+        value = _VALUE.unpack_from(self.table, (row * WIDTH + VALUE) * 8)[0]
+        return row, offset, flags != 0, value
+
+    def frozen(self) -> tuple[np.ndarray, RowOperands, np.ndarray, ScalarOutputs]:
+        """The rows as an int64 array of shape (n, ROW_LENGTH), their operands, their output slots and
+        what makes the scalar path's output slots (copies: the log may grow again)."""
         records = np.frombuffer(self.table, dtype=np.int64).reshape(len(self), WIDTH)
         counts = records[:, COUNT]
         start = np.zeros(len(self) + 1, dtype=np.int64)
@@ -75,7 +96,27 @@ class RowLog:
             slot[start[rows] + k] = records[rows, FIRST + k]
         for i, operands in self.more.items():
             slot[start[i] : start[i + 1]] = operands
-        return records[:, :ROW_LENGTH].copy(), RowOperands(start, slot), records[:, OUT].copy()
+        row_out = records[:, OUT].copy()
+        outputs = ScalarOutputs(
+            row_out, records[:, C_OUT].copy(), records[:, C_FLAGS] != 0, records[:, VALUE].copy().view(np.float64)
+        )
+        return records[:, :ROW_LENGTH].copy(), RowOperands(start, slot), row_out, outputs
+
+
+class ScalarOutputs:
+    """A frozen log's ``scalar_output``: per row, its output slot (increasing), offset, activity as
+    recorded (the tape's flags change as it is planned) and ``VALUE`` column."""
+
+    __slots__ = ("row_out", "offset", "active", "value")
+
+    def __init__(self, row_out: np.ndarray, offset: np.ndarray, active: np.ndarray, value: np.ndarray):
+        self.row_out, self.offset, self.active, self.value = row_out, offset, active, value
+
+    def scalar_output(self, sid: int) -> tuple[int, int, bool, float]:
+        row = int(np.searchsorted(self.row_out, sid))
+        if row == self.row_out.size or self.row_out[row] != sid:
+            raise KeyError(f"slot {sid} is not the output of a row")
+        return row, int(self.offset[row]), bool(self.active[row]), float(self.value[row])
 
 
 class RowOperands:

@@ -9,8 +9,10 @@ its generality: no broadcasting, no dtype rules, one lookup per constant; an ele
 general path (which also raises the errors).
 
 While no nested transformation has opened (``rec.values is None``) no slot has a level: a row's output
-is a :class:`~fasttape.recorder.ScalarSlot`, which keeps its own value.  Otherwise the levelled variant
-records the same row and keeps the values :mod:`fasttape.nesting` reads.
+is only counted (its slot is made from the row when first read, :class:`fasttape.slots.SlotTable`), and
+its :class:`~fasttape.tracer.ScalarTracer` carries what the next row needs (the slot's offset and
+activity, the value as a Python float).  Otherwise the levelled variant records the same row as a slot
+of that level and keeps the values :mod:`fasttape.nesting` reads.
 """
 
 from __future__ import annotations
@@ -23,23 +25,24 @@ import numpy as np
 from . import layout as L
 from . import row_log
 from .primitives import PRIMITIVES, names, opcode
-from .recorder import ScalarSlot, Slot
+from .slots import Slot
 from .scalar_math import PYTHON_MATH
 
 Tracer = None  # the 0-d tracer class: set by fasttape.tracer, which defines it
+ScalarTracer = None  # the class of the tracers this module hands out: also set by fasttape.tracer
 
 _OP_DIVIDE = opcode("divide")
 _EXACT_INT = 2**53  # integers the float64 buffer holds exactly
 _DOUBLE = struct.Struct("d")
 
 # the record a scalar instruction appends: its row (op, out, 1, a, 1, b, nb, 0, 0, 0, 0, 0, 0, flags), its
-# output slot, its number of operands and their slots (fasttape.row_log)
+# output slot, its number of operands, their slots and its value (fasttape.row_log)
 assert (L.C_OP, L.C_OUT, L.C_N, L.C_A, L.C_NA, L.C_B, L.C_NB, L.C_FLAGS, L.ROW) == (0, 1, 2, 3, 4, 5, 6, 13, 14)
-assert (row_log.OUT, row_log.COUNT, row_log.FIRST, row_log.WIDTH) == (14, 15, 16, 19)
+assert (row_log.OUT, row_log.COUNT, row_log.FIRST, row_log.VALUE, row_log.WIDTH) == (14, 15, 16, 18, 19)
 # (its zero columns are struct's padding, which it writes as zeros: fewer arguments to convert)
-_BINARY = struct.Struct("=7q48x5q8x").pack  # op, out, 1, a, 1, b, 1, flags, out slot, 2, sx, sy
-_UNARY = struct.Struct("=5q64x4q16x").pack  # op, out, 1, a, 1, flags, out slot, 1, sx
-assert struct.calcsize("=7q48x5q8x") == struct.calcsize("=5q64x4q16x") == row_log.RECORD.size
+_BINARY = struct.Struct("=7q48x5qd").pack  # op, out, 1, a, 1, b, 1, flags, out slot, 2, sx, sy, value
+_UNARY = struct.Struct("=5q64x4q8xd").pack  # op, out, 1, a, 1, flags, out slot, 1, sx, value
+assert struct.calcsize("=7q48x5qd") == struct.calcsize("=5q64x4q8xd") == row_log.RECORD.size
 _RECORD_SIZE = row_log.RECORD.size
 _GRAD_A = L.F_GRAD_A | L.F_ACTIVE
 _GRAD_B = L.F_GRAD_B | L.F_ACTIVE
@@ -78,57 +81,82 @@ def arithmetic(rec, op, fn, x, y):
     if rec.values is not None or rec.closed:
         return _levelled_arithmetic(rec, op, fn, x, y)
     # (the two operands' cases written out: a helper called twice costs a tenth of the row)
-    slots = rec.slots
-    if type(x) is Tracer:
+    kind = type(x)
+    if kind is ScalarTracer:
         if x._rec is not rec:
             return None
-        sx = x._sid
-        slot_x = slots[sx]
-        if slot_x.kind != "f":
-            return None
-        a = float(x._value)
+        sx, a, ax, flags = x._sid, x._kept, x._offset, _GRAD_A if x._active else 0
     else:
-        sx = _constant(rec, x)  # (an int constant too: NumPy's result is float64 all the same)
-        if sx < 0:
-            return None
-        slot_x = slots[sx]
-        a = float(x)
-    if type(y) is Tracer:
+        if kind is Tracer:
+            if x._rec is not rec:
+                return None
+            sx = x._sid
+            slot = rec.slots[sx]
+            if slot.kind != "f":
+                return None
+            a = float(x._value)
+        else:
+            sx = _constant(rec, x)  # (an int constant too: NumPy's result is float64 all the same)
+            if sx < 0:
+                return None
+            slot = rec.slots[sx]
+            a = float(x)
+        ax, flags = slot.offset, _GRAD_A if slot.active else 0
+    kind = type(y)
+    if kind is ScalarTracer:
         if y._rec is not rec:
             return None
-        sy = y._sid
-        slot_y = slots[sy]
-        if slot_y.kind != "f":
-            return None
-        b = float(y._value)
+        sy, b, by = y._sid, y._kept, y._offset
+        if y._active:
+            flags |= _GRAD_B
     else:
-        sy = _constant(rec, y)
-        if sy < 0:
-            return None
-        slot_y = slots[sy]
-        b = float(y)
+        if kind is Tracer:
+            if y._rec is not rec:
+                return None
+            sy = y._sid
+            slot = rec.slots[sy]
+            if slot.kind != "f":
+                return None
+            b = float(y._value)
+        else:
+            sy = _constant(rec, y)
+            if sy < 0:
+                return None
+            slot = rec.slots[sy]
+            b = float(y)
+        by = slot.offset
+        if slot.active:
+            flags |= _GRAD_B
     if b == 0.0 and op == _OP_DIVIDE:
         return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
-    flags = (_GRAD_A if slot_x.active else 0) | (_GRAD_B if slot_y.active else 0)
     # (Python's float arithmetic: IEEE doubles as NumPy's, silent on overflow)
-    return _new_row(rec, op, slot_x.offset, slot_y.offset, flags, sx, sy, fn(a, b))
+    return _new_row(rec, op, ax, by, flags, sx, sy, fn(a, b))
 
 
 def unary(rec, op, ufunc, x):
     """Record ``ufunc(x)`` for a 0-d float tracer; None for anything else."""
-    if type(x) is not Tracer:
+    kind = type(x)
+    if kind is ScalarTracer:
+        if rec.values is not None or rec.closed:
+            return _levelled_unary(rec, op, ufunc, x)
+        if x._rec is not rec:
+            return None
+        offset, active, value = x._offset, x._active, x._kept
+    elif kind is Tracer:
+        if rec.values is not None or rec.closed:
+            return _levelled_unary(rec, op, ufunc, x)
+        if x._rec is not rec:
+            return None
+        slot = rec.slots[x._sid]
+        if slot.kind != "f":
+            return None
+        offset, active, value = slot.offset, slot.active, x._value
+    else:
         return None
-    if rec.values is not None or rec.closed:
-        return _levelled_unary(rec, op, ufunc, x)
-    if x._rec is not rec:
-        return None
-    slot = rec.slots[x._sid]
-    if slot.kind != "f":
-        return None
-    value = _unary_value(op, ufunc, x._value)
+    value = _unary_value(op, ufunc, value)
     if value is None:
         return None
-    return _new_row(rec, op, slot.offset, 0, _GRAD_A if slot.active else 0, x._sid, -1, value)
+    return _new_row(rec, op, offset, 0, _GRAD_A if active else 0, x._sid, -1, value)
 
 
 def _python_value(prim):
@@ -163,26 +191,25 @@ def _new_row(rec, op, a, b, flags, sx, sy, value, level=None):
     ``value``."""
     offset = rec.n_values
     rec.n_values = offset + 1
-    slots, log = rec.slots, rec.log
-    out = len(slots)
-    row = len(log.table) // _RECORD_SIZE
+    slots, table = rec.slots, rec.log.table
     if level is None:
-        slot = _new(ScalarSlot)
-        slot.offset, slot.active, slot.row, slot.kept = offset, flags != 0, row, value
+        out = slots.count  # (its slot is made from the row if it is ever read)
+        slots.count = out + 1
+        result = _new(ScalarTracer)
+        result._offset, result._active, result._kept = offset, flags != 0, value
     else:
-        slot = Slot(offset, (), flags != 0, "f", ("op", row), level, size=1)
-    slots.append(slot)
+        out = slots.add(Slot(offset, (), flags != 0, "f", ("op", len(table) // _RECORD_SIZE), level, size=1))
+        result = _new(Tracer)
+        result._value = _asarray(value)
     if sy >= 0:
-        log.table += _BINARY(op, offset, 1, a, 1, b, 1, flags, out, 2, sx, sy)
+        table += _BINARY(op, offset, 1, a, 1, b, 1, flags, out, 2, sx, sy, value)
     else:
-        log.table += _UNARY(op, offset, 1, a, 1, flags, out, 1, sx)
-    result = _new(Tracer)
+        table += _UNARY(op, offset, 1, a, 1, flags, out, 1, sx, value)
     result._rec = rec
     result._sid = out
-    result._value = _asarray(value)
     result._base, result._views = (), None  # (as Tracer.__init__: no NumPy aliasing)
     if level is not None:
-        slot.remember(result)  # its value, should a nested transformation read it later (a ScalarSlot keeps it)
+        slots[out].remember(result)  # its value, should a nested transformation read it later
     return result
 
 
@@ -192,7 +219,7 @@ def _levelled_arithmetic(rec, op, fn, x, y):
         return None
     operands, values, level = [], [], None
     for v in (x, y):
-        if type(v) is Tracer:
+        if type(v) in (Tracer, ScalarTracer):
             level = _level(rec, v, level)
             if level is False:
                 return None
@@ -256,8 +283,9 @@ def _levelled_row(rec, op, operands, values, value, level):
 
 
 def element(x, key):
-    """``x[i, j, ...]`` with one Python int per axis: a 0-d view of that element (no row), the same view
-    each time the element is read; None for any other key (the general path, which also raises)."""
+    """``x[i, j, ...]`` with one Python int per axis: a 0-d view of that element (no row), the same tracer
+    each time the element is read (tracers are immutable; one rebound by ``x[()] = v`` is replaced); None
+    for any other key (the general path, which also raises)."""
     rec = x._rec
     if rec.values is not None or rec.closed:
         return None
@@ -282,13 +310,27 @@ def element(x, key):
         if found is None:
             flat = int(np.ravel_multi_index(index, slot.shape)) if index else 0
             sid = rec._view_slot(x._sid, slot.offset + flat, (), slot.kind, None)
-            found = elements[(x._sid, index)] = (sid, np.asarray(x._value[index]))  # (values never change)
-            rec.slots[sid].hold(found[1])  # (for nested transformations, should one open later)
+            value = np.asarray(x._value[index])  # (values never change)
+            rec.slots[sid].hold(value)  # (for nested transformations, should one open later)
+            found = elements[(x._sid, index)] = (sid, _element_tracer(rec, sid, value))
         elements[(x._sid, key)] = found
-    sid, value = found
-    result = _new(Tracer)
+    sid, tracer = found
+    if tracer._sid != sid:  # (rebound to another slot by an item assignment, x[()] = v)
+        tracer = _element_tracer(rec, sid, rec.slots[sid].value())
+        elements[(x._sid, key)] = (sid, tracer)
+    return tracer
+
+
+def _element_tracer(rec, sid, value):
+    """A tracer of the element view ``sid``: a ScalarTracer for a float element."""
+    slot = rec.slots[sid]
+    if slot.kind == "f":
+        result = _new(ScalarTracer)
+        result._offset, result._active, result._kept = slot.offset, slot.active, float(value)
+    else:
+        result = _new(Tracer)
+        result._value = value
     result._rec = rec
     result._sid = sid
-    result._value = value
     result._base, result._views = (), None
     return result

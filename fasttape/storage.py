@@ -51,8 +51,8 @@ from . import families
 from . import kernels as K
 from .config import check_memory
 from .errors import TapeFormatError
-from .recorder import Slot
 from .row_log import RowOperands
+from .slots import Slot
 from .tape import ArgSpec, Leaf, Tape, tape_bytes
 
 FORMAT = "fasttape.tape"

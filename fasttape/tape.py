@@ -29,7 +29,8 @@ from .errors import (
     InputTypeError,
     NonScalarOutputError,
 )
-from .recorder import TYPE_NAMES, Recorder
+from .recorder import Recorder
+from .slots import TYPE_NAMES
 
 _MAX_SPARE_BUFFERS = 4
 _SPARE_BYTES = 256 * 2**20  # spare workspaces kept for concurrent calls: up to 32 of them within this, at least 4
@@ -134,12 +135,12 @@ class Tape:
         self._args = args
         self._out_tree, self._outputs, self.output_slots = outputs  # every output is a slot
         self._aux_tree, self._aux, _ = aux_out
-        self._slots = rec.slots
+        self._slots = rec.slots  # (a SlotTable: the scalar path's output slots made when first read)
         self._guards = rec.guards
         n_values = rec.n_values
         self.n_values = n_values
         check_memory(tape_bytes(n_values, len(rec.log), rec.pool_len + 2 * len(rec.guards)), f"the tape of {name!r}")
-        self.ins, self._row_operands, row_out = rec.log.frozen()
+        self.ins, self._row_operands, row_out, rec.slots.source = rec.log.frozen()  # (the log is let go)
         graph = adjoint_plan.graph(rec.slots, self._row_operands, self.ins, row_out)
         adjoint_plan.unreached_rows_inactive(graph, self.ins, self.output_slots)
         zero_runs = adjoint_plan.plan_adjoint_initialisation(graph, self.ins, self.output_slots)

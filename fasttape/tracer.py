@@ -21,7 +21,8 @@ from .errors import (
     UnsupportedMethodError,
 )
 from .primitives import opcode
-from .recorder import DTYPES, TYPE_NAMES, Recorder, kind_of
+from .recorder import Recorder
+from .slots import DTYPES, TYPE_NAMES, kind_of
 
 OP_DIVIDE = opcode("divide")
 
@@ -77,7 +78,9 @@ REFUSED_METHODS = ("fill", "resize", "put", "itemset", "item", "tolist")
 class Tracer:
     """A traced float64 (or boolean or integer) array: NumPy code runs on it unchanged."""
 
-    __slots__ = ("_rec", "_sid", "_value", "_base", "_views", "__weakref__")
+    # (_offset, _active, _kept: a ScalarTracer's; declared here so that one rebound by an item assignment
+    # can become a Tracer, of the same layout)
+    __slots__ = ("_rec", "_sid", "_value", "_base", "_views", "_offset", "_active", "_kept", "__weakref__")
     __array_priority__ = 1000.0
 
     def __new__(cls, rec: Recorder, sid: int, value):
@@ -452,6 +455,26 @@ class Tracer:
         return Tracer(self._rec, self._sid, self._value)  # another object: a later x[...] = v leaves it alone
 
 
+class ScalarTracer(Tracer):
+    """A 0-d float64 tracer of scalar code's short path (:mod:`fasttape.scalar_recording`): a row's result
+    or an element read.  It carries what the next row needs, its slot's offset and activity and its value
+    as a Python float (``_offset``, ``_active``, ``_kept``), so a row's output slot need not exist (it is
+    made when first read); the value is made a 0-d array only when the general path reads it.  A scalar
+    loop records 10⁵ such values: an object and an array each would cost a fifth of recording the row."""
+
+    __slots__ = ()
+    shape, ndim, size, dtype = (), 0, 1, np.dtype(np.float64)
+
+    @property
+    def _value(self):
+        return np.asarray(self._kept)
+
+    @_value.setter
+    def _value(self, value):  # x[()] = v rebinds x to another slot: a tracer holding its value again
+        self.__class__ = Tracer
+        self._value = value
+
+
 class ArrayTracer(Tracer):
     """A traced array of one or more dimensions: also a sequence of its rows."""
 
@@ -469,7 +492,8 @@ class ArrayTracer(Tracer):
         return fnp.getitem(self, key) if out is None else out
 
 
-recorder.Tracer = scalar_recording.Tracer = Tracer  # the recorders make tracers of this class
+recorder.Tracer = scalar_recording.Tracer = Tracer  # the recorders make tracers of these classes
+scalar_recording.ScalarTracer = ScalarTracer
 
 from . import dynamic, updates  # noqa: E402
 from . import numpy as fnp  # noqa: E402  (the NumPy surface needs Tracer)

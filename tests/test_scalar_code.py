@@ -242,19 +242,37 @@ def test_element_reads_share_one_view_per_element():
     def reads(a):
         first, again, negative = a[1, 2], a[1, 2], a[-2, -1]
         seen["ids"] = (first._sid, again._sid, negative._sid, a[2, 1]._sid)
-        seen["distinct objects"] = first is not again
+        seen["one tracer"] = first is again is negative
         with pytest.raises(IndexError):
             a[3, 0]  # NumPy's error, from the general path
         return first * again + negative + a[0][0]
 
     tape = ft.trace(reads, A)
     first, again, negative, other = seen["ids"]
-    assert first == again == negative != other and seen["distinct objects"]
+    assert first == again == negative != other and seen["one tracer"]
     assert tape.ins.shape[0] == 3  # no row for an element read: a view
     value, grad = tape.value_and_grad(A)
     expected = jax.value_and_grad(lambda a: a[1, 2] * a[1, 2] + a[-2, -1] + a[0][0])(A)
     assert_close(value, expected[0])
     assert_close(grad, expected[1])
+
+
+def test_an_element_read_rebound_by_an_assignment_leaves_the_element_as_it_was():
+    """Element reads hand out one tracer per element: ``e[()] = v`` makes ``e`` name v (as an item
+    assignment into a 0-d array does), and the next read of the element still reads the element."""
+    A = np.arange(1.0, 10.0).reshape(3, 3)
+
+    def rebinds(a):
+        e = a[0, 1]
+        e[()] = 10.0 * a[1, 1]
+        return e * a[2, 2] + a[0, 1] * a[0, 1]
+
+    def expected(a):
+        return 10.0 * a[1, 1] * a[2, 2] + a[0, 1] * a[0, 1]
+
+    value, grad = ft.value_and_grad(rebinds)(A)
+    assert_close(value, expected(A))
+    assert_close(grad, jax.grad(expected)(A))
 
 
 def test_laplace_determinant_matches_jax():
@@ -319,7 +337,7 @@ def test_the_row_log_reads_back_what_it_freezes_and_the_graph_what_the_slots_say
     if rec is None:
         return
     log = rec.log
-    ins, operands, row_out = log.frozen()
+    ins, operands, row_out, _ = log.frozen()
     assert ins.shape == (len(log), K.ROW) and len(operands) == row_out.size == len(log)
     for i in range(len(log)):
         assert log.row(i) == tuple(ins[i].tolist())
@@ -332,13 +350,40 @@ def test_the_row_log_reads_back_what_it_freezes_and_the_graph_what_the_slots_say
         np.testing.assert_array_equal(getattr(recorded, name), getattr(read, name), err_msg=name)
 
 
+def test_the_scalar_paths_rows_make_their_slots_only_when_read():
+    """While recording, the scalar path's rows make no slot object; one made from its row when first read
+    (from the log while recording, from the frozen columns afterwards) has the row's offset, activity
+    and value."""
+    rec = Recorder()
+    u = rec.input(U.copy(), True, "u")
+    with recording(rec):
+        out = euler_loop(np, u, steps=6)
+    made = set(dict.keys(rec.slots))
+    assert all(rec.slots[sid].origin[0] != "op" for sid in made)  # inputs, constants, element views
+    ins, _, row_out, frozen = rec.log.frozen()
+    for i, sid in enumerate(row_out.tolist()):
+        if sid in made:
+            continue
+        row, offset, active, value = rec.log.scalar_output(sid)
+        assert (row, offset, active) == (i, ins[i, K.C_OUT], ins[i, K.C_FLAGS] != 0)
+        assert frozen.scalar_output(sid) == (row, offset, active, value)
+        slot = rec.slots[sid]
+        assert (slot.origin, slot.offset, slot.active, slot.kept) == (("op", i), offset, active, value)
+    assert rec.slots[out._sid].kept == out._kept == float(out._value) == euler_loop(np, U, steps=6)
+    assert rec.slots[-1] is rec.slots[len(rec.slots) - 1]
+    with pytest.raises(IndexError):
+        rec.slots[len(rec.slots)]
+    with pytest.raises(KeyError):
+        rec.log.scalar_output(u._sid)  # an input: no row writes it
+
+
 def test_a_row_of_many_operands_keeps_them_beside_the_log():
     rec = Recorder()
     x = rec.input(np.linspace(0.1, 1.0, 5), True, "x")
     with recording(rec):
         stacked = np.stack([x, x * 2.0, x + 1.0, np.sin(x), x])  # one row of five operands
         np.sum(stacked) + x[0] * x[1]
-    ins, operands, _ = rec.log.frozen()
+    ins, operands, *_ = rec.log.frozen()
     wide = [i for i in range(len(operands)) if len(operands[i]) > row_log.INLINE]
     assert len(wide) == 1
     five = operands[wide[0]]
