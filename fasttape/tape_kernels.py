@@ -14,9 +14,12 @@ their source, which is a function of the tape's structure and not of its values:
 that records the same tape loads them when the tape gets hot (milliseconds) instead of compiling.
 
 A cost model declines a tape whose straight-line code would take long to compile (more than
-``MAX_ROWS`` rows, about 6 ms of LLVM time each).  ``ft.set_options(tape_kernels=...)`` (or
-``FASTTAPE_TAPE_KERNELS``) chooses: ``"auto"`` (the default, as above), ``"always"`` (build at a
-tape's first call and wait for it: tests and benchmarks) or ``"never"`` (interpreter only).
+``MAX_ROWS`` rows, about 6 ms of LLVM time each), and, once the kernels are built, one on which they are
+slower than the interpreter: the builder times a ``value_and_grad`` of each on the tape's last inputs,
+in turns (``race``; fused loops can lose to the interpreter's family kernels on large arrays).
+``ft.set_options(tape_kernels=...)`` (or ``FASTTAPE_TAPE_KERNELS``) chooses: ``"auto"`` (the default,
+as above), ``"always"`` (build at a tape's first call, wait for it and use it, whatever the race would
+say: tests and benchmarks) or ``"never"`` (interpreter only).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 import math
 import queue
 import threading
+import time
 
 import numpy as np
 from numba import types
@@ -39,6 +43,8 @@ from .tape_plan import plan_tape
 from .tape_source import HELPERS, tape_source
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
+RACE_TURNS = 3  # timed turns of each tier (the fastest counts)
+RACE_TURN_SECONDS = 2e-4  # a turn repeats the call until it lasts about this long
 MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it: ~6 ms per row)
 _INS, _AUX, _BUF, _FNS = types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1]
 SIGNATURES = {
@@ -120,6 +126,7 @@ class Kernels:
         self.asked: set = set()  # the lazy entry points asked for
         self.calls = 0
         self.state = "cold"  # "queued", "ready", "declined" or "failed"
+        self.race: tuple[float, float] | None = None  # seconds of a value_and_grad: (interpreter, kernels)
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -170,7 +177,7 @@ def request(tape, wait: bool = False):
             return
         kernels.state = "queued"
     if wait:
-        _build(tape)
+        _build(tape, race=False)
         return
     _QUEUE.put(tape)
     _start_worker()
@@ -237,7 +244,8 @@ def _compile_entry(tape, name: str):
                     name, tape.name, e)  # fmt: skip
 
 
-def _build(tape):
+def _build(tape, race=True):
+    """Plan, write and compile ``tape``'s kernels (``race``: keep them only if they beat the interpreter)."""
     kernels = tape._kernels
     try:
         planned = _plan(tape)
@@ -256,6 +264,13 @@ def _build(tape):
         single = _single(tape)
         for entry in EAGER:
             _compile(module, entry, single)
+        if race:
+            kernels.race = _race(tape, module)
+            if kernels.race is not None and kernels.race[1] > kernels.race[0]:
+                kernels.state = "declined"
+                LOG.info("fasttape: the tape of %r stays interpreted: its kernels took %.3g s per gradient, the "
+                         "interpreter %.3g s.", tape.name, kernels.race[1], kernels.race[0])  # fmt: skip
+                return
         kernels.module, kernels.single = module, single
         kernels.forward = module.forward
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
@@ -269,3 +284,39 @@ def _build(tape):
                     tape.name, e)  # fmt: skip
     finally:
         kernels.done.set()
+
+
+def _race(tape, module) -> tuple[float, float] | None:
+    """Seconds of one ``value_and_grad`` of ``tape`` by the interpreter and by ``module``'s kernel, on a
+    copy of the buffer of its last call: the fastest of ``RACE_TURNS`` turns each, taken in turns (the
+    machine's other load falls on both).  None when there is nothing to time: no gradient, no finished
+    call, or a guard that fails on those inputs."""
+    kernel = getattr(module, "value_and_grad", None)
+    if kernel is None or not tape._grad_ok:
+        return None
+    try:
+        ws = tape._spare.pop()  # (the last call's, its inputs bound; atomic)
+    except IndexError:
+        return None
+    buf = ws.buf.copy()
+    tape._return_workspace(ws)
+    ins, aux, code, out = tape.ins, tape.aux, tape.code, tape._out_position
+
+    def interpreted():
+        return tiers.run_value_and_grad(ins, code, aux, buf, out, True)
+
+    def compiled():
+        return kernel(ins, aux, buf, ADDRESSES)
+
+    start = time.perf_counter()
+    if not (interpreted() and compiled()):
+        return None
+    repeats = max(1, round(RACE_TURN_SECONDS / max(time.perf_counter() - start, 1e-9)))
+    best = [math.inf, math.inf]
+    for _ in range(RACE_TURNS):
+        for k, run in enumerate((interpreted, compiled)):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            best[k] = min(best[k], (time.perf_counter() - start) / repeats)
+    return best[0], best[1]

@@ -366,6 +366,35 @@ def test_a_hot_tape_switches_in_the_background_and_keeps_its_results():
         tiers.set_mode(previous)
 
 
+def test_kernels_slower_than_the_interpreter_are_declined(monkeypatch):
+    """A build races the kernels' value_and_grad against the interpreter's on the tape's last inputs and
+    keeps the faster tier; "always" keeps the kernels without a race."""
+    x = np.linspace(-1.0, 1.0, 8)
+    forced = ft.trace(lambda x: rosenbrock(np, x), x)
+    with ft.options(tape_kernels="never"):
+        expected = forced.value_and_grad(x)
+        assert tape_kernels._race(forced, None) is None  # (no kernels to time)
+    with ft.options(tape_kernels="always"):
+        forced.value_and_grad(x)
+    assert forced._kernels.state == "ready" and forced._kernels.race is None
+    interpreted, compiled = tape_kernels._race(forced, forced._kernels.module)  # the real race, timed
+    assert 0 < interpreted < 1 and 0 < compiled < 1
+    never_called = ft.trace(lambda x: rosenbrock(np, x), x)
+    assert tape_kernels._race(never_called, forced._kernels.module) is None  # no inputs to time it on
+
+    for race, state in (((1e-6, 2e-6), "declined"), ((2e-6, 1e-6), "ready")):
+        monkeypatch.setattr(tape_kernels, "_race", lambda tape, module, race=race: race)
+        tape = ft.trace(lambda x: rosenbrock(np, x), x)
+        with ft.options(tape_kernels="never"):
+            tape.value_and_grad(x)
+        tape_kernels._build(tape)
+        kernels = tape._kernels
+        assert (kernels.state, kernels.race) == (state, race)
+        assert (kernels.value_and_grad is None) == (state == "declined")
+        with ft.options(tape_kernels="auto"):
+            assert_same(expected, tape.value_and_grad(x))
+
+
 def test_a_tape_recorded_again_loads_its_kernels_from_the_disk_cache():
     from fasttape import cache
 
