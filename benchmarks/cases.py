@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fasttape as ft
+from fasttape import tape_kernels
 
 from . import opcount
 from .workloads import (
@@ -182,6 +183,18 @@ def relative_error(got, reference):
     return float(np.linalg.norm(flat(got) - reference) / (scale if scale > 0 else 1.0))
 
 
+def made_hot(tape, call):
+    """Call ``call`` (a call of ``tape``) until the tape is hot and wait for its build, as a program that
+    runs it many times would: its own kernels, or the interpreter where the cost model declines them."""
+    with ft.options(tape_kernels="auto"):
+        for _ in range(tape_kernels.HOT_CALLS):
+            call()
+        if tape._kernels.state == "cold":
+            raise RuntimeError("the tape did not get hot: are the interpreter's kernels compiled (fasttape warm)?")
+        if not tape._kernels.done.wait(900):
+            raise RuntimeError(f"the kernels of {tape.name!r} took more than 15 minutes to build")
+
+
 class Case:
     """One workload at one size.
 
@@ -214,20 +227,18 @@ class Case:
 
     @functools.cached_property
     def kernel_tape(self):
-        """A tape of its own with its kernels built (or declined by the cost model: then interpreted)."""
+        """A tape of its own, hot: its kernels built, or declined by the cost model (then interpreted)."""
         tape = ft.trace(self.f, *self.args)
-        with ft.options(tape_kernels="always"):
-            tape(*self.args)
-            tape.value_and_grad(*self.args)
+        made_hot(tape, lambda: tape.value_and_grad(*self.args))
+        with ft.options(tape_kernels="always"):  # (the HVP's kernel, compiled now if the tape has kernels)
             tape.hvp(*self.args, self.v)
         return tape
 
     @functools.cached_property
     def kernel_api(self):
         api = ft.value_and_grad(self.f)
-        with ft.options(tape_kernels="always"):
-            api(*self.args)
-            api.tape(*self.args)  # (its forward, too)
+        api(*self.args)
+        made_hot(api.tape(*self.args), lambda: api(*self.args))
         return api
 
     def plain(self):
