@@ -1,7 +1,7 @@
 """Peers and first use, next to the columns of ``test_core.py`` (same groups, same ``extra_info``).
 
-* ``fused_vg``: a hand-written, fused Numba adjoint (``fused.py``) for Rosenbrock, logistic
-  regression and Lorenz, the practical floor of a gradient on one core; checked against jax.grad.
+* ``fused_vg``: a hand-written, fused Numba adjoint (``fused.py``) for every workload, the practical
+  floor of a gradient on one core; checked against jax.grad.
 * ``pytensor_f``, ``pytensor_vg``, ``pytensor_hvp``: PyTensor compiled in its Numba mode
   (``pytensor.function(..., mode="NUMBA")``, ``trust_input`` on), gradients by ``pytensor.grad`` and
   ``hessian_vector_product``, built from the very same workload source with ``xp=pytensor.tensor``;
