@@ -215,24 +215,27 @@ def _run_jvp(tape: Tape, ws: _Workspace, tan, k) -> bool:
 # --------------------------------------------------------------------------
 # HVP
 # --------------------------------------------------------------------------
-def _hvp_matrix(tape: Tape, ws: _Workspace, matrix, with_values):
+def _hvp_matrix(tape: Tape, ws: _Workspace, matrix, with_values, gradient=False):
     k = matrix.shape[0]
     N = tape.n_values
     tan, adj2 = ws.direction_buffers(k, N)
     _seed(tape, tan, matrix)
-    if not _run_hvp(tape, ws.buf, tan, adj2, k, with_values):
+    if not _run_hvp(tape, ws.buf, tan, adj2, k, with_values, gradient):
         raise tape._branch_error()
     return _read_inputs(tape, adj2, k)
 
 
-def _run_hvp(tape: Tape, buf, tan, adj2, k, with_values=True) -> bool:
+def _run_hvp(tape: Tape, buf, tan, adj2, k, with_values=True, gradient=False) -> bool:
     """The HVP sweep: the tape's own kernel for one direction at a new point once it is built
-    (``fasttape.tape_kernels``), else the interpreter's; False when a guard fails."""
+    (``fasttape.tape_kernels``), else the interpreter's; False when a guard fails.  ``gradient``: the
+    value and the gradient left in ``buf`` too (the interpreter's sweep computes them on its way; the
+    kernel computes H v alone, and the tape's value_and_grad kernel follows)."""
     if k == 1 and with_values:
         kernels = tape._kernels
         run = kernels.entry(tape, "hvp")
         if run is not None:
-            return run(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
+            ok = run(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
+            return ok and (not gradient or kernels.value_and_grad(tape.ins, tape.aux, buf, kernels.fns))
     return tiers.run_hvp(tape.ins, tape.code, tape.aux, buf, tan, adj2, k, tape._out_position, with_values)
 
 
@@ -254,14 +257,15 @@ def hvp(tape: Tape, args, v):
 
 
 def value_grad_and_hvp(tape: Tape, args, v):
-    """``(f(x), ∇f(x), H(x) v)``: the HVP sweep computes the first-order adjoints on its way, so the
-    gradient costs nothing more than the HVP."""
+    """``(f(x), ∇f(x), H(x) v)``: the interpreter's HVP sweep computes the first-order adjoints on its
+    way, so the gradient costs nothing more than the HVP; a tape's own HVP kernel computes H v alone (its
+    caller reads nothing else), and its value_and_grad kernel follows on the same inputs."""
     _require_scalar(tape, "value_grad_and_hvp")
     matrix, multi = _split_directions(tape, v)
     ws = tape._take_workspace()
     try:
         tape._bind(args, ws)
-        hv = _join_directions(tape, _hvp_matrix(tape, ws, matrix, True), multi)
+        hv = _join_directions(tape, _hvp_matrix(tape, ws, matrix, True, gradient=True), multi)
         return ws.buf[tape._out_position], tape._grad_structure(tape._grads_of(ws)), hv
     finally:
         tape._return_workspace(ws)

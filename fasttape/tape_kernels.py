@@ -83,7 +83,10 @@ def _plan(tape):
     differentiated = adjoint_plan.differentiated_operands(tape.ins, slots, tape._row_operands)
     written = [[(slots[s].offset, slots[s].size) for _, s in row] for row in differentiated]
     out = tape._out_position if tape._grad_ok else -1
-    return plan_tape(tape.ins, tape.aux, ranges, written, caller, out), written, out
+    plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out)
+    # an HVP's caller reads the second-order adjoints alone: no value, no gradient (the same periods)
+    hv_plan = plan_tape(tape.ins, tape.aux, ranges, written, [], out, plan.periods) if out >= 0 else None
+    return plan, written, out, hv_plan
 
 
 def _single(tape):
@@ -95,11 +98,11 @@ def _single(tape):
 
 
 def _source(planned, tape) -> tuple[str, set]:
-    plan, written, out = planned
+    plan, written, out, hv_plan = planned
     single = _single(tape)
     seeds = [(leaf.offset, leaf.size) for i in tape._diff_args for leaf in tape._args[i].leaves]
     return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, single and single[:2],
-                       seeds)  # fmt: skip
+                       seeds, hv_plan)  # fmt: skip
 
 
 def worth_building(plan) -> bool:

@@ -110,6 +110,7 @@ class Plan:
     stored: np.ndarray = None  # per row: the forward writes its value to the buffer
     carried: np.ndarray = None  # per row: its adjoint lives in the buffer (see the module docstring)
     caller_reads: list = field(default_factory=list)  # the (offset, size) ranges the caller reads after a sweep
+    read_sums: set = field(default_factory=set)  # the fused sums whose total a row, a guard or the caller reads
     _starts: list = field(default_factory=list)  # the elementwise rows' output offsets, sorted
     _order: list = field(default_factory=list)  # the elementwise rows in that order
     _all_starts: list = field(default_factory=list)  # every row's output offset, sorted
@@ -217,6 +218,7 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     plan.fused = np.zeros(n_rows, dtype=bool)
     _blocks(plan, breaks, ins)
     _storage(plan, flags, family_reads, family_writes, caller_reads)
+    plan.read_sums = _read_sums(plan, family_reads, caller_reads)
     if seeded >= 0 and plan.producer_of(seeded) >= 0:
         plan.carried[plan.body(plan.producer_of(seeded))] = True  # its adjoint starts as the seed, in the buffer
     return plan
@@ -312,6 +314,18 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
     for p, m in caller_reads:
         read_from_buffer(p, m)
     plan.stored, plan.carried = stored, carried
+
+
+def _read_sums(plan: Plan, family_reads, caller_reads) -> set:
+    """The fused sums whose one-element total is read after its loop: by a row (elementwise or a family's),
+    a guard or the caller.  (A sum that only the caller of a value_and_grad reads is not needed by an
+    HVP, whose caller reads the second-order adjoints alone.)"""
+    totals = {plan.outs[i]: i for i in np.flatnonzero(plan.fused).tolist()}
+    if not totals:
+        return set()
+    ranges = [r for operands in plan.operands for r in operands] + [r for reads in family_reads for r in reads]
+    ranges += [(p, 1) for p, _ in plan.guards] + list(caller_reads)
+    return {i for position, i in totals.items() if any(p <= position < p + m for p, m in ranges)}
 
 
 def slow(expr: str) -> bool:

@@ -51,9 +51,9 @@ def jvp_directions(differentiated):
 
 def both_tiers(f, *args, **trace_options):
     """``f``'s tape replayed by the interpreter and by its own kernels: (tape, interpreted, generated), each
-    ``(value_and_grad, forward, hvp, jvp)`` (value_and_grad and hvp None for a non-scalar output; the HVP's
-    direction a fixed pattern over the differentiated arguments, the JVP's three directions those of
-    ``jvp_directions``)."""
+    ``(value_and_grad, forward, hvp, jvp, value_grad_and_hvp)`` (those of the gradient None for a non-scalar
+    output; the HVP's direction a fixed pattern over the differentiated arguments, the JVP's three
+    directions those of ``jvp_directions``)."""
     tape = ft.trace(f, *args, **trace_options)
     argnums = trace_options.get("argnums", 0)
     differentiated = [args[a] for a in argnums] if isinstance(argnums, tuple) else args[argnums]
@@ -65,7 +65,9 @@ def both_tiers(f, *args, **trace_options):
     def replay():
         vg = tape.value_and_grad(*args) if tape._grad_ok else None
         hvp = tape.hvp(*args, direction) if tape._grad_ok else None
-        return vg, tape(*args), hvp, tape.jvp(args, directions)
+        # (the HVP kernel computes H v alone: the value and the gradient come from the vg kernel after it)
+        all_three = tape.value_grad_and_hvp(*args, direction) if tape._grad_ok else None
+        return vg, tape(*args), hvp, tape.jvp(args, directions), all_three
 
     with ft.options(tape_kernels="never"):
         interpreted = replay()
