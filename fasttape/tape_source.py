@@ -118,8 +118,11 @@ class _Plane:
 
 class _Writer:
     def __init__(self, plan: Plan, ins, aux, n_values: int, written, out: int, second: bool = False,
-                 tangent_pass: bool = False, partials=None):  # fmt: skip
+                 tangent_pass: bool = False, partials=None, hv_only: bool = False):  # fmt: skip
         self.plan = plan
+        # an HVP whose caller reads H v alone: the first-order adjoints of inputs (the gradient) are read by
+        # nothing, so they are not written (a family kernel's reverse may still add to them)
+        self.hv_only = hv_only
         self.aux = aux
         self.N = n_values
         self.written = written  # per family row: the (offset, size) operand ranges its reverse writes
@@ -462,8 +465,16 @@ class _Writer:
             return self.reverse_loop(block)
         return []
 
+    def unread(self, p: int, array: str) -> bool:
+        """Whether the adjoints of ``array`` at the range starting at ``p`` are read by nothing: a first-order
+        adjoint of an input or a constant (no row writes its value) in an HVP that returns H v alone.  (A
+        range lies inside one slot: a view's inside its root's.)"""
+        return self.hv_only and array == "adj" and self.plan.row_of(p) < 0
+
     def zero(self, start: int, length: int, array: str, moves: bool = False) -> list[str]:
         """Zero ``length`` adjoints from ``start`` (``+ base`` in a period; LLVM makes the loop a memset)."""
+        if self.unread(start, array):
+            return []
         index = str(self.N + start if array == "adj" else start) + (" + base" if moves else "")
         name = _ARRAYS.get(array, array)
         if length == 1:
@@ -586,6 +597,8 @@ class _Writer:
             line = f"{plane.g}{q} {'+=' if q in plane.pending else '='} {contribution}"
             plane.pending.add(q)
             return [line]
+        if self.unread(p, plane.array):
+            return []
         if loop and (p, m) in self.shifted:  # this iteration's contribution to a shifted view (see shifted_views)
             group, c = self.shifted[p, m]
             return [] if contribution is None else [f"{_stream(group, n, c)} += {contribution}"]
@@ -655,7 +668,7 @@ class _Writer:
                 if assigns and any(m2 > 1 and p2 <= p < p2 + m2 for _, _, p2, m2, _ in targets):
                     before.append(f"{target} = 0.0")  # the loop adds to it through a view as well
                     assigns = False
-                if used or assigns:
+                if (used or assigns) and not self.unread(p, plane.array):
                     after.append(f"{target} {'=' if assigns else '+='} {name}")
         loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, sums) + tail
         self.shifted, self.groups = {}, {}
@@ -692,6 +705,8 @@ class _Writer:
             shifts = sorted({c for (group, c) in self.shifted.values() if group == g})
             op = "=" if assigns else "+="
             for n_plane, plane in enumerate(self.planes):
+                if self.unread(start, plane.array):
+                    continue
                 name = functools.partial(_stream, g, n_plane)
                 first = self.N + start if plane.array == "adj" else start
                 array = _ARRAYS.get(plane.array, plane.array)
@@ -768,7 +783,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         else:
             lines += _indent(start + body) + [""]
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
-        h = _Writer(hv_plan or plan, ins, aux, n_values, written, out, second=True)
+        h = _Writer(hv_plan or plan, ins, aux, n_values, written, out, second=True, hv_only=hv_plan is not None)
         h.helpers = w.helpers
         lines += ["", _DECORATOR, "def hvp(ins, aux, buf, tangents, adj2, fns):"]
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
