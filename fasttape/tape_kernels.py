@@ -43,8 +43,8 @@ from .tape_plan import plan_tape
 from .tape_source import HELPERS, tape_source
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
-RACE_TURNS = 3  # timed turns of each tier (the fastest counts)
-RACE_TURN_SECONDS = 2e-4  # a turn repeats the call until it lasts about this long
+RACE_TURNS = 5  # timed turns of each tier (the fastest counts)
+RACE_TURN_SECONDS = 1e-3  # a turn repeats the call until it lasts about this long
 MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it: ~6 ms per row)
 _INS, _AUX, _BUF, _FNS = types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1]
 SIGNATURES = {

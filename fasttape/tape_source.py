@@ -61,6 +61,10 @@ _NAMES = ("x", "y")
 _ARRAYS = {"adj": "buf", "tan": "tangents"}
 _DECORATOR = "@jit"
 CHUNK, CHUNKS = 256, 64  # a long sum in a loop: chunks of this many elements, blocks of this many chunks
+# adjoint runs to zero written as one loop over a table of (offset, length) from this many on: each loop
+# written out is a few basic blocks, and Numba's control-flow analysis recurses once per block (an ODE's
+# HVP zeroed 600 runs, past Python's recursion limit)
+ZERO_TABLE_MIN = 8
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
 # a reduction's loop: its sums reassociated (and the sign of a zero sum not kept), so that LLVM vectorises them
 _REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
@@ -134,6 +138,7 @@ class _Writer:
         self.inputs: dict = {}  # (offset, size) of a differentiated input range -> its flag in a tangent pass
         self.partials = partials or {}  # (row, operand) -> offset in ``part`` of a JVP's kept costly partials
         self.helpers: dict = {}  # a reduction's loop, compiled apart (see ``reduction``): its source -> name
+        self.tables: dict = {}  # module-level int64 tables (see ``zero_runs``): their rows -> name
         self.shifted: dict = {}  # in a reverse loop: (offset, size) of an adjoint view -> (group, shift)
         self.groups: dict = {}  # group -> (first offset, largest shift, assigns)
         self.flags = ins[:, C_FLAGS].tolist()
@@ -435,11 +440,9 @@ class _Writer:
     def reverse(self) -> list[str]:
         out = []
         zeros, n_zeros = int(self.aux[M_ZEROS]), int(self.aux[M_NZEROS])
-        for z in range(n_zeros):
-            offset, length = int(self.aux[zeros + 2 * z]), int(self.aux[zeros + 2 * z + 1])
-            out += self.zero(offset, length, "adj")
-            if self.second:
-                out += self.zero(offset, length, "adj2")
+        runs = [(int(self.aux[zeros + 2 * z]), int(self.aux[zeros + 2 * z + 1])) for z in range(n_zeros)]
+        for array in ("adj", "adj2") if self.second else ("adj",):
+            out += self.zero_runs([(p, m) for p, m in runs if not self.unread(p, array)], array)
         out.append(f"buf[{self.N + self.out}] = 1.0")
         self.planes = [_Plane("g", "h", "t", "s", "adj")]
         if self.second:
@@ -470,6 +473,18 @@ class _Writer:
         adjoint of an input or a constant (no row writes its value) in an HVP that returns H v alone.  (A
         range lies inside one slot: a view's inside its root's.)"""
         return self.hv_only and array == "adj" and self.plan.row_of(p) < 0
+
+    def zero_runs(self, runs: list, array: str) -> list[str]:
+        """Zero the adjoints of ``array`` in ``runs`` (offset, length): written out one by one, or from
+        ``ZERO_TABLE_MIN`` runs on as one loop over a module-level table of them."""
+        if len(runs) < ZERO_TABLE_MIN:
+            return [line for p, m in runs for line in self.zero(p, m, array)]
+        rows = tuple(runs)
+        table = self.tables.setdefault(rows, f"zero_runs_{len(self.tables)}")
+        first = str(self.N) + " + " if array == "adj" else ""
+        return [f"for z in range({len(rows)}):",
+                f"    for j in range({table}[z, 1]):",
+                f"        {_ARRAYS.get(array, array)}[{first}{table}[z, 0] + j] = 0.0"]  # fmt: skip
 
     def zero(self, start: int, length: int, array: str, moves: bool = False) -> list[str]:
         """Zero ``length`` adjoints from ``start`` (``+ base`` in a period; LLVM makes the loop a memset)."""
@@ -757,7 +772,8 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     partials, size = kept_partials(plan, ins)
     f = _Writer(plan, ins, aux, n_values, written, out, partials=partials)
     t = _Writer(plan, ins, aux, n_values, written, out, tangent_pass=True, partials=partials)
-    f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions)
+    f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions and tables)
+    f.tables = t.tables = w.tables
     lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, fns):"]
     scratch = [f"part = np.empty({size})"] if size else []
     seeds_in = [_copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
@@ -784,7 +800,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
             lines += _indent(start + body) + [""]
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
         h = _Writer(hv_plan or plan, ins, aux, n_values, written, out, second=True, hv_only=hv_plan is not None)
-        h.helpers = w.helpers
+        h.helpers, h.tables = w.helpers, w.tables
         lines += ["", _DECORATOR, "def hvp(ins, aux, buf, tangents, adj2, fns):"]
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
         w.families |= h.families
@@ -803,6 +819,8 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
             result = [f"hs = hv.reshape({size})", f"for j in range({size}):", f"    hs[j] = adj2[{offset} + j]"]
             lines += _indent(copy_in + seed + ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"] + result + ["return ok"])
             lines += [""]
+    for rows, table in w.tables.items():  # (a global array: Numba compiles it in as a constant)
+        lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
     for source, helper in w.helpers.items():  # (module-level names: resolved when the entry points compile)
         lines += ["", _REDUCE, source.replace("{name}", helper), ""]
     lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)", ""]

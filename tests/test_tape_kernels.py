@@ -17,6 +17,7 @@ import pytest
 import scipy.special
 
 import fasttape as ft
+from benchmarks.workloads import make_ode, ode_input
 from fasttape import tape_kernels, tape_periods, tiers
 from fasttape.errors import BranchChangedError, InputSignatureError
 from fasttape.primitives import PRIMITIVES
@@ -252,6 +253,16 @@ def test_programs_match_the_interpreter_and_jax(name):
     direction = tuple(np.cos(np.arange(a.size) + 1.0).reshape(a.shape) for a in args)
     jax_hvp = jax.jvp(jax.grad(lambda *a: f(jnp, *a), argnums=argnums), args, direction)[1]
     assert_tree_close(generated[2], jax_hvp, rtol=1e-10, atol=1e-10)
+
+
+def test_a_tape_with_hundreds_of_adjoint_runs_to_zero_compiles_every_kernel():
+    """GradBench's ode at 100 steps zeroes ~300 adjoint runs per plane before its reverse: written out one
+    loop each (600 loops in the HVP kernel), Numba 0.65's control-flow analysis, which recurses once per
+    basic block, exceeded Python's recursion limit and the HVP stayed interpreted (0.68 builds it); from
+    ZERO_TABLE_MIN runs on they are one loop over a table."""
+    tape, interpreted, generated = both_tiers(make_ode(np), *ode_input(100, 100))
+    assert "zero_runs_0" in tape_kernels.kernel_source(tape)
+    assert_same(interpreted, generated)
 
 
 @pytest.mark.parametrize("name", ["lorenz", "recurrent", "guarded-pendulum", "runge-kutta"])
