@@ -80,52 +80,25 @@ def arithmetic(rec, op, fn, x, y):
     None for any other operands."""
     if rec.values is not None or rec.closed:
         return _levelled_arithmetic(rec, op, fn, x, y)
-    # (the two operands' cases written out: a helper called twice costs a tenth of the row)
-    kind = type(x)
-    if kind is ScalarTracer:
-        if x._rec is not rec:
-            return None
+    # (a ScalarTracer operand, the common case, read inline: a helper call costs a tenth of the row)
+    if type(x) is ScalarTracer and x._rec is rec:
         sx, a, ax, flags = x._sid, x._kept, x._offset, _GRAD_A if x._active else 0
     else:
-        if kind is Tracer:
-            if x._rec is not rec:
-                return None
-            sx = x._sid
-            slot = rec.slots[sx]
-            if slot.kind != "f":
-                return None
-            a = float(x._value)
-        else:
-            sx = _constant(rec, x)  # (an int constant too: NumPy's result is float64 all the same)
-            if sx < 0:
-                return None
-            slot = rec.slots[sx]
-            a = float(x)
-        ax, flags = slot.offset, _GRAD_A if slot.active else 0
-    kind = type(y)
-    if kind is ScalarTracer:
-        if y._rec is not rec:
+        operand = _operand(rec, x)
+        if operand is None:
             return None
+        sx, a, ax, active = operand
+        flags = _GRAD_A if active else 0
+    if type(y) is ScalarTracer and y._rec is rec:
         sy, b, by = y._sid, y._kept, y._offset
         if y._active:
             flags |= _GRAD_B
     else:
-        if kind is Tracer:
-            if y._rec is not rec:
-                return None
-            sy = y._sid
-            slot = rec.slots[sy]
-            if slot.kind != "f":
-                return None
-            b = float(y._value)
-        else:
-            sy = _constant(rec, y)
-            if sy < 0:
-                return None
-            slot = rec.slots[sy]
-            b = float(y)
-        by = slot.offset
-        if slot.active:
+        operand = _operand(rec, y)
+        if operand is None:
+            return None
+        sy, b, by, active = operand
+        if active:
             flags |= _GRAD_B
     if b == 0.0 and op == _OP_DIVIDE:
         return None  # (the general path divides by zero without NumPy's warning, into ±inf or NaN)
@@ -144,6 +117,23 @@ def arithmetic(rec, op, fn, x, y):
     result._sid = out
     result._base, result._views = (), None
     return result
+
+
+def _operand(rec, v):
+    """(slot id, Python float, offset, active) of an operand of ``rec``'s scalar arithmetic that is not one
+    of its ScalarTracers: a 0-d float Tracer or a Python or NumPy number; None for anything else."""
+    if type(v) is Tracer or type(v) is ScalarTracer:
+        if v._rec is not rec:
+            return None
+        slot = rec.slots[v._sid]
+        if slot.kind != "f":
+            return None
+        return v._sid, float(v._value), slot.offset, slot.active
+    sid = _constant(rec, v)  # (an int constant too: NumPy's result is float64 all the same)
+    if sid < 0:
+        return None
+    slot = rec.slots[sid]
+    return sid, float(v), slot.offset, slot.active
 
 
 def unary(rec, op, ufunc, x):

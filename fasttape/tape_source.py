@@ -29,12 +29,13 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
-import re
 from dataclasses import dataclass, field
 
 from . import kernel_calls
 from .codegen import scalar
 from .families import FAMILY_BY_OPCODE
+from .generated_loops import indent as _indent
+from .generated_loops import loop as _loop
 from .layout import (
     C_FLAGS,
     C_OP,
@@ -60,7 +61,6 @@ _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
 _ARRAYS = {"adj": "buf", "tan": "tangents"}
 _DECORATOR = "@jit"
-CHUNK, CHUNKS = 256, 64  # a long sum in a loop: chunks of this many elements, blocks of this many chunks
 # adjoint runs to zero written as one loop over a table of (offset, length) from this many on: each loop
 # written out is a few basic blocks, and Numba's control-flow analysis recurses once per block (an ODE's
 # HVP zeroed 600 runs, past Python's recursion limit)
@@ -70,38 +70,9 @@ MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are writt
 _REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
 
 
-def _indent(lines: list[str], by: str = "    ") -> list[str]:
-    return [by + line for line in lines]
-
-
 # what the generated module finds besides the declarations' vocabulary (a reduction reads them as globals)
 HELPERS = {"second_terms": second_terms}
 _GLOBALS = {*dir(builtins), *HELPERS}
-_INVARIANT_READ = re.compile(r"^(\w+) = (\w+)\[([^\]]*)\]$")
-
-
-def _loop(n: int, body: list[str], totals=()) -> list[str]:
-    """``for j in range(n)`` over ``body``, its reads of one fixed position (a scalar operand) before the
-    loop: the loop writes the same array, and LLVM vectorises it only when it need not prove that no
-    iteration writes what such a read reads (a loop never writes a position it reads whole).  ``totals``:
-    the sums the body adds to (``total += ...``), added up in chunks of ``CHUNK`` elements, the chunks'
-    sums in blocks of ``CHUNKS``, the blocks' sums into the total: a long sum's rounding error stays
-    near that of NumPy's pairwise sum instead of growing with its length."""
-    hoisted, rest = [], []
-    for line in body:
-        read = _INVARIANT_READ.match(line)
-        if line.endswith(" else zeros"):  # (a JVP's choice of an array: tangents, or zeros for a skipped block)
-            hoisted += [] if line in hoisted else [line]
-        else:
-            (hoisted if read and "j" not in re.findall(r"\w+", read.group(3)) else rest).append(line)
-    if not totals or n <= CHUNK:
-        return hoisted + [f"for j in range({n}):"] + _indent(rest)
-    rest = [re.sub(rf"^({'|'.join(totals)}) \+= ", r"chunk_\1 += ", line) for line in rest]
-    chunk = [f"chunk_{t} = 0.0" for t in totals] + [f"for j in range(j0, min(j0 + {CHUNK}, {n})):"] + _indent(rest)
-    chunk += [f"block_{t} += chunk_{t}" for t in totals]
-    block = [f"block_{t} = 0.0" for t in totals] + [f"for j0 in range(j1, min(j1 + {CHUNK * CHUNKS}, {n}), {CHUNK}):"]
-    block += _indent(chunk) + [f"{t} += block_{t}" for t in totals]
-    return hoisted + [f"for j1 in range(0, {n}, {CHUNK * CHUNKS}):"] + _indent(block)
 
 
 @dataclass
