@@ -21,7 +21,7 @@ import time
 import numpy as np
 import optree
 
-from . import tiers
+from . import tape_kernels, tiers
 from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
 from .tape import _F64, Tape, _Workspace, leaf_type_error
 
@@ -184,12 +184,14 @@ def jvp(tape: Tape, args, tangents):
         tape._bind(args, ws)
         tan = ws.tangents(k, N)
         _seed(tape, tan, matrix)
-        if not _run_jvp(tape, ws, tan, k):
+        tangents_out = _run_jvp(tape, ws, tan, k)
+        if tangents_out is None:
             raise tape._branch_error()
         out = tape._outputs_of(ws.buf)
-        leaves = []
-        for offset, shape, size in _out_leaves(tape):
-            block = tan.reshape(k, N)[:, offset : offset + size]
+        leaves, q = [], 0
+        for _, shape, size in _out_leaves(tape):
+            block = tangents_out[:, q : q + size]
+            q += size
             arr = block.T.reshape(shape + (k,)).copy() if multi else block[0].reshape(shape).copy()
             leaves.append(arr if arr.ndim else np.float64(arr))
         aux = tape._aux_of(ws.buf) if tape.has_aux else None
@@ -201,15 +203,22 @@ def jvp(tape: Tape, args, tangents):
     return out, tangent_out
 
 
-def _run_jvp(tape: Tape, ws: _Workspace, tan, k) -> bool:
-    """The forward and k tangent sweeps: the tape's own kernel once it is built (``fasttape.tape_kernels``:
-    the directions one after another in one plane of tangents), else the interpreter's; False when a
-    guard fails."""
+def _run_jvp(tape: Tape, ws: _Workspace, tan, k):
+    """The forward and k tangent sweeps from the seeds in ``tan``: the tape's own kernel once it is built
+    (``fasttape.tape_kernels``: the directions one after another in one plane of tangents), else the
+    interpreter's.  The outputs' tangents, (k, n_out) (views of a workspace buffer), or None when a guard
+    fails."""
     kernels = tape._kernels
     run = kernels.entry(tape, "jvp")
     if run is not None:
-        return run(tape.ins, tape.aux, ws.buf, tan, k, ws.plane(tape.n_values), kernels.fns)
-    return tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k)
+        read = sum(size for _, size in tape_kernels.caller_reads(tape))
+        results = ws.results(k, read)
+        if not run(tape.ins, tape.aux, ws.buf, tan, k, ws.plane(tape.n_values), results, kernels.fns):
+            return None
+        return results.reshape(k, read)[:, : _n_outputs(tape)]
+    if not tiers.run_jvp(tape.ins, tape.code, tape.aux, ws.buf, tan, k):
+        return None
+    return _read_outputs(tape, tan, k)
 
 
 # --------------------------------------------------------------------------
@@ -409,9 +418,10 @@ def _forward_block(tape: Tape, ws: _Workspace, J, start: int, kb: int):
     seeds[np.arange(kb), start + np.arange(kb)] = 1.0
     tan = ws.tangents(kb, N)
     _seed(tape, tan, seeds)
-    if not _run_jvp(tape, ws, tan, kb):
+    tangents_out = _run_jvp(tape, ws, tan, kb)
+    if tangents_out is None:
         raise tape._branch_error()
-    J[:, start : start + kb] = _read_outputs(tape, tan, kb).T
+    J[:, start : start + kb] = tangents_out.T
 
 
 def _reverse_block(tape: Tape, ws: _Workspace, J, start: int, kb: int, forward: bool):

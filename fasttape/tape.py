@@ -626,6 +626,11 @@ class _Workspace:
         :meth:`tangents`; nothing writes the second half)."""
         return self._kept(2, 2, n_values)
 
+    def results(self, k, n_read):
+        """Where a tape's own JVP kernel writes the tangents the caller reads, k rows of ``n_read`` (kept
+        like :meth:`tangents`; every call rewrites all of it)."""
+        return self._kept(3, k, n_read)
+
     def second_adjoints(self, k, n_values):
         """A k-direction adjoint buffer (kept like :meth:`tangents`): the HVP sweep zeroes what it
         accumulates into; the k-seed reverse needs it zeroed by the caller (:meth:`zeroed_adjoints`)."""

@@ -49,7 +49,9 @@ MAX_ROWS = 1500  # rows of one tape's generated code (compile time grows with it
 _INS, _AUX, _BUF, _FNS = types.int64[:, ::1], types.int64[::1], types.float64[::1], types.int64[::1]
 SIGNATURES = {
     "forward": (_INS, _AUX, _BUF, _FNS),  # (ins, aux, buf, fns)
-    "jvp": (_INS, _AUX, _BUF, _BUF, types.int64, _BUF, _FNS),  # (ins, aux, buf, tangents, k, plane, fns)
+    # (ins, aux, buf, tangents, k, plane, results, fns): results, the tangents the caller reads (the outputs,
+    # then the aux outputs not constant) of each direction in turn
+    "jvp": (_INS, _AUX, _BUF, _BUF, types.int64, _BUF, _BUF, _FNS),
     "value_and_grad": (_INS, _AUX, _BUF, _FNS),
     "hvp": (_INS, _AUX, _BUF, _BUF, _BUF, _FNS),  # (ins, aux, buf, tan, adj2, fns): one direction
 }
@@ -76,10 +78,16 @@ def kernel_source(tape) -> str:
     return _source(_plan(tape), tape)[0]
 
 
+def caller_reads(tape) -> list[tuple[int, int]]:
+    """(offset, size) of what a caller reads after a sweep: the outputs, then the aux outputs not constant
+    (the order of a JVP kernel's ``results``)."""
+    return [(e[0], math.prod(e[1])) for e in (*tape._outputs, *tape._aux) if e[0] != "const"]
+
+
 def _plan(tape):
     slots = tape._slots
     ranges = [[(slots[s].offset, slots[s].size) for s in operands] for operands in tape._row_operands]
-    caller = [(e[0], math.prod(e[1])) for e in (*tape._outputs, *tape._aux) if e[0] != "const"]
+    caller = caller_reads(tape)
     differentiated = adjoint_plan.differentiated_operands(tape.ins, slots, tape._row_operands)
     written = [[(slots[s].offset, slots[s].size) for _, s in row] for row in differentiated]
     out = tape._out_position if tape._grad_ok else -1
@@ -118,7 +126,7 @@ class Kernels:
     def __init__(self):
         self.fns = ADDRESSES  # an argument of every kernel
         self.forward = None
-        self.jvp = None  # k directions (tangents direction-major, as the interpreter's)
+        self.jvp = None  # k directions (seeds direction-major, as the interpreter's; results apart)
         self.value_and_grad = None
         self.hvp = None
         self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out

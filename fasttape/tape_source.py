@@ -1,7 +1,8 @@
 """Per-tape kernels, the code: a tape's own forward, ``value_and_grad`` and HVP as Numba source.
 
 From a ``fasttape.tape_plan.Plan`` this writes one module: ``forward(ins, aux, buf, fns)``,
-``jvp(ins, aux, buf, tangents_all, k, plane, fns)`` (k directions, one after another in ``plane``),
+``jvp(ins, aux, buf, tangents_all, k, plane, results, fns)`` (k directions, one after another in ``plane``,
+their seeds read from ``tangents_all``, the tangents the caller reads written to ``results``),
 ``value_and_grad(ins, aux, buf, fns)`` and ``hvp(ins, aux, buf, tangents, adj2, fns)`` (one
 direction, forward-over-reverse), each returning False when a recorded branch is not taken, and
 for a tape of one array argument the same two with that argument (and the direction) copied in
@@ -29,11 +30,14 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import itertools
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from . import kernel_calls
 from .codegen import scalar
-from .families import FAMILY_BY_OPCODE
+from .families import FAMILY_BY_OPCODE, gather
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
 from .layout import (
@@ -56,6 +60,7 @@ from .scalar_math import VOCABULARY
 from .tape_plan import Plan, kept_partials
 
 _GRAD = (F_GRAD_A, F_GRAD_B)
+_GATHER = next(family for family in FAMILY_BY_OPCODE if family.module is gather)
 _INIT = (F_INIT_A, F_INIT_B)
 _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
@@ -65,6 +70,8 @@ _DECORATOR = "@jit"
 # written out is a few basic blocks, and Numba's control-flow analysis recurses once per block (an ODE's
 # HVP zeroed 600 runs, past Python's recursion limit)
 ZERO_TABLE_MIN = 8
+MAX_GATHER_RUNS = 8  # a gather copying this many contiguous runs or fewer is written out as copies
+MAX_VARIANT_FLAGS = 2  # a JVP's loop reading this many skippable blocks or fewer is written in variants
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
 # a reduction's loop: its sums reassociated (and the sign of a zero sum not kept), so that LLVM vectorises them
 _REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
@@ -112,6 +119,12 @@ class _Writer:
         self.tables: dict = {}  # module-level int64 tables (see ``zero_runs``): their rows -> name
         self.shifted: dict = {}  # in a reverse loop: (offset, size) of an adjoint view -> (group, shift)
         self.groups: dict = {}  # group -> (first offset, largest shift, assigns)
+        # in a JVP's tangent pass, a loop written in variants (``variants``): the skipped blocks whose
+        # tangents it leaves out, and those it reads as they are
+        self.dead: set = set()
+        self.live: set = set()
+        self.zeroed: set = set()  # the tangent locals of such a variant that no term is left in
+        self.ins = ins
         self.flags = ins[:, C_FLAGS].tolist()
         self.ops = ins[:, C_OP].tolist()
         self.families: set = set()
@@ -182,8 +195,12 @@ class _Writer:
             if not self.flags[i] & _GRAD[k]:
                 continue
             tangent = self.operand(i, k, loop, "tan")
+            if tangent in self.zeroed:  # (a local left without terms in this variant)
+                continue
             live = self.live_source(i, self.plan.operands[i][k][0]) if self.tangent_pass else None
-            if live not in (None, "input", "same") and tangent.startswith("tangents"):  # (a block skipped here)
+            if live in self.dead:  # (a variant of a loop for the directions where that block was skipped)
+                continue
+            if live not in (None, "input", "same", *self.live) and tangent.startswith("tangents"):  # (maybe skipped)
                 if loop:  # read from the zeros instead (an array chosen before the loop: no branch in it)
                     terms.append(f"{live.replace('l', 'g')} = tangents if {live} else zeros")
                     tangent = tangent.replace("tangents[", f"{live.replace('l', 'g')}[", 1)
@@ -194,6 +211,8 @@ class _Writer:
             terms.append(f"({partial}) * {tangent}")
         chosen = [term for term in terms if " else zeros" in term]
         terms = [term for term in terms if " else zeros" not in term]
+        if not terms and self.dead:
+            self.zeroed.add(f"u{i}")
         return chosen + [f"u{i} = {' + '.join(terms) or '0.0'}"]
 
     # -- a JVP's tangent pass: blocks whose tangents are zero in a direction are skipped ----------------
@@ -269,15 +288,104 @@ class _Writer:
         body = self.forward_block(block, in_period)
         if not body:
             return []
-        if block.is_call and not self.plan.operands[block.start]:  # (a family kernel reads the buffer)
+        runs = None if in_period or not block.is_call else self.gather_runs(block.start)
+        if runs is not None:  # copies written out: a run whose block was skipped is zeros, no copy
+            body = [line for run in runs for line in self.tangent_run(block.start, run)]
+        elif block.is_call and not self.plan.operands[block.start]:  # (a family kernel reads the buffer)
             body = self.zero_dead_operands(block) + body
         if in_period:
             return body
+        if block.n > 1 or (block.is_call and self.plan.operands[block.start]):
+            body = self.variants(block) or body
         lines = self.liveness(block) + [f"if l{self.plan.block_of[block.start]}:"] + _indent(body)
         if block.n == 1:  # the locals later blocks read
             zeros = [f"u{i} = 0.0" for i in block.rows if self.flags[i] & F_ACTIVE]
             lines += ["else:"] + _indent(zeros)
         return lines
+
+    def variants(self, block) -> list[str]:
+        """A loop's tangent pass written once per combination of the skipped-or-not blocks it reads (at most
+        ``MAX_VARIANT_FLAGS`` of them), each variant without the terms of the skipped ones: no reads of
+        zeros, no products by them (a chain ``m2 = m1 + w * s`` whose ``s`` is zero in this direction is a
+        copy).  Empty when the loop reads more blocks than that (it reads zeros for the skipped ones)."""
+        sources = [live for _, _, live in self.block_sources(block)]
+        flags = sorted({live for live in sources if live is not None and live.startswith("l")})
+        others = any(live is None or not live.startswith("l") for live in sources)  # inputs, periods' rows
+        if not flags or len(flags) > MAX_VARIANT_FLAGS:
+            return []
+        lines = []
+        cases = [c for r in range(len(flags), -1, -1) for c in itertools.combinations(flags, r) if c or others]
+        for n, case in enumerate(cases):
+            self.live, self.dead, self.zeroed = set(case), set(flags) - set(case), set()
+            try:
+                body = self.forward_block(block) or ["pass"]
+            finally:
+                self.live, self.dead, self.zeroed = set(), set(), set()
+            head = "else:" if n == len(cases) - 1 else f"{'if' if n == 0 else 'elif'} {' and '.join(case)}:"
+            lines += ([head] + _indent(body)) if len(cases) > 1 else body
+        return lines
+
+    def call_lines(self, i: int, sweep: str, args: str) -> list[str]:
+        """A family row's sweep: its kernel's call, or for a gather that copies a few contiguous runs (a
+        stack, a concatenation), those copies written out (its kernel reads every position from the index
+        pool, one element at a time)."""
+        runs = self.gather_runs(i)
+        if runs is None:
+            return [self.call(i, sweep, args)]
+        # (what the gather family's kernels do: copy the runs forward; the reverse scatter-adds, on the
+        # first-order adjoints and, forward-over-reverse, on the second-order ones too)
+        value, adjoint = "buf[{}]", f"buf[{self.N} + {{}}]"
+        copies = {"forward": [(value, "=")], "tangent": [("tangents[{}]", "=")], "reverse": [(adjoint, "+=")],
+                  "second": [(adjoint, "+="), ("adj2[{}]", "+=")]}[sweep]  # fmt: skip
+        lines = []
+        base = " + base" if self.plan.period(i) is not None else ""
+        for at, source, moves, size in runs:
+            for array, op in copies:
+                out_at, in_at = f"{self.plan.outs[i] + at}{base}", f"{source}{' + base' if moves else ''}"
+                if size > 1:
+                    out_at, in_at = out_at + " + j", in_at + " + j"
+                line = f"{array.format(out_at)} = {array.format(in_at)}"
+                if op == "+=":
+                    line = f"{array.format(in_at)} += {array.format(out_at)}"
+                lines += [f"for j in range({size}):", "    " + line] if size > 1 else [line]
+        return lines
+
+    def tangent_run(self, i: int, run) -> list[str]:
+        """A JVP direction's copy of one run of a gather outside periods, or zeros where its source's block
+        was skipped in this direction."""
+        at, source, _, size = run
+        live = self.live_source(i, source)
+        copy = _copy(f"tangents[{self.plan.outs[i] + at} + j]", f"tangents[{source} + j]", size)
+        if live is None or not live.startswith("l"):
+            return copy
+        return [f"if {live}:"] + _indent(copy) + ["else:"] + _indent(self.zero(self.plan.outs[i] + at, size, "tan"))
+
+    def gather_runs(self, i: int) -> list | None:
+        """(offset in the output, source position, whether it moves with a period's iterations, length) of
+        the contiguous runs a gather row copies, when there are at most ``MAX_GATHER_RUNS`` and, for a body
+        row, every iteration copies the same runs, each from the same position or one ``stride`` further per
+        iteration; else None."""
+        n = self.plan.sizes[i]
+        if FAMILY_BY_OPCODE[self.ops[i]] is not _GATHER or n < 1:
+            return None
+        period = self.plan.period(i)
+        rows = [i] if period is None else range(i, period.stop, period.length)
+        starts = self.ins[rows, gather.P_START].astype(np.int64)
+        positions = np.asarray(self.aux, dtype=np.int64)[starts[:, None] + np.arange(n)]  # (iterations, n)
+        cuts = np.flatnonzero(np.diff(positions[0]) != 1) + 1
+        if len(cuts) >= MAX_GATHER_RUNS:
+            return None
+        shift = positions - positions[0]
+        runs = []
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n]):
+            if not shift[:, a:b].any():
+                moves = False
+            elif period is not None and (shift[:, a:b] == period.stride * np.arange(len(rows))[:, None]).all():
+                moves = True
+            else:
+                return None
+            runs.append((a, int(positions[0, a]), moves, b - a))
+        return runs
 
     def call(self, i: int, sweep: str, args: str) -> str:
         family = FAMILY_BY_OPCODE[self.ops[i]]
@@ -340,10 +448,10 @@ class _Writer:
             body.append(f"{self.at(i, self.plan.outs[i], None, True, 'tan')} = u{i}")
             return _loop(self.plan.sizes[i], body)
         if block.is_call:
-            tangent_call = self.call(i, "tangent", "ins, {i}, aux, buf, tangents, N, r0 + 1")
+            tangent_call = self.call_lines(i, "tangent", "ins, {i}, aux, buf, tangents, N, r0 + 1")
             if self.tangent_pass:
-                return [tangent_call] if active else []
-            lines = [self.call(i, "forward", "ins, {i}, aux, buf")] + ([tangent_call] if active else [])
+                return tangent_call if active else []
+            lines = self.call_lines(i, "forward", "ins, {i}, aux, buf") + (tangent_call if active else [])
             kept = [line for k in range(len(self.plan.operands[i])) for line in self.keep_partial(i, k, True)]
             if kept:  # a JVP's forward keeps the costly partials of a LIBRARY row for every direction
                 lines += _loop(self.plan.sizes[i], self.value_lines(i, True, again=True) + kept)
@@ -487,9 +595,9 @@ class _Writer:
                     out.append(f"{target} = 0.0")
             touched.append(q)
         if self.second:
-            out.append(self.call(i, "second", "ins, {i}, aux, buf, tangents, adj2, N, r0 + 1, r0 == 0"))
+            out += self.call_lines(i, "second", "ins, {i}, aux, buf, tangents, adj2, N, r0 + 1, r0 == 0")
         else:
-            out.append(self.call(i, "reverse", "ins, {i}, aux, buf, N"))
+            out += self.call_lines(i, "reverse", "ins, {i}, aux, buf, N")
         for plane in self.planes:
             plane.in_buf.update(touched)
         return out
@@ -719,6 +827,18 @@ def _copy(target: str, source: str, size: int) -> list[str]:
     return [f"for j in range({size}):", f"    {target} = {source}"]
 
 
+def _results_out(caller_reads) -> list[list[str]]:
+    """A JVP direction's tangents that the caller reads, copied to its row of ``results`` (the ranges one
+    after another): a small array that stays in cache from call to call, where the rows of ``tangents_all``
+    at the same positions are one plane of N apart."""
+    copies, q = [], 0
+    for p, m in caller_reads:
+        if m:
+            copies.append(_copy(f"results[dR + {q} + j]", f"plane[{p} + j]", m))
+        q += m
+    return copies
+
+
 def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", single=None,
                 seeds=None, hv_plan=None):  # fmt: skip
     """The module's source and the families it calls.  ``written``: per row, the operand ranges a
@@ -745,12 +865,12 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     t = _Writer(plan, ins, aux, n_values, written, out, tangent_pass=True, partials=partials)
     f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions and tables)
     f.tables = t.tables = w.tables
-    lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, fns):"]
+    lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, results, fns):"]
     scratch = [f"part = np.empty({size})"] if size else []
     seeds_in = [_copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
-    results_out = [_copy(f"tangents_all[dN + {p} + j]", f"plane[{p} + j]", m) for p, m in plan.caller_reads if m]
     per_direction = ["dN = d * N"] + [line for c in seeds_in for line in c] + t.forward()
-    per_direction += [line for c in results_out for line in c]
+    read = sum(m for _, m in plan.caller_reads)
+    per_direction += [f"dR = d * {read}"] + [line for c in _results_out(plan.caller_reads) for line in c]
     planes = ["tangents = plane[:N]", "zeros = plane[N:]"]  # (the second half: zeros, never written)
     lines += _indent(start + scratch + planes + f.forward() + ["for d in range(k):"] + _indent(per_direction))
     lines += _indent(["return True"])

@@ -20,7 +20,8 @@ import fasttape as ft
 from benchmarks.workloads import make_ode, ode_input
 from fasttape import tape_kernels, tape_periods, tiers
 from fasttape.errors import BranchChangedError, InputSignatureError
-from fasttape.primitives import PRIMITIVES
+from fasttape.layout import C_OP, C_OUT
+from fasttape.primitives import PRIMITIVE_BY_OPCODE, PRIMITIVES
 from oracle.cases import sample
 
 from .helpers import assert_close, assert_tree_close
@@ -331,12 +332,26 @@ def test_several_outputs_and_aux_through_the_generated_forward():
 
 
 def test_the_kernels_source_is_readable_and_names_its_rows():
+    f, args = PROGRAMS["mlp"]
+    tape = ft.trace(lambda *a: f(np, *a), *args)
+    source = tape_kernels.kernel_source(tape)
+    assert "def forward(ins, aux, buf, fns):" in source and "def value_and_grad(ins, aux, buf, fns):" in source
+    assert "# matmul" in source  # a family row: a call of its kernel, named
+    compile(source, "<kernels>", "exec")
+
+
+def test_a_gather_of_a_few_runs_is_written_as_copies():
+    """The stack of three one-element values in "mixed" calls no gather kernel: copies forward, adds in the
+    reverse (the gather family's own semantics; the programs' tests check the results)."""
     f, args = PROGRAMS["mixed"]
     tape = ft.trace(lambda x: f(np, x), *args)
     source = tape_kernels.kernel_source(tape)
-    assert "def forward(ins, aux, buf, fns):" in source and "def value_and_grad(ins, aux, buf, fns):" in source
-    assert "# gather" in source  # a family row (the stack): a call of its kernel, named
-    compile(source, "<kernels>", "exec")
+    assert "call_" not in source
+    gather = next(i for i in range(tape.ins.shape[0]) if PRIMITIVE_BY_OPCODE[tape.ins[i, C_OP]].name == "gather")
+    out = int(tape.ins[gather, C_OUT])
+    forward = source[source.index("def forward") : source.index("def jvp")]
+    # (m and a * m lie side by side: one run of two)
+    assert f"buf[{out}] = buf[" in forward and f"buf[{out + 1} + j] = buf[" in forward
 
 
 def test_a_tape_hot_for_its_gradient_compiles_its_jvp_and_hvp_when_first_asked_for():
