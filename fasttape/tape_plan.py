@@ -110,6 +110,7 @@ class Plan:
     stored: np.ndarray = None  # per row: the forward writes its value to the buffer
     carried: np.ndarray = None  # per row: its adjoint lives in the buffer (see the module docstring)
     caller_reads: list = field(default_factory=list)  # the (offset, size) ranges the caller reads after a sweep
+    family_reads: list = field(default_factory=list)  # per row: the (offset, size) ranges a family row reads
     read_sums: set = field(default_factory=set)  # the fused sums whose total a row, a guard or the caller reads
     _starts: list = field(default_factory=list)  # the elementwise rows' output offsets, sorted
     _order: list = field(default_factory=list)  # the elementwise rows in that order
@@ -123,6 +124,21 @@ class Plan:
     def row_of(self, p: int) -> int:
         """The row (of any family) whose output holds position ``p``, or -1 (an input or a constant)."""
         return self._holder(self._all_starts, self._all_order, p)
+
+    def pieces(self, p: int, m: int):
+        """(offset, size) of the parts of positions p .. p + m that lie in one row's output each (or between
+        rows' outputs: inputs, constants), in order."""
+        stop = p + m
+        while p < stop:
+            q = self.row_of(p)
+            if q >= 0:
+                end = self.outs[q] + self.sizes[q]
+            else:
+                k = bisect.bisect_right(self._all_starts, p)
+                end = self._all_starts[k] if k < len(self._all_starts) else stop
+            end = min(end, stop)
+            yield p, end - p
+            p = end
 
     def _holder(self, starts, order, p: int) -> int:
         k = bisect.bisect_right(starts, p) - 1
@@ -208,6 +224,7 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     plan._all_order = sorted(range(n_rows), key=lambda i: (outs[i], sizes[i]))  # (an empty row first)
     plan._all_starts = [outs[i] for i in plan._all_order]
     plan.caller_reads = list(caller_reads)
+    plan.family_reads = family_reads
     for i in range(n_rows):
         plan.producer[i] = tuple(plan.producer_of(p) for p, _ in plan.operands[i])
     plan.period_of = np.full(n_rows, -1, dtype=np.int64)

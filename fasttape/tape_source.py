@@ -125,6 +125,8 @@ class _Writer:
         self.live: set = set()
         self.zeroed: set = set()  # the tangent locals of such a variant that no term is left in
         self.ins = ins
+        # a JVP's tangent pass: the rows whose whole output the caller alone reads -> their place in results
+        self.direct = _direct_results(plan) if tangent_pass else {}
         self.flags = ins[:, C_FLAGS].tolist()
         self.ops = ins[:, C_OP].tolist()
         self.families: set = set()
@@ -279,7 +281,11 @@ class _Writer:
         for p, m in self.plan.caller_reads:
             q = self.plan.row_of(p)
             if m > 0 and q >= 0 and self.plan.period_of[q] < 0 and self.flags[q] & F_ACTIVE:
-                lines += [f"if not l{self.plan.block_of[q]}:"] + _indent(self.zero(p, m, "tan"))
+                zeros = self.zero(p, m, "tan")
+                if q in self.direct:
+                    zeros = [f"results[dR + {self.direct[q]}{' + j' if m > 1 else ''}] = 0.0"]
+                    zeros = _loop_lines(m, zeros)
+                lines += [f"if not l{self.plan.block_of[q]}:"] + _indent(zeros)
         return lines
 
     def tangent_block(self, block, in_period: bool) -> list[str]:
@@ -354,11 +360,31 @@ class _Writer:
         """A JVP direction's copy of one run of a gather outside periods, or zeros where its source's block
         was skipped in this direction."""
         at, source, _, size = run
-        live = self.live_source(i, source)
-        copy = _copy(f"tangents[{self.plan.outs[i] + at} + j]", f"tangents[{source} + j]", size)
-        if live is None or not live.startswith("l"):
-            return copy
-        return [f"if {live}:"] + _indent(copy) + ["else:"] + _indent(self.zero(self.plan.outs[i] + at, size, "tan"))
+        lines = []
+        for p, m, differentiated in self.run_parts(i, source, size):
+            target = self.plan.outs[i] + at + p - source
+            zeros = self.zero(target, m, "tan")
+            if not differentiated:  # (a constant, or no function of the inputs: a zero tangent)
+                lines += zeros
+                continue
+            live = self.live_source(i, p)
+            copy = _copy(f"tangents[{target} + j]", f"tangents[{p} + j]", m)
+            if live is None or not live.startswith("l"):
+                lines += copy
+            else:
+                lines += [f"if {live}:"] + _indent(copy) + ["else:"] + _indent(zeros)
+        return lines
+
+    def run_parts(self, i: int, source: int, size: int):
+        """(offset, size, differentiated) of the parts of a gather's run that lie in one row's output each
+        (one flag each) and are all inside, or all outside, the ranges whose tangents the gather reads."""
+        for p, m in self.plan.pieces(source, size):
+            cuts = {p, p + m}
+            for a, n in self.written[i]:
+                cuts.update(c for c in (a, a + n) if p < c < p + m)
+            edges = sorted(cuts)
+            for a, b in zip(edges, edges[1:]):
+                yield a, b - a, any(c <= a and b <= c + n for c, n in self.written[i])
 
     def gather_runs(self, i: int) -> list | None:
         """(offset in the output, source position, whether it moves with a period's iterations, length) of
@@ -482,7 +508,10 @@ class _Writer:
             elif active:  # a one-element value outside periods: still the forward's local
                 body += self.tangent_line(i, loop)
             if active and self.plan.stored[i]:
-                body.append(f"{self.at(i, self.plan.outs[i], None, loop, 'tan')} = u{i}")
+                target = self.at(i, self.plan.outs[i], None, loop, "tan")
+                if i in self.direct:  # (read by the caller alone: to its results, not through the plane)
+                    target = f"results[dR + {self.direct[i]}{' + j' if loop else ''}]"
+                body.append(f"{target} = u{i}")
                 writes = True
         if block.n == 0 or (self.tangent_pass and not any(self.flags[i] & F_ACTIVE for i in block.rows)):
             return []
@@ -521,7 +550,7 @@ class _Writer:
         zeros, n_zeros = int(self.aux[M_ZEROS]), int(self.aux[M_NZEROS])
         runs = [(int(self.aux[zeros + 2 * z]), int(self.aux[zeros + 2 * z + 1])) for z in range(n_zeros)]
         for array in ("adj", "adj2") if self.second else ("adj",):
-            out += self.zero_runs([(p, m) for p, m in runs if not self.unread(p, array)], array)
+            out += self.zero_runs([part for run in runs for part in self.read_parts(*run, array)], array)
         out.append(f"buf[{self.N + self.out}] = 1.0")
         self.planes = [_Plane("g", "h", "t", "s", "adj")]
         if self.second:
@@ -550,8 +579,15 @@ class _Writer:
     def unread(self, p: int, array: str) -> bool:
         """Whether the adjoints of ``array`` at the range starting at ``p`` are read by nothing: a first-order
         adjoint of an input or a constant (no row writes its value) in an HVP that returns H v alone.  (A
-        range lies inside one slot: a view's inside its root's.)"""
+        range an operand or a view names lies inside one slot; runs to zero do not: ``read_parts``.)"""
         return self.hv_only and array == "adj" and self.plan.row_of(p) < 0
+
+    def read_parts(self, p: int, m: int, array: str) -> list:
+        """The parts of a run of adjoints to zero (which may span several slots: the adjoint plan joins
+        neighbours) that something reads (see ``unread``)."""
+        if not (self.hv_only and array == "adj"):
+            return [(p, m)]
+        return [(a, n) for a, n in self.plan.pieces(p, m) if not self.unread(a, array)]
 
     def zero_runs(self, runs: list, array: str) -> list[str]:
         """Zero the adjoints of ``array`` in ``runs`` (offset, length): written out one by one, or from
@@ -827,13 +863,35 @@ def _copy(target: str, source: str, size: int) -> list[str]:
     return [f"for j in range({size}):", f"    {target} = {source}"]
 
 
-def _results_out(caller_reads) -> list[list[str]]:
+def _loop_lines(size: int, body: list[str]) -> list[str]:
+    return body if size == 1 else [f"for j in range({size}):"] + _indent(body)
+
+
+def _direct_results(plan: Plan) -> dict:
+    """row -> offset in a JVP's ``results`` of the rows outside periods, elementwise and not fused sums, whose
+    whole output is one range the caller reads and nothing else reads (no row, family kernel or guard):
+    their tangent pass writes there, not to the plane."""
+    read = [r for operands in plan.operands for r in operands] + [r for rs in plan.family_reads for r in rs]
+    read += [(p, 1) for p, _ in plan.guards]
+    rows = [plan.row_of(p) for p, _ in plan.caller_reads]
+    direct, q = {}, 0
+    for (p, m), row in zip(plan.caller_reads, rows):
+        if (m and row >= 0 and rows.count(row) == 1 and plan.elementwise[row] and not plan.fused[row]
+                and plan.period_of[row] < 0 and plan.outs[row] == p and plan.sizes[row] == m
+                and not any(a < p + m and p < a + b for a, b in read)):  # fmt: skip
+            direct[row] = q
+        q += m
+    return direct
+
+
+def _results_out(caller_reads, direct) -> list[list[str]]:
     """A JVP direction's tangents that the caller reads, copied to its row of ``results`` (the ranges one
-    after another): a small array that stays in cache from call to call, where the rows of ``tangents_all``
-    at the same positions are one plane of N apart."""
+    after another; those ``direct`` rows wrote there already): a small array that stays in cache from call
+    to call, where the rows of ``tangents_all`` at the same positions are one plane of N apart."""
     copies, q = [], 0
+    written = {q for q in direct.values()}
     for p, m in caller_reads:
-        if m:
+        if m and q not in written:
             copies.append(_copy(f"results[dR + {q} + j]", f"plane[{p} + j]", m))
         q += m
     return copies
@@ -868,9 +926,9 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, results, fns):"]
     scratch = [f"part = np.empty({size})"] if size else []
     seeds_in = [_copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
-    per_direction = ["dN = d * N"] + [line for c in seeds_in for line in c] + t.forward()
     read = sum(m for _, m in plan.caller_reads)
-    per_direction += [f"dR = d * {read}"] + [line for c in _results_out(plan.caller_reads) for line in c]
+    per_direction = ["dN = d * N", f"dR = d * {read}"] + [line for c in seeds_in for line in c] + t.forward()
+    per_direction += [line for c in _results_out(plan.caller_reads, t.direct) for line in c]
     planes = ["tangents = plane[:N]", "zeros = plane[N:]"]  # (the second half: zeros, never written)
     lines += _indent(start + scratch + planes + f.forward() + ["for d in range(k):"] + _indent(per_direction))
     lines += _indent(["return True"])

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import functools
 import json
+import logging
 import multiprocessing
 import os
 import subprocess
@@ -528,6 +529,20 @@ def _task(phase, key, profile, kinds) -> dict:
     }
 
 
+class _BuildFailures(logging.Handler):
+    """The tape kernels' build failures logged while it is attached: ``fasttape.tape_kernels`` logs one and
+    lets the interpreter answer, which would hide it from a run that checks the kernels (an error here)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "could not be built" in message:
+            self.messages.append(message)
+
+
 def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> CaseRun:
     """``oracle.check`` of one case on inputs from ``draw_inputs()``, added to the matrix's cells for every
     primitive its tape uses."""
@@ -535,6 +550,8 @@ def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> C
     name = name or case.name
     run = CaseRun(name, draw, (), None)
     quiet = np.errstate(all="ignore") if case.eager else contextlib.nullcontext()  # NaN and inf on purpose
+    failures = _BuildFailures()
+    logging.getLogger("fasttape").addHandler(failures)
     try:
         args = draw_inputs()
         with quiet:
@@ -548,6 +565,11 @@ def _check_case(matrix, case, draw_inputs, draw, rng, on_report, name=None) -> C
         )
     except Exception:
         run.error = traceback.format_exc()
+        matrix.errors.append((name, draw, run.error))
+    finally:
+        logging.getLogger("fasttape").removeHandler(failures)
+    if failures.messages and run.error is None:
+        run.error = "\n".join(failures.messages)
         matrix.errors.append((name, draw, run.error))
     run.seconds = time.perf_counter() - t0
     _record(matrix, run)
