@@ -94,7 +94,10 @@ def _plan(tape):
     plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out)
     # an HVP's caller reads the second-order adjoints alone: no value, no gradient (the same periods)
     hv_plan = plan_tape(tape.ins, tape.aux, ranges, written, [], out, plan.periods) if out >= 0 else None
-    return plan, written, out, hv_plan
+    # a JVP's tangent pass: a library function's long run is a loop row too (its tangent a product by a
+    # partial, fused with its neighbours), its value the forward's
+    tangent_plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out, plan.periods, library=False)
+    return plan, written, out, hv_plan, tangent_plan
 
 
 def _single(tape):
@@ -106,11 +109,11 @@ def _single(tape):
 
 
 def _source(planned, tape) -> tuple[str, set]:
-    plan, written, out, hv_plan = planned
+    plan, written, out, hv_plan, tangent_plan = planned
     single = _single(tape)
     seeds = [(leaf.offset, leaf.size) for i in tape._diff_args for leaf in tape._args[i].leaves]
     return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, single and single[:2],
-                       seeds, hv_plan)  # fmt: skip
+                       seeds, hv_plan, tangent_plan)  # fmt: skip
 
 
 def worth_building(plan) -> bool:

@@ -108,10 +108,13 @@ class Plan:
     fused: np.ndarray = None  # per row: a sum added up in its loop block's loop (the block's last row)
     period_of: np.ndarray = None  # per row: the index of its period, or -1
     stored: np.ndarray = None  # per row: the forward writes its value to the buffer
+    read_elsewhere: np.ndarray = None  # per row: stored because another scope, a family, a guard or the caller reads it
+    # (not only kept: a costly value); a JVP's tangent pass writes only these rows' tangents
     carried: np.ndarray = None  # per row: its adjoint lives in the buffer (see the module docstring)
     caller_reads: list = field(default_factory=list)  # the (offset, size) ranges the caller reads after a sweep
     family_reads: list = field(default_factory=list)  # per row: the (offset, size) ranges a family row reads
     read_sums: set = field(default_factory=set)  # the fused sums whose total a row, a guard or the caller reads
+    written_by_call: np.ndarray = None  # per row: its value is in the buffer (``library=False``: see plan_tape)
     _starts: list = field(default_factory=list)  # the elementwise rows' output offsets, sorted
     _order: list = field(default_factory=list)  # the elementwise rows in that order
     _all_starts: list = field(default_factory=list)  # every row's output offset, sorted
@@ -199,14 +202,17 @@ def _operands(ins: np.ndarray, i: int) -> tuple[tuple[int, int], ...]:
     return (a, (int(ins[i, C_B]), int(ins[i, C_NB])))
 
 
-def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, periods=None) -> Plan:
+def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, periods=None, library=True) -> Plan:
     """The plan of ``ins``.  ``family_reads`` / ``family_writes``: per row, the (offset, size) ranges a
     family row reads / whose adjoints its reverse writes; ``caller_reads``: the ranges the caller reads
     after a sweep; ``seeded``: the position whose adjoint the caller seeds (-1: none); ``periods``: the
-    periodic regions (found here when None)."""
+    periodic regions (found here when None); ``library``: long runs of ``LIBRARY`` functions are family
+    calls (else loop rows like the others, their values stored: a JVP's tangent pass, whose forward ran
+    them as calls)."""
     n_rows = ins.shape[0]
     ops = ins[:, C_OP]
-    elementwise = ELEMENTWISE[ops] & ~(LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN)) if n_rows else np.zeros(0, bool)
+    called = LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN) if library and n_rows else np.zeros(n_rows, bool)
+    elementwise = ELEMENTWISE[ops] & ~called if n_rows else np.zeros(0, bool)
     outs = ins[:, C_OUT].tolist()
     sizes = ins[:, C_N].tolist()
     flags = ins[:, C_FLAGS].tolist()
@@ -235,6 +241,8 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     plan.fused = np.zeros(n_rows, dtype=bool)
     _blocks(plan, breaks, ins)
     _storage(plan, flags, family_reads, family_writes, caller_reads)
+    # values a forward leaves in the buffer whatever this plan stores: a library call's, when it is a loop row
+    plan.written_by_call = (LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN)) if not library else np.zeros(n_rows, bool)
     plan.read_sums = _read_sums(plan, family_reads, caller_reads)
     if seeded >= 0 and plan.producer_of(seeded) >= 0:
         plan.carried[plan.body(plan.producer_of(seeded))] = True  # its adjoint starts as the seed, in the buffer
@@ -292,6 +300,7 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
     """``stored`` and ``carried``, decided on every row (every iteration) and held by the body rows."""
     n_rows = len(plan.outs)
     stored = np.zeros(n_rows, dtype=bool)
+    kept = np.zeros(n_rows, dtype=bool)
     carried = np.zeros(n_rows, dtype=bool)
     costly = COSTLY
 
@@ -325,12 +334,12 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
                     carried[plan.body(q)] = True
         # a costly value (a function call, a power) that a reverse would compute again is kept instead
         if plan.elementwise[i] and costly[plan.ops[i]] and (plan.sizes[i] > 1 or plan.period_of[i] >= 0):
-            stored[plan.body(i)] = True
+            kept[plan.body(i)] = True
     for p, _ in plan.guards:
         read_from_buffer(p, 1)
     for p, m in caller_reads:
         read_from_buffer(p, m)
-    plan.stored, plan.carried = stored, carried
+    plan.stored, plan.carried, plan.read_elsewhere = stored | kept, carried, stored
 
 
 def _read_sums(plan: Plan, family_reads, caller_reads) -> set:
