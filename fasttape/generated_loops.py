@@ -32,8 +32,16 @@ def loop(n: int, body: list[str], totals=()) -> list[str]:
     if not totals or n <= CHUNK:
         return hoisted + [f"for j in range({n}):"] + indent(rest)
     rest = [re.sub(rf"^({'|'.join(totals)}) \+= ", r"chunk_\1 += ", line) for line in rest]
-    chunk = [f"chunk_{t} = 0.0" for t in totals] + [f"for j in range(j0, min(j0 + {CHUNK}, {n})):"] + indent(rest)
-    chunk += [f"block_{t} += chunk_{t}" for t in totals]
-    block = [f"block_{t} = 0.0" for t in totals] + [f"for j0 in range(j1, min(j1 + {CHUNK * CHUNKS}, {n}), {CHUNK}):"]
-    block += indent(chunk) + [f"{t} += block_{t}" for t in totals]
-    return hoisted + [f"for j1 in range(0, {n}, {CHUNK * CHUNKS}):"] + indent(block)
+    # a chunk's loop runs a constant number of times (a bound of min(j0 + CHUNK, n) made LLVM's code of the
+    # same loop six times slower); the elements after the last whole chunk are a chunk of their own
+    full = n - n % CHUNK
+    chunk = [f"chunk_{t} = 0.0" for t in totals] + [f"for jc in range({CHUNK}):", "    j = j0 + jc"]
+    chunk += indent(rest) + [f"block_{t} += chunk_{t}" for t in totals]
+    block = [f"block_{t} = 0.0" for t in totals]
+    block += [f"for j0 in range(j1, min(j1 + {CHUNK * CHUNKS}, {full}), {CHUNK}):"] + indent(chunk)
+    block += [f"{t} += block_{t}" for t in totals]
+    lines = hoisted + [f"for j1 in range(0, {full}, {CHUNK * CHUNKS}):"] + indent(block)
+    if full < n:
+        lines += [f"chunk_{t} = 0.0" for t in totals] + [f"for j in range({full}, {n}):"] + indent(rest)
+        lines += [f"{t} += chunk_{t}" for t in totals]
+    return lines
