@@ -70,6 +70,7 @@ _DECORATOR = "@jit"
 # written out is a few basic blocks, and Numba's control-flow analysis recurses once per block (an ODE's
 # HVP zeroed 600 runs, past Python's recursion limit)
 ZERO_TABLE_MIN = 8
+MERGE_MAX = 2**17  # a value_and_grad's last fused-sum block of at most this many elements is one pass
 MAX_GATHER_RUNS = 8  # a gather copying this many contiguous runs or fewer is written out as copies
 MAX_VARIANT_FLAGS = 2  # a JVP's loop reading this many skippable blocks or fewer is written in variants
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
@@ -125,6 +126,7 @@ class _Writer:
         self.live: set = set()
         self.zeroed: set = set()  # the tangent locals of such a variant that no term is left in
         self.ins = ins
+        self.merged = None  # a value_and_grad's last block, computed by its reverse loop alone (merge_last_block)
         # a JVP's tangent pass: the rows whose whole output the caller alone reads -> their place in results
         self.direct = _direct_results(plan) if tangent_pass else {}
         self.flags = ins[:, C_FLAGS].tolist()
@@ -464,7 +466,30 @@ class _Writer:
                 out += [f"if (buf[{p}] != 0.0) != {outcome}:", "    return False"]
         return out
 
+    def merge_last_block(self):
+        """A value_and_grad whose output is the fused sum ending the tape's last loop block, outside periods:
+        that block's forward is left out and its reverse loop, the first of the reverse and seeded with 1
+        before it, computes its values (which it would otherwise read back or compute again) and adds up the
+        sum, so the block is one pass over memory instead of two.  Not when a guard or the caller reads
+        another of its values, nor for more than ``MERGE_MAX`` elements (the loop's sums are not added up
+        in chunks: LLVM's vectorised sum keeps a few dozen partial sums, each of up to n / 32 terms)."""
+        plan = self.plan
+        if self.second or self.tangent_pass or not plan.blocks:
+            return
+        block, last = plan.blocks[-1], len(plan.outs) - 1
+        if block.is_call or not 1 < block.n <= MERGE_MAX or block.stop != len(plan.outs) or plan.period_of[last] >= 0:
+            return
+        if not plan.fused[last] or plan.outs[last] != self.out or not self.flags[last] & F_ACTIVE:
+            return
+        values = [(plan.outs[i], plan.sizes[i]) for i in block.rows[:-1]]
+        read = [(p, 1) for p, _ in plan.guards] + [r for r in plan.caller_reads if r != (self.out, 1)]
+        if any(a < p + m and p < a + n for a, n in values for p, m in read):
+            return
+        self.merged = block
+
     def forward_block(self, block, in_period: bool = False) -> list[str]:
+        if block is self.merged:
+            return []
         i = block.start
         active = self.second and self.flags[i] & F_ACTIVE
         if block.is_call and self.tangent_pass and self.plan.operands[i]:
@@ -773,7 +798,13 @@ class _Writer:
                 before.append(f"ts{i} = {self.at(i, plan.outs[i], None, False, 'adj')}")
                 if self.second:
                     before.append(f"tts{i} = {self.at(i, plan.outs[i], None, False, 'adj2')}")
-        body = [line for i in block.rows for line in self.value_lines(i, loop=True, again=True)]
+        merged = block is self.merged
+        body = [line for i in block.rows for line in self.value_lines(i, loop=True, again=not merged)]
+        if merged:  # (see merge_last_block: the values computed here, the sum added up too)
+            total = block.stop - 1
+            body.append(f"acc{total} += {self.operand(total, 0, True)}")
+            sums.append(f"acc{total}")
+            after.append(f"{self.at(total, plan.outs[total], None, False)} = acc{total}")
         delay_lines, streams, written, tail = self.gathered_writes(block.n)
         body = streams + body
         block_rows = [set() for _ in self.planes]
@@ -801,7 +832,10 @@ class _Writer:
                     assigns = False
                 if (used or assigns) and not self.unread(p, plane.array):
                     after.append(f"{target} {'=' if assigns else '+='} {name}")
-        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, sums) + tail
+        # (a merged loop's sums are not added up in chunks: LLVM vectorises a delay line and a reassociated sum
+        # in one flat loop, not in chunks; merge_last_block keeps such loops short)
+        chunked = () if merged else sums
+        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, chunked) + tail
         self.shifted, self.groups = {}, {}
         return before + self.reduction(loop, sums) + after
 
@@ -939,6 +973,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     short = False
     if out >= 0:
         calls = w.calls
+        w.merge_last_block()
         body = w.forward() + w.reverse() + ["return True"]
         # a tape of one array whose gradient calls no family kernel: its body reads buf alone (not ins, aux,
         # fns), so the io form takes only what varies (Numba's call costs ~40 ns per array passed)

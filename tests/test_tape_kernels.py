@@ -265,6 +265,17 @@ def test_programs_match_the_interpreter_and_jax(name):
     assert_tree_close(generated[2], jax_hvp, rtol=1e-10, atol=1e-10)
 
 
+def test_a_gradient_whose_output_is_the_last_loops_sum_makes_one_pass():
+    """Rosenbrock's value_and_grad: no forward loop before the seed; the reverse loop computes the values
+    and adds up the sum (the programs' tests check its results against the interpreter and JAX)."""
+    f, args = PROGRAMS["rosenbrock-20000"]
+    source = tape_kernels.kernel_source(ft.trace(lambda x: f(np, x), *args))
+    body = source[source.index("def value_and_grad_body") : source.index("def hvp")]
+    seeded = body.index("] = 1.0")
+    assert "reduce_" not in body[:seeded] and "for j" not in body[:seeded]
+    assert body.count("reduce_") == 1
+
+
 def test_a_gather_of_a_value_the_differentiated_inputs_do_not_reach():
     """The JVP's copy of such a run writes zeros (its source's block has no tangent pass, hence no flag)."""
 
