@@ -21,8 +21,8 @@ written one element per iteration from delay lines (``shifted_views``), assigned
 is the adjoint's first write; other overlapping views: the assigning view is zeroed before the
 loop and accumulates, since the loop interleaves the two.  Adjoints kept in locals reach the
 buffer just before a family kernel adds to them.  A loop that adds up sums (a fused ``sum``, a
-scalar operand's adjoint) is a function of its own compiled with reassociation (``reduction``),
-so that LLVM vectorises it.
+scalar operand's adjoint) is a function of its own (``reduction``) whose additions to the sums,
+and nothing else, LLVM may reassociate (``generated_loops.sum_add``), so that it vectorises them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .codegen import scalar
 from .families import FAMILY_BY_OPCODE, gather
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
+from .generated_loops import sum_add
 from .layout import (
     C_FLAGS,
     C_OP,
@@ -74,12 +75,12 @@ MERGE_MAX = 2**17  # a value_and_grad's last fused-sum block of at most this man
 MAX_GATHER_RUNS = 8  # a gather copying this many contiguous runs or fewer is written out as copies
 MAX_VARIANT_FLAGS = 2  # a JVP's loop reading this many skippable blocks or fewer is written in variants
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
-# a reduction's loop: its sums reassociated (and the sign of a zero sum not kept), so that LLVM vectorises them
-_REDUCE = '@jit(fastmath={"reassoc", "nsz"})'
+# a reduction's loop (its sums' additions, sum_add, may be reassociated: LLVM vectorises them)
+_REDUCE = "@jit"
 
 
 # what the generated module finds besides the declarations' vocabulary (a reduction reads them as globals)
-HELPERS = {"second_terms": second_terms}
+HELPERS = {"second_terms": second_terms, "sum_add": sum_add}
 _GLOBALS = {*dir(builtins), *HELPERS}
 
 
@@ -549,9 +550,9 @@ class _Writer:
         return self.reduction(before + _loop(block.n, body, totals), totals) + after
 
     def reduction(self, lines: list[str], totals: list[str]) -> list[str]:
-        """A loop that adds up ``totals`` (scalars it starts at zero), as a function of its own compiled to
-        reassociate those sums (``REDUCE``: LLVM vectorises a floating-point sum only when it may reorder
-        it; every other function is compiled without) and called with the names the loop reads."""
+        """A loop that adds up ``totals`` (scalars it starts at zero), as a function of its own called with
+        the names the loop reads (its additions to them are ``sum_add``s, which LLVM may reorder: it
+        vectorises a floating-point sum only then)."""
         if not totals:
             return lines
         tree = ast.parse("\n".join(lines))
@@ -832,10 +833,9 @@ class _Writer:
                     assigns = False
                 if (used or assigns) and not self.unread(p, plane.array):
                     after.append(f"{target} {'=' if assigns else '+='} {name}")
-        # (a merged loop's sums are not added up in chunks: LLVM vectorises a delay line and a reassociated sum
-        # in one flat loop, not in chunks; merge_last_block keeps such loops short)
-        chunked = () if merged else sums
-        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, chunked) + tail
+        # (a merged loop's sums are not added up in chunks: LLVM vectorises a delay line and a sum in one flat
+        # loop, not in chunks; merge_last_block keeps such loops short)
+        loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, sums, not merged) + tail
         self.shifted, self.groups = {}, {}
         return before + self.reduction(loop, sums) + after
 
