@@ -39,6 +39,11 @@ def _summed(line: str, totals, prefix: str = "") -> str:
     return f"{name} = sum_add({name}, {match.group(2)})"
 
 
+def copy(target: str, source: str, size: int) -> list[str]:
+    """``target = source`` for ``j`` in ``range(size)`` (both indexed by ``j``)."""
+    return [f"for j in range({size}):", f"    {target} = {source}"]
+
+
 def indent(lines: list[str], by: str = "    ") -> list[str]:
     return [by + line for line in lines]
 

@@ -30,17 +30,15 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
-import itertools
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from . import kernel_calls
 from .codegen import scalar
-from .families import FAMILY_BY_OPCODE, gather
+from .families import FAMILY_BY_OPCODE
+from .gather_copies import GatherCopies
+from .generated_loops import copy, sum_add
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
-from .generated_loops import sum_add
 from .layout import (
     C_FLAGS,
     C_OP,
@@ -58,10 +56,10 @@ from .layout import (
 from .primitives import PRIMITIVE_BY_OPCODE
 from .runs import second_terms
 from .scalar_math import VOCABULARY
+from .tangent_pass import TangentPass, direct_results, results_out
 from .tape_plan import Plan, kept_partials
 
 _GRAD = (F_GRAD_A, F_GRAD_B)
-_GATHER = next(family for family in FAMILY_BY_OPCODE if family.module is gather)
 _INIT = (F_INIT_A, F_INIT_B)
 _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
@@ -72,8 +70,6 @@ _DECORATOR = "@jit"
 # HVP zeroed 600 runs, past Python's recursion limit)
 ZERO_TABLE_MIN = 8
 MERGE_MAX = 2**17  # a value_and_grad's last fused-sum block of at most this many elements is one pass
-MAX_GATHER_RUNS = 8  # a gather copying this many contiguous runs or fewer is written out as copies
-MAX_VARIANT_FLAGS = 2  # a JVP's loop reading this many skippable blocks or fewer is written in variants
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
 # a reduction's loop (its sums' additions, sum_add, may be reassociated: LLVM vectorises them)
 _REDUCE = "@jit"
@@ -100,7 +96,7 @@ class _Plane:
     in_buf: set = field(default_factory=set)  # non-carried rows whose buffer entry holds contributions
 
 
-class _Writer:
+class _Writer(TangentPass, GatherCopies):
     def __init__(self, plan: Plan, ins, aux, n_values: int, written, out: int, second: bool = False,
                  tangent_pass: bool = False, partials=None, hv_only: bool = False):  # fmt: skip
         self.plan = plan
@@ -129,7 +125,7 @@ class _Writer:
         self.ins = ins
         self.merged = None  # a value_and_grad's last block, computed by its reverse loop alone (merge_last_block)
         # a JVP's tangent pass: the rows whose whole output the caller alone reads -> their place in results
-        self.direct = _direct_results(plan) if tangent_pass else {}
+        self.direct = direct_results(plan) if tangent_pass else {}
         self.flags = ins[:, C_FLAGS].tolist()
         self.ops = ins[:, C_OP].tolist()
         self.families: set = set()
@@ -220,202 +216,6 @@ class _Writer:
         if not terms and self.dead:
             self.zeroed.add(f"u{i}")
         return chosen + [f"u{i} = {' + '.join(terms) or '0.0'}"]
-
-    # -- a JVP's tangent pass: blocks whose tangents are zero in a direction are skipped ----------------
-    def live_source(self, row: int, p: int) -> str | None:
-        """The flag that says whether the tangent at position ``p``, read by ``row``, may be nonzero in
-        this direction: its block's ``l{b}`` (a block outside periods, other than row's), "input" (an
-        input's flag, ``n{p}_{m}``, is set at the start of the direction), "same" (row's own block) or
-        None (a period's row: computed whatever the direction)."""
-        q = self.plan.row_of(p)
-        if q < 0:
-            return "input"
-        if self.plan.block_of[q] == self.plan.block_of[row]:
-            return "same"
-        if self.plan.period_of[q] >= 0:
-            return None
-        return f"l{self.plan.block_of[q]}"
-
-    def block_sources(self, block) -> list:
-        """(offset, size, flag) of every differentiated operand range a block's tangents read from outside it."""
-        sources = []
-        for i in block.rows:
-            if not self.flags[i] & F_ACTIVE:
-                continue
-            if block.is_call:
-                ranges = self.written[i]
-            else:
-                ranges = [r for k, r in enumerate(self.plan.operands[i]) if self.flags[i] & _GRAD[k]]
-            for p, m in ranges:
-                live = self.live_source(i, p)
-                if live == "input":
-                    live = self.inputs.setdefault((p, m), f"n{p}_{m}")
-                if live != "same":
-                    sources.append((p, m, live))
-        return sources
-
-    def liveness(self, block) -> list[str]:
-        """``l{b} = ...``: whether a block outside periods has a nonzero tangent in this direction."""
-        flags = {live for _, _, live in self.block_sources(block)}
-        expr = "True" if None in flags else " or ".join(sorted(flags)) or "False"
-        return [f"l{self.plan.block_of[block.start]} = {expr}"]
-
-    def zero_dead_operands(self, block) -> list[str]:
-        """Before a family kernel reads its operands' tangents: zero those of blocks skipped in this direction."""
-        lines = []
-        for p, m, live in self.block_sources(block):
-            if live is not None and live.startswith("l") and m > 0:
-                lines += [f"if not {live}:"] + _indent(self.zero(p, m, "tan"))
-        return lines
-
-    def input_flags(self) -> list[str]:
-        """``n{p}_{m}``: whether a differentiated input range's seed in this direction has a nonzero."""
-        lines = []
-        for (p, m), name in self.inputs.items():
-            if m == 1:
-                lines.append(f"{name} = tangents[{p}] != 0.0")
-                continue
-            lines += [f"{name} = False", f"for j in range({m}):", f"    if tangents[{p} + j] != 0.0:",
-                      f"        {name} = True", "        break"]  # fmt: skip
-        return lines
-
-    def zero_dead_results(self) -> list[str]:
-        """After a direction: the caller reads zeros where a skipped block's tangents are results."""
-        lines = []
-        for p, m in self.plan.caller_reads:
-            q = self.plan.row_of(p)
-            if m > 0 and q >= 0 and self.plan.period_of[q] < 0 and self.flags[q] & F_ACTIVE:
-                zeros = self.zero(p, m, "tan")
-                if q in self.direct:
-                    zeros = [f"results[dR + {self.direct[q]}{' + j' if m > 1 else ''}] = 0.0"]
-                    zeros = _loop_lines(m, zeros)
-                lines += [f"if not l{self.plan.block_of[q]}:"] + _indent(zeros)
-        return lines
-
-    def tangent_block(self, block, in_period: bool) -> list[str]:
-        """A block's tangent pass: outside periods, skipped (its one-element locals zero) when none of its
-        sources has a nonzero tangent in this direction."""
-        body = self.forward_block(block, in_period)
-        if not body:
-            return []
-        runs = None if in_period or not block.is_call else self.gather_runs(block.start)
-        if runs is not None:  # copies written out: a run whose block was skipped is zeros, no copy
-            body = [line for run in runs for line in self.tangent_run(block.start, run)]
-        elif block.is_call and not self.plan.operands[block.start]:  # (a family kernel reads the buffer)
-            body = self.zero_dead_operands(block) + body
-        if in_period:
-            return body
-        if block.n > 1 or (block.is_call and self.plan.operands[block.start]):
-            body = self.variants(block) or body
-        lines = self.liveness(block) + [f"if l{self.plan.block_of[block.start]}:"] + _indent(body)
-        if block.n == 1:  # the locals later blocks read
-            zeros = [f"u{i} = 0.0" for i in block.rows if self.flags[i] & F_ACTIVE]
-            lines += ["else:"] + _indent(zeros)
-        return lines
-
-    def variants(self, block) -> list[str]:
-        """A loop's tangent pass written once per combination of the skipped-or-not blocks it reads (at most
-        ``MAX_VARIANT_FLAGS`` of them), each variant without the terms of the skipped ones: no reads of
-        zeros, no products by them (a chain ``m2 = m1 + w * s`` whose ``s`` is zero in this direction is a
-        copy).  Empty when the loop reads more blocks than that (it reads zeros for the skipped ones)."""
-        sources = [live for _, _, live in self.block_sources(block)]
-        flags = sorted({live for live in sources if live is not None and live.startswith("l")})
-        others = any(live is None or not live.startswith("l") for live in sources)  # inputs, periods' rows
-        if not flags or len(flags) > MAX_VARIANT_FLAGS:
-            return []
-        lines = []
-        cases = [c for r in range(len(flags), -1, -1) for c in itertools.combinations(flags, r) if c or others]
-        for n, case in enumerate(cases):
-            self.live, self.dead, self.zeroed = set(case), set(flags) - set(case), set()
-            try:
-                body = self.forward_block(block) or ["pass"]
-            finally:
-                self.live, self.dead, self.zeroed = set(), set(), set()
-            head = "else:" if n == len(cases) - 1 else f"{'if' if n == 0 else 'elif'} {' and '.join(case)}:"
-            lines += ([head] + _indent(body)) if len(cases) > 1 else body
-        return lines
-
-    def call_lines(self, i: int, sweep: str, args: str) -> list[str]:
-        """A family row's sweep: its kernel's call, or for a gather that copies a few contiguous runs (a
-        stack, a concatenation), those copies written out (its kernel reads every position from the index
-        pool, one element at a time)."""
-        runs = self.gather_runs(i)
-        if runs is None:
-            return [self.call(i, sweep, args)]
-        # (what the gather family's kernels do: copy the runs forward; the reverse scatter-adds, on the
-        # first-order adjoints and, forward-over-reverse, on the second-order ones too)
-        value, adjoint = "buf[{}]", f"buf[{self.N} + {{}}]"
-        copies = {"forward": [(value, "=")], "tangent": [("tangents[{}]", "=")], "reverse": [(adjoint, "+=")],
-                  "second": [(adjoint, "+="), ("adj2[{}]", "+=")]}[sweep]  # fmt: skip
-        lines = []
-        base = " + base" if self.plan.period(i) is not None else ""
-        for at, source, moves, size in runs:
-            for array, op in copies:
-                out_at, in_at = f"{self.plan.outs[i] + at}{base}", f"{source}{' + base' if moves else ''}"
-                if size > 1:
-                    out_at, in_at = out_at + " + j", in_at + " + j"
-                line = f"{array.format(out_at)} = {array.format(in_at)}"
-                if op == "+=":
-                    line = f"{array.format(in_at)} += {array.format(out_at)}"
-                lines += [f"for j in range({size}):", "    " + line] if size > 1 else [line]
-        return lines
-
-    def tangent_run(self, i: int, run) -> list[str]:
-        """A JVP direction's copy of one run of a gather outside periods, or zeros where its source's block
-        was skipped in this direction."""
-        at, source, _, size = run
-        lines = []
-        for p, m, differentiated in self.run_parts(i, source, size):
-            target = self.plan.outs[i] + at + p - source
-            zeros = self.zero(target, m, "tan")
-            if not differentiated:  # (a constant, or no function of the inputs: a zero tangent)
-                lines += zeros
-                continue
-            live = self.live_source(i, p)
-            copy = _copy(f"tangents[{target} + j]", f"tangents[{p} + j]", m)
-            if live is None or not live.startswith("l"):
-                lines += copy
-            else:
-                lines += [f"if {live}:"] + _indent(copy) + ["else:"] + _indent(zeros)
-        return lines
-
-    def run_parts(self, i: int, source: int, size: int):
-        """(offset, size, differentiated) of the parts of a gather's run that lie in one row's output each
-        (one flag each) and are all inside, or all outside, the ranges whose tangents the gather reads."""
-        for p, m in self.plan.pieces(source, size):
-            cuts = {p, p + m}
-            for a, n in self.written[i]:
-                cuts.update(c for c in (a, a + n) if p < c < p + m)
-            edges = sorted(cuts)
-            for a, b in zip(edges, edges[1:]):
-                yield a, b - a, any(c <= a and b <= c + n for c, n in self.written[i])
-
-    def gather_runs(self, i: int) -> list | None:
-        """(offset in the output, source position, whether it moves with a period's iterations, length) of
-        the contiguous runs a gather row copies, when there are at most ``MAX_GATHER_RUNS`` and, for a body
-        row, every iteration copies the same runs, each from the same position or one ``stride`` further per
-        iteration; else None."""
-        n = self.plan.sizes[i]
-        if FAMILY_BY_OPCODE[self.ops[i]] is not _GATHER or n < 1:
-            return None
-        period = self.plan.period(i)
-        rows = [i] if period is None else range(i, period.stop, period.length)
-        starts = self.ins[rows, gather.P_START].astype(np.int64)
-        positions = np.asarray(self.aux, dtype=np.int64)[starts[:, None] + np.arange(n)]  # (iterations, n)
-        cuts = np.flatnonzero(np.diff(positions[0]) != 1) + 1
-        if len(cuts) >= MAX_GATHER_RUNS:
-            return None
-        shift = positions - positions[0]
-        runs = []
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), n]):
-            if not shift[:, a:b].any():
-                moves = False
-            elif period is not None and (shift[:, a:b] == period.stride * np.arange(len(rows))[:, None]).all():
-                moves = True
-            else:
-                return None
-            runs.append((a, int(positions[0, a]), moves, b - a))
-        return runs
 
     def call(self, i: int, sweep: str, args: str) -> str:
         family = FAMILY_BY_OPCODE[self.ops[i]]
@@ -893,45 +693,6 @@ def _stream(group: int, plane: int, shift: int, delay: int = 0) -> str:
     return f"gs{group}_{shift}_{plane}" + (f"_{delay}" if delay else "")
 
 
-def _copy(target: str, source: str, size: int) -> list[str]:
-    """``target = source`` for ``j`` in ``range(size)`` (both indexed by ``j``)."""
-    return [f"for j in range({size}):", f"    {target} = {source}"]
-
-
-def _loop_lines(size: int, body: list[str]) -> list[str]:
-    return body if size == 1 else [f"for j in range({size}):"] + _indent(body)
-
-
-def _direct_results(plan: Plan) -> dict:
-    """row -> offset in a JVP's ``results`` of the rows outside periods, elementwise and not fused sums, whose
-    whole output is one range the caller reads and nothing else reads (no row, family kernel or guard):
-    their tangent pass writes there, not to the plane."""
-    read = [r for operands in plan.operands for r in operands] + [r for rs in plan.family_reads for r in rs]
-    read += [(p, 1) for p, _ in plan.guards]
-    rows = [plan.row_of(p) for p, _ in plan.caller_reads]
-    direct, q = {}, 0
-    for (p, m), row in zip(plan.caller_reads, rows):
-        if (m and row >= 0 and rows.count(row) == 1 and plan.elementwise[row] and not plan.fused[row]
-                and plan.period_of[row] < 0 and plan.outs[row] == p and plan.sizes[row] == m
-                and not any(a < p + m and p < a + b for a, b in read)):  # fmt: skip
-            direct[row] = q
-        q += m
-    return direct
-
-
-def _results_out(caller_reads, direct) -> list[list[str]]:
-    """A JVP direction's tangents that the caller reads, copied to its row of ``results`` (the ranges one
-    after another; those ``direct`` rows wrote there already): a small array that stays in cache from call
-    to call, where the rows of ``tangents_all`` at the same positions are one plane of N apart."""
-    copies, q = [], 0
-    written = {q for q in direct.values()}
-    for p, m in caller_reads:
-        if m and q not in written:
-            copies.append(_copy(f"results[dR + {q} + j]", f"plane[{p} + j]", m))
-        q += m
-    return copies
-
-
 def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", single=None,
                 seeds=None, hv_plan=None, tangent_plan=None):  # fmt: skip
     """The module's source and the families it calls.  ``written``: per row, the operand ranges a
@@ -961,10 +722,10 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     f.tables = t.tables = w.tables
     lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, results, fns):"]
     scratch = [f"part = np.empty({size})"] if size else []
-    seeds_in = [_copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
+    seeds_in = [copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
     read = sum(m for _, m in plan.caller_reads)
     per_direction = ["dN = d * N", f"dR = d * {read}"] + [line for c in seeds_in for line in c] + t.forward()
-    per_direction += [line for c in _results_out(plan.caller_reads, t.direct) for line in c]
+    per_direction += [line for c in results_out(plan.caller_reads, t.direct) for line in c]
     planes = ["tangents = plane[:N]", "zeros = plane[N:]"]  # (the second half: zeros, never written)
     lines += _indent(start + scratch + planes + f.forward() + ["for d in range(k):"] + _indent(per_direction))
     lines += _indent(["return True"])
