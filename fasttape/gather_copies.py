@@ -3,9 +3,9 @@
 The gather family's kernels read every position from the index pool, one element at a time; when a
 row's positions form at most ``MAX_GATHER_RUNS`` runs of consecutive positions (for a loop body
 recorded K times, the same runs in every iteration, each from one position or one that moves with
-the iterations), ``fasttape.tape_source`` writes the family's semantics out instead: the runs
-copied forward and in a tangent pass, and scatter-added in the reverse (to the second-order
-adjoints too, forward-over-reverse).
+the iterations), ``fasttape.tape_source`` writes each run out instead, moved as the family declares
+its sweeps (``families.gather.AS_RUNS``: copied forward and in a tangent pass, scatter-added in the
+reverse, to the second-order adjoints too forward-over-reverse).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from .families import FAMILY_BY_OPCODE, gather
 
 MAX_GATHER_RUNS = 8  # a gather copying this many contiguous runs or fewer is written out as copies
+_ARRAYS = {"value": "buf[{}]", "tangent": "tangents[{}]", "adjoint2": "adj2[{}]"}  # ("adjoint": buf[N + p])
 _GATHER = next(family for family in FAMILY_BY_OPCODE if family.module is gather)
 
 
@@ -29,22 +30,22 @@ class GatherCopies:
         runs = self.gather_runs(i)
         if runs is None:
             return [self.call(i, sweep, args)]
-        # (what the gather family's kernels do: copy the runs forward; the reverse scatter-adds, on the
-        # first-order adjoints and, forward-over-reverse, on the second-order ones too)
-        value, adjoint = "buf[{}]", f"buf[{self.N} + {{}}]"
-        copies = {"forward": [(value, "=")], "tangent": [("tangents[{}]", "=")], "reverse": [(adjoint, "+=")],
-                  "second": [(adjoint, "+="), ("adj2[{}]", "+=")]}[sweep]  # fmt: skip
-        lines = []
         base = " + base" if self.plan.period(i) is not None else ""
-        for at, source, moves, size in runs:
-            for array, op in copies:
-                out_at, in_at = f"{self.plan.outs[i] + at}{base}", f"{source}{' + base' if moves else ''}"
-                if size > 1:
-                    out_at, in_at = out_at + " + j", in_at + " + j"
-                line = f"{array.format(out_at)} = {array.format(in_at)}"
-                if op == "+=":
-                    line = f"{array.format(in_at)} += {array.format(out_at)}"
-                lines += [f"for j in range({size}):", "    " + line] if size > 1 else [line]
+        return [line for at, source, moves, size in runs
+                for line in self.run_lines(sweep, f"{self.plan.outs[i] + at}{base}",
+                                           f"{source}{' + base' if moves else ''}", size)]  # fmt: skip
+
+    def run_lines(self, sweep: str, out_at: str, in_at: str, size: int) -> list[str]:
+        """One run of ``size`` positions from ``in_at`` to ``out_at`` (index expressions) in ``sweep``, as the
+        gather family declares its sweeps (``gather.AS_RUNS``)."""
+        if size > 1:
+            out_at, in_at = out_at + " + j", in_at + " + j"
+        lines = []
+        for array, how in gather.AS_RUNS[sweep]:
+            at = _ARRAYS[array] if array != "adjoint" else f"buf[{self.N} + {{}}]"
+            target, source = (out_at, in_at) if how == "copy" else (in_at, out_at)
+            line = f"{at.format(target)} {'=' if how == 'copy' else '+='} {at.format(source)}"
+            lines += [f"for j in range({size}):", "    " + line] if size > 1 else [line]
         return lines
 
     def gather_runs(self, i: int) -> list | None:
@@ -57,8 +58,7 @@ class GatherCopies:
             return None
         period = self.plan.period(i)
         rows = [i] if period is None else range(i, period.stop, period.length)
-        starts = self.ins[rows, gather.P_START].astype(np.int64)
-        positions = np.asarray(self.aux, dtype=np.int64)[starts[:, None] + np.arange(n)]  # (iterations, n)
+        positions = gather.positions(self.ins, rows, self.aux)  # (iterations, n)
         cuts = np.flatnonzero(np.diff(positions[0]) != 1) + 1
         if len(cuts) >= MAX_GATHER_RUNS:
             return None

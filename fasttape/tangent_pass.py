@@ -152,7 +152,7 @@ class TangentPass:
                 lines += zeros
                 continue
             live = self.live_source(i, p)
-            copied = copy(f"tangents[{target} + j]", f"tangents[{p} + j]", m)
+            copied = self.run_lines("tangent", str(target), str(p), m)
             if live is None or not live.startswith("l"):
                 lines += copied
             else:

@@ -134,6 +134,7 @@ class Kernels:
         self.hvp = None
         self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
         self.short_io = False  # value_and_grad_io takes (buf, x, g) (else ins, aux, buf, fns, x, g)
+        self.results_size = 0  # the tangents per direction that jvp writes to its results (caller_reads)
         self.hvp_io = None  # (the same) x and a direction in, H v out
         self.module = None  # the generated module, once loaded
         self.single = None  # (offset, size, shape) of a tape's one array argument (see _single)
@@ -290,6 +291,7 @@ def _build(tape, race=True):
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if single is not None else None
         kernels.short_io = module.SHORT_IO
+        kernels.results_size = module.RESULTS
         kernels.state = "ready"
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
         kernels.state = "failed"

@@ -211,8 +211,8 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     them as calls)."""
     n_rows = ins.shape[0]
     ops = ins[:, C_OP]
-    called = LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN) if library and n_rows else np.zeros(n_rows, bool)
-    elementwise = ELEMENTWISE[ops] & ~called if n_rows else np.zeros(0, bool)
+    long_library = LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN) if n_rows else np.zeros(0, bool)
+    elementwise = ELEMENTWISE[ops] & ~long_library if library else ELEMENTWISE[ops]
     outs = ins[:, C_OUT].tolist()
     sizes = ins[:, C_N].tolist()
     flags = ins[:, C_FLAGS].tolist()
@@ -242,7 +242,7 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     _blocks(plan, breaks, ins)
     _storage(plan, flags, family_reads, family_writes, caller_reads)
     # values a forward leaves in the buffer whatever this plan stores: a library call's, when it is a loop row
-    plan.written_by_call = (LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN)) if not library else np.zeros(n_rows, bool)
+    plan.written_by_call = long_library if not library else np.zeros(n_rows, bool)
     plan.read_sums = _read_sums(plan, family_reads, caller_reads)
     if seeded >= 0 and plan.producer_of(seeded) >= 0:
         plan.carried[plan.body(plan.producer_of(seeded))] = True  # its adjoint starts as the seed, in the buffer

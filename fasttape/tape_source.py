@@ -71,8 +71,6 @@ _DECORATOR = "@jit"
 ZERO_TABLE_MIN = 8
 MERGE_MAX = 2**17  # a value_and_grad's last fused-sum block of at most this many elements is one pass
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
-# a reduction's loop (its sums' additions, sum_add, may be reassociated: LLVM vectorises them)
-_REDUCE = "@jit"
 
 
 # what the generated module finds besides the declarations' vocabulary (a reduction reads them as globals)
@@ -769,6 +767,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     for rows, table in w.tables.items():  # (a global array: Numba compiles it in as a constant)
         lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
     for source, helper in w.helpers.items():  # (module-level names: resolved when the entry points compile)
-        lines += ["", _REDUCE, source.replace("{name}", helper), ""]
-    lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)", ""]
+        lines += ["", _DECORATOR, source.replace("{name}", helper), ""]
+    lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)"]
+    lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results", ""]
     return "\n".join(lines), w.families

@@ -80,6 +80,24 @@ def numpy_reverse(row, aux, buf, G, G2, T):
             np.add.at(A[r], index, g[r])
 
 
+# The sweeps above as moves of contiguous runs (fasttape.gather_copies writes them out where a row's
+# positions form a few runs): per sweep, each array it moves and how -- "copy" (out <- in: the values, a
+# tangent) or "scatter" (in += out: the adjoints, both orders forward-over-reverse).  Arrays:
+# "value" buf[p], "adjoint" buf[N + p], "tangent" tan[p], "adjoint2" adj2[p].
+AS_RUNS = {
+    "forward": (("value", "copy"),),
+    "tangent": (("tangent", "copy"),),
+    "reverse": (("adjoint", "scatter"),),
+    "second": (("adjoint", "scatter"), ("adjoint2", "scatter")),
+}
+
+
+def positions(ins, rows, aux):
+    """The buffer positions each of ``rows`` copies, one row of positions per row (they have one size)."""
+    starts = ins[rows, P_START].astype(np.int64)
+    return np.asarray(aux, dtype=np.int64)[starts[:, None] + np.arange(ins[rows[0], C_N])]
+
+
 def side_size(prim, params):
     return 0
 
