@@ -41,7 +41,8 @@ from ._version import __version__ as VERSION
 # the files whose code is compiled (and cached) or shapes compiled code: every family module too
 SOURCE_FILES = ("jit.py", "layout.py", "loops.py", "runs.py", "scalar_runs.py", "regions.py", "sweeps.py",
                 "dispatch.py", "kernels.py", "scalar_math.py", "codegen.py", "primitives.py", "cache.py",
-                "lapack.py", "duals.py", "kernel_calls.py", "_version.py")  # fmt: skip
+                "lapack.py", "duals.py", "kernel_calls.py", "vector_math.py", "generated_loops.py",
+                "_version.py")  # fmt: skip
 FAMILY_DIRECTORY = "families"
 
 

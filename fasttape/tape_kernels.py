@@ -34,7 +34,7 @@ import time
 import numpy as np
 from numba import types
 
-from . import adjoint_plan, config, faults, kernel_calls, scalar_math, tiers
+from . import adjoint_plan, config, faults, kernel_calls, scalar_math, tiers, vector_math
 from .codegen import load_generated
 from .families import FAMILIES
 from .jit import jit
@@ -59,7 +59,7 @@ EAGER = ("forward", "value_and_grad")  # compiled when a tape gets hot; "jvp" an
 LOG = logging.getLogger("fasttape")
 
 
-_NAMESPACE = {**scalar_math.VOCABULARY, **HELPERS, "jit": jit, "np": np}
+_NAMESPACE = {**scalar_math.VOCABULARY, **vector_math.KERNEL_FUNCTIONS, **HELPERS, "jit": jit, "np": np}
 _NAMESPACE.update({f"call_{sweep}": getattr(kernel_calls, f"call_{sweep}") for sweep in kernel_calls.SWEEPS})
 # the family kernels' native entry points, filled in as tapes need them (fasttape.kernel_calls)
 ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES), dtype=np.int64)

@@ -54,6 +54,7 @@ from .layout import (
 from .primitives import PRIMITIVE_BY_OPCODE
 from .runs import VECTOR_BINARY, VECTOR_RUN, VECTOR_UNARY
 from .tape_periods import Period, find_periods
+from .vector_math import KERNEL_FUNCTIONS
 
 OP_SUM = opcode("sum")
 
@@ -63,18 +64,34 @@ ELEMENTWISE = UNARY | BINARY
 _CHEAP_CALLS = {"where", "abs", "sign", "sqrt", "floor", "ceil", "rint", "maximum", "minimum"}  # a few instructions
 
 
+def _calls_and_power(expr: str) -> tuple[set, bool]:
+    """The names a formula calls, and whether it raises to a power."""
+    nodes = list(ast.walk(ast.parse(expr or "0", mode="eval")))
+    calls = {getattr(node.func, "id", "") for node in nodes if isinstance(node, ast.Call)}
+    return calls, any(isinstance(node, ast.Pow) for node in nodes)
+
+
 def costly(expr: str) -> bool:
     """A formula that calls a library function or raises to a power (tens of cycles per element, or more)."""
-    tree = ast.parse(expr or "0", mode="eval")
-    calls = [getattr(node.func, "id", "") for node in ast.walk(tree) if isinstance(node, ast.Call)]
-    return any(name not in _CHEAP_CALLS for name in calls) or any(isinstance(n, ast.Pow) for n in ast.walk(tree))
+    calls, power = _calls_and_power(expr)
+    return bool(calls - _CHEAP_CALLS) or power
 
 
 COSTLY = group(lambda p: p.kind in ("unary", "binary", "comparison") and costly(p.value))
+
+
+def vectorised(expr: str) -> bool:
+    """A formula LLVM vectorises in a generated loop: no power, and no call but cheap ones and the functions
+    the kernels write in vector form (fasttape.vector_math)."""
+    calls, power = _calls_and_power(expr)
+    return calls <= _CHEAP_CALLS | set(KERNEL_FUNCTIONS) and not power
+
+
 # functions whose long runs NumPy computes with SIMD library loops (the interpreter calls them, fasttape.runs),
 # which a generated loop (a scalar libm call per element) cannot match: a row of VECTOR_RUN elements or more
-# of one of these runs as a call of the elementwise family, outside loop blocks
-LIBRARY = (VECTOR_UNARY | VECTOR_BINARY) & ~group(lambda p: p.name in ("abs", "sqrt", "reciprocal"))
+# of one of these runs as a call of the elementwise family, outside loop blocks; those the kernels write in
+# vector form (exp, log, tanh...) are loop rows like the others
+LIBRARY = (VECTOR_UNARY | VECTOR_BINARY) & ~group(lambda p: vectorised(p.value))
 _GRAD = (F_GRAD_A, F_GRAD_B)
 
 

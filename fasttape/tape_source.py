@@ -32,11 +32,13 @@ import builtins
 import functools
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import kernel_calls
 from .codegen import scalar
 from .families import FAMILY_BY_OPCODE
 from .gather_copies import GatherCopies
-from .generated_loops import copy, sum_add
+from .generated_loops import copy, sum_add, unsigned_subscripts
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
 from .layout import (
@@ -74,7 +76,7 @@ MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are writt
 
 
 # what the generated module finds besides the declarations' vocabulary (a reduction reads them as globals)
-HELPERS = {"second_terms": second_terms, "sum_add": sum_add}
+HELPERS = {"second_terms": second_terms, "sum_add": sum_add, "unsigned": np.uint64}
 _GLOBALS = {*dir(builtins), *HELPERS}
 
 
@@ -770,4 +772,4 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         lines += ["", _DECORATOR, source.replace("{name}", helper), ""]
     lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)"]
     lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results", ""]
-    return "\n".join(lines), w.families
+    return "\n".join(unsigned_subscripts(line) for line in lines), w.families

@@ -92,8 +92,8 @@ def assert_compiled_and_cacheable(tape, entries):
             assert not compiled.library.has_dynamic_globals, f"the {entry} kernel cannot be cached"
 
 
-def assert_same(interpreted, generated, rtol=RTOL):
-    assert_tree_close(generated, interpreted, rtol=rtol, atol=1e-300)
+def assert_same(interpreted, generated, rtol=RTOL, atol=1e-300):
+    assert_tree_close(generated, interpreted, rtol=rtol, atol=atol)
 
 
 @pytest.fixture(scope="module")
@@ -381,7 +381,7 @@ def test_a_gather_of_a_few_runs_is_written_as_copies():
     out = int(tape.ins[gather, C_OUT])
     forward = source[source.index("def forward") : source.index("def jvp")]
     # (m and a * m lie side by side: one run of two)
-    assert f"buf[{out}] = buf[" in forward and f"buf[{out + 1} + j] = buf[" in forward
+    assert f"buf[{out}] = buf[" in forward and f"buf[unsigned({out + 1} + j)] = buf[" in forward
 
 
 def test_a_tape_hot_for_its_gradient_compiles_its_jvp_and_hvp_when_first_asked_for():
@@ -569,7 +569,9 @@ def test_a_jvp_runs_each_direction_through_what_it_reaches_and_matches_jax():
     with ft.options(tape_kernels="always"):
         generated = tape.jvp((theta,), eye), ft.jacfwd(f)(theta)
     assert tape._kernels.jvp is not None
-    assert_same(interpreted, generated)
+    # the kernels' tanh and exp are within 3 units in the last place of libm's: 1 - tanh² near tanh = ±1
+    # (an entry of 5e-4 among entries of order 1) then differs by a few 1e-16, beyond 1e-12 of itself
+    assert_same(interpreted, generated, atol=1e-15 * np.max(np.abs(interpreted[1])))
     expected = jax.jacfwd(lambda t: bones(jnp, t, points, weights))(theta)
     assert_close(generated[0][1], expected, rtol=1e-10, atol=1e-12)
     assert_close(generated[1], expected, rtol=1e-10, atol=1e-12)

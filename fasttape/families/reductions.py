@@ -5,6 +5,10 @@ axis of length r: the recorder moves any set of axes into that form.  max and mi
 side store: per output, the number of elements tied at the extremum (0 where it is NaN),
 so that the ties share the adjoint equally, as JAX does.  The forward marks it not yet
 counted; the first derivative sweep that needs it counts it, and the others reuse it.
+A reduction over contiguous elements (post = 1: the last axis, or the whole array) runs loops
+that LLVM vectorises: unsigned positions, eight running extrema side by side, and the exp of
+logsumexp and its softmax in vector form (fasttape.vector_math): a max over 1.28 million
+elements 0.70 -> 0.34 ms, its tie count and adjoint 0.76 and 1.2 -> 0.12 and 0.41 ms.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 
 import numpy as np
 
+from ..generated_loops import sum_add
 from ..jit import jit
 from ..layout import (
     C_A,
@@ -34,6 +39,7 @@ from ..layout import (
 )
 from ..loops import sum_contiguous, zero, zero_first_writes
 from ..primitives import opcode
+from ..vector_math import vexp
 
 KINDS = ("reduction", "scan")
 PARAMS = ("pre", "r", "post", "side")
@@ -88,6 +94,126 @@ def sum_reverse(t, o, a, pre, r, post, init):
                     dx[q] += g[q]
 
 
+# --------------------------------------------------------------------------
+# one contiguous run (post == 1, a reduction over the last axis or the whole array): loops LLVM vectorises.
+# Their positions are unsigned (_u: np.uint64, the cast the outermost operation of the subscript, since
+# Numba types int64 + uint64 as int64): a signed index costs a select for negative ones, which keeps
+# LLVM from vectorising (fasttape.generated_loops.unsigned_subscripts)
+# --------------------------------------------------------------------------
+_u = np.uint64
+
+
+@jit
+def extremum_run(buf, base, r, smallest):
+    """max (min) of buf[base : base + r], r ≥ 1: NaN if any element is NaN, else the first of the equal
+    extrema (-0.0 or 0.0).  Eight running extrema side by side, which LLVM packs into one vector."""
+    sign = -1.0 if smallest else 1.0  # a min is a max of the negated elements
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = sign * buf[_u(base)]
+    nan = False
+    end = r - r % 8
+    for k0 in range(0, end, 8):
+        p = base + k0
+        v0, v1, v2, v3 = sign * buf[_u(p)], sign * buf[_u(p + 1)], sign * buf[_u(p + 2)], sign * buf[_u(p + 3)]
+        v4, v5, v6, v7 = sign * buf[_u(p + 4)], sign * buf[_u(p + 5)], sign * buf[_u(p + 6)], sign * buf[_u(p + 7)]
+        nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3) | (v4 != v4) | (v5 != v5) | (v6 != v6) | (v7 != v7)
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        m4 = v4 if v4 > m4 else m4
+        m5 = v5 if v5 > m5 else m5
+        m6 = v6 if v6 > m6 else m6
+        m7 = v7 if v7 > m7 else m7
+    m = m0
+    for v in (m1, m2, m3, m4, m5, m6, m7):
+        m = v if v > m else m
+    for k in range(end, r):
+        v = sign * buf[_u(base + k)]
+        nan |= v != v
+        m = v if v > m else m
+    if nan:
+        return math.nan
+    if m == 0.0:  # the lanes may have kept another zero than the first: its sign is the first one's
+        for k in range(r):
+            if buf[_u(base + k)] == 0.0:
+                return buf[_u(base + k)]
+    return sign * m
+
+
+@jit
+def log_sum_exp_run(buf, base, r):
+    """logsumexp of buf[base : base + r]: shifted by the maximum (0 where it is not finite)."""
+    m = extremum_run(buf, base, r, False)
+    shift = m if math.isfinite(m) else 0.0
+    s = 0.0
+    for k in range(r):
+        s = sum_add(s, vexp(buf[_u(base + k)] - shift))
+    return math.log(s) + shift
+
+
+@jit
+def ties_run(buf, base, r, z):
+    ties = 0  # an integer: a float sum would chain one add's latency per element
+    for k in range(r):
+        ties += buf[_u(base + k)] == z
+    return ties
+
+
+@jit
+def extremum_reverse_run(buf, N, base, r, z, tied, other):
+    for k in range(r):
+        buf[_u(N + base + k)] += tied if buf[_u(base + k)] == z else other
+
+
+@jit
+def softmax_reverse_run(buf, N, base, r, g, shift, log_s):
+    for k in range(r):  # d logsumexp = softmax
+        buf[_u(N + base + k)] += g * vexp((buf[_u(base + k)] - shift) - log_s)
+
+
+@jit
+def extremum_tangent_run(buf, t, base, r, z):
+    """Σ t over the elements tied at z (0 × t elsewhere: 0 × inf is NaN, as JAX's mask × tangent)."""
+    acc = 0.0
+    for k in range(r):
+        tk = t[_u(base + k)]
+        acc = sum_add(acc, tk if buf[_u(base + k)] == z else 0.0 * tk)
+    return acc
+
+
+@jit
+def softmax_tangent_run(buf, t, base, r, shift, log_s):
+    acc = 0.0
+    for k in range(r):  # d logsumexp = softmax
+        acc = sum_add(acc, vexp((buf[_u(base + k)] - shift) - log_s) * t[_u(base + k)])
+    return acc
+
+
+@jit
+def extremum_second_run(buf, adj2, N, dN, base, r, z, g, gd, tied, other, first, flat):
+    """max / min, piecewise linear: x̄ += z̄ w on the first direction, x̄' += z̄' w (w: the tie shares)."""
+    for k in range(r):
+        w = tied if buf[_u(base + k)] == z else other
+        if first:
+            buf[_u(N + base + k)] += g * w
+        if not flat:
+            adj2[_u(dN + base + k)] += gd * w
+
+
+@jit
+def softmax_second_run(buf, tan, adj2, N, dN, base, r, g, gd, zt, shift, log_s, first, second, flat):
+    """softmax s: x̄ += z̄ s (first direction),  x̄' += z̄' s + z̄ s (x' - z') (second), else x̄' += z̄' s."""
+    for k in range(r):
+        sm = vexp((buf[_u(base + k)] - shift) - log_s)
+        if second:
+            if first:
+                buf[_u(N + base + k)] += g * sm
+            curved = g * sm * (tan[_u(dN + base + k)] - zt)
+            adj2[_u(dN + base + k)] += (0.0 if flat else gd * sm) + curved
+        else:
+            adj2[_u(dN + base + k)] += gd * sm
+
+
 @jit
 def reduce_forward(op, buf, o, a, pre, r, post, side):
     """prod, max, min and logsumexp.  max and min mark their side store "not counted yet" (-1): only
@@ -95,6 +221,13 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
     alone pays nothing for them."""
     for p in range(pre):
         base = a + p * r * post
+        if post == 1 and op != OP_PROD and r > 0:
+            if op == OP_LOGSUMEXP:
+                buf[o + p] = log_sum_exp_run(buf, base, r)
+            else:
+                buf[o + p] = extremum_run(buf, base, r, op == OP_MIN)
+                buf[side + p] = -1.0
+            continue
         for q in range(post):
             out = o + p * post + q
             if op == OP_PROD:
@@ -164,6 +297,9 @@ def count_ties(buf, o, a, pre, r, post, side):
         return
     for p in range(pre):
         base = a + p * r * post
+        if post == 1:
+            buf[side + p] = ties_run(buf, base, r, buf[o + p])
+            continue
         for q in range(post):
             z = buf[o + p * post + q]
             ties = 0  # an integer: a float sum would chain one add's latency per element
@@ -252,6 +388,14 @@ def reverse(ins, i, aux, buf, N):
             out = o + p * post + q
             g = buf[N + out]
             z = buf[out]
+            if post == 1 and op != OP_PROD:
+                if op == OP_LOGSUMEXP:
+                    shift, log_s = softmax_offset(buf, base, r, post, q, z)
+                    softmax_reverse_run(buf, N, base, r, g, shift, log_s)
+                else:
+                    tied, other = tie_shares(buf[side + p])
+                    extremum_reverse_run(buf, N, base, r, z, tied * g, other * g)
+                continue
             if op == OP_LOGSUMEXP:
                 shift, log_s = softmax_offset(buf, base, r, post, q, z)
                 for k in range(r):  # d logsumexp = softmax
@@ -288,6 +432,13 @@ def tangent(ins, i, aux, buf, tan, NV, k):
                 out = o + p * post + q
                 z = buf[out]
                 acc = 0.0
+                if post == 1 and op != OP_PROD:
+                    if op == OP_LOGSUMEXP:
+                        shift, log_s = softmax_offset(buf, base, r, post, q, z)
+                        t[out] = softmax_tangent_run(buf, t, base, r, shift, log_s)
+                    else:
+                        t[out] = extremum_tangent_run(buf, t, base, r, z) * tie_shares(buf[side + p])[0]
+                    continue
                 if op == OP_LOGSUMEXP:
                     shift, log_s = softmax_offset(buf, base, r, post, q, z)
                     for kk in range(r):  # d logsumexp = softmax
@@ -344,6 +495,14 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
             shift, log_s = softmax_offset(buf, base, r, post, q, z) if op == OP_LOGSUMEXP else (z, 0.0)
             for d in range(k):
                 gd = adj2[d * N + out]
+                if post == 1 and op == OP_LOGSUMEXP:
+                    zt = tan[d * N + out] if second else 0.0
+                    softmax_second_run(buf, tan, adj2, N, d * N, base, r, g, gd, zt, shift, log_s, d == 0, second, flat)
+                    continue
+                if post == 1 and op != OP_PROD:
+                    tied, other = tie_shares(buf[side + p])
+                    extremum_second_run(buf, adj2, N, d * N, base, r, z, g, gd, tied, other, second and d == 0, flat)
+                    continue
                 if op == OP_LOGSUMEXP:
                     # softmax s: x̄ += z̄ s,  x̄' += z̄' s + z̄ s (x' - z')
                     zt = tan[d * N + out] if second else 0.0
