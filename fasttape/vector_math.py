@@ -41,28 +41,25 @@ _ATANH = [2.0 / (2 * i + 1) for i in range(1, 12)]  # log m = 2 atanh s = 2 s + 
 _inline = numba.njit(nogil=True, error_model="numpy", cache=False, inline="always")
 
 
-@intrinsic
-def bits_of(typingctx, x):
-    """The 64 bits of a float64, as an int64 (a bitcast: no conversion)."""
-    if x != types.float64:
-        return None
+def _bitcast(source, target, doc: str):
+    """An intrinsic reading a ``source`` scalar's 64 bits as a ``target`` scalar (no conversion)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
+    @intrinsic
+    def cast(typingctx, value):
+        if value != source:
+            return None
 
-    return types.int64(types.float64), codegen
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(source), codegen
+
+    cast.__doc__ = doc
+    return cast
 
 
-@intrinsic
-def float_of(typingctx, bits):
-    """The float64 whose 64 bits are ``bits`` (a bitcast: no conversion)."""
-    if bits != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return types.float64(types.int64), codegen
+bits_of = _bitcast(types.float64, types.int64, "The 64 bits of a float64, as an int64.")
+float_of = _bitcast(types.int64, types.float64, "The float64 whose 64 bits are the int64 given.")
 
 
 @_inline
