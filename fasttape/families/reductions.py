@@ -5,10 +5,11 @@ axis of length r: the recorder moves any set of axes into that form.  max and mi
 side store: per output, the number of elements tied at the extremum (0 where it is NaN),
 so that the ties share the adjoint equally, as JAX does.  The forward marks it not yet
 counted; the first derivative sweep that needs it counts it, and the others reuse it.
-A reduction over contiguous elements (post = 1: the last axis, or the whole array) runs loops
-that LLVM vectorises: unsigned positions, eight running extrema side by side, and the exp of
-logsumexp and its softmax in vector form (fasttape.vector_math): a max over 1.28 million
-elements 0.70 -> 0.34 ms, its tie count and adjoint 0.76 and 1.2 -> 0.12 and 0.41 ms.
+max, min and logsumexp have one rule per sweep, written once over a run of elements with a step (the
+reduced axis of one output): over contiguous elements (post = 1: the last axis, or the whole array)
+LLVM vectorises them (unsigned positions, eight running extrema side by side, the vector exp of
+fasttape.vector_math): a max over 1.28 million elements 0.70 -> 0.24 ms, its tie count and adjoint
+0.76 and 1.2 -> 0.12 and 0.41 ms.
 """
 
 from __future__ import annotations
@@ -95,26 +96,31 @@ def sum_reverse(t, o, a, pre, r, post, init):
 
 
 # --------------------------------------------------------------------------
-# one contiguous run (post == 1, a reduction over the last axis or the whole array): loops LLVM vectorises.
-# Their positions are unsigned (_u: np.uint64, the cast the outermost operation of the subscript, since
-# Numba types int64 + uint64 as int64): a signed index costs a select for negative ones, which keeps
-# LLVM from vectorising (fasttape.generated_loops.unsigned_subscripts)
+# the rules of max, min and logsumexp on one run of elements buf[base + k step], k < r: the reduced
+# axis of one output (step = post).  A run over contiguous elements (step 1: the last axis, or the whole
+# array) is what LLVM vectorises: it versions each loop on step == 1, and extremum_run compiles a copy
+# for step 1 (its eight lanes are packed only when their loads are known adjacent).  Positions are
+# unsigned (_u: np.uint64, the outermost operation of the subscript, since Numba types int64 + uint64
+# as int64): a signed index costs a select for negative ones, which keeps LLVM from vectorising
+# (fasttape.generated_loops.unsigned_subscripts)
 # --------------------------------------------------------------------------
 _u = np.uint64
 
 
-@jit
-def extremum_run(buf, base, r, smallest):
-    """max (min) of buf[base : base + r], r ≥ 1: NaN if any element is NaN, else the first of the equal
-    extrema (-0.0 or 0.0).  Eight running extrema side by side, which LLVM packs into one vector."""
+@jit(inline="always")
+def extremum_lanes(buf, base, r, step, smallest):
+    """max (min) of a run, r ≥ 1: NaN if any element is NaN, else the first of the equal extrema (-0.0
+    or 0.0).  Eight running extrema side by side, which LLVM packs into one vector when step is 1."""
     sign = -1.0 if smallest else 1.0  # a min is a max of the negated elements
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = sign * buf[_u(base)]
     nan = False
     end = r - r % 8
     for k0 in range(0, end, 8):
-        p = base + k0
-        v0, v1, v2, v3 = sign * buf[_u(p)], sign * buf[_u(p + 1)], sign * buf[_u(p + 2)], sign * buf[_u(p + 3)]
-        v4, v5, v6, v7 = sign * buf[_u(p + 4)], sign * buf[_u(p + 5)], sign * buf[_u(p + 6)], sign * buf[_u(p + 7)]
+        p = base + k0 * step
+        v0, v1 = sign * buf[_u(p)], sign * buf[_u(p + step)]
+        v2, v3 = sign * buf[_u(p + 2 * step)], sign * buf[_u(p + 3 * step)]
+        v4, v5 = sign * buf[_u(p + 4 * step)], sign * buf[_u(p + 5 * step)]
+        v6, v7 = sign * buf[_u(p + 6 * step)], sign * buf[_u(p + 7 * step)]
         nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3) | (v4 != v4) | (v5 != v5) | (v6 != v6) | (v7 != v7)
         m0 = v0 if v0 > m0 else m0
         m1 = v1 if v1 > m1 else m1
@@ -128,90 +134,122 @@ def extremum_run(buf, base, r, smallest):
     for v in (m1, m2, m3, m4, m5, m6, m7):
         m = v if v > m else m
     for k in range(end, r):
-        v = sign * buf[_u(base + k)]
+        v = sign * buf[_u(base + k * step)]
         nan |= v != v
         m = v if v > m else m
     if nan:
         return math.nan
     if m == 0.0:  # the lanes may have kept another zero than the first: its sign is the first one's
         for k in range(r):
-            if buf[_u(base + k)] == 0.0:
-                return buf[_u(base + k)]
+            if buf[_u(base + k * step)] == 0.0:
+                return buf[_u(base + k * step)]
     return sign * m
 
 
 @jit
-def log_sum_exp_run(buf, base, r):
-    """logsumexp of buf[base : base + r]: shifted by the maximum (0 where it is not finite)."""
-    m = extremum_run(buf, base, r, False)
-    shift = m if math.isfinite(m) else 0.0
-    s = 0.0
-    for k in range(r):
-        s = sum_add(s, vexp(buf[_u(base + k)] - shift))
-    return math.log(s) + shift
+def extremum_run(buf, base, r, step, smallest):
+    if step == 1:  # the lanes' loads adjacent: one vector load (0.30 -> 0.24 ms per 1.28 M)
+        return extremum_lanes(buf, base, r, 1, smallest)
+    return extremum_lanes(buf, base, r, step, smallest)
 
 
 @jit
-def ties_run(buf, base, r, z):
+def shift_and_log_sum(buf, base, r, step):
+    """logsumexp = shift + log Σ exp(x - shift), shifted by the maximum (0 where it is not finite)."""
+    m = extremum_run(buf, base, r, step, False)
+    shift = m if math.isfinite(m) else 0.0
+    s = 0.0
+    for k in range(r):
+        s = sum_add(s, vexp(buf[_u(base + k * step)] - shift))
+    return shift, math.log(s)
+
+
+# Above this |z| the softmax exp(x - z) loses the rounding of z = shift + log(s): at z = -1e295 with k
+# equal elements log(k) vanishes and each weight would be 1, not 1/k.  Below it the error is < 2e-13.
+SOFTMAX_EXACT_ABOVE = 1024.0
+
+
+@jit(inline="always")
+def softmax_offset(buf, base, r, step, z):
+    """(shift, log s) with the softmax weights exp((x - shift) - log s) of a logsumexp whose value is z:
+    (z, 0) where z is small enough to subtract, else the shift and log-sum recomputed (as the forward)."""
+    if not abs(z) > SOFTMAX_EXACT_ABOVE:  # (NaN too: its weights are NaN either way)
+        return z, 0.0
+    return shift_and_log_sum(buf, base, r, step)
+
+
+@jit(inline="always")
+def tie_shares(count):
+    """A max/min's adjoint weights (tied element, other element) from its tie count: the ties share it
+    equally; a NaN extremum (no tie) gives NaN everywhere, as JAX's mask / count (0 / 0)."""
+    return (1.0 / count, 0.0) if count > 0.0 else (math.nan, math.nan)
+
+
+@jit
+def ties_run(buf, base, r, step, z):
     ties = 0  # an integer: a float sum would chain one add's latency per element
     for k in range(r):
-        ties += buf[_u(base + k)] == z
+        ties += buf[_u(base + k * step)] == z
     return ties
 
 
 @jit
-def extremum_reverse_run(buf, N, base, r, z, tied, other):
+def extremum_reverse_run(buf, N, base, r, step, z, tied, other):
+    """x̄ += z̄ w, w the tie share of a tied element, 0 elsewhere (0 × z̄, as JAX's mask × z̄: NaN where z̄
+    is infinite): tied and other are z̄'s shares."""
     for k in range(r):
-        buf[_u(N + base + k)] += tied if buf[_u(base + k)] == z else other
+        buf[_u(N + base + k * step)] += tied if buf[_u(base + k * step)] == z else other
 
 
 @jit
-def softmax_reverse_run(buf, N, base, r, g, shift, log_s):
+def softmax_reverse_run(buf, N, base, r, step, g, shift, log_s):
     for k in range(r):  # d logsumexp = softmax
-        buf[_u(N + base + k)] += g * vexp((buf[_u(base + k)] - shift) - log_s)
+        buf[_u(N + base + k * step)] += g * vexp((buf[_u(base + k * step)] - shift) - log_s)
 
 
 @jit
-def extremum_tangent_run(buf, t, base, r, z):
+def extremum_tangent_run(buf, t, base, r, step, z):
     """Σ t over the elements tied at z (0 × t elsewhere: 0 × inf is NaN, as JAX's mask × tangent)."""
     acc = 0.0
     for k in range(r):
-        tk = t[_u(base + k)]
-        acc = sum_add(acc, tk if buf[_u(base + k)] == z else 0.0 * tk)
+        tk = t[_u(base + k * step)]
+        acc = sum_add(acc, tk if buf[_u(base + k * step)] == z else 0.0 * tk)
     return acc
 
 
 @jit
-def softmax_tangent_run(buf, t, base, r, shift, log_s):
+def softmax_tangent_run(buf, t, base, r, step, shift, log_s):
     acc = 0.0
     for k in range(r):  # d logsumexp = softmax
-        acc = sum_add(acc, vexp((buf[_u(base + k)] - shift) - log_s) * t[_u(base + k)])
+        acc = sum_add(acc, vexp((buf[_u(base + k * step)] - shift) - log_s) * t[_u(base + k * step)])
     return acc
 
 
 @jit
-def extremum_second_run(buf, adj2, N, dN, base, r, z, g, gd, tied, other, first, flat):
+def extremum_second_run(buf, adj2, N, dN, base, r, step, z, g, gd, tied, other, first, flat):
     """max / min, piecewise linear: x̄ += z̄ w on the first direction, x̄' += z̄' w (w: the tie shares)."""
     for k in range(r):
-        w = tied if buf[_u(base + k)] == z else other
+        pos = base + k * step
+        w = tied if buf[_u(pos)] == z else other
         if first:
-            buf[_u(N + base + k)] += g * w
+            buf[_u(N + pos)] += g * w
         if not flat:
-            adj2[_u(dN + base + k)] += gd * w
+            adj2[_u(dN + pos)] += gd * w
 
 
 @jit
-def softmax_second_run(buf, tan, adj2, N, dN, base, r, g, gd, zt, shift, log_s, first, second, flat):
+def softmax_second_run(buf, tan, adj2, N, dN, base, r, step, g, gd, zt, shift, log_s, first, second, flat):
     """softmax s: x̄ += z̄ s (first direction),  x̄' += z̄' s + z̄ s (x' - z') (second), else x̄' += z̄' s."""
     for k in range(r):
-        sm = vexp((buf[_u(base + k)] - shift) - log_s)
+        pos = base + k * step
+        sm = vexp((buf[_u(pos)] - shift) - log_s)
         if second:
             if first:
-                buf[_u(N + base + k)] += g * sm
-            curved = g * sm * (tan[_u(dN + base + k)] - zt)
-            adj2[_u(dN + base + k)] += (0.0 if flat else gd * sm) + curved
+                buf[_u(N + pos)] += g * sm
+            curved = g * sm * (tan[_u(dN + pos)] - zt)
+            adj2[_u(dN + pos)] += (0.0 if flat else gd * sm) + curved
         else:
-            adj2[_u(dN + base + k)] += gd * sm
+            adj2[_u(dN + pos)] += gd * sm
 
 
 @jit
@@ -221,13 +259,6 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
     alone pays nothing for them."""
     for p in range(pre):
         base = a + p * r * post
-        if post == 1 and op != OP_PROD and r > 0:
-            if op == OP_LOGSUMEXP:
-                buf[o + p] = log_sum_exp_run(buf, base, r)
-            else:
-                buf[o + p] = extremum_run(buf, base, r, op == OP_MIN)
-                buf[side + p] = -1.0
-            continue
         for q in range(post):
             out = o + p * post + q
             if op == OP_PROD:
@@ -235,57 +266,12 @@ def reduce_forward(op, buf, o, a, pre, r, post, side):
                 for k in range(r):
                     s *= buf[base + k * post + q]
                 buf[out] = s
-                continue
-            # the extremum (for logsumexp, its shift): the first of equal ones (-0.0 or 0.0), NaN if
-            # any element is NaN.  Written here, not in an inlined helper: Numba compiles the helper's
-            # loop 15-40% slower.  Indexed, not sliced: a slice costs two atomic reference counts.
-            m = buf[base + q]
-            for k in range(1, r):
-                v = buf[base + k * post + q]
-                if v != v:
-                    m = v
-                    break
-                if (op == OP_MIN and v < m) or (op != OP_MIN and v > m):
-                    m = v
-            if op == OP_LOGSUMEXP:
-                shift = m if math.isfinite(m) else 0.0
-                s = 0.0
-                for k in range(r):
-                    s += math.exp(buf[base + k * post + q] - shift)
-                m = math.log(s) + shift
+            elif op == OP_LOGSUMEXP:
+                shift, log_s = shift_and_log_sum(buf, base + q, r, post)
+                buf[out] = log_s + shift
             else:
+                buf[out] = extremum_run(buf, base + q, r, post, op == OP_MIN)
                 buf[side + p * post + q] = -1.0
-            buf[out] = m
-
-
-# Above this |z| the softmax exp(x - z) loses the rounding of z = shift + log(s): at z = -1e295 with k
-# equal elements log(k) vanishes and each weight would be 1, not 1/k.  Below it the error is < 2e-13.
-SOFTMAX_EXACT_ABOVE = 1024.0
-
-
-@jit(inline="always")
-def softmax_offset(buf, base, r, post, q, z):
-    """(shift, log s) with the softmax weights exp((x - shift) - log s) of a logsumexp whose value is z:
-    (z, 0) where z is small enough to subtract, else the shift and log-sum recomputed (as the forward)."""
-    if not abs(z) > SOFTMAX_EXACT_ABOVE:  # (NaN too: its weights are NaN either way)
-        return z, 0.0
-    m = buf[base + q]
-    for k in range(1, r):
-        v = buf[base + k * post + q]
-        if v != v or v > m:
-            m = v
-    shift = m if math.isfinite(m) else 0.0
-    s = 0.0
-    for k in range(r):
-        s += math.exp(buf[base + k * post + q] - shift)
-    return shift, math.log(s)
-
-
-@jit(inline="always")
-def tie_shares(count):
-    """A max/min's adjoint weights (tied element, other element) from its tie count: the ties share it
-    equally; a NaN extremum (no tie) gives NaN everywhere, as JAX's mask / count (0 / 0)."""
-    return (1.0 / count, 0.0) if count > 0.0 else (math.nan, math.nan)
 
 
 @jit
@@ -297,29 +283,21 @@ def count_ties(buf, o, a, pre, r, post, side):
         return
     for p in range(pre):
         base = a + p * r * post
-        if post == 1:
-            buf[side + p] = ties_run(buf, base, r, buf[o + p])
-            continue
         for q in range(post):
-            z = buf[o + p * post + q]
-            ties = 0  # an integer: a float sum would chain one add's latency per element
-            for k in range(r):
-                if buf[base + k * post + q] == z:
-                    ties += 1
-            buf[side + p * post + q] = ties
+            buf[side + p * post + q] = ties_run(buf, base + q, r, post, buf[o + p * post + q])
 
 
 @jit
-def prod_reverse(buf, N, base, r, post, q, g):
+def prod_reverse(buf, N, run, r, step, g):
     # d prod / d x_k = product of all the others = prefix_k * suffix_k: exact with zeros
     prefix = np.empty(r)
     acc = 1.0
     for k in range(r):
         prefix[k] = acc
-        acc *= buf[base + k * post + q]
+        acc *= buf[run + k * step]
     acc = 1.0
     for k in range(r - 1, -1, -1):
-        pos = base + k * post + q
+        pos = run + k * step
         buf[N + pos] += g * prefix[k] * acc
         acc *= buf[pos]
 
@@ -383,33 +361,37 @@ def reverse(ins, i, aux, buf, N):
     if op == OP_MAX or op == OP_MIN:
         count_ties(buf, o, a, pre, r, post, side)
     for p in range(pre):
-        base = a + p * r * post
         for q in range(post):
+            run = a + p * r * post + q  # the run of this output: run + k post, k < r
             out = o + p * post + q
             g = buf[N + out]
             z = buf[out]
-            if post == 1 and op != OP_PROD:
-                if op == OP_LOGSUMEXP:
-                    shift, log_s = softmax_offset(buf, base, r, post, q, z)
-                    softmax_reverse_run(buf, N, base, r, g, shift, log_s)
-                else:
-                    tied, other = tie_shares(buf[side + p])
-                    extremum_reverse_run(buf, N, base, r, z, tied * g, other * g)
-                continue
             if op == OP_LOGSUMEXP:
-                shift, log_s = softmax_offset(buf, base, r, post, q, z)
-                for k in range(r):  # d logsumexp = softmax
-                    pos = base + k * post + q
-                    buf[N + pos] += g * math.exp((buf[pos] - shift) - log_s)
+                shift, log_s = softmax_offset(buf, run, r, post, z)
+                softmax_reverse_run(buf, N, run, r, post, g, shift, log_s)
             elif op == OP_PROD:
-                prod_reverse(buf, N, base, r, post, q, g)
-            else:  # max / min
+                prod_reverse(buf, N, run, r, post, g)
+            else:
                 tied, other = tie_shares(buf[side + p * post + q])
-                tied *= g
-                other *= g  # 0 x ḡ, as JAX's mask x ḡ: NaN where ḡ is infinite
-                for k in range(r):
-                    pos = base + k * post + q
-                    buf[N + pos] += tied if buf[pos] == z else other
+                extremum_reverse_run(buf, N, run, r, post, z, tied * g, other * g)
+
+
+@jit
+def prod_tangent_run(buf, t, run, r, step, suffix):
+    """Σ t_k prefix_k suffix_k: the exclusive products as the reverse sweep forms them (exact with zeros;
+    beside an inf, 0 x inf is NaN as in the textbook JVP Σ t_k Π_{j≠k} x_j)."""
+    sv = 1.0
+    for k in range(r - 1, -1, -1):
+        suffix[k] = sv
+        sv *= buf[run + k * step]
+    acc = 0.0
+    pv = 1.0
+    for k in range(r):
+        pos = run + k * step
+        term = t[pos] * (pv * suffix[k])
+        acc = acc + term if k else term
+        pv *= buf[pos]
+    return acc
 
 
 @jit
@@ -427,42 +409,50 @@ def tangent(ins, i, aux, buf, tan, NV, k):
             cumsum_forward(t, o, a, pre, r, post)
             continue
         for p in range(pre):
-            base = a + p * r * post
             for q in range(post):
+                run = a + p * r * post + q
                 out = o + p * post + q
                 z = buf[out]
-                acc = 0.0
-                if post == 1 and op != OP_PROD:
-                    if op == OP_LOGSUMEXP:
-                        shift, log_s = softmax_offset(buf, base, r, post, q, z)
-                        t[out] = softmax_tangent_run(buf, t, base, r, shift, log_s)
-                    else:
-                        t[out] = extremum_tangent_run(buf, t, base, r, z) * tie_shares(buf[side + p])[0]
-                    continue
                 if op == OP_LOGSUMEXP:
-                    shift, log_s = softmax_offset(buf, base, r, post, q, z)
-                    for kk in range(r):  # d logsumexp = softmax
-                        pos = base + kk * post + q
-                        acc += math.exp((buf[pos] - shift) - log_s) * t[pos]
+                    shift, log_s = softmax_offset(buf, run, r, post, z)
+                    t[out] = softmax_tangent_run(buf, t, run, r, post, shift, log_s)
                 elif op == OP_PROD:
-                    # Σ t_k prefix_k suffix_k: the exclusive products as the reverse sweep forms them (exact
-                    # with zeros; beside an inf, 0 x inf is NaN as in the textbook JVP Σ t_k Π_{j≠k} x_j)
-                    sv = 1.0
-                    for kk in range(r - 1, -1, -1):
-                        suffix[kk] = sv
-                        sv *= buf[base + kk * post + q]
-                    pv = 1.0
-                    for kk in range(r):
-                        pos = base + kk * post + q
-                        term = t[pos] * (pv * suffix[kk])
-                        acc = acc + term if kk else term
-                        pv *= buf[pos]
-                else:  # max / min: the mean tangent over the ties, as JAX (mask x tangent: 0 x inf is NaN)
-                    for kk in range(r):
-                        pos = base + kk * post + q
-                        acc += t[pos] if buf[pos] == z else 0.0 * t[pos]
-                    acc *= tie_shares(buf[side + p * post + q])[0]
-                t[out] = acc
+                    t[out] = prod_tangent_run(buf, t, run, r, post, suffix)
+                else:  # max / min: the mean tangent over the ties, as JAX
+                    t[out] = extremum_tangent_run(buf, t, run, r, post, z) * tie_shares(buf[side + p * post + q])[0]
+
+
+@jit
+def prod_second_run(buf, tan, adj2, N, dN, run, r, step, g, gd, first, second, flat, scratch):
+    """prod: the others' product o_k = prefix_k suffix_k in dual numbers (value, tangent): x̄ += z̄ o (first
+    direction), x̄' += z̄' o + z̄ o' (second), else x̄' += z̄' o."""
+    pv = 1.0
+    pt = 0.0
+    for k in range(r):
+        scratch[2 * k] = pv
+        scratch[2 * k + 1] = pt
+        pos = run + k * step
+        xt = tan[dN + pos] if second else 0.0
+        pt = pt * buf[pos] + pv * xt if k else xt
+        pv *= buf[pos]
+    sv = 1.0
+    st = 0.0
+    for k in range(r - 1, -1, -1):
+        pos = run + k * step
+        ov = scratch[2 * k] * sv
+        # an empty prefix or suffix is the constant 1: its tangent a structural zero
+        prefix_term = scratch[2 * k + 1] * sv if k > 0 else 0.0
+        ot = prefix_term + (scratch[2 * k] * st if k < r - 1 else 0.0)
+        if second:
+            if first:
+                buf[N + pos] += g * ov
+            curved = g * ot if r > 1 else 0.0  # prod of one factor: no second partial
+            adj2[dN + pos] += (0.0 if flat else gd * ov) + curved
+        else:
+            adj2[dN + pos] += gd * ov
+        xt = tan[dN + pos] if second else 0.0
+        st = st * buf[pos] + sv * xt if k < r - 1 else xt
+        sv *= buf[pos]
 
 
 @jit
@@ -487,72 +477,25 @@ def second(ins, i, aux, buf, tan, adj2, N, k, second):
     flat = second and (ins[i, C_FLAGS] & F_CONST_ADJOINT) != 0  # z̄' a structural zero: no z̄' term
     scratch = np.empty(2 * r if op == OP_PROD else 0)
     for p in range(pre):
-        base = a + p * r * post
         for q in range(post):
+            run = a + p * r * post + q
             out = o + p * post + q
             z = buf[out]
             g = buf[N + out] if second else 0.0
-            shift, log_s = softmax_offset(buf, base, r, post, q, z) if op == OP_LOGSUMEXP else (z, 0.0)
+            shift, log_s = softmax_offset(buf, run, r, post, z) if op == OP_LOGSUMEXP else (z, 0.0)
             for d in range(k):
                 gd = adj2[d * N + out]
-                if post == 1 and op == OP_LOGSUMEXP:
-                    zt = tan[d * N + out] if second else 0.0
-                    softmax_second_run(buf, tan, adj2, N, d * N, base, r, g, gd, zt, shift, log_s, d == 0, second, flat)
-                    continue
-                if post == 1 and op != OP_PROD:
-                    tied, other = tie_shares(buf[side + p])
-                    extremum_second_run(buf, adj2, N, d * N, base, r, z, g, gd, tied, other, second and d == 0, flat)
-                    continue
+                first = second and d == 0
                 if op == OP_LOGSUMEXP:
-                    # softmax s: x̄ += z̄ s,  x̄' += z̄' s + z̄ s (x' - z')
                     zt = tan[d * N + out] if second else 0.0
-                    for kk in range(r):
-                        pos = base + kk * post + q
-                        sm = math.exp((buf[pos] - shift) - log_s)
-                        if second:
-                            if d == 0:
-                                buf[N + pos] += g * sm
-                            adj2[d * N + pos] += (0.0 if flat else gd * sm) + g * sm * (tan[d * N + pos] - zt)
-                        else:
-                            adj2[d * N + pos] += gd * sm
+                    softmax_second_run(
+                        buf, tan, adj2, N, d * N, run, r, post, g, gd, zt, shift, log_s, first, second, flat
+                    )
                 elif op == OP_PROD:
-                    # others_i = prefix_i * suffix_i in dual numbers (value, tangent)
-                    pv = 1.0
-                    pt = 0.0
-                    for kk in range(r):
-                        scratch[2 * kk] = pv
-                        scratch[2 * kk + 1] = pt
-                        pos = base + kk * post + q
-                        xt = tan[d * N + pos] if second else 0.0
-                        pt = pt * buf[pos] + pv * xt if kk else xt
-                        pv *= buf[pos]
-                    sv = 1.0
-                    st = 0.0
-                    for kk in range(r - 1, -1, -1):
-                        pos = base + kk * post + q
-                        ov = scratch[2 * kk] * sv
-                        # an empty prefix or suffix is the constant 1: its tangent a structural zero
-                        prefix_term = scratch[2 * kk + 1] * sv if kk > 0 else 0.0
-                        ot = prefix_term + (scratch[2 * kk] * st if kk < r - 1 else 0.0)
-                        if second:
-                            if d == 0:
-                                buf[N + pos] += g * ov
-                            curved = g * ot if r > 1 else 0.0  # prod of one factor: no second partial
-                            adj2[d * N + pos] += (0.0 if flat else gd * ov) + curved
-                        else:
-                            adj2[d * N + pos] += gd * ov
-                        xt = tan[d * N + pos] if second else 0.0
-                        st = st * buf[pos] + sv * xt if kk < r - 1 else xt
-                        sv *= buf[pos]
+                    prod_second_run(buf, tan, adj2, N, d * N, run, r, post, g, gd, first, second, flat, scratch)
                 else:  # max / min: piecewise linear
                     tied, other = tie_shares(buf[side + p * post + q])
-                    for kk in range(r):
-                        pos = base + kk * post + q
-                        w = tied if buf[pos] == z else other
-                        if second and d == 0:
-                            buf[N + pos] += g * w
-                        if not flat:
-                            adj2[d * N + pos] += gd * w
+                    extremum_second_run(buf, adj2, N, d * N, run, r, post, z, g, gd, tied, other, first, flat)
 
 
 # --------------------------------------------------------------------------
