@@ -322,7 +322,7 @@ class Tape:
             buf = ws.buf
             kernels = self._kernels
             if kernels.forward is None:
-                kernels.called(self)
+                kernels.called(self, "forward", buf)
             run = kernels.forward
             if run is not None:
                 if not run(self.ins, self.aux, buf, kernels.fns):
@@ -375,7 +375,7 @@ class Tape:
             buf = ws.buf
             kernels = self._kernels
             if kernels.value_and_grad is None:
-                kernels.called(self)
+                kernels.called(self, "value_and_grad", buf)
             run = kernels.value_and_grad
             if run is not None:
                 if not run(self.ins, self.aux, buf, kernels.fns):

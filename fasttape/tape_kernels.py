@@ -4,7 +4,8 @@ Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy
 that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``jvp``, ``value_and_grad``
 and one-direction ``hvp`` calls together), a background thread writes the tape's own kernels
 (``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles ``forward`` and ``value_and_grad``
-with Numba (``jvp`` and ``hvp`` the same way when first asked for); the calls after that run them.
+with Numba, the one whose calls made the tape hot first (``jvp`` and ``hvp`` the same way when first
+asked for); the calls after that run them.
 Nothing waits for the build, and the switch is invisible: the same buffers, the same guards, the
 same errors, the same results to rounding (a fused loop may add a gradient's contributions in
 another order).
@@ -140,15 +141,21 @@ class Kernels:
         self.single = None  # (offset, size, shape) of a tape's one array argument (see _single)
         self.asked: set = set()  # the lazy entry points asked for
         self.calls = 0
+        self.hot = "value_and_grad"  # the entry point whose calls made the tape hot
+        self.inputs = None  # a copy of the buffer of that call, inputs bound (for the race)
         self.state = "cold"  # "queued", "ready", "declined" or "failed"
         self.race: tuple[float, float] | None = None  # seconds of a value_and_grad: (interpreter, kernels)
         self.done = threading.Event()
         self.error: BaseException | None = None
 
-    def called(self, tape):
-        """Count a call of the interpreter for ``tape``; start the build when it gets hot."""
+    def called(self, tape, entry: str = "value_and_grad", buf=None):
+        """Count a call of the interpreter for ``tape`` (of ``entry``, ``buf`` its buffer with the inputs
+        bound); start the build when it gets hot."""
         self.calls += 1
         if self.state == "cold" and (self.calls >= HOT_CALLS or config.tape_kernels() == "always"):
+            self.hot = entry
+            # the race's inputs: a caller in a loop holds the tape's one spare workspace all but between calls
+            self.inputs = buf.copy() if buf is not None else None
             request(tape, wait=config.tape_kernels() == "always")
 
     def entry(self, tape, name: str):
@@ -277,7 +284,10 @@ def _build(tape, race=True):
             module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
             _MODULES[name] = module
         single = _single(tape)
-        for entry in EAGER:
+        # the gradient first, when its calls made the tape hot: they switch as soon as it is compiled (and has
+        # won the race), and the forward follows (a GMM's gradient 1.5 s, its forward 1 s more)
+        gradient_first = kernels.hot != "forward" and getattr(module, "value_and_grad", None) is not None
+        for entry in ("value_and_grad",) if gradient_first else EAGER:
             _compile(module, entry, single)
         if race:
             kernels.race = _race(tape, module)
@@ -287,14 +297,16 @@ def _build(tape, race=True):
                          "interpreter %.3g s.", tape.name, kernels.race[1], kernels.race[0])  # fmt: skip
                 return
         kernels.module, kernels.single = module, single
-        kernels.forward = module.forward
+        kernels.short_io = module.SHORT_IO  # (set before the functions that callers test for)
+        kernels.results_size = module.RESULTS
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if single is not None else None
-        kernels.short_io = module.SHORT_IO
-        kernels.results_size = module.RESULTS
         kernels.state = "ready"
+        _compile(module, "forward", single)
+        kernels.forward = module.forward
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
         kernels.state = "failed"
+        kernels.value_and_grad = kernels.value_and_grad_io = kernels.forward = None
         kernels.error = e
         LOG.warning("fasttape: the kernels of the tape of %r could not be built (%s); it stays interpreted.",
                     tape.name, e)  # fmt: skip
@@ -304,18 +316,20 @@ def _build(tape, race=True):
 
 def _race(tape, module) -> tuple[float, float] | None:
     """Seconds of one ``value_and_grad`` of ``tape`` by the interpreter and by ``module``'s kernel, on a
-    copy of the buffer of its last call: the fastest of ``RACE_TURNS`` turns each, taken in turns (the
-    machine's other load falls on both).  None when there is nothing to time: no gradient, no finished
-    call, or a guard that fails on those inputs."""
+    copy of the buffer of the call that made it hot (or of its last call): the fastest of ``RACE_TURNS``
+    turns each, taken in turns (the machine's other load falls on both).  None when there is nothing to
+    time: no gradient, no finished call, or a guard that fails on those inputs."""
     kernel = getattr(module, "value_and_grad", None)
     if kernel is None or not tape._grad_ok:
         return None
-    try:
-        ws = tape._spare.pop()  # (the last call's, its inputs bound; atomic)
-    except IndexError:
-        return None
-    buf = ws.buf.copy()
-    tape._return_workspace(ws)
+    buf, tape._kernels.inputs = tape._kernels.inputs, None
+    if buf is None:
+        try:
+            ws = tape._spare.pop()  # (the last call's, its inputs bound; atomic)
+        except IndexError:
+            return None
+        buf = ws.buf.copy()
+        tape._return_workspace(ws)
     ins, aux, code, out = tape.ins, tape.aux, tape.code, tape._out_position
 
     def interpreted():

@@ -136,6 +136,8 @@ class Plan:
     _order: list = field(default_factory=list)  # the elementwise rows in that order
     _all_starts: list = field(default_factory=list)  # every row's output offset, sorted
     _all_order: list = field(default_factory=list)  # the rows in that order
+    _scopes: list = field(default_factory=list)  # per row: scope(row), computed once (the planner asks ~10^5 times)
+    _bodies: list = field(default_factory=list)  # per row: body(row)
 
     def producer_of(self, p: int) -> int:
         """The elementwise row whose output holds position ``p``, or -1."""
@@ -178,12 +180,12 @@ class Plan:
         return period is not None and period.strided[row - period.start][k]
 
     def scope(self, row: int) -> tuple:
-        period = self.period(row)
-        return (-1, 0) if period is None else (int(self.period_of[row]), period.iteration(row))
+        """(period, iteration) of ``row``; (-1, 0) outside periods."""
+        return self._scopes[row]
 
     def body(self, row: int) -> int:
-        period = self.period(row)
-        return row if period is None else period.body_row(row)
+        """The row of its period's first iteration that ``row`` repeats (``row`` outside periods)."""
+        return self._bodies[row]
 
     def is_scalar(self, row: int) -> bool:
         """A one-element elementwise row: value and adjoint in locals of its scope."""
@@ -251,10 +253,16 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     for i in range(n_rows):
         plan.producer[i] = tuple(plan.producer_of(p) for p, _ in plan.operands[i])
     plan.period_of = np.full(n_rows, -1, dtype=np.int64)
+    bodies, iterations = np.arange(n_rows), np.zeros(n_rows, dtype=np.int64)
     breaks = set()  # rows that start a block: every iteration of a period, and the row after it
     for k, period in enumerate(plan.periods):
         plan.period_of[period.start : period.stop] = k
+        within = np.arange(period.length * period.count)
+        bodies[period.start : period.stop] = period.start + within % period.length
+        iterations[period.start : period.stop] = within // period.length
         breaks.update(range(period.start, period.stop + 1, period.length))
+    plan._bodies = bodies.tolist()
+    plan._scopes = list(zip(plan.period_of.tolist(), iterations.tolist()))
     plan.fused = np.zeros(n_rows, dtype=bool)
     _blocks(plan, breaks, ins)
     _storage(plan, flags, family_reads, family_writes, caller_reads)

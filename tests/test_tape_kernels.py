@@ -424,6 +424,38 @@ def test_a_hot_tape_switches_in_the_background_and_keeps_its_results():
         tiers.set_mode(previous)
 
 
+def test_a_tape_hot_in_a_callers_loop_races_on_the_hot_calls_inputs_and_builds_its_gradient_first(monkeypatch):
+    """A caller calling in a loop holds the tape's one spare workspace all but between its calls: the race
+    times a copy of the buffer of the call that made the tape hot.  That call's entry point (here the
+    gradient) is compiled, raced and switched to before the other one (the forward)."""
+    x = np.linspace(-1.0, 1.0, 8)
+    tape = ft.trace(lambda x: rosenbrock(np, x) * 1.25, x)
+    with ft.options(tape_kernels="never"):
+        expected = tape.value_and_grad(x), tape.forward(x)
+    compiled = []
+    real_compile = tape_kernels._compile
+
+    def recording(module, entry, single):
+        compiled.append((entry, tape._kernels.state))
+        real_compile(module, entry, single)
+
+    monkeypatch.setattr(tape_kernels, "_compile", recording)
+    previous = tiers.set_mode("compiled")  # (a tape gets hot only once the interpreter's kernels are compiled)
+    try:
+        with ft.options(tape_kernels="auto"):
+            held = tape._take_workspace()  # the caller's, mid-call: no spare workspace to race on
+            tape._bind((x,), held)
+            kernels = tape._kernels
+            kernels.calls = tape_kernels.HOT_CALLS - 1
+            kernels.called(tape, "value_and_grad", held.buf)
+            assert kernels.done.wait(120) and kernels.state == "ready", kernels.error
+            assert kernels.race is not None and min(kernels.race) > 0
+            assert compiled == [("value_and_grad", "queued"), ("forward", "ready")]
+            assert_same(expected, (tape.value_and_grad(x), tape.forward(x)))
+    finally:
+        tiers.set_mode(previous)
+
+
 def test_kernels_slower_than_the_interpreter_are_declined(monkeypatch):
     """A build races the kernels' value_and_grad against the interpreter's on the tape's last inputs and
     keeps the faster tier; "always" keeps the kernels without a race."""
