@@ -21,14 +21,12 @@ written one element per iteration from delay lines (``shifted_views``), assigned
 is the adjoint's first write; other overlapping views: the assigning view is zeroed before the
 loop and accumulates, since the loop interleaves the two.  Adjoints kept in locals reach the
 buffer just before a family kernel adds to them.  A loop that adds up sums (a fused ``sum``, a
-scalar operand's adjoint) is a function of its own (``reduction``) whose additions to the sums,
-and nothing else, LLVM may reassociate (``generated_loops.sum_add``), so that it vectorises them.
+scalar operand's adjoint) adds to them with ``generated_loops.sum_add``, an addition (and nothing
+else) that LLVM may reassociate, so that it vectorises them.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
 import functools
 from dataclasses import dataclass, field
 
@@ -57,7 +55,6 @@ from .layout import (
 )
 from .primitives import PRIMITIVE_BY_OPCODE
 from .runs import second_terms
-from .scalar_math import VOCABULARY
 from .tangent_pass import TangentPass, direct_results, results_out
 from .tape_plan import Plan, kept_partials
 
@@ -75,9 +72,8 @@ MERGE_MAX = 2**17  # a value_and_grad's last fused-sum block of at most this man
 MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are written one element per iteration
 
 
-# what the generated module finds besides the declarations' vocabulary (a reduction reads them as globals)
+# what the generated module finds besides the declarations' vocabulary
 HELPERS = {"second_terms": second_terms, "sum_add": sum_add, "unsigned": np.uint64}
-_GLOBALS = {*dir(builtins), *HELPERS}
 
 
 @dataclass
@@ -113,7 +109,6 @@ class _Writer(TangentPass, GatherCopies):
         self.tangent_pass = tangent_pass
         self.inputs: dict = {}  # (offset, size) of a differentiated input range -> its flag in a tangent pass
         self.partials = partials or {}  # (row, operand) -> offset in ``part`` of a JVP's kept costly partials
-        self.helpers: dict = {}  # a reduction's loop, compiled apart (see ``reduction``): its source -> name
         self.tables: dict = {}  # module-level int64 tables (see ``zero_runs``): their rows -> name
         self.shifted: dict = {}  # in a reverse loop: (offset, size) of an adjoint view -> (group, shift)
         self.groups: dict = {}  # group -> (first offset, largest shift, assigns)
@@ -347,21 +342,7 @@ class _Writer(TangentPass, GatherCopies):
         totals = [line.split(" = ")[0] for line in before]
         if not totals and not writes:
             return []  # (values the reverse computes again, nothing kept: an HVP's loop ending in its output)
-        return self.reduction(before + _loop(block.n, body, totals), totals) + after
-
-    def reduction(self, lines: list[str], totals: list[str]) -> list[str]:
-        """A loop that adds up ``totals`` (scalars it starts at zero), as a function of its own called with
-        the names the loop reads (its additions to them are ``sum_add``s, which LLVM may reorder: it
-        vectorises a floating-point sum only then)."""
-        if not totals:
-            return lines
-        tree = ast.parse("\n".join(lines))
-        assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        read = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
-        free = sorted({name for name in read if name not in assigned and name not in VOCABULARY} - _GLOBALS)
-        source = "\n".join([f"def {{name}}({', '.join(free)}):"] + _indent(lines + [f"return {', '.join(totals)}"]))
-        name = self.helpers.setdefault(source, f"reduce_{len(self.helpers)}")
-        return [f"{', '.join(totals)} = {name}({', '.join(free)})"]
+        return before + _loop(block.n, body, totals) + after
 
     def keep_partial(self, i: int, k: int, loop: bool) -> list[str]:
         """``part[...] = f_x``: a costly partial a JVP's forward keeps for every direction's tangent pass."""
@@ -637,7 +618,7 @@ class _Writer(TangentPass, GatherCopies):
         # loop, not in chunks; merge_last_block keeps such loops short)
         loop = [f"{name} = 0.0" for name in sums] + delay_lines + _loop(block.n, body, sums, not merged) + tail
         self.shifted, self.groups = {}, {}
-        return before + self.reduction(loop, sums) + after
+        return before + loop + after
 
     def shifted_views(self, block, targets) -> dict:
         """Adjoints a loop block (outside periods) writes through views of one array shifted by a few
@@ -718,8 +699,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     partials, size = kept_partials(plan, ins)
     f = _Writer(plan, ins, aux, n_values, written, out, partials=partials)
     t = _Writer(tangent_plan or plan, ins, aux, n_values, written, out, tangent_pass=True, partials=partials)
-    f.helpers = t.helpers = w.helpers  # (one module: one set of helper functions and tables)
-    f.tables = t.tables = w.tables
+    f.tables = t.tables = w.tables  # (one module: one set of tables)
     lines += ["", _DECORATOR, "def jvp(ins, aux, buf, tangents_all, k, plane, results, fns):"]
     scratch = [f"part = np.empty({size})"] if size else []
     seeds_in = [copy(f"plane[{p} + j]", f"tangents_all[dN + {p} + j]", m) for p, m in seeds or ()]
@@ -747,7 +727,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
             lines += _indent(start + body) + [""]
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
         h = _Writer(hv_plan or plan, ins, aux, n_values, written, out, second=True, hv_only=hv_plan is not None)
-        h.helpers, h.tables = w.helpers, w.tables
+        h.tables = w.tables
         lines += ["", _DECORATOR, "def hvp(ins, aux, buf, tangents, adj2, fns):"]
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
         w.families |= h.families
@@ -768,8 +748,6 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
             lines += [""]
     for rows, table in w.tables.items():  # (a global array: Numba compiles it in as a constant)
         lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
-    for source, helper in w.helpers.items():  # (module-level names: resolved when the entry points compile)
-        lines += ["", _DECORATOR, source.replace("{name}", helper), ""]
     lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)"]
     lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results", ""]
     return "\n".join(unsigned_subscripts(line) for line in lines), w.families
