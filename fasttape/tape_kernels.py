@@ -93,8 +93,11 @@ def _plan(tape):
     written = [[(slots[s].offset, slots[s].size) for _, s in row] for row in differentiated]
     out = tape._out_position if tape._grad_ok else -1
     plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out)
-    # an HVP's caller reads the second-order adjoints alone: no value, no gradient (the same periods)
-    hv_plan = plan_tape(tape.ins, tape.aux, ranges, written, [], out, plan.periods) if out >= 0 else None
+    # an HVP's caller reads the second-order adjoints alone: no value, no gradient (the same periods); its
+    # long vectorised values are computed again rather than stored and loaded with their tangents
+    hv_plan = None
+    if out >= 0:
+        hv_plan = plan_tape(tape.ins, tape.aux, ranges, written, [], out, plan.periods, recompute=True)
     # a JVP's tangent pass: a library function's long run is a loop row too (its tangent a product by a
     # partial, fused with its neighbours), its value the forward's
     tangent_plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out, plan.periods, library=False)

@@ -91,7 +91,13 @@ def vectorised(expr: str) -> bool:
 # which a generated loop (a scalar libm call per element) cannot match: a row of VECTOR_RUN elements or more
 # of one of these runs as a call of the elementwise family, outside loop blocks; those the kernels write in
 # vector form (exp, log, tanh...) are loop rows like the others
-LIBRARY = (VECTOR_UNARY | VECTOR_BINARY) & ~group(lambda p: vectorised(p.value))
+VECTORISED = group(lambda p: vectorised(p.value))
+LIBRARY = (VECTOR_UNARY | VECTOR_BINARY) & ~VECTORISED
+# A costly value the reverse reads is kept (stored by the forward), except, in an HVP, a vectorised one (exp,
+# log, tanh...) of this many elements or more: beyond the caches, computing it and its tangent again (a few
+# nanoseconds per element) costs less than storing and loading both (32 bytes of memory traffic per element).
+# lse of 1.28 M: an HVP 14.3 -> 7.3 ms; a gradient, which keeps the value alone, lost 4.5 -> 5.2 ms
+RECOMPUTED_FROM = 1 << 20
 _GRAD = (F_GRAD_A, F_GRAD_B)
 
 
@@ -221,13 +227,16 @@ def _operands(ins: np.ndarray, i: int) -> tuple[tuple[int, int], ...]:
     return (a, (int(ins[i, C_B]), int(ins[i, C_NB])))
 
 
-def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, periods=None, library=True) -> Plan:
+def plan_tape(
+    ins, aux, family_reads, family_writes, caller_reads, seeded=-1, periods=None, library=True, recompute=False
+) -> Plan:
     """The plan of ``ins``.  ``family_reads`` / ``family_writes``: per row, the (offset, size) ranges a
     family row reads / whose adjoints its reverse writes; ``caller_reads``: the ranges the caller reads
     after a sweep; ``seeded``: the position whose adjoint the caller seeds (-1: none); ``periods``: the
     periodic regions (found here when None); ``library``: long runs of ``LIBRARY`` functions are family
     calls (else loop rows like the others, their values stored: a JVP's tangent pass, whose forward ran
-    them as calls)."""
+    them as calls); ``recompute``: long vectorised values are computed again, not kept (``RECOMPUTED_FROM``:
+    an HVP's plan)."""
     n_rows = ins.shape[0]
     ops = ins[:, C_OP]
     long_library = LIBRARY[ops] & (ins[:, C_N] >= VECTOR_RUN) if n_rows else np.zeros(0, bool)
@@ -265,7 +274,7 @@ def plan_tape(ins, aux, family_reads, family_writes, caller_reads, seeded=-1, pe
     plan._scopes = list(zip(plan.period_of.tolist(), iterations.tolist()))
     plan.fused = np.zeros(n_rows, dtype=bool)
     _blocks(plan, breaks, ins)
-    _storage(plan, flags, family_reads, family_writes, caller_reads)
+    _storage(plan, flags, family_reads, family_writes, caller_reads, recompute)
     # values a forward leaves in the buffer whatever this plan stores: a library call's, when it is a loop row
     plan.written_by_call = long_library if not library else np.zeros(n_rows, bool)
     plan.read_sums = _read_sums(plan, family_reads, caller_reads)
@@ -321,7 +330,7 @@ def _ends_with_sum(plan: Plan, ins, i: int, start: int, breaks) -> bool:
     return start <= q < i and int(ins[i, C_A]) == plan.outs[q] and int(ins[i, C_NA]) == plan.sizes[q]
 
 
-def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
+def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads, recompute):
     """``stored`` and ``carried``, decided on every row (every iteration) and held by the body rows."""
     n_rows = len(plan.outs)
     stored = np.zeros(n_rows, dtype=bool)
@@ -358,8 +367,9 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads):
                 if q >= 0 and m > 0 and plan.scope(q) != scope:
                     carried[plan.body(q)] = True
         # a costly value (a function call, a power) that a reverse would compute again is kept instead
+        recomputed = recompute and VECTORISED[plan.ops[i]] and plan.sizes[i] >= RECOMPUTED_FROM
         if plan.elementwise[i] and costly[plan.ops[i]] and (plan.sizes[i] > 1 or plan.period_of[i] >= 0):
-            kept[plan.body(i)] = True
+            kept[plan.body(i)] = not recomputed
     for p, _ in plan.guards:
         read_from_buffer(p, 1)
     for p, m in caller_reads:

@@ -19,7 +19,7 @@ import scipy.special
 
 import fasttape as ft
 from benchmarks.workloads import make_ode, ode_input
-from fasttape import tape_kernels, tape_periods, tiers
+from fasttape import tape_kernels, tape_periods, tape_plan, tiers
 from fasttape.errors import BranchChangedError, InputSignatureError
 from fasttape.layout import C_OP, C_OUT
 from fasttape.primitives import PRIMITIVE_BY_OPCODE, PRIMITIVES
@@ -275,6 +275,33 @@ def test_a_gradient_whose_output_is_the_last_loops_sum_makes_one_pass():
     seeded = body.index("] = 1.0")
     assert "for j" not in body[:seeded]
     assert body.count("for j") == 1 and re.search(r"(acc\d+) = sum_add\(\1, ", body[seeded:])
+
+
+def test_an_hvp_computes_long_vectorised_values_again_and_matches_jax(monkeypatch):
+    """An HVP's kernels compute a long run of exp, log, tanh... again in the reverse instead of storing it and
+    its tangent in the forward (``tape_plan.RECOMPUTED_FROM``, lowered here to reach it with small arrays):
+    the same results as the interpreter's and JAX's."""
+
+    def f(xp, x):
+        return xp.sum(xp.log1p(xp.exp(xp.tanh(x) * x))) + xp.log(xp.sum(xp.exp(x - xp.max(x))))
+
+    x = np.linspace(-2.0, 2.0, 64)
+    kept = tape_kernels.kernel_source(ft.trace(lambda x: f(np, x), x))
+    monkeypatch.setattr(tape_plan, "RECOMPUTED_FROM", 16)
+    tape, interpreted, generated = both_tiers(lambda x: f(np, x), x)
+    recomputed = tape_kernels.kernel_source(tape)
+
+    def hvp_part(source):
+        return source[source.index("def hvp(") :]
+
+    assert hvp_part(recomputed).count("exp(") > hvp_part(kept).count("exp(")
+    assert hvp_part(recomputed).count("tanh(") > hvp_part(kept).count("tanh(")
+    value_and_grad = kept[: kept.index("def hvp(")]
+    assert value_and_grad == recomputed[: recomputed.index("def hvp(")]  # (a gradient keeps them)
+    assert_same(interpreted, generated)
+    direction = np.cos(np.arange(x.size) + 1.0)
+    jax_hvp = jax.jvp(jax.grad(lambda x: f(jnp, x)), (x,), (direction,))[1]
+    assert_close(generated[2], jax_hvp, rtol=1e-10, atol=1e-12)
 
 
 def test_a_gather_of_a_value_the_differentiated_inputs_do_not_reach():
