@@ -159,7 +159,7 @@ def vlog1p(x):
     return x if u == 1.0 or x == math.inf else y
 
 
-@jit
+@_inline  # (compiled apart, with exp and log1p inlined into it, LLVM found it too large to inline in a loop)
 def vlogaddexp(x, y):
     """log(e^x + e^y) = max + log1p(e^-|x - y|), as NumPy's: x + log 2 where x == y (equal infinities too)."""
     d = x - y
