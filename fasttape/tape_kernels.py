@@ -314,6 +314,7 @@ def _build(tape, race=True):
         LOG.warning("fasttape: the kernels of the tape of %r could not be built (%s); it stays interpreted.",
                     tape.name, e)  # fmt: skip
     finally:
+        kernels.inputs = None  # (the race's copy of a buffer, when no race took it)
         kernels.done.set()
 
 
