@@ -37,13 +37,6 @@ class Period:
     def stop(self) -> int:
         return self.start + self.length * self.count
 
-    def iteration(self, row: int) -> int:
-        return (row - self.start) // self.length
-
-    def body_row(self, row: int) -> int:
-        """The row of the first iteration that ``row`` repeats."""
-        return self.start + (row - self.start) % self.length
-
 
 def find_periods(ins: np.ndarray) -> list[Period]:
     """The periodic regions of ``ins``, disjoint, in row order."""

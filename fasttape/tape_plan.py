@@ -367,9 +367,9 @@ def _storage(plan: Plan, flags, family_reads, family_writes, caller_reads, recom
                 if q >= 0 and m > 0 and plan.scope(q) != scope:
                     carried[plan.body(q)] = True
         # a costly value (a function call, a power) that a reverse would compute again is kept instead
-        recomputed = recompute and VECTORISED[plan.ops[i]] and plan.sizes[i] >= RECOMPUTED_FROM
+        # (an HVP's long vectorised value is computed again: RECOMPUTED_FROM)
         if plan.elementwise[i] and costly[plan.ops[i]] and (plan.sizes[i] > 1 or plan.period_of[i] >= 0):
-            kept[plan.body(i)] = not recomputed
+            kept[plan.body(i)] = not (recompute and VECTORISED[plan.ops[i]] and plan.sizes[i] >= RECOMPUTED_FROM)
     for p, _ in plan.guards:
         read_from_buffer(p, 1)
     for p, m in caller_reads:
