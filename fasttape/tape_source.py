@@ -39,6 +39,7 @@ from .gather_copies import GatherCopies
 from .generated_loops import copy, sum_add, unsigned_subscripts
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
+from .kernel_pipeline import LeanPipeline
 from .layout import (
     C_FLAGS,
     C_OP,
@@ -54,7 +55,7 @@ from .layout import (
     M_ZEROS,
 )
 from .primitives import PRIMITIVE_BY_OPCODE
-from .runs import second_terms
+from .source_simplify import simplify
 from .tangent_pass import TangentPass, direct_results, results_out
 from .tape_plan import Plan, kept_partials
 
@@ -63,7 +64,7 @@ _INIT = (F_INIT_A, F_INIT_B)
 _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
 _ARRAYS = {"adj": "buf", "tan": "tangents"}
-_DECORATOR = "@jit"
+_DECORATOR = "@jit(pipeline_class=LeanPipeline)"  # (fasttape.kernel_pipeline)
 # adjoint runs to zero written as one loop over a table of (offset, length) from this many on: each loop
 # written out is a few basic blocks, and Numba's control-flow analysis recurses once per block (an ODE's
 # HVP zeroed 600 runs, past Python's recursion limit)
@@ -73,7 +74,7 @@ MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are writt
 
 
 # what the generated module finds besides the declarations' vocabulary
-HELPERS = {"second_terms": second_terms, "sum_add": sum_add, "unsigned": np.uint64}
+HELPERS = {"sum_add": sum_add, "unsigned": np.uint64, "LeanPipeline": LeanPipeline}
 
 
 @dataclass
@@ -489,10 +490,11 @@ class _Writer(TangentPass, GatherCopies):
         return out
 
     def second_term(self, i, k, total2, partials, names, loop) -> str | None:
-        """x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y') as a call of ``runs.second_terms`` with constant flags
-        (LLVM folds them): z̄' f_x is a structural zero when z̄' is a constant (F_CONST_ADJOINT) or has no
-        contribution, f_xx / f_xy where the declaration's curvature says so or the other operand is not
-        differentiated (JAX's symbolic zeros).  None when every term is one."""
+        """x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y'), the terms in ``runs.second_terms``'s order: z̄' f_x is a
+        structural zero when z̄' is a constant (F_CONST_ADJOINT) or has no contribution, f_xx / f_xy where
+        the declaration's curvature says so or the other operand is not differentiated (JAX's symbolic
+        zeros).  None when every term is one.  (Written out rather than called: Numba copied and typed
+        the inlined function at every call, 3 of a GMM HVP kernel's 11 s of compilation.)"""
         op, flags = self.ops[i], self.flags[i]
         prim = PRIMITIVE_BY_OPCODE[op]
         flat = total2 is None or bool(flags & F_CONST_ADJOINT)
@@ -504,13 +506,13 @@ class _Writer(TangentPass, GatherCopies):
         crossed = cross is not None and bool(CURVATURE[op, cross]) and bool(flags & _GRAD[other])
         if flat and not curved and not crossed:
             return None
-        d_own = f"({scalar(prim.d2[own], names)})" if curved else "0.0"
-        t_own = self.operand(i, k, loop, "tan") if curved else "0.0"
-        d_cross = f"({scalar(prim.d2[cross], names)})" if crossed else "0.0"
-        t_other = self.operand(i, other, loop, "tan") if crossed else "0.0"
-        gd = "0.0" if flat else f"tt{i}"
-        return (f"second_terms({flat}, {gd}, {partials[k]}, t{i}, {curved}, {d_own}, {t_own}, "
-                f"{crossed}, {d_cross}, {t_other})")  # fmt: skip
+        curvature = []  # f_xx x', f_xy y'
+        if curved:
+            curvature.append(f"({scalar(prim.d2[own], names)}) * {self.operand(i, k, loop, 'tan')}")
+        if crossed:
+            curvature.append(f"({scalar(prim.d2[cross], names)}) * {self.operand(i, other, loop, 'tan')}")
+        first = "0.0" if flat else f"tt{i} * {partials[k]}"  # (0.0 + -0.0 is 0.0, as in second_terms)
+        return f"({first} + t{i} * ({' + '.join(curvature)}))" if curvature else first
 
     def deliver(self, i, k, contribution, plane, loop, block_rows, accumulators) -> list[str]:
         """Add ``contribution`` (None: a structural zero) to operand k's adjoint of ``plane``."""
@@ -750,4 +752,4 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
     lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)"]
     lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results", ""]
-    return "\n".join(unsigned_subscripts(line) for line in lines), w.families
+    return "\n".join(unsigned_subscripts(line) for line in simplify("\n".join(lines)).split("\n")), w.families
