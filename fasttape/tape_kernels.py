@@ -4,8 +4,8 @@ Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy
 that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``jvp``, ``value_and_grad``
 and one-direction ``hvp`` calls together), a background thread writes the tape's own kernels
 (``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles ``forward`` and ``value_and_grad``
-with Numba, the one whose calls made the tape hot first (``jvp`` and ``hvp`` the same way when first
-asked for); the calls after that run them.
+with Numba, the one whose calls made the tape hot first (``jvp`` and ``hvp`` when first asked for, or
+right after the gradient when their calls made the tape hot); the calls after that run them.
 Nothing waits for the build, and the switch is invisible: the same buffers, the same guards, the
 same errors, the same results to rounding (a fused loop may add a gradient's contributions in
 another order).
@@ -57,6 +57,7 @@ SIGNATURES = {
     "hvp": (_INS, _AUX, _BUF, _BUF, _BUF, _FNS),  # (ins, aux, buf, tan, adj2, fns): one direction
 }
 EAGER = ("forward", "value_and_grad")  # compiled when a tape gets hot; "jvp" and "hvp" when first asked for
+LAZY = ("jvp", "hvp")  # (or, when their calls made the tape hot, right after the gradient)
 LOG = logging.getLogger("fasttape")
 
 
@@ -168,7 +169,7 @@ class Kernels:
         function = getattr(self, name)
         if function is None:
             if self.state == "cold":
-                self.called(tape)
+                self.called(tape, name)
             if self.state == "ready" and name not in self.asked:
                 self.asked.add(name)
                 request_entry(tape, name, wait=config.tape_kernels() == "always")
@@ -305,6 +306,9 @@ def _build(tape, race=True):
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if single is not None else None
         kernels.state = "ready"
+        if kernels.hot in LAZY:  # a JVP's or an HVP's calls made the tape hot: that entry point before the forward
+            kernels.asked.add(kernels.hot)
+            _compile_entry(tape, kernels.hot)
         _compile(module, "forward", single)
         kernels.forward = module.forward
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)

@@ -484,6 +484,36 @@ def test_a_tape_hot_in_a_callers_loop_races_on_the_hot_calls_inputs_and_builds_i
         tiers.set_mode(previous)
 
 
+def test_a_tape_made_hot_by_its_hvps_compiles_the_hvp_before_the_forward(monkeypatch):
+    """HVP calls that make a tape hot: the gradient is compiled and raced (it decides the tier), then the
+    HVP, then the forward; the next HVP call runs the tape's own kernel."""
+    x = np.linspace(-1.0, 1.0, 8)
+    v = np.cos(np.arange(8.0))
+    tape = ft.trace(lambda x: rosenbrock(np, x) * 0.75, x)
+    with ft.options(tape_kernels="never"):
+        expected = tape.hvp(x, v)
+    compiled = []
+    real_compile = tape_kernels._compile
+
+    def recording(module, entry, single):
+        compiled.append((entry, tape._kernels.state))
+        real_compile(module, entry, single)
+
+    monkeypatch.setattr(tape_kernels, "_compile", recording)
+    previous = tiers.set_mode("compiled")
+    try:
+        with ft.options(tape_kernels="auto"):
+            kernels = tape._kernels
+            kernels.calls = tape_kernels.HOT_CALLS - 1
+            tape.hvp(x, v)
+            assert kernels.done.wait(120) and kernels.state == "ready", kernels.error
+            assert compiled == [("value_and_grad", "queued"), ("hvp", "ready"), ("forward", "ready")]
+            assert kernels.hvp is not None and kernels.hvp_io is not None
+            assert_same(expected, tape.hvp(x, v))
+    finally:
+        tiers.set_mode(previous)
+
+
 def test_kernels_slower_than_the_interpreter_are_declined(monkeypatch):
     """A build races the kernels' value_and_grad against the interpreter's on the tape's last inputs and
     keeps the faster tier; "always" keeps the kernels without a race."""
