@@ -452,14 +452,8 @@ def test_a_hot_tape_switches_in_the_background_and_keeps_its_results():
         tiers.set_mode(previous)
 
 
-def test_a_tape_hot_in_a_callers_loop_races_on_the_hot_calls_inputs_and_builds_its_gradient_first(monkeypatch):
-    """A caller calling in a loop holds the tape's one spare workspace all but between its calls: the race
-    times a copy of the buffer of the call that made the tape hot.  That call's entry point (here the
-    gradient) is compiled, raced and switched to before the other one (the forward)."""
-    x = np.linspace(-1.0, 1.0, 8)
-    tape = ft.trace(lambda x: rosenbrock(np, x) * 1.25, x)
-    with ft.options(tape_kernels="never"):
-        expected = tape.value_and_grad(x), tape.forward(x)
+def compiles_of(tape, monkeypatch) -> list:
+    """The (entry point, build state) of every compilation of ``tape``'s kernels from now on, in order."""
     compiled = []
     real_compile = tape_kernels._compile
 
@@ -468,6 +462,18 @@ def test_a_tape_hot_in_a_callers_loop_races_on_the_hot_calls_inputs_and_builds_i
         real_compile(module, entry, single)
 
     monkeypatch.setattr(tape_kernels, "_compile", recording)
+    return compiled
+
+
+def test_a_tape_hot_in_a_callers_loop_races_on_the_hot_calls_inputs_and_builds_its_gradient_first(monkeypatch):
+    """A caller calling in a loop holds the tape's one spare workspace all but between its calls: the race
+    times a copy of the buffer of the call that made the tape hot.  That call's entry point (here the
+    gradient) is compiled, raced and switched to before the other one (the forward)."""
+    x = np.linspace(-1.0, 1.0, 8)
+    tape = ft.trace(lambda x: rosenbrock(np, x) * 1.25, x)
+    with ft.options(tape_kernels="never"):
+        expected = tape.value_and_grad(x), tape.forward(x)
+    compiled = compiles_of(tape, monkeypatch)
     previous = tiers.set_mode("compiled")  # (a tape gets hot only once the interpreter's kernels are compiled)
     try:
         with ft.options(tape_kernels="auto"):
@@ -492,14 +498,7 @@ def test_a_tape_made_hot_by_its_hvps_compiles_the_hvp_before_the_forward(monkeyp
     tape = ft.trace(lambda x: rosenbrock(np, x) * 0.75, x)
     with ft.options(tape_kernels="never"):
         expected = tape.hvp(x, v)
-    compiled = []
-    real_compile = tape_kernels._compile
-
-    def recording(module, entry, single):
-        compiled.append((entry, tape._kernels.state))
-        real_compile(module, entry, single)
-
-    monkeypatch.setattr(tape_kernels, "_compile", recording)
+    compiled = compiles_of(tape, monkeypatch)
     previous = tiers.set_mode("compiled")
     try:
         with ft.options(tape_kernels="auto"):
