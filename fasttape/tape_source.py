@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from . import kernel_calls
@@ -55,6 +56,7 @@ from .layout import (
     M_ZEROS,
 )
 from .primitives import PRIMITIVE_BY_OPCODE
+from .runs import second_terms
 from .source_simplify import simplify
 from .tangent_pass import TangentPass, direct_results, results_out
 from .tape_plan import Plan, kept_partials
@@ -74,7 +76,14 @@ MAX_SHIFT = 4  # views of one adjoint at most this many elements apart are writt
 
 
 # what the generated module finds besides the declarations' vocabulary
-HELPERS = {"sum_add": sum_add, "unsigned": np.uint64, "LeanPipeline": LeanPipeline}
+HELPERS = {
+    # runs.second_terms compiled and called, not inlined by Numba: its IR copied and typed at every call took 3
+    # of a GMM HVP kernel's 11 s of compilation; LLVM inlines the call and folds the constant flags
+    "second_terms": numba.njit(nogil=True, error_model="numpy", cache=False)(second_terms.py_func),
+    "sum_add": sum_add,
+    "unsigned": np.uint64,
+    "LeanPipeline": LeanPipeline,
+}
 
 
 @dataclass
@@ -490,11 +499,10 @@ class _Writer(TangentPass, GatherCopies):
         return out
 
     def second_term(self, i, k, total2, partials, names, loop) -> str | None:
-        """x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y'), the terms in ``runs.second_terms``'s order: z̄' f_x is a
-        structural zero when z̄' is a constant (F_CONST_ADJOINT) or has no contribution, f_xx / f_xy where
-        the declaration's curvature says so or the other operand is not differentiated (JAX's symbolic
-        zeros).  None when every term is one.  (Written out rather than called: Numba copied and typed
-        the inlined function at every call, 3 of a GMM HVP kernel's 11 s of compilation.)"""
+        """x̄' += z̄' f_x + z̄ (f_xx x' + f_xy y') as a call of ``runs.second_terms`` with constant flags
+        (LLVM folds them): z̄' f_x is a structural zero when z̄' is a constant (F_CONST_ADJOINT) or has no
+        contribution, f_xx / f_xy where the declaration's curvature says so or the other operand is not
+        differentiated (JAX's symbolic zeros).  None when every term is one."""
         op, flags = self.ops[i], self.flags[i]
         prim = PRIMITIVE_BY_OPCODE[op]
         flat = total2 is None or bool(flags & F_CONST_ADJOINT)
@@ -506,13 +514,13 @@ class _Writer(TangentPass, GatherCopies):
         crossed = cross is not None and bool(CURVATURE[op, cross]) and bool(flags & _GRAD[other])
         if flat and not curved and not crossed:
             return None
-        curvature = []  # f_xx x', f_xy y'
-        if curved:
-            curvature.append(f"({scalar(prim.d2[own], names)}) * {self.operand(i, k, loop, 'tan')}")
-        if crossed:
-            curvature.append(f"({scalar(prim.d2[cross], names)}) * {self.operand(i, other, loop, 'tan')}")
-        first = "0.0" if flat else f"tt{i} * {partials[k]}"  # (0.0 + -0.0 is 0.0, as in second_terms)
-        return f"({first} + t{i} * ({' + '.join(curvature)}))" if curvature else first
+        d_own = f"({scalar(prim.d2[own], names)})" if curved else "0.0"
+        t_own = self.operand(i, k, loop, "tan") if curved else "0.0"
+        d_cross = f"({scalar(prim.d2[cross], names)})" if crossed else "0.0"
+        t_other = self.operand(i, other, loop, "tan") if crossed else "0.0"
+        gd = "0.0" if flat else f"tt{i}"
+        return (f"second_terms({flat}, {gd}, {partials[k]}, t{i}, {curved}, {d_own}, {t_own}, "
+                f"{crossed}, {d_cross}, {t_other})")  # fmt: skip
 
     def deliver(self, i, k, contribution, plane, loop, block_rows, accumulators) -> list[str]:
         """Add ``contribution`` (None: a structural zero) to operand k's adjoint of ``plane``."""
