@@ -155,9 +155,11 @@ class TapeCache:
         self._tapes: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self._last = (None, ())  # (signature, its tapes) of the latest lookup: the repeated-call fast path
-        # (shape, tape) when the latest lookup was of one float64 array argument with one tape (one branch):
-        # the next call of that shape goes straight to it (_Transformed._run)
+        # (shape, tape) when the latest lookup was of one float array with one tape (one branch): the next call
+        # of a float64 array of that shape goes straight to it (_Transformed._run); ``arrays``: (shapes, tape)
+        # the same for several float arrays
         self.fast = None
+        self.arrays = None
 
     def get(self, key):
         last_key, last_tapes = self._last  # the same signature as the latest lookup: no lock, already newest
@@ -169,14 +171,15 @@ class TapeCache:
                 return ()
             self._tapes.move_to_end(key)
             self._last = (key, tuple(tapes))
-            one_array = len(key) == 1 and type(key[0]) is tuple and len(tapes) == 1
-            self.fast = (key[0], tapes[0]) if one_array else None
+            arrays = len(tapes) == 1 and all(type(shape) is tuple for shape in key)  # (signature_key's)
+            self.fast = (key[0], tapes[0]) if arrays and len(key) == 1 else None
+            self.arrays = (key, tapes[0]) if arrays and len(key) > 1 else None
             return self._last[1]
 
     def add(self, key, tape):
         with self._lock:
             self._last = (None, ())
-            self.fast = None
+            self.fast = self.arrays = None
             tapes = self._tapes.setdefault(key, [])
             tapes.insert(0, tape)
             del tapes[_MAX_BRANCHES:]
@@ -199,7 +202,7 @@ class TapeCache:
     def clear(self):
         with self._lock:
             self._last = (None, ())
-            self.fast = None
+            self.fast = self.arrays = None
             self._tapes.clear()
 
     def __len__(self):
@@ -228,23 +231,31 @@ class _Transformed:
         return record(self.fun, args, argnums, self.has_aux, static_argnums=static)
 
     def _fast_tape(self, args):
-        """The one tape of the latest call when ``args`` is one float64 array of its shape and no trace is
+        """The one tape of the latest call when ``args`` are float64 arrays of its shapes and no trace is
         being recorded (the repeated call's short path), else None."""
         fast = self.cache.fast
-        if fast is not None and len(args) == 1:
-            a = args[0]
-            if type(a) is np.ndarray and a.dtype is _F64 and a.shape == fast[0] and active_recorder() is None:
-                return fast[1]
-        return None
+        if fast is not None:
+            if len(args) == 1:
+                a = args[0]
+                if type(a) is np.ndarray and a.dtype is _F64 and a.shape == fast[0] and active_recorder() is None:
+                    return fast[1]
+            return None
+        arrays = self.cache.arrays
+        if arrays is None or len(args) != len(arrays[0]):
+            return None
+        for a, shape in zip(args, arrays[0]):
+            if type(a) is not np.ndarray or a.dtype is not _F64 or a.shape != shape:
+                return None
+        return arrays[1] if active_recorder() is None else None
 
     def _value_and_grad_io(self, args):
-        """``(value, grad)`` through the short path and the tape's kernel that copies the argument in and
+        """``(value, grad)`` through the short path and the tape's kernel that copies the arguments in and
         the gradient out, or None (the general path answers)."""
         tape = self._fast_tape(args)
         if tape is None or self.has_aux:
             return None
         try:
-            return tape._value_and_grad_io(args[0]) or None
+            return tape._value_and_grad_io(args) or None
         except IndexError as e:
             raise tape.index_error(e) from None
 

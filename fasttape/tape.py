@@ -125,6 +125,15 @@ class Tape:
     values it was recorded with.
     """
 
+    # (slots: an instance dictionary of more than 30 keys stops sharing its keys in CPython 3.11, and every
+    # attribute read of the call path got slower by a tenth)
+    __slots__ = (
+        "name", "_out_kind", "argnums", "has_aux", "_args", "_out_tree", "_outputs", "output_slots", "_aux_tree",
+        "_aux", "_slots", "_guards", "n_values", "_row_operands", "ins", "aux", "_template", "code", "_spare",
+        "_max_spare", "_diff_args", "_all_simple", "_single_grad", "_single_out", "_scalar_out", "_out_position",
+        "_grad_ok", "_kernels", "_io_shapes", "_grad_shape", "__dict__", "__weakref__",
+    )  # fmt: skip
+
     def __init__(
         self, rec: Recorder, args: list[ArgSpec], argnums: tuple, outputs, aux_out, has_aux, name, out_kind="f"
     ):
@@ -186,7 +195,9 @@ class Tape:
         self._out_position = self._outputs[0][0] if self._scalar_out else -1
         self._grad_ok = self._scalar_out and self._out_kind == "f"
         self._kernels = tape_kernels.Kernels()  # its own compiled sweeps, once it is hot
-        self._io_shape = self._args[0].leaves[0].shape if len(self._args) == 1 and self._all_simple else None
+        # the shapes of a tape of float arrays with one differentiated (the kernels' value_and_grad_io)
+        self._io_shapes = tuple(spec.leaves[0].shape for spec in args) if self._single_grad else None
+        self._grad_shape = self._io_shapes[self._diff_args[0]] if self._single_grad else None
 
     # -- buffers -----------------------------------------------------------
     def _new_workspace(self) -> _Workspace:
@@ -340,10 +351,10 @@ class Tape:
             raise self._branch_error()
         return result
 
-    def _value_and_grad_io(self, x):
-        """``(value, grad)`` of ``x``, one float64 array of the recorded shape, through the kernel that
-        copies x in and its gradient out; False when a guard fails; None without that kernel or for a layout
-        it was not compiled for (non-contiguous): the general path answers."""
+    def _value_and_grad_io(self, args):
+        """``(value, grad)`` of ``args``, float64 arrays of the recorded shapes, through the kernel that copies
+        them in and the gradient out; False when a guard fails; None without that kernel or for a layout it
+        was not compiled for (non-contiguous): the general path answers."""
         kernels = self._kernels
         io = kernels.value_and_grad_io
         if io is None:
@@ -351,22 +362,33 @@ class Tape:
         ws = self._take_workspace()
         try:
             buf = ws.buf
-            g = np.empty(self._io_shape)
-            ok = io(buf, x, g) if kernels.short_io else io(self.ins, self.aux, buf, kernels.fns, x, g)
+            g = np.empty(self._grad_shape)
+            if len(args) == 1:  # (a star call costs ~0.1 µs)
+                ok = io(buf, args[0], g) if kernels.short_io else io(self.ins, self.aux, buf, kernels.fns, args[0], g)
+            else:
+                ok = io(buf, *args, g) if kernels.short_io else io(self.ins, self.aux, buf, kernels.fns, *args, g)
             return (buf[self._out_position], g) if ok else False
         except TypeError:
             return None
         finally:
             self._return_workspace(ws)
 
+    def _io_arguments(self, args) -> bool:
+        """Whether ``args`` are float64 arrays of the shapes the kernels' ``value_and_grad_io`` takes."""
+        shapes = self._io_shapes
+        if len(args) != len(shapes):
+            return False
+        for a, shape in zip(args, shapes):
+            if type(a) is not np.ndarray or a.dtype is not _F64 or a.shape != shape:
+                return False
+        return True
+
     def _value_and_grad(self, args):
         """(value, grads, aux) or None when a guard fails."""
-        if self._kernels.value_and_grad_io is not None and len(args) == 1:
-            x = args[0]
-            if type(x) is np.ndarray and x.dtype is _F64 and x.shape == self._io_shape:
-                done = self._value_and_grad_io(x)
-                if done is not None:
-                    return (*done, None) if done else None
+        if self._kernels.value_and_grad_io is not None and self._io_arguments(args):
+            done = self._value_and_grad_io(args)
+            if done is not None:
+                return (*done, None) if done else None
         if not self._grad_ok:
             self._raise_non_scalar()
         ws = self._take_workspace()

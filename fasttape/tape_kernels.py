@@ -105,20 +105,22 @@ def _plan(tape):
     return plan, written, out, hv_plan, tangent_plan
 
 
-def _single(tape):
-    """(offset, size, shape) of a tape's one float array argument, when it has no other and no aux."""
-    if tape._single_grad and len(tape._args) == 1 and not tape.has_aux and tape._grad_ok:
-        leaf = tape._args[0].leaves[0]
-        return leaf.offset, leaf.size, leaf.shape
+def _io(tape):
+    """``((offset, size, shape) per argument, k)`` of a tape whose arguments are float arrays, ``k`` the one
+    differentiated, with no aux (its kernels get ``value_and_grad_io``); None for any other."""
+    if tape._single_grad and not tape.has_aux and tape._grad_ok:
+        leaves = [spec.leaves[0] for spec in tape._args]
+        return [(leaf.offset, leaf.size, leaf.shape) for leaf in leaves], tape._diff_args[0]
     return None
 
 
 def _source(planned, tape) -> tuple[str, set]:
     plan, written, out, hv_plan, tangent_plan = planned
-    single = _single(tape)
+    io = _io(tape)
+    io = io and ([argument[:2] for argument in io[0]], io[1])
     seeds = [(leaf.offset, leaf.size) for i in tape._diff_args for leaf in tape._args[i].leaves]
-    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, single and single[:2],
-                       seeds, hv_plan, tangent_plan)  # fmt: skip
+    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, io, seeds, hv_plan,
+                       tangent_plan)  # fmt: skip
 
 
 def worth_building(plan) -> bool:
@@ -137,12 +139,12 @@ class Kernels:
         self.jvp = None  # k directions (seeds direction-major, as the interpreter's; results apart)
         self.value_and_grad = None
         self.hvp = None
-        self.value_and_grad_io = None  # (a tape of one array argument) x in, its gradient out
-        self.short_io = False  # value_and_grad_io takes (buf, x, g) (else ins, aux, buf, fns, x, g)
+        self.value_and_grad_io = None  # (a tape of array arguments, one differentiated) them in, its gradient out
+        self.short_io = False  # value_and_grad_io takes (buf, x0, ..., g) (else ins, aux, buf, fns, x0, ..., g)
         self.results_size = 0  # the tangents per direction that jvp writes to its results (caller_reads)
-        self.hvp_io = None  # (the same) x and a direction in, H v out
+        self.hvp_io = None  # (the same, of one argument) x and a direction in, H v out
         self.module = None  # the generated module, once loaded
-        self.single = None  # (offset, size, shape) of a tape's one array argument (see _single)
+        self.io = None  # ((offset, size, shape) per argument, the differentiated one) of such a tape (see _io)
         self.asked: set = set()  # the lazy entry points asked for
         self.calls = 0
         self.hot = "value_and_grad"  # the entry point whose calls made the tape hot
@@ -238,8 +240,8 @@ def _work():
 _COMPILE_LOCK = threading.RLock()
 
 
-def _compile(module, entry: str, single):
-    """Compile one entry point of a generated module (with its io form for a tape of one array argument,
+def _compile(module, entry: str, io):
+    """Compile one entry point of a generated module (with its io form for a tape of array arguments,
     which never compiles again: another layout takes the general path), once per module."""
     with _COMPILE_LOCK:
         done = module.__dict__.setdefault("_compiled", set())
@@ -247,22 +249,23 @@ def _compile(module, entry: str, single):
         if entry in done or function is None:
             return
         function.compile(SIGNATURES[entry])  # (or loads it from the disk cache)
-        io = getattr(module, f"{entry}_io", None) if single is not None else None
-        if io is not None:
-            array = types.Array(types.float64, len(single[2]), "C")
+        function = getattr(module, f"{entry}_io", None) if io is not None else None
+        if function is not None:
+            arrays = tuple(types.Array(types.float64, len(shape), "C") for _, _, shape in io[0])
             if entry == "value_and_grad":
-                io.compile(((_BUF,) if module.SHORT_IO else SIGNATURES[entry]) + (array, array))
+                gradient = arrays[io[1]]
+                function.compile(((_BUF,) if module.SHORT_IO else SIGNATURES[entry]) + arrays + (gradient,))
             else:
-                io.compile((*SIGNATURES[entry], array, array, array))
-            io.disable_compile()
+                function.compile((*SIGNATURES[entry], *arrays, arrays[0], arrays[0]))
+            function.disable_compile()
         done.add(entry)
 
 
 def _compile_entry(tape, name: str):
     kernels = tape._kernels
     try:
-        _compile(kernels.module, name, kernels.single)
-        if kernels.single is not None and name == "hvp":
+        _compile(kernels.module, name, kernels.io)
+        if kernels.io is not None and name == "hvp":
             kernels.hvp_io = getattr(kernels.module, "hvp_io", None)
         setattr(kernels, name, getattr(kernels.module, name, None))
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving these calls; say why once)
@@ -287,12 +290,12 @@ def _build(tape, race=True):
             # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
             module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
             _MODULES[name] = module
-        single = _single(tape)
+        io = _io(tape)
         # the gradient first, when its calls made the tape hot: they switch as soon as it is compiled (and has
         # won the race), and the forward follows (a GMM's gradient 1.5 s, its forward 1 s more)
         gradient_first = kernels.hot != "forward" and getattr(module, "value_and_grad", None) is not None
         for entry in ("value_and_grad",) if gradient_first else EAGER:
-            _compile(module, entry, single)
+            _compile(module, entry, io)
         if race:
             kernels.race = _race(tape, module)
             if kernels.race is not None and kernels.race[1] > kernels.race[0]:
@@ -300,16 +303,16 @@ def _build(tape, race=True):
                 LOG.info("fasttape: the tape of %r stays interpreted: its kernels took %.3g s per gradient, the "
                          "interpreter %.3g s.", tape.name, kernels.race[1], kernels.race[0])  # fmt: skip
                 return
-        kernels.module, kernels.single = module, single
+        kernels.module, kernels.io = module, io
         kernels.short_io = module.SHORT_IO  # (set before the functions that callers test for)
         kernels.results_size = module.RESULTS
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
-        kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if single is not None else None
+        kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if io is not None else None
         kernels.state = "ready"
         if kernels.hot in LAZY:  # a JVP's or an HVP's calls made the tape hot: that entry point before the forward
             kernels.asked.add(kernels.hot)
             _compile_entry(tape, kernels.hot)
-        _compile(module, "forward", single)
+        _compile(module, "forward", io)
         kernels.forward = module.forward
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving the tape; say why once)
         kernels.state = "failed"

@@ -684,12 +684,13 @@ def _stream(group: int, plane: int, shift: int, delay: int = 0) -> str:
     return f"gs{group}_{shift}_{plane}" + (f"_{delay}" if delay else "")
 
 
-def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", single=None,
+def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: str = "tape", io=None,
                 seeds=None, hv_plan=None, tangent_plan=None):  # fmt: skip
     """The module's source and the families it calls.  ``written``: per row, the operand ranges a
     family row's reverse writes; ``out``: the position of the scalar output (-1: no gradient, no HVP);
-    ``single``: (offset, size) of the one array argument of a tape that has only that one, which gets
-    ``value_and_grad_io(ins, aux, buf, fns, x, g)`` (x copied in, its gradient copied out to g) and
+    ``io``: ``(arguments, k)`` for a tape whose arguments are float arrays, ``arguments`` their (offset,
+    size) and ``k`` the one differentiated, which gets ``value_and_grad_io(ins, aux, buf, fns, x0, ..., g)``
+    (the arguments copied in, the gradient copied out to g) and, when it has one argument alone,
     ``hvp_io(ins, aux, buf, tangents, adj2, fns, x, v, hv)`` (x and v in, H v out to hv); ``seeds``: the
     (offset, size) of the differentiated inputs, whose tangents a JVP's directions seed; ``hv_plan``: the
     plan of the same rows for a caller that reads none of the values (an HVP's: the output and sums only
@@ -728,7 +729,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         body = w.forward() + w.reverse() + ["return True"]
         # a tape of one array whose gradient calls no family kernel: its body reads buf alone (not ins, aux,
         # fns), so the io form takes only what varies (Numba's call costs ~40 ns per array passed)
-        short = single is not None and w.calls == calls
+        short = io is not None and w.calls == calls
         lines += ["", _DECORATOR, "def value_and_grad(ins, aux, buf, fns):"]
         if short:
             lines += _indent(["return value_and_grad_body(buf)"])
@@ -741,23 +742,35 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         lines += ["", _DECORATOR, "def hvp(ins, aux, buf, tangents, adj2, fns):"]
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
         w.families |= h.families
-        if single is not None:
-            offset, size = single
-            io = "value_and_grad_io(buf, x, g)" if short else "value_and_grad_io(ins, aux, buf, fns, x, g)"
-            lines += ["", _DECORATOR, f"def {io}:"]
-            copy_in = [f"xs = x.reshape({size})", f"for j in range({size}):", f"    buf[{offset} + j] = xs[j]"]
-            gradient = f"buf[{n_values + offset} + j]"
-            copy_out = [f"gs = g.reshape({size})", f"for j in range({size}):", f"    gs[j] = {gradient}"]
-            run = "value_and_grad_body(buf)" if short else "value_and_grad(ins, aux, buf, fns)"
-            lines += _indent(copy_in + [f"ok = {run}"] + copy_out + ["return ok"])
-            # and an HVP: x and the direction v in, H v out
-            lines += ["", _DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x, v, hv):"]
-            seed = [f"vs = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = vs[j]"]
-            result = [f"hs = hv.reshape({size})", f"for j in range({size}):", f"    hs[j] = adj2[{offset} + j]"]
-            lines += _indent(copy_in + seed + ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"] + result + ["return ok"])
-            lines += [""]
+        if io is not None:
+            lines += io_entries(io, n_values, short)
     for rows, table in w.tables.items():  # (a global array: Numba compiles it in as a constant)
         lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
-    lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x, g), else (ins, aux, buf, fns, x, g)"]
+    lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x0, ..., g), else (ins, aux, buf, fns, x0, ..., g)"]
     lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results", ""]
     return "\n".join(unsigned_subscripts(line) for line in simplify("\n".join(lines)).split("\n")), w.families
+
+
+def _copy_in(array: str, offset: int, size: int, target: str = "buf") -> list[str]:
+    flat = f"{array}_"
+    return [f"{flat} = {array}.reshape({size})", f"for j in range({size}):", f"    {target}[{offset} + j] = {flat}[j]"]
+
+
+def io_entries(io, n_values: int, short: bool) -> list[str]:
+    """``value_and_grad_io``: the arguments copied into the buffer, the gradient copied out to ``g`` (and
+    ``hvp_io`` for a tape of one argument: x and the direction v in, H v out to hv)."""
+    arguments, k = io
+    names = [f"x{i}" for i in range(len(arguments))]
+    copy_in = [line for name, (offset, size) in zip(names, arguments) for line in _copy_in(name, offset, size)]
+    offset, size = arguments[k]
+    signature = ", ".join(([] if short else ["ins", "aux"]) + ["buf"] + ([] if short else ["fns"]) + names + ["g"])
+    run = "value_and_grad_body(buf)" if short else "value_and_grad(ins, aux, buf, fns)"
+    copy_out = [f"g_ = g.reshape({size})", f"for j in range({size}):", f"    g_[j] = buf[{n_values + offset} + j]"]
+    lines = ["", _DECORATOR, f"def value_and_grad_io({signature}):"]
+    lines += _indent(copy_in + [f"ok = {run}"] + copy_out + ["return ok"])
+    if len(arguments) == 1:
+        lines += ["", _DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
+        seed = _copy_in("v", offset, size, "tangents")
+        result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
+        lines += _indent(copy_in + seed + ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"] + result + ["return ok"])
+    return lines + [""]

@@ -604,6 +604,39 @@ def test_one_array_in_and_its_gradient_out_through_the_kernel():
         tape.hvp(-x, v)
 
 
+def test_a_tape_of_several_arrays_copies_them_in_and_the_gradient_out_in_its_kernel():
+    """A tape of float arrays, one of them differentiated (here the second), gets the io kernel too: every
+    argument copied in, the gradient out; another layout, shape or branch takes the general path."""
+
+    def loss(w, X, y):
+        z = X @ w
+        return np.mean(np.logaddexp(0.0, -y * z)) if np.sum(z) > 0 else np.sum(z * z)
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 30))  # (past the matmul family's BLAS size: its rows call a family kernel)
+    w = np.abs(rng.standard_normal(30))
+    X = np.abs(X)
+    y = np.sign(rng.standard_normal(40))
+    with ft.options(tape_kernels="never"):
+        reference = ft.value_and_grad(loss, argnums=1)
+        expected = reference(w, X, y)
+        expected_other = reference(-w, X, y)
+    vg = ft.value_and_grad(loss, argnums=1)
+    with ft.options(tape_kernels="always"):
+        vg(w, X, y)
+    tape = vg.tape(w, X, y)
+    assert tape._kernels.value_and_grad_io is not None and not tape._kernels.short_io
+    for _ in range(2):
+        assert_same(expected, vg(w, X, y))
+    assert_same(expected, vg(w.copy(), np.asfortranarray(X), y))  # (not C-contiguous: the general path)
+    assert_same(expected, tape.value_and_grad(w, X, y))
+    assert_same(expected_other, vg(-w, X, y))  # the other branch: a second tape
+    assert_same(expected, vg(w, X, y))
+    with pytest.raises(InputSignatureError):
+        tape.value_and_grad(w, X[:5], y)
+    assert_same(expected[1], ft.grad(loss, argnums=1)(w, X, y))
+
+
 def test_grad_goes_straight_to_the_kernel_and_still_names_an_index_out_of_range():
     """ft.grad and ft.value_and_grad of one array argument call the tape's kernel directly (the repeated
     call's short path); an index computed out of range is named by where it came from, as elsewhere."""
