@@ -89,6 +89,8 @@ def build_here(names) -> None:
             family = FAMILIES[FAMILY_CALLS.index(name)]
             for sweep in kernel_calls.SWEEPS:
                 kernel_calls.address(getattr(family.module, sweep), sweep)
+            for direct, kernel in getattr(family.module, "DIRECT", {}).items():
+                kernel_calls.address(kernel, direct)
             continue
         function, types = sweep_signature(name) if name in SWEEPS else (name, signature(name))
         getattr(sweeps, function).compile(types)

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import optree
 
-from . import tiers
+from . import tape_kernels, tiers
 from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
 from .tape import _F64, Tape, _Workspace, leaf_type_error
 
@@ -244,7 +244,7 @@ def _run_hvp(tape: Tape, buf, tan, adj2, k, with_values=True, gradient=False) ->
         run = kernels.entry(tape, "hvp")
         if run is not None:
             ok = run(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
-            return ok and (not gradient or kernels.value_and_grad(tape.ins, tape.aux, buf, kernels.fns))
+            return ok and (not gradient or tape_kernels.run_value_and_grad(kernels, tape.ins, tape.aux, buf))
     return tiers.run_hvp(tape.ins, tape.code, tape.aux, buf, tan, adj2, k, tape._out_position, with_values)
 
 

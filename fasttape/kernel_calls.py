@@ -8,7 +8,8 @@ entry point (compiled, or loaded from the disk cache, first), the generated func
 addresses in an int64 array at run time (so its cached machine code holds no address of this
 process), and ``call_forward``, ``call_reverse``, ``call_tangent`` and ``call_second`` call through
 them with Numba's own calling convention, an exception raised in the kernel propagating as from a
-direct call.
+direct call.  ``call_product_forward`` and ``call_product_reverse`` call the matmul family's products
+the same way, with operands that need not be in the buffer (``DIRECT``, fasttape.input_refs).
 """
 
 from __future__ import annotations
@@ -30,10 +31,26 @@ SIGNATURES = {
     "second": (INS, types.int64, AUX, BUF, BUF, BUF, types.int64, types.int64, types.boolean),
 }
 
+# a family's kernels of operands where the caller holds them (a family module's DIRECT: fasttape.input_refs),
+# their addresses after every family's sweeps
+BOOL = types.boolean
+DIRECT = {
+    # (buf, o, A, a, B, b, batch, m, k, n)
+    "product_forward": (BUF, types.int64, BUF, types.int64, BUF, *(types.int64,) * 5),
+    # (buf, N, o, a, b, A, a_at, B, b_at, batch, m, k, n, grad_a, grad_b, init_a, init_b)
+    "product_reverse": (BUF, *(types.int64,) * 4, BUF, types.int64, BUF, *(types.int64,) * 5, BOOL, BOOL, BOOL, BOOL),
+}
+SIGNATURES.update(DIRECT)
+
 
 def slot(family, sweep: str) -> int:
     """Where the address of ``family``'s kernel for ``sweep`` is in the array a tape's kernels receive."""
     return len(SWEEPS) * family.number + SWEEPS.index(sweep)
+
+
+def direct_slot(name: str, n_families: int) -> int:
+    """Where the address of the ``DIRECT`` kernel ``name`` is in that array."""
+    return len(SWEEPS) * n_families + list(DIRECT).index(name)
 
 
 def address(kernel, sweep: str) -> int:
@@ -102,3 +119,18 @@ def call_second(typingctx, address, ins, i, aux, buf, tan, adj2, n_values, k, se
     """``second(ins, i, aux, buf, tan, adj2, N, k, second)`` of the kernel at ``address``."""
     signature = _typed("second", (ins, i, aux, buf, tan, adj2, n_values, k, second))
     return signature, lambda c, b, sig, args: _call(c, b, "second", sig, args)
+
+
+@intrinsic
+def call_product_forward(typingctx, address, buf, o, A, a, B, b, batch, m, k, n):
+    """``product_forward(buf, o, A, a, B, b, batch, m, k, n)`` of the kernel at ``address``."""
+    signature = _typed("product_forward", (buf, o, A, a, B, b, batch, m, k, n))
+    return signature, lambda c, bl, sig, args: _call(c, bl, "product_forward", sig, args)
+
+
+@intrinsic
+def call_product_reverse(typingctx, address, buf, N, o, a, b, A, a_at, B, b_at, batch, m, k, n, ga, gb, ia, ib):
+    """``product_reverse(buf, N, o, a, b, A, a_at, B, b_at, batch, m, k, n, grad_a, grad_b, init_a, init_b)``
+    of the kernel at ``address``."""
+    signature = _typed("product_reverse", (buf, N, o, a, b, A, a_at, B, b_at, batch, m, k, n, ga, gb, ia, ib))
+    return signature, lambda c, bl, sig, args: _call(c, bl, "product_reverse", sig, args)

@@ -26,6 +26,8 @@ from numba.core.typed_passes import (
 )
 from numba.core.untyped_passes import FixupArgs, InlineInlinables, IRProcessing, TranslateByteCode
 
+DECORATOR = "@jit(pipeline_class=LeanPipeline)"  # a tape kernel's, in the generated source
+
 PASSES = (
     (TranslateByteCode, "analyzing bytecode"),
     (FixupArgs, "fix up args"),

@@ -398,9 +398,8 @@ class Tape:
             kernels = self._kernels
             if kernels.value_and_grad is None:
                 kernels.called(self, "value_and_grad", buf)
-            run = kernels.value_and_grad
-            if run is not None:
-                if not run(self.ins, self.aux, buf, kernels.fns):
+            if kernels.value_and_grad is not None:
+                if not tape_kernels.run_value_and_grad(kernels, self.ins, self.aux, buf):
                     return None
             elif not tiers.run_value_and_grad(self.ins, self.code, self.aux, buf, self._out_position, True):
                 return None

@@ -62,9 +62,10 @@ LOG = logging.getLogger("fasttape")
 
 
 _NAMESPACE = {**scalar_math.VOCABULARY, **vector_math.KERNEL_FUNCTIONS, **HELPERS, "jit": jit, "np": np}
-_NAMESPACE.update({f"call_{sweep}": getattr(kernel_calls, f"call_{sweep}") for sweep in kernel_calls.SWEEPS})
+_CALLS = (*kernel_calls.SWEEPS, *kernel_calls.DIRECT)
+_NAMESPACE.update({f"call_{name}": getattr(kernel_calls, f"call_{name}") for name in _CALLS})
 # the family kernels' native entry points, filled in as tapes need them (fasttape.kernel_calls)
-ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES), dtype=np.int64)
+ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES) + len(kernel_calls.DIRECT), dtype=np.int64)
 
 
 def _resolve(families):
@@ -73,6 +74,10 @@ def _resolve(families):
             k = slot(family, sweep)
             if not ADDRESSES[k]:
                 ADDRESSES[k] = address(getattr(family.module, sweep), sweep)
+        for name, kernel in getattr(family.module, "DIRECT", {}).items():
+            k = kernel_calls.direct_slot(name, len(FAMILIES))
+            if not ADDRESSES[k]:
+                ADDRESSES[k] = address(kernel, name)
 
 
 def kernel_source(tape) -> str:
@@ -144,6 +149,7 @@ class Kernels:
         self.results_size = 0  # the tangents per direction that jvp writes to its results (caller_reads)
         self.hvp_io = None  # (the same, of one argument) x and a direction in, H v out
         self.module = None  # the generated module, once loaded
+        self.refs = []  # (offset, size) of the arguments value_and_grad reads in place (fasttape.input_refs)
         self.io = None  # ((offset, size, shape) per argument, the differentiated one) of such a tape (see _io)
         self.asked: set = set()  # the lazy entry points asked for
         self.calls = 0
@@ -177,6 +183,15 @@ class Kernels:
                 request_entry(tape, name, wait=config.tape_kernels() == "always")
             function = getattr(self, name)
         return function
+
+
+def run_value_and_grad(kernels, ins, aux, buf) -> bool:
+    """The compiled ``value_and_grad`` on a buffer with the arguments bound (those it reads in place passed
+    as views of it); False when a guard fails."""
+    if kernels.refs:
+        views = [buf[offset : offset + size] for offset, size in kernels.refs]
+        return kernels.value_and_grad(ins, aux, buf, kernels.fns, *views)
+    return kernels.value_and_grad(ins, aux, buf, kernels.fns)
 
 
 def enabled() -> bool:
@@ -248,7 +263,8 @@ def _compile(module, entry: str, io):
         function = getattr(module, entry, None)
         if entry in done or function is None:
             return
-        function.compile(SIGNATURES[entry])  # (or loads it from the disk cache)
+        refs = (_BUF,) * len(module.REFS) if entry == "value_and_grad" else ()  # (input_refs)
+        function.compile(SIGNATURES[entry] + refs)  # (or loads it from the disk cache)
         function = getattr(module, f"{entry}_io", None) if io is not None else None
         if function is not None:
             arrays = tuple(types.Array(types.float64, len(shape), "C") for _, _, shape in io[0])
@@ -306,6 +322,7 @@ def _build(tape, race=True):
         kernels.module, kernels.io = module, io
         kernels.short_io = module.SHORT_IO  # (set before the functions that callers test for)
         kernels.results_size = module.RESULTS
+        kernels.refs = module.REFS
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if io is not None else None
         kernels.state = "ready"
@@ -346,8 +363,10 @@ def _race(tape, module) -> tuple[float, float] | None:
     def interpreted():
         return tiers.run_value_and_grad(ins, code, aux, buf, out, True)
 
+    views = [buf[offset : offset + size] for offset, size in module.REFS]
+
     def compiled():
-        return kernel(ins, aux, buf, ADDRESSES)
+        return kernel(ins, aux, buf, ADDRESSES, *views)
 
     start = time.perf_counter()
     if not (interpreted() and compiled()):

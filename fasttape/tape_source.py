@@ -5,9 +5,9 @@ From a ``fasttape.tape_plan.Plan`` this writes one module: ``forward(ins, aux, b
 their seeds read from ``tangents_all``, the tangents the caller reads written to ``results``),
 ``value_and_grad(ins, aux, buf, fns)`` and ``hvp(ins, aux, buf, tangents, adj2, fns)`` (one
 direction, forward-over-reverse), each returning False when a recorded branch is not taken, and
-for a tape of one array argument the same two with that argument (and the direction) copied in
-and the result copied out (``value_and_grad_io`` of only ``buf``, ``x`` and ``g`` when the gradient
-calls no family kernel: ``SHORT_IO``).  Every offset, length and flag of the tape is a constant of
+for a tape of float arrays the io forms (``fasttape.input_refs``: the arguments in, the result out;
+``value_and_grad`` then takes the arguments it reads where the caller holds them after ``fns``,
+``REFS``).  Every offset, length and flag of the tape is a constant of
 the source, so there is no dispatch per instruction: an elementwise row is its declaration's
 formula written out, a loop block one ``for j`` loop, a one-element row a line of straight-line
 code on locals, a period one loop over its iterations (offsets ``+ base``), and every other row a
@@ -40,6 +40,8 @@ from .gather_copies import GatherCopies
 from .generated_loops import copy, sum_add, unsigned_subscripts
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
+from .input_refs import by_reference, io_entries, product_call, reads_reference, reference
+from .kernel_pipeline import DECORATOR as _DECORATOR
 from .kernel_pipeline import LeanPipeline
 from .layout import (
     C_FLAGS,
@@ -66,7 +68,6 @@ _INIT = (F_INIT_A, F_INIT_B)
 _NAMES = ("x", "y")
 # the arrays' names in the generated code ("tan" is a formula's function): adjoints live in buf[N + p]
 _ARRAYS = {"adj": "buf", "tan": "tangents"}
-_DECORATOR = "@jit(pipeline_class=LeanPipeline)"  # (fasttape.kernel_pipeline)
 # adjoint runs to zero written as one loop over a table of (offset, length) from this many on: each loop
 # written out is a few basic blocks, and Numba's control-flow analysis recurses once per block (an ODE's
 # HVP zeroed 600 runs, past Python's recursion limit)
@@ -135,14 +136,19 @@ class _Writer(TangentPass, GatherCopies):
         self.ops = ins[:, C_OP].tolist()
         self.families: set = set()
         self.calls = 0  # family kernel calls written so far
+        self.refs: dict = {}  # argument -> (offset, size): read where the caller holds it (fasttape.input_refs)
 
     # -- positions ---------------------------------------------------------
     def at(self, row: int, p: int, k: int | None, loop: bool, array: str = "buf") -> str:
         """``array[...]`` of position ``p`` read or written by ``row`` (operand ``k``, or its output for
         None): ``+ base`` where it moves with a period's iterations, ``+ j`` along a loop block.
         ``array``: "buf" (values), "adj" (first-order adjoints, buf[N + p]), "tan" or "adj2"."""
-        index = str(self.N + p if array == "adj" else p)
         moves = self.plan.period(row) is not None and (k is None or self.plan.strided(row, k))
+        if array == "buf" and self.refs:
+            ref = reference(self.refs, p)
+            if ref is not None:  # (never one that moves: input_refs.by_reference)
+                return f"{ref[0]}[{ref[1]}{' + j' if loop else ''}]"
+        index = str(self.N + p if array == "adj" else p)
         if moves:
             index += " + base"
         if loop:
@@ -162,7 +168,7 @@ class _Writer(TangentPass, GatherCopies):
         names = {"z": f"v{i}"}
         for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
             src = self.operand(i, k, loop)
-            names[name] = f"{name}{i}" if src.startswith("buf") else src
+            names[name] = f"{name}{i}" if _read(src) else src
         return names
 
     def value_lines(self, i: int, loop: bool, again: bool = False) -> list[str]:
@@ -181,12 +187,12 @@ class _Writer(TangentPass, GatherCopies):
             # (the operands as the formulas below name them)
             for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
                 src = self.operand(i, k, loop)
-                if src.startswith("buf"):
+                if _read(src):
                     lines.append(f"{name}{i} = {src}")
             return lines + (self.tangent_line(i, loop) if active and self.tangent_pass else [])
         for k, name in enumerate(_NAMES[: len(self.plan.operands[i])]):
             src = self.operand(i, k, loop)
-            if src.startswith("buf"):
+            if _read(src):
                 lines.append(f"{name}{i} = {src}")
         prim = PRIMITIVE_BY_OPCODE[self.ops[i]]
         lines.append(f"v{i} = {scalar(prim.value, self.names(i, loop))}")
@@ -221,6 +227,14 @@ class _Writer(TangentPass, GatherCopies):
         if not terms and self.dead:
             self.zeroed.add(f"u{i}")
         return chosen + [f"u{i} = {' + '.join(terms) or '0.0'}"]
+
+    def call_lines(self, i: int, sweep: str, args: str) -> list[str]:
+        """A family row's sweep (``GatherCopies.call_lines``), or a product of an argument read in place."""
+        if self.refs and sweep in ("forward", "reverse") and reads_reference(self.refs, i, self.plan):
+            self.families.add(FAMILY_BY_OPCODE[self.ops[i]])
+            self.calls += 1
+            return [product_call(self.refs, self.ins, i, sweep) + "  # matmul"]
+        return GatherCopies.call_lines(self, i, sweep, args)
 
     def call(self, i: int, sweep: str, args: str) -> str:
         family = FAMILY_BY_OPCODE[self.ops[i]]
@@ -678,6 +692,11 @@ class _Writer(TangentPass, GatherCopies):
         return init, starts, ends, tail
 
 
+def _read(src: str) -> bool:
+    """Whether an operand is read from an array (the buffer, an argument): loaded into a local first."""
+    return src.endswith("]")
+
+
 def _stream(group: int, plane: int, shift: int, delay: int = 0) -> str:
     """The local summing one iteration's contributions to a shifted view (``delay`` > 0: as it was that
     many iterations ago)."""
@@ -726,14 +745,17 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     if out >= 0:
         calls = w.calls
         w.merge_last_block()
+        # the gradient reads the arguments it can where the caller holds them (the io form's, or views of buf)
+        w.refs = by_reference(plan, ins, io[0], plan.caller_reads) if io is not None else {}
+        ref_args = "".join(f", in{index}" for index in w.refs)
         body = w.forward() + w.reverse() + ["return True"]
-        # a tape of one array whose gradient calls no family kernel: its body reads buf alone (not ins, aux,
-        # fns), so the io form takes only what varies (Numba's call costs ~40 ns per array passed)
+        # a tape of arrays whose gradient calls no family kernel: its body reads buf alone (not ins, aux, fns),
+        # so the io form takes only what varies (Numba's call costs ~40 ns per array passed)
         short = io is not None and w.calls == calls
-        lines += ["", _DECORATOR, "def value_and_grad(ins, aux, buf, fns):"]
+        lines += ["", _DECORATOR, f"def value_and_grad(ins, aux, buf, fns{ref_args}):"]
         if short:
-            lines += _indent(["return value_and_grad_body(buf)"])
-            lines += ["", "", _DECORATOR, "def value_and_grad_body(buf):"] + _indent(body) + [""]
+            lines += _indent([f"return value_and_grad_body(buf{ref_args})"])
+            lines += ["", "", _DECORATOR, f"def value_and_grad_body(buf{ref_args}):"] + _indent(body) + [""]
         else:
             lines += _indent(start + body) + [""]
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
@@ -743,34 +765,13 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
         w.families |= h.families
         if io is not None:
-            lines += io_entries(io, n_values, short)
+            lines += io_entries(io, n_values, short, w.refs)
     for rows, table in w.tables.items():  # (a global array: Numba compiles it in as a constant)
         lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
     lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x0, ..., g), else (ins, aux, buf, fns, x0, ..., g)"]
-    lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results", ""]
+    lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results"]
+    lines += [
+        f"REFS = {list(w.refs.values())}  # (offset, size) of the arguments value_and_grad takes after fns, in order",
+        "",
+    ]
     return "\n".join(unsigned_subscripts(line) for line in simplify("\n".join(lines)).split("\n")), w.families
-
-
-def _copy_in(array: str, offset: int, size: int, target: str = "buf") -> list[str]:
-    flat = f"{array}_"
-    return [f"{flat} = {array}.reshape({size})", f"for j in range({size}):", f"    {target}[{offset} + j] = {flat}[j]"]
-
-
-def io_entries(io, n_values: int, short: bool) -> list[str]:
-    """``value_and_grad_io``: the arguments copied into the buffer, the gradient copied out to ``g`` (and
-    ``hvp_io`` for a tape of one argument: x and the direction v in, H v out to hv)."""
-    arguments, k = io
-    names = [f"x{i}" for i in range(len(arguments))]
-    copy_in = [line for name, (offset, size) in zip(names, arguments) for line in _copy_in(name, offset, size)]
-    offset, size = arguments[k]
-    signature = ", ".join(([] if short else ["ins", "aux"]) + ["buf"] + ([] if short else ["fns"]) + names + ["g"])
-    run = "value_and_grad_body(buf)" if short else "value_and_grad(ins, aux, buf, fns)"
-    copy_out = [f"g_ = g.reshape({size})", f"for j in range({size}):", f"    g_[j] = buf[{n_values + offset} + j]"]
-    lines = ["", _DECORATOR, f"def value_and_grad_io({signature}):"]
-    lines += _indent(copy_in + [f"ok = {run}"] + copy_out + ["return ok"])
-    if len(arguments) == 1:
-        lines += ["", _DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
-        seed = _copy_in("v", offset, size, "tangents")
-        result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
-        lines += _indent(copy_in + seed + ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"] + result + ["return ok"])
-    return lines + [""]

@@ -393,7 +393,8 @@ def test_the_kernels_source_is_readable_and_names_its_rows():
     f, args = PROGRAMS["mlp"]
     tape = ft.trace(lambda *a: f(np, *a), *args)
     source = tape_kernels.kernel_source(tape)
-    assert "def forward(ins, aux, buf, fns):" in source and "def value_and_grad(ins, aux, buf, fns):" in source
+    assert "def forward(ins, aux, buf, fns):" in source
+    assert re.search(r"def value_and_grad\(ins, aux, buf, fns(, in\d+)*\):", source)
     assert "# matmul" in source  # a family row: a call of its kernel, named
     compile(source, "<kernels>", "exec")
 

@@ -34,13 +34,15 @@ P_BATCH, P_M, P_K, P_N = param_columns(PARAMS)
 
 
 @jit
-def matmul_forward(buf, o, a, b, batch, m, k, n):
+def matmul_forward(buf, o, A_values, a, B_values, b, batch, m, k, n):
+    """The products into ``buf`` at o, of the operands at a in ``A_values`` and b in ``B_values`` (the
+    buffer, or an argument where the caller holds it: fasttape.input_refs)."""
     for t in range(batch):
         ao = a + t * m * k
         bo = b + t * k * n
         oo = o + t * m * n
-        A = buf[ao : ao + m * k]
-        B = buf[bo : bo + k * n]
+        A = A_values[ao : ao + m * k]
+        B = B_values[bo : bo + k * n]
         C = buf[oo : oo + m * n]
         if m * k * n >= 32768:
             np.dot(A.reshape(m, k), B.reshape(k, n), C.reshape(m, n))
@@ -61,14 +63,16 @@ def matmul_forward(buf, o, a, b, batch, m, k, n):
 
 
 @jit
-def matmul_reverse(buf, N, o, a, b, batch, m, k, n, grad_a, grad_b, init_a, init_b):
+def matmul_reverse(buf, N, o, a, b, A_values, a_at, B_values, b_at, batch, m, k, n, grad_a, grad_b, init_a, init_b):
+    """The operands' adjoints (at N + a and N + b in ``buf``) from the product's; their values at a_at in
+    ``A_values`` and b_at in ``B_values`` (as matmul_forward's)."""
     # d(A B) = (G Bᵀ, Aᵀ G) for the adjoint G of the product
     for t in range(batch):
         ao = a + t * m * k
         bo = b + t * k * n
         go = N + o + t * m * n
-        A = buf[ao : ao + m * k]
-        B = buf[bo : bo + k * n]
+        A = A_values[a_at + t * m * k : a_at + (t + 1) * m * k]
+        B = B_values[b_at + t * k * n : b_at + (t + 1) * k * n]
         G = buf[go : go + m * n]
         dA = buf[N + ao : N + ao + m * k]
         dB = buf[N + bo : N + bo + k * n]
@@ -166,14 +170,19 @@ def fields(ins, i):
 @jit
 def forward(ins, i, aux, buf):
     o, a, b, batch, m, k, n, _, _ = fields(ins, i)
-    matmul_forward(buf, o, a, b, batch, m, k, n)
+    matmul_forward(buf, o, buf, a, buf, b, batch, m, k, n)
 
 
 @jit
 def reverse(ins, i, aux, buf, N):
     o, a, b, batch, m, k, n, ga, gb = fields(ins, i)
     flags = ins[i, C_FLAGS]
-    matmul_reverse(buf, N, o, a, b, batch, m, k, n, ga, gb, (flags & F_INIT_A) != 0, (flags & F_INIT_B) != 0)
+    init_a, init_b = (flags & F_INIT_A) != 0, (flags & F_INIT_B) != 0
+    matmul_reverse(buf, N, o, a, b, buf, a, buf, b, batch, m, k, n, ga, gb, init_a, init_b)
+
+
+# kernels a tape's own kernels call by address with operands where the caller holds them (fasttape.input_refs)
+DIRECT = {"product_forward": matmul_forward, "product_reverse": matmul_reverse}
 
 
 @jit

@@ -1,0 +1,129 @@
+"""Per-tape kernels: the io form of a gradient kernel, and the arguments it reads where the caller holds them.
+
+A tape of float arrays, one of them differentiated, gets ``value_and_grad_io`` (``io_entries``): the
+caller's arrays in, the gradient out, one compiled call.  It copied every argument into the buffer
+before the sweep, yet a sweep only reads an argument's values: for
+a logistic regression of 10⁴ × 100 that copy of X (8 MB) was a third of the call.  An argument read
+only by elementwise rows (a loop or a line of the generated code, not an operand that moves with a
+period's iterations) and by matrix products is read where it lies instead: the gradient kernel takes
+it as an array of its own (``in0``, ``in1``...), its loops read it from there, and its products call
+the matmul family's kernels with that array as the operand (``families.matmul.DIRECT``).  Its
+adjoint stays in the buffer.  Any other reader (a family kernel, a gather, a guard, the caller) keeps
+the copy.
+"""
+
+from __future__ import annotations
+
+from .families import FAMILIES, FAMILY_BY_OPCODE, matmul
+from .generated_loops import indent
+from .kernel_calls import direct_slot
+from .kernel_pipeline import DECORATOR
+from .layout import C_A, C_B, C_FLAGS, C_OUT, F_GRAD_A, F_GRAD_B, F_INIT_A, F_INIT_B
+
+_MATMUL = next(family for family in FAMILIES if family.module is matmul)
+
+
+def _overlaps(p: int, m: int, start: int, size: int) -> bool:
+    return m > 0 and p < start + size and start < p + m
+
+
+def _inside(p: int, m: int, start: int, size: int) -> bool:
+    return start <= p and p + m <= start + size
+
+
+def by_reference(plan, ins, arguments, caller_reads) -> dict[int, tuple[int, int]]:
+    """``{argument: (offset, size)}`` of the ``arguments`` (their (offset, size), in order) that the
+    gradient of ``plan`` reads only from elementwise rows (operands that stay put) and matrix products
+    outside periods, and that no guard and no caller reads."""
+    chosen = {}
+    for index, (start, size) in enumerate(arguments):
+        if any(_overlaps(p, m, start, size) for p, m in caller_reads):
+            continue
+        if any(start <= p < start + size for p, _ in plan.guards):
+            continue
+        if all(_read_in_place(plan, ins, i, start, size) for i in range(len(plan.outs))):
+            chosen[index] = (start, size)
+    return chosen
+
+
+def _read_in_place(plan, ins, i: int, start: int, size: int) -> bool:
+    """Whether row i reads nothing of the argument at ``start`` or reads it as the kernels can in place."""
+    if plan.elementwise[i]:
+        for k, (p, m) in enumerate(plan.operands[i]):
+            # (a row of a later iteration reads what its body row does, moved or not)
+            moves = plan.strided(plan.body(i), k)
+            if _overlaps(p, m, start, size) and (not _inside(p, m, start, size) or moves):
+                return False
+        return True
+    read = [(p, m) for p, m in plan.family_reads[i] if _overlaps(p, m, start, size)]
+    if not read:
+        return True
+    matmul_row = FAMILY_BY_OPCODE[plan.ops[i]] is _MATMUL and plan.period(i) is None
+    return matmul_row and all(_inside(p, m, start, size) for p, m in read)
+
+
+def reads_reference(refs, i: int, plan) -> bool:
+    """Whether family row i reads an argument read in place (``refs``: ``by_reference``'s)."""
+    return any(_overlaps(p, m, start, size) for p, m in plan.family_reads[i] for start, size in refs.values())
+
+
+def _operand(refs, p: int) -> tuple[str, int]:
+    """(array, offset in it) of the value at buffer position ``p``."""
+    for index, (start, size) in refs.items():
+        if start <= p < start + size:
+            return f"in{index}", p - start
+    return "buf", p
+
+
+def reference(refs, p: int) -> tuple[str, int] | None:
+    """(array, offset) of position ``p`` when it is in an argument read in place, else None."""
+    array, at = _operand(refs, p)
+    return None if array == "buf" else (array, at)
+
+
+def product_call(refs, ins, i: int, sweep: str) -> str:
+    """The call of matmul row i's kernel for ``sweep`` ("forward" or "reverse"), its operands read from
+    where they are (``refs``: ``by_reference``'s)."""
+    row = ins[i]
+    o, a, b = int(row[C_OUT]), int(row[C_A]), int(row[C_B])
+    A, a_at = _operand(refs, a)
+    B, b_at = _operand(refs, b)
+    flags = int(row[C_FLAGS])
+
+    def ints(*values) -> str:  # (run-time ints, as the kernel was compiled for, not literals)
+        return ", ".join(f"r0 + {v}" for v in values)
+
+    shape = ints(*(int(row[c]) for c in (matmul.P_BATCH, matmul.P_M, matmul.P_K, matmul.P_N)))
+    operands = f"{A}, {ints(a_at)}, {B}, {ints(b_at)}"
+    if sweep == "forward":
+        address = f"fns[{direct_slot('product_forward', len(FAMILIES))}]"
+        return f"call_product_forward({address}, buf, {ints(o)}, {operands}, {shape})"
+    truth = ", ".join("r0 == 0" if flags & flag else "r0 != 0" for flag in (F_GRAD_A, F_GRAD_B, F_INIT_A, F_INIT_B))
+    address = f"fns[{direct_slot('product_reverse', len(FAMILIES))}]"
+    return f"call_product_reverse({address}, buf, N, {ints(o, a, b)}, {operands}, {shape}, {truth})"
+
+
+def io_entries(io, n_values: int, short: bool, refs) -> list[str]:
+    """``value_and_grad_io``: the arguments copied into the buffer (those ``refs`` names passed as they are,
+    flat), the gradient copied out to ``g`` (and ``hvp_io`` for a tape of one argument: x and the direction
+    v in, H v out to hv)."""
+    arguments, k = io
+    names = [f"x{i}" for i in range(len(arguments))]
+    flat = [f"{name}_ = {name}.reshape({size})" for name, (_, size) in zip(names, arguments)]
+    copies = [[f"for j in range({size}):", f"    buf[{offset} + j] = {name}_[j]"]
+              for name, (offset, size) in zip(names, arguments)]  # fmt: skip
+    offset, size = arguments[k]
+    signature = ", ".join(([] if short else ["ins", "aux"]) + ["buf"] + ([] if short else ["fns"]) + names + ["g"])
+    passed = "".join(f", x{index}_" for index in refs)
+    run = f"value_and_grad_body(buf{passed})" if short else f"value_and_grad(ins, aux, buf, fns{passed})"
+    copy_out = [f"g_ = g.reshape({size})", f"for j in range({size}):", f"    g_[j] = buf[{n_values + offset} + j]"]
+    lines = ["", DECORATOR, f"def value_and_grad_io({signature}):"]
+    copied = [line for index, lines_ in enumerate(copies) if index not in refs for line in lines_]
+    lines += indent(flat + copied + [f"ok = {run}"] + copy_out + ["return ok"])
+    if len(arguments) == 1:
+        lines += ["", DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
+        seed = [f"v_ = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = v_[j]"]
+        result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
+        run = ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"]
+        lines += indent(flat + copies[0] + seed + run + result + ["return ok"])
+    return lines + [""]

@@ -1,0 +1,121 @@
+"""The arguments a tape's gradient kernel reads where the caller holds them (fasttape.input_refs): which
+ones, and the same results as the interpreter for every entry point, whichever path a call takes."""
+
+import numpy as np
+import pytest
+
+import fasttape as ft
+from fasttape import tape_kernels
+from tests.helpers import assert_tree_close
+
+RTOL = 1e-12  # (the generated code adds up in another order than the interpreter)
+
+
+def assert_same(expected, got):
+    assert_tree_close(got, expected, rtol=RTOL, atol=1e-300)
+
+
+def _compiled(f, *args, argnums=0):
+    """``ft.value_and_grad(f)`` with its tape's kernels built, the interpreter's answer, and the tape."""
+    with ft.options(tape_kernels="never"):
+        expected = ft.value_and_grad(f, argnums=argnums)(*args)
+    vg = ft.value_and_grad(f, argnums=argnums)
+    with ft.options(tape_kernels="always"):
+        vg(*args)
+    tape = vg.tape(*args)
+    assert tape._kernels.state == "ready"
+    return vg, expected, tape
+
+
+def _in_place(tape, args):
+    """The indices of the arguments the gradient kernel reads in place."""
+    offsets = [spec.leaves[0].offset for spec in tape._args]
+    return {offsets.index(offset) for offset, _ in tape._kernels.refs}
+
+
+def logistic(w, X, y):
+    return np.mean(np.logaddexp(0.0, -y * (X @ w)))
+
+
+@pytest.mark.parametrize("m", [30, 400])  # (400 x 100: the products go to BLAS)
+def test_a_logistic_regression_reads_all_three_arguments_in_place(m):
+    rng = np.random.default_rng(m)
+    X = rng.standard_normal((m, 100))
+    y = np.sign(rng.standard_normal(m))
+    w = 0.1 * rng.standard_normal(100)
+    vg, expected, tape = _compiled(logistic, w, X, y)
+    assert _in_place(tape, (w, X, y)) == {0, 1, 2}
+    assert "call_product_forward" in tape_kernels.kernel_source(tape)
+    for _ in range(2):
+        assert_same(expected, vg(w, X, y))
+    assert_same(expected, vg(w, np.asfortranarray(X), y))  # (the general path: views of the buffer)
+    # the buffers the io calls left behind hold no inputs: every other entry point binds its own
+    v = rng.standard_normal(100)
+    with ft.options(tape_kernels="never"):
+        reference = ft.trace(logistic, w, X, y)
+        expected_hvp = reference.hvp(w, X, y, v)
+        expected_jvp = reference.jvp((w, X, y), v)
+        expected_value = reference(w, X, y)
+    assert_same(expected_value, tape(w, X, y))
+    assert_same(expected_jvp, tape.jvp((w, X, y), v))
+    assert_same(expected_hvp, tape.hvp(w, X, y, v))
+    assert_same(expected, vg(w, X, y))
+    w2 = -w  # new values through the same tape: nothing kept from the last call
+    with ft.options(tape_kernels="never"):
+        assert_same(ft.value_and_grad(logistic)(w2, X, y), vg(w2, X, y))
+
+
+def test_an_argument_another_family_reads_is_copied_and_the_rest_read_in_place():
+    def f(w, X, c):
+        return np.sum(w * np.sum(X, axis=0)) + np.sum(np.tanh(X @ w) * c)  # X: a reduction reads it
+
+    rng = np.random.default_rng(1)
+    X, w, c = rng.standard_normal((20, 6)), rng.standard_normal(6), rng.standard_normal(20)
+    vg, expected, tape = _compiled(f, w, X, c)
+    assert _in_place(tape, (w, X, c)) == {0, 2}
+    assert_same(expected, vg(w, X, c))
+    assert_same(expected, vg(w.copy(), X.copy(), c.copy()))
+    with ft.options(tape_kernels="never"):  # new values of each: nothing read from an earlier call
+        expected = ft.value_and_grad(f)(0.5 * w, X[::-1].copy(), c + 1.0)
+    assert_same(expected, vg(0.5 * w, X[::-1].copy(), c + 1.0))
+
+
+def test_an_output_that_is_an_argument_s_element_is_read_from_the_buffer():
+    def f(x, y):
+        if np.sum(y * y) > 1.0:  # (rows for the kernels to run)
+            return x[2]  # (the output's position is in x: the caller reads it from the buffer)
+        return x[3]
+
+    x, y = np.arange(1.0, 6.0), np.ones(3)
+    vg, expected, tape = _compiled(f, x, y)
+    assert _in_place(tape, (x, y)) == {1} and tape._out_position == tape._args[0].leaves[0].offset + 2
+    assert_same(expected, vg(x, y))
+    assert_same((np.float64(4.0), np.eye(5)[2]), vg(x + 1.0, y))
+    assert_same((np.float64(4.0), np.eye(5)[3]), vg(x, 0.1 * y))  # (the other branch)
+
+
+def test_a_loop_that_steps_through_an_argument_reads_it_from_the_buffer():
+    def f(x, a):
+        s = a[0]
+        for k in range(80):  # a period of two rows, whose iterations read x two elements further on each
+            s = np.sin(s) * x[2 * k]
+        return s + np.sum(a * a)
+
+    x, a = np.linspace(0.5, 1.5, 160), np.array([0.7, 0.2])
+    vg, expected, tape = _compiled(f, x, a)
+    plan = tape_kernels._plan(tape)[0]
+    assert plan.periods and any(any(moves) for moves in plan.periods[0].strided)
+    assert _in_place(tape, (x, a)) == {1}
+    assert_same(expected, vg(x, a))
+    assert_same(expected, vg(x.copy(), a.copy()))
+    with ft.options(tape_kernels="never"):
+        assert_same(ft.value_and_grad(f)(x[::-1].copy(), a), vg(x[::-1].copy(), a))
+
+
+def test_a_differentiated_argument_other_than_the_first_is_read_in_place_and_gets_its_gradient():
+    rng = np.random.default_rng(5)
+    X, y, w = rng.standard_normal((50, 8)), np.sign(rng.standard_normal(50)), rng.standard_normal(8)
+    vg, expected, tape = _compiled(logistic, w, X, y, argnums=1)
+    assert 1 in _in_place(tape, (w, X, y))
+    assert_same(expected, vg(w, X, y))
+    assert_same(expected[1], ft.grad(logistic, argnums=1)(w, X, y))
