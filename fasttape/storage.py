@@ -726,6 +726,9 @@ def _slots_of(arrays, N, n_rows, input_names, values) -> list:
             origin = ("input", input_names[_int(ref, f"slot {sid} input", 0, len(input_names) - 1)])
         elif origin_kind == "const":
             origin = ("const", values[offset : offset + size].copy())
+            whole = np.isfinite(origin[1]).all() and (origin[1] == np.rint(origin[1])).all()
+            if _KINDS[dtype] in ("i", "b") and not whole:
+                _fail(f"slot {sid}: an integer or boolean constant that is not a finite whole number")
         elif origin_kind == "view":
             origin = ("view", _int(ref, f"slot {sid} parent", 0, sid - 1))
         else:

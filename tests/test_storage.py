@@ -221,6 +221,26 @@ def _rewritten(tape, edit):
     return buf.getvalue()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 2.5])
+def test_an_integer_constant_that_is_not_a_whole_number_is_refused(bad):
+    """(Found by the fuzzing below: such a file loaded, and its listing failed converting the constant.)"""
+
+    def f(x):
+        i = np.argmax(x)  # (an integer constant beside it)
+        return x[i] * np.sum(np.where(x > 0, x, 0.0))
+
+    tape = ft.trace(f, np.array([0.3, -1.0, 2.0]))
+    (sid,) = [sid for sid, s in enumerate(tape._slots) if s.origin[0] == "const" and s.kind == "i"]
+
+    def edit(meta, arrays):
+        arrays["values"] = arrays["values"].copy()
+        arrays["values"][tape._slots[sid].offset] = bad
+
+    with pytest.raises(ft.TapeFormatError, match=f"slot {sid}: an integer or boolean constant"):
+        ft.load_tape(io.BytesIO(_rewritten(tape, edit)))
+    assert ft.load_tape(io.BytesIO(_rewritten(tape, lambda meta, arrays: None))).listing()
+
+
 def test_saved_opcodes_are_remapped_by_primitive_name():
     """A file from a version whose table had another order (a primitive added in between) loads: its
     opcodes are renumbered by name, and the tape gives bitwise the results of the original."""
