@@ -241,9 +241,8 @@ def _run_hvp(tape: Tape, buf, tan, adj2, k, with_values=True, gradient=False) ->
     kernel computes H v alone, and the tape's value_and_grad kernel follows)."""
     if k == 1 and with_values:
         kernels = tape._kernels
-        run = kernels.entry(tape, "hvp")
-        if run is not None:
-            ok = run(tape.ins, tape.aux, buf, tan, adj2, kernels.fns)
+        if kernels.entry(tape, "hvp") is not None:
+            ok = tape_kernels.run_hvp(kernels, tape.ins, tape.aux, buf, tan, adj2)
             return ok and (not gradient or tape_kernels.run_value_and_grad(kernels, tape.ins, tape.aux, buf))
     return tiers.run_hvp(tape.ins, tape.code, tape.aux, buf, tan, adj2, k, tape._out_position, with_values)
 

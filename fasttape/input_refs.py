@@ -1,9 +1,9 @@
 """Per-tape kernels: the io form of a gradient kernel, and the arguments it reads where the caller holds them.
 
 A tape of float arrays, one of them differentiated, gets ``value_and_grad_io`` (``io_entries``): the
-caller's arrays in, the gradient out, one compiled call.  It copied every argument into the buffer
-before the sweep, yet a sweep only reads an argument's values: for
-a logistic regression of 10⁴ × 100 that copy of X (8 MB) was a third of the call.  An argument read
+caller's arrays in, the gradient out, one compiled call.  Copying every argument into the buffer
+before the sweep would cost a pass over each, yet a sweep only reads an argument's values: for a
+logistic regression of 10⁴ × 100 the copy of X (8 MB) was a third of the call.  An argument read
 only by elementwise rows (a loop or a line of the generated code, not an operand that moves with a
 period's iterations) and by matrix products is read where it lies instead: the gradient kernel takes
 it as an array of its own (``in0``, ``in1``...), its loops read it from there, and its products call
@@ -31,34 +31,36 @@ def _inside(p: int, m: int, start: int, size: int) -> bool:
     return start <= p and p + m <= start + size
 
 
-def by_reference(plan, ins, arguments, caller_reads) -> dict[int, tuple[int, int]]:
+def by_reference(plan, ins, arguments, caller_reads, products=True) -> dict[int, tuple[int, int]]:
     """``{argument: (offset, size)}`` of the ``arguments`` (their (offset, size), in order) that the
-    gradient of ``plan`` reads only from elementwise rows (operands that stay put) and matrix products
-    outside periods, and that no guard and no caller reads."""
+    sweeps of ``plan`` read only from elementwise rows (operands that stay put) and, when ``products``
+    (a gradient's, whose products call ``families.matmul.DIRECT``), matrix products outside periods, and
+    that no guard and no caller reads."""
     chosen = {}
     for index, (start, size) in enumerate(arguments):
         if any(_overlaps(p, m, start, size) for p, m in caller_reads):
             continue
         if any(start <= p < start + size for p, _ in plan.guards):
             continue
-        if all(_read_in_place(plan, ins, i, start, size) for i in range(len(plan.outs))):
+        if all(_read_in_place(plan, ins, i, start, size, products) for i in range(len(plan.outs))):
             chosen[index] = (start, size)
     return chosen
 
 
-def _read_in_place(plan, ins, i: int, start: int, size: int) -> bool:
+def _read_in_place(plan, ins, i: int, start: int, size: int, products: bool) -> bool:
     """Whether row i reads nothing of the argument at ``start`` or reads it as the kernels can in place."""
     if plan.elementwise[i]:
         for k, (p, m) in enumerate(plan.operands[i]):
+            if not _overlaps(p, m, start, size):
+                continue
             # (a row of a later iteration reads what its body row does, moved or not)
-            moves = plan.strided(plan.body(i), k)
-            if _overlaps(p, m, start, size) and (not _inside(p, m, start, size) or moves):
+            if not _inside(p, m, start, size) or plan.strided(plan.body(i), k):
                 return False
         return True
     read = [(p, m) for p, m in plan.family_reads[i] if _overlaps(p, m, start, size)]
     if not read:
         return True
-    matmul_row = FAMILY_BY_OPCODE[plan.ops[i]] is _MATMUL and plan.period(i) is None
+    matmul_row = products and FAMILY_BY_OPCODE[plan.ops[i]] is _MATMUL and plan.period(i) is None
     return matmul_row and all(_inside(p, m, start, size) for p, m in read)
 
 
@@ -67,17 +69,18 @@ def reads_reference(refs, i: int, plan) -> bool:
     return any(_overlaps(p, m, start, size) for p, m in plan.family_reads[i] for start, size in refs.values())
 
 
-def _operand(refs, p: int) -> tuple[str, int]:
-    """(array, offset in it) of the value at buffer position ``p``."""
+def _operand(refs, p: int, prefix: str = "in") -> tuple[str, int]:
+    """(array, offset in it) of the value at buffer position ``p`` (``prefix``: "in" for the arguments'
+    values, "tn" for their tangents)."""
     for index, (start, size) in refs.items():
         if start <= p < start + size:
-            return f"in{index}", p - start
+            return f"{prefix}{index}", p - start
     return "buf", p
 
 
-def reference(refs, p: int) -> tuple[str, int] | None:
+def reference(refs, p: int, prefix: str = "in") -> tuple[str, int] | None:
     """(array, offset) of position ``p`` when it is in an argument read in place, else None."""
-    array, at = _operand(refs, p)
+    array, at = _operand(refs, p, prefix)
     return None if array == "buf" else (array, at)
 
 
@@ -103,10 +106,10 @@ def product_call(refs, ins, i: int, sweep: str) -> str:
     return f"call_product_reverse({address}, buf, N, {ints(o, a, b)}, {operands}, {shape}, {truth})"
 
 
-def io_entries(io, n_values: int, short: bool, refs) -> list[str]:
+def io_entries(io, n_values: int, short: bool, refs, hv_refs) -> list[str]:
     """``value_and_grad_io``: the arguments copied into the buffer (those ``refs`` names passed as they are,
-    flat), the gradient copied out to ``g`` (and ``hvp_io`` for a tape of one argument: x and the direction
-    v in, H v out to hv)."""
+    flat), the gradient copied out to ``g``; and ``hvp_io`` for a tape of one argument: x and the direction
+    v copied in (or passed as they are, ``hv_refs``), H v out to hv."""
     arguments, k = io
     names = [f"x{i}" for i in range(len(arguments))]
     flat = [f"{name}_ = {name}.reshape({size})" for name, (_, size) in zip(names, arguments)]
@@ -124,6 +127,10 @@ def io_entries(io, n_values: int, short: bool, refs) -> list[str]:
         lines += ["", DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
         seed = [f"v_ = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = v_[j]"]
         result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
-        run = ["ok = hvp(ins, aux, buf, tangents, adj2, fns)"]
-        lines += indent(flat + copies[0] + seed + run + result + ["return ok"])
+        if hv_refs:
+            seed, copied, passed = seed[:1], [], ", x0_, v_"
+        else:
+            copied, passed = copies[0], ""
+        run = [f"ok = hvp(ins, aux, buf, tangents, adj2, fns{passed})"]
+        lines += indent(flat + copied + seed + run + result + ["return ok"])
     return lines + [""]

@@ -150,6 +150,7 @@ class Kernels:
         self.hvp_io = None  # (the same, of one argument) x and a direction in, H v out
         self.module = None  # the generated module, once loaded
         self.refs = []  # (offset, size) of the arguments value_and_grad reads in place (fasttape.input_refs)
+        self.hvp_refs = []  # (offset, size) of the argument whose values and tangents hvp reads in place
         self.io = None  # ((offset, size, shape) per argument, the differentiated one) of such a tape (see _io)
         self.asked: set = set()  # the lazy entry points asked for
         self.calls = 0
@@ -192,6 +193,15 @@ def run_value_and_grad(kernels, ins, aux, buf) -> bool:
         views = [buf[offset : offset + size] for offset, size in kernels.refs]
         return kernels.value_and_grad(ins, aux, buf, kernels.fns, *views)
     return kernels.value_and_grad(ins, aux, buf, kernels.fns)
+
+
+def run_hvp(kernels, ins, aux, buf, tangents, adj2) -> bool:
+    """The compiled ``hvp`` (one direction) on buffers with the arguments and the direction bound (those it
+    reads in place passed as views of them); False when a guard fails."""
+    if kernels.hvp_refs:
+        views = [a[offset : offset + size] for offset, size in kernels.hvp_refs for a in (buf, tangents)]
+        return kernels.hvp(ins, aux, buf, tangents, adj2, kernels.fns, *views)
+    return kernels.hvp(ins, aux, buf, tangents, adj2, kernels.fns)
 
 
 def enabled() -> bool:
@@ -263,7 +273,7 @@ def _compile(module, entry: str, io):
         function = getattr(module, entry, None)
         if entry in done or function is None:
             return
-        refs = (_BUF,) * len(module.REFS) if entry == "value_and_grad" else ()  # (input_refs)
+        refs = {"value_and_grad": len(module.REFS), "hvp": 2 * len(module.HVP_REFS)}.get(entry, 0) * (_BUF,)
         function.compile(SIGNATURES[entry] + refs)  # (or loads it from the disk cache)
         function = getattr(module, f"{entry}_io", None) if io is not None else None
         if function is not None:
@@ -322,7 +332,7 @@ def _build(tape, race=True):
         kernels.module, kernels.io = module, io
         kernels.short_io = module.SHORT_IO  # (set before the functions that callers test for)
         kernels.results_size = module.RESULTS
-        kernels.refs = module.REFS
+        kernels.refs, kernels.hvp_refs = module.REFS, module.HVP_REFS
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if io is not None else None
         kernels.state = "ready"

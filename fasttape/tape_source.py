@@ -137,6 +137,7 @@ class _Writer(TangentPass, GatherCopies):
         self.families: set = set()
         self.calls = 0  # family kernel calls written so far
         self.refs: dict = {}  # argument -> (offset, size): read where the caller holds it (fasttape.input_refs)
+        self.tangent_refs: dict = {}  # (an HVP's) the same for the argument's tangents, the direction
 
     # -- positions ---------------------------------------------------------
     def at(self, row: int, p: int, k: int | None, loop: bool, array: str = "buf") -> str:
@@ -144,8 +145,9 @@ class _Writer(TangentPass, GatherCopies):
         None): ``+ base`` where it moves with a period's iterations, ``+ j`` along a loop block.
         ``array``: "buf" (values), "adj" (first-order adjoints, buf[N + p]), "tan" or "adj2"."""
         moves = self.plan.period(row) is not None and (k is None or self.plan.strided(row, k))
-        if array == "buf" and self.refs:
-            ref = reference(self.refs, p)
+        refs = self.refs if array == "buf" else self.tangent_refs if array == "tan" else None
+        if refs:
+            ref = reference(refs, p, "in" if array == "buf" else "tn")
             if ref is not None:  # (never one that moves: input_refs.by_reference)
                 return f"{ref[0]}[{ref[1]}{' + j' if loop else ''}]"
         index = str(self.N + p if array == "adj" else p)
@@ -742,6 +744,7 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
     lines += [""]
     w.families |= t.families | f.families
     short = False
+    hv_refs: dict = {}
     if out >= 0:
         calls = w.calls
         w.merge_last_block()
@@ -761,17 +764,21 @@ def tape_source(plan: Plan, ins, aux, n_values: int, written, out: int, name: st
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
         h = _Writer(hv_plan or plan, ins, aux, n_values, written, out, second=True, hv_only=hv_plan is not None)
         h.tables = w.tables
-        lines += ["", _DECORATOR, "def hvp(ins, aux, buf, tangents, adj2, fns):"]
+        if io is not None and len(io[0]) == 1:  # the argument and the direction where the caller holds them
+            h.refs = h.tangent_refs = hv_refs = by_reference(hv_plan or plan, ins, io[0], [], products=False)
+        hv_args = "".join(f", in{index}, tn{index}" for index in hv_refs)
+        lines += ["", _DECORATOR, f"def hvp(ins, aux, buf, tangents, adj2, fns{hv_args}):"]
         lines += _indent(start + h.forward() + h.reverse() + ["return True"]) + [""]
         w.families |= h.families
         if io is not None:
-            lines += io_entries(io, n_values, short, w.refs)
+            lines += io_entries(io, n_values, short, w.refs, hv_refs)
     for rows, table in w.tables.items():  # (a global array: Numba compiles it in as a constant)
         lines += ["", f"{table} = np.array({list(rows)}, dtype=np.int64).reshape({len(rows)}, 2)"]
     lines += ["", f"SHORT_IO = {short}  # value_and_grad_io(buf, x0, ..., g), else (ins, aux, buf, fns, x0, ..., g)"]
     lines += [f"RESULTS = {read}  # the tangents per direction that jvp writes to results"]
     lines += [
         f"REFS = {list(w.refs.values())}  # (offset, size) of the arguments value_and_grad takes after fns, in order",
+        f"HVP_REFS = {list(hv_refs.values())}  # (offset, size) of the argument hvp takes after fns (value, tangent)",
         "",
     ]
     return "\n".join(unsigned_subscripts(line) for line in simplify("\n".join(lines)).split("\n")), w.families

@@ -119,3 +119,41 @@ def test_a_differentiated_argument_other_than_the_first_is_read_in_place_and_get
     assert 1 in _in_place(tape, (w, X, y))
     assert_same(expected, vg(w, X, y))
     assert_same(expected[1], ft.grad(logistic, argnums=1)(w, X, y))
+
+
+def test_the_hvp_of_a_tape_of_one_argument_reads_it_and_the_direction_in_place():
+    def f(x):
+        t = x[1:] - x[:-1] ** 2
+        return np.sum(100.0 * t * t + (1.0 - x[:-1]) ** 2)
+
+    rng = np.random.default_rng(7)
+    x, v = rng.uniform(0.5, 1.5, (4, 6)), rng.standard_normal((4, 6))
+    with ft.options(tape_kernels="never"):
+        expected = ft.trace(f, x).hvp(x, v)
+        expected_other = ft.trace(f, x).hvp(-x, 2.0 * v)
+    vg, _, tape = _compiled(f, x)
+    with ft.options(tape_kernels="always"):
+        assert_same(expected, tape.hvp(x, v))
+    assert tape._kernels.hvp_refs == [(tape._args[0].leaves[0].offset, 24)]
+    assert "def hvp(ins, aux, buf, tangents, adj2, fns, in0, tn0):" in tape_kernels.kernel_source(tape)
+    assert_same(expected, ft.hvp(f, (x,), (v,)))
+    assert_same(expected, tape.hvp(x, v))
+    assert_same(expected_other, tape.hvp(-x, 2.0 * v))  # (new values: nothing kept from the last call)
+    assert_same(expected, tape.hvp(np.asfortranarray(x), np.asfortranarray(v)))  # (views of the buffers)
+    assert_same(expected, tape.hvp(x, v))
+
+
+def test_an_hvp_through_a_product_copies_its_argument():
+    W = np.random.default_rng(2).standard_normal((5, 4))
+
+    def f(x):
+        return np.sum(np.tanh(W @ x) ** 2) + np.sum(x**3)
+
+    x, v = np.linspace(0.2, 0.8, 4), np.ones(4)
+    with ft.options(tape_kernels="never"):
+        expected = ft.trace(f, x).hvp(x, v)
+    vg, _, tape = _compiled(f, x)
+    with ft.options(tape_kernels="always"):
+        assert_same(expected, tape.hvp(x, v))
+    assert tape._kernels.hvp_refs == [] and tape._kernels.refs != []  # (the gradient's product reads it in place)
+    assert_same(expected, tape.hvp(x, v))
