@@ -22,7 +22,7 @@ from . import config, nesting
 from . import derivatives as D
 from .errors import BranchChangedError
 from .recorder import active_recorder
-from .tape import Tape, classify_leaf
+from .tape import Tape, classify_leaf, float64_arrays
 from .tracer import Tracer
 from .tracing import record
 
@@ -241,11 +241,8 @@ class _Transformed:
                     return fast[1]
             return None
         arrays = self.cache.arrays
-        if arrays is None or len(args) != len(arrays[0]):
+        if arrays is None or not float64_arrays(args, arrays[0]):
             return None
-        for a, shape in zip(args, arrays[0]):
-            if type(a) is not np.ndarray or a.dtype is not _F64 or a.shape != shape:
-                return None
         return arrays[1] if active_recorder() is None else None
 
     def _value_and_grad_io(self, args):

@@ -88,6 +88,16 @@ def classify_leaf(leaf):
     return "static"
 
 
+def float64_arrays(args, shapes) -> bool:
+    """Whether ``args`` are float64 arrays of ``shapes`` (what the kernels' io entries take as they are)."""
+    if len(args) != len(shapes):
+        return False
+    for a, shape in zip(args, shapes):
+        if type(a) is not np.ndarray or a.dtype is not _F64 or a.shape != shape:
+            return False
+    return True
+
+
 def leaf_type_error(leaf, where):
     dtype = getattr(leaf, "dtype", type(leaf).__name__)
     return InputTypeError(
@@ -373,19 +383,9 @@ class Tape:
         finally:
             self._return_workspace(ws)
 
-    def _io_arguments(self, args) -> bool:
-        """Whether ``args`` are float64 arrays of the shapes the kernels' ``value_and_grad_io`` takes."""
-        shapes = self._io_shapes
-        if len(args) != len(shapes):
-            return False
-        for a, shape in zip(args, shapes):
-            if type(a) is not np.ndarray or a.dtype is not _F64 or a.shape != shape:
-                return False
-        return True
-
     def _value_and_grad(self, args):
         """(value, grads, aux) or None when a guard fails."""
-        if self._kernels.value_and_grad_io is not None and self._io_arguments(args):
+        if self._kernels.value_and_grad_io is not None and float64_arrays(args, self._io_shapes):
             done = self._value_and_grad_io(args)
             if done is not None:
                 return (*done, None) if done else None

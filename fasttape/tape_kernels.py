@@ -186,12 +186,17 @@ class Kernels:
         return function
 
 
+def _views(refs, *arrays) -> list:
+    """The runs ``refs`` (offset, size) of each of ``arrays`` in turn: the arguments a kernel reads in place
+    (fasttape.input_refs), where the general path has bound them."""
+    return [a[offset : offset + size] for offset, size in refs for a in arrays]
+
+
 def run_value_and_grad(kernels, ins, aux, buf) -> bool:
     """The compiled ``value_and_grad`` on a buffer with the arguments bound (those it reads in place passed
     as views of it); False when a guard fails."""
     if kernels.refs:
-        views = [buf[offset : offset + size] for offset, size in kernels.refs]
-        return kernels.value_and_grad(ins, aux, buf, kernels.fns, *views)
+        return kernels.value_and_grad(ins, aux, buf, kernels.fns, *_views(kernels.refs, buf))
     return kernels.value_and_grad(ins, aux, buf, kernels.fns)
 
 
@@ -199,8 +204,7 @@ def run_hvp(kernels, ins, aux, buf, tangents, adj2) -> bool:
     """The compiled ``hvp`` (one direction) on buffers with the arguments and the direction bound (those it
     reads in place passed as views of them); False when a guard fails."""
     if kernels.hvp_refs:
-        views = [a[offset : offset + size] for offset, size in kernels.hvp_refs for a in (buf, tangents)]
-        return kernels.hvp(ins, aux, buf, tangents, adj2, kernels.fns, *views)
+        return kernels.hvp(ins, aux, buf, tangents, adj2, kernels.fns, *_views(kernels.hvp_refs, buf, tangents))
     return kernels.hvp(ins, aux, buf, tangents, adj2, kernels.fns)
 
 
@@ -373,7 +377,7 @@ def _race(tape, module) -> tuple[float, float] | None:
     def interpreted():
         return tiers.run_value_and_grad(ins, code, aux, buf, out, True)
 
-    views = [buf[offset : offset + size] for offset, size in module.REFS]
+    views = _views(module.REFS, buf)
 
     def compiled():
         return kernel(ins, aux, buf, ADDRESSES, *views)

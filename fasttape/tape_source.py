@@ -144,14 +144,13 @@ class _Writer(TangentPass, GatherCopies):
         """``array[...]`` of position ``p`` read or written by ``row`` (operand ``k``, or its output for
         None): ``+ base`` where it moves with a period's iterations, ``+ j`` along a loop block.
         ``array``: "buf" (values), "adj" (first-order adjoints, buf[N + p]), "tan" or "adj2"."""
-        moves = self.plan.period(row) is not None and (k is None or self.plan.strided(row, k))
         refs = self.refs if array == "buf" else self.tangent_refs if array == "tan" else None
         if refs:
             ref = reference(refs, p, "in" if array == "buf" else "tn")
             if ref is not None:  # (never one that moves: input_refs.by_reference)
                 return f"{ref[0]}[{ref[1]}{' + j' if loop else ''}]"
         index = str(self.N + p if array == "adj" else p)
-        if moves:
+        if self.plan.period(row) is not None and (k is None or self.plan.strided(row, k)):  # (it moves)
             index += " + base"
         if loop:
             index += " + j"
