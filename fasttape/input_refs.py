@@ -106,15 +106,19 @@ def product_call(refs, ins, i: int, sweep: str) -> str:
     return f"call_product_reverse({address}, buf, N, {ints(o, a, b)}, {operands}, {shape}, {truth})"
 
 
-def io_entries(io, n_values: int, short: bool, refs, hv_refs) -> list[str]:
-    """``value_and_grad_io``: the arguments copied into the buffer (those ``refs`` names passed as they are,
-    flat), the gradient copied out to ``g``; and ``hvp_io`` for a tape of one argument: x and the direction
-    v copied in (or passed as they are, ``hv_refs``), H v out to hv."""
-    arguments, k = io
+def _io_copies(arguments):
     names = [f"x{i}" for i in range(len(arguments))]
     flat = [f"{name}_ = {name}.reshape({size})" for name, (_, size) in zip(names, arguments)]
     copies = [[f"for j in range({size}):", f"    buf[{offset} + j] = {name}_[j]"]
               for name, (offset, size) in zip(names, arguments)]  # fmt: skip
+    return names, flat, copies
+
+
+def gradient_io(io, n_values: int, short: bool, refs) -> list[str]:
+    """``value_and_grad_io``: the arguments copied into the buffer (those ``refs`` names passed as they are,
+    flat), the gradient copied out to ``g``."""
+    arguments, k = io
+    names, flat, copies = _io_copies(arguments)
     offset, size = arguments[k]
     signature = ", ".join(([] if short else ["ins", "aux"]) + ["buf"] + ([] if short else ["fns"]) + names + ["g"])
     passed = "".join(f", x{index}_" for index in refs)
@@ -122,15 +126,21 @@ def io_entries(io, n_values: int, short: bool, refs, hv_refs) -> list[str]:
     copy_out = [f"g_ = g.reshape({size})", f"for j in range({size}):", f"    g_[j] = buf[{n_values + offset} + j]"]
     lines = ["", DECORATOR, f"def value_and_grad_io({signature}):"]
     copied = [line for index, lines_ in enumerate(copies) if index not in refs for line in lines_]
-    lines += indent(flat + copied + [f"ok = {run}"] + copy_out + ["return ok"])
-    if len(arguments) == 1:
-        lines += ["", DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
-        seed = [f"v_ = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = v_[j]"]
-        result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
-        if hv_refs:
-            seed, copied, passed = seed[:1], [], ", x0_, v_"
-        else:
-            copied, passed = copies[0], ""
-        run = [f"ok = hvp(ins, aux, buf, tangents, adj2, fns{passed})"]
-        lines += indent(flat + copied + seed + run + result + ["return ok"])
-    return lines + [""]
+    return lines + indent(flat + copied + [f"ok = {run}"] + copy_out + ["return ok"]) + [""]
+
+
+def hvp_io(io, hv_refs) -> list[str]:
+    """``hvp_io`` for a tape of one argument: x and the direction v copied in (or passed as they are,
+    ``hv_refs``), H v out to hv."""
+    arguments, _ = io
+    _, flat, copies = _io_copies(arguments)
+    offset, size = arguments[0]
+    lines = ["", DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
+    seed = [f"v_ = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = v_[j]"]
+    result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
+    if hv_refs:
+        seed, copied, passed = seed[:1], [], ", x0_, v_"
+    else:
+        copied, passed = copies[0], ""
+    run = [f"ok = hvp(ins, aux, buf, tangents, adj2, fns{passed})"]
+    return lines + indent(flat + copied + seed + run + result + ["return ok"]) + [""]

@@ -2,10 +2,11 @@
 
 Every tape starts in the compiled interpreter (``fasttape.sweeps``, or the NumPy executor while
 that loads).  When it has been called ``HOT_CALLS`` times (``forward``, ``jvp``, ``value_and_grad``
-and one-direction ``hvp`` calls together), a background thread writes the tape's own kernels
-(``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles ``forward`` and ``value_and_grad``
-with Numba, the one whose calls made the tape hot first (``jvp`` and ``hvp`` when first asked for, or
-right after the gradient when their calls made the tape hot); the calls after that run them.
+and one-direction ``hvp`` calls together), a background thread plans and writes the tape's
+``forward`` and ``value_and_grad`` (``fasttape.tape_plan``, ``fasttape.tape_source``) and compiles
+them with Numba, the one whose calls made the tape hot first; ``jvp`` and ``hvp``, a module of their
+own, are planned, written and compiled when first asked for (or right after the gradient when their
+calls made the tape hot).  The calls after that run them.
 Nothing waits for the build, and the switch is invisible: the same buffers, the same guards, the
 same errors, the same results to rounding (a fused loop may add a gradient's contributions in
 another order).
@@ -41,7 +42,7 @@ from .families import FAMILIES
 from .jit import jit
 from .kernel_calls import address, slot
 from .tape_plan import plan_tape
-from .tape_source import HELPERS, tape_source
+from .tape_source import HELPERS, gradient_source, tangent_source
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
 RACE_TURNS = 5  # timed turns of each tier (the fastest counts)
@@ -68,21 +69,25 @@ _NAMESPACE.update({f"call_{name}": getattr(kernel_calls, f"call_{name}") for nam
 ADDRESSES = np.zeros(len(kernel_calls.SWEEPS) * len(FAMILIES) + len(kernel_calls.DIRECT), dtype=np.int64)
 
 
-def _resolve(families):
-    for family in families:
-        for sweep in kernel_calls.SWEEPS:
-            k = slot(family, sweep)
-            if not ADDRESSES[k]:
-                ADDRESSES[k] = address(getattr(family.module, sweep), sweep)
-        for name, kernel in getattr(family.module, "DIRECT", {}).items():
-            k = kernel_calls.direct_slot(name, len(FAMILIES))
-            if not ADDRESSES[k]:
-                ADDRESSES[k] = address(kernel, name)
+# slot -> (the family kernel whose address it holds, its signature's name)
+_KERNEL_AT = {slot(f, sweep): (getattr(f.module, sweep), sweep) for f in FAMILIES for sweep in kernel_calls.SWEEPS}
+_KERNEL_AT.update({kernel_calls.direct_slot(name, len(FAMILIES)): (kernel, name)
+                   for f in FAMILIES for name, kernel in getattr(f.module, "DIRECT", {}).items()})  # fmt: skip
+
+
+def _resolve(slots):
+    """The addresses at ``slots`` (a generated function's ``ADDRESS_SLOTS``) filled in: compiled, or loaded
+    from the disk cache, when first needed (a gradient's families' tangent kernels are never loaded)."""
+    for k in slots:
+        if not ADDRESSES[k]:
+            kernel, name = _KERNEL_AT[k]
+            ADDRESSES[k] = address(kernel, name)
 
 
 def kernel_source(tape) -> str:
-    """The source of ``tape``'s own kernels (readable: ``print(ft.tape_kernels.kernel_source(tape))``)."""
-    return _source(_plan(tape), tape)[0]
+    """The source of ``tape``'s own kernels, its gradient's module then its JVP's and HVP's (readable:
+    ``print(ft.tape_kernels.kernel_source(tape))``)."""
+    return _gradient_source(tape, *_plan(tape)) + "\n\n" + _tangent_source(tape)
 
 
 def caller_reads(tape) -> list[tuple[int, int]]:
@@ -91,23 +96,20 @@ def caller_reads(tape) -> list[tuple[int, int]]:
     return [(e[0], math.prod(e[1])) for e in (*tape._outputs, *tape._aux) if e[0] != "const"]
 
 
-def _plan(tape):
+def _rows(tape):
+    """What the plans are made of: per row its operands' (offset, size) and those its reverse writes; what the
+    caller reads; the output's position (-1: no gradient)."""
     slots = tape._slots
     ranges = [[(slots[s].offset, slots[s].size) for s in operands] for operands in tape._row_operands]
-    caller = caller_reads(tape)
     differentiated = adjoint_plan.differentiated_operands(tape.ins, slots, tape._row_operands)
     written = [[(slots[s].offset, slots[s].size) for _, s in row] for row in differentiated]
-    out = tape._out_position if tape._grad_ok else -1
-    plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out)
-    # an HVP's caller reads the second-order adjoints alone: no value, no gradient (the same periods); its
-    # long vectorised values are computed again rather than stored and loaded with their tangents
-    hv_plan = None
-    if out >= 0:
-        hv_plan = plan_tape(tape.ins, tape.aux, ranges, written, [], out, plan.periods, recompute=True)
-    # a JVP's tangent pass: a library function's long run is a loop row too (its tangent a product by a
-    # partial, fused with its neighbours), its value the forward's
-    tangent_plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out, plan.periods, library=False)
-    return plan, written, out, hv_plan, tangent_plan
+    return ranges, written, caller_reads(tape), tape._out_position if tape._grad_ok else -1
+
+
+def _plan(tape):
+    """The plan of ``tape``'s forward and gradient, the ranges its rows' reverses write, the output's position."""
+    ranges, written, caller, out = _rows(tape)
+    return plan_tape(tape.ins, tape.aux, ranges, written, caller, out), written, out
 
 
 def _io(tape):
@@ -119,13 +121,44 @@ def _io(tape):
     return None
 
 
-def _source(planned, tape) -> tuple[str, set]:
-    plan, written, out, hv_plan, tangent_plan = planned
+def _io_ranges(tape):
     io = _io(tape)
-    io = io and ([argument[:2] for argument in io[0]], io[1])
+    return io and ([argument[:2] for argument in io[0]], io[1])
+
+
+def _gradient_source(tape, plan, written, out) -> str:
+    return gradient_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, _io_ranges(tape))
+
+
+def _tangent_source(tape) -> str:
+    """The source of ``tape``'s ``jvp`` and ``hvp``, planned afresh (a plan is not kept for them: they may never
+    be asked for)."""
+    ranges, written, caller, out = _rows(tape)
+    plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out)
+    # an HVP's caller reads the second-order adjoints alone: no value, no gradient (the same periods); its
+    # long vectorised values are computed again rather than stored and loaded with their tangents
+    hv_plan = None
+    if out >= 0:
+        hv_plan = plan_tape(tape.ins, tape.aux, ranges, written, [], out, plan.periods, recompute=True)
+    # a JVP's tangent pass: a library function's long run is a loop row too (its tangent a product by a
+    # partial, fused with its neighbours), its value the forward's
+    tangent_plan = plan_tape(tape.ins, tape.aux, ranges, written, caller, out, plan.periods, library=False)
     seeds = [(leaf.offset, leaf.size) for i in tape._diff_args for leaf in tape._args[i].leaves]
-    return tape_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, io, seeds, hv_plan,
-                       tangent_plan)  # fmt: skip
+    return tangent_source(plan, tape.ins, tape.aux, tape.n_values, written, out, tape.name, _io_ranges(tape),
+                          seeds, hv_plan, tangent_plan)  # fmt: skip
+
+
+def _load(source: str):
+    """The module of a generated source: loaded once per process (a tape of the same structure shares it)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    name = f"fasttape.tape_{digest}"
+    with _COMPILE_LOCK:
+        module = _MODULES.get(name)
+        if module is None:
+            # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
+            module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
+            _MODULES[name] = module
+    return module
 
 
 def worth_building(plan) -> bool:
@@ -148,7 +181,8 @@ class Kernels:
         self.short_io = False  # value_and_grad_io takes (buf, x0, ..., g) (else ins, aux, buf, fns, x0, ..., g)
         self.results_size = 0  # the tangents per direction that jvp writes to its results (caller_reads)
         self.hvp_io = None  # (the same, of one argument) x and a direction in, H v out
-        self.module = None  # the generated module, once loaded
+        self.module = None  # the generated module of forward and value_and_grad, once loaded
+        self.tangent_module = None  # that of jvp and hvp, once one of them is asked for
         self.refs = []  # (offset, size) of the arguments value_and_grad reads in place (fasttape.input_refs)
         self.hvp_refs = []  # (offset, size) of the argument whose values and tangents hvp reads in place
         self.io = None  # ((offset, size, shape) per argument, the differentiated one) of such a tape (see _io)
@@ -271,14 +305,16 @@ _COMPILE_LOCK = threading.RLock()
 
 def _compile(module, entry: str, io):
     """Compile one entry point of a generated module (with its io form for a tape of array arguments,
-    which never compiles again: another layout takes the general path), once per module."""
+    which never compiles again: another layout takes the general path), once per module, the family
+    kernels it calls resolved first."""
     with _COMPILE_LOCK:
         done = module.__dict__.setdefault("_compiled", set())
         function = getattr(module, entry, None)
         if entry in done or function is None:
             return
-        refs = {"value_and_grad": len(module.REFS), "hvp": 2 * len(module.HVP_REFS)}.get(entry, 0) * (_BUF,)
-        function.compile(SIGNATURES[entry] + refs)  # (or loads it from the disk cache)
+        _resolve(module.ADDRESS_SLOTS[entry])
+        refs = {"value_and_grad": len(getattr(module, "REFS", ())), "hvp": 2 * len(getattr(module, "HVP_REFS", ()))}
+        function.compile(SIGNATURES[entry] + refs.get(entry, 0) * (_BUF,))  # (or loads it from the disk cache)
         function = getattr(module, f"{entry}_io", None) if io is not None else None
         if function is not None:
             arrays = tuple(types.Array(types.float64, len(shape), "C") for _, _, shape in io[0])
@@ -291,13 +327,25 @@ def _compile(module, entry: str, io):
         done.add(entry)
 
 
+def _tangent_module(tape):
+    """``tape``'s module of ``jvp`` and ``hvp``: planned, written and loaded when one of them is first asked for."""
+    kernels = tape._kernels
+    with _COMPILE_LOCK:
+        if kernels.tangent_module is None:
+            module = _load(_tangent_source(tape))
+            kernels.results_size, kernels.hvp_refs = module.RESULTS, module.HVP_REFS  # (before the functions)
+            kernels.tangent_module = module
+    return kernels.tangent_module
+
+
 def _compile_entry(tape, name: str):
     kernels = tape._kernels
     try:
-        _compile(kernels.module, name, kernels.io)
+        module = _tangent_module(tape)
+        _compile(module, name, kernels.io)
         if kernels.io is not None and name == "hvp":
-            kernels.hvp_io = getattr(kernels.module, "hvp_io", None)
-        setattr(kernels, name, getattr(kernels.module, name, None))
+            kernels.hvp_io = getattr(module, "hvp_io", None)
+        setattr(kernels, name, getattr(module, name, None))
     except Exception as e:  # noqa: BLE001  (the interpreter keeps serving these calls; say why once)
         LOG.warning("fasttape: the %s kernel of the tape of %r could not be built (%s); it stays interpreted.",
                     name, tape.name, e)  # fmt: skip
@@ -307,19 +355,12 @@ def _build(tape, race=True):
     """Plan, write and compile ``tape``'s kernels (``race``: keep them only if they beat the interpreter)."""
     kernels = tape._kernels
     try:
-        planned = _plan(tape)
-        if not worth_building(planned[0]):
+        plan, written, out = _plan(tape)
+        if not worth_building(plan):
             kernels.state = "declined"
             return
-        source, families = _source(planned, tape)
-        _resolve(families)
-        digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-        name = f"fasttape.tape_{digest}"
-        module = _MODULES.get(name)  # a tape of the same structure, built before in this process
-        if module is None:
-            # the file name names the Numba cache entries (fasttape.cache's locator claims fasttape.* modules)
-            module = load_generated(name, source, _NAMESPACE, filename=f"tape_{digest}.py")
-            _MODULES[name] = module
+        module = _load(_gradient_source(tape, plan, written, out))
+        del plan, written
         io = _io(tape)
         # the gradient first, when its calls made the tape hot: they switch as soon as it is compiled (and has
         # won the race), and the forward follows (a GMM's gradient 1.5 s, its forward 1 s more)
@@ -335,8 +376,7 @@ def _build(tape, race=True):
                 return
         kernels.module, kernels.io = module, io
         kernels.short_io = module.SHORT_IO  # (set before the functions that callers test for)
-        kernels.results_size = module.RESULTS
-        kernels.refs, kernels.hvp_refs = module.REFS, module.HVP_REFS
+        kernels.refs = module.REFS
         kernels.value_and_grad = getattr(module, "value_and_grad", None)
         kernels.value_and_grad_io = getattr(module, "value_and_grad_io", None) if io is not None else None
         kernels.state = "ready"

@@ -93,6 +93,13 @@ def assert_compiled_and_cacheable(tape, entries):
             assert not compiled.library.has_dynamic_globals, f"the {entry} kernel cannot be cached"
 
 
+def function_source(source: str, name: str) -> str:
+    """The text of the generated function ``name`` in a kernel source (to its end: the next decorator)."""
+    start = source.index(f"def {name}(")
+    end = source.find("\n@jit", start)
+    return source[start : end if end >= 0 else len(source)]
+
+
 def assert_same(interpreted, generated, rtol=RTOL, atol=1e-300):
     assert_tree_close(generated, interpreted, rtol=rtol, atol=atol)
 
@@ -271,7 +278,7 @@ def test_a_gradient_whose_output_is_the_last_loops_sum_makes_one_pass():
     and adds up the sum (the programs' tests check its results against the interpreter and JAX)."""
     f, args = PROGRAMS["rosenbrock-20000"]
     source = tape_kernels.kernel_source(ft.trace(lambda x: f(np, x), *args))
-    body = source[source.index("def value_and_grad_body") : source.index("def hvp")]
+    body = function_source(source, "value_and_grad_body")
     seeded = body.index("] = 1.0")
     assert "for j" not in body[:seeded]
     assert body.count("for j") == 1 and re.search(r"(acc\d+) = sum_add\(\1, ", body[seeded:])
@@ -292,12 +299,12 @@ def test_an_hvp_computes_long_vectorised_values_again_and_matches_jax(monkeypatc
     recomputed = tape_kernels.kernel_source(tape)
 
     def hvp_part(source):
-        return source[source.index("def hvp(") :]
+        return function_source(source, "hvp")
 
     assert hvp_part(recomputed).count("exp(") > hvp_part(kept).count("exp(")
     assert hvp_part(recomputed).count("tanh(") > hvp_part(kept).count("tanh(")
-    value_and_grad = kept[: kept.index("def hvp(")]
-    assert value_and_grad == recomputed[: recomputed.index("def hvp(")]  # (a gradient keeps them)
+    gradient = function_source(kept, "value_and_grad")
+    assert gradient == function_source(recomputed, "value_and_grad")  # (a gradient keeps them)
     assert_same(interpreted, generated)
     direction = np.cos(np.arange(x.size) + 1.0)
     jax_hvp = jax.jvp(jax.grad(lambda x: f(jnp, x)), (x,), (direction,))[1]
@@ -408,7 +415,7 @@ def test_a_gather_of_a_few_runs_is_written_as_copies():
     assert "call_" not in source
     gather = next(i for i in range(tape.ins.shape[0]) if PRIMITIVE_BY_OPCODE[tape.ins[i, C_OP]].name == "gather")
     out = int(tape.ins[gather, C_OUT])
-    forward = source[source.index("def forward") : source.index("def jvp")]
+    forward = function_source(source, "forward")
     # (m and a * m lie side by side: one run of two)
     assert f"buf[{out}] = buf[" in forward and f"buf[unsigned({out + 1} + j)] = buf[" in forward
 
