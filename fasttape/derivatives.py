@@ -23,7 +23,7 @@ import optree
 
 from . import tape_kernels, tiers
 from .errors import BranchChangedError, InputSignatureError, NonScalarOutputError
-from .tape import _F64, Tape, _Workspace, leaf_type_error
+from .tape import _F64, Tape, _Workspace, float64_arrays, leaf_type_error
 
 MAX_BLOCK = 64  # directions per sweep for Jacobians and Hessians
 BLOCK_BYTES = 256 * 2**20  # ... and at most this much tangent + adjoint memory
@@ -293,17 +293,16 @@ def _hvp_one_array(tape: Tape, args, v):
     ws = tape._take_workspace()
     try:
         io = tape._kernels.hvp_io
-        if io is not None and not multi and len(args) == 1 and v.dtype is _F64:  # the kernel copies x, v and H v
-            x = args[0]
-            if type(x) is np.ndarray and x.dtype is _F64 and x.shape == leaf.shape:
-                hv = np.empty(leaf.shape)
-                tan, adj2 = ws.direction_buffers(1, N)
-                try:
-                    if not io(tape.ins, tape.aux, ws.buf, tan, adj2, tape._kernels.fns, x, v, hv):
-                        raise tape._branch_error()
-                    return hv
-                except TypeError:  # a layout it was not compiled for: the general path
-                    pass
+        # the kernel takes the arguments (copied in or read in place), v, and writes H v
+        if io is not None and not multi and v.dtype is _F64 and float64_arrays(args, tape._io_shapes):
+            hv = np.empty(leaf.shape)
+            tan, adj2 = ws.direction_buffers(1, N)
+            try:
+                if not io(tape.ins, tape.aux, ws.buf, tan, adj2, tape._kernels.fns, *args, v, hv):
+                    raise tape._branch_error()
+                return hv
+            except TypeError:  # a layout it was not compiled for: the general path
+                pass
         tape._bind(args, ws)
         tan, adj2 = ws.direction_buffers(k, N)
         if k == 1:

@@ -20,7 +20,7 @@ from .kernel_calls import direct_slot
 from .kernel_pipeline import DECORATOR
 from .layout import C_A, C_B, C_FLAGS, C_OUT, F_GRAD_A, F_GRAD_B, F_INIT_A, F_INIT_B
 
-_MATMUL = next(family for family in FAMILIES if family.module is matmul)
+MATMUL = next(family for family in FAMILIES if family.module is matmul)
 
 
 def _overlaps(p: int, m: int, start: int, size: int) -> bool:
@@ -31,23 +31,22 @@ def _inside(p: int, m: int, start: int, size: int) -> bool:
     return start <= p and p + m <= start + size
 
 
-def by_reference(plan, ins, arguments, caller_reads, products=True) -> dict[int, tuple[int, int]]:
+def by_reference(plan, ins, arguments, caller_reads) -> dict[int, tuple[int, int]]:
     """``{argument: (offset, size)}`` of the ``arguments`` (their (offset, size), in order) that the
-    sweeps of ``plan`` read only from elementwise rows (operands that stay put) and, when ``products``
-    (a gradient's, whose products call ``families.matmul.DIRECT``), matrix products outside periods, and
-    that no guard and no caller reads."""
+    sweeps of ``plan`` read only from elementwise rows (operands that stay put) and matrix products outside
+    periods (which call ``families.matmul.DIRECT``), and that no guard and no caller reads."""
     chosen = {}
     for index, (start, size) in enumerate(arguments):
         if any(_overlaps(p, m, start, size) for p, m in caller_reads):
             continue
         if any(start <= p < start + size for p, _ in plan.guards):
             continue
-        if all(_read_in_place(plan, ins, i, start, size, products) for i in range(len(plan.outs))):
+        if all(_read_in_place(plan, ins, i, start, size) for i in range(len(plan.outs))):
             chosen[index] = (start, size)
     return chosen
 
 
-def _read_in_place(plan, ins, i: int, start: int, size: int, products: bool) -> bool:
+def _read_in_place(plan, ins, i: int, start: int, size: int) -> bool:
     """Whether row i reads nothing of the argument at ``start`` or reads it as the kernels can in place."""
     if plan.elementwise[i]:
         for k, (p, m) in enumerate(plan.operands[i]):
@@ -60,7 +59,7 @@ def _read_in_place(plan, ins, i: int, start: int, size: int, products: bool) -> 
     read = [(p, m) for p, m in plan.family_reads[i] if _overlaps(p, m, start, size)]
     if not read:
         return True
-    matmul_row = products and FAMILY_BY_OPCODE[plan.ops[i]] is _MATMUL and plan.period(i) is None
+    matmul_row = FAMILY_BY_OPCODE[plan.ops[i]] is MATMUL and plan.period(i) is None
     return matmul_row and all(_inside(p, m, start, size) for p, m in read)
 
 
@@ -84,9 +83,11 @@ def reference(refs, p: int, prefix: str = "in") -> tuple[str, int] | None:
     return None if array == "buf" else (array, at)
 
 
-def product_call(refs, ins, i: int, sweep: str) -> str:
-    """The call of matmul row i's kernel for ``sweep`` ("forward" or "reverse"), its operands read from
-    where they are (``refs``: ``by_reference``'s)."""
+def product_call(refs, ins, i: int, sweep: str, first=(True, True), flat: bool = False) -> str:
+    """The call of matmul row i's kernel for ``sweep`` ("forward", "reverse", or an HVP's "tangent" and
+    "second"), its operands read from where they are (``refs``: ``by_reference``'s; an argument read in place
+    has its tangents, the direction, in place too).  ``first``: whether the HVP computes each operand's
+    first-order adjoint; ``flat``: the product's second-order adjoint is a structural zero."""
     row = ins[i]
     o, a, b = int(row[C_OUT]), int(row[C_A]), int(row[C_B])
     A, a_at = _operand(refs, a)
@@ -96,14 +97,29 @@ def product_call(refs, ins, i: int, sweep: str) -> str:
     def ints(*values) -> str:  # (run-time ints, as the kernel was compiled for, not literals)
         return ", ".join(f"r0 + {v}" for v in values)
 
+    def truth(*values) -> str:  # (run-time booleans)
+        return ", ".join("r0 == 0" if value else "r0 != 0" for value in values)
+
+    def address(name: str) -> str:
+        return f"fns[{direct_slot(name, len(FAMILIES))}]"
+
     shape = ints(*(int(row[c]) for c in (matmul.P_BATCH, matmul.P_M, matmul.P_K, matmul.P_N)))
     operands = f"{A}, {ints(a_at)}, {B}, {ints(b_at)}"
+    grad, init = [bool(flags & flag) for flag in (F_GRAD_A, F_GRAD_B)], [bool(flags & f) for f in (F_INIT_A, F_INIT_B)]
     if sweep == "forward":
-        address = f"fns[{direct_slot('product_forward', len(FAMILIES))}]"
-        return f"call_product_forward({address}, buf, {ints(o)}, {operands}, {shape})"
-    truth = ", ".join("r0 == 0" if flags & flag else "r0 != 0" for flag in (F_GRAD_A, F_GRAD_B, F_INIT_A, F_INIT_B))
-    address = f"fns[{direct_slot('product_reverse', len(FAMILIES))}]"
-    return f"call_product_reverse({address}, buf, N, {ints(o, a, b)}, {operands}, {shape}, {truth})"
+        return f"call_product_forward({address('product_forward')}, buf, {ints(o)}, {operands}, {shape})"
+    if sweep == "reverse":
+        at, switches = ints(o, a, b), truth(*grad, *init)
+        return f"call_product_reverse({address('product_reverse')}, buf, N, {at}, {operands}, {shape}, {switches})"
+    # the tangents of an operand in the buffer are in the tangent plane; of an argument read in place, tn{k}
+    TA, TB = ("tangents" if name == "buf" else "tn" + name[2:] for name in (A, B))
+    operands = f"{A}, {TA}, {ints(a_at)}, {B}, {TB}, {ints(b_at)}"
+    if sweep == "tangent":
+        at, switches = ints(o), truth(*grad)
+        return f"call_product_tangent({address('product_tangent')}, tangents, {at}, {operands}, {shape}, {switches})"
+    at, switches = ints(o, a, b), truth(*grad, *first, flat, *init)
+    arrays = "buf, tangents, adj2, N"
+    return f"call_product_second({address('product_second')}, {arrays}, {at}, {operands}, {shape}, {switches})"
 
 
 def _io_copies(arguments):
@@ -130,17 +146,20 @@ def gradient_io(io, n_values: int, short: bool, refs) -> list[str]:
 
 
 def hvp_io(io, hv_refs) -> list[str]:
-    """``hvp_io`` for a tape of one argument: x and the direction v copied in (or passed as they are,
-    ``hv_refs``), H v out to hv."""
-    arguments, _ = io
-    _, flat, copies = _io_copies(arguments)
-    offset, size = arguments[0]
-    lines = ["", DECORATOR, "def hvp_io(ins, aux, buf, tangents, adj2, fns, x0, v, hv):"]
-    seed = [f"v_ = v.reshape({size})", f"for j in range({size}):", f"    tangents[{offset} + j] = v_[j]"]
-    result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
-    if hv_refs:
-        seed, copied, passed = seed[:1], [], ", x0_, v_"
-    else:
-        copied, passed = copies[0], ""
+    """``hvp_io(ins, aux, buf, tangents, adj2, fns, x0, ..., v, hv)``: the arguments copied into the buffer
+    (those ``hv_refs`` names passed as they are, with their tangents: the direction v for the differentiated
+    one, a view of the tangent plane, which no sweep reads, for the others) and v into the tangent plane,
+    H v out to hv."""
+    arguments, k = io
+    names, flat, copies = _io_copies(arguments)
+    offset, size = arguments[k]
+    lines = ["", DECORATOR, f"def hvp_io(ins, aux, buf, tangents, adj2, fns, {', '.join(names)}, v, hv):"]
+    seed = [f"v_ = v.reshape({size})"]
+    if k not in hv_refs:
+        seed += [f"for j in range({size}):", f"    tangents[{offset} + j] = v_[j]"]
+    copied = [line for index, lines_ in enumerate(copies) if index not in hv_refs for line in lines_]
+    passed = "".join(f", x{index}_, " + ("v_" if index == k else f"tangents[{at}:{at + m}]")
+                     for index, (at, m) in hv_refs.items())  # fmt: skip
     run = [f"ok = hvp(ins, aux, buf, tangents, adj2, fns{passed})"]
+    result = [f"hv_ = hv.reshape({size})", f"for j in range({size}):", f"    hv_[j] = adj2[{offset} + j]"]
     return lines + indent(flat + copied + seed + run + result + ["return ok"]) + [""]

@@ -8,8 +8,9 @@ entry point (compiled, or loaded from the disk cache, first), the generated func
 addresses in an int64 array at run time (so its cached machine code holds no address of this
 process), and ``call_forward``, ``call_reverse``, ``call_tangent`` and ``call_second`` call through
 them with Numba's own calling convention, an exception raised in the kernel propagating as from a
-direct call.  ``call_product_forward`` and ``call_product_reverse`` call the matmul family's products
-the same way, with operands that need not be in the buffer (``DIRECT``, fasttape.input_refs).
+direct call.  ``call_product_forward``, ``call_product_reverse``, ``call_product_tangent`` and
+``call_product_second`` call the matmul family's products the same way, with operands that need not
+be in the buffer (``DIRECT``, fasttape.input_refs).
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ DIRECT = {
     "product_forward": (BUF, types.int64, BUF, types.int64, BUF, *(types.int64,) * 5),
     # (buf, N, o, a, b, A, a_at, B, b_at, batch, m, k, n, grad_a, grad_b, init_a, init_b)
     "product_reverse": (BUF, *(types.int64,) * 4, BUF, types.int64, BUF, *(types.int64,) * 5, BOOL, BOOL, BOOL, BOOL),
+    # (tan, o, A, TA, a_at, B, TB, b_at, batch, m, k, n, grad_a, grad_b)
+    "product_tangent": (BUF, types.int64, BUF, BUF, types.int64, BUF, BUF, *(types.int64,) * 5, BOOL, BOOL),
+    # (buf, tan, adj2, N, o, a, b, A, TA, a_at, B, TB, b_at, batch, m, k, n, grad_a, grad_b, first_a, first_b,
+    #  flat, init_a, init_b)
+    "product_second": (
+        BUF,
+        BUF,
+        BUF,
+        *(types.int64,) * 4,
+        BUF,
+        BUF,
+        types.int64,
+        BUF,
+        BUF,
+        *(types.int64,) * 5,
+        *(BOOL,) * 7,
+    ),  # fmt: skip
 }
 SIGNATURES.update(DIRECT)
 
@@ -134,3 +152,20 @@ def call_product_reverse(typingctx, address, buf, N, o, a, b, A, a_at, B, b_at, 
     of the kernel at ``address``."""
     signature = _typed("product_reverse", (buf, N, o, a, b, A, a_at, B, b_at, batch, m, k, n, ga, gb, ia, ib))
     return signature, lambda c, bl, sig, args: _call(c, bl, "product_reverse", sig, args)
+
+
+@intrinsic
+def call_product_tangent(typingctx, address, tan, o, A, TA, a_at, B, TB, b_at, batch, m, k, n, ga, gb):
+    """``product_tangent(tan, o, A, TA, a_at, B, TB, b_at, batch, m, k, n, grad_a, grad_b)`` of the kernel at
+    ``address``."""
+    signature = _typed("product_tangent", (tan, o, A, TA, a_at, B, TB, b_at, batch, m, k, n, ga, gb))
+    return signature, lambda c, bl, sig, args: _call(c, bl, "product_tangent", sig, args)
+
+
+@intrinsic
+def call_product_second(typingctx, address, buf, tan, adj2, N, o, a, b, A, TA, a_at, B, TB, b_at, batch, m, k, n,
+                        ga, gb, fa, fb, flat, ia, ib):  # fmt: skip
+    """``product_second(buf, tan, adj2, N, o, a, b, A, TA, a_at, B, TB, b_at, batch, m, k, n, grad_a, grad_b,
+    first_a, first_b, flat, init_a, init_b)`` of the kernel at ``address``."""
+    given = (buf, tan, adj2, N, o, a, b, A, TA, a_at, B, TB, b_at, batch, m, k, n, ga, gb, fa, fb, flat, ia, ib)
+    return _typed("product_second", given), lambda c, bl, sig, args: _call(c, bl, "product_second", sig, args)

@@ -322,7 +322,7 @@ def _compile(module, entry: str, io):
                 gradient = arrays[io[1]]
                 function.compile(((_BUF,) if module.SHORT_IO else SIGNATURES[entry]) + arrays + (gradient,))
             else:
-                function.compile((*SIGNATURES[entry], *arrays, arrays[0], arrays[0]))
+                function.compile((*SIGNATURES[entry], *arrays, arrays[io[1]], arrays[io[1]]))
             function.disable_compile()
         done.add(entry)
 

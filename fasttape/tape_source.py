@@ -43,10 +43,12 @@ from .gather_copies import GatherCopies
 from .generated_loops import copy, sum_add, unsigned_subscripts
 from .generated_loops import indent as _indent
 from .generated_loops import loop as _loop
-from .input_refs import by_reference, gradient_io, hvp_io, product_call, reads_reference, reference
+from .input_refs import MATMUL, by_reference, gradient_io, hvp_io, product_call, reads_reference, reference
 from .kernel_pipeline import DECORATOR as _DECORATOR
 from .kernel_pipeline import LeanPipeline
 from .layout import (
+    C_A,
+    C_B,
     C_FLAGS,
     C_OP,
     CURVATURE,
@@ -233,12 +235,26 @@ class _Writer(TangentPass, GatherCopies):
         return chosen + [f"u{i} = {' + '.join(terms) or '0.0'}"]
 
     def call_lines(self, i: int, sweep: str, args: str) -> list[str]:
-        """A family row's sweep (``GatherCopies.call_lines``), or a product of an argument read in place."""
-        if self.refs and sweep in ("forward", "reverse") and reads_reference(self.refs, i, self.plan):
+        """A family row's sweep (``GatherCopies.call_lines``), or a product by the matmul family's kernels of
+        operands anywhere (``direct_product``)."""
+        if self.direct_product(i, sweep):
             self.families.add(FAMILY_BY_OPCODE[self.ops[i]])
             self.calls += 1
-            return [product_call(self.refs, self.ins, i, sweep) + "  # matmul"]
+            a, b = int(self.ins[i, C_A]), int(self.ins[i, C_B])
+            first = (not self.unread(a, "adj"), not self.unread(b, "adj"))
+            flat = bool(self.flags[i] & F_CONST_ADJOINT)
+            return [product_call(self.refs, self.ins, i, sweep, first, flat) + "  # matmul"]
         return GatherCopies.call_lines(self, i, sweep, args)
+
+    def direct_product(self, i: int, sweep: str) -> bool:
+        """Whether row i's ``sweep`` calls ``families.matmul.DIRECT``: a product outside periods that reads an
+        argument in place (fasttape.input_refs), or any product of an HVP outside periods (whose kernels leave
+        out the first-order adjoints of inputs, which nothing reads, and read operands in place)."""
+        if FAMILY_BY_OPCODE[self.ops[i]] is not MATMUL or self.plan.period(i) is not None:
+            return False
+        if self.second and not self.tangent_pass:
+            return sweep in ("forward", "tangent", "second")
+        return bool(self.refs) and sweep in ("forward", "reverse") and reads_reference(self.refs, i, self.plan)
 
     def call(self, i: int, sweep: str, args: str) -> str:
         family = FAMILY_BY_OPCODE[self.ops[i]]
@@ -798,12 +814,12 @@ def tangent_source(plan: Plan, ins, aux, n_values: int, written, out: int, name:
         # one Hessian-vector product, forward-over-reverse: tangents holds the direction at the inputs
         h = _Writer(hv_plan or plan, ins, aux, n_values, written, out, second=True, hv_only=hv_plan is not None)
         h.tables = t.tables
-        if io is not None and len(io[0]) == 1:  # the argument and the direction where the caller holds them
-            h.refs = h.tangent_refs = hv_refs = by_reference(hv_plan or plan, ins, io[0], [], products=False)
+        if io is not None:  # the arguments (and the direction) read where the caller holds them
+            h.refs = h.tangent_refs = hv_refs = by_reference(hv_plan or plan, ins, io[0], [])
         hv_args = "".join(f", in{index}, tn{index}" for index in hv_refs)
         lines = ["", _DECORATOR, f"def hvp(ins, aux, buf, tangents, adj2, fns{hv_args}):"]
         functions["hvp"] = lines + _indent(_START + h.forward() + h.reverse() + ["return True"]) + [""]
-        if io is not None and len(io[0]) == 1:
+        if io is not None:
             functions["hvp_io"] = hvp_io(io, hv_refs)
     constants = [
         f"RESULTS = {read}  # the tangents per direction that jvp writes to results",

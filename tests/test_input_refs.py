@@ -1,6 +1,8 @@
 """The arguments a tape's gradient kernel reads where the caller holds them (fasttape.input_refs): which
 ones, and the same results as the interpreter for every entry point, whichever path a call takes."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -143,17 +145,81 @@ def test_the_hvp_of_a_tape_of_one_argument_reads_it_and_the_direction_in_place()
     assert_same(expected, tape.hvp(x, v))
 
 
-def test_an_hvp_through_a_product_copies_its_argument():
-    W = np.random.default_rng(2).standard_normal((5, 4))
-
-    def f(x):
-        return np.sum(np.tanh(W @ x) ** 2) + np.sum(x**3)
-
-    x, v = np.linspace(0.2, 0.8, 4), np.ones(4)
-    with ft.options(tape_kernels="never"):
-        expected = ft.trace(f, x).hvp(x, v)
-    vg, _, tape = _compiled(f, x)
+def _hvp_compiled(f, *args):
+    """A tape of ``f`` with its HVP kernel built (its gradient's kernels too)."""
+    _, _, tape = _compiled(f, *args)
+    v = np.ones_like(args[0])
     with ft.options(tape_kernels="always"):
-        assert_same(expected, tape.hvp(x, v))
-    assert tape._kernels.hvp_refs == [] and tape._kernels.refs != []  # (the gradient's product reads it in place)
-    assert_same(expected, tape.hvp(x, v))
+        tape.hvp(*args, v)
+    assert tape._kernels.hvp is not None and tape._kernels.hvp_io is not None
+    return tape
+
+
+def _interpreted_hvp(f, args, v):
+    with ft.options(tape_kernels="never"):
+        return ft.trace(f, *args).hvp(*args, v)
+
+
+def test_the_hvp_of_a_logistic_regression_reads_its_three_arguments_in_place_and_no_input_gradient():
+    rng = np.random.default_rng(3)
+    X, y, w = rng.standard_normal((400, 100)), np.sign(rng.standard_normal(400)), 0.1 * rng.standard_normal(100)
+    v = rng.standard_normal(100)
+    tape = _hvp_compiled(logistic, w, X, y)
+    offsets = [spec.leaves[0].offset for spec in tape._args]
+    assert {offsets.index(offset) for offset, _ in tape._kernels.hvp_refs} == {0, 1, 2}
+    hvp = tape_kernels._tangent_source(tape).split("def hvp(")[1]
+    # X @ w: X is a constant, w an input, whose first-order adjoint only the gradient reads (first_b off)
+    (call,) = [line for line in hvp.splitlines() if "call_product_second(" in line]
+    assert call.strip().endswith("r0 != 0, r0 == 0, r0 != 0, r0 != 0, r0 != 0, r0 != 0, r0 == 0)  # matmul")
+    expected = _interpreted_hvp(logistic, (w, X, y), v)
+    assert_same(expected, tape.hvp(w, X, y, v))  # (the io entry)
+    assert_same(expected, tape.hvp(w, np.asfortranarray(X), y, v))  # (the general path: views of the buffers)
+    other = _interpreted_hvp(logistic, (-w, 0.5 * X, y), 2.0 * v)
+    assert_same(other, tape.hvp(-w, 0.5 * X, y, 2.0 * v))  # (new values: nothing kept from the last call)
+    assert_same(expected, tape.hvp(w, X, y, v))
+
+
+def _square_products(x):  # both operands views of the argument: every second-order term of a product
+    return np.sum(np.tanh(x[:12].reshape(3, 4) @ x[12:].reshape(4, 3)) ** 2)
+
+
+def _two_layers(x):  # a product of an intermediate (its first-order adjoint needed) and a batched product
+    h = np.tanh(x.reshape(2, 3, 4) @ np.linspace(-1.0, 1.0, 20).reshape(4, 5))
+    return np.sum(np.sin(h @ np.cos(np.arange(10.0)).reshape(5, 2)))
+
+
+def _linear_sum(x):  # the product's second-order adjoint is a structural zero (its adjoint a constant)
+    W = np.linspace(-1.0, 1.0, 6 * len(x)).reshape(6, len(x))
+    return np.sum(W @ x) + np.sum(x**3)
+
+
+def _with_a_maximum(x):  # x read by a reduction too: copied into the buffer, v into the tangent plane
+    W = np.linspace(-1.0, 1.0, 5 * len(x)).reshape(5, len(x))
+    return np.sum(np.tanh(W @ x) ** 2) + np.max(x) ** 2
+
+
+def _recurrence(x):  # a product in a loop found again in the rows (a period): the family's kernels
+    W = 0.5 * x[4:].reshape(4, 4)
+    h = x[:4]
+    for _ in range(30):
+        h = np.tanh(W @ h + 0.1)
+    return np.sum(h * h)
+
+
+PRODUCTS = [_square_products, _two_layers, _linear_sum, _with_a_maximum, _recurrence]
+
+
+@pytest.mark.parametrize("f", PRODUCTS, ids=lambda f: f.__name__)
+def test_an_hvp_through_products_matches_the_interpreter(f):
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-1.0, 1.0, 24 if f is not _recurrence else 20)
+    v = rng.standard_normal(x.size)
+    tape = _hvp_compiled(f, x)
+    hvp = tape_kernels._tangent_source(tape).split("def hvp(")[1]
+    assert bool(tape_kernels._plan(tape)[0].periods) == (f is _recurrence)
+    assert (tape._kernels.hvp_refs == []) == (f is _with_a_maximum)
+    assert "call_product_second(" in hvp  # (the recurrence's first product comes before its period)
+    assert bool(re.search(r"call_second\(.*# matmul", hvp)) == (f is _recurrence)
+    for point, direction in ((x, v), (-0.5 * x, np.cos(v)), (x, v)):
+        assert_same(_interpreted_hvp(f, (point,), direction), tape.hvp(point, direction))
+        assert_same(_interpreted_hvp(f, (point,), direction), ft.hvp(f, (point,), (direction,)))

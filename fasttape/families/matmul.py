@@ -181,8 +181,76 @@ def reverse(ins, i, aux, buf, N):
     matmul_reverse(buf, N, o, a, b, buf, a, buf, b, batch, m, k, n, ga, gb, init_a, init_b)
 
 
+@jit
+def matmul_tangent(tan, o, A_values, A_tangents, a_at, B_values, B_tangents, b_at, batch, m, k, n, grad_a, grad_b):
+    """One direction's tangent of the products into ``tan`` at o; the operands' values at a_at in ``A_values``
+    and their tangents at a_at in ``A_tangents`` (the buffer and the tangent plane, or an argument and its
+    direction where the caller holds them: fasttape.input_refs), B's likewise."""
+    # d(A B) = dA B + A dB
+    for t in range(batch):
+        A = A_values[a_at + t * m * k : a_at + (t + 1) * m * k]
+        dA = A_tangents[a_at + t * m * k : a_at + (t + 1) * m * k]
+        B = B_values[b_at + t * k * n : b_at + (t + 1) * k * n]
+        dB = B_tangents[b_at + t * k * n : b_at + (t + 1) * k * n]
+        dst = tan[o + t * m * n : o + (t + 1) * m * n]
+        if grad_a:
+            matmul_into(dst, dA, B, m, k, n, False)
+        else:
+            dst[:] = 0.0
+        if grad_b:
+            matmul_into(dst, A, dB, m, k, n, True)
+
+
+@jit
+def matmul_second(buf, tan, adj2, N, o, a, b, A_values, A_tangents, a_at, B_values, B_tangents, b_at, batch, m, k, n,
+                  grad_a, grad_b, first_a, first_b, flat, init_a, init_b):  # fmt: skip
+    """One direction's second-order adjoints of the operands (at a and b in ``adj2``) and, for an operand
+    with ``first_*``, its first-order adjoint (at N + a, N + b in ``buf``): an HVP needs no first-order
+    adjoint of an input, which only its gradient would read.  ``flat``: the product's second-order adjoint
+    is a structural zero; ``init_*``: this row writes the operand's adjoints first (assigns them).  The
+    operands' values and tangents as matmul_tangent's."""
+    # the adjoints this row writes first are zeroed before any is added to (A and B may be one array)
+    sides = ((first_a, init_a and grad_a, a, batch * m * k), (first_b, init_b and grad_b, b, batch * k * n))
+    for first, init, at, size in sides:
+        if init:
+            adj2[at : at + size] = 0.0
+            if first:
+                buf[N + at : N + at + size] = 0.0
+    # Ā = G Bᵀ, B̄ = Aᵀ G;  Ā' = G' Bᵀ + G B'ᵀ,  B̄' = A'ᵀ G + Aᵀ G'
+    for t in range(batch):
+        A = A_values[a_at + t * m * k : a_at + (t + 1) * m * k]
+        dA = A_tangents[a_at + t * m * k : a_at + (t + 1) * m * k]
+        B = B_values[b_at + t * k * n : b_at + (t + 1) * k * n]
+        dB = B_tangents[b_at + t * k * n : b_at + (t + 1) * k * n]
+        G = buf[N + o + t * m * n : N + o + (t + 1) * m * n]
+        G2 = adj2[o + t * m * n : o + (t + 1) * m * n]
+        if grad_a:
+            gA = buf[N + a + t * m * k : N + a + (t + 1) * m * k]
+            gA2 = adj2[a + t * m * k : a + (t + 1) * m * k]
+            if first_a:
+                matmul_t_into(gA, G, B, m, k, n, False)
+            if not flat:
+                matmul_t_into(gA2, G2, B, m, k, n, False)
+            if grad_b:
+                matmul_t_into(gA2, G, dB, m, k, n, False)
+        if grad_b:
+            gB = buf[N + b + t * k * n : N + b + (t + 1) * k * n]
+            gB2 = adj2[b + t * k * n : b + (t + 1) * k * n]
+            if first_b:
+                matmul_t_into(gB, A, G, m, k, n, True)
+            if not flat:
+                matmul_t_into(gB2, A, G2, m, k, n, True)
+            if grad_a:
+                matmul_t_into(gB2, dA, G, m, k, n, True)
+
+
 # kernels a tape's own kernels call by address with operands where the caller holds them (fasttape.input_refs)
-DIRECT = {"product_forward": matmul_forward, "product_reverse": matmul_reverse}
+DIRECT = {
+    "product_forward": matmul_forward,
+    "product_reverse": matmul_reverse,
+    "product_tangent": matmul_tangent,
+    "product_second": matmul_second,
+}
 
 
 @jit
