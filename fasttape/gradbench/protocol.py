@@ -1,0 +1,155 @@
+"""GradBench's protocol, the tool's side: one JSON answer per JSON message, on stdin and stdout.
+
+Messages (one JSON object per line, each with an integer ``id`` and a ``kind``):
+
+- ``start``: answered with the tool's name and its configuration (versions);
+- ``define`` of a ``module``: ``success`` true when this tool implements it (``fasttape.gradbench.evals``),
+  else false with an error;
+- ``evaluate`` of a ``module``'s ``function`` on an ``input``: the input is read into arrays (untimed); the
+  first call, which records the function's tape when its shapes are new, is timed as ``prepare``; then the
+  function runs at least ``min_runs`` times and until ``min_seconds`` have passed, one ``evaluate`` timing
+  each; the last output is answered;
+- ``analysis``: the eval's verdict on an earlier output, acknowledged.
+
+A message that cannot be served (malformed JSON, an unknown kind, module or function, an input of the wrong
+shape, a failure of the function itself) is answered with ``success: false`` and an error that names the
+problem, and the tool serves the next.  Nothing but answers is written to stdout: while the tool runs,
+``sys.stdout`` is stderr, so a stray ``print`` cannot break the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from .evals import MODULES
+
+NAME = "fasttape"
+
+
+def _plain(value):
+    """The output as JSON values: arrays as (nested) lists of floats, NumPy scalars as floats; dicts and lists
+    recursively.  A value that is not finite cannot be written (JSON has no NaN): ``ValueError``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        if not np.all(np.isfinite(value)):
+            raise ValueError("the output holds a value that is not finite, which JSON cannot carry")
+        return value.tolist()
+    if isinstance(value, (float, np.floating, int, np.integer)) and not isinstance(value, bool):
+        value = float(value) if isinstance(value, (float, np.floating)) else int(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("the output is not finite, which JSON cannot carry")
+        return value
+    return value
+
+
+def _runs(data) -> tuple[int, float]:
+    """``min_runs`` and ``min_seconds`` of an input (1 and 0 when it has none, as hello's bare number)."""
+    if not isinstance(data, dict):
+        return 1, 0.0
+    runs, seconds = data.get("min_runs", 1), data.get("min_seconds", 0.0)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"min_runs should be an integer of at least 1, got {runs!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ValueError(f"min_seconds should be a number of at least 0, got {seconds!r}")
+    return runs, float(seconds)
+
+
+def _failure(id_, error: str) -> dict:
+    return {"id": id_, "success": False, "error": error}
+
+
+class Tool:
+    """The tool's state across one eval's messages: the modules it was asked to define."""
+
+    def __init__(self):
+        self.defined: set[str] = set()
+
+    def answer(self, line: str) -> dict:
+        """The answer to one message line."""
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError as e:
+            return _failure(None, f"malformed JSON message ({e}): {line[:200]!r}")
+        if not isinstance(message, dict) or "id" not in message:
+            return _failure(None, f"a message is a JSON object with an id, got {line[:200]!r}")
+        id_ = message["id"]
+        kind = message.get("kind")
+        try:
+            if kind == "start":
+                return {"id": id_, "tool": NAME, "config": _config()}
+            if kind == "define":
+                return self.define(id_, message.get("module"))
+            if kind == "evaluate":
+                return self.evaluate(id_, message)
+            if kind == "analysis":
+                return {"id": id_}
+            return _failure(id_, f"unknown message kind {kind!r} (start, define, evaluate and analysis are served)")
+        except Exception as e:  # noqa: BLE001  (the eval is told, and the tool serves the next message)
+            return _failure(id_, f"{type(e).__name__}: {e}")
+
+    def define(self, id_, module) -> dict:
+        if module in MODULES:
+            self.defined.add(module)
+            return {"id": id_, "success": True}
+        known = ", ".join(sorted(MODULES))
+        return _failure(id_, f"fasttape does not implement module {module!r} (it has: {known})")
+
+    def evaluate(self, id_, message) -> dict:
+        module, function = message.get("module"), message.get("function")
+        functions = MODULES.get(module)
+        if functions is None:
+            return _failure(id_, f"unknown module {module!r}")
+        if function not in functions:
+            known = ", ".join(sorted(functions))
+            return _failure(id_, f"module {module!r} has no function {function!r} ({known})")
+        data = message.get("input")
+        runs, seconds = _runs(data)
+        run = functions[function](data)  # (the input read into arrays: not timed)
+        start = time.perf_counter_ns()
+        output = run()  # the first call: the tape recorded, when its shapes are new
+        timings = [{"name": "prepare", "nanoseconds": time.perf_counter_ns() - start}]
+        total = 0
+        while len(timings) <= runs or total < seconds * 1e9:
+            start = time.perf_counter_ns()
+            output = run()
+            elapsed = time.perf_counter_ns() - start
+            timings.append({"name": "evaluate", "nanoseconds": elapsed})
+            total += elapsed
+        return {"id": id_, "success": True, "output": _plain(output), "timings": timings}
+
+
+def _config() -> dict:
+    import numba
+
+    import fasttape
+
+    return {"fasttape": fasttape.__version__, "numpy": np.__version__, "numba": numba.__version__}
+
+
+def serve(lines, write) -> None:
+    """Answer every message of ``lines`` (an iterable of lines) with ``write(line)``."""
+    tool = Tool()
+    for line in lines:
+        if not line.strip():
+            continue
+        write(json.dumps(tool.answer(line), allow_nan=False) + "\n")
+
+
+def main() -> None:
+    """The tool on this process's stdin and stdout (sys.stdout is stderr meanwhile: answers only)."""
+    out = sys.stdout
+    sys.stdout = sys.stderr
+
+    def write(line: str) -> None:
+        out.write(line)
+        out.flush()
+
+    serve(sys.stdin, write)
