@@ -9,6 +9,9 @@ import math
 
 import numpy as np
 
+from fasttape.gradbench.evals import kmeans as gradbench_kmeans
+from fasttape.gradbench.evals import ode as gradbench_ode
+
 ROSENBROCK_SIZES = (10, 1_000, 100_000, 1_000_000)
 
 LORENZ_STEPS = 1000
@@ -205,11 +208,10 @@ def xent_input(batch, features, classes, seed=0):
 
 def make_kmeans(xp=np):
     """``objective(C, X)``: the squared distance of every point to its nearest centre, summed (GradBench's
-    kmeans objective, written as a NumPy user writes it)."""
+    kmeans objective, the GradBench tool's own: ``fasttape.gradbench.evals.kmeans``)."""
 
     def kmeans(C, X):
-        d = xp.sum((X[:, None, :] - C[None]) ** 2, axis=-1)
-        return xp.sum(d[xp.arange(X.shape[0]), xp.argmin(d, axis=1)])
+        return gradbench_kmeans.cost(C, X, xp)
 
     return kmeans
 
@@ -337,7 +339,7 @@ LSE_SIZES = (10_000, 1_280_000)  # GradBench's lse runs n = 2 500 ... 1 280 000
 # is exactly zero (s steps reach y_i for i < 4 s only): the second size is such a run (gradient zero, cost
 # the same); at n = 100 it is not (about 1e-128)
 ODE_SIZES = ((100, 100), (10_000, 100))
-ODE_END = 2.0  # integrated over [0, 2]
+ODE_END = gradbench_ode.END  # integrated over [0, 2]
 
 
 def make_lse(xp=np):
@@ -354,27 +356,14 @@ def lse_input(n, seed=31337):
     return (np.random.default_rng(seed).random(n),)
 
 
-def ode_rhs(x, y, xp=np):
-    """GradBench's ode: y_0' = x_0, y_i' = x_i y_{i-1}."""
-    return x * xp.concatenate([xp.ones(1), y[:-1]])
-
-
 def make_ode(xp=np):
-    """GradBench's ode objective: ``ode(x, ticks)`` integrates y' = f(x, y) from y = 0 over [0, 2] by
-    ``len(ticks)`` classical Runge-Kutta steps (a Python loop: its count is a shape, static for every
-    tool) and returns the last component (whose gradient the eval asks for)."""
+    """GradBench's ode objective (the GradBench tool's: ``fasttape.gradbench.evals.ode``): ``ode(x, ticks)``
+    integrates y' = f(x, y) from y = 0 over [0, 2] by ``len(ticks)`` classical Runge-Kutta steps (a Python
+    loop: its count is a shape, static for every tool) and returns the last component (whose gradient the
+    eval asks for)."""
 
     def ode(x, ticks):
-        steps = ticks.shape[0]
-        h = ODE_END / steps
-        y = xp.zeros(x.shape[0])
-        for _ in range(steps):
-            k1 = ode_rhs(x, y, xp)
-            k2 = ode_rhs(x, y + h / 2 * k1, xp)
-            k3 = ode_rhs(x, y + h / 2 * k2, xp)
-            k4 = ode_rhs(x, y + h * k3, xp)
-            y = y + h / 6 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        return y[-1]
+        return gradbench_ode.solve(x, ticks.shape[0], xp)[-1]
 
     return ode
 
@@ -386,17 +375,12 @@ def make_ode_scan():
     from jax import lax
 
     def ode(x, ticks):
-        steps = ticks.shape[0]
-        h = ODE_END / steps
+        h = ODE_END / ticks.shape[0]
 
         def step(_, y):
-            k1 = ode_rhs(x, y, jnp)
-            k2 = ode_rhs(x, y + h / 2 * k1, jnp)
-            k3 = ode_rhs(x, y + h / 2 * k2, jnp)
-            k4 = ode_rhs(x, y + h * k3, jnp)
-            return y + h / 6 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+            return gradbench_ode.rk4_step(x, y, h, jnp)
 
-        return lax.fori_loop(0, steps, step, jnp.zeros(x.shape[0]))[-1]
+        return lax.fori_loop(0, ticks.shape[0], step, jnp.zeros(x.shape[0]))[-1]
 
     return ode
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fasttape.gradbench import protocol, serve
-from fasttape.gradbench.evals import llsq
+from fasttape.gradbench.evals import kmeans, llsq, ode
 
 RTOL = 1e-12
 
@@ -93,6 +93,34 @@ def test_llsq_s_points_and_steps_are_the_reference_s():
     assert llsq.basis(t, 3).tolist() == [[1.0, v, v * v] for v in t.tolist()]
 
 
+@pytest.mark.parametrize("n, s", [(6, 1), (50, 10)])
+def test_ode_primal_and_gradient_match_jax(n, s):
+    x = np.random.default_rng(s).random(n)
+    expected = ode.solve(jnp.array(x), s, jnp)
+    gradient = jax.grad(lambda x_: ode.solve(x_, s, jnp)[-1])(jnp.array(x))
+    primal = evaluate("ode", "primal", {"x": list(x), "s": s, "min_runs": 1, "min_seconds": 0})
+    np.testing.assert_allclose(primal["output"], np.asarray(expected), rtol=RTOL)
+    got = evaluate("ode", "gradient", {"x": list(x), "s": s, "min_runs": 1, "min_seconds": 0})
+    np.testing.assert_allclose(got["output"], np.asarray(gradient), rtol=1e-10, atol=1e-300)
+
+
+def test_kmeans_cost_and_newton_direction_match_jax_and_the_closed_form():
+    rng = np.random.default_rng(31337)
+    P = rng.random((60, 3))
+    C = P[-4:]  # (as the eval draws them: no cluster is empty)
+    data = {"points": P.tolist(), "centroids": C.tolist(), "min_runs": 2, "min_seconds": 0}
+    cost = evaluate("kmeans", "cost", data)["output"]
+    np.testing.assert_allclose(cost, float(kmeans.cost(jnp.array(C), jnp.array(P), jnp)), rtol=RTOL)
+    J = jax.grad(kmeans.cost)(jnp.array(C), jnp.array(P), jnp)
+    H = jax.hessian(kmeans.cost)(jnp.array(C), jnp.array(P), jnp).reshape(C.size, C.size)
+    direction = np.asarray(evaluate("kmeans", "dir", data)["output"])
+    newton = (np.asarray(J).reshape(-1) / np.diag(np.asarray(H))).reshape(C.shape)
+    np.testing.assert_allclose(direction, newton, rtol=RTOL)
+    nearest = np.argmin(((P[:, None, :] - C[None]) ** 2).sum(-1), axis=1)
+    closed = np.array([C[j] - P[nearest == j].mean(axis=0) for j in range(len(C))])
+    np.testing.assert_allclose(direction, closed, rtol=1e-12, atol=1e-15)
+
+
 def test_hello_squares_and_doubles():
     assert evaluate("hello", "square", 3.0)["output"] == 9.0
     assert evaluate("hello", "double", 3.0)["output"] == 6.0  # (d x² / dx, by ft.grad)
@@ -115,6 +143,8 @@ def test_hello_squares_and_doubles():
         (message("llsq", "primal", {"x": [1.0], "n": 1}, 5), "'n'"),
         (message("lse", "primal", {"x": [1.0], "min_runs": 0}, 5), "min_runs"),
         (message("hello", "square", "3", 5), "a number"),
+        (message("kmeans", "cost", {"points": [[1.0, 2.0]], "centroids": [[1.0]]}, 5), "should be alike"),
+        (message("ode", "primal", {"x": [1.0], "s": 0}, 5), "'s'"),
     ],
 )
 def test_a_bad_message_is_answered_with_its_error_and_the_tool_serves_the_next(bad, error):
