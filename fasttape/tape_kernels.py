@@ -41,8 +41,9 @@ from .codegen import load_generated
 from .families import FAMILIES
 from .jit import jit
 from .kernel_calls import address, slot
+from .tape_modules import gradient_source, tangent_source
 from .tape_plan import plan_tape
-from .tape_source import HELPERS, gradient_source, tangent_source
+from .tape_source import HELPERS
 
 HOT_CALLS = 16  # calls of one entry point before a tape's kernels are built
 RACE_TURNS = 5  # timed turns of each tier (the fastest counts)
