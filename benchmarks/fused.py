@@ -233,8 +233,8 @@ def ode_vg(x, ticks):
 
 @_jit
 def gmm_vg(alphas, means, icf, X, gamma, m):
-    """The ADBench GMM objective without its constant: per point, each component's z = Q (x - mu) (Q's
-    strict lower part read from icf column by column, as ``workloads.triangle_index``), the logsumexp
+    """GradBench's GMM log-posterior without its constant: per point, each component's z = Q (x - mu) (Q's
+    strict lower part read from icf column by column, as ``gmm.triangle_index``), the logsumexp
     over components, then the responsibilities' contributions to every parameter; the weights'
     normaliser and the Wishart prior at the end."""
     n, d = X.shape
@@ -276,9 +276,9 @@ def gmm_vg(alphas, means, icf, X, gamma, m):
     g_alphas -= n * weights / scale  # - n logsumexp(alphas)
     squares = np.exp(2.0 * icf[:, :d])
     lower = icf[:, d:]
-    prior = 0.5 * gamma**2 * (squares.sum() + (lower * lower).sum()) - m * sum_log_diag.sum()
-    g_icf[:, :d] += gamma**2 * squares - m
-    g_icf[:, d:] += gamma**2 * lower
+    prior = m * sum_log_diag.sum() - 0.5 * gamma**2 * (squares.sum() + (lower * lower).sum())  # Wishart's log
+    g_icf[:, :d] += m - gamma**2 * squares
+    g_icf[:, d:] -= gamma**2 * lower
     return total - n * (np.log(scale) + top) + prior, (g_alphas, g_means, g_icf)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from fasttape.gradbench.evals import kmeans as gradbench_kmeans
 from fasttape.gradbench.evals import ode as gradbench_ode
+from fasttape.gradbench.evals.gmm import log_posterior, logsumexp, wishart_normaliser
 
 ROSENBROCK_SIZES = (10, 1_000, 100_000, 1_000_000)
 
@@ -122,12 +123,6 @@ def directions(like, k=None, seed=1):
     return rng.standard_normal(np.shape(like) + extra)
 
 
-def logsumexp(a, axis, xp=np):
-    """``log(sum(exp(a), axis))`` shifted by the maximum, from ``max``, ``exp``, ``log`` and ``sum`` only."""
-    top = xp.max(a, axis=axis, keepdims=True)
-    return xp.log(xp.sum(xp.exp(a - top), axis=axis)) + xp.squeeze(top, axis=axis)
-
-
 # --------------------------------------------------------------------------
 # Logistic regression: mean log-loss of a linear classifier, labels in {-1, +1}
 # --------------------------------------------------------------------------
@@ -231,55 +226,20 @@ GMM_SIZES = ((2, 5), (10, 25))  # dimension d x components K
 WISHART_GAMMA, WISHART_M = 1.0, 0
 
 
-def triangle_index(d):
-    """Where each entry of a d x d lower-triangular factor comes from in the row
-    ``[exp(q_1..q_d), l_1..l_{d(d-1)/2}, 0]``: the diagonal from the exponentiated log-diagonal, the
-    strictly lower part from ``l`` filled column by column, everything above the diagonal from the 0."""
-    zero = d + d * (d - 1) // 2
-    index = np.full((d, d), zero)
-    position = d
-    for col in range(d):
-        index[col, col] = col
-        for row in range(col + 1, d):
-            index[row, col] = position
-            position += 1
-    return index.ravel()
-
-
 def gmm_constant(n, d, k, gamma=WISHART_GAMMA, m=WISHART_M):
     """The parameter-free terms: the Gaussian normalisation and the Wishart prior's normaliser."""
-    dof = d + m + 1
-    log_multigamma = 0.25 * d * (d - 1) * math.log(math.pi)
-    log_multigamma += sum(math.lgamma(0.5 * dof - 0.5 * j) for j in range(d))
-    prior_norm = dof * d * (math.log(gamma) - 0.5 * math.log(2.0)) - log_multigamma
-    return -0.5 * n * d * math.log(2.0 * math.pi) - k * prior_norm
+    return -0.5 * n * d * math.log(2.0 * math.pi) + k * wishart_normaliser(d, gamma, m)
 
 
 def make_gmm_objective(xp=np, gamma=WISHART_GAMMA, m=WISHART_M):
-    """``objective(params, X)`` with ``params = (alphas[K], means[K, d], icf[K, d(d+1)/2])``.
-
-    Component k has the inverse-Cholesky factor Q_k: lower triangular, diagonal ``exp(icf[k, :d])``,
-    below it ``icf[k, d:]`` column by column.  The objective is the mixture's log-likelihood of the n
-    points of X, ``sum_i logsumexp_k(alpha_k + sum(log diag Q_k) - |Q_k (x_i - mu_k)|^2 / 2)`` minus
-    ``n logsumexp(alpha)``, plus the Wishart prior ``sum_k gamma^2 / 2 |Q_k|_F^2 - m sum(log diag Q_k)``
-    and the constants (the ADBench definition).  Q_k is built by one gather through ``triangle_index``.
-    """
+    """``objective(params, X)`` with ``params = (alphas[K], means[K, d], icf[K, d(d+1)/2])``: GradBench's GMM
+    log-posterior (the GradBench tool's own, ``fasttape.gradbench.evals.gmm.log_posterior``), the inverse
+    Cholesky factors' log-diagonal ``icf[:, :d]`` and strict lower part ``icf[:, d:]`` in one array."""
 
     def gmm_objective(params, X):
         alphas, means, icf = params
-        n, d = X.shape
-        k = alphas.shape[0]
-        log_diag, lower = icf[:, :d], icf[:, d:]
-        row = xp.concatenate([xp.exp(log_diag), lower, xp.zeros((k, 1))], axis=1)
-        Q = xp.reshape(row[:, triangle_index(d)], (k, d, d))
-        centred = X.T[None, :, :] - means[:, :, None]  # k x d x n
-        mahalanobis = xp.sum((Q @ centred) ** 2, axis=1)  # k x n
-        sum_log_diag = xp.sum(log_diag, axis=1)
-        inner = (alphas + sum_log_diag)[:, None] - 0.5 * mahalanobis
-        likelihood = xp.sum(logsumexp(inner, 0, xp)) - n * logsumexp(alphas, 0, xp)
-        frobenius = xp.sum(xp.exp(2.0 * log_diag)) + xp.sum(lower**2)
-        prior = 0.5 * gamma**2 * frobenius - m * xp.sum(sum_log_diag)
-        return likelihood + prior + gmm_constant(n, d, k, gamma, m)
+        d = X.shape[1]
+        return log_posterior(alphas, means, icf[:, :d], icf[:, d:], X, gamma, m, xp)
 
     return gmm_objective
 

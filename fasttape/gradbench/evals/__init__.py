@@ -5,6 +5,7 @@ turns the eval's JSON input into arrays (untimed) and ``run()`` computes the out
 output is NumPy (arrays, floats) or nested lists and dicts of them, made JSON by the protocol.
 """
 
-from . import hello, kmeans, llsq, lse, ode
+from . import det, gmm, hello, kmeans, llsq, lse, lstm, ode
 
-MODULES = {module.__name__.rsplit(".", 1)[1]: module.FUNCTIONS for module in (hello, kmeans, llsq, lse, ode)}
+EVALS = (det, gmm, hello, kmeans, llsq, lse, lstm, ode)
+MODULES = {module.__name__.rsplit(".", 1)[1]: module.FUNCTIONS for module in EVALS}

@@ -7,6 +7,7 @@ import numpy as np
 import fasttape as ft
 
 from .inputs import array
+from .replay import replayed
 
 
 def cost(C, P, xp=np):
@@ -37,8 +38,7 @@ def _arrays(data):
 
 
 def _cost(data):
-    C, P = _arrays(data)
-    return lambda: cost(C, P)
+    return replayed(cost, *_arrays(data))
 
 
 def _dir(data):

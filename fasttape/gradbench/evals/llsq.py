@@ -6,6 +6,7 @@ import numpy as np
 import fasttape as ft
 
 from .inputs import count, vector
+from .replay import replayed
 
 
 def points(n: int) -> np.ndarray:
@@ -22,28 +23,27 @@ def basis(t: np.ndarray, m: int) -> np.ndarray:
     return powers
 
 
-def residuals_loss(x, T, s):
-    r = s - T @ x
+def loss(x, n):
+    """½ ‖s − T x‖² for n points (the basis T and the signs s depend on n alone: constants of the tape)."""
+    t = points(n)
+    r = np.sign(t) - basis(t, x.shape[0]) @ x
     return 0.5 * np.sum(r * r)
 
 
-_gradient = ft.grad(residuals_loss)
+_gradient = ft.grad(loss)
 
 
 def _arrays(data):
-    x = vector(data, "x")
-    t = points(count(data, "n", least=2))
-    return x, basis(t, x.size), np.sign(t)
+    return vector(data, "x"), count(data, "n", least=2)
 
 
 def _primal(data):
-    x, T, s = _arrays(data)
-    return lambda: residuals_loss(x, T, s)
+    return replayed(loss, *_arrays(data))
 
 
 def _gradient_of(data):
-    x, T, s = _arrays(data)
-    return lambda: _gradient(x, T, s)
+    x, n = _arrays(data)
+    return lambda: _gradient(x, n)
 
 
 FUNCTIONS = {"primal": _primal, "gradient": _gradient_of}

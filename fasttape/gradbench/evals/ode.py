@@ -6,6 +6,7 @@ import numpy as np
 import fasttape as ft
 
 from .inputs import count, vector
+from .replay import replayed
 
 END = 2.0  # integrated over [0, END]
 
@@ -47,7 +48,7 @@ def _arrays(data):
 
 def _primal(data):
     x, ticks = _arrays(data)
-    return lambda: solve(x, ticks.shape[0])
+    return replayed(solve, x, ticks.shape[0])
 
 
 def _gradient_of(data):
