@@ -5,7 +5,7 @@ turns the eval's JSON input into arrays (untimed) and ``run()`` computes the out
 output is NumPy (arrays, floats) or nested lists and dicts of them, made JSON by the protocol.
 """
 
-from . import ba, det, gmm, hello, kmeans, llsq, lse, lstm, ode, particle, saddle
+from . import ba, det, gmm, hello, ht, kmeans, llsq, lse, lstm, ode, particle, saddle
 
-EVALS = (ba, det, gmm, hello, kmeans, llsq, lse, lstm, ode, particle, saddle)
+EVALS = (ba, det, gmm, hello, ht, kmeans, llsq, lse, lstm, ode, particle, saddle)
 MODULES = {module.__name__.rsplit(".", 1)[1]: module.FUNCTIONS for module in EVALS}
