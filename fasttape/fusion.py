@@ -203,7 +203,8 @@ def _reader(starts, ends, points):
     """``read(offset, size)``: does [offset, offset + size) meet one of the runs [start, end) or
     one of the single positions ``points``?"""
     starts, ends = np.concatenate(starts), np.concatenate(ends)
-    points = np.unique(np.concatenate(points)) if points else np.zeros(0, dtype=np.int64)
+    # sorted for searchsorted; repeats do no harm (np.unique is 10x slower on millions: NumPy 2.4's hashing)
+    points = np.sort(np.concatenate(points)) if points else np.zeros(0, dtype=np.int64)
 
     def read(offset, size):
         if np.any((starts < offset + size) & (ends > offset)):
