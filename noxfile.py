@@ -1,13 +1,16 @@
 """nox sessions: ``tests`` (the suite, then the oracle's ``ci`` profile against JAX),
 ``lint``, ``demo`` (the showcase), ``oracle`` (the thorough cross-validation),
 ``mutants`` (the oracle's kill rate of planted faults), ``bench`` (pytest-benchmark
-suites + report) and ``debug`` (the suite with Numba's bounds checking, then with its
-JIT disabled; slow, not part of CI).
+suites + report), ``debug`` (the suite with Numba's bounds checking, then with its
+JIT disabled; slow, not part of CI) and ``gradbench`` (GradBench's evals against fasttape
+and JAX, given a GradBench checkout in $GRADBENCH_DIR).
 
 Every session uses the interpreter nox runs under and installs what it needs.
 """
 
+import argparse
 import os
+import shlex
 import shutil
 
 import nox
@@ -123,3 +126,107 @@ def debug(session):
         "python", "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs,
         env={**profile, "NUMBA_DISABLE_JIT": "1", "FASTTAPE_NO_CACHE": "1"},
     )  # fmt: skip
+
+
+GRADBENCH_HOWTO = """GradBench is not here: set GRADBENCH_DIR to a GradBench checkout with its C++ reference built.
+
+    git clone https://github.com/gradbench/gradbench
+    make -C gradbench/cpp && make -C gradbench/tools/manual    # the reference every eval but hello validates against
+    export GRADBENCH_DIR=$PWD/gradbench
+    nox -s gradbench -- --evals lse llsq
+
+Nothing was run."""
+GRADBENCH_UNVALIDATED = {"hello", "particle", "saddle"}  # evals that need no tools/manual/bin/<eval>
+
+
+def _gradbench_options(posargs):
+    parser = argparse.ArgumentParser(prog="nox -s gradbench --", description="GradBench's evals, fasttape and JAX.")
+    parser.add_argument("--evals", nargs="+", help="eval names (default: every eval fasttape implements)")
+    parser.add_argument("--tools", nargs="+", default=["fasttape", "jax"], choices=["fasttape", "jax"])
+    parser.add_argument("--min-runs", type=int, help="passed to every eval that takes it (GradBench's default: 1)")
+    parser.add_argument("--min-seconds", type=float, help="passed to every eval that takes it (default: 1)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds for each answer of a tool (600)")
+    parser.add_argument("--results", default="gradbench-results", help="where the logs go (gradbench-results)")
+    parser.add_argument(
+        "--eval-args", nargs="+", default=[], metavar="EVAL=ARGS",
+        help='more arguments for an eval, e.g. "lse=-n 2500 20000" "ode=-n 1000 -s 1 10"',
+    )  # fmt: skip
+    return parser.parse_args(posargs)
+
+
+def _gradbench_checkout():
+    """$GRADBENCH_DIR when it is a GradBench checkout, else None."""
+    root = os.environ.get("GRADBENCH_DIR")
+    if root and os.path.isfile(os.path.join(root, "python", "gradbench", "gradbench", "eval.py")):
+        return os.path.abspath(root)
+    return None
+
+
+def _gradbench_eval_command(session, root, name, options, python):
+    """The eval's command line (run from the checkout's root), with --min-runs/--min-seconds where it takes them."""
+    script = os.path.join("python", "gradbench", "gradbench", "evals", name, "run.py")
+    if not os.path.isfile(os.path.join(root, script)):
+        session.error(f"GradBench has no eval {name!r}: {os.path.join(root, script)} does not exist")
+    if name not in GRADBENCH_UNVALIDATED and not os.path.isfile(os.path.join(root, "tools", "manual", "bin", name)):
+        session.error(
+            f"GradBench's reference for {name} is not built (no tools/manual/bin/{name}), and the eval validates"
+            f" against it: run make -C {root}/cpp && make -C {root}/tools/manual"
+        )
+    command = [python, script]
+    with open(os.path.join(root, script), encoding="utf-8") as f:
+        takes_runs = "--min-runs" in f.read()
+    if takes_runs and options.min_runs is not None:
+        command += ["--min-runs", str(options.min_runs)]
+    if takes_runs and options.min_seconds is not None:
+        command += ["--min-seconds", str(options.min_seconds)]
+    extra = dict(item.split("=", 1) for item in options.eval_args if "=" in item)
+    return command + shlex.split(extra.get(name, ""))
+
+
+@nox.session(python=None)
+def gradbench(session):
+    """GradBench's evals (github.com/gradbench/gradbench) against fasttape's tool and JAX's, each run through
+    fasttape.gradbench.driver (GradBench's intermediary in Python: no Docker or Rust), one log per eval and tool
+    in gradbench-results/<eval>-<tool>.jsonl, then the table (fasttape.gradbench.report).  JAX is GradBench's own
+    JAX tool, its timings waited for (fasttape.gradbench.jax_tool).  Fails when a fasttape run is not a success.
+
+        export GRADBENCH_DIR=~/gradbench                  # a checkout with its reference built (see below)
+        nox -s gradbench                                  # every eval fasttape implements, fasttape and jax
+        nox -s gradbench -- --evals gmm lse --tools fasttape --min-runs 3 --min-seconds 0.5
+        nox -s gradbench -- --evals lse --eval-args "lse=-n 2500 20000"
+
+    Without a checkout in $GRADBENCH_DIR it says how to get one, and exits 0 having run nothing.
+    """
+    options = _gradbench_options(session.posargs)
+    root = _gradbench_checkout()
+    if root is None:
+        if os.environ.get("GRADBENCH_DIR"):
+            session.log(f"GRADBENCH_DIR={os.environ['GRADBENCH_DIR']} is not a GradBench checkout.")
+        session.log(GRADBENCH_HOWTO)
+        return
+    session.install("-e", ".[jax]", "pydantic", "dataclasses-json", "scipy")
+    python = os.path.join(session.bin, "python")
+    evals = (
+        options.evals
+        or session.run(
+            "python", "-c", "from fasttape.gradbench.evals import MODULES; print(*sorted(MODULES))", silent=True
+        ).split()
+    )
+    tools = {
+        "fasttape": [python, "-m", "fasttape.gradbench"],
+        "jax": [python, "-m", "fasttape.gradbench.jax_tool", "--gradbench-dir", root],
+    }
+    os.makedirs(options.results, exist_ok=True)
+    env = {"PYTHONPATH": os.path.join(root, "python", "gradbench")}
+    logs = []
+    for name in evals:
+        command = _gradbench_eval_command(session, root, name, options, python)
+        for tool in options.tools:
+            logs.append(os.path.abspath(os.path.join(options.results, f"{name}-{tool}.jsonl")))
+            session.run(
+                "python", "-m", "fasttape.gradbench.driver", "--eval", shlex.join(command),
+                "--tool", shlex.join(tools[tool]), "--cwd", root, "-o", logs[-1], "--timeout", str(options.timeout),
+                env=env, success_codes=list(range(7)),  # the outcome is the report's to judge
+            )  # fmt: skip
+    require = ["--require", "fasttape"] if "fasttape" in options.tools else []
+    session.run("python", "-m", "fasttape.gradbench.report", *logs, *require)
