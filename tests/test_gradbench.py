@@ -57,7 +57,7 @@ def test_an_eval_s_whole_session_is_served():
         message("lse", "gradient", {"x": x, "min_runs": 2, "min_seconds": 0}, id_=4),
     )
     assert [a["id"] for a in answers] == [0, 1, 2, 3, 4]
-    assert answers[0]["tool"] == "fasttape" and set(answers[0]["config"]) == {"fasttape", "numpy", "numba"}
+    assert answers[0]["tool"] == "fasttape" and set(answers[0]["config"]) == {"fasttape", "numpy", "numba", "cores"}
     assert answers[1] == {"id": 1, "success": True}
     assert answers[3] == {"id": 3}
     expected = jax_logsumexp(jnp.array(x))  # (float64: tests/conftest.py)
@@ -133,7 +133,7 @@ def test_hello_squares_and_doubles():
         ("{not json", "malformed JSON"),
         ("[1, 2]", "a JSON object with an id"),
         ({"id": 5, "kind": "frobnicate"}, "unknown message kind 'frobnicate'"),
-        ({"id": 5, "kind": "define", "module": "ba"}, "does not implement module 'ba'"),
+        ({"id": 5, "kind": "define", "module": "tensor"}, "does not implement module 'tensor'"),
         (message("nope", "primal", {}, 5), "unknown module 'nope'"),
         (message("lse", "hessian", {}, 5), "no function 'hessian'"),
         (message("lse", "primal", {"y": [1.0]}, 5), "no field 'x'"),

@@ -11,6 +11,11 @@ Messages (one JSON object per line, each with an integer ``id`` and a ``kind``):
   each; the last output is answered;
 - ``analysis``: the eval's verdict on an earlier output, acknowledged.
 
+Every call runs on the compiled sweeps (``tiers.only("compiled")``): the first call of a sweep waits for its
+kernel (loaded from the disk cache, or compiled on a cold one) inside its ``prepare`` timing, instead of running
+in the NumPy executor meanwhile as an interactive session does.  As GradBench's tools do, it runs on one core (the first this process may use, with BLAS limited to one
+thread) unless started with ``--multithreaded``.
+
 A message that cannot be served (malformed JSON, an unknown kind, module or function, an input of the wrong
 shape, a failure of the function itself) is answered with ``success: false`` and an error that names the
 problem, and the tool serves the next.  Nothing but answers is written to stdout: while the tool runs,
@@ -19,13 +24,16 @@ problem, and the tool serves the next.  Nothing but answers is written to stdout
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import sys
 import time
 
 import numpy as np
 
+from .. import tiers
 from .evals import MODULES
 
 NAME = "fasttape"
@@ -131,7 +139,22 @@ def _config() -> dict:
 
     import fasttape
 
-    return {"fasttape": fasttape.__version__, "numpy": np.__version__, "numba": numba.__version__}
+    return {
+        "fasttape": fasttape.__version__,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+
+
+def one_core() -> None:
+    """Run on the first core this process may use, BLAS with one thread (NumPy's, already loaded: its pool is
+    resized through threadpoolctl).  fasttape's background compilation shares that core."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def serve(lines, write) -> None:
@@ -143,8 +166,12 @@ def serve(lines, write) -> None:
         write(json.dumps(tool.answer(line), allow_nan=False) + "\n")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     """The tool on this process's stdin and stdout (sys.stdout is stderr meanwhile: answers only)."""
+    parser = argparse.ArgumentParser(prog="python -m fasttape.gradbench", description="fasttape as a GradBench tool")
+    parser.add_argument("--multithreaded", action="store_true", help="use every core this process may (default: one)")
+    if not parser.parse_args(argv).multithreaded:
+        one_core()
     out = sys.stdout
     sys.stdout = sys.stderr
 
@@ -152,4 +179,5 @@ def main() -> None:
         out.write(line)
         out.flush()
 
-    serve(sys.stdin, write)
+    with tiers.only("compiled"):
+        serve(sys.stdin, write)
