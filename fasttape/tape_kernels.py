@@ -256,6 +256,22 @@ _MODULES: dict = {}  # the kernels built in this process, by the name their sour
 _QUEUE: queue.SimpleQueue = queue.SimpleQueue()
 _WORKER: list = []
 _LOCK = threading.Lock()
+_PENDING = [0]  # builds queued or running
+_SETTLED = threading.Condition()
+
+
+def _enqueue(item) -> None:
+    with _SETTLED:
+        _PENDING[0] += 1
+    _QUEUE.put(item)
+    _start_worker()
+
+
+def settle(timeout=None) -> bool:
+    """Block until every background build asked for so far is done; True when none is left (``timeout``:
+    seconds at most)."""
+    with _SETTLED:
+        return _SETTLED.wait_for(lambda: _PENDING[0] == 0, timeout)
 
 
 def request(tape, wait: bool = False):
@@ -271,8 +287,7 @@ def request(tape, wait: bool = False):
     if wait:
         _build(tape, race=False)
         return
-    _QUEUE.put(tape)
-    _start_worker()
+    _enqueue(tape)
 
 
 def request_entry(tape, name: str, wait: bool = False):
@@ -281,8 +296,7 @@ def request_entry(tape, name: str, wait: bool = False):
     if wait:
         _compile_entry(tape, name)
         return
-    _QUEUE.put((tape, name))
-    _start_worker()
+    _enqueue((tape, name))
 
 
 def _start_worker():
@@ -295,10 +309,15 @@ def _start_worker():
 def _work():
     while True:
         item = _QUEUE.get()
-        if isinstance(item, tuple):
-            _compile_entry(*item)
-        else:
-            _build(item)
+        try:
+            if isinstance(item, tuple):
+                _compile_entry(*item)
+            else:
+                _build(item)
+        finally:
+            with _SETTLED:
+                _PENDING[0] -= 1
+                _SETTLED.notify_all()
 
 
 _COMPILE_LOCK = threading.RLock()

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fasttape as ft
+from fasttape import tape_kernels
 from fasttape.gradbench import protocol, serve
 from fasttape.gradbench.evals import kmeans, llsq, ode
 
@@ -20,7 +22,7 @@ def session(*messages) -> list[dict]:
     """The tool's answers to ``messages`` (dicts, or raw lines), one each, in order."""
     lines = [m if isinstance(m, str) else json.dumps(m) for m in messages]
     out: list[str] = []
-    serve(lines, out.append)
+    serve(lines, out.append, warm_seconds=0)
     assert len(out) == len(lines) and all(line.endswith("\n") and line.count("\n") == 1 for line in out)
     return [json.loads(line) for line in out]
 
@@ -172,3 +174,22 @@ def test_the_tool_process_writes_answers_alone_to_stdout():
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a["id"] for a in answers] == [0, 1, 2, None]
     assert answers[2]["output"] == 8.0 and answers[3]["success"] is False
+
+
+def test_prepare_makes_a_fast_function_s_tapes_hot_and_waits_for_their_kernels(monkeypatch):
+    calls = []
+    monkeypatch.setitem(protocol.MODULES, "counting", {"f": lambda data: lambda: calls.append(1) or 1.0})
+    out: list[str] = []
+    serve([json.dumps(message("counting", "f", {"min_runs": 2, "min_seconds": 0}))], out.append, warm_seconds=60)
+    (answer,) = [json.loads(line) for line in out]
+    assert [t["name"] for t in answer["timings"]] == ["prepare", "evaluate", "evaluate"]
+    assert len(calls) == tape_kernels.HOT_CALLS + 2 + 2  # the first, HOT_CALLS more, one after the builds; 2 runs
+
+    gradient = ft.grad(lambda x: np.sum(np.tanh(x) * x))  # a tape of its own
+    x = np.random.default_rng(3).random(1000)
+    monkeypatch.setitem(protocol.MODULES, "tanh", {"g": lambda data: lambda: gradient(x)})
+    out.clear()
+    with ft.tiers.only("compiled"), ft.options(tape_kernels="auto"):
+        serve([json.dumps(message("tanh", "g", {"min_runs": 1, "min_seconds": 0}))], out.append)
+    (tape,) = gradient.cache.tapes()
+    assert json.loads(out[0])["success"] and tape._kernels.state in ("ready", "declined")  # settled within prepare

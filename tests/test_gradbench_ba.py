@@ -173,7 +173,7 @@ def test_the_csr_structure_is_the_reference_s_insertion_order():
 def evaluate(function, data):
     message = {"id": 7, "kind": "evaluate", "module": "ba", "function": function, "input": data}
     out: list[str] = []
-    serve([json.dumps(message)], out.append)
+    serve([json.dumps(message)], out.append, warm_seconds=0)
     (answer,) = [json.loads(line) for line in out]
     assert answer["id"] == 7
     return answer

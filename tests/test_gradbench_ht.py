@@ -135,7 +135,8 @@ def jax_arguments(data):
 
 def evaluate(function, data) -> dict:
     out = []
-    serve([json.dumps({"id": 7, "kind": "evaluate", "module": "ht", "function": function, "input": data})], out.append)
+    message = {"id": 7, "kind": "evaluate", "module": "ht", "function": function, "input": data}
+    serve([json.dumps(message)], out.append, warm_seconds=0)
     (answer,) = [json.loads(line) for line in out]
     assert answer["id"] == 7 and answer["success"] is True, answer
     assert [t["name"] for t in answer["timings"]] == ["prepare", "evaluate", "evaluate"]
@@ -245,7 +246,7 @@ def test_a_bad_input_is_answered_with_the_field_it_gets_wrong(bad, error):
     for function in ("objective", "jacobian"):
         out = []
         message = {"id": 3, "kind": "evaluate", "module": "ht", "function": function, "input": bad}
-        serve([json.dumps(message)], out.append)
+        serve([json.dumps(message)], out.append, warm_seconds=0)
         answer = json.loads(out[0])
         assert answer["success"] is False and answer["id"] == 3
         assert error in answer["error"], answer["error"]

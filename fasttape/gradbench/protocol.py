@@ -6,15 +6,16 @@ Messages (one JSON object per line, each with an integer ``id`` and a ``kind``):
 - ``define`` of a ``module``: ``success`` true when this tool implements it (``fasttape.gradbench.evals``),
   else false with an error;
 - ``evaluate`` of a ``module``'s ``function`` on an ``input``: the input is read into arrays (untimed); the
-  first call, which records the function's tape when its shapes are new, is timed as ``prepare``; then the
-  function runs at least ``min_runs`` times and until ``min_seconds`` have passed, one ``evaluate`` timing
-  each; the last output is answered;
+  first call, which records the function's tape when its shapes are new, and the calls that make its tapes
+  hot (up to a second of them) with the wait for their own kernels, are timed as ``prepare`` (see
+  :func:`prepare`); then the function runs at least ``min_runs`` times and until ``min_seconds`` have
+  passed, one ``evaluate`` timing each; the last output is answered;
 - ``analysis``: the eval's verdict on an earlier output, acknowledged.
 
 Every call runs on the compiled sweeps (``tiers.only("compiled")``): the first call of a sweep waits for its
 kernel (loaded from the disk cache, or compiled on a cold one) inside its ``prepare`` timing, instead of running
-in the NumPy executor meanwhile as an interactive session does.  As GradBench's tools do, it runs on one core (the first this process may use, with BLAS limited to one
-thread) unless started with ``--multithreaded``.
+in the NumPy executor meanwhile as an interactive session does.  As GradBench's tools do, it runs on one core
+(the first this process may use, with BLAS limited to one thread) unless started with ``--multithreaded``.
 
 A message that cannot be served (malformed JSON, an unknown kind, module or function, an input of the wrong
 shape, a failure of the function itself) is answered with ``success: false`` and an error that names the
@@ -33,10 +34,12 @@ import time
 
 import numpy as np
 
-from .. import tiers
+from .. import tape_kernels, tiers
 from .evals import MODULES
 
 NAME = "fasttape"
+WARM_SECONDS = 1.0  # calls of prepare after the first, at most (a slower function runs no faster compiled)
+SETTLE_SECONDS = 300.0  # the wait for background builds, at most
 
 
 def _plain(value):
@@ -77,8 +80,9 @@ def _failure(id_, error: str) -> dict:
 class Tool:
     """The tool's state across one eval's messages: the modules it was asked to define."""
 
-    def __init__(self):
+    def __init__(self, warm_seconds: float = None):
         self.defined: set[str] = set()
+        self.warm_seconds = WARM_SECONDS if warm_seconds is None else warm_seconds
 
     def answer(self, line: str) -> dict:
         """The answer to one message line."""
@@ -122,7 +126,7 @@ class Tool:
         runs, seconds = _runs(data)
         run = functions[function](data)  # (the input read into arrays: not timed)
         start = time.perf_counter_ns()
-        output = run()  # the first call: the tape recorded, when its shapes are new
+        output = prepare(run, self.warm_seconds)
         timings = [{"name": "prepare", "nanoseconds": time.perf_counter_ns() - start}]
         total = 0
         while len(timings) <= runs or total < seconds * 1e9:
@@ -132,6 +136,21 @@ class Tool:
             timings.append({"name": "evaluate", "nanoseconds": elapsed})
             total += elapsed
         return {"id": id_, "success": True, "output": _plain(output), "timings": timings}
+
+
+def prepare(run, warm_seconds: float = WARM_SECONDS):
+    """The first call (the tapes recorded, when their shapes are new), then calls for up to ``warm_seconds`` so
+    that hot tapes get kernels of their own (``HOT_CALLS`` calls make a tape hot), and the wait for those
+    builds: what JAX's first call does when it compiles, so that every ``evaluate`` is a steady-state call."""
+    output = run()
+    start, calls = time.perf_counter(), 1
+    while calls <= tape_kernels.HOT_CALLS and time.perf_counter() - start < warm_seconds:
+        output, calls = run(), calls + 1
+    tape_kernels.settle(timeout=SETTLE_SECONDS)
+    if calls > tape_kernels.HOT_CALLS:  # a jvp or hvp entry is asked for on its first call after the build
+        output = run()
+        tape_kernels.settle(timeout=SETTLE_SECONDS)
+    return output
 
 
 def _config() -> dict:
@@ -157,9 +176,10 @@ def one_core() -> None:
     threadpool_limits(1)
 
 
-def serve(lines, write) -> None:
-    """Answer every message of ``lines`` (an iterable of lines) with ``write(line)``."""
-    tool = Tool()
+def serve(lines, write, warm_seconds: float = None) -> None:
+    """Answer every message of ``lines`` (an iterable of lines) with ``write(line)`` (``warm_seconds``: of
+    ``prepare``'s calls after the first, ``WARM_SECONDS`` unless given)."""
+    tool = Tool(warm_seconds)
     for line in lines:
         if not line.strip():
             continue
