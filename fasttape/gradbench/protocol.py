@@ -7,7 +7,7 @@ Messages (one JSON object per line, each with an integer ``id`` and a ``kind``):
   else false with an error;
 - ``evaluate`` of a ``module``'s ``function`` on an ``input``: the input is read into arrays (untimed); the
   first call, which records the function's tape when its shapes are new, and the calls that make its tapes
-  hot (up to a second of them) with the wait for their own kernels, are timed as ``prepare`` (see
+  hot (up to a second of them) with the wait for their own kernels (10 s at most), are timed as ``prepare`` (see
   :func:`prepare`); then the function runs at least ``min_runs`` times and until ``min_seconds`` have
   passed, one ``evaluate`` timing each; the last output is answered;
 - ``analysis``: the eval's verdict on an earlier output, acknowledged.
@@ -39,7 +39,7 @@ from .evals import MODULES
 
 NAME = "fasttape"
 WARM_SECONDS = 1.0  # calls of prepare after the first, at most (a slower function runs no faster compiled)
-SETTLE_SECONDS = 300.0  # the wait for background builds, at most
+SETTLE_SECONDS = 10.0  # the wait for background builds, at most (a function that retraces often keeps making new tapes)
 
 
 def _plain(value):
@@ -141,7 +141,8 @@ class Tool:
 def prepare(run, warm_seconds: float = WARM_SECONDS):
     """The first call (the tapes recorded, when their shapes are new), then calls for up to ``warm_seconds`` so
     that hot tapes get kernels of their own (``HOT_CALLS`` calls make a tape hot), and the wait for those
-    builds: what JAX's first call does when it compiles, so that every ``evaluate`` is a steady-state call."""
+    builds (``SETTLE_SECONDS`` at most): what JAX's first call does when it compiles, so that every ``evaluate``
+    is a steady-state call."""
     output = run()
     start, calls = time.perf_counter(), 1
     while calls <= tape_kernels.HOT_CALLS and time.perf_counter() - start < warm_seconds:

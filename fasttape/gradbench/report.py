@@ -271,9 +271,10 @@ def eval_section(name: str, sessions: list[Session]) -> list[str]:
 HEADER = """# GradBench: fasttape and JAX
 
 Times in milliseconds. A function's time is the **mean of its `evaluate` timings** for that input, as GradBench's
-scoring reads them; `prepare` is the first call, timed apart and in no mean (fasttape: recording the tape; JAX:
-tracing and compiling). The ratio is the derivative's time over the primal's. The verdict is the eval's analysis
-of the outputs (checked against GradBench's C++ reference, except hello)."""
+scoring reads them; `prepare` is the first call, timed apart and in no mean (fasttape: recording the tapes,
+then the calls that make them hot and the build of their own kernels; JAX: tracing and compiling). The ratio is
+the derivative's time over the primal's. The verdict is the eval's analysis of the outputs (checked against
+GradBench's C++ reference, except hello)."""
 
 
 def markdown(sessions: list[Session]) -> str:
