@@ -9,7 +9,9 @@ before they are timed.  Like fasttape's kernels they use no ``fastmath``.
 import numba
 import numpy as np
 
-from .workloads import BETA, DT, LORENZ_STEPS, ODE_END, RHO, SIGMA, WISHART_GAMMA, WISHART_M, gmm_constant
+from fasttape.gradbench.evals import gmm
+
+from .workloads import BETA, DT, LORENZ_STEPS, ODE_END, RHO, SIGMA, WISHART_GAMMA, WISHART_M
 
 _jit = numba.njit(cache=True, error_model="numpy")
 
@@ -287,7 +289,7 @@ def gmm_params_vg(params, X):
     alphas, means, icf = params
     value, grad = gmm_vg(alphas, means, icf, X, WISHART_GAMMA, WISHART_M)
     n, d = X.shape
-    return value + gmm_constant(n, d, alphas.shape[0]), grad
+    return value + gmm.constant(n, d, alphas.shape[0], WISHART_GAMMA, WISHART_M), grad
 
 
 @_jit

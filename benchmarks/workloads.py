@@ -11,7 +11,7 @@ import numpy as np
 
 from fasttape.gradbench.evals import kmeans as gradbench_kmeans
 from fasttape.gradbench.evals import ode as gradbench_ode
-from fasttape.gradbench.evals.gmm import log_posterior, logsumexp, wishart_normaliser
+from fasttape.gradbench.evals.gmm import log_posterior, logsumexp
 
 ROSENBROCK_SIZES = (10, 1_000, 100_000, 1_000_000)
 
@@ -224,11 +224,6 @@ def kmeans_input(n, d, k, seed=0):
 GMM_N = 1000
 GMM_SIZES = ((2, 5), (10, 25))  # dimension d x components K
 WISHART_GAMMA, WISHART_M = 1.0, 0
-
-
-def gmm_constant(n, d, k, gamma=WISHART_GAMMA, m=WISHART_M):
-    """The parameter-free terms: the Gaussian normalisation and the Wishart prior's normaliser."""
-    return -0.5 * n * d * math.log(2.0 * math.pi) + k * wishart_normaliser(d, gamma, m)
 
 
 def make_gmm_objective(xp=np, gamma=WISHART_GAMMA, m=WISHART_M):

@@ -222,7 +222,7 @@ def test_the_outputs_through_the_protocol_are_the_reference_s_format(still):
     "change, error",
     [
         ({"feat": None}, "no field 'feat'"),
-        ({"cam": [1.0] * 10}, "field 'cam' should hold 11 numbers, got 10"),
+        ({"cam": [1.0] * 10}, "field 'cam' should have shape (11,), got (10,)"),
         ({"x": [[1.0, 2.0, 3.0]]}, "field 'x'"),
         ({"w": "0.5"}, "field 'w' should be a finite number"),
         ({"w": [0.5]}, "field 'w'"),

@@ -16,7 +16,7 @@ import numpy as np
 
 import fasttape as ft
 
-from .inputs import count, field, vector
+from .inputs import count, number, shaped
 
 CAMERA = 11  # [r1 r2 r3 (Rodrigues), C1 C2 C3 (centre), f, u0 v0 (principal point), k1 k2 (radial distortion)]
 BLOCK = CAMERA + 3 + 1  # the nonzeros of a reprojection-error row: its camera's, its point's, its weight
@@ -139,25 +139,11 @@ def jacobian_csr(cams, X, w, feats, cam_index, point_index):
     return rows, cols, vals
 
 
-def _number(data, name: str) -> float:
-    value = field(data, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise ValueError(f"field {name!r} should be a finite number, got {value!r}")
-    return float(value)
-
-
-def _sized(data, name: str, size: int) -> np.ndarray:
-    value = vector(data, name)
-    if value.size != size:
-        raise ValueError(f"field {name!r} should hold {size} numbers, got {value.size}")
-    return value
-
-
 def _arrays(data):
     """The expanded parameters of an input (see :func:`expand`)."""
     n, m, p = count(data, "n"), count(data, "m"), count(data, "p")
-    cam, x, feat = _sized(data, "cam", CAMERA), _sized(data, "x", 3), _sized(data, "feat", 2)
-    return expand(cam, x, _number(data, "w"), feat, n, m, p)
+    cam, x, feat = shaped(data, "cam", (CAMERA,)), shaped(data, "x", (3,)), shaped(data, "feat", (2,))
+    return expand(cam, x, number(data, "w"), feat, n, m, p)
 
 
 def _objective(data):

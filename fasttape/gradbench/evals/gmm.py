@@ -11,7 +11,7 @@ import numpy as np
 
 import fasttape as ft
 
-from .inputs import array, count, field
+from .inputs import count, number, shaped
 from .replay import replayed
 
 
@@ -35,18 +35,20 @@ def logsumexp(x, axis, xp=np):
     return xp.log(xp.sum(xp.exp(x - top), axis=axis)) + xp.squeeze(top, axis=axis)
 
 
-def wishart_normaliser(d, gamma, m):
-    """log of the Wishart density's normalising constant per component: n d log(γ/√2) − log Γ_d(n/2),
-    n = d + m + 1 degrees of freedom."""
+def constant(n, d, k, gamma, m):
+    """The log-posterior's parameter-free terms: the n points' Gaussian normalisation −n d/2 log 2π, and K times
+    the log of the Wishart density's normalising constant, n' d log(γ/√2) − log Γ_d(n'/2) with n' = d + m + 1
+    degrees of freedom."""
     dof = d + m + 1
     log_multigamma = 0.25 * d * (d - 1) * math.log(math.pi)
     log_multigamma += sum(math.lgamma(0.5 * dof - 0.5 * j) for j in range(d))
-    return dof * d * (math.log(gamma) - 0.5 * math.log(2.0)) - log_multigamma
+    wishart = dof * d * (math.log(gamma) - 0.5 * math.log(2.0)) - log_multigamma
+    return -0.5 * n * d * math.log(2.0 * math.pi) + k * wishart
 
 
 def log_posterior(alpha, mu, q, l, X, gamma, m, xp=np):
-    """Σ_i logsumexp_k(α_k + Σ_j q_kj − ½‖Q_k (x_i − μ_k)‖²) − n logsumexp(α) − n d/2 log 2π, plus the Wishart
-    log-prior Σ_k (m Σ_j q_kj − γ²/2 ‖Q_k‖²_F) + K × its normaliser.  Q_k is built by one gather."""
+    """Σ_i logsumexp_k(α_k + Σ_j q_kj − ½‖Q_k (x_i − μ_k)‖²) − n logsumexp(α), plus the Wishart log-prior
+    Σ_k (m Σ_j q_kj − γ²/2 ‖Q_k‖²_F), plus ``constant``.  Q_k is built by one gather."""
     n, d = X.shape
     k = alpha.shape[0]
     row = xp.concatenate([xp.exp(q), l, xp.zeros((k, 1))], axis=1)
@@ -55,10 +57,10 @@ def log_posterior(alpha, mu, q, l, X, gamma, m, xp=np):
     mahalanobis = xp.sum((Q @ centred) ** 2, axis=1)  # k x n
     sum_q = xp.sum(q, axis=1)
     inner = (alpha + sum_q)[:, None] - 0.5 * mahalanobis
-    likelihood = xp.sum(logsumexp(inner, 0, xp)) - n * logsumexp(alpha, 0, xp) - 0.5 * n * d * math.log(2.0 * math.pi)
+    likelihood = xp.sum(logsumexp(inner, 0, xp)) - n * logsumexp(alpha, 0, xp)
     frobenius = xp.sum(xp.exp(2.0 * q)) + xp.sum(l**2)
-    prior = m * xp.sum(sum_q) - 0.5 * gamma**2 * frobenius + k * wishart_normaliser(d, gamma, m)
-    return likelihood + prior
+    prior = m * xp.sum(sum_q) - 0.5 * gamma**2 * frobenius
+    return likelihood + prior + constant(n, d, k, gamma, m)
 
 
 PARAMETERS = ("alpha", "mu", "q", "l")
@@ -68,20 +70,15 @@ _gradient = ft.grad(log_posterior, argnums=(0, 1, 2, 3), static_argnums=(5,))  #
 def _arrays(data):
     d, k, n = count(data, "d"), count(data, "k"), count(data, "n")
     shapes = {"alpha": (k,), "mu": (k, d), "q": (k, d), "l": (k, d * (d - 1) // 2), "x": (n, d)}
-    values = {}
-    for name, shape in shapes.items():
-        if shape[-1] == 0:  # d = 1: l is k empty lists
-            values[name] = np.zeros(shape)
-            continue
-        values[name] = array(data, name, ndim=len(shape))
-        if values[name].shape != shape:
-            raise ValueError(
-                f"field {name!r} should have shape {shape} (d={d}, k={k}, n={n}), got {values[name].shape}"
-            )
-    gamma, m = field(data, "gamma"), count(data, "m", least=0)
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+    context = f" (d={d}, k={k}, n={n})"
+    # (d = 1: l is k empty lists)
+    values = {
+        name: shaped(data, name, shape, context) if shape[-1] else np.zeros(shape) for name, shape in shapes.items()
+    }
+    gamma, m = number(data, "gamma"), count(data, "m", least=0)
+    if not gamma > 0:
         raise ValueError(f"field 'gamma' should be a positive number, got {gamma!r}")
-    return (*(values[name] for name in PARAMETERS), values["x"], float(gamma), m)
+    return (*(values[name] for name in PARAMETERS), values["x"], gamma, m)
 
 
 def _objective(data):

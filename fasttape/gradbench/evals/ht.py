@@ -24,7 +24,7 @@ import numpy as np
 
 import fasttape as ft
 
-from .inputs import array, count, field
+from .inputs import count, field, shaped
 
 N_THETA = 26
 FINGERS = 5
@@ -147,15 +147,6 @@ def jacobian(theta, us, model: HandModel, correspondences, points):
 # ------------------------------------------------------------------------------------------------------------
 # The input, read into arrays (untimed): each check names its field
 # ------------------------------------------------------------------------------------------------------------
-def _shaped(data, name: str, shape: tuple) -> np.ndarray:
-    """A float field of this shape (None in ``shape``: any non-zero length)."""
-    value = array(data, name, ndim=len(shape))
-    if any(want is not None and got != want for got, want in zip(value.shape, shape)):
-        expected = "×".join("n" if s is None else str(s) for s in shape)
-        raise ValueError(f"field {name!r} should have shape {expected}, got {'×'.join(map(str, value.shape))}")
-    return value
-
-
 def _indices(data, name: str, ndim: int, below: int, least: int = 0) -> np.ndarray:
     """A field of integers in [least, below), ``ndim``-deep, non-empty."""
     value = field(data, name)
@@ -178,7 +169,7 @@ def read_model(data) -> HandModel:
     parents = _indices(data, "parents", 1, below=bones, least=-1)
     if parents.size != bones or np.any(parents >= np.arange(bones)):
         raise ValueError(f"field 'parents' should list {bones} bones' parents, each earlier than its bone (or -1)")
-    base_positions = _shaped(data, "base_positions", (None, 4))
+    base_positions = shaped(data, "base_positions", (None, 4))
     vertices = base_positions.shape[0]
     mirrored = field(data, "is_mirrored")
     if not isinstance(mirrored, bool):
@@ -188,10 +179,10 @@ def read_model(data) -> HandModel:
         raise ValueError(f"field 'triangles' should list 3 vertices per triangle, got {triangles.shape[1]}")
     return HandModel(
         parents=tuple(int(p) for p in parents),
-        base_relatives=_shaped(data, "base_relatives", (bones, 4, 4)),
-        inverse_base_absolutes=_shaped(data, "inverse_base_absolutes", (bones, 4, 4)),
+        base_relatives=shaped(data, "base_relatives", (bones, 4, 4)),
+        inverse_base_absolutes=shaped(data, "inverse_base_absolutes", (bones, 4, 4)),
         base_positions=base_positions,
-        weights=_shaped(data, "weights", (vertices, bones)),
+        weights=shaped(data, "weights", (vertices, bones)),
         triangles=triangles,
         is_mirrored=mirrored,
     )
@@ -199,12 +190,12 @@ def read_model(data) -> HandModel:
 
 def read_input(data):
     """(θ, us or None, model, correspondences, points) of an ``HTInput``."""
-    theta = _shaped(data, "theta", (N_THETA,))
+    theta = shaped(data, "theta", (N_THETA,))
     hand = field(data, "data")
     model = read_model(field(hand, "model"))
-    points = _shaped(hand, "points", (None, 3))
+    points = shaped(hand, "points", (None, 3))
     n = points.shape[0]
-    us = None if field(data, "us") == [] else _shaped(data, "us", (n, 2))
+    us = None if field(data, "us") == [] else shaped(data, "us", (n, 2))
     below = model.base_positions.shape[0] if us is None else model.triangles.shape[0]
     correspondences = _indices(hand, "correspondences", 1, below=below)
     if correspondences.size != n:

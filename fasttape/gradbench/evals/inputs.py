@@ -36,3 +36,21 @@ def count(data, name: str, least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"field {name!r} should be an integer of at least {least}, got {value!r}")
     return value
+
+
+def shaped(data, name: str, shape: tuple, context: str = "") -> np.ndarray:
+    """A float field of this shape (``None`` in ``shape``: any non-zero length); ``context`` (the sizes that set
+    the shape) joins the error."""
+    value = array(data, name, ndim=len(shape))
+    if any(want is not None and got != want for got, want in zip(value.shape, shape, strict=True)):
+        expected = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"field {name!r} should have shape {expected}{context}, got {value.shape}")
+    return value
+
+
+def number(data, name: str) -> float:
+    """A field that is a finite number."""
+    value = field(data, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"field {name!r} should be a finite number, got {value!r}")
+    return float(value)

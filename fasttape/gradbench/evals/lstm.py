@@ -15,7 +15,7 @@ import numpy as np
 
 import fasttape as ft
 
-from .inputs import array
+from .inputs import array, shaped
 from .replay import replayed
 
 
@@ -54,17 +54,12 @@ _gradient = ft.grad(loss, argnums=(0, 1))
 
 
 def _arrays(data):
-    main, extra = array(data, "main_params", ndim=2), array(data, "extra_params", ndim=2)
-    state, sequence = array(data, "state", ndim=2), array(data, "sequence", ndim=2)
+    main, sequence = array(data, "main_params", ndim=2), array(data, "sequence", ndim=2)
     if main.shape[0] % 2 or main.shape[1] % 4:
         raise ValueError(f"field 'main_params' should be 2l x 4b (l layers, b bits), got shape {main.shape}")
     layers, bits = main.shape[0] // 2, main.shape[1] // 4
-    expected = {"extra_params": (3, bits), "state": (2 * layers, bits)}
-    for name, value in (("extra_params", extra), ("state", state)):
-        if value.shape != expected[name]:
-            raise ValueError(
-                f"field {name!r} should have shape {expected[name]} (l={layers}, b={bits}), got {value.shape}"
-            )
+    context = f" (l={layers}, b={bits})"
+    extra, state = shaped(data, "extra_params", (3, bits), context), shaped(data, "state", (2 * layers, bits), context)
     if sequence.shape[1] != bits or sequence.shape[0] < 2:
         raise ValueError(f"field 'sequence' should be c x {bits} with c >= 2 characters, got shape {sequence.shape}")
     return main, extra, state, sequence

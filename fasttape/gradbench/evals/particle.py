@@ -13,7 +13,7 @@ import numpy as np
 import fasttape as ft
 
 from . import descent
-from .inputs import field
+from .inputs import number
 
 STEP = 0.1  # Euler time step
 START, VELOCITY = np.array([0.0, 8.0]), np.array([0.75, 0.0])
@@ -66,10 +66,8 @@ def search(modes: str, w0: float) -> float:
 
 def _function(modes):
     def prepare(data):
-        w0 = field(data, "w")
-        if isinstance(w0, bool) or not isinstance(w0, (int, float)) or not np.isfinite(w0):
-            raise ValueError(f"field 'w' should be a finite number, got {w0!r}")
-        return lambda: search(modes, float(w0))
+        w0 = number(data, "w")
+        return lambda: search(modes, w0)
 
     return prepare
 
