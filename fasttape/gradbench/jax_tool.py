@@ -29,9 +29,10 @@ import importlib
 import json
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
+
+from .protocol import pin_to_one_core, serve_stdio, timed
 
 NAME = "jax"
 WRAP = Path("python/gradbench/gradbench/wrap.py")  # paths inside a GradBench checkout
@@ -59,17 +60,11 @@ def timed_calls(function, value, min_runs: int, min_seconds: float, wait):
     """Call ``function(value)``, each call's output passed to ``wait`` inside the timed region: the first call
     timed as ``prepare``, then at least ``min_runs`` calls and until ``min_seconds`` have passed, one
     ``evaluate`` timing each.  ``(last output, timings)``."""
-    start = time.perf_counter_ns()
-    output = wait(function(value))
-    timings = [{"name": "prepare", "nanoseconds": time.perf_counter_ns() - start}]
-    runs, total = 0, 0
-    while runs < min_runs or total < min_seconds * 1e9:
-        start = time.perf_counter_ns()
-        output = wait(function(value))
-        elapsed = time.perf_counter_ns() - start
-        timings.append({"name": "evaluate", "nanoseconds": elapsed})
-        runs, total = runs + 1, total + elapsed
-    return output, timings
+
+    def call():
+        return wait(function(value))
+
+    return timed(call, call, min_runs, min_seconds)
 
 
 def waiting_decorators(wrap, wait):
@@ -166,18 +161,6 @@ class JaxTool:
         return {"jax": jax.__version__, "timing": TIMING, "multithreaded": self.multithreaded, "from": str(self.root)}
 
 
-def pin_to_one_core() -> None:
-    """Run on the first core this process may use (GradBench's JAX tool pins to core 0): before JAX starts its
-    threads, which inherit it."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-
-
-def serve(tool: JaxTool, lines, write) -> None:
-    for line in lines:
-        if line.strip():
-            write(json.dumps(tool.answer(line), allow_nan=False) + "\n")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m fasttape.gradbench.jax_tool",
@@ -191,15 +174,9 @@ def main(argv=None) -> None:
     except FileNotFoundError as e:
         parser.error(str(e))
     if not args.multithreaded:
-        pin_to_one_core()
+        pin_to_one_core()  # (before JAX starts its threads, which inherit it)
     install(root)
-    out, sys.stdout = sys.stdout, sys.stderr  # answers only on stdout
-
-    def write(line: str) -> None:
-        out.write(line)
-        out.flush()
-
-    serve(JaxTool(root, args.multithreaded), sys.stdin, write)
+    serve_stdio(JaxTool(root, args.multithreaded).answer)
 
 
 if __name__ == "__main__":

@@ -77,11 +77,26 @@ def _failure(id_, error: str) -> dict:
     return {"id": id_, "success": False, "error": error}
 
 
+def timed(call, first, min_runs: int, min_seconds: float):
+    """``first()`` timed as ``prepare``, then ``call()`` at least ``min_runs`` times and until ``min_seconds`` have
+    passed, one ``evaluate`` timing each: ``(the last output, the timings)``."""
+    start = time.perf_counter_ns()
+    output = first()
+    timings = [{"name": "prepare", "nanoseconds": time.perf_counter_ns() - start}]
+    total = 0
+    while len(timings) <= min_runs or total < min_seconds * 1e9:
+        start = time.perf_counter_ns()
+        output = call()
+        elapsed = time.perf_counter_ns() - start
+        timings.append({"name": "evaluate", "nanoseconds": elapsed})
+        total += elapsed
+    return output, timings
+
+
 class Tool:
-    """The tool's state across one eval's messages: the modules it was asked to define."""
+    """Answers to an eval's messages (``warm_seconds``: of ``prepare``'s calls after the first)."""
 
     def __init__(self, warm_seconds: float = None):
-        self.defined: set[str] = set()
         self.warm_seconds = WARM_SECONDS if warm_seconds is None else warm_seconds
 
     def answer(self, line: str) -> dict:
@@ -109,7 +124,6 @@ class Tool:
 
     def define(self, id_, module) -> dict:
         if module in MODULES:
-            self.defined.add(module)
             return {"id": id_, "success": True}
         known = ", ".join(sorted(MODULES))
         return _failure(id_, f"fasttape does not implement module {module!r} (it has: {known})")
@@ -125,16 +139,7 @@ class Tool:
         data = message.get("input")
         runs, seconds = _runs(data)
         run = functions[function](data)  # (the input read into arrays: not timed)
-        start = time.perf_counter_ns()
-        output = prepare(run, self.warm_seconds)
-        timings = [{"name": "prepare", "nanoseconds": time.perf_counter_ns() - start}]
-        total = 0
-        while len(timings) <= runs or total < seconds * 1e9:
-            start = time.perf_counter_ns()
-            output = run()
-            elapsed = time.perf_counter_ns() - start
-            timings.append({"name": "evaluate", "nanoseconds": elapsed})
-            total += elapsed
+        output, timings = timed(run, lambda: prepare(run, self.warm_seconds), runs, seconds)
         return {"id": id_, "success": True, "output": _plain(output), "timings": timings}
 
 
@@ -167,24 +172,45 @@ def _config() -> dict:
     }
 
 
-def one_core() -> None:
-    """Run on the first core this process may use, BLAS with one thread (NumPy's, already loaded: its pool is
-    resized through threadpoolctl).  fasttape's background compilation shares that core."""
+def pin_to_one_core() -> None:
+    """Run on the first core this process may use (as GradBench's tools do, on core 0); threads started later
+    inherit it."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def one_core() -> None:
+    """``pin_to_one_core``, and BLAS with one thread (NumPy's, already loaded: its pool is resized through
+    threadpoolctl).  fasttape's background compilation shares that core."""
+    pin_to_one_core()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
 
 
+def respond(answer, lines, write) -> None:
+    """``write`` the JSON line of ``answer(line)`` for every message line of ``lines``."""
+    for line in lines:
+        if line.strip():
+            write(json.dumps(answer(line), allow_nan=False) + "\n")
+
+
 def serve(lines, write, warm_seconds: float = None) -> None:
     """Answer every message of ``lines`` (an iterable of lines) with ``write(line)`` (``warm_seconds``: of
     ``prepare``'s calls after the first, ``WARM_SECONDS`` unless given)."""
-    tool = Tool(warm_seconds)
-    for line in lines:
-        if not line.strip():
-            continue
-        write(json.dumps(tool.answer(line), allow_nan=False) + "\n")
+    respond(Tool(warm_seconds).answer, lines, write)
+
+
+def serve_stdio(answer) -> None:
+    """``respond`` on this process's stdin and stdout, ``sys.stdout`` being stderr meanwhile (answers only)."""
+    out = sys.stdout
+    sys.stdout = sys.stderr
+
+    def write(line: str) -> None:
+        out.write(line)
+        out.flush()
+
+    respond(answer, sys.stdin, write)
 
 
 def main(argv=None) -> None:
@@ -193,12 +219,5 @@ def main(argv=None) -> None:
     parser.add_argument("--multithreaded", action="store_true", help="use every core this process may (default: one)")
     if not parser.parse_args(argv).multithreaded:
         one_core()
-    out = sys.stdout
-    sys.stdout = sys.stderr
-
-    def write(line: str) -> None:
-        out.write(line)
-        out.flush()
-
     with tiers.only("compiled"):
-        serve(sys.stdin, write)
+        serve_stdio(Tool().answer)
