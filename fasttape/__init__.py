@@ -28,6 +28,7 @@ from .api import (
     value_grad_and_hvp,
     vjp,
 )
+from .batching import vmap
 from .config import get_options, options, set_options
 from .custom import custom_jvp, custom_vjp, stop_gradient
 from .errors import (
@@ -58,6 +59,7 @@ __all__ = [
     "jacrev",
     "hessian",
     "trace",
+    "vmap",
     "custom_jvp",
     "custom_vjp",
     "stop_gradient",

@@ -301,6 +301,15 @@ class _Transformed:
             "inside a traced function. Call it outside, or use grad/jvp/vjp/jacobian there."
         )
 
+    def map(self, *args, in_axes=None, workers=None):
+        """This transformation over a batch (``ft.vmap``): by default the differentiated arguments carry the
+        members on axis 0 and the others are shared."""
+        from .batching import default_axes, vmap
+
+        if in_axes is None:
+            in_axes = default_axes(len(args), _normalize_argnums(self.argnums, len(args), self.kind))
+        return vmap(self, in_axes, workers=workers)(*args)
+
     def tape(self, *args) -> Tape:
         """The tape these arguments replay (recorded if needed)."""
         if nesting.inside_trace(args):

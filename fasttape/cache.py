@@ -41,7 +41,7 @@ from ._version import __version__ as VERSION
 # the files whose code is compiled (and cached) or shapes compiled code: every family module too
 SOURCE_FILES = ("jit.py", "layout.py", "loops.py", "runs.py", "scalar_runs.py", "regions.py", "sweeps.py",
                 "dispatch.py", "kernels.py", "scalar_math.py", "codegen.py", "primitives.py", "cache.py",
-                "lapack.py", "duals.py", "kernel_calls.py", "vector_math.py", "generated_loops.py",
+                "lapack.py", "duals.py", "kernel_calls.py", "batch_calls.py", "vector_math.py", "generated_loops.py",
                 "_version.py")  # fmt: skip
 FAMILY_DIRECTORY = "families"
 
@@ -204,8 +204,9 @@ def _install_notice():  # the listener, or None where Numba has no event API
             module = getattr(getattr(data.get("dispatcher"), "py_func", None), "__module__", "") or ""
             # (an object-mode block -- NumPy's SIMD loops called from a kernel -- is lifted at its first run)
             lifted = any(str(a) == "ffi_forced_object" for a in data.get("args") or ())
-            tape = module.startswith("fasttape.tape_")  # a tape's own kernels (fasttape.tape_kernels): seconds
-            if module.startswith("fasttape.") and not lifted and not tape:
+            # a tape's own kernels (fasttape.tape_kernels) and a batch's drivers (fasttape.batch_calls): seconds
+            seconds = module.startswith(("fasttape.tape_", "fasttape.batch_"))
+            if module.startswith("fasttape.") and not lifted and not seconds:
                 announce()
 
         def on_end(self, ev):

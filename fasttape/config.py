@@ -1,13 +1,14 @@
-"""Process-wide options: the memory budget of one tape, the size of each tape cache, and when a
-tape gets compiled kernels of its own.
+"""Process-wide options: the memory budget of one tape, the size of each tape cache, when a
+tape gets compiled kernels of its own, and the threads of a batch.
 
-``ft.set_options(memory_budget=..., cache_size=..., tape_kernels=...)`` changes them (and
+``ft.set_options(memory_budget=..., cache_size=..., tape_kernels=..., workers=...)`` changes them (and
 returns the previous values), ``ft.get_options()`` reads them, and ``with
 ft.options(...):`` changes them for a block.  Without a call, the environment
 decides: ``FASTTAPE_MEMORY_BUDGET`` (bytes, or with a suffix: ``512M``,
 ``8GiB``; ``0``/``none`` for no limit), ``FASTTAPE_CACHE_SIZE`` (tapes kept
 per transformed function, one per input signature) and ``FASTTAPE_TAPE_KERNELS``
-(``auto``, ``always`` or ``never``; see ``fasttape.tape_kernels``).
+(``auto``, ``always`` or ``never``; see ``fasttape.tape_kernels``) and ``FASTTAPE_WORKERS`` (the
+threads a batch runs on, ``fasttape.batch``; by default every thread Numba has).
 
 The memory budget bounds the buffers of one tape: its values and adjoints
 (16 bytes per recorded value), its instruction table and its index arrays.  It
@@ -91,6 +92,14 @@ def _check_tape_kernels(value):
     return value
 
 
+def _check_workers(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1)):
+        raise ValueError(
+            f"workers must be a positive int, -1 (every thread Numba has) or None (the same), got {value!r}."
+        )
+    return value
+
+
 def _check_cache_size(value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"cache_size must be a positive int (tapes kept per transformed function), got {value!r}.")
@@ -115,14 +124,25 @@ class _Options:
             self.tape_kernels = _check_tape_kernels(env_kernels or "auto")
         except ValueError:
             raise ValueError(f"FASTTAPE_TAPE_KERNELS={env_kernels!r}: use one of {TAPE_KERNELS}.") from None
+        env_workers = os.environ.get("FASTTAPE_WORKERS", "").strip()
+        try:
+            self.workers = _check_workers(int(env_workers)) if env_workers else None
+        except ValueError:
+            raise ValueError(f"FASTTAPE_WORKERS={env_workers!r} must be a positive integer or -1.") from None
 
 
 _OPTIONS = _Options()
-_CHECKS = {"memory_budget": _check_budget, "cache_size": _check_cache_size, "tape_kernels": _check_tape_kernels}
+_CHECKS = {
+    "memory_budget": _check_budget,
+    "cache_size": _check_cache_size,
+    "tape_kernels": _check_tape_kernels,
+    "workers": _check_workers,
+}
 
 
 def get_options() -> dict:
-    """The current options: ``{"memory_budget": bytes or None, "cache_size": int, "tape_kernels": str}``."""
+    """The current options: ``{"memory_budget": bytes or None, "cache_size": int, "tape_kernels": str,
+    "workers": int or None}``."""
     return {name: getattr(_OPTIONS, name) for name in _CHECKS}
 
 
@@ -130,7 +150,8 @@ def set_options(**options) -> dict:
     """Set ``memory_budget`` (bytes, a string such as ``"8GiB"``, or None for no limit),
     ``cache_size`` (tapes kept per transformed function, LRU) and/or ``tape_kernels``
     (``"auto"``, ``"always"`` or ``"never"``: when a tape gets compiled kernels of its own,
-    see ``fasttape.tape_kernels``); returns the previous values of the options given, so
+    see ``fasttape.tape_kernels``) and/or ``workers`` (the threads of a batch, ``fasttape.batch``:
+    a positive int, or None / -1 for every thread Numba has); returns the previous values of the options given, so
     they can be restored."""
     unknown = sorted(set(options) - set(_CHECKS))
     if unknown:
@@ -163,6 +184,10 @@ def cache_size() -> int:
 
 def tape_kernels() -> str:
     return _OPTIONS.tape_kernels
+
+
+def workers() -> int | None:
+    return _OPTIONS.workers
 
 
 def _format_bytes(n: int) -> str:

@@ -424,6 +424,20 @@ class Tape:
         (value, grads) = self.value_and_grad(*args)
         return (grads, value[1]) if self.has_aux else grads
 
+    def value_and_grad_batch(self, *args, in_axes=None, workers=None):
+        """``(values, grads)`` of a batch in one compiled call on every core (``fasttape.vmap``): by default
+        the differentiated arguments carry the members on axis 0 and the others are shared (``in_axes``, as
+        ``ft.vmap``'s, says otherwise); ``workers`` the threads (-1 all)."""
+        from . import batching
+
+        return batching.tape_value_and_grad_batch(self, args, in_axes, workers)
+
+    def forward_batch(self, *args, in_axes=None, workers=None):
+        """The outputs of a batch (as :meth:`value_and_grad_batch`), stacked on axis 0."""
+        from . import batching
+
+        return batching.tape_forward_batch(self, args, in_axes, workers)
+
     def vjp(self, *args):
         """``(out, vjp_fn)`` (plus aux); ``vjp_fn(cotangent)`` returns one entry per differentiated argument."""
         ws = self._take_workspace()  # kept by vjp_fn, and back to the spares when vjp_fn is gone

@@ -40,7 +40,12 @@ def test_a_tape_over_budget_fails_before_its_buffers_are_allocated():
 def test_budget_none_means_no_limit_and_options_restore():
     before = ft.get_options()
     with ft.options(memory_budget=None, cache_size=3):
-        assert ft.get_options() == {"memory_budget": None, "cache_size": 3, "tape_kernels": before["tape_kernels"]}
+        assert ft.get_options() == {
+            "memory_budget": None,
+            "cache_size": 3,
+            "tape_kernels": before["tape_kernels"],
+            "workers": before["workers"],
+        }
         np.testing.assert_array_equal(ft.grad(_sumsq)(np.ones(4)), 2.0 * np.ones(4))
     assert ft.get_options() == before
     previous = ft.set_options(memory_budget="2GiB")

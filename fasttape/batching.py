@@ -1,0 +1,334 @@
+"""``ft.vmap``: a transformation over a batch, JAX's ``in_axes`` / ``out_axes``, as one compiled call.
+
+``ft.vmap(ft.grad(loss), in_axes=(0, None, None))(W, X, y)`` finds the tape of the first member (recording
+it if needed) and runs every member's sweep in one call of a batch driver (``fasttape.batch``), on every
+core.  The results are those of a Python loop of single calls, bit for bit, stacked along ``out_axes``.
+
+Members whose guards take another branch than the tape's are batched again on the tape of the first of
+them (recorded when no cached tape fits), and so on until every member is done: a function with two
+branches costs two traces and two batched calls.  A member whose sweep raises (an index out of range) is
+run alone, and its error names the member.
+
+What is batched: ``ft.grad`` and ``ft.value_and_grad`` (a value-and-gradient sweep per member) and plain
+functions of float arrays (a forward sweep per member).  Any other callable runs as a loop of single
+calls, stacked (``vmap(f).compiled`` says which).  ``ft.grad(f).map(W, X, y)`` is ``vmap`` with the
+differentiated arguments mapped on axis 0 and the others shared.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import optree
+
+from . import batch, nesting
+from .errors import BranchChangedError
+from .tape import _arg_name
+
+
+class Members:
+    """The members of a batch: the positional arguments with JAX's ``in_axes`` (an int, None, or per
+    argument a tree prefix of it), each mapped leaf moved to axis 0."""
+
+    def __init__(self, args, in_axes, what="vmap", axis_size=None):
+        self.what = what
+        self.args = args = tuple(args)
+        if isinstance(in_axes, list):
+            in_axes = tuple(in_axes)
+        if isinstance(in_axes, tuple):
+            if len(in_axes) != len(args):
+                raise ValueError(
+                    f"{what}: in_axes has {len(in_axes)} entries but the call has {len(args)} positional "
+                    "arguments. Give one entry per argument: an int, None, or a tree prefix of that argument."
+                )
+            per_argument = in_axes
+        else:
+            per_argument = (in_axes,) * len(args)
+        self.trees = []  # per argument: (its leaves, its treedef)
+        self.blocks = {}  # (argument, leaf) -> the mapped leaf, the batch axis first, C-contiguous
+        sizes = {}
+        for i, (arg, spec) in enumerate(zip(args, per_argument)):
+            if type(arg) is np.ndarray and (spec is None or type(spec) is int):  # the common case, kept cheap
+                self.trees.append(([arg], None))
+                if spec is not None:
+                    sizes[_arg_name(i, ())] = self._map(i, 0, arg, spec, _arg_name(i, ()))
+                continue
+            paths, leaves, treedef = optree.tree_flatten_with_path(arg, none_is_leaf=True)
+            self.trees.append((leaves, treedef))
+            try:
+                axes = optree.broadcast_prefix(spec, arg, none_is_leaf=True)
+            except ValueError as e:
+                raise ValueError(
+                    f"{what}: in_axes entry {spec!r} for argument {i} is not a tree prefix of it (its structure is "
+                    f"{treedef}): {e}"
+                ) from None
+            for j, (path, leaf, axis) in enumerate(zip(paths, leaves, axes)):
+                if axis is None:
+                    continue
+                name = _arg_name(i, path)
+                sizes[name] = self._map(i, j, leaf, axis, name)
+        if not sizes:
+            if axis_size is None:
+                raise ValueError(
+                    f"{what}: no argument is mapped (every in_axes is None); map at least one, or give axis_size."
+                )
+            self.size = axis_size
+        else:
+            self.size = next(iter(sizes.values()))
+            for name, size in sizes.items():
+                if size != self.size:
+                    first = next(iter(sizes))
+                    raise ValueError(
+                        f"{what}: mapped sizes differ: {first} has {self.size} members along its mapped axis but "
+                        f"{name} has {size}. Every mapped argument must have the same size along its axis."
+                    )
+            if axis_size is not None and axis_size != self.size:
+                raise ValueError(f"{what}: axis_size={axis_size} but the mapped arguments have {self.size} members.")
+
+    def _map(self, i, j, leaf, axis, name) -> int:
+        """Keep leaf ``j`` of argument ``i`` (``name``) with its axis ``axis`` first; its number of members."""
+        what = self.what
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"{what}: in_axes for {name} must be an int or None, got {axis!r}.")
+        if not isinstance(leaf, (np.ndarray, float, int, np.generic, list)):
+            raise ValueError(f"{what}: in_axes maps {name}, a {type(leaf).__name__}; only arrays can be mapped "
+                             "(give it in_axes None).")  # fmt: skip
+        array = np.asarray(leaf)
+        if not -array.ndim <= axis < array.ndim:
+            raise ValueError(
+                f"{what}: in_axes {axis} for {name}, but it has {array.ndim} dimension(s) (shape {array.shape}); "
+                f"a mapped axis must be in [-{array.ndim}, {array.ndim})."
+            )
+        if axis != 0:
+            array = np.moveaxis(array, axis, 0)
+        self.blocks[i, j] = np.ascontiguousarray(array)
+        return array.shape[0]
+
+    def member(self, b: int) -> tuple:
+        """The arguments of member ``b``."""
+        if not self.blocks:
+            return self.args
+        args = []
+        for i, (leaves, treedef) in enumerate(self.trees):
+            mapped = [j for j in range(len(leaves)) if (i, j) in self.blocks]
+            if not mapped:
+                args.append(self.args[i])
+                continue
+            if treedef is None:
+                args.append(self.blocks[i, 0][b])
+                continue
+            leaves = list(leaves)
+            for j in mapped:
+                leaves[j] = self.blocks[i, j][b]
+            args.append(treedef.unflatten(leaves))
+        return tuple(args)
+
+    def subset(self, members) -> Members:
+        """The batch of ``members`` (indices) alone."""
+        other = object.__new__(Members)
+        other.__dict__.update(self.__dict__)
+        other.blocks = {key: block[members] for key, block in self.blocks.items()}
+        other.size = len(members)
+        return other
+
+    def inputs(self, tape) -> list:
+        """(argument, leaf, (size, *shape) block) of the mapped leaves the tape reads per call."""
+        found = []
+        for (i, j), block in self.blocks.items():
+            leaf = tape._args[i].leaves[j]
+            if leaf.kind == "static":
+                raise ValueError(
+                    f"{self.what}: in_axes maps {leaf.name}, but {tape.name!r} holds it as a static value baked "
+                    "into the tape (an int, a string, a boolean). Give it in_axes None, or pass a float or integer "
+                    "array."
+                )
+            found.append((i, j, block))
+        return found
+
+
+def _stack(results):
+    return optree.tree_map(lambda *xs: np.stack(xs), *results, none_is_leaf=False)
+
+
+def _apply_out_axes(result, out_axes, what):
+    if out_axes == 0:
+        return result
+    paths, leaves, treedef = optree.tree_flatten_with_path(result, none_is_leaf=True)
+    try:
+        axes = optree.broadcast_prefix(out_axes, result, none_is_leaf=True)
+    except ValueError as e:
+        raise ValueError(f"{what}: out_axes {out_axes!r} is not a tree prefix of the result ({treedef}): {e}") from None
+    moved = []
+    for path, leaf, axis in zip(paths, leaves, axes):
+        if leaf is None:
+            moved.append(None)
+            continue
+        leaf = np.asarray(leaf)
+        if axis is None:
+            if not all(np.array_equal(leaf[0], row) for row in leaf[1:]):
+                raise ValueError(
+                    f"{what}: out_axes None for result{''.join(f'[{p!r}]' for p in path)}, but it differs "
+                    "between members; only a result that does not depend on the mapped arguments can be unmapped."
+                )
+            moved.append(leaf[0])
+            continue
+        if isinstance(axis, bool) or not isinstance(axis, int) or not -leaf.ndim <= axis < leaf.ndim:
+            raise ValueError(f"{what}: out_axes {axis!r} does not fit a result of {leaf.ndim} dimension(s).")
+        moved.append(np.moveaxis(leaf, 0, axis))
+    return treedef.unflatten(moved)
+
+
+def run_members(members: Members, entry: str, tape_of, single, workers, what, retrace=True):
+    """``entry`` for every member: on ``tape_of(args)`` of the first pending member, batched, until none is
+    left.  Returns (results in the takes' order, the last tape), or None when no compiled tier is ready (the
+    caller loops over ``single``).  ``retrace`` False: one tape only, whose branch changes are an error."""
+    B = members.size
+    pending = np.arange(B)
+    out = tape = None
+    while pending.size:
+        sub = members if pending.size == B else members.subset(pending)
+        args0 = sub.member(0)
+        tape = tape_of(args0)
+        ran = batch.run(tape, entry, args0, sub.inputs(tape), sub.size, workers)
+        if ran is None:
+            return None
+        status, results, _ = ran
+        if out is None and not status.any():
+            return results, tape
+        if out is None:
+            out = [np.empty((B, *r.shape[1:]), r.dtype) for r in results]
+        elif [o.shape[1:] for o in out] != [r.shape[1:] for r in results]:
+            raise ValueError(f"{what}: members taking different branches return results of different shapes.")
+        done = status == 0
+        for o, r in zip(out, results):
+            o[pending[done]] = r[done]
+        raised = np.flatnonzero(status == 2)
+        if raised.size:
+            _raise_member(single, members, int(pending[raised[0]]))
+        failed = status == 1
+        if not retrace or failed[0]:  # no re-trace, or its first member's own tape fails it
+            _branch_changed(tape, pending[failed], B, single, members)
+        pending = pending[failed]
+    return out, tape
+
+
+def _raise_member(single, members, b):
+    try:
+        single(*members.member(b))
+    except Exception as e:
+        try:
+            error = type(e)(f"batch member {b}: {e}")
+        except Exception:  # an exception type that takes other arguments
+            raise e from None
+        raise error.with_traceback(e.__traceback__) from None
+    raise RuntimeError(f"batch member {b} raised in the compiled batch but not when run alone; please report it.")
+
+
+def _branch_changed(tape, failed, B, single, members):
+    shown = ", ".join(str(int(b)) for b in failed[:8]) + (", ..." if failed.size > 8 else "")
+    raise BranchChangedError(
+        f"batch members [{shown}] ({failed.size} of {B}) take a different branch of a Python if/while on a traced "
+        f"value than the one recorded in this tape of {tape.name!r}. Use ft.vmap(ft.grad(f)) or ft.grad(f).map(...), "
+        "which re-trace for the members of each branch, or ft.trace(f, *their_args)."
+    )
+
+
+def value_and_grad_structure(tape, results):
+    """``(values, grads, aux)`` of a batch from its results (``batch``'s takes of value_and_grad)."""
+    values, rest = results[0], results[1:]
+    blocks = []
+    for i in tape._diff_args:
+        spec = tape._args[i]
+        n = sum(leaf.kind != "static" for leaf in spec.leaves)
+        leaves, rest = rest[:n], rest[n:]
+        blocks.append(leaves[0] if spec.simple else spec.treedef.unflatten(leaves))
+    aux = tape._aux_tree.unflatten(rest) if tape.has_aux else None
+    return values, tape._grad_structure(blocks), aux
+
+
+def forward_structure(tape, results):
+    n = len(tape._outputs)
+    out = results[0] if tape._single_out else tape._out_tree.unflatten(results[:n])
+    return (out, tape._aux_tree.unflatten(results[n:])) if tape.has_aux else out
+
+
+def default_axes(n_args: int, argnums) -> tuple:
+    """The differentiated arguments mapped on axis 0, the others shared (``.map`` and the Tape's batches)."""
+    mapped = {argnums} if isinstance(argnums, int) else set(argnums)
+    return tuple(0 if i in mapped else None for i in range(n_args))
+
+
+class Vmapped:
+    """``fun`` mapped over a batch (see the module docstring); ``compiled``: whether its calls run as batched
+    sweeps (else as a loop of single calls)."""
+
+    def __init__(self, fun, in_axes=0, out_axes=0, workers=None, axis_size=None):
+        if not callable(fun):
+            raise TypeError(f"vmap expects a callable, got {type(fun).__name__}.")
+        self.fun = fun
+        self.in_axes = in_axes
+        self.out_axes = out_axes
+        self.workers = workers
+        self.axis_size = axis_size
+        functools.update_wrapper(self, fun, updated=())
+        from .api import Grad, ValueAndGrad
+
+        self.compiled = isinstance(fun, (Grad, ValueAndGrad))
+
+    def __call__(self, *args):
+        members = Members(args, self.in_axes, "vmap", self.axis_size)
+        if nesting.inside_trace(args):
+            raise TypeError(
+                "vmap was called on traced values (inside a function being traced); fasttape batches tapes from "
+                "outside. Apply vmap outside the traced function, or write the batch with array operations."
+            )
+        result = self._batched(members) if self.compiled else None
+        if result is None:
+            result = _stack([self.fun(*members.member(b)) for b in range(members.size)])
+        return _apply_out_axes(result, self.out_axes, "vmap")
+
+    def _batched(self, members):
+        fun = self.fun
+        ran = run_members(members, "value_and_grad", lambda a: fun.tape(*a), fun, self.workers, "vmap")
+        if ran is None:
+            return None
+        results, tape = ran
+        values, grads, aux = value_and_grad_structure(tape, results)
+        from .api import Grad
+
+        if isinstance(fun, Grad):
+            return (grads, aux) if tape.has_aux else grads
+        return ((values, aux), grads) if tape.has_aux else (values, grads)
+
+
+def vmap(fun, in_axes=0, out_axes=0, *, workers=None, axis_size=None) -> Vmapped:
+    """``fun`` over a batch, as ``jax.vmap``: ``in_axes`` an int, None, or a tuple with per positional argument
+    an int, None or a tree prefix of it; ``out_axes`` the same for the result.  ``workers``: the threads (``-1``
+    all; by default the ``workers`` option, else all)."""
+    return Vmapped(fun, in_axes, out_axes, workers, axis_size)
+
+
+def tape_value_and_grad_batch(tape, args, in_axes, workers):
+    """``Tape.value_and_grad_batch``: the tape's value and gradient for every member; a member on another branch
+    is an error (a Tape cannot re-trace)."""
+    if in_axes is None:
+        in_axes = default_axes(len(args), tape.argnums)
+    members = Members(args, in_axes, "value_and_grad_batch")
+    ran = run_members(members, "value_and_grad", lambda a: tape, tape.value_and_grad, workers, "value_and_grad_batch",
+                      retrace=False)  # fmt: skip
+    if ran is None:
+        return _stack([tape.value_and_grad(*members.member(b)) for b in range(members.size)])
+    values, grads, aux = value_and_grad_structure(tape, ran[0])
+    return ((values, aux), grads) if tape.has_aux else (values, grads)
+
+
+def tape_forward_batch(tape, args, in_axes, workers):
+    """``Tape.forward_batch``: the tape's outputs for every member."""
+    if in_axes is None:
+        in_axes = default_axes(len(args), tape.argnums)
+    members = Members(args, in_axes, "forward_batch")
+    ran = run_members(members, "forward", lambda a: tape, tape, workers, "forward_batch", retrace=False)
+    if ran is None:
+        return _stack([tape(*members.member(b)) for b in range(members.size)])
+    return forward_structure(tape, ran[0])

@@ -1,0 +1,234 @@
+"""Batches (``ft.vmap``, ``.map``, ``Tape.value_and_grad_batch``): a loop of single calls' results, bit for bit.
+
+Each test compares a batch with the loop of single calls it replaces, under both tiers a single call can
+run (the interpreter, ``tape_kernels="never"``, and the tape's own kernels, ``"always"``), on one thread and
+on several; JAX's ``vmap`` of the same function checks the layout (``in_axes`` / ``out_axes``).  Batches
+large enough to share run the parallel driver (``batch.SERIAL_VALUES``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numba
+import numpy as np
+import pytest
+
+import fasttape as ft
+from fasttape import batch
+
+B = 128  # members: with the tapes below, enough values of work for the parallel driver
+WORKERS = (1, min(2, numba.config.NUMBA_NUM_THREADS))
+
+
+@pytest.fixture(params=["never", "always"])
+def tier(request):
+    with ft.options(tape_kernels=request.param):
+        yield request.param
+
+
+def _rosenbrock(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def _regression(w, X, y):
+    r = np.tanh(X @ w) - y
+    return np.sum(r * r) + 0.1 * np.sum(w**4)
+
+
+def _branchy(w, X, y):
+    r = np.tanh(X @ w) - y
+    if np.sum(w) > 0.0:
+        return np.sum(r * r)
+    return np.sum(np.abs(r)) + np.sum(w**2)
+
+
+def _params(p, x):
+    return np.sum(np.tanh(p["W"] @ x + p["b"]) ** 2) * p["scale"]
+
+
+rng = np.random.default_rng(3)
+W = rng.uniform(-1.5, 1.5, (B, 40))
+X = rng.normal(size=(30, 40))
+Y = rng.normal(size=30)
+
+
+def _loop(fn, members):
+    return [fn(*args) for args in members]
+
+
+def _assert_identical(batched, singles):
+    """The batch's results (stacked on axis 0) are the singles', every bit."""
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *singles)
+    leaves_a, tree_a = jax.tree_util.tree_flatten(batched)
+    leaves_b, tree_b = jax.tree_util.tree_flatten(stacked)
+    assert tree_a == tree_b
+    for a, b in zip(leaves_a, leaves_b):
+        assert np.asarray(a).shape == np.asarray(b).shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=False)
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_grad_of_one_array_matches_the_loop(tier, workers):
+    g = ft.grad(_rosenbrock)
+    batched = ft.vmap(g, workers=workers)(W)
+    _assert_identical(batched, _loop(g, [(w,) for w in W]))
+    tape = g.tape(W[0])
+    assert B * tape.n_values >= batch.SERIAL_VALUES  # (the parallel driver ran)
+    assert (tape._kernels.value_and_grad_io is not None) == (tier == "always")  # (and in the tier asked for)
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_value_and_grad_with_shared_arguments_matches_the_loop(tier, workers):
+    vg = ft.value_and_grad(_regression)
+    batched = ft.vmap(vg, in_axes=(0, None, None), workers=workers)(W, X, Y)
+    _assert_identical(batched, _loop(vg, [(w, X, Y) for w in W]))
+
+
+def test_map_maps_the_differentiated_arguments(tier):
+    g = ft.grad(_regression)
+    _assert_identical(g.map(W, X, Y), _loop(g, [(w, X, Y) for w in W]))
+    gx = ft.grad(_regression, argnums=(0, 2))
+    Ys = rng.normal(size=(B, 30))
+    _assert_identical(gx.map(W, X, Ys), _loop(gx, [(w, X, y) for w, y in zip(W, Ys)]))
+
+
+def test_containers_aux_and_scalars_match_the_loop(tier):
+    params = {"W": rng.normal(size=(B, 5, 40)), "b": rng.normal(size=(B, 5)), "scale": 0.7}
+    g = ft.grad(_params)
+    axes = ({"W": 0, "b": 0, "scale": None}, None)
+    batched = ft.vmap(g, in_axes=axes)(params, W[0])
+    singles = [g({"W": params["W"][b], "b": params["b"][b], "scale": 0.7}, W[0]) for b in range(B)]
+    _assert_identical(batched, singles)
+
+    def with_aux(w, c):
+        return np.sum(np.sin(w) * c), {"norm": np.sum(w * w), "c": c}
+
+    ga = ft.value_and_grad(with_aux, argnums=(0, 1), has_aux=True)
+    cs = rng.normal(size=B)  # a float per member: member arguments of shape ()
+    batched = ft.vmap(ga, in_axes=(0, 0))(W, cs)
+    _assert_identical(batched, _loop(ga, [(w, float(c)) for w, c in zip(W, cs)]))
+
+
+def test_integer_labels_may_be_mapped(tier):
+    def picked(w, labels):
+        return np.sum(np.tanh(w[labels]) ** 2)
+
+    labels = rng.integers(0, 40, size=(B, 12))
+    g = ft.grad(picked)
+    _assert_identical(ft.vmap(g, in_axes=(0, 0))(W, labels), _loop(g, zip(W, labels)))
+
+
+def test_axes_follow_jax(tier):
+    Wt = np.ascontiguousarray(W.T)  # members along axis 1
+    g = ft.grad(_regression)
+    ours = ft.vmap(g, in_axes=(1, None, None), out_axes=1)(Wt, X, Y)
+
+    def reference(w, X, y):
+        r = jnp.tanh(X @ w) - y
+        return jnp.sum(r * r) + 0.1 * jnp.sum(w**4)
+
+    theirs = jax.vmap(jax.grad(reference), in_axes=(1, None, None), out_axes=1)(Wt, X, Y)
+    assert ours.shape == theirs.shape == (40, B)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    values, grads = ft.vmap(ft.value_and_grad(_regression), in_axes=(-1, None, None), out_axes=(0, -1))(Wt, X, Y)
+    assert values.shape == (B,) and grads.shape == (40, B)
+    np.testing.assert_array_equal(grads, ours)
+
+
+def test_members_on_other_branches_are_traced_apart(tier):
+    g = ft.grad(_branchy)
+    batched = ft.vmap(g, in_axes=(0, None, None))(W, X, Y)
+    signs = np.sum(W, axis=1) > 0.0
+    assert signs.any() and not signs.all()
+    _assert_identical(batched, _loop(g, [(w, X, Y) for w in W]))
+    assert len(g.cache) == 2
+
+
+def test_a_tape_names_the_members_on_another_branch(tier):
+    tape = ft.trace(_branchy, np.ones(40), X, Y)
+    with pytest.raises(ft.BranchChangedError, match=r"batch members \[\d+.*of 128\) take a different branch"):
+        tape.value_and_grad_batch(W, X, Y)
+    positive = W[np.sum(W, axis=1) > 0.0]
+    values, grads = tape.value_and_grad_batch(positive, X, Y)
+    _assert_identical((values, grads), _loop(tape.value_and_grad, [(w, X, Y) for w in positive]))
+
+
+def test_tape_batches_match_the_loop(tier):
+    tape = ft.trace(_regression, W[0], X, Y)
+    batched = tape.value_and_grad_batch(W, X, Y, workers=-1)
+    _assert_identical(batched, _loop(tape.value_and_grad, [(w, X, Y) for w in W]))
+    _assert_identical(tape.forward_batch(W, X, Y), _loop(tape, [(w, X, Y) for w in W]))
+
+
+def test_an_index_out_of_range_names_the_member(tier):
+    def picked(w, i):
+        return np.sum(w[i] ** 2)
+
+    index = np.zeros((B, 3), dtype=np.int64)
+    index[17, 1] = 99
+    with pytest.raises(IndexError, match=r"^batch member 17: index 99 is out of bounds"):
+        ft.vmap(ft.grad(picked), in_axes=(0, 0))(W, index)
+
+
+def test_long_runs_that_call_numpy_inside_the_threads(tier):
+    """Elementwise runs of 4096+ values call NumPy from the sweep (holding the GIL a moment): the driver
+    releases it, so the threads take turns instead of deadlocking."""
+    big = rng.normal(size=(8, 5000))
+    g = ft.grad(lambda x: np.sum(np.exp(np.sin(x)) * x))
+    _assert_identical(ft.vmap(g, workers=WORKERS[-1])(big), _loop(g, [(x,) for x in big]))
+
+
+def test_products_that_call_blas(tier):
+    A = rng.normal(size=(64, 64))
+    members = rng.normal(size=(16, 64, 64))  # 64³ multiply-adds per product: BLAS (matmul.BLAS_SIZE)
+    g = ft.grad(lambda M, A: np.sum(np.tanh(M @ A) ** 2))
+    batched = ft.vmap(g, in_axes=(0, None), workers=WORKERS[-1])(members, A)
+    _assert_identical(batched, _loop(g, [(m, A) for m in members]))
+
+
+def test_plain_functions_run_as_a_loop():
+    mapped = ft.vmap(lambda x, s: np.sin(x) * s, in_axes=(0, None))
+    assert not mapped.compiled
+    np.testing.assert_array_equal(mapped(W, 2.0), np.sin(W) * 2.0)
+    assert ft.vmap(ft.grad(_rosenbrock)).compiled
+
+
+def test_workers_option_and_errors():
+    g = ft.grad(_rosenbrock)
+    with ft.options(workers=1):
+        _assert_identical(ft.vmap(g)(W), _loop(g, [(w,) for w in W]))
+    with pytest.raises(ValueError, match="workers must be a positive int"):
+        ft.set_options(workers=0)
+    with pytest.raises(ValueError, match="NUMBA_NUM_THREADS"):
+        ft.vmap(g, workers=numba.config.NUMBA_NUM_THREADS + 1)(W)
+    with pytest.raises(ValueError, match="workers must be a positive int or -1"):
+        ft.vmap(g, workers=0)(W)
+
+
+@pytest.mark.parametrize(
+    "in_axes, args, message",
+    [
+        ((0, None), (W, X, Y), r"in_axes has 2 entries but the call has 3 positional arguments"),
+        ((0, 0, None), (W, X, Y), r"mapped sizes differ: arg0 has 128 members .* but arg1 has 30"),
+        ((2, None, None), (W, X, Y), r"in_axes 2 for arg0, but it has 2 dimension\(s\)"),
+        ((None, None, None), (W, X, Y), r"no argument is mapped"),
+        (({"a": 0}, None, None), (W, X, Y), r"in_axes entry \{'a': 0\} for argument 0 is not a tree prefix"),
+        ((0.5, None, None), (W, X, Y), r"in_axes for arg0 must be an int or None"),
+    ],
+)
+def test_bad_axes_name_the_argument(in_axes, args, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ft.vmap(ft.grad(_regression), in_axes=in_axes)(*args)
+
+
+def test_static_arguments_cannot_be_mapped():
+    def scaled(w, n):
+        return np.sum(w**2) * n
+
+    g = ft.grad(scaled)
+    with pytest.raises(ValueError, match=r"in_axes maps arg1.*static value baked into the tape"):
+        ft.vmap(g, in_axes=(0, 0))(W, np.arange(B))  # an int array is data; a Python int in a list is not
+    with pytest.raises(ValueError, match="out_axes None for result, but it differs between members"):
+        ft.vmap(g, in_axes=(0, None), out_axes=None)(W[:, :3], 2)
