@@ -332,3 +332,38 @@ def tape_forward_batch(tape, args, in_axes, workers):
     if ran is None:
         return _stack([tape(*members.member(b)) for b in range(members.size)])
     return forward_structure(tape, ran[0])
+
+
+def tape_value_and_grad_partial(tape, args, in_axes=None, workers=None):
+    """``Tape.value_and_grad_batch`` for a process that holds the tape and not its function (a Dask worker):
+    ``(result, failed)``, ``failed`` the indices of the members whose guards take another branch (their rows
+    of ``result`` are NaN: the caller, which can re-trace, computes them)."""
+    if in_axes is None:
+        in_axes = default_axes(len(args), tape.argnums)
+    members = Members(args, in_axes, "value_and_grad_batch")
+    args0 = members.member(0)
+    ran = batch.run(tape, "value_and_grad", args0, members.inputs(tape), members.size, workers)
+    if ran is None:  # the interpreter is still compiling: single calls
+        status = np.zeros(members.size, dtype=np.int8)
+        rows = []
+        for b in range(members.size):
+            result = tape._value_and_grad(members.member(b))
+            status[b] = result is None
+            rows.append(result)
+        good = next((r for r in rows if r is not None), None)
+        if good is None:
+            return None, np.arange(members.size)
+        rows = [r if r is not None else optree.tree_map(lambda x: np.full_like(x, np.nan, dtype=float), good)
+                for r in rows]  # fmt: skip
+        values, grads, aux = _stack(rows)
+    else:
+        status, results, _ = ran
+        raised = np.flatnonzero(status == 2)
+        if raised.size:
+            _raise_member(tape.value_and_grad, members, int(raised[0]))
+        for r in results:
+            if r.dtype.kind == "f":
+                r[status == 1] = np.nan
+        values, grads, aux = value_and_grad_structure(tape, results)
+    result = ((values, aux), grads) if tape.has_aux else (values, grads)
+    return result, np.flatnonzero(status == 1)
