@@ -33,6 +33,7 @@ CHUNKS_PER_THREAD = 8  # a prange's members are dealt out in chunks, taken as th
 # then holds back one chunk, not half of the batch)
 _BLAS_KINDS = {"matmul", "solve", "trisolve", "cholesky", "lu", "qr", "eigh", "svd", "slogdet"}
 _INTERPRETER = {"forward": "run_forward", "value_and_grad": "run_value_and_grad", "jvp": "run_jvp", "hvp": "run_hvp"}
+ENTRIES = ("forward", "value_and_grad", "jvp", "hvp", "vjp")
 
 
 def threads(workers=None) -> int:
@@ -89,6 +90,8 @@ def _entry_takes(tape, entry: str, tier: str) -> list[Take]:
     aux = read(tape._aux) if tape.has_aux else []
     if entry == "forward":
         return read(tape._outputs) + aux
+    if entry == "vjp":
+        return [Take(0, N + leaf.offset, leaf.shape) for leaf in diff]
     if entry == "value_and_grad":
         return [Take(0, tape._out_position, ())] + [Take(0, N + leaf.offset, leaf.shape) for leaf in diff] + aux
     if entry == "jvp":
@@ -112,12 +115,21 @@ def _uses_blas(tape) -> bool:
     return kinds
 
 
-def _tier(tape, entry: str, size: int, buf):
+def _tier(tape, entry: str, size: int, buf, interpreted=False):
     """(tier, the sweep's dispatcher, its in-place argument ranges) a single call of ``entry`` would run now,
-    counting the batch's calls toward the tape's kernels as single calls count; None while the interpreter
-    is compiling (or Numba is off)."""
+    counting the batch's calls toward the tape's kernels as single calls count (``interpreted``: the single
+    call runs the interpreter whatever the tape's kernels, as a VJP's forward); None while the interpreter is
+    compiling (or Numba is off)."""
     kernels = tape._kernels
-    if entry in ("forward", "value_and_grad"):
+    if entry == "vjp":  # (Tape.vjp runs the interpreter's sweeps)
+        forward, reverse = tiers._ENTRIES["run_forward"], tiers._ENTRIES["run_reverse"]
+        if not (forward.ready() and reverse.ready() and hasattr(reverse.compiled, "overloads")):
+            return None
+        where = [(tape.n_values, batch_calls.address(reverse.compiled, batch_calls.REVERSE))]
+        return "interpreter", forward.compiled, where + [(offset, math.prod(shape)) for offset, shape in tape._outputs]
+    if interpreted:
+        kernel = None
+    elif entry in ("forward", "value_and_grad"):
         if getattr(kernels, entry) is None:
             kernels.calls += size - 1
             kernels.called(tape, entry, buf)
@@ -142,6 +154,8 @@ def _planes(tape, entry: str, tier: str):
     if sizes is None:
         if entry == "hvp":
             sizes = (N, N, 0, 0)
+        elif entry == "vjp":  # the cotangents of the outputs, one after another
+            sizes = (sum(math.prod(shape) for _, shape in tape._outputs), 0, 0, 0)
         else:
             sizes = (N, 0, 2 * N, tape._kernels.results_size) if tier == "kernel" else (N, 0, 0, 0)
     params, at = [], 0
@@ -151,15 +165,16 @@ def _planes(tape, entry: str, tier: str):
     return params, at
 
 
-def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=()):
-    """``entry`` ("forward", "value_and_grad", "jvp" or "hvp") of ``tape`` for ``size`` members: the members'
-    arguments are ``args0`` with the leaves of ``inputs`` ((argument, leaf index, (size, *leaf.shape) C float64
-    block)) replaced, and their directions ``seeds`` ((leaf offset, (size, n) block) in the tangents).  Returns
+def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=(), interpreted=False):
+    """``entry`` (one of ``ENTRIES``) of ``tape`` for ``size`` members: the members' arguments are ``args0`` with
+    the leaves of ``inputs`` ((argument, leaf index, (size, *leaf.shape) C float64 block)) replaced, and their
+    directions ``seeds`` ((offset, (size, n) block) in the tangents: a JVP's or an HVP's at the differentiated
+    leaves' offsets, a VJP's cotangents one output after another; ``interpreted``: see ``_tier``).  Returns
     ``(status, [(size, *take.shape) array per Take], takes)``, or None when no compiled tier is ready."""
     ws = tape._take_workspace()
     try:
         tape._bind(args0, ws)
-        chosen = _tier(tape, entry, size, ws.buf)
+        chosen = _tier(tape, entry, size, ws.buf, interpreted)
         if chosen is None:
             return None
         tier, dispatcher, refs = chosen
@@ -187,8 +202,9 @@ def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=()):
     for s, t in enumerate(outputs):
         take[s] = (t.source, t.offset, base, t.size)
         base += size * t.size
-    address = batch_calls.address(dispatcher, batch_calls.argtypes(entry, tier, len(refs)))
-    drive = batch_calls.driver(entry, tier, len(refs), T > 1)
+    n_views = len(refs) if entry in batch_calls.REF_SOURCES else 0  # (a VJP's "refs" are integers of its member)
+    address = batch_calls.address(dispatcher, batch_calls.argtypes(entry, tier, n_views))
+    drive = batch_calls.driver(entry, tier, n_views, T > 1)
     _launch(drive, (address, tape.ins, tape.code, tape.aux, tape_kernels.ADDRESSES, bufs, planes, params, X, put, Y,
                     take, status), T, tape)  # fmt: skip
     return status, _results(takes, Y, size), takes

@@ -52,6 +52,7 @@ ENTRIES = {
         (INS, CODE, AUX, BUF, BUF, BUF, I64, I64, BOOL),
         "ins, code, aux, buf, tan, adj2, 1, params[0], True",
     ),
+    ("vjp", "interpreter"): ((INS, CODE, AUX, BUF, BOOL), ""),  # (run_forward; its own member: vjp_source)
     ("forward", "kernel"): ((INS, AUX, BUF, AUX), "ins, aux, buf, fns"),
     ("value_and_grad", "kernel"): ((INS, AUX, BUF, AUX), "ins, aux, buf, fns{refs}"),
     ("jvp", "kernel"): ((INS, AUX, BUF, BUF, I64, BUF, BUF, AUX), "ins, aux, buf, tan, 1, plane, results, fns"),
@@ -66,16 +67,17 @@ DIRECTIONS = (("tan", 1, 2), ("adj2", 3, 4), ("plane", 5, 6), ("results", 7, 8))
 PARAMS = 9  # out, then (offset, size) of each direction buffer
 
 
-def _bool_caller(argtypes):
+def _caller(argtypes, restype=BOOL):
     """An intrinsic ``call(address, *args)`` that calls the Numba function at ``address`` (compiled for
-    ``argtypes``, returning a boolean) and propagates its exception, if any (caught by the member)."""
+    ``argtypes``, returning ``restype``: a boolean, or None) and propagates its exception, if any (caught by
+    the member)."""
 
     def codegen(context, builder, signature, args):
         values = [context.cast(builder, v, t, want) for v, t, want in zip(args[1:], signature.args[1:], argtypes)]
         call_conv = context.call_conv
-        fnty = call_conv.get_function_type(BOOL, argtypes)
+        fnty = call_conv.get_function_type(restype, argtypes)
         callee = builder.inttoptr(args[0], fnty.as_pointer())
-        retty = call_conv.get_return_type(BOOL).pointee
+        retty = call_conv.get_return_type(restype).pointee
         result = cgutils.alloca_once(builder, retty)
         builder.store(cgutils.get_null_value(retty), result)
         excinfo = cgutils.alloca_once(builder, ir.PointerType(excinfo_t), name="excinfo")
@@ -84,12 +86,14 @@ def _bool_caller(argtypes):
         status = call_conv._get_return_status(builder, code, builder.load(excinfo))
         with cgutils.if_unlikely(builder, status.is_error):
             call_conv.return_status_propagate(builder, status)
-        return context.get_returned_value(builder, BOOL, builder.load(result))
+        if restype == types.none:
+            return context.get_dummy_value()
+        return context.get_returned_value(builder, restype, builder.load(result))
 
     def typer(typingctx, address, *given):
         if len(given) != len(argtypes):
             return None
-        return BOOL(types.int64, *given), codegen
+        return restype(types.int64, *given), codegen
 
     return intrinsic(_varargs(typer, len(argtypes)))
 
@@ -159,6 +163,38 @@ def source(entry: str, tier: str, n_refs: int, parallel: bool) -> str:
     return _finish(text, parallel)
 
 
+_VJP_MEMBER = '''\
+@jit
+def member(address, ins, code, aux, fns, buf, row, params):
+    """One member's pull-back: the forward sweep, its cotangent (in its tangent row) seeded on the outputs'
+    adjoints, the reverse sweep: 0 done, 1 a guard failed, 2 it raised."""
+    cotangents = row[params[1] : params[1] + params[2]]
+    n_values = params[PARAMS]
+    outputs = params[PARAMS + 2 :].reshape(-1, 2)
+    try:
+        if not call(address, ins, code, aux, buf, True):
+            return 1
+        buf[n_values:] = 0.0
+        at = 0
+        for o in range(outputs.shape[0]):
+            start = n_values + outputs[o, 0]
+            for e in range(outputs[o, 1]):
+                buf[start + e] += cotangents[at + e]
+            at += outputs[o, 1]
+        call_reverse(params[PARAMS + 1], ins, code, aux, buf)
+    except Exception:
+        return 2
+    return 0
+'''
+REVERSE = (INS, CODE, AUX, BUF)  # the interpreter's run_reverse
+
+
+def vjp_source(parallel: bool) -> str:
+    """The driver of VJPs (the interpreter's forward and reverse sweeps, as ``Tape.vjp``'s pull-back)."""
+    drive = _TEMPLATE[_TEMPLATE.index("\n\ndef drive") :]
+    return _finish(_VJP_MEMBER + drive, parallel)
+
+
 _LATER = {"loop": "{loop}", "thread": "{thread}"}  # (placeholders that _finish fills)
 
 
@@ -221,7 +257,8 @@ def _load(text: str, argtypes):
         if module is None:
             digest = hashlib.sha256(text.encode()).hexdigest()[:24]
             namespace = {"jit": jit, "prange": numba.prange, "get_thread_id": numba.get_thread_id, "np": np,
-                         "call": _bool_caller(argtypes), "PARAMS": PARAMS}  # fmt: skip
+                         "call": _caller(argtypes), "call_reverse": _caller(REVERSE, types.none),
+                         "PARAMS": PARAMS}  # fmt: skip
             module = load_generated(f"fasttape.batch_{digest}", text, namespace, filename=f"batch_{digest}.py")
             _MODULES[text] = module
     return module.drive
@@ -233,7 +270,8 @@ def driver(entry: str, tier: str, n_refs: int, parallel: bool):
     key = (entry, tier, n_refs, parallel)
     drive = _DRIVERS.get(key)
     if drive is None:
-        drive = _DRIVERS[key] = _load(source(*key), argtypes(entry, tier, n_refs))
+        text = vjp_source(parallel) if entry == "vjp" else source(*key)
+        drive = _DRIVERS[key] = _load(text, argtypes(entry, tier, n_refs))
     return drive
 
 

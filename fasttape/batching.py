@@ -23,7 +23,7 @@ import numpy as np
 import optree
 
 from . import batch, nesting
-from .errors import BranchChangedError
+from .errors import BranchChangedError, InputSignatureError
 from .tape import _arg_name
 
 
@@ -31,9 +31,10 @@ class Members:
     """The members of a batch: the positional arguments with JAX's ``in_axes`` (an int, None, or per
     argument a tree prefix of it), each mapped leaf moved to axis 0."""
 
-    def __init__(self, args, in_axes, what="vmap", axis_size=None):
+    def __init__(self, args, in_axes, what="vmap", axis_size=None, n_args=None):
         self.what = what
         self.args = args = tuple(args)
+        self.n_args = len(args) if n_args is None else n_args  # the tape's arguments; directions after them
         if isinstance(in_axes, list):
             in_axes = tuple(in_axes)
         if isinstance(in_axes, tuple):
@@ -132,10 +133,55 @@ class Members:
         other.size = len(members)
         return other
 
+    def arguments(self, b: int) -> tuple:
+        """The tape's arguments of member ``b`` (without its directions)."""
+        return self.member(b)[: self.n_args]
+
+    def seeds(self, tape) -> list:
+        """(offset, (size, n) block) of every member's direction for each differentiated leaf of ``tape``: the
+        arguments after the tape's, one per argument (a shared direction repeated)."""
+        seeds = []
+        for i in tape._diff_args:
+            leaves = self.trees[self.n_args + i][0]
+            for j, leaf in enumerate(tape._args[i].leaves):
+                if leaf.kind == "static":
+                    continue
+                block = self.blocks.get((self.n_args + i, j))
+                if block is None:
+                    block = np.broadcast_to(
+                        np.asarray(leaves[j], dtype=np.float64).reshape(1, -1), (self.size, leaf.size)
+                    )
+                seeds.append((leaf.offset, np.ascontiguousarray(block, dtype=np.float64).reshape(self.size, -1)))
+        return seeds
+
+    def cotangents(self, tape) -> list:
+        """(offset, (size, n) block) of every member's cotangent for each output of ``tape``: the argument after
+        the tape's, structured like the output, every leaf mapped; offsets one output after another."""
+        leaves, treedef = self.trees[self.n_args]
+        if treedef is not None and treedef != tape._out_tree:
+            raise InputSignatureError(
+                f"{self.what}: the cotangents have structure {treedef}, but the function's output has structure "
+                f"{tape._out_tree}."
+            )
+        seeds, at = [], 0
+        for j, (_, shape) in enumerate(tape._outputs):
+            block = self.blocks.get((self.n_args, j))
+            if block is None or block.shape[1:] != tuple(shape):
+                got = "unmapped" if block is None else f"members of shape {block.shape[1:]}"
+                raise InputSignatureError(
+                    f"{self.what}: cotangent leaf {j} must hold one cotangent of shape {tuple(shape)} per member "
+                    f"on axis 0; got {got}."
+                )
+            seeds.append((at, np.ascontiguousarray(block, dtype=np.float64).reshape(self.size, -1)))
+            at += block[0].size
+        return seeds
+
     def inputs(self, tape) -> list:
         """(argument, leaf, (size, *shape) block) of the mapped leaves the tape reads per call."""
         found = []
         for (i, j), block in self.blocks.items():
+            if i >= self.n_args:
+                continue
             leaf = tape._args[i].leaves[j]
             if leaf.kind == "static":
                 raise ValueError(
@@ -179,7 +225,7 @@ def _apply_out_axes(result, out_axes, what):
     return treedef.unflatten(moved)
 
 
-def run_members(members: Members, entry: str, tape_of, single, workers, what, retrace=True):
+def run_members(members: Members, entry: str, tape_of, single, workers, what, retrace=True, interpreted=False):
     """``entry`` for every member: on ``tape_of(args)`` of the first pending member, batched, until none is
     left.  Returns (results in the takes' order, the last tape), or None when no compiled tier is ready (the
     caller loops over ``single``).  ``retrace`` False: one tape only, whose branch changes are an error."""
@@ -188,9 +234,10 @@ def run_members(members: Members, entry: str, tape_of, single, workers, what, re
     out = tape = None
     while pending.size:
         sub = members if pending.size == B else members.subset(pending)
-        args0 = sub.member(0)
+        args0 = sub.arguments(0)
         tape = tape_of(args0)
-        ran = batch.run(tape, entry, args0, sub.inputs(tape), sub.size, workers)
+        seeds = sub.seeds(tape) if entry in ("jvp", "hvp") else sub.cotangents(tape) if entry == "vjp" else ()
+        ran = batch.run(tape, entry, args0, sub.inputs(tape), sub.size, workers, seeds, interpreted)
         if ran is None:
             return None
         status, results, _ = ran
@@ -234,17 +281,22 @@ def _branch_changed(tape, failed, B, single, members):
     )
 
 
-def value_and_grad_structure(tape, results):
-    """``(values, grads, aux)`` of a batch from its results (``batch``'s takes of value_and_grad)."""
-    values, rest = results[0], results[1:]
+def _grads_structure(tape, results):
+    """The differentiated arguments' structure of their leaves' results (and the results after them)."""
     blocks = []
     for i in tape._diff_args:
         spec = tape._args[i]
         n = sum(leaf.kind != "static" for leaf in spec.leaves)
-        leaves, rest = rest[:n], rest[n:]
+        leaves, results = results[:n], results[n:]
         blocks.append(leaves[0] if spec.simple else spec.treedef.unflatten(leaves))
+    return tape._grad_structure(blocks), results
+
+
+def value_and_grad_structure(tape, results):
+    """``(values, grads, aux)`` of a batch from its results (``batch``'s takes of value_and_grad)."""
+    grads, rest = _grads_structure(tape, results[1:])
     aux = tape._aux_tree.unflatten(rest) if tape.has_aux else None
-    return values, tape._grad_structure(blocks), aux
+    return results[0], grads, aux
 
 
 def forward_structure(tape, results):
@@ -272,18 +324,35 @@ class Vmapped:
         self.workers = workers
         self.axis_size = axis_size
         functools.update_wrapper(self, fun, updated=())
-        from .api import Grad, ValueAndGrad
+        from .api import Grad, Hessian, Jacobian, ValueAndGrad
 
-        self.compiled = isinstance(fun, (Grad, ValueAndGrad))
+        if isinstance(fun, (Grad, ValueAndGrad)) or _directional_kind(fun) is not None:
+            self.strategy = "sweeps"  # one compiled call over the batch
+        elif isinstance(fun, (Jacobian, Hessian)):
+            self.strategy = "threads"  # many sweeps per member: members on a pool of threads
+        else:
+            self.strategy = "loop"
+        self.compiled = self.strategy == "sweeps"
 
     def __call__(self, *args):
-        members = Members(args, self.in_axes, "vmap", self.axis_size)
         if nesting.inside_trace(args):
             raise TypeError(
                 "vmap was called on traced values (inside a function being traced); fasttape batches tapes from "
                 "outside. Apply vmap outside the traced function, or write the batch with array operations."
             )
-        result = self._batched(members) if self.compiled else None
+        found = _directional_kind(self.fun)
+        if found is not None and found[0] == "vjp":
+            return _vjp_batch(found[1], args, self.in_axes, self.out_axes, self.axis_size, self.workers)
+        directional = _directional(self.fun, args, self.in_axes)
+        if directional is not None:
+            result = _directions_batch(*directional, self.axis_size, self.workers)
+            return _apply_out_axes(result, self.out_axes, "vmap")
+        members = Members(args, self.in_axes, "vmap", self.axis_size)
+        result = None
+        if self.strategy == "sweeps":
+            result = self._batched(members)
+        elif self.strategy == "threads":
+            result = _threaded(self.fun, members, self.workers)
         if result is None:
             result = _stack([self.fun(*members.member(b)) for b in range(members.size)])
         return _apply_out_axes(result, self.out_axes, "vmap")
@@ -300,6 +369,171 @@ class Vmapped:
         if isinstance(fun, Grad):
             return (grads, aux) if tape.has_aux else grads
         return ((values, aux), grads) if tape.has_aux else (values, grads)
+
+
+def _directional_kind(fun):
+    """("jvp" or "hvp", the function they differentiate or None) for ``ft.jvp`` / ``ft.hvp`` themselves or
+    ``functools.partial(ft.jvp, f)`` / ``partial(ft.hvp, f)``; None for anything else."""
+    from . import api
+
+    kinds = {api.jvp: "jvp", api.hvp: "hvp", api.vjp: "vjp"}
+    if isinstance(fun, functools.partial) and fun.func in kinds and len(fun.args) == 1 and not fun.keywords:
+        return kinds[fun.func], fun.args[0]
+    if fun in kinds:
+        return kinds[fun], None
+    return None
+
+
+def _directional(fun, args, in_axes):
+    """(kind, f, primals, tangents, primal axes, tangent axes) of a vmap of ``ft.jvp`` / ``ft.hvp`` (called
+    with ``(f, primals, tangents)``, f's in_axes None) or of their partial with f (called with ``(primals,
+    tangents)``); None for any other function."""
+    found = _directional_kind(fun)
+    if found is None or found[0] == "vjp":
+        return None
+    kind, f = found
+    expected = 2 if f is not None else 3
+    if len(args) != expected:
+        raise TypeError(f"vmap of {kind}: call it with {'(primals, tangents)' if f else '(f, primals, tangents)'}.")
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * expected
+    if len(axes) != expected:
+        raise ValueError(f"vmap of {kind}: in_axes has {len(axes)} entries for {expected} arguments.")
+    if f is None:
+        f, args = args[0], args[1:]
+        if axes[0] is not None:
+            raise ValueError(f"vmap of {kind}: the function (argument 0) cannot be mapped; give it in_axes None.")
+        axes = axes[1:]
+    primals, tangents = (tuple(a) if isinstance(a, (tuple, list)) else a for a in args)
+    if not isinstance(primals, tuple) or not isinstance(tangents, tuple) or len(primals) != len(tangents):
+        raise TypeError(f"vmap of {kind}: primals and tangents must be tuples with one tangent per primal.")
+
+    def per_primal(axis, what):
+        if isinstance(axis, (tuple, list)):
+            if len(axis) != len(primals):
+                raise ValueError(f"vmap of {kind}: in_axes for the {what} has {len(axis)} entries for "
+                                 f"{len(primals)} primals.")  # fmt: skip
+            return tuple(axis)
+        return (axis,) * len(primals)
+
+    return kind, f, primals, tangents, per_primal(axes[0], "primals"), per_primal(axes[1], "tangents")
+
+
+def _directions_batch(kind, f, primals, tangents, primal_axes, tangent_axes, axis_size, workers):
+    """A JVP or an HVP per member: one direction each, one compiled call (a member's directions with a trailing
+    axis of k, or a function with aux, run as a loop of single calls)."""
+    from . import api
+    from . import derivatives as D
+
+    n = len(primals)
+    members = Members(primals + tangents, primal_axes + tangent_axes, f"vmap of {kind}", axis_size, n_args=n)
+
+    def single(*member):
+        return getattr(api, kind)(f, member[:n], member[n:])
+
+    argnums = tuple(range(n)) if kind == "jvp" or n > 1 else 0
+    transform = api._cached_transform(f, kind, argnums, False)
+    first = members.member(0)
+    tape = transform.tape(*first[:n])  # (the tape of the first member, to check the directions against)
+    v = first[n:] if kind == "jvp" or n > 1 else first[n]
+    _, multi = D._split_directions(tape, v, "tangents" if kind == "jvp" else "v")  # (checks the directions)
+    if kind == "hvp":
+        D._require_scalar(tape, "hvp")
+    if multi:
+        return _stack([single(*members.member(b)) for b in range(members.size)])
+    ran = run_members(members, kind, lambda a: transform.tape(*a), single, workers, f"vmap of {kind}")
+    if ran is None:
+        return _stack([single(*members.member(b)) for b in range(members.size)])
+    results, tape = ran
+    if kind == "hvp":
+        return _grads_structure(tape, results)[0]
+    n_out = len(tape._outputs)
+    outs, tangents_out = results[:n_out], results[-n_out:]
+    return tape._out_tree.unflatten(outs), tape._out_tree.unflatten(tangents_out)
+
+
+def _threaded(fun, members, workers):
+    """``fun`` (a Jacobian or a Hessian: blocks of directions, many sweeps per member) of every member, the
+    first alone (it records the tape and fixes the Jacobian's mode and blocks), the others on a pool of
+    threads, each call on a workspace of its own (the sweeps release the GIL): the single calls themselves."""
+    first = fun(*members.member(0))
+    T = min(batch.threads(workers), members.size - 1)
+    if T <= 1:
+        return _stack([first] + [fun(*members.member(b)) for b in range(1, members.size)])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with batch._blas_one_thread(), ThreadPoolExecutor(T, thread_name_prefix="fasttape-vmap") as pool:
+        rest = list(pool.map(lambda b: fun(*members.member(b)), range(1, members.size)))
+    return _stack([first] + rest)
+
+
+def _vjp_batch(f, args, in_axes, out_axes, axis_size, workers):
+    """``(outputs, vjp_fn)`` of a batch of ``ft.vjp`` (called as ``ft.vjp(f, *primals)``, or its partial with
+    f): ``vjp_fn(cotangents)``, one cotangent per member on axis 0, pulls every member back in one compiled
+    call.  It runs each member's forward sweep again rather than keeping a buffer per member (memory for
+    the threads, not for the batch): the same values, so the same bits as the single calls' pull-backs."""
+    from . import api
+
+    if f is None:
+        if not args:
+            raise TypeError("vmap of vjp: call it with (f, *primals).")
+        f, args = args[0], args[1:]
+        if isinstance(in_axes, (tuple, list)):
+            if len(in_axes) != len(args) + 1 or in_axes[0] is not None:
+                raise ValueError("vmap of vjp: in_axes needs one entry per argument, None for the function.")
+            in_axes = tuple(in_axes[1:])
+    members = Members(args, in_axes, "vmap of vjp", axis_size)
+    n = len(args)
+    transform = api._cached_transform(f, "vjp", tuple(range(n)), False)
+
+    def forward(*primals):
+        return api.vjp(f, *primals)[0]
+
+    ran = run_members(members, "forward", lambda a: transform.tape(*a), forward, workers, "vmap of vjp",
+                      interpreted=True)  # (Tape.vjp's forward is the interpreter's)  # fmt: skip
+    if ran is None:
+        outputs = _stack([forward(*members.member(b)) for b in range(members.size)])
+    else:
+        outputs = forward_structure(ran[1], ran[0])
+    return _apply_out_axes(outputs, out_axes, "vmap"), BatchVJP(f, transform, members, workers)
+
+
+class BatchVJP:
+    """The pull-back of a batch of VJPs: ``vjp_fn(cotangents)`` with one cotangent per member on axis 0 (structured
+    like the function's output) returns, per primal, the members' VJPs stacked on axis 0."""
+
+    def __init__(self, f, transform, members, workers):
+        self._f, self._transform, self._members, self._workers = f, transform, members, workers
+
+    def __call__(self, cotangents):
+        from . import api
+
+        members, n = self._members, self._members.n_args
+        mapped = Members.__new__(Members)
+        mapped.__dict__.update(members.__dict__)
+        mapped.what = "vmap of vjp"
+        leaves, treedef = optree.tree_flatten(cotangents, none_is_leaf=True)
+        mapped.args = members.args + (cotangents,)
+        mapped.trees = members.trees + [(leaves, treedef)]
+        mapped.blocks = dict(members.blocks)
+        for j, leaf in enumerate(leaves):
+            block = np.asarray(leaf)
+            if block.ndim == 0 or block.shape[0] != members.size:
+                raise ValueError(
+                    f"vmap of vjp: cotangent leaf {j} must hold one cotangent per member on axis 0 ({members.size} "
+                    f"members); got shape {block.shape}."
+                )
+            mapped.blocks[n, j] = np.ascontiguousarray(block)
+
+        def single(*member):
+            return api.vjp(self._f, *member[:n])[1](member[n])
+
+        transform = self._transform
+        ran = run_members(mapped, "vjp", lambda a: transform.tape(*a), single, self._workers, "vmap of vjp")
+        if ran is None:
+            return _stack([single(*mapped.member(b)) for b in range(mapped.size)])
+        return _grads_structure(ran[1], ran[0])[0]
 
 
 def vmap(fun, in_axes=0, out_axes=0, *, workers=None, axis_size=None) -> Vmapped:

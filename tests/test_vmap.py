@@ -8,6 +8,8 @@ large enough to share run the parallel driver (``batch.SERIAL_VALUES``).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numba
@@ -186,6 +188,62 @@ def test_products_that_call_blas(tier):
     g = ft.grad(lambda M, A: np.sum(np.tanh(M @ A) ** 2))
     batched = ft.vmap(g, in_axes=(0, None), workers=WORKERS[-1])(members, A)
     _assert_identical(batched, _loop(g, [(m, A) for m in members]))
+
+
+def _vector(w):
+    return np.tanh(w[:10]) * np.sum(w)
+
+
+V = rng.normal(size=(B, 40))
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_jvp_hvp_and_vjp_match_the_loop(tier, workers):
+    f = functools.partial(_regression, X=X, y=Y)
+    hvps = ft.vmap(functools.partial(ft.hvp, f), workers=workers)((W,), (V,))
+    _assert_identical(hvps, [ft.hvp(f, (w,), (v,)) for w, v in zip(W, V)])
+    jvps = ft.vmap(ft.jvp, in_axes=(None, 0, 0), workers=workers)(_vector, (W,), (V,))
+    _assert_identical(jvps, [ft.jvp(_vector, (w,), (v,)) for w, v in zip(W, V)])
+    shared = ft.vmap(ft.jvp, in_axes=(None, 0, None), workers=workers)(_vector, (W,), (V[0],))
+    _assert_identical(shared, [ft.jvp(_vector, (w,), (V[0],)) for w in W])
+    several = ft.vmap(ft.hvp, in_axes=(None, (0, None, None), (0, None, None)))(_regression, (W, X, Y), (V, X, Y))
+    _assert_identical(several, [ft.hvp(_regression, (w, X, Y), (v, X, Y)) for w, v in zip(W, V)])
+    cotangents = rng.normal(size=(B, 10))
+    outputs, pull_back = ft.vmap(functools.partial(ft.vjp, _vector), workers=workers)(W)
+    singles = [ft.vjp(_vector, w) for w in W]
+    _assert_identical(outputs, [out for out, _ in singles])
+    _assert_identical(pull_back(cotangents), [vjp_fn(c) for (_, vjp_fn), c in zip(singles, cotangents)])
+
+
+def test_directions_follow_jax():
+    def reference(w):
+        return jnp.tanh(w[:10]) * jnp.sum(w)
+
+    _, ours = ft.vmap(ft.jvp, in_axes=(None, 0, 0), out_axes=(0, 1))(_vector, (W,), (V,))
+    _, theirs = jax.vmap(lambda w, v: jax.jvp(reference, (w,), (v,)), out_axes=(0, 1))(W, V)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    hvps = ft.vmap(ft.hvp, in_axes=(None, 0, 0))(lambda w: np.sum(_vector(w) ** 2), (W,), (V,))
+    expected = jax.vmap(lambda w, v: jax.jvp(jax.grad(lambda u: jnp.sum(reference(u) ** 2)), (w,), (v,))[1])(W, V)
+    np.testing.assert_allclose(hvps, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_jacobians_and_hessians_run_members_on_threads(tier):
+    jac, hess = ft.jacobian(_vector), ft.hessian(lambda w: np.sum(np.tanh(w) ** 2) * np.sum(w))
+    assert ft.vmap(jac).strategy == "threads"
+    _assert_identical(ft.vmap(jac, workers=WORKERS[-1])(W[:24]), [jac(w) for w in W[:24]])
+    _assert_identical(ft.vmap(hess, workers=WORKERS[-1])(W[:24]), [hess(w) for w in W[:24]])
+
+
+def test_directions_that_do_not_fit_are_named():
+    with pytest.raises(ValueError, match="the function \\(argument 0\\) cannot be mapped"):
+        ft.vmap(ft.jvp, in_axes=(0, 0, 0))(_vector, (W,), (V,))
+    with pytest.raises(ValueError, match="mapped sizes differ"):
+        ft.vmap(ft.jvp, in_axes=(None, 0, 0))(_vector, (W,), (V[:5],))
+    _, pull_back = ft.vmap(functools.partial(ft.vjp, _vector))(W)
+    with pytest.raises(ValueError, match="cotangent leaf 0 must hold one cotangent per member"):
+        pull_back(np.ones((3, 10)))
+    with pytest.raises(ft.InputSignatureError, match="cotangent of shape \\(10,\\) per member"):
+        pull_back(np.ones((B, 4)))
 
 
 def test_plain_functions_run_as_a_loop():
