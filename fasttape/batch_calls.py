@@ -28,14 +28,12 @@ import threading
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import types
-from numba.core import cgutils
-from numba.core.callconv import excinfo_t
 from numba.extending import intrinsic
 
 from .codegen import load_generated
 from .jit import jit
+from .kernel_calls import call_address
 
 INS, CODE, AUX, BUF = types.int64[:, ::1], types.uint32[::1], types.int64[::1], types.float64[::1]
 I64, BOOL = types.int64, types.boolean
@@ -73,22 +71,7 @@ def _caller(argtypes, restype=BOOL):
     the member)."""
 
     def codegen(context, builder, signature, args):
-        values = [context.cast(builder, v, t, want) for v, t, want in zip(args[1:], signature.args[1:], argtypes)]
-        call_conv = context.call_conv
-        fnty = call_conv.get_function_type(restype, argtypes)
-        callee = builder.inttoptr(args[0], fnty.as_pointer())
-        retty = call_conv.get_return_type(restype).pointee
-        result = cgutils.alloca_once(builder, retty)
-        builder.store(cgutils.get_null_value(retty), result)
-        excinfo = cgutils.alloca_once(builder, ir.PointerType(excinfo_t), name="excinfo")
-        packed = list(call_conv._get_arg_packer(argtypes).as_arguments(builder, values))
-        code = builder.call(callee, [result, excinfo, *packed])
-        status = call_conv._get_return_status(builder, code, builder.load(excinfo))
-        with cgutils.if_unlikely(builder, status.is_error):
-            call_conv.return_status_propagate(builder, status)
-        if restype == types.none:
-            return context.get_dummy_value()
-        return context.get_returned_value(builder, restype, builder.load(result))
+        return call_address(context, builder, argtypes, restype, signature, args)
 
     def typer(typingctx, address, *given):
         if len(given) != len(argtypes):

@@ -9,10 +9,13 @@ them (recorded when no cached tape fits), and so on until every member is done: 
 branches costs two traces and two batched calls.  A member whose sweep raises (an index out of range) is
 run alone, and its error names the member.
 
-What is batched: ``ft.grad`` and ``ft.value_and_grad`` (a value-and-gradient sweep per member) and plain
-functions of float arrays (a forward sweep per member).  Any other callable runs as a loop of single
-calls, stacked (``vmap(f).compiled`` says which).  ``ft.grad(f).map(W, X, y)`` is ``vmap`` with the
-differentiated arguments mapped on axis 0 and the others shared.
+What runs how (``vmap(fun).strategy``): ``ft.grad`` and ``ft.value_and_grad`` (a value-and-gradient
+sweep per member), ``ft.jvp`` and ``ft.hvp`` (one direction per member) and ``ft.vjp`` (a forward, then a
+pull-back per member) are ``"sweeps"``, one compiled call; Jacobians and Hessians (blocks of directions,
+many sweeps per member) are ``"threads"``, their single calls on a pool of threads; any other callable is
+``"loop"``, its calls stacked.  ``ft.grad(f).map(W, X, y)`` is ``vmap`` with the differentiated arguments
+mapped on axis 0 and the others shared; ``Tape.value_and_grad_batch`` and ``Tape.forward_batch`` batch a
+tape of one branch.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Members:
         if isinstance(in_axes, list):
             in_axes = tuple(in_axes)
         if isinstance(in_axes, tuple):
-            if len(in_axes) != len(args):
+            if len(in_axes) != len(args):  # (JAX's rule: a tuple has one entry per positional argument)
                 raise ValueError(
                     f"{what}: in_axes has {len(in_axes)} entries but the call has {len(args)} positional "
                     "arguments. Give one entry per argument: an int, None, or a tree prefix of that argument."
@@ -254,8 +257,10 @@ def run_members(members: Members, entry: str, tape_of, single, workers, what, re
         if raised.size:
             _raise_member(single, members, int(pending[raised[0]]))
         failed = status == 1
-        if not retrace or failed[0]:  # no re-trace, or its first member's own tape fails it
-            _branch_changed(tape, pending[failed], B, single, members)
+        if not retrace:
+            _branch_changed(tape, pending[failed], B)
+        if failed[0]:  # its first member's own tape fails it: the single call says why
+            _raise_member(single, members, int(pending[0]))
         pending = pending[failed]
     return out, tape
 
@@ -272,7 +277,7 @@ def _raise_member(single, members, b):
     raise RuntimeError(f"batch member {b} raised in the compiled batch but not when run alone; please report it.")
 
 
-def _branch_changed(tape, failed, B, single, members):
+def _branch_changed(tape, failed, B):
     shown = ", ".join(str(int(b)) for b in failed[:8]) + (", ..." if failed.size > 8 else "")
     raise BranchChangedError(
         f"batch members [{shown}] ({failed.size} of {B}) take a different branch of a Python if/while on a traced "

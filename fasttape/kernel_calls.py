@@ -93,14 +93,14 @@ def _typed(sweep: str, given):
     return types.none(types.int64, *given)
 
 
-def _call(context, builder, sweep, signature, args):
-    """Call the Numba function at ``args[0]`` (returning None) and propagate its exception, if any."""
-    argtypes = SIGNATURES[sweep]
+def call_address(context, builder, argtypes, restype, signature, args):
+    """Call the Numba function at ``args[0]`` (compiled for ``argtypes``, returning ``restype``) with
+    ``args[1:]`` and propagate its exception, if any; its result."""
     values = [context.cast(builder, v, t, want) for v, t, want in zip(args[1:], signature.args[1:], argtypes)]
     call_conv = context.call_conv
-    fnty = call_conv.get_function_type(types.none, argtypes)
+    fnty = call_conv.get_function_type(restype, argtypes)
     callee = builder.inttoptr(args[0], fnty.as_pointer())
-    retty = call_conv.get_return_type(types.none).pointee
+    retty = call_conv.get_return_type(restype).pointee
     result = cgutils.alloca_once(builder, retty)
     builder.store(cgutils.get_null_value(retty), result)
     excinfo = cgutils.alloca_once(builder, ir.PointerType(excinfo_t), name="excinfo")
@@ -109,7 +109,14 @@ def _call(context, builder, sweep, signature, args):
     status = call_conv._get_return_status(builder, code, builder.load(excinfo))
     with cgutils.if_unlikely(builder, status.is_error):
         call_conv.return_status_propagate(builder, status)
-    return context.get_dummy_value()
+    if restype == types.none:
+        return context.get_dummy_value()
+    return context.get_returned_value(builder, restype, builder.load(result))
+
+
+def _call(context, builder, sweep, signature, args):
+    """Call the family kernel for ``sweep`` at ``args[0]`` (returning None)."""
+    return call_address(context, builder, SIGNATURES[sweep], types.none, signature, args)
 
 
 @intrinsic

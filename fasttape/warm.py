@@ -5,7 +5,8 @@ kernels call them (``fasttape.kernel_calls``), are compiled in worker processes,
 (``fasttape.builds``); then each step runs one kind of sweep on a small program
 that reaches every family (elementwise, select, reductions, cumsum, broadcast, gather,
 matmul), and the two special paths (the scalar code of loops over Python floats, and the
-fused regions of long elementwise chains), loading the kernels the workers built.  With
+fused regions of long elementwise chains) and the drivers of batches (``ft.vmap``), loading the kernels the
+workers built.  With
 everything cached it takes a few seconds; building from nothing takes a few minutes.  For
 container images and CI: run it once after installing, and every later process starts at
 compiled speed.
@@ -41,6 +42,30 @@ def _long_chain(x):
     return np.sum(100.0 * t * t + (1.0 - x[:-1]) ** 2)
 
 
+def _batches(x, W, v):
+    """One batch of each batched entry point, on the interpreter (the drivers every tape shares; a tape's own
+    kernels get theirs when first batched), serial and, where Numba has threads, parallel."""
+    import functools
+
+    from . import api as ft
+    from . import batch, config
+    from .batching import vmap
+
+    shared = batch.SERIAL_VALUES // ft.trace(_every_family, x, W).n_values + 1  # members enough to share
+    with config.options(tape_kernels="never"):
+        for workers in sorted({1, batch.threads()}):
+            size = 8 if workers == 1 else shared
+            xs, vs = np.tile(x, (size, 1)), np.tile(v, (size, 1))
+            vmap(ft.value_and_grad(_every_family), in_axes=(0, None), workers=workers)(xs, W)
+            vmap(ft.jvp, in_axes=(None, (0, None), (0, None)), workers=workers)(_every_family, (xs, W), (vs, W))
+            vmap(ft.hvp, in_axes=(None, (0, None), (0, None)), workers=workers)(_every_family, (xs, W), (vs, W))
+            outputs, pull_back = vmap(functools.partial(ft.vjp, _every_family), in_axes=(0, None), workers=workers)(
+                xs, W
+            )
+            pull_back(np.ones_like(outputs))
+            ft.trace(_every_family, x, W).forward_batch(xs, W, workers=workers)
+
+
 def _steps():
     from . import api as ft
 
@@ -65,6 +90,7 @@ def _steps():
                 ft.jvp(_long_chain, (z,), (z,)),
             ),
         ),  # fmt: skip
+        ("batches (vmap)", lambda: _batches(x, W, v)),
     ]
 
 
