@@ -26,7 +26,11 @@ def tests(session):
     # every kernel once, on every core, before the test processes load them (pytest-xdist: one per core)
     session.run("python", "-m", "fasttape", "warm", "--quiet")
     # the fault-instrumented build takes minutes to compile (never cached): nox -s mutants runs its tests
-    session.run("python", "-m", "pytest", "tests", "-n", "auto", "-m", "not instrumented", *session.posargs)
+    # (--dist loadgroup: tests/test_dask.py's tests share one process, so one LocalCluster)
+    session.run(
+        "python", "-m", "pytest", "tests", "-n", "auto", "--dist", "loadgroup", "-m", "not instrumented",
+        *session.posargs,
+    )  # fmt: skip
     # the oracle checks the compiled sweeps (tests/test_executor.py holds the executor to them)
     compiled = {"FASTTAPE_TIERS": "compiled"}
     jobs = str(os.cpu_count() or 1)  # the oracle's checks run on a pool of processes

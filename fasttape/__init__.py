@@ -83,3 +83,12 @@ __all__ = [
     "UnsupportedFunctionError",
     "UnsupportedMethodError",
 ]
+
+
+def __getattr__(name):
+    # ``ft.dask`` without ``import fasttape.dask`` (Dask is an optional extra: imported only when asked for)
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module 'fasttape' has no attribute {name!r}")

@@ -11,6 +11,20 @@ RTOL = 1e-10
 ATOL = 1e-12
 
 
+def regression_loss(w, X, y):
+    """A small least-squares loss with a quartic term (the batches of tests/test_vmap.py, tests/test_dask.py)."""
+    r = np.tanh(X @ w) - y
+    return np.sum(r * r) + 0.1 * np.sum(w**4)
+
+
+def branchy_loss(w, X, y):
+    """The same residuals, squared or absolute as the sign of sum(w) says: two tapes, one per branch."""
+    r = np.tanh(X @ w) - y
+    if np.sum(w) > 0.0:
+        return np.sum(r * r)
+    return np.sum(np.abs(r)) + np.sum(w**2)
+
+
 def assert_close(actual, desired, rtol=RTOL, atol=ATOL):
     actual = np.asarray(actual, dtype=np.float64)
     desired = np.asarray(desired, dtype=np.float64)

@@ -19,6 +19,9 @@ import pytest
 import fasttape as ft
 from fasttape import batch
 
+from .helpers import branchy_loss as _branchy
+from .helpers import regression_loss as _regression
+
 B = 128  # members: with the tapes below, enough values of work for the parallel driver
 WORKERS = (1, min(2, numba.config.NUMBA_NUM_THREADS))
 
@@ -31,18 +34,6 @@ def tier(request):
 
 def _rosenbrock(x):
     return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
-
-def _regression(w, X, y):
-    r = np.tanh(X @ w) - y
-    return np.sum(r * r) + 0.1 * np.sum(w**4)
-
-
-def _branchy(w, X, y):
-    r = np.tanh(X @ w) - y
-    if np.sum(w) > 0.0:
-        return np.sum(r * r)
-    return np.sum(np.abs(r)) + np.sum(w**2)
 
 
 def _params(p, x):
