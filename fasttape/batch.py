@@ -2,7 +2,7 @@
 
 ``run(tape, entry, args0, inputs, size, ...)`` binds the first member's arguments into a workspace
 (so every check of a single call applies), copies that buffer once per thread, and hands the members'
-inputs (``inputs``: per batched leaf its ``(size, leaf.size)`` float64 block) to the entry point's
+XX
 driver (``fasttape.batch_calls``).  The tier is the one a single call would run now: the tape's own
 kernel when it is built, else the interpreter, so that a batch's results are a loop of single calls',
 bit for bit.  While the interpreter itself is still compiling there is no driver to call, and ``run``

@@ -425,7 +425,7 @@ class Tape:
         return (grads, value[1]) if self.has_aux else grads
 
     def value_and_grad_batch(self, *args, in_axes=None, workers=None):
-        """``(values, grads)`` of a batch in one compiled call on every core (``fasttape.vmap``): by default
+        """``(values, grads)`` of a batch in one compiled call on every core (``fasttape.batching``): by default
         the differentiated arguments carry the members on axis 0 and the others are shared (``in_axes``, as
         ``ft.vmap``'s, says otherwise); ``workers`` the threads (-1 all)."""
         from . import batching
