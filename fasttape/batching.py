@@ -111,21 +111,23 @@ class Members:
 
     def member(self, b: int) -> tuple:
         """The arguments of member ``b``."""
-        if not self.blocks:
-            return self.args
+        return self.rows(b) if self.blocks else self.args
+
+    def rows(self, index) -> tuple:
+        """The arguments with every mapped leaf cut to ``index`` along its batch axis (now axis 0): member
+        ``b``'s for an int, a sub-batch's (the batch axis first) for a slice or indices."""
         args = []
         for i, (leaves, treedef) in enumerate(self.trees):
             mapped = [j for j in range(len(leaves)) if (i, j) in self.blocks]
             if not mapped:
                 args.append(self.args[i])
-                continue
-            if treedef is None:
-                args.append(self.blocks[i, 0][b])
-                continue
-            leaves = list(leaves)
-            for j in mapped:
-                leaves[j] = self.blocks[i, j][b]
-            args.append(treedef.unflatten(leaves))
+            elif treedef is None:
+                args.append(self.blocks[i, 0][index])
+            else:
+                leaves = list(leaves)
+                for j in mapped:
+                    leaves[j] = self.blocks[i, j][index]
+                args.append(treedef.unflatten(leaves))
         return tuple(args)
 
     def subset(self, members) -> Members:
@@ -265,24 +267,34 @@ def run_members(members: Members, entry: str, tape_of, single, workers, what, re
     return out, tape
 
 
+def reraise_as(error: Exception, text: str):
+    """Raise ``error`` again with the message ``text`` (its own type and traceback; as it was when its type
+    takes other arguments)."""
+    try:
+        renamed = type(error)(text)
+    except Exception:
+        raise error from None
+    raise renamed.with_traceback(error.__traceback__) from None
+
+
+def listed(members) -> str:
+    """``[5, 6, 10, ...]``: the first members of ``members`` (indices), for an error message."""
+    return "[" + ", ".join(str(int(b)) for b in members[:8]) + (", ..." if len(members) > 8 else "") + "]"
+
+
 def _raise_member(single, members, b):
     try:
         single(*members.member(b))
     except Exception as e:
-        try:
-            error = type(e)(f"batch member {b}: {e}")
-        except Exception:  # an exception type that takes other arguments
-            raise e from None
-        raise error.with_traceback(e.__traceback__) from None
+        reraise_as(e, f"batch member {b}: {e}")
     raise RuntimeError(f"batch member {b} raised in the compiled batch but not when run alone; please report it.")
 
 
 def _branch_changed(tape, failed, B):
-    shown = ", ".join(str(int(b)) for b in failed[:8]) + (", ..." if failed.size > 8 else "")
     raise BranchChangedError(
-        f"batch members [{shown}] ({failed.size} of {B}) take a different branch of a Python if/while on a traced "
-        f"value than the one recorded in this tape of {tape.name!r}. Use ft.vmap(ft.grad(f)) or ft.grad(f).map(...), "
-        "which re-trace for the members of each branch, or ft.trace(f, *their_args)."
+        f"batch members {listed(failed)} ({failed.size} of {B}) take a different branch of a Python if/while on a "
+        f"traced value than the one recorded in this tape of {tape.name!r}. Use ft.vmap(ft.grad(f)) or "
+        "ft.grad(f).map(...), which re-trace for the members of each branch, or ft.trace(f, *their_args)."
     )
 
 

@@ -47,7 +47,7 @@ except ImportError as e:  # pragma: no cover  (the extra is missing)
 from . import config, tape_kernels, tiers
 from ._version import __version__
 from .api import Grad, ValueAndGrad, _normalize_argnums
-from .batching import Members, default_axes, tape_value_and_grad_partial
+from .batching import Members, default_axes, listed, reraise_as, tape_value_and_grad_partial
 from .errors import BranchChangedError
 from .storage import load_tape
 from .tape import Tape
@@ -127,14 +127,10 @@ def _run_chunk(plugin_name, in_axes, threads, where, *args):
             text = f"batch member {start + b} (member {b} of chunk {chunk}): {text}"
         else:
             text = f"chunk {chunk} (batch members from {start}): {e}"
-        try:
-            error = type(e)(f"ft.dask.map: {text}")
-        except Exception:  # an exception type that takes other arguments
-            raise e from None
-        raise error.with_traceback(e.__traceback__) from None
+        reraise_as(e, f"ft.dask.map: {text}")
     unfinished = None
     if failed.size:
-        unfinished = _members_args(members.subset(failed), slice(None))
+        unfinished = members.rows(failed)
         unfinished = tuple(a if spec_mapped else None for a, spec_mapped in zip(unfinished, _mapped(in_axes, args)))
     return result, failed, unfinished
 
@@ -200,20 +196,6 @@ def _mapped(in_axes, args) -> list:
 def _axes_first(in_axes):
     """``in_axes`` with every mapped axis 0: the arguments once their batch axis is moved first."""
     return optree.tree_map(lambda a: None if a is None else 0, in_axes, none_is_leaf=True)
-
-
-def _members_args(members: Members, index) -> tuple:
-    """The arguments of the members at ``index`` (a slice or indices), each mapped leaf's batch axis first."""
-    args = []
-    for i, (leaves, treedef) in enumerate(members.trees):
-        mapped = {j: block[index] for (k, j), block in members.blocks.items() if k == i}
-        if not mapped:
-            args.append(members.args[i])
-        elif treedef is None:
-            args.append(mapped[0])
-        else:
-            args.append(treedef.unflatten([mapped.get(j, leaf) for j, leaf in enumerate(leaves)]))
-    return tuple(args)
 
 
 def _placeholder(x) -> np.ndarray:
@@ -308,7 +290,7 @@ class _Chunks:
         self.chunks = []
         chunk_axes = _axes_first(in_axes)
         for c, (start, size) in enumerate(zip(self.starts, sizes)):
-            chunk = _members_args(members, slice(start, start + size))
+            chunk = members.rows(slice(start, start + size))
             chunk = tuple(blocks[i][c] if i in blocks else None if i in self.shared else a for i, a in enumerate(chunk))
             self.chunks.append((chunk, chunk_axes))
         if self.chunks:
@@ -468,9 +450,8 @@ class Batch:
 
     def _branch_changed(self, unfinished) -> BranchChangedError:
         members = np.concatenate([self.starts[c] + failed for c, (failed, _) in unfinished.items()])
-        shown = ", ".join(str(int(b)) for b in members[:8]) + (", ..." if members.size > 8 else "")
         return BranchChangedError(
-            f"ft.dask.map: batch members [{shown}] ({members.size} of {self.size}) take a different branch of a "
-            f"Python if/while on a traced value than the one recorded in this tape of {self._tape.name!r}. Map "
+            f"ft.dask.map: batch members {listed(members)} ({members.size} of {self.size}) take a different branch "
+            f"of a Python if/while on a traced value than the one recorded in this tape of {self._tape.name!r}. Map "
             "ft.grad(f) or ft.value_and_grad(f) instead: the client re-traces for those members."
         )
