@@ -81,7 +81,7 @@ class TapePlugin(WorkerPlugin):
         tiers.set_mode("compiled")  # batches wait for the compiled kernels (never the NumPy executor's loop)
         tape = load_tape(io.BytesIO(self.data))
         if self.tier == "interpreter":
-            tape._kernels.state = "declined"  # never kernels of its own on this worker, however hot
+            tape_kernels.decline(tape)  # never kernels of its own on this worker, however hot (a fresh tape: cold)
         self.tape = tape
 
     def teardown(self, worker):

@@ -290,6 +290,18 @@ def request(tape, wait: bool = False):
     _enqueue(tape)
 
 
+def decline(tape) -> bool:
+    """Keep ``tape`` on the interpreter however hot it gets: no kernels of its own will be built, so its results
+    never change tier (``fasttape.dask`` pins a worker's tier so).  False when they are built or being built
+    already (they stay)."""
+    kernels = tape._kernels
+    with _LOCK:
+        if kernels.state not in ("cold", "declined"):
+            return False
+        kernels.state = "declined"
+    return True
+
+
 def request_entry(tape, name: str, wait: bool = False):
     """Compile an entry point of ``tape``'s built kernels that is not in ``EAGER`` (``jvp``, ``hvp``) in the
     background (``wait``: here, now)."""
