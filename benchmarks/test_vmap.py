@@ -1,15 +1,20 @@
-"""Batches of gradients (``benchmarks/batches.py``): the loop of single calls, ``ft.vmap`` on one thread and on
-every thread, and ``jax.jit(jax.vmap(jax.grad))``, one group, so the history tracks their ratios."""
+"""Batches of gradients and Hessians (``benchmarks/batches.py``): the loop of single calls, ``ft.vmap`` on one
+thread and on every thread, and ``jax.jit(jax.vmap(...))``, one group per case, so the history tracks their
+ratios."""
 
 import pytest
 
-from .batches import BATCH, N, columns, members
+from .batches import BATCH, CASES, columns, members
 
-CALLS = columns(members())
+CALLS = {kind: columns(members(n), kind) for kind, n in CASES.items()}
 
 
-@pytest.mark.parametrize("column", list(CALLS))
-def test_batch_of_gradients(benchmark, column):
-    benchmark.group = f"vmap-rosenbrock-{N}x{BATCH}"
-    benchmark.extra_info.update(workload="rosenbrock", size=N, batch=BATCH, column=column)
-    benchmark.pedantic(CALLS[column], rounds=30, iterations=5, warmup_rounds=2)
+@pytest.mark.parametrize("kind", list(CASES))
+@pytest.mark.parametrize("column", ["loop", "vmap_1", "vmap", "jax"])
+def test_batch(benchmark, kind, column):
+    if column not in CALLS[kind]:
+        pytest.skip("JAX is not installed")
+    benchmark.group = f"vmap-rosenbrock-{kind}-{CASES[kind]}x{BATCH}"
+    benchmark.extra_info.update(workload="rosenbrock", transformation=kind, size=CASES[kind], batch=BATCH,
+                                column=column)  # fmt: skip
+    benchmark.pedantic(CALLS[kind][column], rounds=30, iterations=5, warmup_rounds=2)

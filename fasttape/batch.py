@@ -2,7 +2,7 @@
 
 ``run(tape, entry, args0, inputs, size, ...)`` binds the first member's arguments into a workspace
 (so every check of a single call applies), copies that buffer once per thread, and hands the members'
-XX
+inputs (``inputs``: per batched leaf its ``(size, *leaf.shape)`` C float64 block) to the entry point's
 driver (``fasttape.batch_calls``).  The tier is the one a single call would run now: the tape's own
 kernel when it is built, else the interpreter, so that a batch's results are a loop of single calls',
 bit for bit.  While the interpreter itself is still compiling there is no driver to call, and ``run``
@@ -33,7 +33,7 @@ CHUNKS_PER_THREAD = 8  # a prange's members are dealt out in chunks, taken as th
 # then holds back one chunk, not half of the batch)
 _BLAS_KINDS = {"matmul", "solve", "trisolve", "cholesky", "lu", "qr", "eigh", "svd", "slogdet"}
 _INTERPRETER = {"forward": "run_forward", "value_and_grad": "run_value_and_grad", "jvp": "run_jvp", "hvp": "run_hvp"}
-ENTRIES = ("forward", "value_and_grad", "jvp", "hvp", "vjp")
+ENTRIES = ("forward", "value_and_grad", "jvp", "hvp", "vjp", "value_grad_and_hvp")
 
 
 def threads(workers=None) -> int:
@@ -74,7 +74,8 @@ class Take:
 def _entry_takes(tape, entry: str, tier: str) -> list[Take]:
     """What a caller reads after ``entry``: forward the outputs then the aux; value_and_grad the value,
     the differentiated leaves' adjoints, then the aux; jvp the outputs, the aux, then the outputs'
-    tangents; hvp the second-order adjoints of the differentiated leaves."""
+    tangents; hvp the second-order adjoints of the differentiated leaves, after the value and the gradient
+    for value_grad_and_hvp (the interpreter's HVP sweep computes them on its way)."""
     N = tape.n_values
 
     def read(entries):
@@ -103,7 +104,10 @@ def _entry_takes(tape, entry: str, tier: str) -> list[Take]:
         else:
             tangents = [Take(1, offset, tuple(shape)) for offset, shape in tape._outputs]
         return read(tape._outputs) + aux + tangents
-    return [Take(2, leaf.offset, leaf.shape) for leaf in diff]
+    hvps = [Take(2, leaf.offset, leaf.shape) for leaf in diff]
+    if entry == "value_grad_and_hvp":
+        return [Take(0, tape._out_position, ())] + [Take(0, N + leaf.offset, leaf.shape) for leaf in diff] + hvps
+    return hvps
 
 
 def _uses_blas(tape) -> bool:
@@ -122,11 +126,11 @@ def _tier(tape, entry: str, size: int, buf, interpreted=False):
     compiling (or Numba is off)."""
     kernels = tape._kernels
     if entry == "vjp":  # (Tape.vjp runs the interpreter's sweeps)
-        forward, reverse = tiers._ENTRIES["run_forward"], tiers._ENTRIES["run_reverse"]
-        if not (forward.ready() and reverse.ready() and hasattr(reverse.compiled, "overloads")):
+        forward, reverse = interpreter("run_forward"), interpreter("run_reverse")
+        if forward is None or reverse is None:
             return None
-        where = [(tape.n_values, batch_calls.address(reverse.compiled, batch_calls.REVERSE))]
-        return "interpreter", forward.compiled, where + [(offset, math.prod(shape)) for offset, shape in tape._outputs]
+        where = [(tape.n_values, batch_calls.address(reverse, batch_calls.REVERSE))]
+        return "interpreter", forward, where + [(offset, math.prod(shape)) for offset, shape in tape._outputs]
     if interpreted:
         kernel = None
     elif entry in ("forward", "value_and_grad"):
@@ -140,10 +144,20 @@ def _tier(tape, entry: str, size: int, buf, interpreted=False):
         if not hasattr(kernel, "overloads"):  # Numba off (NUMBA_DISABLE_JIT): no entry point to call
             return None
         return "kernel", kernel, {"value_and_grad": kernels.refs, "hvp": kernels.hvp_refs}.get(entry, [])
-    name = _INTERPRETER[entry]
-    if not tiers._ENTRIES[name].ready() or not hasattr(tiers._ENTRIES[name].compiled, "overloads"):
+    sweep = interpreter(_INTERPRETER[entry])
+    return None if sweep is None else ("interpreter", sweep, [])
+
+
+def interpreter(name: str):
+    """The interpreter's compiled entry point ``name`` (``fasttape.tiers``) when a single call would run it now,
+    else None: still compiling (the ``compiled`` tier: compiled here, as a single call would wait for it), or
+    Numba off (NUMBA_DISABLE_JIT: no entry point to call)."""
+    entry = tiers._ENTRIES[name]
+    if not hasattr(entry.compiled, "overloads"):
         return None
-    return "interpreter", tiers._ENTRIES[name].compiled, []
+    if entry.ready() or tiers.mode() == "compiled":  # (batch_calls.address compiles what is missing)
+        return entry.compiled
+    return None
 
 
 def _planes(tape, entry: str, tier: str):
@@ -165,23 +179,27 @@ def _planes(tape, entry: str, tier: str):
     return params, at
 
 
-def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=(), interpreted=False):
+def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=(), interpreted=False, io=True):
     """``entry`` (one of ``ENTRIES``) of ``tape`` for ``size`` members: the members' arguments are ``args0`` with
     the leaves of ``inputs`` ((argument, leaf index, (size, *leaf.shape) C float64 block)) replaced, and their
     directions ``seeds`` ((offset, (size, n) block) in the tangents: a JVP's or an HVP's at the differentiated
-    leaves' offsets, a VJP's cotangents one output after another; ``interpreted``: see ``_tier``).  Returns
-    ``(status, [(size, *take.shape) array per Take], takes)``, or None when no compiled tier is ready."""
+    leaves' offsets, a VJP's cotangents one output after another; ``interpreted``: see ``_tier``; ``io`` False:
+    never the tape's io kernel).  Returns ``(status, [(size, *take.shape) array per Take], takes)``, or None
+    when no compiled tier is ready."""
+    sweep = "hvp" if entry == "value_grad_and_hvp" else entry
     ws = tape._take_workspace()
     try:
         tape._bind(args0, ws)
-        chosen = _tier(tape, entry, size, ws.buf, interpreted)
+        chosen = _tier(tape, sweep, size, ws.buf, interpreted)
         if chosen is None:
             return None
         tier, dispatcher, refs = chosen
+        if sweep != entry and tier == "kernel":  # the tape's HVP kernel computes H v alone: its value_and_grad follows
+            return _kernel_value_grad_and_hvp(tape, args0, inputs, size, workers, seeds)
         T = threads(workers)
         if size * tape.n_values < SERIAL_VALUES:
             T = 1
-        params, row = _planes(tape, entry, tier)
+        params, row = _planes(tape, sweep, tier)
         config.check_memory(8 * T * (2 * tape.n_values + row), f"the batch buffers of the tape of {tape.name!r}")
         bufs = np.empty((T, ws.buf.size))
         bufs[:] = ws.buf
@@ -189,7 +207,7 @@ def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=(), inte
         tape._return_workspace(ws)
     takes = _entry_takes(tape, entry, tier)
     status = np.zeros(size, dtype=np.int8)
-    if entry == "value_and_grad" and tier == "kernel" and _io_fits(tape, args0, inputs):
+    if entry == "value_and_grad" and tier == "kernel" and io and _io_fits(tape, args0, inputs):
         results = _run_io(tape, args0, inputs, bufs, status, T)
         return status, results, takes
     planes = np.zeros((T, max(row, 1)))
@@ -202,12 +220,23 @@ def run(tape, entry: str, args0, inputs, size: int, workers=None, seeds=(), inte
     for s, t in enumerate(outputs):
         take[s] = (t.source, t.offset, base, t.size)
         base += size * t.size
-    n_views = len(refs) if entry in batch_calls.REF_SOURCES else 0  # (a VJP's "refs" are integers of its member)
-    address = batch_calls.address(dispatcher, batch_calls.argtypes(entry, tier, n_views))
-    drive = batch_calls.driver(entry, tier, n_views, T > 1)
+    n_views = len(refs) if sweep in batch_calls.REF_SOURCES else 0  # (a VJP's "refs" are integers of its member)
+    address = batch_calls.address(dispatcher, batch_calls.argtypes(sweep, tier, n_views))
+    drive = batch_calls.driver(sweep, tier, n_views, T > 1)
     _launch(drive, (address, tape.ins, tape.code, tape.aux, tape_kernels.ADDRESSES, bufs, planes, params, X, put, Y,
                     take, status), T, tape)  # fmt: skip
     return status, _results(takes, Y, size), takes
+
+
+def _kernel_value_grad_and_hvp(tape, args0, inputs, size, workers, seeds):
+    """``value_grad_and_hvp`` as its single call runs it on a tape's own kernels: the HVP kernel, then the
+    value_and_grad kernel (not the io kernel) on the same inputs; two batches, a member done when both are."""
+    hvps = run(tape, "hvp", args0, inputs, size, workers, seeds)
+    firsts = run(tape, "value_and_grad", args0, inputs, size, workers, io=False)
+    if hvps is None or firsts is None:
+        return None
+    status = np.maximum(hvps[0], firsts[0])
+    return status, firsts[1] + hvps[1], firsts[2] + hvps[2]
 
 
 def _io_fits(tape, args0, inputs) -> bool:

@@ -10,10 +10,11 @@ branches costs two traces and two batched calls.  A member whose sweep raises (a
 run alone, and its error names the member.
 
 What runs how (``vmap(fun).strategy``): ``ft.grad`` and ``ft.value_and_grad`` (a value-and-gradient
-sweep per member), ``ft.jvp`` and ``ft.hvp`` (one direction per member) and ``ft.vjp`` (a forward, then a
-pull-back per member) are ``"sweeps"``, one compiled call; Jacobians and Hessians (blocks of directions,
-many sweeps per member) are ``"threads"``, their single calls on a pool of threads; any other callable is
-``"loop"``, its calls stacked.  ``ft.grad(f).map(W, X, y)`` is ``vmap`` with the differentiated arguments
+sweep per member), ``ft.jvp`` and ``ft.hvp`` (one direction per member), ``ft.vjp`` (a forward, then a
+pull-back per member) and Jacobians and Hessians (every block of directions of every member,
+``fasttape.batch_blocks``) are ``"sweeps"``, one compiled call; any other callable is ``"loop"``, its
+calls stacked.  While the interpreter's sweeps are still compiling a batch runs its single calls (a
+matrix's on a pool of threads).  ``ft.grad(f).map(W, X, y)`` is ``vmap`` with the differentiated arguments
 mapped on axis 0 and the others shared; ``Tape.value_and_grad_batch`` and ``Tape.forward_batch`` batch a
 tape of one branch.
 """
@@ -25,7 +26,8 @@ import functools
 import numpy as np
 import optree
 
-from . import batch, nesting
+from . import batch, batch_blocks, nesting
+from . import derivatives as D
 from .errors import BranchChangedError, InputSignatureError
 from .tape import _arg_name
 
@@ -241,8 +243,15 @@ def run_members(members: Members, entry: str, tape_of, single, workers, what, re
         sub = members if pending.size == B else members.subset(pending)
         args0 = sub.arguments(0)
         tape = tape_of(args0)
-        seeds = sub.seeds(tape) if entry in ("jvp", "hvp") else sub.cotangents(tape) if entry == "vjp" else ()
-        ran = batch.run(tape, entry, args0, sub.inputs(tape), sub.size, workers, seeds, interpreted)
+        seeds = ()
+        if entry in ("jvp", "hvp", "value_grad_and_hvp"):
+            seeds = sub.seeds(tape)
+        elif entry == "vjp":
+            seeds = sub.cotangents(tape)
+        if entry in _MATRICES:
+            ran = batch_blocks.run(tape, entry, args0, sub.inputs(tape), sub.size, workers)
+        else:
+            ran = batch.run(tape, entry, args0, sub.inputs(tape), sub.size, workers, seeds, interpreted)
         if ran is None:
             return None
         status, results, _ = ran
@@ -343,13 +352,11 @@ class Vmapped:
         functools.update_wrapper(self, fun, updated=())
         from .api import Grad, Hessian, Jacobian, ValueAndGrad
 
-        if isinstance(fun, (Grad, ValueAndGrad)) or _directional_kind(fun) is not None:
-            self.strategy = "sweeps"  # one compiled call over the batch
-        elif isinstance(fun, (Jacobian, Hessian)):
-            self.strategy = "threads"  # many sweeps per member: members on a pool of threads
-        else:
-            self.strategy = "loop"
-        self.compiled = self.strategy == "sweeps"
+        matrices = isinstance(fun, (Jacobian, Hessian))
+        sweeps = matrices or isinstance(fun, (Grad, ValueAndGrad)) or _directional_kind(fun) is not None
+        self.strategy = "sweeps" if sweeps else "loop"
+        self.compiled = sweeps
+        self._matrices = matrices
 
     def __call__(self, *args):
         if nesting.inside_trace(args):
@@ -359,17 +366,19 @@ class Vmapped:
             )
         found = _directional_kind(self.fun)
         if found is not None and found[0] == "vjp":
-            return _vjp_batch(found[1], args, self.in_axes, self.out_axes, self.axis_size, self.workers)
+            return _vjp_batch(*found[1:], args, self.in_axes, self.out_axes, self.axis_size, self.workers)
         directional = _directional(self.fun, args, self.in_axes)
         if directional is not None:
             result = _directions_batch(*directional, self.axis_size, self.workers)
             return _apply_out_axes(result, self.out_axes, "vmap")
         members = Members(args, self.in_axes, "vmap", self.axis_size)
         result = None
-        if self.strategy == "sweeps":
+        if self._matrices:
+            result = _matrices(self.fun, members, self.workers)
+            if result is None:  # (sweeps these drivers do not run: the single calls themselves, on every core)
+                result = _threaded(self.fun, members, self.workers)
+        elif self.strategy == "sweeps":
             result = self._batched(members)
-        elif self.strategy == "threads":
-            result = _threaded(self.fun, members, self.workers)
         if result is None:
             result = _stack([self.fun(*members.member(b)) for b in range(members.size)])
         return _apply_out_axes(result, self.out_axes, "vmap")
@@ -389,26 +398,31 @@ class Vmapped:
 
 
 def _directional_kind(fun):
-    """("jvp" or "hvp", the function they differentiate or None) for ``ft.jvp`` / ``ft.hvp`` themselves or
-    ``functools.partial(ft.jvp, f)`` / ``partial(ft.hvp, f)``; None for anything else."""
+    """("jvp", "hvp", "value_grad_and_hvp" or "vjp", the function they differentiate or None, has_aux) for those
+    transformations of ``fasttape`` themselves or their partials with f and / or ``has_aux`` (jvp and vjp); None
+    for anything else."""
     from . import api
 
-    kinds = {api.jvp: "jvp", api.hvp: "hvp", api.vjp: "vjp"}
-    if isinstance(fun, functools.partial) and fun.func in kinds and len(fun.args) == 1 and not fun.keywords:
-        return kinds[fun.func], fun.args[0]
+    kinds = {api.jvp: "jvp", api.hvp: "hvp", api.vjp: "vjp", api.value_grad_and_hvp: "value_grad_and_hvp"}
+    if isinstance(fun, functools.partial) and fun.func in kinds and len(fun.args) <= 1:
+        kind = kinds[fun.func]
+        allowed = {"has_aux"} if kind in ("jvp", "vjp") else set()
+        if set(fun.keywords) <= allowed:
+            return kind, (fun.args[0] if fun.args else None), bool(fun.keywords.get("has_aux", False))
+        return None
     if fun in kinds:
-        return kinds[fun], None
+        return kinds[fun], None, False
     return None
 
 
 def _directional(fun, args, in_axes):
-    """(kind, f, primals, tangents, primal axes, tangent axes) of a vmap of ``ft.jvp`` / ``ft.hvp`` (called
-    with ``(f, primals, tangents)``, f's in_axes None) or of their partial with f (called with ``(primals,
-    tangents)``); None for any other function."""
+    """(kind, f, has_aux, primals, tangents, primal axes, tangent axes) of a vmap of ``ft.jvp`` / ``ft.hvp``
+    (called with ``(f, primals, tangents)``, f's in_axes None) or of their partial with f (called with
+    ``(primals, tangents)``); None for any other function."""
     found = _directional_kind(fun)
     if found is None or found[0] == "vjp":
         return None
-    kind, f = found
+    kind, f, has_aux = found
     expected = 2 if f is not None else 3
     if len(args) != expected:
         raise TypeError(f"vmap of {kind}: call it with {'(primals, tangents)' if f else '(f, primals, tangents)'}.")
@@ -434,29 +448,30 @@ def _directional(fun, args, in_axes):
             return tuple(axis)
         return (axis,) * len(primals)
 
-    return kind, f, primals, tangents, per_primal(axes[0], "primals"), per_primal(axes[1], "tangents")
+    return kind, f, has_aux, primals, tangents, per_primal(axes[0], "primals"), per_primal(axes[1], "tangents")
 
 
-def _directions_batch(kind, f, primals, tangents, primal_axes, tangent_axes, axis_size, workers):
-    """A JVP or an HVP per member: one direction each, one compiled call (a member's directions with a trailing
-    axis of k, or a function with aux, run as a loop of single calls)."""
+def _directions_batch(kind, f, has_aux, primals, tangents, primal_axes, tangent_axes, axis_size, workers):
+    """A JVP (with its aux, if ``has_aux``) or an HVP per member: one direction each, one compiled call (a
+    member's directions with a trailing axis of k run as a loop of single calls)."""
     from . import api
-    from . import derivatives as D
 
     n = len(primals)
     members = Members(primals + tangents, primal_axes + tangent_axes, f"vmap of {kind}", axis_size, n_args=n)
 
     def single(*member):
+        if kind == "jvp":
+            return api.jvp(f, member[:n], member[n:], has_aux=has_aux)
         return getattr(api, kind)(f, member[:n], member[n:])
 
     argnums = tuple(range(n)) if kind == "jvp" or n > 1 else 0
-    transform = api._cached_transform(f, kind, argnums, False)
+    transform = api._cached_transform(f, "jvp" if kind == "jvp" else "hvp", argnums, has_aux)
     first = members.member(0)
     tape = transform.tape(*first[:n])  # (the tape of the first member, to check the directions against)
     v = first[n:] if kind == "jvp" or n > 1 else first[n]
     _, multi = D._split_directions(tape, v, "tangents" if kind == "jvp" else "v")  # (checks the directions)
-    if kind == "hvp":
-        D._require_scalar(tape, "hvp")
+    if kind != "jvp":
+        D._require_scalar(tape, kind)
     if multi:
         return _stack([single(*members.member(b)) for b in range(members.size)])
     ran = run_members(members, kind, lambda a: transform.tape(*a), single, workers, f"vmap of {kind}")
@@ -465,15 +480,50 @@ def _directions_batch(kind, f, primals, tangents, primal_axes, tangent_axes, axi
     results, tape = ran
     if kind == "hvp":
         return _grads_structure(tape, results)[0]
+    if kind == "value_grad_and_hvp":
+        grads, hvps = _grads_structure(tape, results[1:])
+        return results[0], grads, _grads_structure(tape, hvps)[0]
     n_out = len(tape._outputs)
-    outs, tangents_out = results[:n_out], results[-n_out:]
-    return tape._out_tree.unflatten(outs), tape._out_tree.unflatten(tangents_out)
+    outs, aux, tangents_out = results[:n_out], results[n_out:-n_out], results[-n_out:]
+    pair = tape._out_tree.unflatten(outs), tape._out_tree.unflatten(tangents_out)
+    return (*pair, tape._aux_tree.unflatten(aux)) if has_aux else pair
+
+
+_MATRICES = ("jacfwd", "jacrev", "jacobian", "hessian")
+
+
+def _matrices(fun, members, workers):
+    """A Jacobian or a Hessian of every member, blocks of directions and all, in one compiled call per branch
+    (``fasttape.batch_blocks``); None when those drivers cannot run the single calls' sweeps."""
+    kind = fun.kind
+
+    def tape_of(args):
+        tape = fun.tape(*args)
+        if batch_blocks.resolve(tape, kind) is None:
+            fun(*args)  # a Jacobian's first call measures a block of each mode and keeps the cheaper with its tape
+        return tape
+
+    ran = run_members(members, kind, tape_of, fun, workers, "vmap")
+    if ran is None:
+        return None
+    (matrices,), tape = ran
+    size = (members.size,)
+    if kind == "hessian":
+        return D.hessian_structure(tape, matrices, size)
+    result = D.jacobian_structure(tape, matrices, size)
+    if not tape.has_aux:
+        return result
+    ran = run_members(members, "forward", lambda a: fun.tape(*a), fun, workers, "vmap", interpreted=True)
+    if ran is None:
+        return None
+    results, tape = ran
+    return result, forward_structure(tape, results)[1]
 
 
 def _threaded(fun, members, workers):
-    """``fun`` (a Jacobian or a Hessian: blocks of directions, many sweeps per member) of every member, the
-    first alone (it records the tape and fixes the Jacobian's mode and blocks), the others on a pool of
-    threads, each call on a workspace of its own (the sweeps release the GIL): the single calls themselves."""
+    """``fun`` (a Jacobian or a Hessian whose blocks the drivers cannot run yet) of every member, the first
+    alone (it records the tape and fixes the Jacobian's mode and blocks), the others on a pool of threads,
+    each call on a workspace of its own (the sweeps release the GIL): the single calls themselves."""
     first = fun(*members.member(0))
     T = min(batch.threads(workers), members.size - 1)
     if T <= 1:
@@ -485,11 +535,12 @@ def _threaded(fun, members, workers):
     return _stack([first] + rest)
 
 
-def _vjp_batch(f, args, in_axes, out_axes, axis_size, workers):
-    """``(outputs, vjp_fn)`` of a batch of ``ft.vjp`` (called as ``ft.vjp(f, *primals)``, or its partial with
-    f): ``vjp_fn(cotangents)``, one cotangent per member on axis 0, pulls every member back in one compiled
-    call.  It runs each member's forward sweep again rather than keeping a buffer per member (memory for
-    the threads, not for the batch): the same values, so the same bits as the single calls' pull-backs."""
+def _vjp_batch(f, has_aux, args, in_axes, out_axes, axis_size, workers):
+    """``(outputs, vjp_fn)`` (and the aux with ``has_aux``) of a batch of ``ft.vjp`` (called as ``ft.vjp(f,
+    *primals)``, or its partial with f): ``vjp_fn(cotangents)``, one cotangent per member on axis 0, pulls
+    every member back in one compiled call.  It runs each member's forward sweep again rather than keeping a
+    buffer per member (memory for the threads, not for the batch): the same values, so the same bits as the
+    single calls' pull-backs."""
     from . import api
 
     if f is None:
@@ -502,10 +553,11 @@ def _vjp_batch(f, args, in_axes, out_axes, axis_size, workers):
             in_axes = tuple(in_axes[1:])
     members = Members(args, in_axes, "vmap of vjp", axis_size)
     n = len(args)
-    transform = api._cached_transform(f, "vjp", tuple(range(n)), False)
+    transform = api._cached_transform(f, "vjp", tuple(range(n)), has_aux)
 
     def forward(*primals):
-        return api.vjp(f, *primals)[0]
+        found = api.vjp(f, *primals, has_aux=has_aux)
+        return (found[0], found[2]) if has_aux else found[0]
 
     ran = run_members(members, "forward", lambda a: transform.tape(*a), forward, workers, "vmap of vjp",
                       interpreted=True)  # (Tape.vjp's forward is the interpreter's)  # fmt: skip
@@ -513,15 +565,19 @@ def _vjp_batch(f, args, in_axes, out_axes, axis_size, workers):
         outputs = _stack([forward(*members.member(b)) for b in range(members.size)])
     else:
         outputs = forward_structure(ran[1], ran[0])
-    return _apply_out_axes(outputs, out_axes, "vmap"), BatchVJP(f, transform, members, workers)
+    pull_back = BatchVJP(f, has_aux, transform, members, workers)
+    if has_aux:
+        outputs, aux = outputs
+        return _apply_out_axes(outputs, out_axes, "vmap"), pull_back, aux
+    return _apply_out_axes(outputs, out_axes, "vmap"), pull_back
 
 
 class BatchVJP:
     """The pull-back of a batch of VJPs: ``vjp_fn(cotangents)`` with one cotangent per member on axis 0 (structured
     like the function's output) returns, per primal, the members' VJPs stacked on axis 0."""
 
-    def __init__(self, f, transform, members, workers):
-        self._f, self._transform, self._members, self._workers = f, transform, members, workers
+    def __init__(self, f, has_aux, transform, members, workers):
+        self._f, self._has_aux, self._transform, self._members, self._workers = f, has_aux, transform, members, workers
 
     def __call__(self, cotangents):
         from . import api
@@ -544,7 +600,7 @@ class BatchVJP:
             mapped.blocks[n, j] = np.ascontiguousarray(block)
 
         def single(*member):
-            return api.vjp(self._f, *member[:n])[1](member[n])
+            return api.vjp(self._f, *member[:n], has_aux=self._has_aux)[1](member[n])
 
         transform = self._transform
         ran = run_members(mapped, "vjp", lambda a: transform.tape(*a), single, self._workers, "vmap of vjp")

@@ -437,24 +437,20 @@ def _reverse_block(tape: Tape, ws: _Workspace, J, start: int, kb: int, forward: 
     J[start : start + kb, :] = _read_inputs(tape, adj2, kb)
 
 
-def _arg_blocks(tape: Tape, row_leaf_shape, row_slice, matrix):
+def _arg_blocks(tape: Tape, row_leaf_shape, row_slice, matrix, batch=()):
     """Per differentiated argument, the columns of ``matrix`` shaped like that argument's
-    leaves (prefixed by ``row_leaf_shape``) in its own container structure."""
+    leaves (prefixed by ``row_leaf_shape``) in its own container structure (``batch``: the
+    shape of leading axes of matrices, one matrix per member of a batch)."""
     return _by_argument(
-        tape, lambda col, leaf: matrix[row_slice, col : col + leaf.size].reshape(row_leaf_shape + leaf.shape)
+        tape,
+        lambda col, leaf: matrix[..., row_slice, col : col + leaf.size].reshape(batch + row_leaf_shape + leaf.shape),
     )
 
 
 def jacobian(tape: Tape, args, mode="auto"):
     """The Jacobian in JAX's layout: for every output leaf, the structure of the
     differentiated arguments with leaves of shape ``out.shape + in.shape``."""
-    J = jacobian_matrix(tape, args, mode)
-    leaves = []
-    row = 0
-    for _, shape, size in _out_leaves(tape):
-        leaves.append(_arg_blocks(tape, shape, slice(row, row + size), J))
-        row += size
-    result = tape._out_tree.unflatten(leaves)
+    result = jacobian_structure(tape, jacobian_matrix(tape, args, mode))
     if tape.has_aux:
         ws = _bound_workspace(tape, args)
         tiers.run_forward(tape.ins, tape.code, tape.aux, ws.buf, True)
@@ -484,8 +480,22 @@ def hessian_matrix(tape: Tape, args):
 def hessian(tape: Tape, args):
     """The Hessian in JAX's layout: nested blocks, one per pair of differentiated
     arguments (and their container leaves), each of shape ``a.shape + b.shape``."""
-    H = hessian_matrix(tape, args)
-    return _by_argument(tape, lambda row, leaf: _arg_blocks(tape, leaf.shape, slice(row, row + leaf.size), H))
+    return hessian_structure(tape, hessian_matrix(tape, args))
+
+
+def jacobian_structure(tape: Tape, J, batch=()):
+    """The dense Jacobian ``J`` (``batch`` + (n_out, n_in)) in JAX's layout (see :func:`jacobian`)."""
+    leaves = []
+    row = 0
+    for _, shape, size in _out_leaves(tape):
+        leaves.append(_arg_blocks(tape, shape, slice(row, row + size), J, batch))
+        row += size
+    return tape._out_tree.unflatten(leaves)
+
+
+def hessian_structure(tape: Tape, H, batch=()):
+    """The dense Hessian ``H`` (``batch`` + (n_in, n_in)) in JAX's layout (see :func:`hessian`)."""
+    return _by_argument(tape, lambda row, leaf: _arg_blocks(tape, leaf.shape, slice(row, row + leaf.size), H, batch))
 
 
 def returns_none_on_branch_change(fn):

@@ -5,11 +5,10 @@ kernels call them (``fasttape.kernel_calls``), are compiled in worker processes,
 (``fasttape.builds``); then each step runs one kind of sweep on a small program
 that reaches every family (elementwise, select, reductions, cumsum, broadcast, gather,
 matmul), and the two special paths (the scalar code of loops over Python floats, and the
-fused regions of long elementwise chains) and the drivers of batches (``ft.vmap``), loading the kernels the
-workers built.  With
-everything cached it takes a few seconds; building from nothing takes a few minutes.  For
-container images and CI: run it once after installing, and every later process starts at
-compiled speed.
+fused regions of long elementwise chains) and the drivers of batches (``ft.vmap``: sweeps and
+matrices), loading the kernels the workers built.  With everything cached it takes a few
+seconds; building from nothing takes a few minutes.  For container images and CI: run it once
+after installing, and every later process starts at compiled speed.
 """
 
 from __future__ import annotations
@@ -64,6 +63,9 @@ def _batches(x, W, v):
             )
             pull_back(np.ones_like(outputs))
             ft.trace(_every_family, x, W).forward_batch(xs, W, workers=workers)
+            for matrix in (ft.jacfwd, ft.jacrev):  # (the block drivers: fasttape.batch_blocks)
+                vmap(matrix(_every_family), in_axes=(0, None), workers=workers)(xs, W)
+            vmap(ft.hessian(_every_family), in_axes=(0, None), workers=workers)(xs, W)
 
 
 def _steps():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fasttape as ft
-from fasttape import batch
+from fasttape import batch, batch_blocks
 
 from .helpers import branchy_loss as _branchy
 from .helpers import regression_loss as _regression
@@ -206,6 +206,37 @@ def test_jvp_hvp_and_vjp_match_the_loop(tier, workers):
     _assert_identical(pull_back(cotangents), [vjp_fn(c) for (_, vjp_fn), c in zip(singles, cotangents)])
 
 
+@pytest.mark.parametrize("workers", WORKERS)
+def test_value_grad_and_hvp_matches_the_loop(tier, workers):
+    """Its single call reads the value and gradient the interpreter's HVP sweep leaves, or runs the tape's HVP
+    kernel and then its value_and_grad kernel: the batch does the same."""
+    f = functools.partial(_regression, X=X, y=Y)
+    mapped = ft.vmap(functools.partial(ft.value_grad_and_hvp, f), workers=workers)
+    assert mapped.compiled
+    _assert_identical(mapped((W,), (V,)), [ft.value_grad_and_hvp(f, (w,), (v,)) for w, v in zip(W, V)])
+    several = ft.vmap(ft.value_grad_and_hvp, in_axes=(None, (0, None, None), (0, None, None)), workers=workers)
+    singles = [ft.value_grad_and_hvp(_regression, (w, X, Y), (v, X, Y)) for w, v in zip(W, V)]
+    _assert_identical(several(_regression, (W, X, Y), (V, X, Y)), singles)
+
+
+def _with_aux(w):
+    return _vector(w), {"norm": np.sum(w**2), "top": np.argmax(w)}
+
+
+def test_jvp_and_vjp_with_aux_match_the_loop(tier):
+    jvps = ft.vmap(functools.partial(ft.jvp, _with_aux, has_aux=True))((W,), (V,))
+    _assert_identical(jvps, [ft.jvp(_with_aux, (w,), (v,), has_aux=True) for w, v in zip(W, V)])
+    shared = ft.vmap(functools.partial(ft.jvp, has_aux=True), in_axes=(None, 0, None))(_with_aux, (W,), (V[0],))
+    _assert_identical(shared, [ft.jvp(_with_aux, (w,), (V[0],), has_aux=True) for w in W])
+    outputs, pull_back, aux = ft.vmap(functools.partial(ft.vjp, _with_aux, has_aux=True))(W)
+    singles = [ft.vjp(_with_aux, w, has_aux=True) for w in W]
+    _assert_identical((outputs, aux), [(out, found) for out, _, found in singles])
+    cotangents = rng.normal(size=(B, 10))
+    _assert_identical(pull_back(cotangents), [vjp_fn(c) for (_, vjp_fn, _), c in zip(singles, cotangents)])
+    assert ft.vmap(functools.partial(ft.jvp, _with_aux, has_aux=True)).compiled
+    assert not ft.vmap(functools.partial(ft.hvp, _regression, has_aux=True)).compiled  # (hvp takes no aux)
+
+
 def test_directions_follow_jax():
     def reference(w):
         return jnp.tanh(w[:10]) * jnp.sum(w)
@@ -218,11 +249,100 @@ def test_directions_follow_jax():
     np.testing.assert_allclose(hvps, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_jacobians_and_hessians_run_members_on_threads(tier):
-    jac, hess = ft.jacobian(_vector), ft.hessian(lambda w: np.sum(np.tanh(w) ** 2) * np.sum(w))
-    assert ft.vmap(jac).strategy == "threads"
-    _assert_identical(ft.vmap(jac, workers=WORKERS[-1])(W[:24]), [jac(w) for w in W[:24]])
-    _assert_identical(ft.vmap(hess, workers=WORKERS[-1])(W[:24]), [hess(w) for w in W[:24]])
+def _drivers_run(monkeypatch):
+    """The members whose matrices the block drivers returned (fasttape.batch_blocks), call by call."""
+    ran, run = [], batch_blocks.run
+
+    def counted(*args, **kwargs):
+        result = run(*args, **kwargs)
+        ran.append(None if result is None else int(result[0].size))
+        return result
+
+    monkeypatch.setattr(batch_blocks, "run", counted)
+    return ran
+
+
+def _curved(w, X, y):
+    return np.sum(np.tanh(X @ w) ** 2 * y) * np.sum(w**3)
+
+
+def _pair(p, x):
+    return np.tanh(p["W"] @ x) * np.sum(x), {"norm": np.sum(x**2)}
+
+
+YS = rng.normal(size=(B, 30))
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_jacobians_and_hessians_match_the_loop(tier, workers, monkeypatch):
+    ran = _drivers_run(monkeypatch)
+    members = W[:64]
+    for jac in (ft.jacfwd(_vector), ft.jacrev(_vector), ft.jacobian(_vector)):
+        mapped = ft.vmap(jac, workers=workers)
+        assert mapped.strategy == "sweeps" and mapped.compiled
+        _assert_identical(mapped(members), _loop(jac, [(w,) for w in members]))
+    hess = ft.hessian(_curved)
+    batched = ft.vmap(hess, in_axes=(0, None, None), workers=workers)(members, X, Y)
+    _assert_identical(batched, _loop(hess, [(w, X, Y) for w in members]))
+    several = ft.hessian(_curved, argnums=(0, 2))  # nested blocks, one mapped and one shared argument
+    batched = ft.vmap(several, in_axes=(0, None, 0), workers=workers)(members, X, YS[:64])
+    _assert_identical(batched, _loop(several, [(w, X, y) for w, y in zip(members, YS)]))
+    assert ran == [64] * 5  # every matrix from the block drivers, none from single calls
+    if tier == "always":  # jacfwd's blocks on the tape's own JVP kernel, as its single calls run them
+        assert any(key[:2] == ("jacfwd", "kernel") for key in batch_blocks._DRIVERS)
+
+
+def test_matrices_of_containers_aux_and_scalars(tier, monkeypatch):
+    ran = _drivers_run(monkeypatch)
+    params = {"W": rng.normal(size=(16, 5, 40)), "b": np.zeros(5)}
+    jac = ft.jacobian(_pair, argnums=(0, 1), has_aux=True)
+    batched = ft.vmap(jac, in_axes=({"W": 0, "b": None}, 0))(params, W[:16])
+    _assert_identical(batched, _loop(jac, [({"W": p, "b": params["b"]}, w) for p, w in zip(params["W"], W)]))
+    cubic = ft.hessian(lambda t: np.sin(t) * t**3)  # one input: the HVP along 1
+    _assert_identical(ft.vmap(cubic)(W[:, 0]), _loop(cubic, [(t,) for t in W[:, 0]]))
+    rows = ft.jacrev(lambda t: np.stack([np.sin(t), t**2]) * t)
+    _assert_identical(ft.vmap(rows)(W[:, 0]), _loop(rows, [(t,) for t in W[:, 0]]))
+    assert ran == [16, B, B]
+
+
+def test_matrices_on_other_branches_and_errors(tier):
+    def branchy(w, X, y):
+        return _branchy(w, X, y) * np.sum(w**2)
+
+    hess = ft.hessian(branchy)
+    _assert_identical(ft.vmap(hess, in_axes=(0, None, None))(W[:64], X, Y), _loop(hess, [(w, X, Y) for w in W[:64]]))
+    assert len(hess.cache) == 2
+
+    def picked(w, i):
+        return np.tanh(w[i]) * w[:3]
+
+    index = np.zeros((B, 3), dtype=np.int64)
+    index[17, 1] = 99
+    with pytest.raises(IndexError, match=r"^batch member 17: index 99 is out of bounds"):
+        ft.vmap(ft.jacfwd(picked), in_axes=(0, 0))(W, index)
+    with pytest.raises(ft.NonScalarOutputError, match="hessian needs a function with a scalar output"):
+        ft.vmap(ft.hessian(_vector))(W)
+
+
+def test_matrices_follow_jax():
+    def reference(w):
+        return jnp.tanh(w[:10]) * jnp.sum(w)
+
+    ours = ft.vmap(ft.jacobian(_vector), out_axes=2)(W[:8])
+    theirs = jax.vmap(jax.jacrev(reference), out_axes=2)(W[:8])
+    assert ours.shape == theirs.shape == (10, 40, 8)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    ours = ft.vmap(ft.hessian(lambda w: np.sum(_vector(w) ** 2)))(W[:8])
+    theirs = jax.vmap(jax.hessian(lambda w: jnp.sum(reference(w) ** 2)))(W[:8])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_matrices_before_the_drivers_are_ready_run_the_single_calls(monkeypatch):
+    """While the interpreter's sweeps compile, the members' single calls run on a pool of threads."""
+    monkeypatch.setattr(batch, "interpreter", lambda name: None)
+    with ft.options(tape_kernels="never"):
+        jac = ft.jacrev(_vector)
+        _assert_identical(ft.vmap(jac, workers=WORKERS[-1])(W[:24]), _loop(jac, [(w,) for w in W[:24]]))
 
 
 def test_directions_that_do_not_fit_are_named():
