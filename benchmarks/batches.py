@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 import fasttape as ft
+from fasttape import tiers
 
 from .workloads import make_rosenbrock
 
@@ -41,6 +42,7 @@ def columns(W, kind="grad"):
     with ft.options(tape_kernels="always"):
         g = getattr(ft, kind)(rosenbrock)
         g(W[0])
+    tiers.wait()  # (the interpreter's sweeps the first call started compiling: every column runs compiled code)
     one, every = ft.vmap(g, workers=1), ft.vmap(g)
     calls = {"loop": lambda: [g(w) for w in W], "vmap_1": lambda: one(W), "vmap": lambda: every(W)}
     try:
