@@ -283,7 +283,13 @@ def test_ctrl_c_kills_both_and_exits_6(tmp_path):
     pids = tmp_path / "pids"
     args = ["--eval", f"{sys.executable} eval.py plan.json record.jsonl", "--cwd", str(tmp_path), "--quiet"]
     args += ["--tool", " ".join(fake_tool(tmp_path, "hang", pids))]
-    process = subprocess.Popen([sys.executable, "-m", "fasttape.gradbench.driver", *args], stderr=subprocess.PIPE)
+    # (the driver's Ctrl-C handler set explicitly: a test run started as a shell's background job inherits
+    # SIGINT ignored, and Python then leaves it ignored in every child)
+    start_driver = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'driver'; runpy.run_module('fasttape.gradbench.driver', run_name='__main__')"
+    )
+    process = subprocess.Popen([sys.executable, "-c", start_driver, *args], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not pids.exists() or not pids.read_text():
         assert time.monotonic() < deadline and process.poll() is None, "the tool never got the evaluate message"
