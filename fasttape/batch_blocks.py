@@ -30,7 +30,7 @@ from .tape_kernels import ADDRESSES
 
 INS, CODE, AUX, BUF, I64, BOOL = (batch_calls.INS, batch_calls.CODE, batch_calls.AUX, batch_calls.BUF,
                                   batch_calls.I64, batch_calls.BOOL)  # fmt: skip
-KINDS = ("jacfwd", "jacrev", "hessian")
+KINDS = ("jacfwd", "jacrev", "jacobian", "hessian")  # what run takes (jacobian: the mode its tape chose)
 
 _TEMPLATE = '''\
 @jit

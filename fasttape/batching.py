@@ -248,7 +248,7 @@ def run_members(members: Members, entry: str, tape_of, single, workers, what, re
             seeds = sub.seeds(tape)
         elif entry == "vjp":
             seeds = sub.cotangents(tape)
-        if entry in _MATRICES:
+        if entry in batch_blocks.KINDS:
             ran = batch_blocks.run(tape, entry, args0, sub.inputs(tape), sub.size, workers)
         else:
             ran = batch.run(tape, entry, args0, sub.inputs(tape), sub.size, workers, seeds, interpreted)
@@ -487,9 +487,6 @@ def _directions_batch(kind, f, has_aux, primals, tangents, primal_axes, tangent_
     outs, aux, tangents_out = results[:n_out], results[n_out:-n_out], results[-n_out:]
     pair = tape._out_tree.unflatten(outs), tape._out_tree.unflatten(tangents_out)
     return (*pair, tape._aux_tree.unflatten(aux)) if has_aux else pair
-
-
-_MATRICES = ("jacfwd", "jacrev", "jacobian", "hessian")
 
 
 def _matrices(fun, members, workers):
