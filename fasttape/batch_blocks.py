@@ -15,17 +15,10 @@ Hessian of one input is the HVP along 1 (``fasttape.batch``'s ``hvp`` entry, the
 
 from __future__ import annotations
 
-import hashlib
-import threading
-
-import numba
 import numpy as np
-from numba import types
 
 from . import batch, batch_calls, config
 from . import derivatives as D
-from .codegen import load_generated
-from .jit import jit
 from .tape_kernels import ADDRESSES
 
 INS, CODE, AUX, BUF, I64, BOOL = (batch_calls.INS, batch_calls.CODE, batch_calls.AUX, batch_calls.BUF,
@@ -157,7 +150,6 @@ _ARGTYPES = {
     ("hessian", "interpreter"): (INS, CODE, AUX, BUF, BUF, BUF, I64, I64, BOOL),
 }
 _SWEEPS = {"jacfwd": "run_jvp", "jacrev": "run_forward", "hessian": "run_hvp"}
-VECTOR_REVERSE = (INS, CODE, AUX, BUF, BUF, I64)  # the interpreter's run_vector_reverse (jacrev's second call)
 
 
 def source(kind: str, tier: str, parallel: bool) -> str:
@@ -169,24 +161,15 @@ def source(kind: str, tier: str, parallel: bool) -> str:
 
 
 _DRIVERS: dict = {}
-_LOCK = threading.Lock()
 
 
 def driver(kind: str, tier: str, parallel: bool):
-    """The compiled driver (generated and loaded once per process, its machine code from the disk cache after
-    the first process)."""
+    """The compiled driver (generated and loaded once per process by ``batch_calls``, its machine code from the
+    disk cache after the first process)."""
     key = (kind, tier, parallel)
-    with _LOCK:
-        drive = _DRIVERS.get(key)
-        if drive is None:
-            argtypes = _ARGTYPES[kind, tier]
-            text = f"# calls ({', '.join(map(str, argtypes))})\n{source(kind, tier, parallel)}"
-            digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-            namespace = {"jit": jit, "prange": numba.prange, "get_thread_id": numba.get_thread_id,
-                         "call": batch_calls._caller(argtypes),
-                         "call_vector_reverse": batch_calls._caller(VECTOR_REVERSE, types.none)}  # fmt: skip
-            module = load_generated(f"fasttape.blocks_{digest}", text, namespace, filename=f"blocks_{digest}.py")
-            drive = _DRIVERS[key] = module.drive
+    drive = _DRIVERS.get(key)
+    if drive is None:
+        drive = _DRIVERS[key] = batch_calls._load(source(kind, tier, parallel), _ARGTYPES[kind, tier])
     return drive
 
 
@@ -208,7 +191,7 @@ def _tier(tape, kind: str, k: int, n_in: int):
     reverse = batch.interpreter("run_vector_reverse")
     if reverse is None:
         return None
-    return "interpreter", dispatcher, batch_calls.address(reverse, VECTOR_REVERSE)
+    return "interpreter", dispatcher, batch_calls.address(reverse, batch_calls.VECTOR_REVERSE)
 
 
 def resolve(tape, kind: str) -> str | None:
@@ -247,7 +230,11 @@ def run(tape, kind: str, args0, inputs, size: int, workers=None):
         T = batch.threads(workers)
         if size * N * (rows if kind == "jacrev" else n_in) < batch.SERIAL_VALUES:
             T = 1
-        row = {"jacfwd": k * N + (2 * N + k * extra if tier == "kernel" else 0), "jacrev": k * N}.get(kind, 2 * k * N)
+        row = k * N  # a member's plane: k directions' tangents (jacfwd) or adjoints (jacrev) ...
+        if kind == "hessian":
+            row += k * N  # ... tangents then second-order adjoints
+        elif tier == "kernel":
+            row += 2 * N + k * extra  # ... then the JVP kernel's plane of two and its results
         config.check_memory(8 * (T * (N + row) + size * rows * n_in), f"the batch's matrices of {tape.name!r}")
         bufs = np.empty((T, ws.buf.size))
         bufs[:] = ws.buf

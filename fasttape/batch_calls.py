@@ -170,6 +170,7 @@ def member(address, ins, code, aux, fns, buf, row, params):
     return 0
 '''
 REVERSE = (INS, CODE, AUX, BUF)  # the interpreter's run_reverse
+VECTOR_REVERSE = (INS, CODE, AUX, BUF, BUF, I64)  # ... and its run_vector_reverse (fasttape.batch_blocks' jacrev)
 
 
 def vjp_source(parallel: bool) -> str:
@@ -232,8 +233,8 @@ _LOCK = threading.Lock()
 
 
 def _load(text: str, argtypes):
-    """The module of a driver's source, its call compiled for ``argtypes`` (which its first line names: a
-    source and its cache files are one per types)."""
+    """The module of a driver's source (this module's templates, or ``fasttape.batch_blocks``'), its call
+    compiled for ``argtypes`` (which its first line names: a source and its cache files are one per types)."""
     text = f"# calls ({', '.join(map(str, argtypes))})\n{text}"
     with _LOCK:
         module = _MODULES.get(text)
@@ -241,7 +242,7 @@ def _load(text: str, argtypes):
             digest = hashlib.sha256(text.encode()).hexdigest()[:24]
             namespace = {"jit": jit, "prange": numba.prange, "get_thread_id": numba.get_thread_id, "np": np,
                          "call": _caller(argtypes), "call_reverse": _caller(REVERSE, types.none),
-                         "PARAMS": PARAMS}  # fmt: skip
+                         "call_vector_reverse": _caller(VECTOR_REVERSE, types.none), "PARAMS": PARAMS}  # fmt: skip
             module = load_generated(f"fasttape.batch_{digest}", text, namespace, filename=f"batch_{digest}.py")
             _MODULES[text] = module
     return module.drive
