@@ -352,11 +352,10 @@ class Vmapped:
         functools.update_wrapper(self, fun, updated=())
         from .api import Grad, Hessian, Jacobian, ValueAndGrad
 
-        matrices = isinstance(fun, (Jacobian, Hessian))
-        sweeps = matrices or isinstance(fun, (Grad, ValueAndGrad)) or _directional_kind(fun) is not None
-        self.strategy = "sweeps" if sweeps else "loop"
-        self.compiled = sweeps
-        self._matrices = matrices
+        self._matrices = isinstance(fun, (Jacobian, Hessian))
+        self._directional = _directional_kind(fun)
+        self.compiled = self._matrices or self._directional is not None or isinstance(fun, (Grad, ValueAndGrad))
+        self.strategy = "sweeps" if self.compiled else "loop"
 
     def __call__(self, *args):
         if nesting.inside_trace(args):
@@ -364,12 +363,11 @@ class Vmapped:
                 "vmap was called on traced values (inside a function being traced); fasttape batches tapes from "
                 "outside. Apply vmap outside the traced function, or write the batch with array operations."
             )
-        found = _directional_kind(self.fun)
+        found = self._directional
         if found is not None and found[0] == "vjp":
             return _vjp_batch(*found[1:], args, self.in_axes, self.out_axes, self.axis_size, self.workers)
-        directional = _directional(self.fun, args, self.in_axes)
-        if directional is not None:
-            result = _directions_batch(*directional, self.axis_size, self.workers)
+        if found is not None:
+            result = _directions_batch(*_directional(found, args, self.in_axes), self.axis_size, self.workers)
             return _apply_out_axes(result, self.out_axes, "vmap")
         members = Members(args, self.in_axes, "vmap", self.axis_size)
         result = None
@@ -377,7 +375,7 @@ class Vmapped:
             result = _matrices(self.fun, members, self.workers)
             if result is None:  # (sweeps these drivers do not run: the single calls themselves, on every core)
                 result = _threaded(self.fun, members, self.workers)
-        elif self.strategy == "sweeps":
+        elif self.compiled:
             result = self._batched(members)
         if result is None:
             result = _stack([self.fun(*members.member(b)) for b in range(members.size)])
@@ -415,13 +413,10 @@ def _directional_kind(fun):
     return None
 
 
-def _directional(fun, args, in_axes):
-    """(kind, f, has_aux, primals, tangents, primal axes, tangent axes) of a vmap of ``ft.jvp`` / ``ft.hvp``
-    (called with ``(f, primals, tangents)``, f's in_axes None) or of their partial with f (called with
-    ``(primals, tangents)``); None for any other function."""
-    found = _directional_kind(fun)
-    if found is None or found[0] == "vjp":
-        return None
+def _directional(found, args, in_axes):
+    """(kind, f, has_aux, primals, tangents, primal axes, tangent axes) of a vmap of ``ft.jvp`` / ``ft.hvp`` /
+    ``ft.value_grad_and_hvp`` (``found``: its ``_directional_kind``), called with ``(f, primals, tangents)``, f's
+    in_axes None, or as their partial with f with ``(primals, tangents)``."""
     kind, f, has_aux = found
     expected = 2 if f is not None else 3
     if len(args) != expected:
@@ -459,10 +454,10 @@ def _directions_batch(kind, f, has_aux, primals, tangents, primal_axes, tangent_
     n = len(primals)
     members = Members(primals + tangents, primal_axes + tangent_axes, f"vmap of {kind}", axis_size, n_args=n)
 
+    options = {"has_aux": has_aux} if kind == "jvp" else {}
+
     def single(*member):
-        if kind == "jvp":
-            return api.jvp(f, member[:n], member[n:], has_aux=has_aux)
-        return getattr(api, kind)(f, member[:n], member[n:])
+        return getattr(api, kind)(f, member[:n], member[n:], **options)
 
     argnums = tuple(range(n)) if kind == "jvp" or n > 1 else 0
     transform = api._cached_transform(f, "jvp" if kind == "jvp" else "hvp", argnums, has_aux)
