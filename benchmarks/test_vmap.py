@@ -9,11 +9,8 @@ from .batches import BATCH, CASES, columns, members
 CALLS = {kind: columns(members(n), kind) for kind, n in CASES.items()}
 
 
-@pytest.mark.parametrize("kind", list(CASES))
-@pytest.mark.parametrize("column", ["loop", "vmap_1", "vmap", "jax"])
+@pytest.mark.parametrize(("kind", "column"), [(kind, column) for kind in CASES for column in CALLS[kind]])
 def test_batch(benchmark, kind, column):
-    if column not in CALLS[kind]:
-        pytest.skip("JAX is not installed")
     benchmark.group = f"vmap-rosenbrock-{kind}-{CASES[kind]}x{BATCH}"
     benchmark.extra_info.update(workload="rosenbrock", transformation=kind, size=CASES[kind], batch=BATCH,
                                 column=column)  # fmt: skip
